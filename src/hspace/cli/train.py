@@ -1,0 +1,54 @@
+"""hspace-train: train a DDPM on an image datamodule (conf/train.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from hspace.cli import CONFIG_DIR, user_errors_exit
+
+
+def instantiate_loggers(cfg: DictConfig) -> list:
+    return [hydra.utils.instantiate(c) for c in cfg.values()] if cfg else []
+
+
+@user_errors_exit
+def train(cfg: DictConfig) -> Path:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from hspace.errors import UserError
+    from hspace.lightning.ddpm import DDPMTraining
+    from hspace.lightning.sample_grid import SampleGrid
+
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise UserError(f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. <run_dir>/checkpoints/last.ckpt")
+    run_dir = Path(cfg.run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = DDPMTraining(
+        unet=OmegaConf.to_container(cfg.model.unet, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.model.scheduler, resolve=True),
+        name=cfg.model.name,
+        **cfg.training,
+    )
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint_every_n_steps, save_last=True),
+        SampleGrid(**cfg.samples),
+    ]
+    trainer = pl.Trainer(**cfg.trainer, logger=instantiate_loggers(cfg.logger) or False, callbacks=callbacks, default_root_dir=run_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    export_dir = module.export(cfg.export_dir)
+    print(f"checkpoints: {run_dir / 'checkpoints'}\nEMA weights (save_pretrained layout): {export_dir}")
+    return export_dir
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

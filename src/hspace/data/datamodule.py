@@ -1,0 +1,59 @@
+"""LightningDataModules over any map-style image dataset."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from hspace.data.shapes import ShapesDataset
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Train/val/test loaders over three datasets whose items hold an `image` in [-1, 1]."""
+
+    def __init__(self, train: Dataset, val: Dataset, test: Dataset, batch_size: int = 64, num_workers: int = 0):
+        super().__init__()
+        self.datasets = {"train": train, "val": val, "test": test}
+        self.batch_size, self.num_workers = batch_size, num_workers
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class ShapesDataModule(ImageDataModule):
+    """The Shapes benchmark with disjoint, deterministic train/val/test splits."""
+
+    def __init__(
+        self,
+        resolution: int = 32,
+        seed: int = 0,
+        n_train: int = 100_000,
+        n_val: int = 1_000,
+        n_test: int = 1_000,
+        batch_size: int = 64,
+        num_workers: int = 0,
+    ):
+        super().__init__(
+            ShapesDataset(n_train, "train", seed, resolution),
+            ShapesDataset(n_val, "val", seed, resolution),
+            ShapesDataset(n_test, "test", seed, resolution),
+            batch_size,
+            num_workers,
+        )
+        self.resolution = resolution

@@ -1,0 +1,86 @@
+"""Judging Shapes samples from their pixels: background, object count and object colour.
+
+A sample passes when
+- its background is uniform and equal to one of the two Shapes greys: the median border pixel is within
+  `background_tol` of a grey in every channel, and at least `uniform_fraction` of the pixels away from the
+  object (outside the object grown by one pixel) are within `background_tol` of that grey;
+- it holds exactly one object: one connected region (of at least `min_object_pixels`) of pixels that differ
+  from the grey by more than `object_threshold` in some channel;
+- the object's mean colour over its interior (the region shrunk by one pixel, or the whole region when
+  that is empty) is within `colour_tol` of one of the four Shapes colours in every channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from hspace.data.shapes import BACKGROUNDS, COLOURS
+
+GREYS = np.array(list(BACKGROUNDS.values()), dtype=np.float64)
+PALETTE = np.array(list(COLOURS.values()), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ShapesJudgement:
+    background_ok: bool
+    one_object: bool
+    colour_ok: bool
+    background: int  # index into BACKGROUNDS, -1 if none
+    colour: int  # index into COLOURS, -1 if none
+    n_objects: int
+
+    @property
+    def passed(self) -> bool:
+        return self.background_ok and self.one_object and self.colour_ok
+
+
+def judge_sample(
+    pixels: np.ndarray,
+    background_tol: float = 24,
+    uniform_fraction: float = 0.97,
+    object_threshold: float = 60,
+    min_object_pixels: int = 4,
+    colour_tol: float = 40,
+) -> ShapesJudgement:
+    """Judge one (H, W, 3) uint8 sample; see the module docstring for the criteria."""
+    image = pixels.astype(np.float64)
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    border_colour = np.median(border, axis=0)
+    distance = np.abs(GREYS - border_colour).max(axis=1)
+    background = int(distance.argmin())
+    grey = GREYS[background]
+    deviation = np.abs(image - grey).max(axis=-1)
+
+    objects, n_found = ndimage.label(deviation > object_threshold)
+    sizes = ndimage.sum_labels(np.ones_like(deviation), objects, index=np.arange(1, n_found + 1))
+    large = [i + 1 for i, size in enumerate(sizes) if size >= min_object_pixels]
+    object_pixels = np.isin(objects, large)
+
+    away = ~ndimage.binary_dilation(object_pixels)
+    uniform = (deviation[away] <= background_tol).mean() if away.any() else 0.0
+    background_ok = bool(distance[background] <= background_tol and uniform >= uniform_fraction)
+
+    colour, colour_ok = -1, False
+    if len(large) == 1:
+        interior = ndimage.binary_erosion(object_pixels)
+        region = interior if interior.any() else object_pixels
+        mean = image[region].mean(axis=0)
+        colour_distance = np.abs(PALETTE - mean).max(axis=1)
+        colour = int(colour_distance.argmin())
+        colour_ok = bool(colour_distance[colour] <= colour_tol)
+    return ShapesJudgement(background_ok, len(large) == 1, colour_ok, background if background_ok else -1, colour, len(large))
+
+
+def quality_report(pixels: np.ndarray, **tolerances) -> dict[str, float]:
+    """Fractions of (N, H, W, 3) uint8 samples passing each criterion, and the share of light backgrounds."""
+    judgements = [judge_sample(p, **tolerances) for p in pixels]
+    return {
+        "pass_fraction": float(np.mean([j.passed for j in judgements])),
+        "background_fraction": float(np.mean([j.background_ok for j in judgements])),
+        "one_object_fraction": float(np.mean([j.one_object for j in judgements])),
+        "colour_fraction": float(np.mean([j.colour_ok for j in judgements])),
+        "light_background_share": float(np.mean([j.background == 1 for j in judgements])),
+    }

@@ -1,0 +1,84 @@
+"""Inverting real images: deterministic DDIM inversion (ALGORITHMS.md 2.2) and edit-friendly DDPM
+inversion (2.3). Both run on exactly the decoding grid of `schedule` and never clip x0 (2.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import ddim_step, seed_stream, to_x0_eps
+from hspace.diffusion.schedule import SamplingSchedule
+from hspace.hspace import HSpace
+
+
+@dataclass
+class Inversion:
+    x_T: Tensor  # (B, C, H, W) where decoding starts
+    z: Tensor | None  # (B, T, C, H, W) noise maps that make decoding reproduce the image (edit-friendly only)
+    h: Tensor | None  # (B, T, *h_shape) h_T, ..., h_1 seen during inversion, noisiest first
+    x_t: Tensor | None = None  # (B, T + 1, C, H, W) x_T, ..., x_1, x_0 that decoding reproduces (edit-friendly only)
+
+
+def _levels(schedule: SamplingSchedule) -> tuple[list[float], list[int]]:
+    """a_t and tau_t for t = 1..T (cleanest first)."""
+    return schedule.alpha_bar.flip(0).tolist(), schedule.timesteps.flip(0).tolist()
+
+
+@torch.no_grad()
+def ddim_invert(model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, record_h: bool = True) -> Inversion:
+    """x_0 -> x_T along the deterministic DDIM path of `schedule` (its eta is ignored).
+
+    When tau_1 = 0 the image is taken as x_1 (both official codes do this) and the loop costs T - 1 UNet
+    calls; otherwise one more call first lifts the image to level tau_1 with eps(x_0, tau_1).
+    For t = 1..T-1: eps = eps_theta(x_t, tau_t) (records h_t), x_{t+1} = sqrt(a_{t+1}) x0_hat + sqrt(1 - a_{t+1}) eps.
+    With `record_h`, a last call at (x_T, tau_T) records h_T, the h the first decoding step sees.
+    """
+    alpha_bar, tau = _levels(schedule)
+    x = x0.to(model.device, model.dtype)
+    if tau[0] > 0:
+        eps = to_x0_eps(model(x, tau[0]), x, alpha_bar[0], model.prediction_type)[1]
+        x = ddim_step(x, eps, alpha_bar[0], 0.0, None)
+    with HSpace(model.unet, capture=record_h) as hs:
+        for t in range(len(tau) - 1):
+            x0_hat, eps = to_x0_eps(model(x, tau[t]), x, alpha_bar[t], model.prediction_type)
+            x = ddim_step(x0_hat, eps, alpha_bar[t + 1], 0.0, None)
+        if record_h:
+            model(x, tau[-1])
+    h = torch.stack([c.cpu() for c in reversed(hs.captured)], dim=1) if record_h else None
+    return Inversion(x, None, h)
+
+
+@torch.no_grad()
+def edit_friendly_invert(model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, seeds: Sequence[int], record_h: bool = True) -> Inversion:
+    """Edit-friendly DDPM inversion (Huberman-Spiegelglas et al.): x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) n_t with
+    independent n_t per step, then z_t = (x_{t-1} - mu_t(x_t)) / sigma_t, so that decoding (x_T, z) with the
+    same eta reproduces x_T..x_1 and sees the recorded h. Needs sigma_t > 0 at every step t >= 2.
+    The image x_0 itself is reproduced exactly only when sigma_1 > 0 too (final_alpha "alpha_bar0" on a
+    grid with tau_1 > 0, e.g. trailing); with a deterministic last step, decoding ends at x0_hat(x_1).
+    `seeds` name the noise stream of each image.
+    """
+    sigma = schedule.sigma
+    T = schedule.num_steps
+    if (sigma[:-1] == 0).any():
+        raise ValueError("edit-friendly inversion needs eta > 0 at every step before the last: set sampler.eta > 0")
+    if len(seeds) != x0.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for {x0.shape[0]} images")
+    x0 = x0.to(model.device, model.dtype)
+    noise = torch.stack([torch.randn((T, *x0.shape[1:]), generator=seed_stream(s, "inversion")) for s in seeds], dim=1)
+    a = schedule.alpha_bar.to(x0.dtype).view(T, 1, 1, 1, 1).to(x0.device)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise.to(x0)  # (T, B, C, H, W), idx 0 = x_T
+    x_prev = torch.cat([x_t[1:], x0[None]])
+    z = torch.zeros_like(x_t)
+    with HSpace(model.unet, capture=record_h) as hs:
+        for idx in range(T):
+            x0_hat, eps = to_x0_eps(model(x_t[idx], schedule.timesteps[idx]), x_t[idx], schedule.alpha_bar[idx], model.prediction_type)
+            mu = ddim_step(x0_hat, eps, schedule.alpha_bar_prev[idx], float(sigma[idx]), torch.zeros_like(x0_hat))
+            if sigma[idx] > 0:
+                z[idx] = (x_prev[idx] - mu) / float(sigma[idx])
+    h = torch.stack([c.cpu() for c in hs.captured], dim=1) if record_h else None
+    chain = torch.cat([x_t, x0[None]]).transpose(0, 1).cpu()
+    return Inversion(x_t[0], z.transpose(0, 1).contiguous(), h, chain)

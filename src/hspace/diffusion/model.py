@@ -1,0 +1,68 @@
+"""A denoising UNet together with the training noise schedule and parameterisation it was trained with."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from hspace.diffusion.schedule import PREDICTION_TYPES, training_alphas_cumprod
+from hspace.hspace import h_shape
+
+
+@dataclass
+class DiffusionModel:
+    """eps_theta (or v_theta) as a callable: `model(x_t, tau) -> output`, with its schedule.
+
+    `unet` is a diffusers UNet2DModel; `alphas_cumprod` (N,) float64 is the training schedule;
+    `scheduler_config` is the diffusers scheduler config it came from (saved beside the weights).
+    """
+
+    unet: torch.nn.Module
+    scheduler_config: dict
+    name: str = "unnamed"
+    weight_hash: str = ""
+    alphas_cumprod: Tensor = field(init=False)
+
+    def __post_init__(self):
+        self.alphas_cumprod = training_alphas_cumprod(self.scheduler_config)
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {self.prediction_type!r}: use one of {', '.join(PREDICTION_TYPES)}")
+        if self.prediction_type == "epsilon" and float(self.alphas_cumprod[-1]) == 0.0:
+            raise ValueError(
+                "epsilon prediction with zero terminal SNR leaves x0 undefined at the last timestep: "
+                "set prediction_type: v_prediction in the scheduler config"
+            )
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return len(self.alphas_cumprod)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return (self.unet.config.in_channels, *size)
+
+    @functools.cached_property
+    def h_shape(self) -> tuple[int, ...]:
+        """The shape of h_t for one sample, found by a probe forward."""
+        return h_shape(self.unet)
+
+    def __call__(self, x_t: Tensor, timestep: Tensor | int) -> Tensor:
+        t = torch.as_tensor(timestep, device=x_t.device)
+        return self.unet(x_t, t.expand(x_t.shape[0]) if t.ndim == 0 else t).sample

@@ -1,0 +1,98 @@
+"""Training noise schedules and the sampling grid (ALGORITHMS.md 1, 2.1, 2.4).
+
+Step index t runs from T (noisiest) to 1; arrays use idx = T - t, so idx 0 is the noisiest step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Spacing = Literal["leading", "trailing", "linspace"]
+FinalAlpha = Literal["one", "alpha_bar0"]
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def training_alphas_cumprod(scheduler_config: dict) -> Tensor:
+    """alpha_bar[s] for s = 0..N-1 of a diffusers scheduler config (betas, zero-SNR rescaling). (N,) float64"""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(scheduler_config).alphas_cumprod.double()
+
+
+def timestep_grid(num_steps: int, num_train_timesteps: int = 1000, spacing: Spacing = "leading", t_end: int | None = None) -> Tensor:
+    """Training timesteps tau_T > ... > tau_1 of a T-step sampling grid. (T,) long
+
+    leading:  (T-1)*N/T, ..., N/T, 0 (diffusers "leading", the Haas grid)
+    trailing: N-1, N-1-N/T, ..., N/T-1 (starts at the last training step, for zero terminal SNR)
+    linspace: int(linspace(0, t_end, T)) reversed, t_end = N-1 by default (BoundaryDiffusion below t_mix)
+    """
+    if num_steps < 1 or num_steps > num_train_timesteps:
+        raise ValueError(f"num_steps must be in 1..{num_train_timesteps}, not {num_steps}")
+    if spacing == "leading":
+        grid = np.arange(num_steps) * (num_train_timesteps // num_steps)
+    elif spacing == "trailing":
+        grid = np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / num_steps))[::-1] - 1
+    elif spacing == "linspace":
+        end = num_train_timesteps - 1 if t_end is None else t_end
+        grid = np.linspace(0, end, num_steps).astype(np.int64)
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}: use leading, trailing or linspace")
+    return torch.from_numpy(np.ascontiguousarray(grid[::-1], dtype=np.int64))
+
+
+def eta_vector(eta: float | Sequence[float], num_steps: int) -> Tensor:
+    """eta_t as a (T,) float64 vector, noisiest step first; a scalar applies to every step."""
+    vector = torch.as_tensor(eta, dtype=torch.float64).flatten()
+    if vector.numel() == 1:
+        return vector.expand(num_steps).clone()
+    if vector.numel() != num_steps:
+        raise ValueError(f"eta has {vector.numel()} entries but the grid has {num_steps} steps")
+    return vector
+
+
+@dataclass(frozen=True)
+class SamplingSchedule:
+    """The T-step grid a sampler walks, noisiest step first (index idx = T - t)."""
+
+    timesteps: Tensor  # (T,) tau_t
+    alpha_bar: Tensor  # (T,) a_t, float64
+    alpha_bar_prev: Tensor  # (T,) a_{t-1}, float64; the last entry is the final alpha a_0
+    eta: Tensor  # (T,) eta_t, float64
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def sigma(self) -> Tensor:
+        """sigma_t = eta_t sqrt((1 - a_{t-1}) / (1 - a_t)) sqrt(1 - a_t / a_{t-1}). (T,) float64"""
+        a, a_prev = self.alpha_bar, self.alpha_bar_prev
+        return self.eta * torch.sqrt((1 - a_prev) / (1 - a)) * torch.sqrt(1 - a / a_prev)
+
+    @property
+    def is_deterministic(self) -> bool:
+        return bool((self.sigma == 0).all())
+
+
+def make_schedule(
+    alphas_cumprod: Tensor,
+    num_steps: int,
+    spacing: Spacing = "leading",
+    eta: float | Sequence[float] = 0.0,
+    final_alpha: FinalAlpha = "one",
+    t_end: int | None = None,
+) -> SamplingSchedule:
+    """The sampling schedule of `num_steps` steps over a training schedule `alphas_cumprod` (N,)."""
+    if final_alpha not in ("one", "alpha_bar0"):
+        raise ValueError(f"final_alpha must be 'one' or 'alpha_bar0', not {final_alpha!r}")
+    alphas_cumprod = alphas_cumprod.double()
+    timesteps = timestep_grid(num_steps, len(alphas_cumprod), spacing, t_end)
+    alpha_bar = alphas_cumprod[timesteps]
+    a_0 = torch.ones(1, dtype=torch.float64) if final_alpha == "one" else alphas_cumprod[:1]
+    alpha_bar_prev = torch.cat([alpha_bar[1:], a_0])
+    return SamplingSchedule(timesteps, alpha_bar, alpha_bar_prev, eta_vector(eta, num_steps))

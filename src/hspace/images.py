@@ -1,0 +1,51 @@
+"""Converting model images to pixels, laying them out in grids and writing them atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1] (B, C, H, W) as RGB pixels (B, H, W, C) uint8."""
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(pixels: np.ndarray, ncols: int, pad: int = 1, pad_value: int = 255) -> np.ndarray:
+    """Tile (N, H, W, C) uint8 images in rows of `ncols`, `pad` pixels apart. (H', W', C)"""
+    n, h, w, c = pixels.shape
+    nrows = -(-n // ncols)
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), pad_value, dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        r, q = divmod(i, ncols)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = image
+    return grid
+
+
+def atomic_write_bytes(path: str | Path, write) -> Path:
+    """Call write(file) on a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def save_png(pixels: np.ndarray, path: str | Path, scale: int = 1) -> Path:
+    """Write (H, W, C) uint8 pixels as a PNG, enlarged `scale` times without smoothing."""
+    image = Image.fromarray(pixels)
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    return atomic_write_bytes(path, lambda f: image.save(f, format="PNG"))

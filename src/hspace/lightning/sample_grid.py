@@ -1,0 +1,52 @@
+"""A callback that draws a fixed set of samples from the EMA weights every N training steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
+
+from hspace.data.shapes_quality import quality_report
+from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.schedule import make_schedule
+from hspace.images import image_grid, save_png, to_uint8
+
+
+class SampleGrid(pl.Callback):
+    """Every `every_n_steps` steps (and at the end of training), sample seeds 0..n-1 with deterministic DDIM,
+    write `samples/step_<k>.png` in the run directory and log it to W&B when that is the logger.
+
+    With `shapes_quality`, also log the pixel quality fractions of the Shapes judge (`samples/<name>`).
+    """
+
+    def __init__(self, every_n_steps: int = 500, num_samples: int = 64, num_steps: int = 50, spacing: str = "trailing", clip_x0: bool = False, shapes_quality: bool = False):
+        self.every_n_steps, self.num_samples, self.num_steps = every_n_steps, num_samples, num_steps
+        self.spacing, self.clip_x0, self.shapes_quality = spacing, clip_x0, shapes_quality
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self.draw(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self.draw(trainer, pl_module)
+
+    def draw(self, trainer: pl.Trainer, pl_module) -> Path | None:
+        if not trainer.is_global_zero:
+            return None
+        step = trainer.global_step
+        with pl_module.ema_weights() as model:
+            was_training = model.unet.training
+            model.unet.eval()
+            schedule = make_schedule(model.alphas_cumprod, self.num_steps, self.spacing)
+            x_T, _ = initial_noise(range(self.num_samples), model.image_shape, self.num_steps, with_z=False)
+            pixels = to_uint8(sample(model, schedule, x_T, clip_x0=self.clip_x0).x0)
+            model.unet.train(was_training)
+        path = save_png(image_grid(pixels, ncols=8), Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}.png", scale=2)
+        metrics = {f"samples/{k}": v for k, v in quality_report(pixels).items()} if self.shapes_quality else {}
+        for logger in trainer.loggers:
+            if metrics:
+                logger.log_metrics(metrics, step=step)
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="samples", images=[str(path)], step=step)
+        return path

@@ -1,0 +1,99 @@
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.schedule import eta_vector, make_schedule, timestep_grid
+from tests.conftest import GOOGLE_SCHEDULER, ZERO_SNR_V
+
+
+def test_grids():
+    assert timestep_grid(10, spacing="leading").tolist() == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    assert timestep_grid(10, spacing="trailing").tolist() == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+    assert timestep_grid(40, spacing="linspace", t_end=500).flip(0)[:5].tolist() == [0, 12, 25, 38, 51]
+    assert timestep_grid(40, spacing="linspace", t_end=500)[0] == 500
+    with pytest.raises(ValueError, match="spacing"):
+        timestep_grid(10, spacing="uniform")
+
+
+def test_eta_vector():
+    assert eta_vector(0.5, 3).tolist() == [0.5, 0.5, 0.5]
+    assert eta_vector([1, 0, 1], 3).tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="3 steps"):
+        eta_vector([1, 0], 3)
+
+
+def test_final_alpha(model):
+    one = make_schedule(model.alphas_cumprod, 10, "trailing", final_alpha="one", eta=1.0)
+    bar0 = make_schedule(model.alphas_cumprod, 10, "trailing", final_alpha="alpha_bar0", eta=1.0)
+    assert one.alpha_bar_prev[-1] == 1 and one.sigma[-1] == 0
+    assert bar0.alpha_bar_prev[-1] == model.alphas_cumprod[0] and bar0.sigma[-1] > 0
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("which", ["epsilon-leading", "v-zero-snr-trailing"])
+def test_ddim_matches_diffusers(which, eta, model, v_model):
+    """The whole reverse loop against DDIMScheduler.step with the same grid and the same noise maps."""
+    model, config, spacing = {
+        "epsilon-leading": (model, GOOGLE_SCHEDULER, "leading"),
+        "v-zero-snr-trailing": (v_model, ZERO_SNR_V, "trailing"),
+    }[which]
+    T = 8
+    reference = DDIMScheduler.from_config({**config, "clip_sample": False, "set_alpha_to_one": True, "timestep_spacing": spacing})
+    reference.set_timesteps(T)
+    schedule = make_schedule(model.alphas_cumprod, T, spacing, eta=eta)
+    assert reference.timesteps.tolist() == schedule.timesteps.tolist()
+
+    x_T, z = initial_noise([0, 1], model.image_shape, T)
+    ours = sample(model, schedule, x_T, z, record_x=True).x_t
+    x = x_T
+    for idx, t in enumerate(reference.timesteps):
+        x = reference.step(model(x, t), t, x, eta=eta, variance_noise=z[:, idx]).prev_sample
+        torch.testing.assert_close(ours[:, idx + 1], x, rtol=1e-4, atol=1e-4)
+
+
+def test_noise_does_not_depend_on_the_batch():
+    x_a, z_a = initial_noise([3], (3, 8, 8), 5)
+    x_b, z_b = initial_noise([1, 3], (3, 8, 8), 5)
+    assert torch.equal(x_a[0], x_b[1]) and torch.equal(z_a[0], z_b[1])
+    assert not torch.allclose(x_b[0], x_b[1])
+    assert not torch.allclose(x_a[0], z_a[0, 0])  # x_T and z come from different streams
+
+
+def test_trajectory_records(model):
+    T = 5
+    schedule = make_schedule(model.alphas_cumprod, T, eta=1.0)
+    x_T, z = initial_noise([0, 1, 2], model.image_shape, T)
+    traj = sample(model, schedule, x_T, z, record_h=True, record_x=True)
+    assert traj.h.shape == (3, T, *model.h_shape)
+    assert traj.x_t.shape == (3, T + 1, *model.image_shape)
+    assert torch.equal(traj.x_t[:, 0], x_T) and torch.equal(traj.x_t[:, -1], traj.x0)
+    # Samples are independent of the batch they are drawn in.
+    alone = sample(model, schedule, x_T[1:2], z[1:2]).x0
+    torch.testing.assert_close(alone[0], traj.x0[1], rtol=1e-4, atol=1e-4)
+
+
+def test_stochastic_schedule_needs_noise(model):
+    schedule = make_schedule(model.alphas_cumprod, 4, eta=1.0)
+    with pytest.raises(ValueError, match="noise maps"):
+        sample(model, schedule, torch.zeros(1, *model.image_shape))
+
+
+def test_zero_offset_sampling_is_identical_and_offset_changes(model):
+    T = 4
+    schedule = make_schedule(model.alphas_cumprod, T, eta=1.0)
+    x_T, z = initial_noise([0, 1], model.image_shape, T)
+    natural = sample(model, schedule, x_T, z).x0
+    zero = sample(model, schedule, x_T, z, h_offset=lambda idx: torch.zeros(2, *model.h_shape)).x0
+    assert torch.equal(natural, zero)
+    edited = sample(model, schedule, x_T, z, h_offset=lambda idx: torch.ones(2, *model.h_shape) * (idx == 0)).x0
+    assert not torch.allclose(edited, natural)
+
+
+def test_epsilon_with_zero_terminal_snr_is_refused(unet):
+    from diffusers import DDPMScheduler
+
+    from hspace.diffusion.model import DiffusionModel
+
+    with pytest.raises(ValueError, match="v_prediction"):
+        DiffusionModel(unet, dict(DDPMScheduler(rescale_betas_zero_snr=True).config))
