@@ -1,0 +1,63 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SCRIPTS = Path(sys.executable).parent
+
+
+def run(args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_sample_console_script_from_any_directory(tmp_path):
+    result = run([str(SCRIPTS / "hspace-sample"), "num_samples=4", "ncols=2", "sampler.num_steps=4", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    png = tmp_path / "run" / "samples.png"
+    assert f"samples: {png}" in result.stdout and "pass_fraction" in result.stdout
+    assert Image.open(png).size == (2 * (2 * 33 + 1), 2 * (2 * 33 + 1))
+
+
+def test_module_entry_point_prints_the_composed_config(tmp_path):
+    result = run([sys.executable, "-m", "hspace.cli.sample", "--cfg", "job", "sampler.eta=1.0"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "eta: 1.0" in result.stdout and "weights: shapes32" in result.stdout
+
+
+def test_user_config_directory_is_searched(tmp_path):
+    mine = tmp_path / "myconf" / "model"
+    mine.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "conf" / "model" / "shapes32.yaml", mine / "mine.yaml")
+    result = run([sys.executable, "-m", "hspace.cli.sample", "--cfg", "job", "model=mine", f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_weights_are_one_line(tmp_path):
+    result = run([str(SCRIPTS / "hspace-sample"), f"model.weights={tmp_path}/missing", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "missing" in result.stderr
+    assert not (tmp_path / "run" / "samples.png").exists()
+
+
+@pytest.mark.gpu
+def test_sampling_on_cuda_matches_cpu():
+    import torch
+
+    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.sampler import initial_noise, sample
+    from hspace.diffusion.schedule import make_schedule
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cpu, gpu = load_model("shapes32"), load_model("shapes32", device="cuda")
+    schedule = make_schedule(cpu.alphas_cumprod, 20, "trailing", eta=1.0)
+    x_T, z = initial_noise(range(8), cpu.image_shape, 20)
+    a = sample(cpu, schedule, x_T, z, record_h=True)
+    b = sample(gpu, schedule, x_T, z, record_h=True)
+    torch.testing.assert_close(b.x0.cpu(), a.x0, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(b.h, a.h, rtol=1e-3, atol=1e-3)
