@@ -52,6 +52,19 @@ def test_train_writes_checkpoints_exports_and_resumes(tmp_path):
     assert sorted(p.name for p in (resumed_dir / "samples").glob("*.png")) == ["step_0000006.png"]
 
 
+def test_wandb_logger_receives_the_sample_grids(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    train(compose_train([f"run_dir={run}", "trainer.max_steps=4", "logger=wandb"]))
+    (offline_run,) = (run / "wandb").glob("offline-run-*")
+    images = sorted(p.name.split("_")[0] for p in (offline_run / "files" / "media" / "images").glob("*.png"))
+    assert images == ["samples", "samples"]  # steps 2 and 4, not drawn twice at the end
+    import wandb
+
+    assert wandb.run is None  # the run was closed
+
+
 def test_training_works_on_any_image_datamodule(tmp_path):
     images = torch.rand(16, 3, 16, 16) * 2 - 1
     data = ImageDataModule(TensorDataset(images), TensorDataset(images), TensorDataset(images), batch_size=4)

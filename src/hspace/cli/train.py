@@ -14,17 +14,27 @@ def instantiate_loggers(cfg: DictConfig) -> list:
     return [hydra.utils.instantiate(c) for c in cfg.values()] if cfg else []
 
 
+def close_wandb() -> None:
+    """Finish the W&B run, if one was started, so that each (multirun) job gets its own."""
+    import sys
+
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()
+
+
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     from hspace.errors import UserError
-    from hspace.lightning.ddpm import DDPMTraining
-    from hspace.lightning.sample_grid import SampleGrid
 
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. <run_dir>/checkpoints/last.ckpt")
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from hspace.lightning.ddpm import DDPMTraining
+    from hspace.lightning.sample_grid import SampleGrid
+
     run_dir = Path(cfg.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -39,8 +49,11 @@ def train(cfg: DictConfig) -> Path:
         SampleGrid(**cfg.samples),
     ]
     trainer = pl.Trainer(**cfg.trainer, logger=instantiate_loggers(cfg.logger) or False, callbacks=callbacks, default_root_dir=run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    export_dir = module.export(cfg.export_dir)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        export_dir = module.export(cfg.export_dir)
+    finally:
+        close_wandb()
     print(f"checkpoints: {run_dir / 'checkpoints'}\nEMA weights (save_pretrained layout): {export_dir}")
     return export_dir
 

@@ -23,18 +23,20 @@ class SampleGrid(pl.Callback):
     def __init__(self, every_n_steps: int = 500, num_samples: int = 64, num_steps: int = 50, spacing: str = "trailing", clip_x0: bool = False, shapes_quality: bool = False):
         self.every_n_steps, self.num_samples, self.num_steps = every_n_steps, num_samples, num_steps
         self.spacing, self.clip_x0, self.shapes_quality = spacing, clip_x0, shapes_quality
+        self.last_drawn_step = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
             self.draw(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module):
-        self.draw(trainer, pl_module)
+        if trainer.global_step != self.last_drawn_step:
+            self.draw(trainer, pl_module)
 
     def draw(self, trainer: pl.Trainer, pl_module) -> Path | None:
         if not trainer.is_global_zero:
             return None
-        step = trainer.global_step
+        step = self.last_drawn_step = trainer.global_step
         with pl_module.ema_weights() as model:
             was_training = model.unet.training
             model.unet.eval()
