@@ -71,7 +71,7 @@ def load_model(source: str, device: str | torch.device = "cpu", dtype: torch.dty
     for name in HUB_FILES:
         if not (directory / name).is_file():
             raise UserError(f"{directory} has no {name}: expected a diffusers save_pretrained directory with {', '.join(HUB_FILES)}")
-    unet = UNet2DModel.from_pretrained(directory, use_safetensors=True, torch_dtype=dtype)
+    unet = UNet2DModel.from_pretrained(directory, use_safetensors=True, torch_dtype=dtype, low_cpu_mem_usage=False)
     unet = unet.to(device).eval().requires_grad_(False)
     scheduler_config = json.loads((directory / "scheduler_config.json").read_text())
     return DiffusionModel(unet, scheduler_config, name=source, weight_hash=file_sha256(directory / WEIGHTS_FILE))

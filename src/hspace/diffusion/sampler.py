@@ -82,11 +82,14 @@ def sample(
     record_h: bool = False,
     record_x: bool = False,
     clip_x0: bool = False,
+    asymmetric: bool = False,
     progress: Callable | None = None,
 ) -> Trajectory:
     """Run the reverse process from x_T with the stored noise maps z (B, T, C, H, W).
 
     `h_offset(idx)` gives the h offset of each step (see HOffset); rows without an edit get zeros.
+    With `asymmetric` (Asyrp, ALGORITHMS.md 3.3) each step runs a doubled batch [x_t, x_t] whose second
+    half carries the edit: x0_hat comes from the edited eps, the direction term from the unedited one.
     `progress`, if given, wraps the step range (e.g. tqdm).
     """
     sigma = schedule.sigma
@@ -97,14 +100,22 @@ def sample(
     steps = range(schedule.num_steps)
     with HSpace(model.unet, capture=record_h) as hs:
         for idx in progress(steps) if progress else steps:
-            hs.add(h_offset(idx) if h_offset else None)
-            output = model(x, schedule.timesteps[idx])
-            x0, eps = to_x0_eps(output, x, schedule.alpha_bar[idx], model.prediction_type)
+            offset = h_offset(idx) if h_offset else None
+            if asymmetric:
+                batch = x.shape[0]
+                hs.add(offset, rows=torch.arange(batch, 2 * batch) if offset is not None else None)
+                output = model(torch.cat([x, x]), schedule.timesteps[idx])
+                x0 = to_x0_eps(output[batch:], x, schedule.alpha_bar[idx], model.prediction_type)[0]
+                eps = to_x0_eps(output[:batch], x, schedule.alpha_bar[idx], model.prediction_type)[1]
+            else:
+                hs.add(offset)
+                output = model(x, schedule.timesteps[idx])
+                x0, eps = to_x0_eps(output, x, schedule.alpha_bar[idx], model.prediction_type)
             if clip_x0:
                 x0 = x0.clamp(-1, 1)
             z_t = z[:, idx].to(x.device, x.dtype) if z is not None else None
             x = ddim_step(x0, eps, schedule.alpha_bar_prev[idx], float(sigma[idx]), z_t)
             if record_x:
                 xs.append(x.cpu())
-    h = torch.stack([c.cpu() for c in hs.captured], dim=1) if record_h else None
+    h = torch.stack([c[: x.shape[0]].cpu() for c in hs.captured], dim=1) if record_h else None
     return Trajectory(x, h, torch.stack(xs, dim=1) if record_x else None)

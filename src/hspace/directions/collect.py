@@ -1,0 +1,51 @@
+"""Streaming collection of h_{T:1} over generated samples, one batch of seeds at a time, optionally cached."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file, save
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.schedule import SamplingSchedule
+from hspace.images import atomic_write_bytes
+
+
+def schedule_description(schedule: SamplingSchedule) -> dict:
+    return {"timesteps": schedule.timesteps.tolist(), "eta": schedule.eta.tolist(), "alpha_bar_prev_last": float(schedule.alpha_bar_prev[-1])}
+
+
+def collect_h(
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    seeds: Sequence[int],
+    batch_size: int,
+    cache: ArtifactCache | None = None,
+    clip_x0: bool = False,
+) -> Iterator[torch.Tensor]:
+    """Yield the natural h of every step for consecutive batches of seeds. Each item: (b, T, *h_shape) float32.
+
+    Only one batch is in memory at a time; with a cache, each batch is stored under a key of the model's
+    weight hash, the schedule, the clip setting and the batch's seeds, so later runs skip the sampling.
+    """
+    for start in range(0, len(seeds), batch_size):
+        batch = list(seeds[start : start + batch_size])
+
+        def compute(batch=batch):
+            x_T, z = initial_noise(batch, model.image_shape, schedule.num_steps, with_z=not schedule.is_deterministic)
+            return sample(model, schedule, x_T, z, record_h=True, clip_x0=clip_x0).h
+
+        if cache is None:
+            yield compute()
+            continue
+        parts = {"weight_hash": model.weight_hash, "schedule": schedule_description(schedule), "clip_x0": clip_x0, "seeds": batch}
+        yield cache.get(
+            "h",
+            parts,
+            compute,
+            save=lambda h, path: atomic_write_bytes(path, lambda f: f.write(save({"h": h.contiguous()}))),
+            load=lambda path: load_file(path)["h"],
+        )

@@ -1,0 +1,188 @@
+"""Unsupervised directions by per-timestep PCA of h (Haas et al. Sec. IV-A; ALGORITHMS.md 4(a)).
+
+For each step t: centre the N x D_h matrix of flattened h_t, take the top-k unit axes u_{j,t} and the
+standard deviations s_{j,t} = S_{j,t} / sqrt(N - 1) along them, make the signs consistent across steps,
+and edit with dh_t = gamma * s_{j,t} * u_{j,t} (gamma in per-step standard deviations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+import torch
+from sklearn.decomposition import IncrementalPCA
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.schedule import make_schedule
+from hspace.directions.collect import collect_h
+from hspace.directions.directions import Directions
+
+
+@dataclass
+class PCAResult:
+    axes: np.ndarray  # (k, T, D) unit axes, float64
+    std: np.ndarray  # (k, T) standard deviation along each axis
+    explained_variance_ratio: np.ndarray  # (k, T)
+    num_samples: int
+
+
+def exact_pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k PCA of the rows of x (N, D) through the N x N kernel of the centred data, in float64.
+
+    Returns unit axes (k, D), std (k,) and explained variance ratio (k,).
+    """
+    xc = x - x.mean(axis=0)
+    kernel = xc @ xc.T
+    eigenvalues, q = np.linalg.eigh(kernel)
+    order = np.argsort(eigenvalues)[::-1][:k]
+    singular = np.sqrt(np.clip(eigenvalues[order], 0, None))
+    axes = (xc.T @ q[:, order]) / np.where(singular > 0, singular, 1)
+    n = x.shape[0]
+    total = np.clip(eigenvalues, 0, None).sum()
+    return axes.T, singular / np.sqrt(n - 1), singular**2 / total
+
+
+class StreamingPCA:
+    """Per-step (or joint) PCA fed batch by batch with sklearn's IncrementalPCA.
+
+    Memory holds, per step, k + oversample axes and the running mean and variance, plus at most
+    `batch_size + k + oversample` pending rows, whatever the number of samples. Tracking `oversample` extra
+    axes makes the top k agree with exact PCA (an incremental update that keeps only k axes drops
+    variance that later batches would have added to them).
+    """
+
+    def __init__(self, k: int, batch_size: int, joint: bool = False, oversample: int = 20):
+        self.k, self.batch_size, self.joint = k, batch_size, joint
+        self.tracked = k + oversample
+        if batch_size < self.tracked:
+            raise ValueError(f"the PCA batch size ({batch_size}) must be at least num_components + oversample ({self.tracked})")
+        self.models: list[IncrementalPCA] | None = None
+        self.pending: list[np.ndarray] = []
+        self.num_samples = 0
+
+    def update(self, h: torch.Tensor) -> None:
+        """Add a batch of h (b, T, *h_shape)."""
+        x = h.reshape(h.shape[0], h.shape[1], -1).double().numpy()
+        self.pending.append(x)
+        self.num_samples += x.shape[0]
+        rows = np.concatenate(self.pending)
+        while rows.shape[0] >= self.batch_size + self.tracked:
+            self._fit(rows[: self.batch_size])
+            rows = rows[self.batch_size :]
+        self.pending = [rows]
+
+    def _fit(self, x: np.ndarray) -> None:
+        if self.models is None:
+            self.models = [IncrementalPCA(self.tracked) for _ in range(1 if self.joint else x.shape[1])]
+        if self.joint:
+            self.models[0].partial_fit(x.reshape(x.shape[0], -1))
+        else:
+            for t, model in enumerate(self.models):
+                model.partial_fit(x[:, t])
+
+    def result(self, num_steps: int) -> PCAResult:
+        rows = np.concatenate(self.pending)
+        if rows.shape[0]:
+            if rows.shape[0] < self.tracked:
+                raise ValueError(f"streaming PCA needs at least num_components + oversample = {self.tracked} samples, got {self.num_samples}")
+            self._fit(rows)
+            self.pending = []
+        k = self.k
+        if self.joint:
+            (m,) = self.models
+            axes = m.components_[:k].reshape(k, num_steps, -1)
+            std = np.repeat(np.sqrt(m.explained_variance_[:k])[:, None], num_steps, axis=1)
+            ratio = np.repeat(m.explained_variance_ratio_[:k, None], num_steps, axis=1)
+        else:
+            axes = np.stack([m.components_[:k] for m in self.models], axis=1)
+            std = np.stack([np.sqrt(m.explained_variance_[:k]) for m in self.models], axis=1)
+            ratio = np.stack([m.explained_variance_ratio_[:k] for m in self.models], axis=1)
+        return PCAResult(axes, std, ratio, self.num_samples)
+
+
+def exact_per_step_pca(batches: Iterable[torch.Tensor], k: int, joint: bool = False) -> PCAResult:
+    """The same result computed exactly from all samples at once (memory grows with N)."""
+    h = torch.cat(list(batches)).double().numpy()
+    n, num_steps = h.shape[:2]
+    if joint:
+        axes, std, ratio = exact_pca(h.reshape(n, -1), k)
+        return PCAResult(axes.reshape(k, num_steps, -1), np.repeat(std[:, None], num_steps, 1), np.repeat(ratio[:, None], num_steps, 1), n)
+    per_step = [exact_pca(h[:, t].reshape(n, -1), k) for t in range(num_steps)]
+    return PCAResult(*(np.stack(parts, axis=1) for parts in zip(*per_step)), n)
+
+
+def align_signs(axes: np.ndarray, reference: str = "noisiest") -> tuple[np.ndarray, np.ndarray]:
+    """Make axis signs consistent across steps. (k, T, D) -> aligned axes, overlaps |<u_t, u_{t+1}>| (k, T-1).
+
+    The reference step (idx 0, the noisiest) gets its largest-|entry| component positive; then every step
+    is flipped to agree with it ("noisiest") or with its noisier neighbour ("chain").
+    Sign alignment cannot repair order swaps between components of similar variance: low overlaps show them.
+    """
+    if reference not in ("noisiest", "chain"):
+        raise ValueError(f"sign reference must be 'noisiest' or 'chain', not {reference!r}")
+    axes = axes.copy()
+    k, num_steps = axes.shape[:2]
+    for j in range(k):
+        ref = axes[j, 0]
+        if ref[np.abs(ref).argmax()] < 0:
+            axes[j, 0] = -ref
+        for t in range(1, num_steps):
+            anchor = axes[j, 0] if reference == "noisiest" else axes[j, t - 1]
+            if axes[j, t] @ anchor < 0:
+                axes[j, t] = -axes[j, t]
+    overlaps = np.abs(np.einsum("ktd,ktd->kt", axes[:, 1:], axes[:, :-1]))
+    return axes, overlaps
+
+
+@dataclass
+class PCA:
+    """`method=pca`: directions from generated samples (seeds first_seed..first_seed+num_samples-1)."""
+
+    num_samples: int = 256
+    num_components: int = 10
+    batch_size: int = 64
+    oversample: int = 20  # extra axes the streaming path tracks so that the top k match exact PCA
+    eta: float = 1.0  # stochasticity of the collection runs (the paper: eta = 1)
+    mode: str = "per_step"  # or "joint": one PCA over the whole h_{T:1}
+    sign_reference: str = "noisiest"  # or "chain"
+    exact_max_n: int = 0  # at most this many samples: exact kernel PCA in memory instead of streaming
+    first_seed: int = 1_000_000  # collection seeds, kept apart from the seeds that are edited
+
+    name = "pca"
+
+    def fit(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> PCAResult:
+        if self.mode not in ("per_step", "joint"):
+            raise ValueError(f"pca mode must be 'per_step' or 'joint', not {self.mode!r}")
+        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, self.eta, final_alpha)
+        seeds = range(self.first_seed, self.first_seed + self.num_samples)
+        batches = collect_h(model, schedule, seeds, self.batch_size, cache)
+        if self.num_samples <= self.exact_max_n:
+            return exact_per_step_pca(batches, self.num_components, self.mode == "joint")
+        stream = StreamingPCA(self.num_components, self.batch_size, self.mode == "joint", self.oversample)
+        for h in batches:
+            stream.update(h)
+        return stream.result(num_steps)
+
+    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
+        result = self.fit(model, num_steps, spacing, final_alpha, cache)
+        axes, overlaps = align_signs(result.axes, self.sign_reference)
+        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, self.eta, final_alpha)
+        return Directions(
+            directions=torch.from_numpy(axes).float().reshape(self.num_components, num_steps, *model.h_shape),
+            scales=torch.from_numpy(result.std).float(),
+            timesteps=schedule.timesteps,
+            names=[f"pc{j}" for j in range(self.num_components)],
+            method=self.name,
+            model_id=model.name,
+            weight_hash=model.weight_hash,
+            sampler={"num_steps": num_steps, "spacing": spacing, "final_alpha": final_alpha, "eta": self.eta},
+            config=asdict(self),
+            info={
+                "explained_variance_ratio": result.explained_variance_ratio.tolist(),
+                "sign_overlap_min": overlaps.min(axis=1).tolist() if overlaps.size else [],
+                "num_samples": result.num_samples,
+            },
+        )

@@ -1,0 +1,61 @@
+"""Shift editing (Haas et al.; ALGORITHMS.md 3.2): h_t <- h_t + strength * v_t at every step in a window.
+
+All strengths of one sample run as one batch that shares x_T and every noise map z_t, so the offset is
+the only difference between the columns of a grid; strength 0 reproduces the unedited sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import sample
+from hspace.diffusion.schedule import SamplingSchedule
+from hspace.directions.directions import Directions, StepOffsets
+
+
+@dataclass
+class ShiftEdit:
+    strengths: Sequence[float] = field(default_factory=lambda: [-4.0, -2.0, 0.0, 2.0, 4.0])
+    window: Sequence[int] | None = None  # [t_start, t_end]: edit only where t_start >= tau_t >= t_end
+    asymmetric: bool = False  # Asyrp's step: x0_hat from the edited eps, the direction from the unedited one
+    batch_size: int = 64  # rows (samples x strengths) per UNet batch
+
+    name = "shift"
+
+    def step_mask(self, timesteps: torch.Tensor) -> torch.Tensor | None:
+        if self.window is None:
+            return None
+        t_start, t_end = self.window
+        return (timesteps <= t_start) & (timesteps >= t_end)
+
+    @torch.no_grad()
+    def apply(
+        self,
+        model: DiffusionModel,
+        schedule: SamplingSchedule,
+        directions: Directions,
+        index: int,
+        x_T: torch.Tensor,
+        z: torch.Tensor | None,
+        clip_x0: bool = False,
+    ) -> torch.Tensor:
+        """Edit samples (x_T (N, C, H, W), z (N, T, C, H, W) or None) along direction `index` at every
+        strength. Returns (N, S, C, H, W) in [-1, 1]."""
+        strengths = torch.as_tensor(list(self.strengths), dtype=torch.float32)
+        n, s = x_T.shape[0], len(strengths)
+        rows_x = x_T.repeat_interleave(s, dim=0)  # row r = sample r // S at strength r % S
+        rows_z = z.repeat_interleave(s, dim=0) if z is not None else None
+        rows_strength = strengths.repeat(n)
+        v = directions.offset(index, strengths).v.to(model.device)
+        mask = self.step_mask(schedule.timesteps)
+        out = []
+        for start in range(0, n * s, self.batch_size):
+            part = slice(start, start + self.batch_size)
+            offsets = StepOffsets(v, rows_strength[part].to(model.device), mask)
+            zs = rows_z[part] if rows_z is not None else None
+            out.append(sample(model, schedule, rows_x[part], zs, h_offset=offsets, clip_x0=clip_x0, asymmetric=self.asymmetric).x0.cpu())
+        return torch.cat(out).view(n, s, *x_T.shape[1:])

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.schedule import make_schedule
+from hspace.directions.directions import Directions
+from hspace.errors import UserError
+
+
+@pytest.fixture
+def directions():
+    schedule = make_schedule(torch.linspace(0.9999, 0.01, 1000).double(), 4)
+    g = torch.Generator().manual_seed(0)
+    return Directions(
+        directions=torch.randn(3, 4, 8, 2, 2, generator=g),
+        scales=torch.rand(3, 4, generator=g),
+        timesteps=schedule.timesteps,
+        names=["pc0", "pc1", "pc2"],
+        method="pca",
+        model_id="tiny",
+        weight_hash="ab" * 32,
+        sampler={"num_steps": 4, "spacing": "leading", "final_alpha": "one", "eta": 1.0},
+        config={"num_components": 3},
+        extra={"normal_x": torch.ones(5)},
+        info={"explained_variance_ratio": [[0.5] * 4] * 3},
+    )
+
+
+def test_round_trip(directions, tmp_path):
+    loaded = Directions.load(directions.save(tmp_path / "d.safetensors"))
+    for name in ("directions", "scales", "timesteps"):
+        assert torch.equal(getattr(loaded, name), getattr(directions, name))
+    assert torch.equal(loaded.extra["normal_x"], directions.extra["normal_x"])
+    assert loaded.metadata() == directions.metadata()
+
+
+def test_incompatible_files_are_refused_in_one_line(directions):
+    ok = dict(weight_hash="ab" * 32, h_shape=(8, 2, 2), timesteps=directions.timesteps)
+    directions.check_compatible(**ok)
+    for bad, pattern in [
+        ({"weight_hash": "cd" * 32}, "made for model tiny"),
+        ({"h_shape": (512, 8, 8)}, "h shape"),
+        ({"timesteps": make_schedule(torch.linspace(0.9999, 0.01, 1000).double(), 10).timesteps}, "4-step grid"),
+    ]:
+        with pytest.raises(UserError, match=pattern) as error:
+            directions.check_compatible(**{**ok, **bad})
+        assert "\n" not in str(error.value)
+
+
+def test_missing_and_damaged_files_are_clear(directions, tmp_path):
+    with pytest.raises(UserError, match="no directions file"):
+        Directions.load(tmp_path / "none.safetensors")
+    path = directions.save(tmp_path / "d.safetensors")
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(UserError, match="not a readable hspace directions file"):
+        Directions.load(path)
+
+
+def test_cache_computes_once_and_recomputes_a_truncated_entry(directions, tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return directions
+
+    def get():
+        return cache.get("directions", {"method": "pca", "k": 3}, compute, save=lambda d, p: d.save(p), load=Directions.load)
+
+    first = get()
+    second = get()
+    assert len(calls) == 1 and torch.equal(first.directions, second.directions)
+    assert len(cache.hits) == 1 and len(cache.misses) == 1
+    (entry,) = (tmp_path / "cache" / "directions").glob("*.safetensors")
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    third = get()
+    assert len(calls) == 2 and torch.equal(third.directions, directions.directions)
+    assert Directions.load(entry).names == directions.names  # the entry was rewritten whole
+    other = cache.get("directions", {"method": "pca", "k": 4}, compute, save=lambda d, p: d.save(p), load=Directions.load)
+    assert len(calls) == 3 and other is directions
+
+
+def test_a_failed_write_leaves_no_entry(directions, tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+
+    def broken_save(value, path):
+        from hspace.images import atomic_write_bytes
+
+        def write(f):
+            f.write(b"partial")
+            raise KeyboardInterrupt
+
+        atomic_write_bytes(path, write)
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.get("directions", {"k": 1}, lambda: directions, broken_save, Directions.load)
+    assert [p.name for p in (tmp_path / "cache" / "directions").iterdir() if not p.name.endswith(".lock")] == []

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA as SklearnPCA
+
+from hspace.directions.pca import PCA, StreamingPCA, align_signs, exact_per_step_pca
+from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.schedule import make_schedule
+
+
+@pytest.fixture(scope="module")
+def activations():
+    """Natural h of 96 stochastic samples of a tiny UNet over 3 steps. (96, 3, 16, 8, 8)"""
+    from tests.conftest import GOOGLE_SCHEDULER, tiny_unet
+    from diffusers import DDPMScheduler
+    from hspace.diffusion.model import DiffusionModel
+
+    model = DiffusionModel(tiny_unet(), dict(DDPMScheduler(**GOOGLE_SCHEDULER).config))
+    schedule = make_schedule(model.alphas_cumprod, 3, eta=1.0)
+    x_T, z = initial_noise(range(96), model.image_shape, 3)
+    return sample(model, schedule, x_T, z, record_h=True).h
+
+
+def assert_matches_sklearn(result, h, k, atol):
+    """The first k components of `result` against sklearn's exact PCA, step by step."""
+    for t in range(h.shape[1]):
+        reference = SklearnPCA(k, svd_solver="full").fit(h[:, t].reshape(len(h), -1).double().numpy())
+        cos = np.abs(np.einsum("kd,kd->k", result.axes[:k, t], reference.components_))
+        np.testing.assert_allclose(cos, 1, atol=atol)
+        np.testing.assert_allclose(result.std[:k, t] ** 2, reference.explained_variance_, rtol=atol)
+        np.testing.assert_allclose(result.explained_variance_ratio[:k, t], reference.explained_variance_ratio_, rtol=atol)
+
+
+def test_exact_pca_equals_sklearn(activations):
+    assert_matches_sklearn(exact_per_step_pca([activations[:50], activations[50:]], 5), activations, 5, atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def shapes_activations():
+    """Natural h of 256 stochastic samples of the shipped Shapes model over 4 steps."""
+    from hspace.diffusion.loading import load_model
+
+    model = load_model("shapes32")
+    schedule = make_schedule(model.alphas_cumprod, 4, "trailing", eta=1.0)
+    x_T, z = initial_noise(range(256), model.image_shape, 4)
+    return sample(model, schedule, x_T, z, record_h=True).h
+
+
+def test_streaming_pca_equals_sklearn_on_real_activations(shapes_activations):
+    stream = StreamingPCA(k=5, batch_size=64, oversample=20)
+    for start in range(0, 256, 48):  # batches that do not line up with the fit batches
+        stream.update(shapes_activations[start : start + 48])
+    result = stream.result(4)
+    assert result.num_samples == 256 and result.axes.shape == (5, 4, 2048)
+    assert_matches_sklearn(result, shapes_activations, 5, atol=2e-3)
+
+
+def test_streaming_pca_is_exact_when_the_data_has_rank_k():
+    g = torch.Generator().manual_seed(0)
+    latent = torch.randn(80, 4, generator=g)
+    h = (latent @ torch.randn(4, 60, generator=g) + torch.randn(60, generator=g)).reshape(80, 2, 30)
+    stream = StreamingPCA(k=4, batch_size=10, oversample=0)
+    for start in range(0, 80, 16):
+        stream.update(h[start : start + 16])
+    assert_matches_sklearn(stream.result(2), h, 4, atol=1e-6)
+
+
+def test_joint_pca_equals_sklearn_on_the_flattened_h(activations):
+    result = exact_per_step_pca([activations], 4, joint=True)
+    reference = SklearnPCA(4, svd_solver="full").fit(activations.reshape(96, -1).double().numpy())
+    cos = np.abs(np.einsum("kd,kd->k", result.axes.reshape(4, -1), reference.components_))
+    np.testing.assert_allclose(cos, 1, atol=1e-8)
+    np.testing.assert_allclose(result.std[:, 0] ** 2, reference.explained_variance_, rtol=1e-8)
+
+
+def test_sign_alignment():
+    g = np.random.default_rng(0)
+    base = g.normal(size=(2, 1, 20))
+    base /= np.linalg.norm(base, axis=-1, keepdims=True)
+    flips = np.array([[1, -1, 1, -1], [-1, -1, 1, 1]])[..., None]
+    axes = base * flips  # the same axis at every step, with arbitrary signs
+    aligned, overlaps = align_signs(axes)
+    for j in range(2):
+        assert np.allclose(aligned[j], aligned[j, 0])
+        assert aligned[j, 0, np.abs(aligned[j, 0]).argmax()] > 0
+    np.testing.assert_allclose(overlaps, 1)
+    chained, _ = align_signs(axes, "chain")
+    np.testing.assert_allclose(chained, aligned)

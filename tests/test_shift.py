@@ -1,0 +1,63 @@
+import torch
+
+from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.schedule import make_schedule
+from hspace.directions.directions import Directions
+from hspace.edits.shift import ShiftEdit
+
+
+def make_directions(model, schedule, k=2):
+    g = torch.Generator().manual_seed(0)
+    return Directions(
+        directions=torch.randn(k, schedule.num_steps, *model.h_shape, generator=g),
+        scales=torch.ones(k, schedule.num_steps),
+        timesteps=schedule.timesteps,
+        names=[f"d{j}" for j in range(k)],
+        method="test",
+        model_id=model.name,
+        weight_hash=model.weight_hash,
+        sampler={},
+    )
+
+
+def test_zero_strength_reproduces_the_unedited_samples_exactly(model):
+    schedule = make_schedule(model.alphas_cumprod, 5, eta=1.0)
+    x_T, z = initial_noise(range(3), model.image_shape, 5)
+    edit = ShiftEdit(strengths=[-2.0, 0.0, 3.0], batch_size=4)
+    edited = edit.apply(model, schedule, make_directions(model, schedule), 1, x_T, z)
+    assert edited.shape == (3, 3, *model.image_shape)
+    natural = sample(model, schedule, x_T, z).x0
+    torch.testing.assert_close(edited[:, 1], natural, rtol=0, atol=1e-4)  # other batch layout: float order differs
+    only_zero = ShiftEdit(strengths=[0.0], batch_size=3).apply(model, schedule, make_directions(model, schedule), 1, x_T, z)
+    assert torch.equal(only_zero[:, 0], natural)  # same batch layout: bit-identical
+    assert not torch.allclose(edited[:, 0], natural, atol=1e-3) and not torch.allclose(edited[:, 2], natural, atol=1e-3)
+
+
+def test_each_strength_equals_its_own_unbatched_run(model):
+    schedule = make_schedule(model.alphas_cumprod, 4, eta=1.0)
+    x_T, z = initial_noise([7], model.image_shape, 4)
+    d = make_directions(model, schedule)
+    edited = ShiftEdit(strengths=[1.5, -1.0]).apply(model, schedule, d, 0, x_T, z)
+    v = d.directions[0] * d.scales[0].view(-1, 1, 1, 1)
+    alone = sample(model, schedule, x_T, z, h_offset=lambda idx: -1.0 * v[idx][None]).x0
+    torch.testing.assert_close(edited[0, 1], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_window_limits_the_edit_to_its_steps(model):
+    schedule = make_schedule(model.alphas_cumprod, 5)
+    x_T, _ = initial_noise([0], model.image_shape, 5)
+    d = make_directions(model, schedule)
+    outside = ShiftEdit(strengths=[5.0], window=[50, 0]).step_mask(schedule.timesteps)
+    assert outside.tolist() == [False, False, False, False, True]  # grid 800..0: only tau = 0
+    nowhere = ShiftEdit(strengths=[5.0], window=[-1, -1]).apply(model, schedule, d, 0, x_T, None)
+    torch.testing.assert_close(nowhere[:, 0], sample(model, schedule, x_T).x0, rtol=0, atol=1e-6)
+
+
+def test_asymmetric_step_differs_and_keeps_zero_strength(model):
+    schedule = make_schedule(model.alphas_cumprod, 4)
+    x_T, _ = initial_noise([0, 1], model.image_shape, 4)
+    d = make_directions(model, schedule)
+    symmetric = ShiftEdit(strengths=[0.0, 3.0]).apply(model, schedule, d, 0, x_T, None)
+    asymmetric = ShiftEdit(strengths=[0.0, 3.0], asymmetric=True).apply(model, schedule, d, 0, x_T, None)
+    torch.testing.assert_close(asymmetric[:, 0], symmetric[:, 0], rtol=0, atol=1e-5)
+    assert not torch.allclose(asymmetric[:, 1], symmetric[:, 1], atol=1e-3)
