@@ -49,3 +49,32 @@ def save_png(pixels: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     return atomic_write_bytes(path, lambda f: image.save(f, format="PNG"))
+
+
+def save_edit_grid(pixels: np.ndarray, strengths, title: str, path: str | Path, row_labels=None) -> Path:
+    """A labelled edit grid: rows are samples, columns strengths. pixels: (N, S, H, W, C) uint8."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, s = pixels.shape[:2]
+    fig, axes = plt.subplots(n, s, figsize=(1.1 * s + 0.6, 1.1 * n + 0.5), squeeze=False)
+    for r in range(n):
+        for c in range(s):
+            ax = axes[r, c]
+            ax.imshow(pixels[r, c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"{strengths[c]:+g}", fontsize=8)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[r]), fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))

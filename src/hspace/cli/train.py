@@ -14,14 +14,6 @@ def instantiate_loggers(cfg: DictConfig) -> list:
     return [hydra.utils.instantiate(c) for c in cfg.values()] if cfg else []
 
 
-def close_wandb() -> None:
-    """Finish the W&B run, if one was started, so that each (multirun) job gets its own."""
-    import sys
-
-    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-        sys.modules["wandb"].finish()
-
-
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
     from hspace.errors import UserError
@@ -33,6 +25,7 @@ def train(cfg: DictConfig) -> Path:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from hspace.lightning.ddpm import DDPMTraining
+    from hspace.loggers import close_wandb
     from hspace.lightning.sample_grid import SampleGrid
 
     run_dir = Path(cfg.run_dir)

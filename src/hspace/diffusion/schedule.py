@@ -96,3 +96,17 @@ def make_schedule(
     a_0 = torch.ones(1, dtype=torch.float64) if final_alpha == "one" else alphas_cumprod[:1]
     alpha_bar_prev = torch.cat([alpha_bar[1:], a_0])
     return SamplingSchedule(timesteps, alpha_bar, alpha_bar_prev, eta_vector(eta, num_steps))
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The sampler config group: how many steps, how stochastic, which grid, which final alpha, clipping."""
+
+    num_steps: int = 50
+    eta: float | tuple[float, ...] = 0.0
+    spacing: Spacing = "leading"
+    final_alpha: FinalAlpha = "one"
+    clip_x0: bool = False
+
+    def schedule(self, alphas_cumprod: Tensor) -> SamplingSchedule:
+        return make_schedule(alphas_cumprod, self.num_steps, self.spacing, self.eta, self.final_alpha)

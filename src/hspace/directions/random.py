@@ -2,11 +2,12 @@
 
 r_t ~ N(0, I) per step with a fixed seed, used as unit axes with the per-step scales of the PCA
 directions, so ||dh_t|| equals that of the matching principal component at every step and strength.
+It takes every PCA setting (they define the scales it matches) plus its own seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -17,24 +18,13 @@ from hspace.directions.pca import PCA
 
 
 @dataclass
-class RandomDirections:
-    pca: PCA = field(default_factory=PCA)  # whose per-step scales the random directions take
+class RandomDirections(PCA):
     seed: int = 0
 
     name = "random"
 
     def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
-        reference = self.pca.find(model, num_steps, spacing, final_alpha, cache)
+        reference = super().find(model, num_steps, spacing, final_alpha, cache)
         r = torch.randn(reference.directions.shape, generator=torch.Generator().manual_seed(self.seed))
         r = r / r.flatten(2).norm(dim=-1).view(*r.shape[:2], *([1] * len(reference.h_shape)))
-        return Directions(
-            directions=r,
-            scales=reference.scales,
-            timesteps=reference.timesteps,
-            names=[f"random{j}" for j in range(len(reference.names))],
-            method=self.name,
-            model_id=reference.model_id,
-            weight_hash=reference.weight_hash,
-            sampler=reference.sampler,
-            config=asdict(self),
-        )
+        return replace(reference, directions=r, names=[f"random{j}" for j in range(len(reference.names))], method=self.name, info={})

@@ -1,0 +1,81 @@
+"""hspace-run: the main job (conf/run.yaml). Find directions, edit samples, write and log the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from hspace.cli import CONFIG_DIR, user_errors_exit
+
+
+def sampler_settings(cfg: DictConfig):
+    from hspace.diffusion.schedule import SamplerSettings
+
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(settings["eta"], list):
+        settings["eta"] = tuple(settings["eta"])
+    return SamplerSettings(**settings)
+
+
+def resolve_device(accelerator: str):
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda"):
+        return torch.device("cuda" if torch.cuda.is_available() or accelerator != "auto" else "cpu")
+    return torch.device("cpu")
+
+
+@user_errors_exit
+def run(cfg: DictConfig) -> dict:
+    from hspace.errors import UserError
+
+    if cfg.directions_path is not None and not Path(cfg.directions_path).is_file():
+        raise UserError(f"no directions file at directions_path={cfg.directions_path}: fix the path or leave it null to run the method")
+
+    import torch
+
+    from hspace.cache import ArtifactCache
+    from hspace.diffusion.loading import load_model
+    from hspace.edit_job import run_edit_job
+    from hspace.loggers import close_wandb
+    from hspace.run_record import run_info, write_json
+
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(run_dir / "run_info.json", run_info())
+    loggers = [hydra.utils.instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        model = load_model(cfg.model.weights, device=resolve_device(cfg.trainer.accelerator))
+        real = None
+        if cfg.real_images:
+            dataset = hydra.utils.instantiate(cfg.data).datasets["test"]
+            real = torch.stack([dataset[i]["image"] for i in range(cfg.real_images)])
+        return run_edit_job(
+            model=model,
+            method=hydra.utils.instantiate(cfg.method, _convert_="all"),
+            edit=hydra.utils.instantiate(cfg.edit, _convert_="all"),
+            sampler=sampler_settings(cfg.sampler),
+            seeds=list(range(cfg.first_seed, cfg.first_seed + cfg.num_samples)),
+            run_dir=run_dir,
+            num_directions=cfg.num_directions,
+            cache=ArtifactCache(cfg.cache_dir),
+            real_images=real,
+            directions_path=cfg.directions_path,
+            loggers=loggers,
+        )
+    finally:
+        close_wandb()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="run")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""One editing run: find directions (or load them), edit generated and real samples at every strength,
+write the outputs and log them. Plain arguments only; hspace.cli.run builds them from the config."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+from safetensors.torch import save
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.directions import Directions
+from hspace.edits.shift import ShiftEdit
+from hspace.images import atomic_write_bytes, save_edit_grid, to_uint8
+from hspace.run_record import write_json
+
+
+class DirectionFinder(Protocol):
+    name: str
+
+    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions: ...
+
+
+class Timer:
+    """Wall time of named stages, as the metrics `time/<stage>_s`."""
+
+    def __init__(self):
+        self.metrics: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.metrics[f"time/{name}_s"] = round(time.perf_counter() - start, 3)
+
+
+def find_directions(method: DirectionFinder, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None) -> Directions:
+    """The method's directions for this model and grid, from the cache when an identical run made them."""
+
+    def compute():
+        return method.find(model, sampler.num_steps, sampler.spacing, sampler.final_alpha, cache)
+
+    if cache is None:
+        return compute()
+    parts = {
+        "method": method.name,
+        "config": asdict(method),
+        "weight_hash": model.weight_hash,
+        "grid": {"num_steps": sampler.num_steps, "spacing": sampler.spacing, "final_alpha": sampler.final_alpha},
+    }
+    return cache.get("directions", parts, compute, save=lambda d, path: d.save(path), load=Directions.load)
+
+
+def save_edits(path: Path, images: torch.Tensor, strengths: Sequence[float], ids: Sequence[int], names: Sequence[str], id_kind: str) -> Path:
+    """images (D, N, S, C, H, W) in [-1, 1] as uint8, with the strengths and the seeds (or image indices)."""
+    d, n, s = images.shape[:3]
+    pixels = torch.from_numpy(to_uint8(images.flatten(0, 2))).permute(0, 3, 1, 2).reshape(d, n, s, *images.shape[3:])
+    tensors = {"images": pixels.contiguous(), "strengths": torch.tensor(list(strengths), dtype=torch.float32), id_kind: torch.tensor(list(ids))}
+    data = save(tensors, metadata={"directions": ",".join(names), "layout": "direction,sample,strength,channel,height,width"})
+    return atomic_write_bytes(path, lambda f: f.write(data))
+
+
+def edit_all(edit: ShiftEdit, model, schedule, directions, count, x_T, z, clip_x0) -> torch.Tensor:
+    """(D, N, S, C, H, W) edits of the first `count` directions."""
+    return torch.stack([edit.apply(model, schedule, directions, j, x_T, z, clip_x0) for j in range(count)])
+
+
+def run_edit_job(
+    model: DiffusionModel,
+    method: DirectionFinder,
+    edit: ShiftEdit,
+    sampler: SamplerSettings,
+    seeds: Sequence[int],
+    run_dir: str | Path,
+    num_directions: int,
+    cache: ArtifactCache | None = None,
+    real_images: torch.Tensor | None = None,
+    directions_path: str | Path | None = None,
+    loggers: Sequence = (),
+) -> dict:
+    """Run the job and return its metrics. Writes into run_dir: directions.safetensors, edits.safetensors
+    (and edits_real.safetensors), grids/<direction>.png (and grids/real_<direction>.png), metrics.json."""
+    run_dir = Path(run_dir)
+    timer = Timer()
+    schedule = sampler.schedule(model.alphas_cumprod)
+    with timer.stage("directions"):
+        if directions_path is not None:
+            directions = Directions.load(directions_path)
+            source = str(directions_path)
+        else:
+            directions = find_directions(method, model, sampler, cache)
+            source = "this run"
+        directions.check_compatible(model.weight_hash, model.h_shape, schedule.timesteps, source=f"directions from {source}")
+        directions_file = directions.save(run_dir / "directions.safetensors")
+    count = min(num_directions, len(directions.names))
+    names = directions.names[:count]
+    metrics: dict = {"edit/num_samples": len(seeds), "edit/num_directions": count}
+    for j, name in enumerate(names):
+        ratio = directions.info.get("explained_variance_ratio")
+        if ratio:
+            metrics[f"directions/{name}/explained_variance_ratio"] = float(torch.tensor(ratio[j]).mean())
+
+    with timer.stage("edit"):
+        x_T, z = initial_noise(seeds, model.image_shape, schedule.num_steps, with_z=not schedule.is_deterministic)
+        edited = edit_all(edit, model, schedule, directions, count, x_T, z, sampler.clip_x0)
+    outputs = {"edits": save_edits(run_dir / "edits.safetensors", edited, edit.strengths, seeds, names, "seeds")}
+
+    if real_images is not None and len(real_images):
+        with timer.stage("invert"):
+            if schedule.is_deterministic:
+                inverted = ddim_invert(model, schedule, real_images, record_h=False)
+            else:
+                inverted = edit_friendly_invert(model, schedule, real_images, seeds=range(len(real_images)), record_h=False)
+            reconstruction = sample(model, schedule, inverted.x_T, inverted.z, clip_x0=sampler.clip_x0).x0.cpu()
+            metrics["inversion/mse"] = float((((reconstruction - real_images) / 2) ** 2).mean())
+        with timer.stage("edit_real"):
+            edited_real = edit_all(edit, model, schedule, directions, count, inverted.x_T, inverted.z, sampler.clip_x0)
+        outputs["edits_real"] = save_edits(run_dir / "edits_real.safetensors", edited_real, edit.strengths, range(len(real_images)), names, "indices")
+
+    with timer.stage("write"):
+        grids = {}
+        for j, name in enumerate(names):
+            pixels = to_uint8(edited[j].flatten(0, 1)).reshape(len(seeds), len(edit.strengths), *edited.shape[-2:], 3)
+            grids[name] = save_edit_grid(pixels, edit.strengths, f"{directions.method} {name} (strength in units of its scale)", run_dir / "grids" / f"{name}.png", row_labels=list(seeds))
+            if real_images is not None and len(real_images):
+                pixels = to_uint8(edited_real[j].flatten(0, 1)).reshape(len(real_images), len(edit.strengths), *edited.shape[-2:], 3)
+                grids[f"real_{name}"] = save_edit_grid(pixels, edit.strengths, f"{directions.method} {name} on inverted real images", run_dir / "grids" / f"real_{name}.png")
+    metrics |= timer.metrics
+    if cache is not None:
+        metrics |= {"cache/hits": len(cache.hits), "cache/misses": len(cache.misses)}
+    write_json(run_dir / "metrics.json", metrics)
+    for logger in loggers:
+        logger.log_metrics(metrics, step=0)
+        if hasattr(logger, "log_image"):  # W&B: all grids under one key, captioned with their direction
+            logger.log_image(key="grids", images=[str(p) for p in grids.values()], caption=list(grids))
+        logger.save()
+    print(f"run directory: {run_dir}\n  directions: {directions_file}\n  edits: {', '.join(str(p) for p in outputs.values())}\n  grids: {run_dir / 'grids'}\n  metrics: {run_dir / 'metrics.json'}")
+    return metrics

@@ -1,0 +1,36 @@
+"""Loggers for runs: W&B online when the user is logged in and offline otherwise (`wandb sync` later)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence
+
+
+def wandb_logged_in() -> bool:
+    """Whether `wandb login` stored a key (in ~/.netrc, where it puts it) or WANDB_API_KEY is set."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_logger(project: str, save_dir: str, group: str | None = None, tags: Sequence[str] = (), name: str | None = None, mode: str = "auto"):
+    """A Lightning WandbLogger; mode "auto" is online when logged in, else offline."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if mode not in ("auto", "online", "offline"):
+        raise ValueError(f"W&B mode must be auto, online or offline, not {mode!r}")
+    offline = mode == "offline" or (mode == "auto" and not wandb_logged_in())
+    return WandbLogger(project=project, save_dir=save_dir, group=group, tags=list(tags), name=name, offline=offline)
+
+
+def close_wandb() -> None:
+    """Finish the W&B run, if one was started, so that each (multirun) job gets its own."""
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()

@@ -1,0 +1,117 @@
+"""The main job end to end on tiny settings with the shipped Shapes model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+from hspace.cli import CONFIG_DIR
+from hspace.cli.run import run
+from hspace.directions.directions import Directions
+from tests.wandb_records import history
+
+TINY = [
+    "method.num_samples=64",
+    "method.num_components=4",
+    "method.oversample=8",
+    "method.batch_size=32",
+    "sampler.num_steps=4",
+    "num_samples=2",
+    "real_images=2",
+    "num_directions=2",
+    "edit.strengths=[-2.0,0.0,2.0]",
+]
+
+
+@pytest.fixture(autouse=True)
+def offline_wandb(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def compose_run(run_dir, cache_dir, extra=()):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="run", overrides=[*TINY, f"run_dir={run_dir}", f"cache_dir={cache_dir}", *extra])
+
+
+def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = run(compose_run(run_dir, tmp_path / "cache"))
+    for name in ("config.yaml", "run_info.json", "metrics.json", "directions.safetensors", "edits.safetensors", "edits_real.safetensors"):
+        assert (run_dir / name).is_file(), name
+    assert sorted(p.name for p in (run_dir / "grids").iterdir()) == ["pc0.png", "pc1.png", "real_pc0.png", "real_pc1.png"]
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["packages"]["torch"] and "git_sha" in info
+    assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics)
+    for stage in ("directions", "edit", "invert", "edit_real", "write"):
+        assert metrics[f"time/{stage}_s"] >= 0
+    assert 0 <= metrics["inversion/mse"] < 0.05
+
+    edits = load_file(run_dir / "edits.safetensors")
+    assert edits["images"].shape == (2, 2, 3, 3, 32, 32) and edits["images"].dtype == torch.uint8
+    assert edits["strengths"].tolist() == [-2.0, 0.0, 2.0] and edits["seeds"].tolist() == [0, 1]
+    assert load_file(run_dir / "edits_real.safetensors")["images"].shape == (2, 2, 3, 3, 32, 32)
+    # Column 0 strength is the unedited sample for every direction.
+    assert torch.equal(edits["images"][0, :, 1], edits["images"][1, :, 1])
+
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    logged = history(next(offline_run.glob("run-*.wandb")))
+    assert logged["inversion/mse"] == pytest.approx(metrics["inversion/mse"])
+    assert logged["time/edit_s"] == pytest.approx(metrics["time/edit_s"])
+    assert sorted(logged["grids/captions"]) == ["pc0", "pc1", "real_pc0", "real_pc1"]
+    for filename in logged["grids/filenames"]:
+        assert (offline_run / "files" / filename).is_file()
+
+
+def test_second_identical_run_hits_the_cache_and_a_truncated_entry_is_recomputed(tmp_path):
+    cache = tmp_path / "cache"
+    first = run(compose_run(tmp_path / "a", cache))
+    assert first["cache/hits"] == 0 and first["cache/misses"] == 3  # two h batches and the directions
+    second = run(compose_run(tmp_path / "b", cache))
+    assert second["cache/hits"] == 1 and second["cache/misses"] == 0  # directions straight from the cache
+    a, b = Directions.load(tmp_path / "a" / "directions.safetensors"), Directions.load(tmp_path / "b" / "directions.safetensors")
+    assert torch.equal(a.directions, b.directions) and torch.equal(a.scales, b.scales)
+
+    (entry,) = (cache / "directions").glob("*.safetensors")
+    entry.write_bytes(entry.read_bytes()[:100])
+    third = run(compose_run(tmp_path / "c", cache))
+    assert third["cache/misses"] == 1 and third["cache/hits"] == 2  # recomputed from the cached h batches
+    c = Directions.load(tmp_path / "c" / "directions.safetensors")
+    assert torch.equal(a.directions, c.directions)
+
+
+def test_random_control_matches_the_pca_norms(tmp_path):
+    run(compose_run(tmp_path / "pca", tmp_path / "cache"))
+    run(compose_run(tmp_path / "random", tmp_path / "cache", ["method=random"]))
+    pca, rnd = (Directions.load(tmp_path / name / "directions.safetensors") for name in ("pca", "random"))
+    norm = lambda d: (d.directions.flatten(2).norm(dim=-1) * d.scales)  # noqa: E731  ||dh_t|| at strength 1
+    torch.testing.assert_close(norm(rnd), norm(pca), rtol=1e-5, atol=1e-6)
+    assert rnd.names[0] == "random0" and not torch.allclose(rnd.directions, pca.directions)
+
+
+def cli(args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run([str(Path(sys.executable).parent / "hspace-run"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_multirun_gives_one_wandb_run_per_job_and_shares_the_cache(tmp_path):
+    result = cli(["-m", "method=pca,random", *TINY, f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = sorted((tmp_path / "sweep").glob("*/wandb/offline-run-*"))
+    assert len(runs) == 2 and runs[0].parent.parent.name == "0" and runs[1].parent.parent.name == "1"
+    random_metrics = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
+    assert random_metrics["cache/hits"] == 2  # the random job reused the h collected by the pca job
+    assert (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").is_file()
+
+
+def test_incompatible_directions_file_is_one_line(tmp_path):
+    run(compose_run(tmp_path / "a", tmp_path / "cache", ["logger=none"]))
+    result = cli([*TINY, "sampler.num_steps=6", "logger=none", f"directions_path={tmp_path / 'a' / 'directions.safetensors'}", f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "4-step grid" in result.stderr

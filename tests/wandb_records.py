@@ -1,0 +1,38 @@
+"""Reading back an offline W&B run file (run-*.wandb) for tests: a LevelDB-style log of protobuf Records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2
+
+BLOCK = 32768
+HEADER = 7  # ":W&B", magic, version
+
+
+def records(path: Path):
+    data = Path(path).read_bytes()
+    pos, pending = HEADER, b""
+    while pos + 7 <= len(data):
+        if BLOCK - pos % BLOCK < 7:  # block trailer padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def history(path: Path) -> dict:
+    """Every logged key with the last value logged for it."""
+    logged = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "history":
+            for item in record.history.item:
+                logged[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return logged
