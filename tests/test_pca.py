@@ -86,3 +86,15 @@ def test_sign_alignment():
     np.testing.assert_allclose(overlaps, 1)
     chained, _ = align_signs(axes, "chain")
     np.testing.assert_allclose(chained, aligned)
+
+
+def test_joint_streaming_pca_equals_sklearn_on_real_activations(shapes_activations):
+    h = shapes_activations[:, :2]
+    stream = StreamingPCA(k=3, batch_size=64, joint=True, oversample=20)
+    for start in range(0, 256, 64):
+        stream.update(h[start : start + 64])
+    result = stream.result(2)
+    reference = SklearnPCA(3, svd_solver="full").fit(h.reshape(256, -1).double().numpy())
+    cos = np.abs(np.einsum("kd,kd->k", result.axes.reshape(3, -1), reference.components_))
+    np.testing.assert_allclose(cos, 1, atol=2e-3)
+    np.testing.assert_allclose(result.std[:, 0] ** 2, reference.explained_variance_, rtol=2e-3)

@@ -86,6 +86,15 @@ def test_second_identical_run_hits_the_cache_and_a_truncated_entry_is_recomputed
     assert torch.equal(a.directions, c.directions)
 
 
+def test_csv_logger_alternative(tmp_path):
+    metrics = run(compose_run(tmp_path / "run", tmp_path / "cache", ["logger=csv"]))
+    (csv,) = (tmp_path / "run" / "logs").glob("*/metrics.csv")
+    header, row = csv.read_text().splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(",")))
+    assert float(values["inversion/mse"]) == pytest.approx(metrics["inversion/mse"])
+    assert not (tmp_path / "run" / "wandb").exists()
+
+
 def test_random_control_matches_the_pca_norms(tmp_path):
     run(compose_run(tmp_path / "pca", tmp_path / "cache"))
     run(compose_run(tmp_path / "random", tmp_path / "cache", ["method=random"]))
