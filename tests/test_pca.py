@@ -3,6 +3,7 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SklearnPCA
 
+from hspace.directions.collect import collect_h
 from hspace.directions.pca import PCA, StreamingPCA, align_signs, exact_per_step_pca
 from hspace.diffusion.sampler import initial_noise, sample
 from hspace.diffusion.schedule import make_schedule
@@ -98,3 +99,22 @@ def test_joint_streaming_pca_equals_sklearn_on_real_activations(shapes_activatio
     cos = np.abs(np.einsum("kd,kd->k", result.axes.reshape(3, -1), reference.components_))
     np.testing.assert_allclose(cos, 1, atol=2e-3)
     np.testing.assert_allclose(result.std[:, 0] ** 2, reference.explained_variance_, rtol=2e-3)
+
+
+def test_joint_directions_keep_one_sign_over_all_steps_and_random_matches_their_norms():
+    """Joint PCA: the step slices of a component are not flipped one by one, and the random control
+    matches ||dh_t|| of the joint component at every step."""
+    from hspace.diffusion.loading import load_model
+    from hspace.directions.random import RandomDirections
+
+    model = load_model("shapes32")
+    settings = dict(num_samples=48, num_components=3, batch_size=48, oversample=0, mode="joint", exact_max_n=48)
+    joint = PCA(**settings).find(model, 3, "trailing")
+    schedule = make_schedule(model.alphas_cumprod, 3, "trailing", eta=1.0)
+    h = torch.cat(list(collect_h(model, schedule, range(1_000_000, 1_000_048), 48)))
+    reference = SklearnPCA(3, svd_solver="full").fit(h.reshape(48, -1).double().numpy())
+    cos = np.einsum("kd,kd->k", joint.directions.reshape(3, -1).double().numpy(), reference.components_)
+    np.testing.assert_allclose(np.abs(cos), 1, atol=1e-5)  # still the principal components, up to one global sign
+    rnd = RandomDirections(**settings).find(model, 3, "trailing")
+    norm = lambda d: d.directions.flatten(2).norm(dim=-1) * d.scales  # noqa: E731
+    torch.testing.assert_close(norm(rnd), norm(joint), rtol=1e-5, atol=1e-7)

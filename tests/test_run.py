@@ -86,6 +86,13 @@ def test_second_identical_run_hits_the_cache_and_a_truncated_entry_is_recomputed
     assert torch.equal(a.directions, c.directions)
 
 
+def test_clipping_with_real_images_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(compose_run(tmp_path / "run", tmp_path / "cache", ["sampler.clip_x0=true", "logger=none"]))
+    assert exit_.value.code == 2 and "clip_x0" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "edits_real.safetensors").exists()
+
+
 def test_csv_logger_alternative(tmp_path):
     metrics = run(compose_run(tmp_path / "run", tmp_path / "cache", ["logger=csv"]))
     (csv,) = (tmp_path / "run" / "logs").glob("*/metrics.csv")

@@ -97,3 +97,11 @@ def test_epsilon_with_zero_terminal_snr_is_refused(unet):
 
     with pytest.raises(ValueError, match="v_prediction"):
         DiffusionModel(unet, dict(DDPMScheduler(rescale_betas_zero_snr=True).config))
+
+
+def test_every_grid_has_exactly_T_valid_steps():
+    for spacing in ("leading", "trailing", "linspace"):
+        for T in range(1, 1001):
+            grid = timestep_grid(T, spacing=spacing)
+            assert len(grid) == T and grid.min() >= 0 and grid.max() <= 999, (spacing, T)
+            assert (grid[:-1] > grid[1:]).all(), (spacing, T)

@@ -19,6 +19,7 @@ from hspace.diffusion.sampler import initial_noise, sample
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.directions import Directions
 from hspace.edits.shift import ShiftEdit
+from hspace.errors import UserError
 from hspace.images import atomic_write_bytes, save_edit_grid, to_uint8
 from hspace.run_record import write_json
 
@@ -55,7 +56,7 @@ def find_directions(method: DirectionFinder, model: DiffusionModel, sampler: Sam
     parts = {
         "method": method.name,
         "config": asdict(method),
-        "weight_hash": model.weight_hash,
+        "model": model.identity(),
         "grid": {"num_steps": sampler.num_steps, "spacing": sampler.spacing, "final_alpha": sampler.final_alpha},
     }
     return cache.get("directions", parts, compute, save=lambda d, path: d.save(path), load=Directions.load)
@@ -90,6 +91,8 @@ def run_edit_job(
 ) -> dict:
     """Run the job and return its metrics. Writes into run_dir: directions.safetensors, edits.safetensors
     (and edits_real.safetensors), grids/<direction>.png (and grids/real_<direction>.png), metrics.json."""
+    if real_images is not None and len(real_images) and sampler.clip_x0:
+        raise UserError("real images are inverted without clipping, so they cannot be edited with sampler.clip_x0=true: set it to false or real_images=0")
     run_dir = Path(run_dir)
     timer = Timer()
     schedule = sampler.schedule(model.alphas_cumprod)

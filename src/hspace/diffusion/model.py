@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -57,6 +58,11 @@ class DiffusionModel:
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         return (self.unet.config.in_channels, *size)
+
+    def identity(self) -> dict:
+        """Everything about the model that determines what it computes: for cache keys."""
+        schedule = hashlib.sha256(self.alphas_cumprod.numpy().tobytes()).hexdigest()[:16]
+        return {"weight_hash": self.weight_hash, "schedule": schedule, "prediction_type": self.prediction_type, "dtype": str(self.dtype)}
 
     @functools.cached_property
     def h_shape(self) -> tuple[int, ...]:

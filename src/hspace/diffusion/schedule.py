@@ -36,13 +36,15 @@ def timestep_grid(num_steps: int, num_train_timesteps: int = 1000, spacing: Spac
     if spacing == "leading":
         grid = np.arange(num_steps) * (num_train_timesteps // num_steps)
     elif spacing == "trailing":
-        grid = np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / num_steps))[::-1] - 1
+        grid = np.round(num_train_timesteps - np.arange(num_steps) * num_train_timesteps / num_steps)[::-1] - 1
     elif spacing == "linspace":
         end = num_train_timesteps - 1 if t_end is None else t_end
         grid = np.linspace(0, end, num_steps).astype(np.int64)
     else:
         raise ValueError(f"unknown timestep spacing {spacing!r}: use leading, trailing or linspace")
-    return torch.from_numpy(np.ascontiguousarray(grid[::-1], dtype=np.int64))
+    grid = grid[::-1].astype(np.int64).copy()
+    assert len(grid) == num_steps and grid.min() >= 0, grid
+    return torch.from_numpy(grid)
 
 
 def eta_vector(eta: float | Sequence[float], num_steps: int) -> Tensor:

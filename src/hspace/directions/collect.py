@@ -28,8 +28,9 @@ def collect_h(
 ) -> Iterator[torch.Tensor]:
     """Yield the natural h of every step for consecutive batches of seeds. Each item: (b, T, *h_shape) float32.
 
-    Only one batch is in memory at a time; with a cache, each batch is stored under a key of the model's
-    weight hash, the schedule, the clip setting and the batch's seeds, so later runs skip the sampling.
+    Only one batch is in memory at a time; with a cache, each batch is stored under a key of the model
+    (weights, noise schedule, parameterisation, dtype), the sampling schedule, the clip setting and the
+    batch's seeds, so later runs skip the sampling.
     """
     for start in range(0, len(seeds), batch_size):
         batch = list(seeds[start : start + batch_size])
@@ -41,7 +42,7 @@ def collect_h(
         if cache is None:
             yield compute()
             continue
-        parts = {"weight_hash": model.weight_hash, "schedule": schedule_description(schedule), "clip_x0": clip_x0, "seeds": batch}
+        parts = {"model": model.identity(), "schedule": schedule_description(schedule), "clip_x0": clip_x0, "seeds": batch}
         yield cache.get(
             "h",
             parts,

@@ -114,6 +114,13 @@ def exact_per_step_pca(batches: Iterable[torch.Tensor], k: int, joint: bool = Fa
     return PCAResult(*(np.stack(parts, axis=1) for parts in zip(*per_step)), n)
 
 
+def canonical_sign(axes: np.ndarray) -> np.ndarray:
+    """Flip each whole component (k, ...) so that its largest-|entry| is positive (for joint PCA)."""
+    flat = axes.reshape(len(axes), -1)
+    signs = np.sign(flat[np.arange(len(flat)), np.abs(flat).argmax(axis=1)])
+    return axes * signs.reshape(-1, *([1] * (axes.ndim - 1)))
+
+
 def align_signs(axes: np.ndarray, reference: str = "noisiest") -> tuple[np.ndarray, np.ndarray]:
     """Make axis signs consistent across steps. (k, T, D) -> aligned axes, overlaps |<u_t, u_{t+1}>| (k, T-1).
 
@@ -142,13 +149,13 @@ class PCA:
     """`method=pca`: directions from generated samples (seeds first_seed..first_seed+num_samples-1)."""
 
     num_samples: int = 256
-    num_components: int = 10
+    num_components: int = 25
     batch_size: int = 64
     oversample: int = 20  # extra axes the streaming path tracks so that the top k match exact PCA
     eta: float = 1.0  # stochasticity of the collection runs (the paper: eta = 1)
     mode: str = "per_step"  # or "joint": one PCA over the whole h_{T:1}
     sign_reference: str = "noisiest"  # or "chain"
-    exact_max_n: int = 0  # at most this many samples: exact kernel PCA in memory instead of streaming
+    exact_max_n: int = 0  # at most this many samples: exact kernel PCA in memory (grows with N) instead of streaming
     first_seed: int = 1_000_000  # collection seeds, kept apart from the seeds that are edited
 
     name = "pca"
@@ -168,7 +175,11 @@ class PCA:
 
     def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
         result = self.fit(model, num_steps, spacing, final_alpha, cache)
-        axes, overlaps = align_signs(result.axes, self.sign_reference)
+        if self.mode == "joint":  # one vector over all steps: its step slices keep their relative signs
+            axes = canonical_sign(result.axes)
+            overlaps = np.zeros((self.num_components, 0))
+        else:
+            axes, overlaps = align_signs(result.axes, self.sign_reference)
         schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, self.eta, final_alpha)
         return Directions(
             directions=torch.from_numpy(axes).float().reshape(self.num_components, num_steps, *model.h_shape),

@@ -1,7 +1,7 @@
 """The random-direction control (Haas et al. Figs. 3-4; ALGORITHMS.md 4(a) item 7).
 
-r_t ~ N(0, I) per step with a fixed seed, used as unit axes with the per-step scales of the PCA
-directions, so ||dh_t|| equals that of the matching principal component at every step and strength.
+r_t ~ N(0, I) per step with a fixed seed, rescaled to the norm of the PCA axis at that step and used with
+the PCA scales, so ||dh_t|| equals that of the matching principal component at every step and strength.
 It takes every PCA setting (they define the scales it matches) plus its own seed.
 """
 
@@ -26,5 +26,7 @@ class RandomDirections(PCA):
     def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
         reference = super().find(model, num_steps, spacing, final_alpha, cache)
         r = torch.randn(reference.directions.shape, generator=torch.Generator().manual_seed(self.seed))
-        r = r / r.flatten(2).norm(dim=-1).view(*r.shape[:2], *([1] * len(reference.h_shape)))
+        # Unit r_t times the norm of the PCA axis at that step (1 per step; less than 1 per step for joint PCA).
+        shape = (*r.shape[:2], *([1] * len(reference.h_shape)))
+        r = r / r.flatten(2).norm(dim=-1).view(shape) * reference.directions.flatten(2).norm(dim=-1).view(shape)
         return replace(reference, directions=r, names=[f"random{j}" for j in range(len(reference.names))], method=self.name, info={})
