@@ -24,3 +24,24 @@ def user_errors_exit(task):
             sys.exit(2)
 
     return wrapped
+
+
+def resolve_device(name: str):
+    """auto: CUDA when available, else CPU; gpu/cuda; cpu."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if name in ("gpu", "cuda") else name)
+
+
+def sampler_settings(cfg):
+    """The sampler config group as SamplerSettings."""
+    from omegaconf import OmegaConf
+
+    from hspace.diffusion.schedule import SamplerSettings
+
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(settings["eta"], list):
+        settings["eta"] = tuple(settings["eta"])
+    return SamplerSettings(**settings)

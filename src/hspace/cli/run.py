@@ -7,24 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.cli import CONFIG_DIR, user_errors_exit
-
-
-def sampler_settings(cfg: DictConfig):
-    from hspace.diffusion.schedule import SamplerSettings
-
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    if isinstance(settings["eta"], list):
-        settings["eta"] = tuple(settings["eta"])
-    return SamplerSettings(**settings)
-
-
-def resolve_device(accelerator: str):
-    import torch
-
-    if accelerator in ("auto", "gpu", "cuda"):
-        return torch.device("cuda" if torch.cuda.is_available() or accelerator != "auto" else "cpu")
-    return torch.device("cpu")
+from hspace.cli import CONFIG_DIR, resolve_device, sampler_settings, user_errors_exit
 
 
 @user_errors_exit

@@ -5,15 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from hspace.cli import CONFIG_DIR, user_errors_exit
-
-
-def resolve_device(name: str):
-    import torch
-
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+from hspace.cli import CONFIG_DIR, resolve_device, sampler_settings, user_errors_exit
 
 
 @user_errors_exit
@@ -23,13 +17,11 @@ def run_sample(cfg: DictConfig) -> Path:
     from hspace.data.shapes_quality import quality_report
     from hspace.diffusion.loading import load_model
     from hspace.diffusion.sampler import initial_noise, sample
-    from hspace.diffusion.schedule import make_schedule
     from hspace.images import image_grid, save_png, to_uint8
 
     model = load_model(cfg.model.weights, device=resolve_device(cfg.device))
-    s = cfg.sampler
-    eta = OmegaConf.to_object(s.eta) if OmegaConf.is_config(s.eta) else s.eta
-    schedule = make_schedule(model.alphas_cumprod, s.num_steps, s.spacing, eta, s.final_alpha)
+    s = sampler_settings(cfg.sampler)
+    schedule = s.schedule(model.alphas_cumprod)
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.num_samples))
     batches = []
     for start in range(0, len(seeds), cfg.batch_size):
