@@ -21,12 +21,12 @@ TINY = [
     "data.n_train=64",
     "data.batch_size=8",
     "data.num_workers=0",
-    "samples.num_samples=4",
-    "samples.num_steps=3",
-    "samples.every_n_steps=2",
+    "callbacks.sample_grid.num_samples=4",
+    "callbacks.sample_grid.num_steps=3",
+    "callbacks.sample_grid.every_n_steps=2",
     "checkpoint_every_n_steps=2",
     "trainer.enable_progress_bar=false",
-    "training.warmup_steps=2",
+    "module.warmup_steps=2",
 ]
 
 

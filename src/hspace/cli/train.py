@@ -1,4 +1,4 @@
-"""hspace-train: train a DDPM on an image datamodule (conf/train.yaml)."""
+"""hspace-train: train a LightningModule with an `export(directory)` on a datamodule (conf/train.yaml)."""
 
 from __future__ import annotations
 
@@ -24,22 +24,15 @@ def train(cfg: DictConfig) -> Path:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from hspace.lightning.ddpm import DDPMTraining
     from hspace.loggers import close_wandb
-    from hspace.lightning.sample_grid import SampleGrid
 
     run_dir = Path(cfg.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
-    module = DDPMTraining(
-        unet=OmegaConf.to_container(cfg.model.unet, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.model.scheduler, resolve=True),
-        name=cfg.model.name,
-        **cfg.training,
-    )
+    module = hydra.utils.instantiate(cfg.module, _convert_="all")
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint_every_n_steps, save_last=True),
-        SampleGrid(**cfg.samples),
+        *(hydra.utils.instantiate(c) for c in cfg.callbacks.values()),
     ]
     trainer = pl.Trainer(**cfg.trainer, logger=instantiate_loggers(cfg.logger) or False, callbacks=callbacks, default_root_dir=run_dir)
     try:
@@ -47,7 +40,7 @@ def train(cfg: DictConfig) -> Path:
         export_dir = module.export(cfg.export_dir)
     finally:
         close_wandb()
-    print(f"checkpoints: {run_dir / 'checkpoints'}\nEMA weights (save_pretrained layout): {export_dir}")
+    print(f"checkpoints: {run_dir / 'checkpoints'}\nexported weights: {export_dir}")
     return export_dir
 
 
