@@ -1,0 +1,80 @@
+"""A small CNN attribute classifier: images in [-1, 1] -> one logit per binary attribute.
+
+The spatial map is flattened rather than averaged, so position attributes (left, top) stay readable.
+`features` is the penultimate layer, used as a feature space for FID on Shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hspace.errors import UserError
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets"
+WEIGHTS_FILE = "classifier.safetensors"
+CONFIG_FILE = "classifier.json"
+
+
+@dataclass
+class CNNConfig:
+    attributes: list[str]
+    channels: list[int]
+    hidden: int = 256
+    resolution: int = 32
+
+
+class AttributeCNN(nn.Module):
+    def __init__(self, config: CNNConfig):
+        super().__init__()
+        self.config = config
+        layers, c_in = [], 3
+        for c in config.channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(8, c), nn.SiLU(), nn.AvgPool2d(2)]
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        side = config.resolution // 2 ** len(config.channels)
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.hidden), nn.SiLU())
+        self.head = nn.Linear(config.hidden, len(config.attributes))
+
+    @property
+    def attributes(self) -> list[str]:
+        return self.config.attributes
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate features. (B, hidden)"""
+        return self.embed(self.body(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits, one per attribute. (B, A)"""
+        return self.head(self.features(images))
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """P(attribute) for each image. (B, A) in [0, 1]"""
+        device = next(self.parameters()).device
+        return torch.cat([torch.sigmoid(self(images[i : i + batch_size].to(device))).cpu() for i in range(0, len(images), batch_size)])
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
+        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, source: str | Path, device: str | torch.device = "cpu") -> AttributeCNN:
+        """From a directory holding classifier.json and classifier.safetensors, or a shipped name."""
+        directory = Path(source).expanduser()
+        if not directory.is_dir() and (SHIPPED_DIR / str(source) / WEIGHTS_FILE).is_file():
+            directory = SHIPPED_DIR / str(source)
+        if not (directory / WEIGHTS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
+            raise UserError(f"no attribute classifier at {directory.resolve()}: expected {CONFIG_FILE} and {WEIGHTS_FILE} there (or a shipped name such as shapes_attributes)")
+        model = cls(CNNConfig(**json.loads((directory / CONFIG_FILE).read_text())))
+        model.load_state_dict(load_file(directory / WEIGHTS_FILE))
+        return model.to(device).eval().requires_grad_(False)

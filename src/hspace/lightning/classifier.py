@@ -1,0 +1,58 @@
+"""Training an attribute classifier on any datamodule whose items hold `image` and `attributes`."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MultilabelAccuracy
+
+from hspace.classifiers.cnn import AttributeCNN, CNNConfig
+
+
+class AttributeClassifierTraining(pl.LightningModule):
+    """Binary cross-entropy on every attribute; validation logs `val/acc/<attribute>` and `val/acc_min`."""
+
+    def __init__(self, attributes: list[str], channels: list[int], hidden: int = 256, resolution: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = AttributeCNN(CNNConfig(list(attributes), list(channels), hidden, resolution))
+        self.val_accuracy = MultilabelAccuracy(num_labels=len(attributes), average=None)
+
+    def training_step(self, batch, batch_idx):
+        loss = F.binary_cross_entropy_with_logits(self.net(batch["image"]), batch["attributes"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.val_accuracy.update(self.net(batch["image"]), batch["attributes"].int())
+
+    def on_validation_epoch_end(self):
+        accuracy = self.val_accuracy.compute()
+        self.val_accuracy.reset()
+        self.log_dict({f"val/acc/{name}": value for name, value in zip(self.hparams.attributes, accuracy)})
+        self.log("val/acc_min", accuracy.min(), prog_bar=True)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def export(self, directory: str | Path) -> Path:
+        """classifier.json and classifier.safetensors, written to a staging directory and renamed into place."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        try:
+            self.net.save(staging)
+            if directory.exists():
+                shutil.rmtree(directory)
+            staging.rename(directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return directory
