@@ -38,7 +38,7 @@ def compose_train(overrides):
 def test_train_writes_checkpoints_exports_and_resumes(tmp_path):
     run = tmp_path / "run"
     export = train(compose_train([f"run_dir={run}", "trainer.max_steps=4"]))
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "step_0000004.ckpt").is_file()
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_0000002.png", "step_0000004.png"]
     assert "samples/pass_fraction" in (run / "logs" / "version_0" / "metrics.csv").read_text()
     model = load_model(str(export))  # the export loads through the pretrained-model path

@@ -31,7 +31,8 @@ def train(cfg: DictConfig) -> Path:
     datamodule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.module, _convert_="all")
     callbacks = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint_every_n_steps, save_last=True),
+        # No "=" in checkpoint names: they are passed back as ckpt_path=... overrides.
+        ModelCheckpoint(run_dir / "checkpoints", "step_{step:07d}", every_n_train_steps=cfg.checkpoint_every_n_steps, save_last=True, auto_insert_metric_name=False),
         *(hydra.utils.instantiate(c) for c in cfg.callbacks.values()),
     ]
     trainer = pl.Trainer(**cfg.trainer, logger=instantiate_loggers(cfg.logger) or False, callbacks=callbacks, default_root_dir=run_dir)
