@@ -38,7 +38,7 @@ def test_each_strength_equals_its_own_unbatched_run(model):
     x_T, z = initial_noise([7], model.image_shape, 4)
     d = make_directions(model, schedule)
     edited = ShiftEdit(strengths=[1.5, -1.0]).apply(model, schedule, d, 0, x_T, z)
-    v = d.directions[0] * d.scales[0].view(-1, 1, 1, 1)
+    v = d.directions[0] * d.scales[0].view(-1, 1, 1, 1)  # dh_t = gamma * s_t * u_t
     alone = sample(model, schedule, x_T, z, h_offset=lambda idx: -1.0 * v[idx][None]).x0
     torch.testing.assert_close(edited[0, 1], alone[0], rtol=1e-5, atol=1e-5)
 

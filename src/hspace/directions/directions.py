@@ -45,9 +45,9 @@ class Directions:
     def h_shape(self) -> tuple[int, ...]:
         return tuple(self.directions.shape[2:])
 
-    def offset(self, index: int, strengths: torch.Tensor) -> "StepOffsets":
-        """The per-step h offsets of direction `index` at each strength (one batch row per strength)."""
-        return StepOffsets(self.directions[index] * self.scales[index].view(-1, *([1] * len(self.h_shape))), strengths)
+    def scaled(self, index: int) -> torch.Tensor:
+        """v_t = scales[j, t] * directions[j, t] at every step: the h offset of strength 1. (T, *h_shape)"""
+        return self.directions[index] * self.scales[index].view(-1, *([1] * len(self.h_shape)))
 
     def metadata(self) -> dict:
         return {

@@ -50,7 +50,7 @@ class ShiftEdit:
         rows_x = x_T.repeat_interleave(s, dim=0)  # row r = sample r // S at strength r % S
         rows_z = z.repeat_interleave(s, dim=0) if z is not None else None
         rows_strength = strengths.repeat(n)
-        v = directions.offset(index, strengths).v.to(model.device)
+        v = directions.scaled(index).to(model.device)
         mask = self.step_mask(schedule.timesteps)
         out = []
         for start in range(0, n * s, self.batch_size):
