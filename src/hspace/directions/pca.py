@@ -54,7 +54,7 @@ class StreamingPCA:
     variance that later batches would have added to them).
     """
 
-    def __init__(self, k: int, batch_size: int, joint: bool = False, oversample: int = 20):
+    def __init__(self, k: int, batch_size: int, joint: bool = False, oversample: int = 40):
         self.k, self.batch_size, self.joint = k, batch_size, joint
         self.tracked = k + oversample
         if batch_size < self.tracked:
@@ -150,8 +150,8 @@ class PCA:
 
     num_samples: int = 256
     num_components: int = 25
-    batch_size: int = 64
-    oversample: int = 20  # extra axes the streaming path tracks so that the top k match exact PCA
+    batch_size: int = 96
+    oversample: int = 40  # extra axes the streaming path tracks so that the top k match exact PCA
     eta: float = 1.0  # stochasticity of the collection runs (the paper: eta = 1)
     mode: str = "per_step"  # or "joint": one PCA over the whole h_{T:1}
     sign_reference: str = "noisiest"  # or "chain"
