@@ -11,8 +11,9 @@ from hspace.diffusion.sampler import initial_noise, sample
 from hspace.diffusion.schedule import make_schedule
 from hspace.images import to_uint8
 
-# DDIM inversion with 50 steps reconstructs Shapes test images to this mean squared error (pixels in [-1, 1]).
-DDIM_INVERSION_MSE_BOUND = 2e-3
+# DDIM inversion with 50 trailing steps reconstructs Shapes test images to this mean squared error,
+# measured like the metric inversion/mse: on images scaled to [0, 1].
+DDIM_INVERSION_MSE_BOUND = 5e-4
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_ddim_inversion_reconstructs_shapes_images(shapes32, real_images):
     schedule = make_schedule(shapes32.alphas_cumprod, 50, "trailing")
     inverted = ddim_invert(shapes32, schedule, real_images)
     reconstruction = sample(shapes32, schedule, inverted.x_T).x0
-    mse = float(((reconstruction - real_images) ** 2).mean())
+    mse = float((((reconstruction - real_images) / 2) ** 2).mean())
     assert mse < DDIM_INVERSION_MSE_BOUND, mse
 
 
