@@ -8,7 +8,7 @@ collection of h over N samples and the per-step incremental PCA. The streaming s
   + one partial_fit workspace per step, about 2 * (k + p + b + 1) * D_h float64,
 none of which depends on N.
 
-    python scripts/bench_pca_memory.py [--steps 10] [--n 64 256 1024 4096]
+    python scripts/bench_pca_memory.py [--steps 10] [--n 128 512 1024 4096]
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ print(json.dumps({"n": n, "seconds": time.perf_counter() - start, "peak_mib": re
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--n", type=int, nargs="+", default=[128, 512, 1024])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--oversample", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--k", type=int, default=25)
+    parser.add_argument("--oversample", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=96)
     args = parser.parse_args()
     print(f"{'N':>6} {'seconds':>8} {'peak RSS MiB':>13} {'after load MiB':>15} {'bound MiB':>10}")
     for n in args.n:
