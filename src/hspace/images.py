@@ -43,6 +43,25 @@ def atomic_write_bytes(path: str | Path, write) -> Path:
     return path
 
 
+def atomic_write_directory(directory: str | Path, fill) -> Path:
+    """Call fill(staging_dir) on a new directory beside `directory`, then rename it into place
+    (replacing an earlier one), so a reader never sees a half-written directory."""
+    import shutil
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        fill(staging)
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
 def save_png(pixels: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     """Write (H, W, C) uint8 pixels as a PNG, enlarged `scale` times without smoothing."""
     image = Image.fromarray(pixels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hspace.cli import CONFIG_DIR, user_errors_exit
 

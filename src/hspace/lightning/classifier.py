@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,6 +10,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MultilabelAccuracy
 
 from hspace.classifiers.cnn import AttributeCNN, CNNConfig
+from hspace.images import atomic_write_directory
 
 
 class AttributeClassifierTraining(pl.LightningModule):
@@ -44,15 +43,4 @@ class AttributeClassifierTraining(pl.LightningModule):
 
     def export(self, directory: str | Path) -> Path:
         """classifier.json and classifier.safetensors, written to a staging directory and renamed into place."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
-            self.net.save(staging)
-            if directory.exists():
-                shutil.rmtree(directory)
-            staging.rename(directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return directory
+        return atomic_write_directory(directory, self.net.save)

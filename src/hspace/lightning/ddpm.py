@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from hspace.diffusion.model import DiffusionModel
+from hspace.images import atomic_write_directory
 
 
 def batch_images(batch) -> torch.Tensor:
@@ -90,17 +89,10 @@ class DDPMTraining(pl.LightningModule):
     def export(self, directory: str | Path) -> Path:
         """Save the EMA weights and the scheduler config in diffusers `save_pretrained` layout
         (config.json, diffusion_pytorch_model.safetensors, scheduler_config.json), atomically."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
+
+        def fill(staging: Path) -> None:
             with self.ema_weights():
                 self.unet.save_pretrained(staging, safe_serialization=True)
             DDPMScheduler.from_config(self.scheduler_config).save_pretrained(staging)
-            if directory.exists():
-                shutil.rmtree(directory)
-            staging.rename(directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return directory
+
+        return atomic_write_directory(directory, fill)
