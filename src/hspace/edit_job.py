@@ -15,7 +15,7 @@ from safetensors.torch import save
 from hspace.cache import ArtifactCache
 from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
 from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.directions import Directions
 from hspace.edits.shift import ShiftEdit
@@ -114,7 +114,7 @@ def run_edit_job(
             metrics[f"directions/{name}/explained_variance_ratio"] = float(torch.tensor(ratio[j]).mean())
 
     with timer.stage("edit"):
-        x_T, z = initial_noise(seeds, model.image_shape, schedule.num_steps, with_z=not schedule.is_deterministic)
+        x_T, z = noise_for(seeds, model, schedule)
         edited = edit_all(edit, model, schedule, directions, count, x_T, z, sampler.clip_x0)
     outputs = {"edits": save_edits(run_dir / "edits.safetensors", edited, edit.strengths, seeds, names, "seeds")}
 

@@ -16,7 +16,7 @@ def run_sample(cfg: DictConfig) -> Path:
 
     from hspace.data.shapes_quality import quality_report
     from hspace.diffusion.loading import load_model
-    from hspace.diffusion.sampler import initial_noise, sample
+    from hspace.diffusion.sampler import noise_for, sample
     from hspace.images import image_grid, save_png, to_uint8
 
     model = load_model(cfg.model.weights, device=resolve_device(cfg.device))
@@ -25,7 +25,7 @@ def run_sample(cfg: DictConfig) -> Path:
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.num_samples))
     batches = []
     for start in range(0, len(seeds), cfg.batch_size):
-        x_T, z = initial_noise(seeds[start : start + cfg.batch_size], model.image_shape, s.num_steps, with_z=not schedule.is_deterministic)
+        x_T, z = noise_for(seeds[start : start + cfg.batch_size], model, schedule)
         batches.append(sample(model, schedule, x_T, z, clip_x0=s.clip_x0).x0.cpu())
     pixels = to_uint8(torch.cat(batches))
     path = save_png(image_grid(pixels, ncols=cfg.ncols), cfg.output, scale=2)

@@ -65,6 +65,11 @@ def initial_noise(seeds: Sequence[int], shape: Sequence[int], num_steps: int, wi
     return x_T, z
 
 
+def noise_for(seeds: Sequence[int], model: DiffusionModel, schedule: SamplingSchedule) -> tuple[Tensor, Tensor | None]:
+    """x_T and, when the schedule is stochastic, z for `seeds` at the model's image shape."""
+    return initial_noise(seeds, model.image_shape, schedule.num_steps, with_z=not schedule.is_deterministic)
+
+
 @dataclass
 class Trajectory:
     x0: Tensor  # (B, C, H, W) the sample

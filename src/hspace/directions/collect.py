@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save
 
 from hspace.cache import ArtifactCache
 from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.images import atomic_write_bytes
 
@@ -36,7 +36,7 @@ def collect_h(
         batch = list(seeds[start : start + batch_size])
 
         def compute(batch=batch):
-            x_T, z = initial_noise(batch, model.image_shape, schedule.num_steps, with_z=not schedule.is_deterministic)
+            x_T, z = noise_for(batch, model, schedule)
             return sample(model, schedule, x_T, z, record_h=True, clip_x0=clip_x0).h
 
         if cache is None:

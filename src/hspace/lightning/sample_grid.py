@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from hspace.data.shapes_quality import quality_report
-from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
 from hspace.images import image_grid, save_png, to_uint8
 
@@ -41,7 +41,7 @@ class SampleGrid(pl.Callback):
             was_training = model.unet.training
             model.unet.eval()
             schedule = make_schedule(model.alphas_cumprod, self.num_steps, self.spacing)
-            x_T, _ = initial_noise(range(self.num_samples), model.image_shape, self.num_steps, with_z=False)
+            x_T, _ = noise_for(range(self.num_samples), model, schedule)
             pixels = to_uint8(sample(model, schedule, x_T, clip_x0=self.clip_x0).x0)
             model.unet.train(was_training)
         path = save_png(image_grid(pixels, ncols=8), Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}.png", scale=2)
