@@ -10,10 +10,12 @@ from hspace.cli import CONFIG_DIR
 from hspace.cli.train import train
 from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.loading import load_model
+from hspace.diffusion.skips import skip_weight_norm
 from hspace.lightning.ddpm import DDPMTraining
 
 TINY = [
-    "model.unet.block_out_channels=[8,16]",
+    "model.unet.block_out_channels=[8,8]",
+    "model.cut_skip_levels=1",
     "model.unet.down_block_types=[DownBlock2D,DownBlock2D]",
     "model.unet.up_block_types=[UpBlock2D,UpBlock2D]",
     "model.unet.norm_num_groups=4",
@@ -43,6 +45,8 @@ def test_train_writes_checkpoints_exports_and_resumes(tmp_path):
     assert "samples/pass_fraction" in (run / "logs" / "version_0" / "metrics.csv").read_text()
     model = load_model(str(export))  # the export loads through the pretrained-model path
     assert model.prediction_type == "v_prediction"
+    assert skip_weight_norm(model.unet, 1) == 0  # the cut skips stayed cut through training, EMA and export
+    assert skip_weight_norm(model.unet, 2) > 0
 
     resumed_dir = tmp_path / "resumed"
     train(compose_train([f"run_dir={resumed_dir}", "trainer.max_steps=6", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]))

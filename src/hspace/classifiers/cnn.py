@@ -6,6 +6,7 @@ The spatial map is flattened rather than averaged, so position attributes (left,
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class AttributeCNN(nn.Module):
         side = config.resolution // 2 ** len(config.channels)
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.hidden), nn.SiLU())
         self.head = nn.Linear(config.hidden, len(config.attributes))
+        self.identity = "untrained"  # set by `load`: directory name and weight hash, for cache keys
 
     @property
     def attributes(self) -> list[str]:
@@ -77,4 +79,6 @@ class AttributeCNN(nn.Module):
             raise UserError(f"no attribute classifier at {directory.resolve()}: expected {CONFIG_FILE} and {WEIGHTS_FILE} there (or a shipped name such as shapes_attributes)")
         model = cls(CNNConfig(**json.loads((directory / CONFIG_FILE).read_text())))
         model.load_state_dict(load_file(directory / WEIGHTS_FILE))
+        digest = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+        model.identity = f"{directory.name}:{digest}"
         return model.to(device).eval().requires_grad_(False)

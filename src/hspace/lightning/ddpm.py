@@ -12,6 +12,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.skips import cut_skips
 from hspace.images import atomic_write_directory
 
 
@@ -29,6 +30,8 @@ class DDPMTraining(pl.LightningModule):
 
     The target is eps ("epsilon") or v = sqrt(a) eps - sqrt(1 - a) x_0 ("v_prediction"), as the
     scheduler config says. AdamW with linear warm-up; EMA of the weights, saved in every checkpoint.
+    `cut_skip_levels` > 0 cuts the skip connections of that many coarsest up blocks (hspace.diffusion.skips),
+    so everything coarser than the remaining skips passes through the bottleneck h.
     """
 
     def __init__(
@@ -40,10 +43,12 @@ class DDPMTraining(pl.LightningModule):
         warmup_steps: int = 500,
         ema_decay: float = 0.999,
         name: str = "ddpm",
+        cut_skip_levels: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.unet = UNet2DModel(**unet)
+        cut_skips(self.unet, cut_skip_levels)
         self.scheduler_config = dict(DDPMScheduler(**scheduler).config)
         self.diffusion = DiffusionModel(self.unet, self.scheduler_config, name=name)
         self.register_buffer("alphas_cumprod", self.diffusion.alphas_cumprod.float(), persistent=False)

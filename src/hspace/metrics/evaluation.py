@@ -1,0 +1,188 @@
+"""Evaluation of a run's edits as a Lightning test loop: the same code on one CPU or several GPUs, with
+torchmetrics states reduced across processes.
+
+Each test item is one sample: its unedited image and its edits (D directions x S strengths). The loop
+scores them with the attribute classifier (success, preservation, score changes), measures pixel
+preservation (MSE on [0, 1], SSIM) and feeds FID metrics: unedited samples, and each (direction,
+strength) edited set, against cached reference statistics of the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from hspace.metrics.edit_scores import EditScores
+from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
+
+
+class AttributeClassifier(Protocol):
+    """images in [-1, 1] (B, 3, H, W) -> P(attribute) (B, A)."""
+
+    attributes: list[str]
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class EvaluationSettings:
+    classifier: AttributeClassifier | None = None
+    fid_backend: FeatureBackend | None = None
+    reference: dict[str, torch.Tensor] | None = None      # FID reference statistics (see metrics.fid)
+    targets: dict[str, str] = field(default_factory=dict)  # direction -> "attribute" or "-attribute"
+    threshold: float = 0.5
+    batch_size: int = 16
+
+
+def strength_label(strength: float) -> str:
+    return f"{strength:g}"
+
+
+def headline_index(strengths: Sequence[float]) -> int:
+    """The strength reported without a suffix: the largest positive one (else the largest in magnitude)."""
+    positive = [i for i, s in enumerate(strengths) if s > 0]
+    candidates = positive or range(len(strengths))
+    return max(candidates, key=lambda i: abs(strengths[i]))
+
+
+class EditSamples(Dataset):
+    """Item n: (unedited image n, its edits (D, S, C, H, W)), both as uint8."""
+
+    def __init__(self, originals: torch.Tensor, edits: torch.Tensor):
+        self.originals, self.edits = originals, edits
+
+    def __len__(self):
+        return len(self.originals)
+
+    def __getitem__(self, n):
+        return self.originals[n], self.edits[:, n]
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float() / 127.5 - 1
+
+
+class EditEvaluation(pl.LightningModule):
+    def __init__(self, settings: EvaluationSettings, names: Sequence[str], strengths: Sequence[float]):
+        super().__init__()
+        self.settings, self.names, self.strengths = settings, list(names), list(strengths)
+        classifier = settings.classifier
+        self.classifier = classifier if isinstance(classifier, nn.Module) else None
+        if classifier is not None:
+            self.scores = EditScores(len(names), len(strengths), classifier.attributes, settings.threshold)
+        if settings.fid_backend is not None:
+            if settings.reference is None:
+                raise ValueError("FID needs reference statistics of the data (hspace.metrics.fid.reference_statistics)")
+            self.fid_unedited = make_fid(settings.fid_backend)
+            self.fid_edited = nn.ModuleList(make_fid(settings.fid_backend) for _ in range(len(names) * len(strengths)))
+        self.results: dict = {}
+
+    def on_test_start(self):
+        if self.settings.fid_backend is not None:
+            for fid in [self.fid_unedited, *self.fid_edited]:
+                load_reference(fid, self.settings.reference)
+
+    def test_step(self, batch, batch_idx):
+        originals, edits = batch
+        b, d, s = edits.shape[:3]
+        x0, xe = to_unit(originals), to_unit(edits)
+        flat = xe.flatten(0, 2)
+        repeated = x0[:, None, None].expand_as(xe).flatten(0, 2)
+        mse = (((flat - repeated) / 2) ** 2).mean(dim=(1, 2, 3)).view(b, d, s)
+        ssim = structural_similarity_index_measure((flat + 1) / 2, (repeated + 1) / 2, data_range=1.0, reduction="none").view(b, d, s)
+        if self.settings.classifier is not None:
+            before = self.settings.classifier.probabilities(x0).to(self.device)
+            after = self.settings.classifier.probabilities(flat).to(self.device).view(b, d, s, -1)
+            self.scores.update(before, after, mse, ssim)
+        if self.settings.fid_backend is not None:
+            self.fid_unedited.update(x0, real=False)
+            for j in range(d):
+                for k in range(s):
+                    self.fid_edited[j * s + k].update(xe[:, j, k], real=False)
+
+    def on_test_epoch_end(self):
+        self.results = self.summary()
+
+    def summary(self) -> dict:
+        metrics: dict = {}
+        labels = [strength_label(s) for s in self.strengths]
+        head = headline_index(self.strengths)
+        if self.settings.classifier is not None:
+            metrics |= self.classifier_metrics(labels, head)
+        backend = self.settings.fid_backend
+        if backend is not None:
+            key = f"fid/{backend.name}"
+            metrics[key] = float(self.fid_unedited.compute())
+            metrics[f"{key}/num_samples"] = int(self.fid_unedited.fake_features_num_samples)
+            metrics[f"{key}/num_reference"] = int(self.fid_unedited.real_features_num_samples)
+            for j, name in enumerate(self.names):
+                for k, label in enumerate(labels):
+                    fid = self.fid_edited[j * len(labels) + k]
+                    metrics[f"edit/{name}/{key}@{label}"] = float(fid.compute())
+                metrics[f"edit/{name}/{key}"] = metrics[f"edit/{name}/{key}@{labels[head]}"]
+            metrics[f"edit/{key}/num_samples"] = int(self.fid_edited[0].fake_features_num_samples)
+        return metrics
+
+    def target_of(self, j: int, delta: torch.Tensor, head: int) -> tuple[int, int]:
+        """(attribute index, sign) a direction edits: from `targets`, else the attribute whose score the
+        headline strength moves most (its sign times the strength's)."""
+        attributes = self.scores.attributes
+        wanted = self.settings.targets.get(self.names[j])
+        if wanted:
+            sign = -1 if wanted.startswith("-") else 1
+            name = wanted.lstrip("+-")
+            if name not in attributes:
+                raise ValueError(f"target attribute {name!r} of direction {self.names[j]} is not one of the classifier's: {', '.join(attributes)}")
+            return attributes.index(name), sign
+        row = delta[j, head]
+        t = int(row.abs().argmax())
+        return t, (1 if row[t] >= 0 else -1) * (1 if self.strengths[head] >= 0 else -1)
+
+    def classifier_metrics(self, labels: list[str], head: int) -> dict:
+        scores = self.scores.compute()
+        delta, mse, ssim = scores["score_delta"], scores["mse"], scores["ssim"]
+        attributes = self.scores.attributes
+        metrics: dict = {}
+        for j, name in enumerate(self.names):
+            t, target_sign = self.target_of(j, delta, head)
+            metrics[f"edit/{name}/target"] = ("-" if target_sign < 0 else "") + attributes[t]
+            for k, label in enumerate(labels):
+                strength = self.strengths[k]
+                if strength != 0:
+                    sign = target_sign * (1 if strength > 0 else -1)
+                    metrics[f"edit/{name}/success@{label}"] = self.scores.success(j, k, t, sign)
+                metrics[f"edit/{name}/preserve@{label}"] = self.scores.preserve(j, k, t)
+                metrics[f"edit/{name}/mse@{label}"] = float(mse[j, k])
+                metrics[f"edit/{name}/ssim@{label}"] = float(ssim[j, k])
+                for a, attribute in enumerate(attributes):
+                    metrics[f"edit/score_delta/{name}/{attribute}@{label}"] = float(delta[j, k, a])
+            for metric in ("success", "preserve", "mse", "ssim"):
+                metrics[f"edit/{name}/{metric}"] = metrics[f"edit/{name}/{metric}@{labels[head]}"]
+            for attribute in attributes:
+                metrics[f"edit/score_delta/{name}/{attribute}"] = metrics[f"edit/score_delta/{name}/{attribute}@{labels[head]}"]
+        metrics["edit/headline_strength"] = self.strengths[head]
+        return metrics
+
+    def score_matrix(self) -> tuple[list[str], list[list]]:
+        """The Table I matrix at the headline strength: rows = directions, columns = attributes."""
+        delta = self.scores.compute()["score_delta"][:, headline_index(self.strengths)]
+        columns = ["direction", *self.scores.attributes]
+        return columns, [[name, *(round(float(v), 4) for v in delta[j])] for j, name in enumerate(self.names)]
+
+
+def evaluate_edits(settings: EvaluationSettings, originals: torch.Tensor, edits: torch.Tensor, names: Sequence[str], strengths: Sequence[float], trainer_kwargs: dict | None = None) -> EditEvaluation:
+    """Run the test loop over uint8 originals (N, C, H, W) and edits (D, N, S, C, H, W); the returned
+    module holds `results` (metrics) and the score matrix."""
+    module = EditEvaluation(settings, names, strengths)
+    loader = DataLoader(EditSamples(originals, edits), batch_size=settings.batch_size)
+    options = {"accelerator": "cpu", "devices": 1} | (trainer_kwargs or {})
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **options)
+    trainer.test(module, dataloaders=loader, verbose=False)
+    return module

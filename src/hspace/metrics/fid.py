@@ -1,0 +1,137 @@
+"""FID through torchmetrics' FrechetInceptionDistance, with a pluggable feature backend.
+
+A backend is a module mapping images in [-1, 1] (B, 3, H, W) to features (B, F), with a `name` (the
+metric key is `fid/<name>`), `num_features` and an `identity` that keys cached reference statistics.
+
+- `classifier_backend`: the penultimate features of an attribute classifier (the Shapes default,
+  `fid/shapes_classifier`). Comparable between runs with the same classifier, never with Inception FID.
+- `inception_backend`: Inception-v3 pool features (2048) from a local weights file, through
+  torch-fidelity's network as torchmetrics wraps it. Where that package is missing or the file is absent,
+  a one-line error says what to install or where to put the file.
+
+Reference statistics of a dataset (feature sum, outer-product sum, count: torchmetrics' own states) are
+computed once per (backend, dataset, count) and kept in the artifact cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from hspace.cache import ArtifactCache
+from hspace.errors import UserError
+from hspace.images import atomic_write_bytes
+
+REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+
+
+class FeatureBackend(nn.Module):
+    """images in [-1, 1] -> features, through `network` after `prepare` (e.g. conversion to uint8)."""
+
+    def __init__(self, name: str, network: nn.Module, num_features: int, identity: str, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        self.name, self.network, self.num_features, self.identity = name, network, num_features, identity
+        self.prepare = prepare
+        self.network.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True):  # a fixed feature extractor: always in eval mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.float()
+        if self.prepare is not None:
+            images = self.prepare(images)
+        features = self.network(images)
+        return features[0] if isinstance(features, (tuple, list)) else features
+
+
+def classifier_backend(classifier: nn.Module, name: str, identity: str) -> FeatureBackend:
+    """Penultimate features of an attribute classifier with a `features` method (e.g. AttributeCNN)."""
+
+    class Penultimate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = classifier
+
+        def forward(self, images):
+            return self.classifier.features(images)
+
+    with torch.no_grad():
+        size = getattr(getattr(classifier, "config", None), "resolution", 32)
+        device = next(classifier.parameters()).device
+        num_features = classifier.features(torch.zeros(1, 3, size, size, device=device)).shape[-1]
+    return FeatureBackend(name, Penultimate(), num_features, identity=f"classifier:{identity}")
+
+
+def to_uint8_tensor(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float -> [0, 255] uint8, as Inception networks for FID expect."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def torch_fidelity_inception(weights_path: Path) -> nn.Module:
+    """Inception-v3 as used for FID (2048 pool features), weights from a local file."""
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights_path))
+    except ModuleNotFoundError as error:
+        raise UserError(f"Inception FID needs torch-fidelity ({error}): pip install 'hspace[inception]', or use the classifier feature backend") from None
+
+
+def inception_backend(weights_path: str | Path | None, num_features: int = 2048, build: Callable[[Path], nn.Module] = torch_fidelity_inception) -> FeatureBackend:
+    """Inception features from a local weights file (e.g. torch-fidelity's pt_inception-2015-12-05-6726825d.pth).
+
+    `build` makes the network from the file; tests pass a small stand-in through the same path.
+    """
+    if weights_path is None or not Path(weights_path).expanduser().is_file():
+        raise UserError(f"Inception FID asked for but no weights file at metrics.fid.weights_path={weights_path}: download "
+                        "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's release) and set the path, or use metrics.fid=classifier")
+    path = Path(weights_path).expanduser().resolve()
+    stat = path.stat()
+    return FeatureBackend("inception", build(path), num_features, identity=f"inception:{path.name}:{stat.st_size}", prepare=to_uint8_tensor)
+
+
+def make_fid(backend: FeatureBackend) -> FrechetInceptionDistance:
+    """A FID metric over `backend` that keeps its reference (real) statistics across resets."""
+    return FrechetInceptionDistance(feature=backend, reset_real_features=False)
+
+
+def reference_statistics(backend: FeatureBackend, images: Iterable[torch.Tensor], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """torchmetrics' real-feature states over batches of reference images in [-1, 1]."""
+    fid = make_fid(backend).to(device)
+    for batch in images:
+        fid.update(batch.to(device), real=True)
+    return {name: getattr(fid, name).detach().cpu() for name in REAL_STATES}
+
+
+def load_reference(fid: FrechetInceptionDistance, statistics: dict[str, torch.Tensor]) -> FrechetInceptionDistance:
+    """Put cached reference statistics into a FID metric (on its device)."""
+    for name in REAL_STATES:
+        current = getattr(fid, name)
+        if statistics[name].shape != current.shape:
+            raise UserError(f"reference statistics have {name} of shape {tuple(statistics[name].shape)}, the feature backend makes {tuple(current.shape)}: clear that cache entry")
+        setattr(fid, name, statistics[name].to(device=current.device, dtype=current.dtype))
+    return fid
+
+
+def cached_reference_statistics(backend: FeatureBackend, dataset_id: dict, count: int, images: Callable[[], Iterable[torch.Tensor]], cache: ArtifactCache | None, device="cpu") -> dict[str, torch.Tensor]:
+    """Reference statistics of `count` images of a dataset, computed once per (backend, dataset, count)."""
+
+    def compute():
+        return reference_statistics(backend, images(), device)
+
+    if cache is None:
+        return compute()
+    parts = {"backend": backend.identity, "dataset": dataset_id, "count": count}
+
+    def write(stats, path):
+        data = save({k: v.contiguous() for k, v in stats.items()})
+        atomic_write_bytes(path, lambda f: f.write(data))
+
+    return cache.get("fid_reference", parts, compute, save=write, load=lambda path: load_file(path))

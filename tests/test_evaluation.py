@@ -1,0 +1,80 @@
+"""The evaluation test loop: streaming edit scores equal the dense definitions; hand-made edits of
+Shapes scenes with known attribute changes give the known answers."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from hspace.classifiers.cnn import AttributeCNN
+from hspace.data.shapes import ATTRIBUTES, draw_factors, render
+from hspace.metrics.edit import edit_metrics
+from hspace.metrics.edit_scores import EditScores
+from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index
+from hspace.metrics.fid import classifier_backend, reference_statistics
+
+
+def test_streaming_scores_equal_dense_definitions():
+    g = torch.Generator().manual_seed(0)
+    n, d, s, attributes = 40, 2, 3, ["a", "b", "c", "d"]
+    before = torch.rand(n, len(attributes), generator=g)
+    after = torch.rand(n, d, s, len(attributes), generator=g)
+    scores = EditScores(d, s, attributes)
+    for rows in torch.arange(n).split(7):  # several batches
+        scores.update(before[rows], after[rows], torch.zeros(len(rows), d, s), torch.ones(len(rows), d, s))
+    delta = scores.compute()["score_delta"]
+    for j in range(d):
+        for k in range(s):
+            for t, target in enumerate(attributes):
+                for sign in (1, -1):
+                    dense = edit_metrics(before, after[:, j, k], attributes, target, sign)
+                    assert scores.success(j, k, t, sign) == pytest.approx(dense["success"])
+                    assert scores.preserve(j, k, t) == pytest.approx(dense["preserve"])
+            assert delta[j, k].tolist() == pytest.approx([dense[f"score_delta/{a}"] for a in attributes], abs=1e-6)
+
+
+def test_headline_strength():
+    assert headline_index([-4, -2, 0, 2, 4]) == 4
+    assert headline_index([-3, -1]) == 0
+
+
+def scene_pairs(n, change):
+    """uint8 originals (n, 3, 32, 32) and one edit per sample (1, n, 1, 3, 32, 32) with `change` applied to the factors."""
+    originals, edits = [], []
+    for i in range(n):
+        factors = draw_factors(3, "test", i, 32)
+        originals.append(render(factors, 32))
+        edits.append(render(change(factors), 32))
+    to_tensor = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return to_tensor(originals), to_tensor(edits)[None, :, None]
+
+
+def test_known_edits_give_known_answers():
+    classifier = AttributeCNN.load("shapes_attributes")
+    backend = classifier_backend(classifier, "shapes_classifier", classifier.identity)
+    originals, to_light = scene_pairs(48, lambda f: replace(f, background="light"))
+    _, to_red = scene_pairs(48, lambda f: replace(f, colour="red"))
+    _, unchanged = scene_pairs(48, lambda f: f)
+    edits = torch.cat([to_light, to_red, unchanged])  # 3 directions x 48 samples x 1 strength
+    reference = reference_statistics(backend, [originals.float() / 127.5 - 1])
+    settings = EvaluationSettings(classifier=classifier, fid_backend=backend, reference=reference, targets={"to_red": "red"}, batch_size=16)
+    module = evaluate_edits(settings, originals, edits, ["to_light", "to_red", "same"], [2.0])
+    m = module.results
+    # Unsupervised target: the attribute moved most; the intended one here.
+    assert m["edit/to_light/target"] == "light_background" and m["edit/to_red/target"] == "red"
+    assert m["edit/to_light/success"] == 1.0 and m["edit/to_red/success"] >= 0.95
+    assert m["edit/to_light/preserve"] >= 0.99
+    # Recolouring to red turns off the old colour: one decision of the 10 others flips per non-red sample.
+    not_red = sum(draw_factors(3, "test", i, 32).colour != "red" for i in range(48))
+    assert m["edit/to_red/preserve"] == pytest.approx(1 - not_red / (48 * 10), abs=0.01)
+    dark = sum(draw_factors(3, "test", i, 32).background == "dark" for i in range(48))
+    assert m["edit/score_delta/to_light/light_background"] == pytest.approx(dark / 48, abs=0.02) and abs(m["edit/score_delta/to_light/large"]) < 0.02
+    assert m["edit/same/mse"] == 0 and m["edit/same/ssim"] > 0.999
+    assert m["edit/to_light/mse"] > 0.05 and m["edit/to_light/ssim"] < 0.9
+    assert m["edit/same/fid/shapes_classifier"] < 1e-3 < m["edit/to_light/fid/shapes_classifier"]
+    assert m["edit/fid/shapes_classifier/num_samples"] == 48 and m["fid/shapes_classifier/num_samples"] == 48
+    assert math.isnan(m["edit/same/success"]) or m["edit/same/success"] == 0.0
+    columns, rows = module.score_matrix()
+    assert columns == ["direction", *ATTRIBUTES] and rows[0][0] == "to_light" and len(rows) == 3

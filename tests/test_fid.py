@@ -1,0 +1,99 @@
+"""FID with both feature backends: ~0 for a set against itself, growing with perturbation; cached references."""
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hspace.cache import ArtifactCache
+from hspace.classifiers.cnn import AttributeCNN
+from hspace.data.shapes import ShapesDataset
+from hspace.errors import UserError
+from hspace.metrics.fid import cached_reference_statistics, classifier_backend, inception_backend, load_reference, make_fid
+
+
+def shapes_images(n, seed=7):
+    ds = ShapesDataset(n, "test", seed=seed)
+    return torch.stack([ds[i]["image"] for i in range(n)])
+
+
+def fid_between(backend, real, fake):
+    fid = make_fid(backend)
+    fid.update(real, real=True)
+    fid.update(fake, real=False)
+    return float(fid.compute())
+
+
+class TinyInception(nn.Module):
+    """A stand-in for Inception with the same input contract: uint8 images -> pooled features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 5, stride=2)
+
+    def forward(self, images):
+        assert images.dtype == torch.uint8
+        return self.conv((images.float() - 128) / 128).abs().mean(dim=(2, 3))
+
+
+def build_tiny(path):
+    net = TinyInception()
+    net.load_state_dict(load_file(path))
+    return net
+
+
+@pytest.fixture
+def tiny_inception_file(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "inception.safetensors"
+    save_file(TinyInception().state_dict(), path)
+    return path
+
+
+def check_zero_and_growing(backend, images):
+    assert fid_between(backend, images, images) == pytest.approx(0, abs=1e-3)
+    previous = 0.0
+    for sigma in (0.1, 0.3, 0.6):
+        noisy = (images + sigma * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
+        value = fid_between(backend, images, noisy)
+        assert value > previous + 1e-3
+        previous = value
+
+
+def test_classifier_backend_self_zero_and_grows():
+    backend = classifier_backend(AttributeCNN.load("shapes_attributes"), "shapes_classifier", "shapes_attributes")
+    assert backend.num_features == 256
+    check_zero_and_growing(backend, shapes_images(300))
+
+
+def test_inception_backend_through_the_same_path(tiny_inception_file):
+    backend = inception_backend(tiny_inception_file, num_features=16, build=build_tiny)
+    assert backend.name == "inception" and tiny_inception_file.name in backend.identity
+    check_zero_and_growing(backend, shapes_images(100))
+
+
+def test_inception_backend_without_weights_is_one_line(tmp_path):
+    for path in (None, tmp_path / "missing.pth"):
+        with pytest.raises(UserError, match="Inception FID asked for but no weights file") as error:
+            inception_backend(path, build=build_tiny)
+        assert "\n" not in str(error.value)
+
+
+def test_reference_statistics_are_cached(tmp_path, tiny_inception_file):
+    backend = inception_backend(tiny_inception_file, num_features=16, build=build_tiny)
+    images = shapes_images(64)
+    calls = []
+
+    def batches():
+        calls.append(1)
+        return images.split(16)
+
+    cache = ArtifactCache(tmp_path / "cache")
+    first = cached_reference_statistics(backend, {"data": "shapes", "seed": 7}, 64, batches, cache)
+    second = cached_reference_statistics(backend, {"data": "shapes", "seed": 7}, 64, batches, cache)
+    assert len(calls) == 1 and len(cache.hits) == 1
+    assert int(second["real_features_num_samples"]) == 64
+    fid = load_reference(make_fid(backend), second)
+    fid.update(images, real=False)
+    assert float(fid.compute()) == pytest.approx(0, abs=1e-3)
+    assert all(torch.equal(first[k], second[k]) for k in first)
