@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
+from hspace.data.shapes import ATTRIBUTES
 from hspace.directions.directions import Directions
 from tests.wandb_records import history
 
@@ -26,6 +27,7 @@ TINY = [
     "real_images=2",
     "num_directions=2",
     "edit.strengths=[-2.0,0.0,2.0]",
+    "metrics.fid.reference_count=64",
 ]
 
 
@@ -67,21 +69,31 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     assert sorted(logged["grids/captions"]) == ["pc0", "pc1", "real_pc0", "real_pc1"]
     for filename in logged["grids/filenames"]:
         assert (offline_run / "files" / filename).is_file()
+    # The evaluation: classifier scores, pixel preservation and FID of the generated and the edited samples.
+    assert metrics["fid/shapes_classifier/num_samples"] == 2 and metrics["fid/shapes_classifier/num_reference"] == 64
+    assert metrics["edit/fid/shapes_classifier/num_samples"] == 2 and metrics["fid/shapes_classifier"] > 0
+    for key in ("edit/pc0/success@2", "edit/pc0/preserve@-2", "edit/pc0/mse@2", "edit/pc1/ssim@2", "edit/pc1/fid/shapes_classifier@-2", "edit/score_delta/pc0/large"):
+        assert key in metrics, key
+    assert metrics["edit/pc0/mse@0"] == 0 and metrics["edit/pc0/preserve@0"] == 1
+    assert metrics["edit/pc0/target"].lstrip("-") in ATTRIBUTES
+    assert logged["fid/shapes_classifier"] == pytest.approx(metrics["fid/shapes_classifier"])
+    assert logged["edit/score_matrix/_type"] == "table-file" and logged["edit/by_strength/_type"] == "table-file"
+    assert logged["edit/score_matrix/ncols"] == 1 + len(ATTRIBUTES) and logged["edit/by_strength/nrows"] == 2 * 3
 
 
 def test_second_identical_run_hits_the_cache_and_a_truncated_entry_is_recomputed(tmp_path):
     cache = tmp_path / "cache"
     first = run(compose_run(tmp_path / "a", cache))
-    assert first["cache/hits"] == 0 and first["cache/misses"] == 3  # two h batches and the directions
+    assert first["cache/hits"] == 0 and first["cache/misses"] == 4  # two h batches, the directions, FID reference statistics
     second = run(compose_run(tmp_path / "b", cache))
-    assert second["cache/hits"] == 1 and second["cache/misses"] == 0  # directions straight from the cache
+    assert second["cache/hits"] == 2 and second["cache/misses"] == 0  # directions and reference straight from the cache
     a, b = Directions.load(tmp_path / "a" / "directions.safetensors"), Directions.load(tmp_path / "b" / "directions.safetensors")
     assert torch.equal(a.directions, b.directions) and torch.equal(a.scales, b.scales)
 
     (entry,) = (cache / "directions").glob("*.safetensors")
     entry.write_bytes(entry.read_bytes()[:100])
     third = run(compose_run(tmp_path / "c", cache))
-    assert third["cache/misses"] == 1 and third["cache/hits"] == 2  # recomputed from the cached h batches
+    assert third["cache/misses"] == 1 and third["cache/hits"] == 3  # recomputed from the cached h batches
     c = Directions.load(tmp_path / "c" / "directions.safetensors")
     assert torch.equal(a.directions, c.directions)
 
@@ -122,7 +134,7 @@ def test_multirun_gives_one_wandb_run_per_job_and_shares_the_cache(tmp_path):
     runs = sorted((tmp_path / "sweep").glob("*/wandb/offline-run-*"))
     assert len(runs) == 2 and runs[0].parent.parent.name == "0" and runs[1].parent.parent.name == "1"
     random_metrics = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
-    assert random_metrics["cache/hits"] == 2  # the random job reused the h collected by the pca job
+    assert random_metrics["cache/hits"] == 3  # the random job reused the pca job's h and FID reference
     assert (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").is_file()
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import torch
 from safetensors.torch import save
@@ -21,6 +21,8 @@ from hspace.directions.directions import Directions
 from hspace.edits.shift import ShiftEdit
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes, save_edit_grid, to_uint8
+from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, strength_label
+from hspace.metrics.fid import cached_reference_statistics
 from hspace.run_record import write_json
 
 
@@ -62,13 +64,41 @@ def find_directions(method: DirectionFinder, model: DiffusionModel, sampler: Sam
     return cache.get("directions", parts, compute, save=lambda d, path: d.save(path), load=Directions.load)
 
 
+def uint8_images(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images (..., C, H, W) as uint8 (..., C, H, W), rounded as the PNGs are."""
+    pixels = torch.from_numpy(to_uint8(images.flatten(0, -4))).permute(0, 3, 1, 2)
+    return pixels.reshape(images.shape).contiguous()
+
+
 def save_edits(path: Path, images: torch.Tensor, strengths: Sequence[float], ids: Sequence[int], names: Sequence[str], id_kind: str) -> Path:
     """images (D, N, S, C, H, W) in [-1, 1] as uint8, with the strengths and the seeds (or image indices)."""
-    d, n, s = images.shape[:3]
-    pixels = torch.from_numpy(to_uint8(images.flatten(0, 2))).permute(0, 3, 1, 2).reshape(d, n, s, *images.shape[3:])
-    tensors = {"images": pixels.contiguous(), "strengths": torch.tensor(list(strengths), dtype=torch.float32), id_kind: torch.tensor(list(ids))}
+    pixels = uint8_images(images)
+    tensors = {"images": pixels, "strengths": torch.tensor(list(strengths), dtype=torch.float32), id_kind: torch.tensor(list(ids))}
     data = save(tensors, metadata={"directions": ",".join(names), "layout": "direction,sample,strength,channel,height,width"})
     return atomic_write_bytes(path, lambda f: f.write(data))
+
+
+@dataclass
+class ReferenceImages:
+    """The data FID compares against: `count` images in batches, and what identifies them for the cache."""
+
+    dataset_id: dict
+    count: int
+    batches: Callable[[], Iterable[torch.Tensor]]
+
+
+def strength_table(metrics: dict, names: Sequence[str], strengths: Sequence[float]) -> tuple[list[str], list[list]]:
+    """One row per (direction, strength): target, success, preserve, MSE, SSIM and FID where measured."""
+    fid_keys = sorted({k.split("/", 2)[2].split("@")[0] for k in metrics if k.startswith("edit/") and "/fid/" in k and "@" in k})
+    columns = ["direction", "strength", "target", "success", "preserve", "mse", "ssim", *fid_keys]
+    rows = []
+    for name in names:
+        for strength in strengths:
+            label = strength_label(strength)
+            row = [name, strength, metrics.get(f"edit/{name}/target")]
+            row += [metrics.get(f"edit/{name}/{metric}@{label}") for metric in ("success", "preserve", "mse", "ssim", *fid_keys)]
+            rows.append(row)
+    return columns, rows
 
 
 def edit_all(edit: ShiftEdit, model, schedule, directions, count, x_T, z, clip_x0) -> torch.Tensor:
@@ -88,9 +118,15 @@ def run_edit_job(
     real_images: torch.Tensor | None = None,
     directions_path: str | Path | None = None,
     loggers: Sequence = (),
+    evaluation: EvaluationSettings | None = None,
+    reference: ReferenceImages | None = None,
+    trainer_kwargs: dict | None = None,
 ) -> dict:
     """Run the job and return its metrics. Writes into run_dir: directions.safetensors, edits.safetensors
-    (and edits_real.safetensors), grids/<direction>.png (and grids/real_<direction>.png), metrics.json."""
+    (and edits_real.safetensors), grids/<direction>.png (and grids/real_<direction>.png), metrics.json.
+
+    With `evaluation`, the edits of generated samples are scored in a Lightning test loop
+    (hspace.metrics.evaluation) with `trainer_kwargs`; FID compares against `reference` images."""
     if real_images is not None and len(real_images) and sampler.clip_x0:
         raise UserError("real images are inverted without clipping, so they cannot be edited with sampler.clip_x0=true: set it to false or real_images=0")
     run_dir = Path(run_dir)
@@ -118,6 +154,21 @@ def run_edit_job(
         edited = edit_all(edit, model, schedule, directions, count, x_T, z, sampler.clip_x0)
     outputs = {"edits": save_edits(run_dir / "edits.safetensors", edited, edit.strengths, seeds, names, "seeds")}
 
+    tables = {}
+    if evaluation is not None:
+        if evaluation.fid_backend is not None:
+            if reference is None:
+                raise UserError("FID asked for without reference images: configure metrics.fid.reference_* or metrics.fid.backend=none")
+            with timer.stage("fid_reference"):
+                evaluation.reference = cached_reference_statistics(evaluation.fid_backend, reference.dataset_id, reference.count, reference.batches, cache, model.device)
+        with timer.stage("evaluate"):
+            originals = sample(model, schedule, x_T, z, clip_x0=sampler.clip_x0).x0.cpu()
+            evaluated = evaluate_edits(evaluation, uint8_images(originals), uint8_images(edited), names, edit.strengths, trainer_kwargs)
+        metrics |= evaluated.results
+        if evaluation.classifier is not None:
+            tables["edit/score_matrix"] = evaluated.score_matrix()
+            tables["edit/by_strength"] = strength_table(evaluated.results, names, edit.strengths)
+
     if real_images is not None and len(real_images):
         with timer.stage("invert"):
             if schedule.is_deterministic:
@@ -142,10 +193,14 @@ def run_edit_job(
     if cache is not None:
         metrics |= {"cache/hits": len(cache.hits), "cache/misses": len(cache.misses)}
     write_json(run_dir / "metrics.json", metrics)
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     for logger in loggers:
-        logger.log_metrics(metrics, step=0)
+        logger.log_metrics(numeric, step=0)
         if hasattr(logger, "log_image"):  # W&B: all grids under one key, captioned with their direction
             logger.log_image(key="grids", images=[str(p) for p in grids.values()], caption=list(grids))
+        if hasattr(logger, "log_table"):
+            for key, (columns, rows) in tables.items():
+                logger.log_table(key=key, columns=columns, data=rows)
         logger.save()
     print(f"run directory: {run_dir}\n  directions: {directions_file}\n  edits: {', '.join(str(p) for p in outputs.values())}\n  grids: {run_dir / 'grids'}\n  metrics: {run_dir / 'metrics.json'}")
     return metrics

@@ -20,6 +20,7 @@ def run(cfg: DictConfig) -> dict:
     import torch
 
     from hspace.cache import ArtifactCache
+    from hspace.cli.metrics import evaluation_settings, reference_images
     from hspace.diffusion.loading import load_model
     from hspace.edit_job import run_edit_job
     from hspace.loggers import close_wandb
@@ -33,7 +34,12 @@ def run(cfg: DictConfig) -> dict:
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        model = load_model(cfg.model.weights, device=resolve_device(cfg.trainer.accelerator))
+        device = resolve_device(cfg.trainer.accelerator)
+        model = load_model(cfg.model.weights, device=device)
+        evaluation = evaluation_settings(cfg.metrics, device)
+        reference = None
+        if evaluation is not None and evaluation.fid_backend is not None:
+            reference = reference_images(cfg.data, cfg.metrics.fid.reference_split, cfg.metrics.fid.reference_count)
         real = None
         if cfg.real_images:
             dataset = hydra.utils.instantiate(cfg.data).datasets["test"]
@@ -50,6 +56,9 @@ def run(cfg: DictConfig) -> dict:
             real_images=real,
             directions_path=cfg.directions_path,
             loggers=loggers,
+            evaluation=evaluation,
+            reference=reference,
+            trainer_kwargs={"accelerator": cfg.trainer.accelerator, "devices": cfg.trainer.devices},
         )
     finally:
         close_wandb()

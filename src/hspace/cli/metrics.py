@@ -1,0 +1,52 @@
+"""The `metrics` config group as EvaluationSettings and reference images (composition root only)."""
+
+from __future__ import annotations
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hspace.edit_job import ReferenceImages
+from hspace.errors import UserError
+from hspace.metrics.evaluation import EvaluationSettings
+from hspace.metrics.fid import classifier_backend, inception_backend
+
+
+def evaluation_settings(metrics: DictConfig, device: torch.device) -> EvaluationSettings | None:
+    backend_kind = metrics.fid.backend
+    if metrics.classifier is None and backend_kind == "none":
+        return None
+    classifier = hydra.utils.instantiate(metrics.classifier, device=device, _convert_="all") if metrics.classifier is not None else None
+    if backend_kind == "classifier":
+        if classifier is None or not hasattr(classifier, "features"):
+            raise UserError("metrics.fid.backend=classifier needs a metrics.classifier with penultimate features (an AttributeCNN)")
+        backend = classifier_backend(classifier, metrics.fid.name, getattr(classifier, "identity", "classifier"))
+    elif backend_kind == "inception":
+        backend = inception_backend(metrics.fid.weights_path)
+    elif backend_kind == "none":
+        backend = None
+    else:
+        raise UserError(f"metrics.fid.backend must be classifier, inception or none, not {backend_kind!r}")
+    return EvaluationSettings(
+        classifier=classifier,
+        fid_backend=backend,
+        targets=dict(OmegaConf.to_container(metrics.targets, resolve=True)),
+        threshold=metrics.threshold,
+        batch_size=metrics.batch_size,
+    )
+
+
+def reference_images(data_cfg: DictConfig, split: str, count: int, batch_size: int = 256) -> ReferenceImages:
+    """The first `count` images of a split of the configured data, in batches, identified by the data config."""
+
+    def batches():
+        dataset = hydra.utils.instantiate(data_cfg).datasets[split]
+        if len(dataset) < count:
+            raise UserError(f"metrics.fid.reference_count={count} but the {split} split has only {len(dataset)} images: lower the count")
+        for start in range(0, count, batch_size):
+            yield torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, count))])
+
+    dataset_id = {"data": OmegaConf.to_container(data_cfg, resolve=True), "split": split}
+    for key in ("batch_size", "num_workers"):  # loading settings do not change the images
+        dataset_id["data"].pop(key, None)
+    return ReferenceImages(dataset_id, count, batches)
