@@ -143,7 +143,7 @@ def run_edit_job(
         directions_file = directions.save(run_dir / "directions.safetensors")
     count = min(num_directions, len(directions.names))
     names = directions.names[:count]
-    metrics: dict = {"edit/num_samples": len(seeds), "edit/num_directions": count}
+    metrics: dict = {"method": directions.method, "edit/num_samples": len(seeds), "edit/num_directions": count}
     for j, name in enumerate(names):
         ratio = directions.info.get("explained_variance_ratio")
         if ratio:

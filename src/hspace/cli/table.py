@@ -1,0 +1,46 @@
+"""hspace-table: tables and a comparison plot from finished runs (conf/table.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from hspace.cli import CONFIG_DIR, user_errors_exit
+
+
+@user_errors_exit
+def make_table(cfg: DictConfig) -> dict[str, Path]:
+    from hspace.images import atomic_write_bytes
+    from hspace.tables.build import build_table, to_csv, to_latex, to_markdown
+    from hspace.tables.collect import local_runs, wandb_runs
+    from hspace.tables.plot import plot_curves, strength_curves
+
+    runs = local_runs([p for p in cfg.runs if Path(p).expanduser().exists()] or list(cfg.runs))
+    if cfg.wandb:
+        runs += wandb_runs(cfg.wandb)
+    layout = cfg.layout
+    group_by = list(cfg.group_by)
+    columns = OmegaConf.to_container(layout.columns) if layout.columns is not None else None
+    table = build_table(runs, layout.pattern, group_by, layout.row_name, columns)
+    out = Path(cfg.output_dir)
+    stem = out / layout.name
+    written = {}
+    for suffix, text in ((".md", to_markdown(table, cfg.digits)), (".tex", to_latex(table, cfg.digits, layout.caption)), (".csv", to_csv(table))):
+        written[suffix] = atomic_write_bytes(stem.with_suffix(suffix), lambda f, text=text: f.write(text.encode()))
+    if cfg.plot.metric:
+        directions = list(cfg.plot.directions) if cfg.plot.directions else None
+        curves = strength_curves(runs, cfg.plot.metric, group_by, directions)
+        written[".png"] = plot_curves(curves, cfg.plot.metric, out / f"{cfg.plot.metric}_vs_strength.png")
+    print(f"{len(runs)} runs -> {', '.join(str(p) for p in written.values())}\n\n{to_markdown(table, cfg.digits)}")
+    return written
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="table")
+def main(cfg: DictConfig) -> None:
+    make_table(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Paper-style tables and comparison plots from finished runs (hspace-table)."""

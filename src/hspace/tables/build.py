@@ -1,0 +1,116 @@
+"""Pivot run metrics into a table of mean +- std over runs, and write it as Markdown, LaTeX and CSV.
+
+A layout picks cells out of the metric names with a regular expression whose named groups `row` and
+`column` give the cell's place, e.g. `edit/score_delta/(?P<row>[^/@]+)/(?P<column>[^/@]+)$` gives the
+Table I matrix (rows = edits, columns = measured attributes). `group_by` keys (metric or config names,
+e.g. `method`) prefix each row; runs that agree on them (e.g. differ only in seed) are averaged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from statistics import mean, stdev
+from typing import Sequence
+
+from hspace.errors import UserError
+from hspace.tables.collect import RunRecord
+
+
+@dataclass
+class Cell:
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return mean(self.values) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return stdev(self.values) if len(self.values) > 1 else math.nan
+
+    def text(self, digits: int, plus_minus: str = " ± ") -> str:
+        if not self.values:
+            return "–"
+        if len(self.values) == 1:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f}{plus_minus}{self.std:.{digits}f}"
+
+
+@dataclass
+class Table:
+    row_keys: list[str]                 # names of the row label columns: group_by keys, then "row"
+    rows: list[tuple]                   # row labels, in order of first appearance
+    columns: list[str]
+    cells: dict[tuple, Cell]            # (row, column) -> Cell
+
+    def cell(self, row: tuple, column: str) -> Cell:
+        return self.cells.get((row, column), Cell())
+
+
+def build_table(runs: Sequence[RunRecord], pattern: str, group_by: Sequence[str] = (), row_name: str = "row", columns: Sequence[str] | None = None) -> Table:
+    """Mean and std over runs of every metric matching `pattern`, pivoted by its `row`/`column` groups."""
+    regex = re.compile(pattern)
+    if not {"row", "column"} <= set(regex.groupindex):
+        raise UserError(f"table pattern {pattern!r} needs the named groups (?P<row>...) and (?P<column>...)")
+    rows: dict[tuple, None] = {}
+    found_columns: dict[str, None] = {}
+    cells: dict[tuple, Cell] = {}
+    for run in runs:
+        prefix = tuple(str(run.value(key)) for key in group_by)
+        for name, value in run.metrics.items():
+            match = regex.search(name)
+            if match is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            row = (*prefix, match["row"])
+            rows.setdefault(row)
+            found_columns.setdefault(match["column"])
+            if not math.isnan(value):
+                cells.setdefault((row, match["column"]), Cell()).values.append(float(value))
+    if not rows:
+        raise UserError(f"no metric of the {len(runs)} runs matches the table pattern {pattern!r}")
+    chosen = list(columns) if columns else list(found_columns)
+    return Table([*group_by, row_name], list(rows), chosen, cells)
+
+
+def to_markdown(table: Table, digits: int = 3) -> str:
+    header = [*table.row_keys, *table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for row in table.rows:
+        lines.append("| " + " | ".join([*row, *(table.cell(row, c).text(digits) for c in table.columns)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    return re.sub(r"([_%&#$])", r"\\\1", text)
+
+
+def to_latex(table: Table, digits: int = 3, caption: str = "") -> str:
+    header = [*table.row_keys, *table.columns]
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    lines += [r"\begin{tabular}{" + "l" * len(table.row_keys) + "r" * len(table.columns) + "}", r"\toprule"]
+    lines.append(" & ".join(latex_escape(h) for h in header) + r" \\")
+    lines.append(r"\midrule")
+    for row in table.rows:
+        cells = [table.cell(row, c).text(digits, plus_minus=r" $\pm$ ") for c in table.columns]
+        lines.append(" & ".join([*(latex_escape(r) for r in row), *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*table.row_keys, *(f"{c}{suffix}" for c in table.columns for suffix in ("_mean", "_std", "_n"))])
+    for row in table.rows:
+        values = []
+        for column in table.columns:
+            cell = table.cell(row, column)
+            values += [cell.mean, cell.std, len(cell.values)]
+        writer.writerow([*row, *values])
+    return out.getvalue()

@@ -1,0 +1,98 @@
+"""hspace-table from fixture run directories: two methods x two seeds."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from hspace.cli import CONFIG_DIR
+from hspace.cli.table import make_table
+from hspace.tables.build import build_table, to_markdown
+from hspace.tables.collect import RunRecord, local_runs, wandb_runs
+from hspace.tables.plot import strength_curves
+
+RUNS = {  # (method, first_seed) -> metrics
+    ("pca", 0): {"method": "pca", "edit/pc0/success": 0.8, "edit/pc0/preserve": 0.9, "edit/pc0/success@2": 0.5, "edit/pc0/success@4": 0.8,
+                 "edit/score_delta/pc0/large": 0.30, "edit/score_delta/pc0/red": 0.02, "edit/pc0/target": "large"},
+    ("pca", 8): {"method": "pca", "edit/pc0/success": 0.6, "edit/pc0/preserve": 0.7, "edit/pc0/success@2": 0.3, "edit/pc0/success@4": 0.6,
+                 "edit/score_delta/pc0/large": 0.10, "edit/score_delta/pc0/red": 0.04, "edit/pc0/target": "large"},
+    ("random", 0): {"method": "random", "edit/random0/success": 0.1, "edit/random0/preserve": 1.0, "edit/random0/success@2": 0.0,
+                    "edit/random0/success@4": 0.1, "edit/score_delta/random0/large": 0.0, "edit/score_delta/random0/red": 0.0},
+    ("random", 8): {"method": "random", "edit/random0/success": 0.3, "edit/random0/preserve": 1.0, "edit/random0/success@2": 0.2,
+                    "edit/random0/success@4": 0.3, "edit/score_delta/random0/large": 0.02, "edit/score_delta/random0/red": float("nan")},
+}
+
+EXPECTED_SUMMARY = """\
+| method | direction | success | preserve |
+|---|---|---|---|
+| pca | pc0 | 0.70 ± 0.14 | 0.80 ± 0.14 |
+| random | random0 | 0.20 ± 0.14 | 1.00 ± 0.00 |
+"""
+
+EXPECTED_SCORE_DELTA = """\
+| method | edit | large | red |
+|---|---|---|---|
+| pca | pc0 | 0.20 ± 0.14 | 0.03 ± 0.01 |
+| random | random0 | 0.01 ± 0.01 | 0.00 |
+"""
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    for i, ((method, seed), metrics) in enumerate(RUNS.items()):
+        run = tmp_path / "runs" / str(i)
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        (run / "config.yaml").write_text(f"method:\n  _target_: hspace.directions.{method}\nfirst_seed: {seed}\n")
+    (tmp_path / "runs" / "not_a_run").mkdir()
+    return tmp_path / "runs"
+
+
+def compose_table(runs_dir, out, extra=()):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="table", overrides=[f"runs=[{runs_dir}]", f"output_dir={out}", "digits=2", *extra])
+
+
+def test_summary_and_score_delta_markdown(runs_dir, tmp_path):
+    written = make_table(compose_table(runs_dir, tmp_path / "out"))
+    assert written[".md"].read_text() == EXPECTED_SUMMARY
+    assert "0.70 $\\pm$ 0.14" in written[".tex"].read_text() and "\\toprule" in written[".tex"].read_text()
+    assert written[".csv"].read_text().splitlines()[0] == "method,direction,success_mean,success_std,success_n,preserve_mean,preserve_std,preserve_n"
+    assert written[".png"].stat().st_size > 1000
+    written = make_table(compose_table(runs_dir, tmp_path / "out2", ["layout=score_delta", "plot.metric=null"]))
+    assert written[".md"].read_text() == EXPECTED_SCORE_DELTA and ".png" not in written
+
+
+def test_curves_against_strength(runs_dir):
+    curves = strength_curves(local_runs([runs_dir]), "success", ["method"])
+    assert curves["pca"][2.0] == pytest.approx((0.4, 0.1414), abs=1e-3) and sorted(curves["random"]) == [2.0, 4.0]
+
+
+def test_rows_can_group_by_config_values(runs_dir):
+    table = build_table(local_runs([runs_dir]), r"^edit/(?P<row>[^/@]+)/(?P<column>success)$", ["first_seed"])
+    assert to_markdown(table, 1).splitlines()[2:] == ["| 0 | pc0 | 0.8 |", "| 8 | pc0 | 0.6 |", "| 0 | random0 | 0.1 |", "| 8 | random0 | 0.3 |"]
+
+
+def test_wandb_runs_through_the_api():
+    class FakeRun:
+        id, summary, config = "abc", {"method": "pca", "edit/pc0/success": 0.5, "_step": 0}, {"first_seed": 0}
+
+    class FakeApi:
+        def runs(self, path, filters):
+            assert path == "me/hspace" and filters == {"state": "finished"}
+            return [FakeRun()]
+
+    (record,) = wandb_runs("me/hspace", api=FakeApi())
+    assert record.metrics == {"method": "pca", "edit/pc0/success": 0.5} and record.value("first_seed") == 0
+
+
+def test_bad_input_is_one_line(tmp_path, runs_dir):
+    command = [str(Path(sys.executable).parent / "hspace-table")]
+    missing = subprocess.run([*command, f"runs=[{tmp_path / 'nothing'}]", f"hydra.run.dir={tmp_path / 'o'}"], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: no runs at") and missing.stderr.strip().count("\n") == 0
+    nomatch = subprocess.run([*command, f"runs=[{runs_dir}]", "layout.pattern='^nothing/(?P<row>x)(?P<column>y)$'", f"hydra.run.dir={tmp_path / 'o'}"], capture_output=True, text=True)
+    assert nomatch.returncode == 2 and "matches the table pattern" in nomatch.stderr
+    assert RunRecord("x", {"a": {"b": 1}}, {}).value("a.b") == 1
