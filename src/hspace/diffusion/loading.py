@@ -30,9 +30,10 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def resolve_weights(source: str, cache_dir: str | None = None, offline: bool | None = None) -> Path:
+def resolve_weights(source: str, cache_dir: str | None = None, offline: bool | None = None, patterns: list[str] = HUB_FILES, setting: str = "model.weights") -> Path:
     """The directory holding the weights of `source`: a local path, then a shipped model, then the
-    Hugging Face cache, then (unless offline) the hub."""
+    Hugging Face cache, then (unless offline) the hub. `patterns` are the files fetched from the hub;
+    `setting` is the config key named in the error."""
     path = Path(source).expanduser()
     if path.is_dir():
         return path
@@ -42,16 +43,16 @@ def resolve_weights(source: str, cache_dir: str | None = None, offline: bool | N
 
     looked = f"no directory {path.resolve()}, no shipped model of that name ({', '.join(shipped_models())})"
     if "/" not in source or path.is_absolute() or source.startswith("."):
-        raise UserError(f"model weights {source!r} not found: {looked}; set model.weights to a save_pretrained directory")
+        raise UserError(f"weights {source!r} not found: {looked}; set {setting} to a save_pretrained directory")
     offline = hub_offline() if offline is None else offline
     cache = cache_dir or constants.HF_HUB_CACHE
     try:
-        return Path(snapshot_download(source, cache_dir=cache_dir, allow_patterns=HUB_FILES, local_files_only=offline))
+        return Path(snapshot_download(source, cache_dir=cache_dir, allow_patterns=patterns, local_files_only=offline))
     except Exception as error:  # offline, unreachable hub, unknown id: all end the same way for the user
         reason = "offline" if offline else f"the hub could not be reached ({type(error).__name__})"
         raise UserError(
-            f"model weights {source!r} not found: {looked}, not in the Hugging Face cache {cache}, and {reason}; "
-            f"download it where there is network (huggingface-cli download {source}) or set model.weights=/path/to/local/copy"
+            f"weights {source!r} not found: {looked}, not in the Hugging Face cache {cache}, and {reason}; "
+            f"download it where there is network (huggingface-cli download {source}) or set {setting}=/path/to/local/copy"
         ) from None
 
 
