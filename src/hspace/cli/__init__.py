@@ -11,19 +11,34 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
 def user_errors_exit(task):
-    """Print a UserError as one line on stderr and exit with status 2 instead of a traceback."""
+    """Print a UserError as one line on stderr and exit with status 2 instead of a traceback, also when
+    it was raised inside hydra.utils.instantiate (which wraps it)."""
 
     @functools.wraps(task)
     def wrapped(*args, **kwargs):
-        from hspace.errors import UserError
-
         try:
             return task(*args, **kwargs)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+        except Exception as error:
+            cause = user_error_in(error)
+            if cause is None:
+                raise
+            print(f"error: {cause}", file=sys.stderr)
             sys.exit(2)
 
     return wrapped
+
+
+def user_error_in(error: BaseException | None):
+    """The UserError that `error` is or was raised from, if any."""
+    from hspace.errors import UserError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def resolve_device(name: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
-from hspace.data.shapes import ShapesDataset
+from hspace.data.shapes import ATTRIBUTES, ShapesDataset
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -57,3 +57,4 @@ class ShapesDataModule(ImageDataModule):
             num_workers,
         )
         self.resolution = resolution
+        self.attributes = list(ATTRIBUTES)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MultilabelAccuracy
 
 from hspace.classifiers.cnn import AttributeCNN, CNNConfig
+from hspace.errors import UserError
 from hspace.images import atomic_write_directory
 
 
@@ -21,6 +22,11 @@ class AttributeClassifierTraining(pl.LightningModule):
         self.save_hyperparameters()
         self.net = AttributeCNN(CNNConfig(list(attributes), list(channels), hidden, resolution))
         self.val_accuracy = MultilabelAccuracy(num_labels=len(attributes), average=None)
+
+    def on_fit_start(self):
+        names = getattr(self.trainer.datamodule, "attributes", None)
+        if names is not None and list(names) != list(self.hparams.attributes):
+            raise UserError(f"the data's attributes ({', '.join(names)}) differ from module.attributes ({', '.join(self.hparams.attributes)}): make them the same list, in the same order")
 
     def training_step(self, batch, batch_idx):
         loss = F.binary_cross_entropy_with_logits(self.net(batch["image"]), batch["attributes"])

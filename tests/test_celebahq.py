@@ -1,0 +1,81 @@
+"""CelebA-HQ in its real layout (a 6-image folder and an annotation file), the 40-attribute classifier
+trained on it through hspace-train, and every bad-path case as one line with exit status 2."""
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from hspace.classifiers.cnn import AttributeCNN
+from hspace.cli import CONFIG_DIR
+from hspace.cli.train import train
+from hspace.data.celebahq import ANNOTATION_FILE, CELEBA_ATTRIBUTES, IMAGE_DIR, CelebAHQDataset
+
+
+def write_annotations(path, rows, count=None):
+    lines = [str(len(rows) if count is None else count), " ".join(CELEBA_ATTRIBUTES)]
+    lines += [f"{name} " + " ".join(str(v) for v in values) for name, values in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def celebahq(tmp_path):
+    root = tmp_path / "CelebAMask-HQ"
+    (root / IMAGE_DIR).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(root / IMAGE_DIR / f"{i}.jpg")
+        rows.append((f"{i}.jpg", rng.choice([-1, 1], len(CELEBA_ATTRIBUTES))))
+    write_annotations(root / ANNOTATION_FILE, rows)
+    return root, rows
+
+
+def test_dataset_reads_images_and_labels(celebahq):
+    root, rows = celebahq
+    splits = {s: CelebAHQDataset(root, s, resolution=32, val_fraction=1 / 6, test_fraction=1 / 6) for s in ("train", "val", "test")}
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [4, 1, 1]
+    item = splits["test"][0]
+    assert item["image"].shape == (3, 32, 32) and item["image"].min() >= -1 and item["image"].max() <= 1
+    assert torch.equal(item["attributes"], torch.tensor(rows[5][1] > 0, dtype=torch.float32))
+    assert splits["train"].attributes == list(CELEBA_ATTRIBUTES)
+
+
+def compose_classifier(root, run_dir, extra=()):
+    overrides = ["experiment=celebahq_classifier", f"data.root={root}", "data.resolution=32", "data.batch_size=2", "data.num_workers=0",
+                 "data.val_fraction=0.17", "data.test_fraction=0.17", "module.channels=[8,8]", "module.hidden=16", "trainer.max_steps=2",
+                 "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", f"run_dir={run_dir}", *extra]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_classifier_trains_on_celebahq_and_loads(celebahq, tmp_path):
+    root, _ = celebahq
+    export = train(compose_classifier(root, tmp_path / "run"))
+    classifier = AttributeCNN.load(export)
+    assert classifier.attributes == list(CELEBA_ATTRIBUTES)
+    assert classifier.probabilities(torch.zeros(2, 3, 32, 32)).shape == (2, 40)
+
+
+def expect_one_line_exit(capsys, cfg, fragment):
+    with pytest.raises(SystemExit) as exit_:
+        train(cfg)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and fragment in err and err.count("\n") == 0, err
+
+
+def test_bad_paths_are_one_line(celebahq, tmp_path, capsys):
+    root, rows = celebahq
+    expect_one_line_exit(capsys, compose_classifier(tmp_path / "nowhere", tmp_path / "r1"), "no CelebA-HQ images at")
+    empty = tmp_path / "empty"
+    (empty / IMAGE_DIR).mkdir(parents=True)
+    expect_one_line_exit(capsys, compose_classifier(empty, tmp_path / "r2"), "holds no .jpg or .png images")
+    write_annotations(root / ANNOTATION_FILE, [(rows[0][0], rows[0][1][:-1]), *rows[1:]])
+    expect_one_line_exit(capsys, compose_classifier(root, tmp_path / "r3"), f"{ANNOTATION_FILE} line 3: expected a file name and 40 values")
+    write_annotations(root / ANNOTATION_FILE, rows, count=7)
+    expect_one_line_exit(capsys, compose_classifier(root, tmp_path / "r4"), "says 7 images on line 1 but lists 6")
+    write_annotations(root / ANNOTATION_FILE, rows)
+    (root / IMAGE_DIR / "0.jpg").write_bytes(b"not a jpeg")
+    expect_one_line_exit(capsys, compose_classifier(root, tmp_path / "r5"), "cannot read the image")
+    assert not (tmp_path / "r5" / "model").exists()  # no half-written export
