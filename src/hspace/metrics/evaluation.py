@@ -85,7 +85,8 @@ class EditEvaluation(pl.LightningModule):
         self.results: dict = {}
 
     def on_test_start(self):
-        if self.settings.fid_backend is not None:
+        # The reference enters once: FID states are summed across processes, so only rank 0 holds it.
+        if self.settings.fid_backend is not None and self.trainer.is_global_zero:
             for fid in [self.fid_unedited, *self.fid_edited]:
                 load_reference(fid, self.settings.reference)
 
@@ -108,7 +109,9 @@ class EditEvaluation(pl.LightningModule):
                     self.fid_edited[j * s + k].update(xe[:, j, k], real=False)
 
     def on_test_epoch_end(self):
-        self.results = self.summary()
+        self.results = self.summary()  # torchmetrics states are reduced across processes here
+        numeric = {k: float(v) for k, v in self.results.items() if isinstance(v, (int, float))}
+        self.log_dict(numeric, sync_dist=False)  # already reduced; this hands them back from spawned processes
 
     def summary(self) -> dict:
         metrics: dict = {}
@@ -184,5 +187,7 @@ def evaluate_edits(settings: EvaluationSettings, originals: torch.Tensor, edits:
     loader = DataLoader(EditSamples(originals, edits), batch_size=settings.batch_size)
     options = {"accelerator": "cpu", "devices": 1} | (trainer_kwargs or {})
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **options)
-    trainer.test(module, dataloaders=loader, verbose=False)
+    logged = trainer.test(module, dataloaders=loader, verbose=False)
+    if not module.results and logged:  # the loop ran in spawned processes: take the numbers they logged
+        module.results = dict(logged[0])
     return module

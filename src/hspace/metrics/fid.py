@@ -51,22 +51,24 @@ class FeatureBackend(nn.Module):
         return features[0] if isinstance(features, (tuple, list)) else features
 
 
+class Penultimate(nn.Module):
+    """The `features` of a classifier as a module's forward."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images):
+        return self.classifier.features(images)
+
+
 def classifier_backend(classifier: nn.Module, name: str, identity: str) -> FeatureBackend:
     """Penultimate features of an attribute classifier with a `features` method (e.g. AttributeCNN)."""
-
-    class Penultimate(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.classifier = classifier
-
-        def forward(self, images):
-            return self.classifier.features(images)
-
     with torch.no_grad():
         size = getattr(getattr(classifier, "config", None), "resolution", 32)
         device = next(classifier.parameters()).device
         num_features = classifier.features(torch.zeros(1, 3, size, size, device=device)).shape[-1]
-    return FeatureBackend(name, Penultimate(), num_features, identity=f"classifier:{identity}")
+    return FeatureBackend(name, Penultimate(classifier), num_features, identity=f"classifier:{identity}")
 
 
 def to_uint8_tensor(images: torch.Tensor) -> torch.Tensor:
