@@ -85,12 +85,12 @@ def test_two_processes_give_the_single_process_numbers():
     classifier = AttributeCNN.load("shapes_attributes")
     backend = classifier_backend(classifier, "shapes_classifier", classifier.identity)
     originals, to_light = scene_pairs(16, lambda f: replace(f, background="light"))
-    _, to_large = scene_pairs(16, lambda f: replace(f, r=f.r * 1.4))
-    edits = torch.cat([to_light, to_large])
+    _, to_red = scene_pairs(16, lambda f: replace(f, colour="red"))
+    edits = torch.cat([to_light, to_red])
     reference = reference_statistics(backend, [originals.float() / 127.5 - 1])
     settings = EvaluationSettings(classifier=classifier, fid_backend=backend, reference=reference, batch_size=4)
-    single = evaluate_edits(settings, originals, edits, ["light", "large"], [1.0]).results
-    spawned = evaluate_edits(settings, originals, edits, ["light", "large"], [1.0], {"strategy": "ddp_spawn", "devices": 2}).results
+    single = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0]).results
+    spawned = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0], {"strategy": "ddp_spawn", "devices": 2}).results
     numeric = {k: v for k, v in single.items() if isinstance(v, float) and not math.isnan(v) and "fid" not in k}
     assert numeric and {k: spawned[k] for k in numeric} == pytest.approx(numeric, rel=1e-4, abs=1e-5)
     # FID from 16 samples of 256 features is ill-conditioned (rank-deficient covariances): float noise
