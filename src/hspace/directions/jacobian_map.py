@@ -1,0 +1,92 @@
+"""The map h -> M ⊙ eps_theta(x_t, tau | mid_block output := h) at fixed x_t, and its matrix-free
+products (ALGORITHMS.md 4(b)): forward-mode JVPs through `torch.func.linearize` and reverse-mode VJPs
+through one `torch.func.vjp`, both vmapped over blocks of vectors so the primal pass is paid once.
+
+The skips and the time embedding are recomputed from x_t inside the map but do not depend on h, so only
+the decoder path from h contributes. For v- or x0-predicting models eps is recovered from the output
+(hspace.diffusion.sampler.to_x0_eps), so J is always d eps / d h.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.func import linearize, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import to_x0_eps
+from hspace.hspace import HSpace
+
+
+@dataclass
+class JacobianProducts:
+    h: torch.Tensor                 # the natural h_t (h_shape)
+    eps: torch.Tensor               # M ⊙ eps at h_t, flattened (m,)
+    jvp: Callable[[torch.Tensor], torch.Tensor]   # (b, n) -> (b, m)
+    vjp: Callable[[torch.Tensor], torch.Tensor]   # (b, m) -> (b, n)
+
+    @property
+    def n(self) -> int:
+        return self.h.numel()
+
+    @property
+    def m(self) -> int:
+        return self.eps.numel()
+
+
+def masked_eps_of_h(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """f(h) = flatten(M ⊙ eps(x_t, tau | h)) for one sample x_t (C, H, W) and h (h_shape)."""
+    unet = model.unet
+    alpha_bar = float(model.alphas_cumprod[tau])
+    t = torch.full((1,), tau, device=x_t.device, dtype=torch.long)
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        # The math attention kernel: the fused ones have no forward-mode derivative.
+        with sdpa_kernel(SDPBackend.MATH), HSpace(unet) as hs:
+            hs.replace(h[None])
+            output = unet(x_t[None], t).sample[0]
+        eps = to_x0_eps(output, x_t, alpha_bar, model.prediction_type)[1]
+        return (eps if mask is None else eps * mask).flatten()
+
+    return f
+
+
+@torch.no_grad()
+def natural_h(model: DiffusionModel, x_t: torch.Tensor, tau: int) -> torch.Tensor:
+    t = torch.full((1,), tau, device=x_t.device, dtype=torch.long)
+    with HSpace(model.unet, capture=True) as hs:
+        model.unet(x_t[None], t)
+    return hs.captured[0][0]
+
+
+def jacobian_products(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None, chunk: int | None = None) -> JacobianProducts:
+    """Matrix-free J and J^T at (x_t, tau), optionally masked. Vectors are rows; `chunk` bounds how many
+    are pushed through the decoder at once (memory)."""
+    if model.unet.training:
+        raise ValueError("the Jacobian needs the UNet in eval mode (dropout would make it random)")
+    h0 = natural_h(model, x_t, tau)
+    f = masked_eps_of_h(model, x_t, tau, mask)
+    eps, jvp_fn = linearize(f, h0)
+    _, vjp_fn = vjp(f, h0)
+    batched_jvp = vmap(jvp_fn, randomness="error", chunk_size=chunk)
+    batched_vjp = vmap(lambda u: vjp_fn(u)[0], randomness="error", chunk_size=chunk)
+    shape = h0.shape
+
+    def jvp_rows(V: torch.Tensor) -> torch.Tensor:
+        return batched_jvp(V.reshape(-1, *shape)).reshape(V.shape[0], -1)
+
+    def vjp_rows(U: torch.Tensor) -> torch.Tensor:
+        return batched_vjp(U).reshape(U.shape[0], -1)
+
+    return JacobianProducts(h0, eps.detach(), jvp_rows, vjp_rows)
+
+
+def dense_jacobian(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The full (m, n) Jacobian by forward mode, for tests on tiny models."""
+    from torch.func import jacfwd
+
+    h0 = natural_h(model, x_t, tau)
+    return jacfwd(masked_eps_of_h(model, x_t, tau, mask))(h0).reshape(-1, h0.numel())

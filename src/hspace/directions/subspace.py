@@ -1,0 +1,106 @@
+"""Top singular triplets of a linear map known only through its products (ALGORITHMS.md 4(b)).
+
+The map J: R^n -> R^m is given by `jvp(V)` (rows of V (b, n) -> rows of J v (b, m)) and `vjp(U)`
+(rows (b, m) -> rows of J^T u (b, n)). Two solvers:
+
+- `block_subspace_iteration` (paper Alg. 1, the default): V <- orth(J^T J V) with k + p columns at a
+  time, stopping when every relative eigen-residual ||J^T J v_j - rho_j v_j|| / rho_j of the top k is
+  below `tol` (after `min_iters`), or at `max_iters`.
+- `sequential_power_iteration` (paper Alg. 2 with b = 1, the reference code's method): one vector at a
+  time in output space, deflated against the left vectors already found, with the same residual test.
+
+Both count the products they used, so their cost can be compared at equal accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+Products = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SingularTriplets:
+    right: torch.Tensor            # (k, n) unit right singular vectors, rows
+    values: torch.Tensor           # (k,) singular values, descending
+    left: torch.Tensor             # (k, m) unit left singular vectors, rows
+    iterations: int
+    converged: bool
+    jvp_count: int                 # single-vector products J v
+    vjp_count: int                 # single-vector products J^T u
+    log: list[dict] = field(default_factory=list)   # per iteration: sigma, residual
+
+
+def orthonormal_rows(rows: torch.Tensor) -> torch.Tensor:
+    q, _ = torch.linalg.qr(rows.T)
+    return q.T
+
+
+def block_subspace_iteration(jvp: Products, vjp: Products, n: int, k: int, oversample: int = 2, tol: float = 1e-3, min_iters: int = 3, max_iters: int = 50, seed: int = 0, dtype=torch.float32, device="cpu") -> SingularTriplets:
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and {n}, got {k}")
+    width = min(k + oversample, n)
+    generator = torch.Generator().manual_seed(seed)
+    V = orthonormal_rows(torch.randn(width, n, generator=generator, dtype=torch.float64)).to(dtype=dtype, device=device)
+    jvps = vjps = 0
+    log = []
+    converged = False
+    for iteration in range(1, max_iters + 1):
+        U = jvp(V)
+        W = vjp(U)
+        jvps, vjps = jvps + width, vjps + width
+        rho = (V * W).sum(dim=1)
+        residual = (W - rho[:, None] * V).norm(dim=1) / rho.clamp(min=torch.finfo(rho.dtype).tiny)
+        log.append({"iteration": iteration, "sigma": rho[:k].clamp(min=0).sqrt().tolist(), "residual": residual[:k].tolist()})
+        if iteration >= min_iters and float(residual[:k].max()) < tol:
+            converged = True
+            break
+        left, _, _ = torch.linalg.svd(W.T.double(), full_matrices=False)  # ordered basis of span(J^T J V)
+        V = left.T.to(dtype)
+    # Rayleigh-Ritz on the final V: the SVD of J V gives the best triplets within span(V).
+    U = jvp(V)
+    jvps += width
+    u_left, sigma, vh = torch.linalg.svd(U.T.double(), full_matrices=False)  # U^T = (m, width)
+    right = (vh @ V.double()).to(dtype)
+    return SingularTriplets(right[:k], sigma[:k].to(dtype), u_left.T[:k].to(dtype), iteration, converged, jvps, vjps, log)
+
+
+def sequential_power_iteration(jvp: Products, vjp: Products, m: int, k: int, tol: float = 1e-3, min_iters: int = 3, max_iters: int = 200, seed: int = 0, dtype=torch.float32, device="cpu") -> SingularTriplets:
+    """Power iteration on J J^T in output space, one vector at a time, deflated against those found."""
+    generator = torch.Generator().manual_seed(seed)
+    lefts: list[torch.Tensor] = []
+    rights, values, log = [], [], []
+    jvps = vjps = 0
+    total_iterations, all_converged = 0, True
+    for j in range(k):
+        w = torch.randn(m, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
+        found = torch.stack(lefts) if lefts else None
+        if found is not None:
+            w = w - found.T @ (found @ w)
+        w = w / w.norm()
+        converged = False
+        for iteration in range(1, max_iters + 1):
+            g = vjp(w[None])[0]
+            q = jvp(g[None])[0]
+            jvps, vjps = jvps + 1, vjps + 1
+            if found is not None:
+                q = q - found.T @ (found @ q)
+            lam = q.norm()
+            residual = float((q - (w @ q) * w).norm() / lam.clamp(min=torch.finfo(lam.dtype).tiny))
+            w = q / lam
+            log.append({"vector": j, "iteration": iteration, "sigma": float(lam.sqrt()), "residual": residual})
+            if iteration >= min_iters and residual < tol:
+                converged = True
+                break
+        total_iterations += iteration
+        all_converged &= converged
+        g = vjp(w[None])[0]
+        vjps += 1
+        sigma = g.norm()
+        lefts.append(w)
+        rights.append(g / sigma)
+        values.append(sigma)
+    return SingularTriplets(torch.stack(rights), torch.stack(values), torch.stack(lefts), total_iterations, all_converged, jvps, vjps, log)

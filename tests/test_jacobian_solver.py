@@ -1,0 +1,70 @@
+"""Matrix-free Jacobian directions against the dense Jacobian SVD of a tiny UNet."""
+
+import pytest
+import torch
+
+from hspace.directions.jacobian_map import dense_jacobian, jacobian_products
+from hspace.directions.subspace import block_subspace_iteration, sequential_power_iteration
+
+
+def x_t_for(model, tau, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(3, 16, 16, generator=g) * 2 - 1
+    a = model.alphas_cumprod[tau].float()
+    return a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(3, 16, 16, generator=g)
+
+
+def check_against_dense(triplets, dense, k):
+    _, s, vh = torch.linalg.svd(dense.double(), full_matrices=False)
+    torch.testing.assert_close(triplets.values.double(), s[:k], rtol=1e-3, atol=0)
+    cos = (triplets.right.double() * vh[:k]).sum(dim=1).abs()
+    assert (cos > 0.99).all(), cos
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_block_iteration_matches_dense_svd(model, masked):
+    tau = 500
+    x_t = x_t_for(model, tau)
+    mask = None
+    if masked:
+        mask = torch.zeros(3, 16, 16)
+        mask[:, 2:9, 4:12] = 1
+    products = jacobian_products(model, x_t, tau, mask)
+    dense = dense_jacobian(model, x_t, tau, mask)
+    assert dense.shape == (products.m, products.n)
+    # The products are J and J^T of the dense matrix.
+    v = torch.randn(2, products.n, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(products.jvp(v), v @ dense.T, rtol=1e-4, atol=1e-5)
+    u = torch.randn(2, products.m, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(products.vjp(u), u @ dense, rtol=1e-4, atol=1e-5)
+    k = 3
+    block = block_subspace_iteration(products.jvp, products.vjp, products.n, k, oversample=4, tol=1e-5, max_iters=300)
+    assert block.converged and block.jvp_count > 0
+    check_against_dense(block, dense, k)
+    if masked:  # the mask removes every output outside the box
+        outside = (1 - mask).flatten().bool()
+        assert block.left[:, outside].abs().max() < 1e-12
+
+
+def test_sequential_and_block_methods_agree(model):
+    tau = 300
+    x_t = x_t_for(model, tau, seed=3)
+    products = jacobian_products(model, x_t, tau)
+    block = block_subspace_iteration(products.jvp, products.vjp, products.n, 3, oversample=4, tol=1e-6, max_iters=300)
+    sequential = sequential_power_iteration(products.jvp, products.vjp, products.m, 3, tol=1e-6, max_iters=2000)
+    torch.testing.assert_close(sequential.values, block.values, rtol=1e-3, atol=0)
+    assert ((sequential.right * block.right).sum(dim=1).abs() > 0.99).all()
+    assert sequential.vjp_count > 0 and sequential.jvp_count > 0
+
+
+def test_block_iteration_on_a_known_matrix():
+    g = torch.Generator().manual_seed(0)
+    left, _ = torch.linalg.qr(torch.randn(40, 10, generator=g, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(30, 10, generator=g, dtype=torch.float64))
+    s = torch.tensor([10.0, 7.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.3, 0.2], dtype=torch.float64)
+    A = left @ torch.diag(s) @ right.T
+    result = block_subspace_iteration(lambda V: V @ A.T, lambda U: U @ A, 30, 3, tol=1e-8, max_iters=500, dtype=torch.float64)
+    torch.testing.assert_close(result.values, s[:3])
+    assert result.converged and result.iterations < 500 and len(result.log) == result.iterations
+    capped = block_subspace_iteration(lambda V: V @ A.T, lambda U: U @ A, 30, 3, tol=1e-14, max_iters=2, dtype=torch.float64)
+    assert not capped.converged and capped.iterations == 2
