@@ -68,3 +68,32 @@ def test_block_iteration_on_a_known_matrix():
     assert result.converged and result.iterations < 500 and len(result.log) == result.iterations
     capped = block_subspace_iteration(lambda V: V @ A.T, lambda U: U @ A, 30, 3, tol=1e-14, max_iters=2, dtype=torch.float64)
     assert not capped.converged and capped.iterations == 2
+
+
+def test_jacobian_method_end_to_end(tmp_path, monkeypatch):
+    """method=jacobian in hspace-run on the shipped model with tiny settings; masked and cached by mask content."""
+    from hydra import compose, initialize_config_dir
+    from PIL import Image
+
+    from hspace.cli import CONFIG_DIR
+    from hspace.cli.run import run
+    from hspace.directions.directions import Directions
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    mask = tmp_path / "mask.png"
+    Image.fromarray((torch.zeros(32, 32).index_fill_(0, torch.arange(8, 24), 255)).byte().numpy()).save(mask)
+    overrides = ["method=jacobian", "method.num_directions=2", "method.scale_mode=sigma_tau", "method.max_iters=4", f"method.mask_file={mask}",
+                 "sampler.num_steps=4", "num_samples=2", "real_images=0", "edit.strengths=[-1.0,1.0]", "logger=none", "metrics=none",
+                 f"cache_dir={tmp_path / 'cache'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        first = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'a'}"]))
+        directions = Directions.load(tmp_path / "a" / "directions.safetensors")
+        assert directions.method == "jacobian" and directions.names == ["jac0_t499", "jac1_t499"]
+        assert directions.scales[:, 0].tolist() == directions.scales[:, -1].tolist()  # sigma_tau: constant over steps
+        assert (directions.scales[0] >= directions.scales[1]).all() and directions.info["jvp_count"] > 0
+        torch.testing.assert_close(directions.directions[:, 0].flatten(1).norm(dim=1), torch.ones(2))
+        again = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'b'}"]))
+        assert again["cache/hits"] == 1 and first["cache/misses"] == 1
+        Image.fromarray(torch.full((32, 32), 255).byte().numpy()).save(mask)  # same path, new mask: recomputed
+        third = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'c'}"]))
+        assert third["cache/misses"] == 1

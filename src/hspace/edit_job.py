@@ -57,7 +57,7 @@ def find_directions(method: DirectionFinder, model: DiffusionModel, sampler: Sam
         return compute()
     parts = {
         "method": method.name,
-        "config": asdict(method),
+        "config": method.cache_identity() if hasattr(method, "cache_identity") else asdict(method),
         "model": model.identity(),
         "grid": {"num_steps": sampler.num_steps, "spacing": sampler.spacing, "final_alpha": sampler.final_alpha},
     }

@@ -1,0 +1,137 @@
+"""`method=jacobian`: image-specific directions, the top right singular vectors of J_t = d eps / d h_t
+at fixed x_t (Haas et al. eq. 6; ALGORITHMS.md 4(b)).
+
+The sample (seed `sample_seed`) is generated with its own stored noise (eta as the run's sampler), so
+the Jacobians belong to the image that is edited. The vectors found at the grid step nearest training
+timestep `tau` are applied at every step, scaled by the per-step singular values (`scale_mode=sigma_t`,
+the reference behaviour, which needs the iteration at every step), by the singular values at tau
+(`sigma_tau`) or not at all (`none`). An optional binary mask restricts eps to a region (eqs. 9-10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import noise_for, sample
+from hspace.diffusion.schedule import make_schedule
+from hspace.directions.directions import Directions
+from hspace.directions.jacobian_map import jacobian_products
+from hspace.directions.subspace import SingularTriplets, block_subspace_iteration, sequential_power_iteration
+from hspace.errors import UserError
+
+SCALE_MODES = ("sigma_t", "sigma_tau", "none")
+SOLVERS = ("block", "sequential")
+
+
+def region_mask(image_shape: tuple[int, int, int], box: list[int] | None = None, file: str | None = None) -> torch.Tensor | None:
+    """A binary (C, H, W) mask from a pixel box [top, left, bottom, right) or a grey-scale image file
+    (white = inside); None for no mask."""
+    if box is not None and file is not None:
+        raise UserError("give method.mask_box or method.mask_file, not both")
+    c, h, w = image_shape
+    if box is not None:
+        top, left, bottom, right = box
+        if not (0 <= top < bottom <= h and 0 <= left < right <= w):
+            raise UserError(f"method.mask_box={list(box)} is not a box [top, left, bottom, right) inside the {h}x{w} image")
+        mask = torch.zeros(c, h, w)
+        mask[:, top:bottom, left:right] = 1
+        return mask
+    if file is not None:
+        from PIL import Image
+
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise UserError(f"no mask image at method.mask_file={file}: give a grey-scale image, white inside the region")
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L").resize((w, h), Image.Resampling.NEAREST))
+        return torch.from_numpy(pixels > 127).float().expand(c, h, w).clone()
+    return None
+
+
+def canonical_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Flip each row so that its largest-magnitude entry is positive (singular vectors have no sign)."""
+    index = rows.abs().argmax(dim=1)
+    signs = torch.sign(rows.gather(1, index[:, None]))
+    return rows * signs
+
+
+@dataclass
+class JacobianDirections:
+    sample_seed: int = 0           # the generated sample whose Jacobians are used
+    num_directions: int = 3        # k
+    tau: int = 500                 # training timestep whose vectors are applied (the nearest grid step)
+    scale_mode: str = "sigma_t"    # sigma_t | sigma_tau | none
+    solver: str = "block"          # block (Alg. 1) | sequential (power iteration with deflation)
+    oversample: int = 2            # block: extra columns p
+    tol: float = 1.0e-3            # relative eigen-residual every one of the k vectors must reach
+    min_iters: int = 3
+    max_iters: int = 50
+    seed: int = 0                  # start vectors
+    eta: float = 0.0               # the trajectory's eta: keep it equal to the run's sampler.eta
+    chunk: int | None = None       # vectors pushed through the decoder at once (memory); None: all
+    mask_box: list[int] | None = None
+    mask_file: str | None = None
+
+    name = "jacobian"
+
+    def cache_identity(self) -> dict:
+        """What determines the result: the settings, with the mask file's content instead of its path."""
+        identity = asdict(self)
+        if self.mask_file is not None and Path(self.mask_file).expanduser().is_file():
+            identity["mask_file"] = hashlib.sha256(Path(self.mask_file).expanduser().read_bytes()).hexdigest()
+        return identity
+
+    def solve(self, products, k: int) -> SingularTriplets:
+        if self.solver == "block":
+            return block_subspace_iteration(products.jvp, products.vjp, products.n, k, self.oversample, self.tol, self.min_iters, self.max_iters, self.seed, products.h.dtype, products.h.device)
+        return sequential_power_iteration(products.jvp, products.vjp, products.m, k, self.tol, self.min_iters, self.max_iters, self.seed, products.h.dtype, products.h.device)
+
+    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
+        if self.scale_mode not in SCALE_MODES or self.solver not in SOLVERS:
+            raise UserError(f"method.scale_mode must be one of {', '.join(SCALE_MODES)} and method.solver one of {', '.join(SOLVERS)}")
+        k = self.num_directions
+        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, self.eta, final_alpha)
+        x_T, z = noise_for([self.sample_seed], model, schedule)
+        trajectory = sample(model, schedule, x_T, z, record_x=True)
+        mask = region_mask(model.image_shape, self.mask_box, self.mask_file)
+        mask = mask.to(model.device) if mask is not None else None
+        at = int((schedule.timesteps - self.tau).abs().argmin())
+        steps = range(num_steps) if self.scale_mode == "sigma_t" else [at]
+        sigma = torch.ones(k, num_steps)
+        log = {"iterations": {}, "converged": {}, "jvp_count": 0, "vjp_count": 0}
+        vectors = None
+        for idx in steps:
+            x_t = trajectory.x_t[0, idx].to(model.device, model.dtype)
+            result = self.solve(jacobian_products(model, x_t, int(schedule.timesteps[idx]), mask, self.chunk), k)
+            sigma[:, idx] = result.values.cpu()
+            tau_i = int(schedule.timesteps[idx])
+            log["iterations"][tau_i], log["converged"][tau_i] = result.iterations, result.converged
+            log["jvp_count"] += result.jvp_count
+            log["vjp_count"] += result.vjp_count
+            if idx == at:
+                vectors = canonical_rows(result.right.cpu().float())
+        singular_at_tau = sigma[:, at].tolist()
+        if self.scale_mode == "sigma_tau":
+            sigma[:] = sigma[:, at : at + 1]
+        elif self.scale_mode == "none":
+            sigma[:] = 1.0
+        tau_at = int(schedule.timesteps[at])
+        return Directions(
+            directions=vectors.reshape(k, 1, *model.h_shape).expand(k, num_steps, *model.h_shape).contiguous(),
+            scales=sigma,
+            timesteps=schedule.timesteps,
+            names=[f"jac{j}_t{tau_at}" for j in range(k)],
+            method=self.name,
+            model_id=model.name,
+            weight_hash=model.weight_hash,
+            sampler={"num_steps": num_steps, "spacing": spacing, "final_alpha": final_alpha, "eta": self.eta},
+            config=self.cache_identity(),
+            info={"tau": tau_at, "singular_values_at_tau": singular_at_tau, **log},
+        )
