@@ -1,0 +1,174 @@
+"""`method=class_mean`: supervised directions v = mean(h+_{T:1}) - mean(h-_{T:1}) (Haas et al. eq. 11;
+ALGORITHMS.md 4(c)), one per attribute, optionally disentangled from other attributes (eq. 12, 4(d)).
+
+Label sources:
+- `classifier`: pass 1 generates seeds first_seed .. first_seed+num_index-1 and scores their x_0 with an
+  attribute classifier, keeping only (seed, scores); pass 2 regenerates the top_k and bottom_k seeds of
+  each attribute and accumulates per-class sums of h. Memory does not grow with num_index.
+- `dataset`: labelled real images (items with `image` and `attributes`, names from the datamodule) are
+  inverted (DDIM, or edit-friendly when eta > 0) and decoded again recording h, so the h are those the
+  sampler sees; positives and negatives are the images whose label is 1 and 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import noise_for, sample
+from hspace.diffusion.schedule import make_schedule
+from hspace.directions.collect import collect_h
+from hspace.directions.directions import Directions
+from hspace.directions.disentangle import project_out
+from hspace.errors import UserError
+
+
+class ClassSums:
+    """Per attribute and class, the running sum and count of h_{T:1}."""
+
+    def __init__(self, attributes: list[str]):
+        self.attributes = attributes
+        self.sums: dict[tuple[str, int], torch.Tensor] = {}
+        self.counts: dict[tuple[str, int], int] = {(a, c): 0 for a in attributes for c in (0, 1)}
+
+    def add(self, attribute: str, positive: bool, h: torch.Tensor) -> None:
+        key = (attribute, int(positive))
+        total = h.double().sum(dim=0)
+        self.sums[key] = self.sums[key] + total if key in self.sums else total
+        self.counts[key] += h.shape[0]
+
+    def difference(self, attribute: str) -> torch.Tensor:
+        for c, name in ((1, "positive"), (0, "negative")):
+            if self.counts[(attribute, c)] == 0:
+                raise UserError(f"no {name} examples of {attribute!r}: class-mean directions need both classes")
+        return self.sums[(attribute, 1)] / self.counts[(attribute, 1)] - self.sums[(attribute, 0)] / self.counts[(attribute, 0)]
+
+
+@dataclass
+class ClassMeanDirections:
+    attributes: list[str] = field(default_factory=list)   # one direction per attribute
+    label_source: str = "classifier"                      # classifier | dataset
+    classifier: Any = None                                 # classifier mode: images -> P(attribute) (e.g. AttributeCNN)
+    num_index: int = 1000                                  # classifier mode: generated samples scored
+    top_k: int = 100                                       # classifier mode: positives = top k, negatives = bottom k
+    first_seed: int = 2_000_000                            # classifier mode: index seeds, apart from edited seeds
+    data: Any = None                                       # dataset mode: a datamodule with attribute labels
+    split: str = "train"
+    max_images: int = 1000                                 # dataset mode: at most this many images
+    eta: float = 0.0
+    batch_size: int = 64
+    condition_on: list[str] | str | None = None            # attributes to project out; "others": all other attributes
+    keep_original: bool = False                            # with condition_on: also keep the raw directions
+
+    name = "class_mean"
+
+    def cache_identity(self) -> dict:
+        identity = {k: v for k, v in self.__dict__.items() if k not in ("classifier", "data")}
+        identity["classifier"] = getattr(self.classifier, "identity", None)
+        identity["data"] = repr(getattr(self.data, "datasets", None) and {k: len(v) for k, v in self.data.datasets.items()})
+        return identity
+
+    def conditions_for(self, attribute: str) -> list[str]:
+        if self.condition_on is None:
+            return []
+        if self.condition_on == "others":
+            return [a for a in self.attributes if a != attribute]
+        return [a for a in self.condition_on if a != attribute]
+
+    def all_attributes(self) -> list[str]:
+        extra = [] if self.condition_on in (None, "others") else [a for a in self.condition_on if a not in self.attributes]
+        return list(self.attributes) + extra
+
+    def classifier_sums(self, model, schedule, attributes, cache) -> ClassSums:
+        if self.classifier is None:
+            raise UserError("method.label_source=classifier needs method.classifier (e.g. the shipped shapes_attributes)")
+        missing = [a for a in attributes if a not in self.classifier.attributes]
+        if missing:
+            raise UserError(f"the classifier does not know {', '.join(missing)}: it scores {', '.join(self.classifier.attributes)}")
+        if 2 * self.top_k > self.num_index:
+            raise UserError(f"method.top_k={self.top_k} positives and as many negatives need num_index >= {2 * self.top_k}, not {self.num_index}")
+        seeds = list(range(self.first_seed, self.first_seed + self.num_index))
+        scores = []
+        for start in range(0, len(seeds), self.batch_size):  # pass 1: (seed, scores) only
+            x_T, z = noise_for(seeds[start : start + self.batch_size], model, schedule)
+            scores.append(self.classifier.probabilities(sample(model, schedule, x_T, z).x0).cpu())
+        scores = torch.cat(scores)
+        sums = ClassSums(attributes)
+        for attribute in attributes:  # pass 2: regenerate the selected seeds with h
+            order = scores[:, self.classifier.attributes.index(attribute)].argsort(descending=True)
+            for positive, chosen in ((True, order[: self.top_k]), (False, order[-self.top_k :])):
+                for h in collect_h(model, schedule, [seeds[i] for i in chosen.tolist()], self.batch_size, cache):
+                    sums.add(attribute, positive, h)
+        return sums
+
+    def dataset_sums(self, model, schedule, attributes) -> ClassSums:
+        if self.data is None:
+            raise UserError("method.label_source=dataset needs method.data: a datamodule whose items carry attribute labels")
+        names = list(getattr(self.data, "attributes", []))
+        missing = [a for a in attributes if a not in names]
+        if missing:
+            raise UserError(f"the dataset has no labels for {', '.join(missing)}: its attributes are {', '.join(names) or 'none'}")
+        dataset = self.data.datasets[self.split]
+        count = min(len(dataset), self.max_images)
+        sums = ClassSums(attributes)
+        for start in range(0, count, self.batch_size):
+            items = [dataset[i] for i in range(start, min(start + self.batch_size, count))]
+            images = torch.stack([it["image"] for it in items]).to(model.device, model.dtype)
+            labels = torch.stack([it["attributes"] for it in items])
+            if schedule.is_deterministic:
+                inverted = ddim_invert(model, schedule, images, record_h=False)
+            else:
+                inverted = edit_friendly_invert(model, schedule, images, seeds=range(start, start + len(items)), record_h=False)
+            h = sample(model, schedule, inverted.x_T, inverted.z, record_h=True).h
+            for attribute in attributes:
+                positive = labels[:, names.index(attribute)] > 0.5
+                if positive.any():
+                    sums.add(attribute, True, h[positive])
+                if (~positive).any():
+                    sums.add(attribute, False, h[~positive])
+        return sums
+
+    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
+        if not self.attributes:
+            raise UserError("method.attributes is empty: name the attributes to find directions for")
+        if self.label_source not in ("classifier", "dataset"):
+            raise UserError(f"method.label_source must be classifier or dataset, not {self.label_source!r}")
+        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, self.eta, final_alpha)
+        attributes = self.all_attributes()
+        sums = self.classifier_sums(model, schedule, attributes, cache) if self.label_source == "classifier" else self.dataset_sums(model, schedule, attributes)
+        raw = {a: sums.difference(a).flatten() for a in attributes}   # (T * D_h,) float64
+        vectors, names, info = [], [], {"counts": {f"{a}/{'pos' if c else 'neg'}": n for (a, c), n in sums.counts.items()}}
+        for attribute in self.attributes:
+            conditions = self.conditions_for(attribute)
+            if conditions and self.keep_original:
+                vectors.append(raw[attribute])
+                names.append(attribute)
+            if conditions:
+                v = project_out(raw[attribute], torch.stack([raw[c] for c in conditions]))
+                info[f"{attribute}/conditioned_on"] = conditions
+                info[f"{attribute}/norm_ratio"] = float(v.norm() / raw[attribute].norm())
+                vectors.append(v)
+                names.append(f"{attribute}_disentangled" if self.keep_original else attribute)
+            else:
+                vectors.append(raw[attribute])
+                names.append(attribute)
+        stacked = torch.stack(vectors).reshape(len(vectors), num_steps, -1)
+        norms = stacked.norm(dim=-1)
+        unit = stacked / norms.clamp(min=1e-30)[..., None]
+        return Directions(
+            directions=unit.float().reshape(len(vectors), num_steps, *model.h_shape),
+            scales=norms.float(),
+            timesteps=schedule.timesteps,
+            names=names,
+            method=self.name,
+            model_id=model.name,
+            weight_hash=model.weight_hash,
+            sampler={"num_steps": num_steps, "spacing": spacing, "final_alpha": final_alpha, "eta": self.eta},
+            config=self.cache_identity(),
+            info=info,
+        )
