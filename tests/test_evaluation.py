@@ -70,6 +70,7 @@ def test_known_edits_give_known_answers():
     not_red = sum(draw_factors(3, "test", i, 32).colour != "red" for i in range(48))
     assert m["edit/to_red/preserve"] == pytest.approx(1 - not_red / (48 * 10), abs=0.01)
     dark = sum(draw_factors(3, "test", i, 32).background == "dark" for i in range(48))
+    assert m["edit/score_abs_delta/to_light/light_background"] == pytest.approx(dark / 48, abs=0.02)
     assert m["edit/score_delta/to_light/light_background"] == pytest.approx(dark / 48, abs=0.02) and abs(m["edit/score_delta/to_light/large"]) < 0.02
     assert m["edit/same/mse"] == 0 and m["edit/same/ssim"] > 0.999
     assert m["edit/to_light/mse"] > 0.05 and m["edit/to_light/ssim"] < 0.9

@@ -150,7 +150,7 @@ class EditEvaluation(pl.LightningModule):
 
     def classifier_metrics(self, labels: list[str], head: int) -> dict:
         scores = self.scores.compute()
-        delta, mse, ssim = scores["score_delta"], scores["mse"], scores["ssim"]
+        delta, abs_delta, mse, ssim = scores["score_delta"], scores["score_abs_delta"], scores["mse"], scores["ssim"]
         attributes = self.scores.attributes
         metrics: dict = {}
         for j, name in enumerate(self.names):
@@ -166,10 +166,12 @@ class EditEvaluation(pl.LightningModule):
                 metrics[f"edit/{name}/ssim@{label}"] = float(ssim[j, k])
                 for a, attribute in enumerate(attributes):
                     metrics[f"edit/score_delta/{name}/{attribute}@{label}"] = float(delta[j, k, a])
+                    metrics[f"edit/score_abs_delta/{name}/{attribute}@{label}"] = float(abs_delta[j, k, a])
             for metric in ("success", "preserve", "mse", "ssim"):
                 metrics[f"edit/{name}/{metric}"] = metrics[f"edit/{name}/{metric}@{labels[head]}"]
             for attribute in attributes:
-                metrics[f"edit/score_delta/{name}/{attribute}"] = metrics[f"edit/score_delta/{name}/{attribute}@{labels[head]}"]
+                for kind in ("score_delta", "score_abs_delta"):
+                    metrics[f"edit/{kind}/{name}/{attribute}"] = metrics[f"edit/{kind}/{name}/{attribute}@{labels[head]}"]
         metrics["edit/headline_strength"] = self.strengths[head]
         return metrics
 
