@@ -61,3 +61,14 @@ def test_sampling_on_cuda_matches_cpu():
     b = sample(gpu, schedule, x_T, z, record_h=True)
     torch.testing.assert_close(b.x0.cpu(), a.x0, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(b.h, a.h, rtol=1e-3, atol=1e-3)
+
+
+def test_values_left_at_missing_are_named_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([str(Path(sys.executable).parent / "hspace-run"), "experiment=haas2023_table1_celebahq", f"hydra.run.dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: not set: celeba_classifier (??? in the config): give it on the command line, e.g. celeba_classifier=...")

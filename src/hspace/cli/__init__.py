@@ -29,16 +29,40 @@ def user_errors_exit(task):
 
 
 def user_error_in(error: BaseException | None):
-    """The UserError that `error` is or was raised from, if any."""
+    """The UserError that `error` is or was raised from, if any; a config value left at ??? counts as one."""
+    from omegaconf.errors import MissingMandatoryValue
+
     from hspace.errors import UserError
 
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, UserError):
             return error
+        if isinstance(error, MissingMandatoryValue):
+            return UserError(f"{str(error).splitlines()[0]}: a value left at ??? in the config must be given on the command line")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def require_complete(cfg) -> None:
+    """Refuse a config with values left at ??? before any work starts, naming them."""
+    from omegaconf import OmegaConf
+
+    from hspace.errors import UserError
+
+    def walk(node, prefix: str):
+        keys = range(len(node)) if OmegaConf.is_list(node) else node.keys()
+        for key in keys:
+            path = f"{prefix}{key}"
+            if OmegaConf.is_missing(node, key):
+                yield path
+            elif not OmegaConf.is_interpolation(node, key) and OmegaConf.is_config(child := node._get_node(key)):
+                yield from walk(child, f"{path}.")
+
+    missing = sorted(walk(cfg, ""))
+    if missing:
+        raise UserError(f"not set: {', '.join(missing)} (??? in the config): give {'them' if len(missing) > 1 else 'it'} on the command line, e.g. {missing[0]}=...")
 
 
 def resolve_device(name: str):

@@ -7,12 +7,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.cli import CONFIG_DIR, resolve_device, sampler_settings, user_errors_exit
+from hspace.cli import CONFIG_DIR, require_complete, resolve_device, sampler_settings, user_errors_exit
 
 
 @user_errors_exit
 def run(cfg: DictConfig) -> dict:
     from hspace.errors import UserError
+
+    require_complete(cfg)
 
     if cfg.directions_path is not None and not Path(cfg.directions_path).is_file():
         raise UserError(f"no directions file at directions_path={cfg.directions_path}: fix the path or leave it null to run the method")

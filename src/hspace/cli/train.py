@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hspace.cli import CONFIG_DIR, user_errors_exit
+from hspace.cli import CONFIG_DIR, require_complete, user_errors_exit
 
 
 def instantiate_loggers(cfg: DictConfig) -> list:
@@ -17,6 +17,8 @@ def instantiate_loggers(cfg: DictConfig) -> list:
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
     from hspace.errors import UserError
+
+    require_complete(cfg)
 
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. <run_dir>/checkpoints/last.ckpt")
