@@ -144,6 +144,7 @@ def run_edit_job(
     count = min(num_directions, len(directions.names))
     names = directions.names[:count]
     metrics: dict = {"method": directions.method, "edit/num_samples": len(seeds), "edit/num_directions": count}
+    metrics |= {k: v for k, v in directions.info.items() if k.startswith("boundary/") and isinstance(v, (int, float))}
     for j, name in enumerate(names):
         ratio = directions.info.get("explained_variance_ratio")
         if ratio:

@@ -80,6 +80,15 @@ class SamplingSchedule:
     def is_deterministic(self) -> bool:
         return bool((self.sigma == 0).all())
 
+    def steps(self, start: int, stop: int | None = None) -> SamplingSchedule:
+        """The sub-schedule of steps start..stop-1 (e.g. from a mixing step to the end)."""
+        part = slice(start, stop)
+        return SamplingSchedule(self.timesteps[part], self.alpha_bar[part], self.alpha_bar_prev[part], self.eta[part])
+
+    def index_of(self, timestep: int) -> int:
+        """The index of the grid step nearest a training timestep."""
+        return int((self.timesteps - timestep).abs().argmin())
+
 
 def make_schedule(
     alphas_cumprod: Tensor,

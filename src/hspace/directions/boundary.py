@@ -1,0 +1,153 @@
+"""BoundaryDiffusion (Zhu et al. 2023; ALGORITHMS.md 5): linear SVM boundaries in x_t and h at a
+mixing step t_m, fitted on a labelled latent bank.
+
+The bank here holds generated samples: x_T is drawn per seed, deterministic DDIM takes it to t_m, h_tm
+is the mid-block output of the call at (x_tm, t_m), and the label is an attribute classifier's decision
+on the finished sample (continued with deterministic DDIM). Each space gets `SVC(kernel="linear")` with
+balanced class weights (optional cross-validated C), fitted on a train split and scored on a disjoint,
+stratified test split. The unit normals and offsets b / ||w|| are saved as plain tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import noise_for, sample
+from hspace.diffusion.schedule import make_schedule
+from hspace.directions.directions import Directions
+from hspace.errors import UserError
+
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+@dataclass
+class Boundary:
+    normal: np.ndarray      # (D,) unit normal, pointing to the positive class
+    offset: float           # b / ||w||: signed distance = <n, v> + offset
+    val_acc: float
+    train_acc: float
+    C: float
+    counts: dict
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for value in (-1, 1):
+        members = np.flatnonzero(labels == value)
+        rng.shuffle(members)
+        cut = max(1, round(len(members) * test_fraction))
+        test.extend(members[:cut])
+        train.extend(members[cut:])
+    return np.sort(train), np.sort(test)
+
+
+def check_labels(labels: np.ndarray, min_per_class: int, what: str) -> None:
+    counts = {value: int((labels == value).sum()) for value in (-1, 1)}
+    if min(counts.values()) < min_per_class:
+        raise UserError(f"{what} has {counts[1]} positive and {counts[-1]} negative examples; a boundary needs at least "
+                        f"{min_per_class} of each (method.min_per_class): label more samples or choose another attribute")
+
+
+def fit_boundary(features: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray, C: float | str = 1.0, class_weight: str | None = "balanced", folds: int = 3) -> Boundary:
+    """A linear SVM on float64 features; C a number or "cv" (stratified k-fold over C_GRID on train)."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import SVC
+
+    x = features.astype(np.float64)
+    if C == "cv":
+        search = GridSearchCV(SVC(kernel="linear", class_weight=class_weight), {"C": list(C_GRID)}, cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+        search.fit(x[train], labels[train])
+        C = float(search.best_params_["C"])
+    svm = SVC(kernel="linear", C=float(C), class_weight=class_weight).fit(x[train], labels[train])
+    w = svm.coef_.ravel()
+    norm = float(np.linalg.norm(w))
+    sign = 1.0 if svm.classes_[1] == 1 else -1.0  # sklearn's coef_ points to classes_[1]
+    return Boundary(
+        normal=sign * w / norm,
+        offset=sign * float(svm.intercept_[0]) / norm,
+        val_acc=float(svm.score(x[test], labels[test])) if len(test) else float("nan"),
+        train_acc=float(svm.score(x[train], labels[train])),
+        C=float(C),
+        counts={"train": len(train), "test": len(test), "positive": int((labels == 1).sum()), "negative": int((labels == -1).sum())},
+    )
+
+
+@torch.no_grad()
+def generated_bank(model: DiffusionModel, schedule, t_index: int, seeds: list[int], classifier, attribute: str, batch_size: int = 64, threshold: float = 0.5):
+    """x_tm (N, D_x), h_tm (N, D_h) and labels in {-1, +1} of generated samples, deterministic DDIM."""
+    xs, hs, labels = [], [], []
+    column = classifier.attributes.index(attribute)
+    for start in range(0, len(seeds), batch_size):
+        x_T, _ = noise_for(seeds[start : start + batch_size], model, schedule)
+        trajectory = sample(model, schedule, x_T, record_x=True, record_h=True)
+        xs.append(trajectory.x_t[:, t_index].flatten(1))
+        hs.append(trajectory.h[:, t_index].flatten(1))  # the call at (x_tm, t_m)
+        p = classifier.probabilities(trajectory.x0)[:, column]
+        labels.append(torch.where(p >= threshold, 1, -1))
+    return torch.cat(xs).double().numpy(), torch.cat(hs).double().numpy(), torch.cat(labels).numpy()
+
+
+@dataclass
+class BoundaryDirections:
+    """`method=boundary`: one attribute's boundaries in x_t and h at the mixing step."""
+
+    attribute: str = "light_background"
+    classifier: Any = None                 # labels the bank: images -> P(attribute)
+    t_mix: int = 500                       # mixing step (training timestep; the nearest grid step is used)
+    num_bank: int = 200                    # generated samples in the bank
+    test_fraction: float = 0.5             # held out, stratified, disjoint by seed
+    first_seed: int = 3_000_000
+    C: Any = 1.0                           # a number, or "cv"
+    class_weight: str | None = "balanced"
+    min_per_class: int = 5
+    batch_size: int = 64
+
+    name = "boundary"
+
+    def cache_identity(self) -> dict:
+        identity = {k: v for k, v in self.__dict__.items() if k != "classifier"}
+        identity["classifier"] = getattr(self.classifier, "identity", None)
+        return identity
+
+    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
+        if self.classifier is None or self.attribute not in self.classifier.attributes:
+            known = ", ".join(getattr(self.classifier, "attributes", []))
+            raise UserError(f"method.attribute={self.attribute!r} is not scored by method.classifier ({known or 'none given'})")
+        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, 0.0, final_alpha)
+        t_index = schedule.index_of(self.t_mix)
+        seeds = list(range(self.first_seed, self.first_seed + self.num_bank))
+        x, h, labels = generated_bank(model, schedule, t_index, seeds, self.classifier, self.attribute, self.batch_size)
+        check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
+        train, test = stratified_split(labels, self.test_fraction)
+        fits = {space: fit_boundary(features, labels, train, test, self.C, self.class_weight) for space, features in (("x", x), ("h", h))}
+        directions = torch.zeros(1, num_steps, *model.h_shape)
+        directions[0, t_index] = torch.from_numpy(fits["h"].normal).float().view(model.h_shape)
+        scales = torch.zeros(1, num_steps)
+        scales[0, t_index] = 1.0
+        return Directions(
+            directions=directions,
+            scales=scales,
+            timesteps=schedule.timesteps,
+            names=[self.attribute],
+            method=self.name,
+            model_id=model.name,
+            weight_hash=model.weight_hash,
+            sampler={"num_steps": num_steps, "spacing": spacing, "final_alpha": final_alpha, "eta": 0.0},
+            config=self.cache_identity(),
+            extra={
+                "x_normal": torch.from_numpy(fits["x"].normal).float().view(1, *model.image_shape),
+                "offsets": torch.tensor([[fits["x"].offset, fits["h"].offset]], dtype=torch.float32),  # (k, [x, h])
+            },
+            info={
+                "t_mix": int(schedule.timesteps[t_index]),
+                "t_index": t_index,
+                **{f"boundary/{space}/{key}": getattr(fit, key) for space, fit in fits.items() for key in ("val_acc", "train_acc", "C", "counts")},
+            },
+        )

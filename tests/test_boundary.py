@@ -1,0 +1,85 @@
+"""BoundaryDiffusion pieces: SVM normals, the single-step edit, and a tiny end-to-end run."""
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from hspace.cli import CONFIG_DIR
+from hspace.cli.run import run
+from hspace.diffusion.sampler import noise_for, sample
+from hspace.diffusion.schedule import make_schedule
+from hspace.directions.boundary import check_labels, fit_boundary, stratified_split
+from hspace.directions.directions import Directions
+from hspace.edits.boundary_step import BoundaryStep, move
+from hspace.errors import UserError
+
+
+def test_svm_normal_recovers_a_planted_direction():
+    rng = np.random.default_rng(0)
+    planted = rng.standard_normal(50)
+    planted /= np.linalg.norm(planted)
+    x = rng.standard_normal((1000, 50))
+    margin = x @ planted
+    keep = np.abs(margin) > 0.5  # separable with a margin
+    x, labels = x[keep] + 1.5 * planted, np.where(margin[keep] > 0, 1, -1)
+    train, test = stratified_split(labels, 0.3)
+    assert not set(train) & set(test)
+    fit = fit_boundary(x, labels, train, test)
+    assert float(fit.normal @ planted) > 0.95 and fit.val_acc > 0.9
+    assert abs(np.linalg.norm(fit.normal) - 1) < 1e-9
+    # The offset makes the signed distance of the data's centre about zero: points sit on either side.
+    distances = x @ fit.normal + fit.offset
+    assert (np.sign(distances[test]) == labels[test]).mean() == fit.val_acc
+
+
+def test_placement_puts_the_projection_at_d_and_d_equal_to_the_distance_is_the_identity():
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(4, 30, generator=g, dtype=torch.float64)
+    n = torch.randn(30, generator=g, dtype=torch.float64)
+    n /= n.norm()
+    d = torch.tensor([-2.0, 0.0, 1.0, 3.0], dtype=torch.float64)
+    torch.testing.assert_close(move(v, n, 0.0, d, "placement") @ n, d)
+    torch.testing.assert_close(move(v, n, 0.7, d, "placement_intercept") @ n + 0.7, d)
+    torch.testing.assert_close(move(v, n, 0.0, d, "relative"), v + d[:, None] * n)
+    torch.testing.assert_close(move(v, n, 0.0, v @ n, "placement"), v)
+    torch.testing.assert_close(move(v, n, 0.7, v @ n + 0.7, "placement_intercept"), v)
+
+
+def test_single_class_bank_is_refused():
+    with pytest.raises(UserError, match="has 0 positive and 12 negative") as error:
+        check_labels(np.full(12, -1), 5, "the bank of 'red'")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_strength_zero_reproduces_the_unedited_sample(v_model, eta):
+    num_steps, t_index = 6, 2
+    schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", eta)
+    h_shape = v_model.h_shape
+    directions = Directions(torch.zeros(1, num_steps, *h_shape), torch.zeros(1, num_steps), schedule.timesteps, ["a"], "boundary", "tiny", "", {},
+                            extra={"x_normal": torch.ones(1, 3, 16, 16) / (3 * 256) ** 0.5, "offsets": torch.zeros(1, 2)})
+    directions.directions[0, t_index].view(-1)[0] = 1.0
+    directions.scales[0, t_index] = 1.0
+    x_T, z = noise_for([0, 1], v_model, schedule)
+    edited = BoundaryStep(strengths=[0.0, 5.0], mode="relative").apply(v_model, schedule, directions, 0, x_T, z)
+    # Unedited reference: deterministic up to t_m, the sampler's eta from t_m on.
+    reference_schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", [0.0] * t_index + [eta] * (num_steps - t_index))
+    reference = sample(v_model, reference_schedule, x_T, z).x0
+    torch.testing.assert_close(edited[:, 0], reference, rtol=1e-5, atol=1e-5)
+    assert (edited[:, 1] - reference).abs().max() > 1e-3
+
+
+def test_boundary_run_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = ["method=boundary", "edit=boundary_step", "method.num_bank=40", "method.t_mix=500", "sampler.num_steps=6", "num_samples=2",
+                 "real_images=0", "edit.strengths=[-1.0,1.0]", "logger=none", "metrics.fid.backend=none", f"cache_dir={tmp_path / 'cache'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        metrics = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'run'}"]))
+        assert 0 <= metrics["boundary/x/val_acc"] <= 1 and 0 <= metrics["boundary/h/val_acc"] <= 1
+        assert "edit/light_background/success@1" in metrics
+        d = Directions.load(tmp_path / "run" / "directions.safetensors")
+        assert d.extra["x_normal"].shape == (1, 3, 32, 32) and d.info["t_mix"] in d.timesteps.tolist()
+        with pytest.raises(SystemExit) as exit_:
+            run(compose(config_name="run", overrides=[*overrides, "method.min_per_class=1000", f"run_dir={tmp_path / 'r2'}"]))
+    assert exit_.value.code == 2 and "a boundary needs at least 1000 of each" in capsys.readouterr().err
