@@ -83,3 +83,22 @@ def test_boundary_run_end_to_end(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit) as exit_:
             run(compose(config_name="run", overrides=[*overrides, "method.min_per_class=1000", f"run_dir={tmp_path / 'r2'}"]))
     assert exit_.value.code == 2 and "a boundary needs at least 1000 of each" in capsys.readouterr().err
+
+
+def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
+    from hspace.directions.mixing import choose_t_mix
+
+    assert choose_t_mix([100, 200, 300], [0.001, 0.005, 0.02], 0.01, 500) == (200, "largest candidate with Delta <= 0.01 at it and every smaller candidate")
+    assert choose_t_mix([100, 200], [0.5, 0.0], 0.01, 500)[0] == 500
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = ["method=boundary", "edit=boundary_step", "method.num_bank=40", "method.t_mix=auto", "method.data=${data}",
+                 "method.mixing.candidates=[300,500,700]", "method.mixing.stride=100", "method.mixing.num_sampled=16", "method.mixing.num_real=16",
+                 "method.mixing.epsilon=0.5", "sampler.num_steps=6", "num_samples=2", "real_images=0", "edit.strengths=[1.0]", "logger=none",
+                 "metrics=none", f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        metrics = run(compose(config_name="run", overrides=overrides))
+    d = Directions.load(tmp_path / "run" / "directions.safetensors")
+    assert d.info["mixing/t_mix"] in (300, 500, 700) and metrics["mixing/t_mix"] == d.info["mixing/t_mix"]
+    assert len(d.info["mixing/delta"]) == 3 and len(d.info["mixing/accuracy"]["h"]) == 3
+    assert all(r > 0 for r in d.info["mixing/radius_sampled"] + d.info["mixing/radius_inverted"])
+    assert (tmp_path / "run" / "grids" / "mixing_curve.png").stat().st_size > 1000

@@ -18,6 +18,7 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.directions import Directions
+from hspace.directions.mixing import plot_mixing_curve
 from hspace.edits.shift import ShiftEdit
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes, save_edit_grid, to_uint8
@@ -144,7 +145,7 @@ def run_edit_job(
     count = min(num_directions, len(directions.names))
     names = directions.names[:count]
     metrics: dict = {"method": directions.method, "edit/num_samples": len(seeds), "edit/num_directions": count}
-    metrics |= {k: v for k, v in directions.info.items() if k.startswith("boundary/") and isinstance(v, (int, float))}
+    metrics |= {k: v for k, v in directions.info.items() if k.startswith(("boundary/", "time/", "mixing/t_mix")) and isinstance(v, (int, float))}
     for j, name in enumerate(names):
         ratio = directions.info.get("explained_variance_ratio")
         if ratio:
@@ -184,6 +185,8 @@ def run_edit_job(
 
     with timer.stage("write"):
         grids = {}
+        if "mixing/candidates" in directions.info:
+            grids["mixing_curve"] = plot_mixing_curve(directions.info, run_dir / "grids" / "mixing_curve.png")
         for j, name in enumerate(names):
             pixels = to_uint8(edited[j].flatten(0, 1)).reshape(len(seeds), len(edit.strengths), *edited.shape[-2:], 3)
             grids[name] = save_edit_grid(pixels, edit.strengths, f"{directions.method} {name} (strength in units of its scale)", run_dir / "grids" / f"{name}.png", row_labels=list(seeds))

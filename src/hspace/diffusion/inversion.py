@@ -20,7 +20,7 @@ class Inversion:
     x_T: Tensor  # (B, C, H, W) where decoding starts
     z: Tensor | None  # (B, T, C, H, W) noise maps that make decoding reproduce the image (edit-friendly only)
     h: Tensor | None  # (B, T, *h_shape) h_T, ..., h_1 seen during inversion, noisiest first
-    x_t: Tensor | None = None  # (B, T + 1, C, H, W) x_T, ..., x_1, x_0 that decoding reproduces (edit-friendly only)
+    x_t: Tensor | None = None  # (B, T + 1, C, H, W) x_T, ..., x_1, x_0 (edit-friendly: what decoding reproduces; DDIM: with record_x)
 
 
 def _levels(schedule: SamplingSchedule) -> tuple[list[float], list[int]]:
@@ -29,27 +29,32 @@ def _levels(schedule: SamplingSchedule) -> tuple[list[float], list[int]]:
 
 
 @torch.no_grad()
-def ddim_invert(model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, record_h: bool = True) -> Inversion:
+def ddim_invert(model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, record_h: bool = True, record_x: bool = False) -> Inversion:
     """x_0 -> x_T along the deterministic DDIM path of `schedule` (its eta is ignored).
 
     When tau_1 = 0 the image is taken as x_1 (both official codes do this) and the loop costs T - 1 UNet
     calls; otherwise one more call first lifts the image to level tau_1 with eps(x_0, tau_1).
     For t = 1..T-1: eps = eps_theta(x_t, tau_t) (records h_t), x_{t+1} = sqrt(a_{t+1}) x0_hat + sqrt(1 - a_{t+1}) eps.
     With `record_h`, a last call at (x_T, tau_T) records h_T, the h the first decoding step sees.
+    With `record_x`, x_t holds the inverted states x_T, ..., x_1 and the image, noisiest first.
     """
     alpha_bar, tau = _levels(schedule)
     x = x0.to(model.device, model.dtype)
     if tau[0] > 0:
         eps = to_x0_eps(model(x, tau[0]), x, alpha_bar[0], model.prediction_type)[1]
         x = ddim_step(x, eps, alpha_bar[0], 0.0, None)
+    xs = [x.cpu()] if record_x else None
     with HSpace(model.unet, capture=record_h) as hs:
         for t in range(len(tau) - 1):
             x0_hat, eps = to_x0_eps(model(x, tau[t]), x, alpha_bar[t], model.prediction_type)
             x = ddim_step(x0_hat, eps, alpha_bar[t + 1], 0.0, None)
+            if record_x:
+                xs.append(x.cpu())
         if record_h:
             model(x, tau[-1])
     h = torch.stack([c.cpu() for c in reversed(hs.captured)], dim=1) if record_h else None
-    return Inversion(x, None, h)
+    x_t = torch.stack([*reversed(xs), x0.cpu()], dim=1) if record_x else None
+    return Inversion(x, None, h, x_t)
 
 
 @torch.no_grad()

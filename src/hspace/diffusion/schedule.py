@@ -109,6 +109,17 @@ def make_schedule(
     return SamplingSchedule(timesteps, alpha_bar, alpha_bar_prev, eta_vector(eta, num_steps))
 
 
+def schedule_from_timesteps(alphas_cumprod: Tensor, timesteps: Sequence[int], eta: float | Sequence[float] = 0.0, final_alpha: FinalAlpha = "one") -> SamplingSchedule:
+    """A schedule over explicit training timesteps (any order given; walked noisiest first)."""
+    steps = torch.tensor(sorted(set(int(t) for t in timesteps), reverse=True))
+    if steps[0] >= len(alphas_cumprod) or steps[-1] < 0:
+        raise ValueError(f"timesteps must lie in 0..{len(alphas_cumprod) - 1}")
+    alphas_cumprod = alphas_cumprod.double()
+    alpha_bar = alphas_cumprod[steps]
+    a_0 = torch.ones(1, dtype=torch.float64) if final_alpha == "one" else alphas_cumprod[:1]
+    return SamplingSchedule(steps, alpha_bar, torch.cat([alpha_bar[1:], a_0]), eta_vector(eta, len(steps)))
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """The sampler config group: how many steps, how stochastic, which grid, which final alpha, clipping."""

@@ -1,7 +1,8 @@
 """BoundaryDiffusion (Zhu et al. 2023; ALGORITHMS.md 5): linear SVM boundaries in x_t and h at a
 mixing step t_m, fitted on a labelled latent bank.
 
-The bank here holds generated samples: x_T is drawn per seed, deterministic DDIM takes it to t_m, h_tm
+With `t_mix=auto` the mixing step is searched (hspace.directions.mixing) and the held-out accuracy of
+both SVMs is recorded at every candidate step. The bank here holds generated samples: x_T is drawn per seed, deterministic DDIM takes it to t_m, h_tm
 is the mid-block output of the call at (x_tm, t_m), and the label is an attribute classifier's decision
 on the finished sample (continued with deterministic DDIM). Each space gets `SVC(kernel="linear")` with
 balanced class weights (optional cross-validated C), fitted on a train split and scored on a disjoint,
@@ -10,8 +11,10 @@ stratified test split. The unit normals and offsets b / ||w|| are saved as plain
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import time
 
 import numpy as np
 import torch
@@ -21,9 +24,11 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
 from hspace.directions.directions import Directions
+from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
 from hspace.errors import UserError
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+MIXING_DEFAULTS = {"candidates": list(range(100, 901, 50)), "stride": 10, "num_sampled": 100, "num_real": 100, "epsilon": 0.01, "fallback": 500, "select": "radius"}
 
 
 @dataclass
@@ -80,18 +85,23 @@ def fit_boundary(features: np.ndarray, labels: np.ndarray, train: np.ndarray, te
 
 
 @torch.no_grad()
-def generated_bank(model: DiffusionModel, schedule, t_index: int, seeds: list[int], classifier, attribute: str, batch_size: int = 64, threshold: float = 0.5):
-    """x_tm (N, D_x), h_tm (N, D_h) and labels in {-1, +1} of generated samples, deterministic DDIM."""
-    xs, hs, labels = [], [], []
+def generated_bank(model: DiffusionModel, schedule, t_indices: list[int], seeds: list[int], classifier, attribute: str, batch_size: int = 64, threshold: float = 0.5):
+    """For each grid index, x_t (N, D_x) and h_t (N, D_h) of generated samples (deterministic DDIM; h_t
+    from the call at (x_t, t)), and their labels in {-1, +1} from the classifier's decision on x_0."""
+    xs = {i: [] for i in t_indices}
+    hs = {i: [] for i in t_indices}
+    labels = []
     column = classifier.attributes.index(attribute)
     for start in range(0, len(seeds), batch_size):
         x_T, _ = noise_for(seeds[start : start + batch_size], model, schedule)
         trajectory = sample(model, schedule, x_T, record_x=True, record_h=True)
-        xs.append(trajectory.x_t[:, t_index].flatten(1))
-        hs.append(trajectory.h[:, t_index].flatten(1))  # the call at (x_tm, t_m)
+        for i in t_indices:
+            xs[i].append(trajectory.x_t[:, i].flatten(1))
+            hs[i].append(trajectory.h[:, i].flatten(1))
         p = classifier.probabilities(trajectory.x0)[:, column]
         labels.append(torch.where(p >= threshold, 1, -1))
-    return torch.cat(xs).double().numpy(), torch.cat(hs).double().numpy(), torch.cat(labels).numpy()
+    stack = lambda parts: {i: torch.cat(v).double().numpy() for i, v in parts.items()}  # noqa: E731
+    return stack(xs), stack(hs), torch.cat(labels).numpy()
 
 
 @dataclass
@@ -100,7 +110,9 @@ class BoundaryDirections:
 
     attribute: str = "light_background"
     classifier: Any = None                 # labels the bank: images -> P(attribute)
-    t_mix: int = 500                       # mixing step (training timestep; the nearest grid step is used)
+    t_mix: Any = 500                       # mixing step (training timestep; the nearest grid step), or "auto"
+    data: Any = None                       # t_mix=auto: a datamodule whose test images are inverted for the radius statistic
+    mixing: dict = field(default_factory=dict)   # t_mix=auto: candidates, stride, num_sampled, num_real, epsilon, fallback, select
     num_bank: int = 200                    # generated samples in the bank
     test_fraction: float = 0.5             # held out, stratified, disjoint by seed
     first_seed: int = 3_000_000
@@ -112,21 +124,54 @@ class BoundaryDirections:
     name = "boundary"
 
     def cache_identity(self) -> dict:
-        identity = {k: v for k, v in self.__dict__.items() if k != "classifier"}
+        identity = {k: v for k, v in self.__dict__.items() if k not in ("classifier", "data")}
         identity["classifier"] = getattr(self.classifier, "identity", None)
+        identity["data"] = repr(getattr(self.data, "datasets", None) and {k: len(v) for k, v in self.data.datasets.items()})
         return identity
+
+    def fit_spaces(self, x: np.ndarray, h: np.ndarray, labels: np.ndarray) -> dict[str, Boundary]:
+        train, test = stratified_split(labels, self.test_fraction)
+        return {space: fit_boundary(features, labels, train, test, self.C, self.class_weight) for space, features in (("x", x), ("h", h))}
+
+    def search(self, model: DiffusionModel, seeds: list[int]) -> MixingCurve:
+        """t_mix=auto: the radius criterion, plus the held-out SVM accuracy at every candidate."""
+        settings = {**MIXING_DEFAULTS, **self.mixing}
+        if self.data is None:
+            raise UserError("method.t_mix=auto needs method.data (real images to invert), e.g. method.data=${data}")
+        dataset = self.data.datasets["test"]
+        count = min(len(dataset), settings["num_real"])
+        real = torch.stack([dataset[i]["image"] for i in range(count)])
+        candidates = list(settings["candidates"])
+        curve = search_t_mix(model, real, candidates, settings["stride"], settings["num_sampled"], settings["epsilon"], settings["fallback"])
+        fine = fine_schedule(model, candidates, settings["stride"])
+        indices = [int((fine.timesteps == t).nonzero()[0]) for t in candidates]
+        xs, hs, labels = generated_bank(model, fine, indices, seeds, self.classifier, self.attribute, self.batch_size)
+        check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
+        fits = [self.fit_spaces(xs[i], hs[i], labels) for i in indices]
+        curve.accuracy = {space: [f[space].val_acc for f in fits] for space in ("x", "h")}
+        if settings["select"] == "accuracy":
+            admissible = [j for j, t in enumerate(candidates) if t <= curve.t_mix]
+            if admissible:
+                best = max(admissible, key=lambda j: (curve.accuracy["x"][j] + curve.accuracy["h"][j], candidates[j]))
+                curve.t_mix, curve.reason = candidates[best], curve.reason + "; then the highest mean held-out accuracy among them"
+        return curve
 
     def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
         if self.classifier is None or self.attribute not in self.classifier.attributes:
             known = ", ".join(getattr(self.classifier, "attributes", []))
             raise UserError(f"method.attribute={self.attribute!r} is not scored by method.classifier ({known or 'none given'})")
         schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, 0.0, final_alpha)
-        t_index = schedule.index_of(self.t_mix)
         seeds = list(range(self.first_seed, self.first_seed + self.num_bank))
-        x, h, labels = generated_bank(model, schedule, t_index, seeds, self.classifier, self.attribute, self.batch_size)
+        curve = self.search(model, seeds) if self.t_mix == "auto" else None
+        t_index = schedule.index_of(curve.t_mix if curve else int(self.t_mix))
+        timer = {}
+        start = time.perf_counter()
+        xs, hs, labels = generated_bank(model, schedule, [t_index], seeds, self.classifier, self.attribute, self.batch_size)
+        timer["time/bank_s"] = round(time.perf_counter() - start, 3)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
-        train, test = stratified_split(labels, self.test_fraction)
-        fits = {space: fit_boundary(features, labels, train, test, self.C, self.class_weight) for space, features in (("x", x), ("h", h))}
+        start = time.perf_counter()
+        fits = self.fit_spaces(xs[t_index], hs[t_index], labels)
+        timer["time/svm_fit_s"] = round(time.perf_counter() - start, 3)
         directions = torch.zeros(1, num_steps, *model.h_shape)
         directions[0, t_index] = torch.from_numpy(fits["h"].normal).float().view(model.h_shape)
         scales = torch.zeros(1, num_steps)
@@ -149,5 +194,7 @@ class BoundaryDirections:
                 "t_mix": int(schedule.timesteps[t_index]),
                 "t_index": t_index,
                 **{f"boundary/{space}/{key}": getattr(fit, key) for space, fit in fits.items() for key in ("val_acc", "train_acc", "C", "counts")},
+                **timer,
+                **(curve.as_info() if curve else {}),
             },
         )

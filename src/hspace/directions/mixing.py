@@ -1,0 +1,106 @@
+"""The mixing step t_m of BoundaryDiffusion (ALGORITHMS.md 5.7): where sampled and inverted latents agree.
+
+On a fine grid (every `stride` training steps, plus the candidates), sampled x_t (deterministic DDIM from
+x_999 ~ N(0, I)) and inverted x_t (DDIM inversion of real images) are compared by their radius
+r(t) = ||x_t|| / sqrt(D_x):
+
+    Delta(t) = |mean r_s(t) - mean r_i(t)| / mean r_s(t)
+    t_m = the largest candidate t such that Delta(t') <= epsilon for every candidate t' <= t
+
+falling back to `fallback` (with the reason recorded) when even the smallest candidate fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hspace.diffusion.inversion import ddim_invert
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import noise_for, sample
+from hspace.diffusion.schedule import SamplingSchedule, schedule_from_timesteps
+
+
+@dataclass
+class MixingCurve:
+    candidates: list[int]
+    radius_sampled: list[float]
+    radius_inverted: list[float]
+    delta: list[float]
+    t_mix: int
+    reason: str
+    accuracy: dict[str, list[float]] = field(default_factory=dict)   # space -> held-out SVM accuracy per candidate
+
+    def as_info(self) -> dict:
+        return {"mixing/" + k: v for k, v in self.__dict__.items()}
+
+
+def fine_schedule(model: DiffusionModel, candidates: list[int], stride: int) -> SamplingSchedule:
+    top = model.num_train_timesteps - 1
+    return schedule_from_timesteps(model.alphas_cumprod, [*range(top, 0, -stride), *candidates, top])
+
+
+def choose_t_mix(candidates: list[int], delta: list[float], epsilon: float, fallback: int) -> tuple[int, str]:
+    chosen = None
+    for t, d in sorted(zip(candidates, delta)):
+        if d > epsilon:
+            break
+        chosen = t
+    if chosen is None:
+        return fallback, f"Delta exceeds {epsilon} already at t = {min(candidates)}: fallback {fallback}"
+    return chosen, f"largest candidate with Delta <= {epsilon} at it and every smaller candidate"
+
+
+@torch.no_grad()
+def radius_curves(model: DiffusionModel, schedule: SamplingSchedule, candidates: list[int], seeds: list[int], real_images: torch.Tensor, batch_size: int = 64) -> tuple[list[float], list[float]]:
+    """Mean ||x_t|| / sqrt(D) at each candidate for sampled and for inverted latents."""
+    index = [int((schedule.timesteps == t).nonzero()[0]) for t in candidates]
+    dim = real_images[0].numel()
+
+    def mean_radius(states: list[torch.Tensor]) -> list[float]:
+        x = torch.cat(states)  # (N, T + 1, ...)
+        return [float(x[:, i].flatten(1).norm(dim=1).mean() / dim**0.5) for i in index]
+
+    sampled = [sample(model, schedule, noise_for(seeds[i : i + batch_size], model, schedule)[0], record_x=True).x_t for i in range(0, len(seeds), batch_size)]
+    inverted = [ddim_invert(model, schedule, real_images[i : i + batch_size], record_h=False, record_x=True).x_t for i in range(0, len(real_images), batch_size)]
+    return mean_radius(sampled), mean_radius(inverted)
+
+
+def search_t_mix(model: DiffusionModel, real_images: torch.Tensor, candidates: list[int], stride: int = 10, num_sampled: int = 100, epsilon: float = 0.01, fallback: int = 500, first_seed: int = 4_000_000) -> MixingCurve:
+    schedule = fine_schedule(model, candidates, stride)
+    r_s, r_i = radius_curves(model, schedule, candidates, list(range(first_seed, first_seed + num_sampled)), real_images)
+    delta = [abs(s - i) / s for s, i in zip(r_s, r_i)]
+    t_mix, reason = choose_t_mix(candidates, delta, epsilon, fallback)
+    return MixingCurve(list(candidates), r_s, r_i, delta, t_mix, reason)
+
+
+def plot_mixing_curve(info: dict, path: str | Path) -> Path:
+    """Delta(t) and the held-out SVM accuracies against the candidate steps, with the chosen t_m marked."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hspace.images import atomic_write_bytes
+
+    t = info["mixing/candidates"]
+    fig, left = plt.subplots(figsize=(5.5, 3.5), dpi=120)
+    left.plot(t, info["mixing/delta"], marker="o", color="tab:blue", label="radius gap Delta(t)")
+    left.set_xlabel("training timestep t")
+    left.set_ylabel("Delta(t)")
+    right = left.twinx()
+    for space, colour in (("x", "tab:orange"), ("h", "tab:green")):
+        if space in info.get("mixing/accuracy", {}):
+            right.plot(t, info["mixing/accuracy"][space], marker="s", color=colour, label=f"held-out acc ({space})")
+    right.set_ylabel("held-out SVM accuracy")
+    left.axvline(info["mixing/t_mix"], color="grey", linestyle="--")
+    fig.legend(loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(Path(path), lambda f: f.write(buffer.getvalue()))
