@@ -102,3 +102,16 @@ def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
     assert len(d.info["mixing/delta"]) == 3 and len(d.info["mixing/accuracy"]["h"]) == 3
     assert all(r > 0 for r in d.info["mixing/radius_sampled"] + d.info["mixing/radius_inverted"])
     assert (tmp_path / "run" / "grids" / "mixing_curve.png").stat().st_size > 1000
+
+
+def test_inverted_bank_of_labelled_real_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = ["method=boundary", "edit=boundary_step", "method.bank=inverted", "method.data=${data}", "method.num_bank=40",
+                 "method.attribute=large", "sampler.num_steps=6", "num_samples=1", "real_images=2", "edit.strengths=[1.0]", "logger=none",
+                 "metrics=none", f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        metrics = run(compose(config_name="run", overrides=overrides))
+    d = Directions.load(tmp_path / "run" / "directions.safetensors")
+    counts = d.info["boundary/x/counts"]
+    assert counts["positive"] + counts["negative"] == 40 and min(counts["positive"], counts["negative"]) > 5
+    assert 0 <= metrics["boundary/x/val_acc"] <= 1 and metrics["time/invert_s"] >= 0

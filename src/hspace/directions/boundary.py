@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from hspace.cache import ArtifactCache
+from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
 from hspace.directions.directions import Directions
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
 from hspace.errors import UserError
+from hspace.hspace import HSpace
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 MIXING_DEFAULTS = {"candidates": list(range(100, 901, 50)), "stride": 10, "num_sampled": 100, "num_real": 100, "epsilon": 0.01, "fallback": 500, "select": "radius"}
@@ -104,14 +106,39 @@ def generated_bank(model: DiffusionModel, schedule, t_indices: list[int], seeds:
     return stack(xs), stack(hs), torch.cat(labels).numpy()
 
 
+@torch.no_grad()
+def inverted_bank(model: DiffusionModel, schedule, t_indices: list[int], dataset, attribute: str, names: list[str], count: int, batch_size: int = 64):
+    """Like generated_bank, for labelled real images DDIM-inverted up the grid: x_t at each index and
+    h_t = mid-block output of the call at (x_t, t) (pitfall B6: not the last inversion call's)."""
+    if attribute not in names:
+        raise UserError(f"the data has no label {attribute!r}: its attributes are {', '.join(names) or 'none'}")
+    xs = {i: [] for i in t_indices}
+    hs = {i: [] for i in t_indices}
+    labels = []
+    for start in range(0, count, batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, count))]
+        images = torch.stack([it["image"] for it in items])
+        x_t = ddim_invert(model, schedule, images, record_h=False, record_x=True).x_t
+        for i in t_indices:
+            x = x_t[:, i].to(model.device, model.dtype)
+            with HSpace(model.unet, capture=True) as capture:
+                model(x, schedule.timesteps[i])
+            xs[i].append(x.flatten(1).cpu())
+            hs[i].append(capture.captured[0].flatten(1).cpu())
+        labels.append(torch.where(torch.stack([it["attributes"] for it in items])[:, names.index(attribute)] > 0.5, 1, -1))
+    stack = lambda parts: {i: torch.cat(v).double().numpy() for i, v in parts.items()}  # noqa: E731
+    return stack(xs), stack(hs), torch.cat(labels).numpy()
+
+
 @dataclass
 class BoundaryDirections:
     """`method=boundary`: one attribute's boundaries in x_t and h at the mixing step."""
 
     attribute: str = "light_background"
-    classifier: Any = None                 # labels the bank: images -> P(attribute)
+    bank: str = "generated"                # generated: samples labelled by `classifier` | inverted: labelled real images of `data`
+    classifier: Any = None                 # labels the generated bank: images -> P(attribute) (an AttributeCNN or CLIP zero-shot)
     t_mix: Any = 500                       # mixing step (training timestep; the nearest grid step), or "auto"
-    data: Any = None                       # t_mix=auto: a datamodule whose test images are inverted for the radius statistic
+    data: Any = None                       # inverted bank (train split) and t_mix=auto (test split): a labelled datamodule
     mixing: dict = field(default_factory=dict)   # t_mix=auto: candidates, stride, num_sampled, num_real, epsilon, fallback, select
     num_bank: int = 200                    # generated samples in the bank
     test_fraction: float = 0.5             # held out, stratified, disjoint by seed
@@ -129,6 +156,16 @@ class BoundaryDirections:
         identity["data"] = repr(getattr(self.data, "datasets", None) and {k: len(v) for k, v in self.data.datasets.items()})
         return identity
 
+    def make_bank(self, model, schedule, t_indices, seeds):
+        if self.bank == "generated":
+            return generated_bank(model, schedule, t_indices, seeds, self.classifier, self.attribute, self.batch_size)
+        if self.bank == "inverted":
+            if self.data is None:
+                raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
+            dataset = self.data.datasets["train"]
+            return inverted_bank(model, schedule, t_indices, dataset, self.attribute, list(getattr(self.data, "attributes", [])), min(len(dataset), self.num_bank), self.batch_size)
+        raise UserError(f"method.bank must be generated or inverted, not {self.bank!r}")
+
     def fit_spaces(self, x: np.ndarray, h: np.ndarray, labels: np.ndarray) -> dict[str, Boundary]:
         train, test = stratified_split(labels, self.test_fraction)
         return {space: fit_boundary(features, labels, train, test, self.C, self.class_weight) for space, features in (("x", x), ("h", h))}
@@ -145,7 +182,7 @@ class BoundaryDirections:
         curve = search_t_mix(model, real, candidates, settings["stride"], settings["num_sampled"], settings["epsilon"], settings["fallback"])
         fine = fine_schedule(model, candidates, settings["stride"])
         indices = [int((fine.timesteps == t).nonzero()[0]) for t in candidates]
-        xs, hs, labels = generated_bank(model, fine, indices, seeds, self.classifier, self.attribute, self.batch_size)
+        xs, hs, labels = self.make_bank(model, fine, indices, seeds)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
         fits = [self.fit_spaces(xs[i], hs[i], labels) for i in indices]
         curve.accuracy = {space: [f[space].val_acc for f in fits] for space in ("x", "h")}
@@ -157,7 +194,7 @@ class BoundaryDirections:
         return curve
 
     def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
-        if self.classifier is None or self.attribute not in self.classifier.attributes:
+        if self.bank == "generated" and (self.classifier is None or self.attribute not in self.classifier.attributes):
             known = ", ".join(getattr(self.classifier, "attributes", []))
             raise UserError(f"method.attribute={self.attribute!r} is not scored by method.classifier ({known or 'none given'})")
         schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, 0.0, final_alpha)
@@ -166,7 +203,7 @@ class BoundaryDirections:
         t_index = schedule.index_of(curve.t_mix if curve else int(self.t_mix))
         timer = {}
         start = time.perf_counter()
-        xs, hs, labels = generated_bank(model, schedule, [t_index], seeds, self.classifier, self.attribute, self.batch_size)
+        xs, hs, labels = self.make_bank(model, schedule, [t_index], seeds)
         timer["time/bank_s"] = round(time.perf_counter() - start, 3)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
         start = time.perf_counter()
