@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from hspace.data.datamodule import ImageDataModule
+from hspace.data.image_files import load_image
 from hspace.errors import UserError
 
 CELEBA_ATTRIBUTES = (
@@ -56,19 +56,6 @@ def read_attribute_file(path: str | Path) -> tuple[list[str], dict[str, np.ndarr
     if len(labels) != int(lines[0]):
         raise UserError(f"{path} says {int(lines[0])} images on line 1 but lists {len(labels)}: the file is truncated or malformed")
     return names, labels
-
-
-def load_image(path: Path, resolution: int) -> torch.Tensor:
-    """An RGB image resized to resolution x resolution, as (3, R, R) in [-1, 1]."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (resolution, resolution):
-                image = image.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
-            pixels = np.asarray(image)
-    except (OSError, UnidentifiedImageError) as error:
-        raise UserError(f"cannot read the image {path}: {error}; replace or remove the file") from None
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1
 
 
 class CelebAHQDataset(Dataset):

@@ -1,0 +1,200 @@
+"""Image datasets from disk: any image folder (optionally with a CSV of labels), AFHQ, and LSUN as an
+image folder or as the official LMDB export (read-only; needs the `lmdb` package).
+
+Every item is a dict with `image` (3, R, R) in [-1, 1] (resized to `resolution`), `index`, and, where
+labels exist, `attributes` (A,) in {0, 1} whose names are the dataset's `attributes`.
+Layouts:
+
+- image folder: every .png/.jpg/.jpeg/.webp below `root`, in sorted path order; labels CSV: a header
+  `file,<attribute>,...` and one row per image (its path relative to root), values 0/1 or -1/1;
+- AFHQ: `<root>/{train,val}/{cat,dog,wild}/*.png` (as the AFHQ release unpacks); the class is both a
+  one-hot `attributes` over (cat, dog, wild) and `label`;
+- LSUN LMDB: `<root>/data.mdb` of the official export (key -> encoded image, webp or jpeg).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hspace.data.image_files import load_image
+from hspace.data.datamodule import ImageDataModule
+from hspace.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+AFHQ_CLASSES = ("cat", "dog", "wild")
+
+
+def list_images(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise UserError(f"no image folder at {root}: set data.root to a folder of .png/.jpg/.webp images")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"{root} holds no .png, .jpg or .webp images")
+    return files
+
+
+def read_label_csv(path: Path, files: list[Path], root: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Attribute names and relative path -> labels in {0, 1} from a CSV with a `file` column."""
+    if not path.is_file():
+        raise UserError(f"no labels file at {path}: expected a CSV with a header 'file,<attribute>,...'")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or not rows[0] or rows[0][0] != "file" or len(rows[0]) < 2:
+        raise UserError(f"{path} line 1 must be a header 'file,<attribute>,...', got {','.join(rows[0]) if rows else 'nothing'}")
+    names = rows[0][1:]
+    labels = {}
+    for number, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(names) + 1 or any(v.strip() not in ("0", "1", "-1") for v in row[1:]):
+            raise UserError(f"{path} line {number}: expected a file name and {len(names)} values of 0/1 or -1/1, got {','.join(row)}")
+        labels[row[0]] = (np.array([int(v) for v in row[1:]]) > 0).astype(np.float32)
+    missing = [str(p.relative_to(root)) for p in files if str(p.relative_to(root)) not in labels]
+    if missing:
+        raise UserError(f"{len(missing)} images under {root} have no row in {path}, e.g. {missing[0]}: label every image or remove it")
+    return names, labels
+
+
+class ImageFolderDataset(Dataset):
+    def __init__(self, root: str | Path, resolution: int = 256, labels_csv: str | Path | None = None, files: list[Path] | None = None):
+        self.root = Path(root).expanduser()
+        self.files = files if files is not None else list_images(self.root)
+        self.resolution = resolution
+        self.attributes: list[str] = []
+        self.labels: dict[str, np.ndarray] | None = None
+        if labels_csv is not None:
+            self.attributes, self.labels = read_label_csv(Path(labels_csv).expanduser(), self.files, self.root)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        item = {"image": load_image(path, self.resolution), "index": index}
+        if self.labels is not None:
+            item["attributes"] = torch.from_numpy(self.labels[str(path.relative_to(self.root))])
+        return item
+
+
+def split_files(files: list, val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, list]:
+    """A fixed random split of a file list into train/val/test."""
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_test, n_val = round(len(files) * test_fraction), round(len(files) * val_fraction)
+    pick = lambda idx: [files[i] for i in sorted(idx)]  # noqa: E731
+    return {"test": pick(order[:n_test]), "val": pick(order[n_test : n_test + n_val]), "train": pick(order[n_test + n_val :])}
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Any image folder (LSUN church/bedroom as folders included), split at random with a fixed seed."""
+
+    def __init__(self, root: str, resolution: int = 256, labels_csv: str | None = None, val_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0, batch_size: int = 16, num_workers: int = 0):
+        root_path = Path(root).expanduser()
+        splits = split_files(list_images(root_path), val_fraction, test_fraction, seed)
+        datasets = {name: ImageFolderDataset(root_path, resolution, labels_csv, files) for name, files in splits.items()}
+        super().__init__(datasets["train"], datasets["val"], datasets["test"], batch_size, num_workers)
+        self.attributes = datasets["train"].attributes
+        self.resolution = resolution
+
+
+class AFHQDataset(Dataset):
+    def __init__(self, root: str | Path, split: str = "train", resolution: int = 256, classes: tuple[str, ...] = AFHQ_CLASSES):
+        base = Path(root).expanduser() / split
+        if not base.is_dir():
+            raise UserError(f"no AFHQ split folder at {base}: set data.root to the folder holding train/ and val/, each with {'/, '.join(AFHQ_CLASSES)}/")
+        self.files, self.classes = [], list(classes)
+        for label, name in enumerate(self.classes):
+            folder = base / name
+            if not folder.is_dir():
+                raise UserError(f"no AFHQ class folder at {folder}: expected {base}/{{{','.join(self.classes)}}}/")
+            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"{folder} holds no .png or .jpg images")
+            self.files += [(p, label) for p in found]
+        self.resolution = resolution
+        self.attributes = list(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path, label = self.files[index]
+        onehot = torch.zeros(len(self.classes))
+        onehot[label] = 1
+        return {"image": load_image(path, self.resolution), "attributes": onehot, "label": label, "index": index}
+
+
+class AFHQDataModule(ImageDataModule):
+    """AFHQ: train from `train/`, validation and test both from `val/` (the release has no test split)."""
+
+    def __init__(self, root: str, resolution: int = 256, classes: list[str] | None = None, batch_size: int = 16, num_workers: int = 0):
+        classes = tuple(classes or AFHQ_CLASSES)
+        train, val = AFHQDataset(root, "train", resolution, classes), AFHQDataset(root, "val", resolution, classes)
+        super().__init__(train, val, val, batch_size, num_workers)
+        self.attributes = list(classes)
+        self.resolution = resolution
+
+
+class LMDBImageDataset(Dataset):
+    """Read-only images of an LMDB export (the official LSUN format: key -> encoded image bytes)."""
+
+    def __init__(self, root: str | Path, resolution: int = 256, keys: list[bytes] | None = None):
+        try:
+            import lmdb
+        except ModuleNotFoundError:
+            raise UserError("reading an LMDB export needs the lmdb package: pip install lmdb, or export the images to a folder") from None
+        self.root = Path(root).expanduser()
+        if not (self.root / "data.mdb").is_file():
+            raise UserError(f"no LMDB export at {self.root}: expected data.mdb (and lock.mdb) from the LSUN download")
+        self.resolution = resolution
+        self._env = None
+        if keys is None:
+            env = lmdb.open(str(self.root), readonly=True, lock=False, readahead=False, meminit=False, max_readers=32)
+            with env.begin(write=False) as txn:
+                keys = [key for key, _ in txn.cursor()]
+            env.close()
+        if not keys:
+            raise UserError(f"the LMDB export at {self.root} holds no images")
+        self.keys = keys
+
+    def env(self):
+        if self._env is None:  # opened lazily, once per worker process
+            import lmdb
+
+            self._env = lmdb.open(str(self.root), readonly=True, lock=False, readahead=False, meminit=False, max_readers=32)
+        return self._env
+
+    def __getstate__(self):
+        return {**self.__dict__, "_env": None}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> dict:
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        with self.env().begin(write=False) as txn:
+            data = txn.get(self.keys[index])
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image = image.convert("RGB").resize((self.resolution, self.resolution), Image.Resampling.BICUBIC)
+                pixels = np.asarray(image)
+        except (OSError, UnidentifiedImageError) as error:
+            raise UserError(f"cannot decode the image under key {self.keys[index]!r} in {self.root}: {error}") from None
+        return {"image": torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1, "index": index}
+
+
+class LMDBDataModule(ImageDataModule):
+    def __init__(self, root: str, resolution: int = 256, val_fraction: float = 0.01, test_fraction: float = 0.01, seed: int = 0, batch_size: int = 16, num_workers: int = 0):
+        keys = LMDBImageDataset(root, resolution).keys
+        splits = split_files(keys, val_fraction, test_fraction, seed)
+        datasets = {name: LMDBImageDataset(root, resolution, part) for name, part in splits.items()}
+        super().__init__(datasets["train"], datasets["val"], datasets["test"], batch_size, num_workers)
+        self.attributes: list[str] = []
+        self.resolution = resolution
