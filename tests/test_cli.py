@@ -72,3 +72,16 @@ def test_values_left_at_missing_are_named_in_one_line(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip() == (
         "error: not set: celeba_classifier (??? in the config): give it on the command line, e.g. celeba_classifier=...")
+
+
+def test_trainer_configs_for_one_and_several_gpus():
+    from hydra import compose, initialize_config_dir
+
+    from hspace.cli import CONFIG_DIR
+    from hspace.cli.run import evaluation_trainer
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        assert evaluation_trainer(compose(config_name="run", overrides=["trainer=gpu"]).trainer) == {"accelerator": "gpu", "devices": 1}
+        assert evaluation_trainer(compose(config_name="run", overrides=["trainer=ddp"]).trainer)["strategy"] == "ddp_spawn"
+        train = compose(config_name="train", overrides=["trainer=ddp"]).trainer
+    assert train.strategy == "ddp" and train.precision == "bf16-mixed" and train.max_steps == 20000

@@ -60,10 +60,21 @@ def run(cfg: DictConfig) -> dict:
             loggers=loggers,
             evaluation=evaluation,
             reference=reference,
-            trainer_kwargs={"accelerator": cfg.trainer.accelerator, "devices": cfg.trainer.devices},
+            trainer_kwargs=evaluation_trainer(cfg.trainer),
         )
     finally:
         close_wandb()
+
+
+def evaluation_trainer(trainer: DictConfig) -> dict:
+    """Trainer arguments of the evaluation loop. Only that loop is distributed in hspace-run, over edits
+    already in memory, so a `ddp` strategy runs it as `ddp_spawn` (workers receive the edits) instead of
+    re-launching the whole job per rank."""
+    options = {"accelerator": trainer.accelerator, "devices": trainer.devices}
+    strategy = trainer.get("strategy")
+    if strategy:
+        options["strategy"] = "ddp_spawn" if strategy == "ddp" else strategy
+    return options
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="run")
