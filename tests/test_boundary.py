@@ -115,3 +115,20 @@ def test_inverted_bank_of_labelled_real_images(tmp_path, monkeypatch):
     counts = d.info["boundary/x/counts"]
     assert counts["positive"] + counts["negative"] == 40 and min(counts["positive"], counts["negative"]) > 5
     assert 0 <= metrics["boundary/x/val_acc"] <= 1 and metrics["time/invert_s"] >= 0
+
+
+def test_bank_is_cached_and_a_one_sided_bank_is_refused_before_inverting(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    base = ["method=boundary", "edit=boundary_step", "method.num_bank=24", "sampler.num_steps=4", "num_samples=1", "real_images=0",
+            "edit.strengths=[1.0]", "logger=none", "metrics=none", f"cache_dir={tmp_path / 'cache'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        run(compose(config_name="run", overrides=[*base, "method.C=1.0", f"run_dir={tmp_path / 'a'}"]))
+        second = run(compose(config_name="run", overrides=[*base, "method.C=0.5", f"run_dir={tmp_path / 'b'}"]))  # new SVM, same bank
+        assert second["cache/hits"] == 1 and second["cache/misses"] == 1
+        import hspace.directions.boundary as boundary
+
+        monkeypatch.setattr(boundary, "inverted_bank", lambda *a, **k: pytest.fail("inverted before checking the labels"))
+        with pytest.raises(SystemExit):
+            run(compose(config_name="run", overrides=[*base, "method.bank=inverted", "method.data=${data}", "method.attribute=red",
+                                                      "method.min_per_class=20", f"run_dir={tmp_path / 'c'}"]))
+    assert "a boundary needs at least 20 of each" in capsys.readouterr().err

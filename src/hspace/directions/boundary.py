@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save
 
 from hspace.cache import ArtifactCache
 from hspace.diffusion.inversion import ddim_invert
@@ -27,6 +28,7 @@ from hspace.diffusion.schedule import make_schedule
 from hspace.directions.directions import Directions
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
 from hspace.errors import UserError
+from hspace.images import atomic_write_bytes
 from hspace.hspace import HSpace
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -130,6 +132,19 @@ def inverted_bank(model: DiffusionModel, schedule, t_indices: list[int], dataset
     return stack(xs), stack(hs), torch.cat(labels).numpy()
 
 
+def save_bank(bank, path) -> None:
+    xs, hs, labels = bank
+    tensors = {f"x.{i}": torch.from_numpy(v) for i, v in xs.items()} | {f"h.{i}": torch.from_numpy(v) for i, v in hs.items()}
+    data = save({**tensors, "labels": torch.from_numpy(labels)})
+    atomic_write_bytes(path, lambda f: f.write(data))
+
+
+def load_bank(path):
+    tensors = load_file(path)
+    pick = lambda prefix: {int(k.split(".")[1]): v.numpy() for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    return pick("x."), pick("h."), tensors["labels"].numpy()
+
+
 @dataclass
 class BoundaryDirections:
     """`method=boundary`: one attribute's boundaries in x_t and h at the mixing step."""
@@ -156,21 +171,39 @@ class BoundaryDirections:
         identity["data"] = repr(getattr(self.data, "datasets", None) and {k: len(v) for k, v in self.data.datasets.items()})
         return identity
 
-    def make_bank(self, model, schedule, t_indices, seeds):
+    def make_bank(self, model, schedule, t_indices, seeds, cache: ArtifactCache | None = None):
+        """The labelled latents at each grid index, from the cache when an identical bank was built."""
         if self.bank == "generated":
-            return generated_bank(model, schedule, t_indices, seeds, self.classifier, self.attribute, self.batch_size)
-        if self.bank == "inverted":
+            source = {"seeds": [seeds[0], len(seeds)], "classifier": getattr(self.classifier, "identity", None)}
+
+            def compute():
+                return generated_bank(model, schedule, t_indices, seeds, self.classifier, self.attribute, self.batch_size)
+        elif self.bank == "inverted":
             if self.data is None:
                 raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
             dataset = self.data.datasets["train"]
-            return inverted_bank(model, schedule, t_indices, dataset, self.attribute, list(getattr(self.data, "attributes", [])), min(len(dataset), self.num_bank), self.batch_size)
-        raise UserError(f"method.bank must be generated or inverted, not {self.bank!r}")
+            names = list(getattr(self.data, "attributes", []))
+            count = min(len(dataset), self.num_bank)
+            if self.attribute in names:  # refuse a one-sided bank before inverting anything
+                column = names.index(self.attribute)
+                check_labels(np.array([1 if dataset[i]["attributes"][column] > 0.5 else -1 for i in range(count)]), self.min_per_class, f"the bank of {self.attribute!r}")
+            source = {"data": repr({k: len(v) for k, v in self.data.datasets.items()}), "count": count, "type": type(dataset).__name__}
+
+            def compute():
+                return inverted_bank(model, schedule, t_indices, dataset, self.attribute, names, count, self.batch_size)
+        else:
+            raise UserError(f"method.bank must be generated or inverted, not {self.bank!r}")
+        if cache is None:
+            return compute()
+        parts = {"model": model.identity(), "timesteps": schedule.timesteps[t_indices].tolist(), "grid": schedule.timesteps.tolist(),
+                 "bank": self.bank, "attribute": self.attribute, **source}
+        return cache.get("boundary_bank", parts, compute, save=save_bank, load=load_bank)
 
     def fit_spaces(self, x: np.ndarray, h: np.ndarray, labels: np.ndarray) -> dict[str, Boundary]:
         train, test = stratified_split(labels, self.test_fraction)
         return {space: fit_boundary(features, labels, train, test, self.C, self.class_weight) for space, features in (("x", x), ("h", h))}
 
-    def search(self, model: DiffusionModel, seeds: list[int]) -> MixingCurve:
+    def search(self, model: DiffusionModel, seeds: list[int], cache: ArtifactCache | None = None) -> MixingCurve:
         """t_mix=auto: the radius criterion, plus the held-out SVM accuracy at every candidate."""
         settings = {**MIXING_DEFAULTS, **self.mixing}
         if self.data is None:
@@ -182,7 +215,7 @@ class BoundaryDirections:
         curve = search_t_mix(model, real, candidates, settings["stride"], settings["num_sampled"], settings["epsilon"], settings["fallback"])
         fine = fine_schedule(model, candidates, settings["stride"])
         indices = [int((fine.timesteps == t).nonzero()[0]) for t in candidates]
-        xs, hs, labels = self.make_bank(model, fine, indices, seeds)
+        xs, hs, labels = self.make_bank(model, fine, indices, seeds, cache)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
         fits = [self.fit_spaces(xs[i], hs[i], labels) for i in indices]
         curve.accuracy = {space: [f[space].val_acc for f in fits] for space in ("x", "h")}
@@ -199,11 +232,11 @@ class BoundaryDirections:
             raise UserError(f"method.attribute={self.attribute!r} is not scored by method.classifier ({known or 'none given'})")
         schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, 0.0, final_alpha)
         seeds = list(range(self.first_seed, self.first_seed + self.num_bank))
-        curve = self.search(model, seeds) if self.t_mix == "auto" else None
+        curve = self.search(model, seeds, cache) if self.t_mix == "auto" else None
         t_index = schedule.index_of(curve.t_mix if curve else int(self.t_mix))
         timer = {}
         start = time.perf_counter()
-        xs, hs, labels = self.make_bank(model, schedule, [t_index], seeds)
+        xs, hs, labels = self.make_bank(model, schedule, [t_index], seeds, cache)
         timer["time/bank_s"] = round(time.perf_counter() - start, 3)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
         start = time.perf_counter()

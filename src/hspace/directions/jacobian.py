@@ -117,6 +117,8 @@ class JacobianDirections:
             log["vjp_count"] += result.vjp_count
             if idx == at:
                 vectors = canonical_rows(result.right.cpu().float())
+                log["iterations_at_tau"] = result.log  # per iteration: sigma_j and the relative residual r_j
+                log["stopped_because"] = f"every residual below {self.tol}" if result.converged else f"max_iters={self.max_iters} reached"
         singular_at_tau = sigma[:, at].tolist()
         if self.scale_mode == "sigma_tau":
             sigma[:] = sigma[:, at : at + 1]
