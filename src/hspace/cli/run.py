@@ -23,7 +23,7 @@ def run(cfg: DictConfig) -> dict:
 
     from hspace.cache import ArtifactCache
     from hspace.cli.metrics import evaluation_settings, reference_images
-    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.loading import load_configured_model
     from hspace.edit_job import run_edit_job
     from hspace.loggers import close_wandb
     from hspace.run_record import run_info, write_json
@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> dict:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         device = resolve_device(cfg.trainer.accelerator)
-        model = load_model(cfg.model.weights, device=device)
+        model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=device)
         evaluation = evaluation_settings(cfg.metrics, device)
         reference = None
         if evaluation is not None and evaluation.fid_backend is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hspace.cli import CONFIG_DIR, resolve_device, sampler_settings, user_errors_exit
 
@@ -15,11 +15,11 @@ def run_sample(cfg: DictConfig) -> Path:
     import torch
 
     from hspace.data.shapes_quality import quality_report
-    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.loading import load_configured_model
     from hspace.diffusion.sampler import noise_for, sample
     from hspace.images import image_grid, save_png, to_uint8
 
-    model = load_model(cfg.model.weights, device=resolve_device(cfg.device))
+    model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=resolve_device(cfg.device))
     s = sampler_settings(cfg.sampler)
     schedule = s.schedule(model.alphas_cumprod)
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.num_samples))

@@ -76,3 +76,36 @@ def load_model(source: str, device: str | torch.device = "cpu", dtype: torch.dty
     unet = unet.to(device).eval().requires_grad_(False)
     scheduler_config = json.loads((directory / "scheduler_config.json").read_text())
     return DiffusionModel(unet, scheduler_config, name=source, weight_hash=file_sha256(directory / WEIGHTS_FILE))
+
+
+def load_adm(weights: str, adm: dict, scheduler: dict, name: str = "adm", device: str | torch.device = "cpu") -> DiffusionModel:
+    """An ADM / iDDPM UNet (hspace.diffusion.adm) from a guided-diffusion checkpoint: a plain state dict in a
+    .pt file (read with torch.load(weights_only=True), so nothing but tensors is unpickled) or .safetensors."""
+    from safetensors.torch import load_file
+
+    from hspace.diffusion.adm import ADMConfig, ADMUNet
+
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"no ADM checkpoint at model.weights={weights}: download the guided-diffusion checkpoint (e.g. the AFHQ-dog model) and set the path")
+    try:
+        state = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"cannot read {path} as a state dict of tensors ({type(error).__name__}): expected a guided-diffusion .pt or a .safetensors file") from None
+    unet = ADMUNet(ADMConfig(**adm))
+    expected = unet.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else f"shape of {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}"
+        raise UserError(f"{path} does not fit the configured ADM architecture ({detail}): check model.adm against the checkpoint's flags")
+    unet.load_state_dict(state)
+    unet = unet.to(device).eval().requires_grad_(False)
+    return DiffusionModel(unet, dict(scheduler), name=name, weight_hash=file_sha256(path))
+
+
+def load_configured_model(model_cfg: dict, device: str | torch.device = "cpu") -> DiffusionModel:
+    """The model a `model` config names: an ADM checkpoint when it has an `adm` section, else diffusers weights."""
+    if model_cfg.get("adm"):
+        return load_adm(model_cfg["weights"], model_cfg["adm"], model_cfg["scheduler"], model_cfg.get("name", "adm"), device)
+    return load_model(model_cfg["weights"], device=device)
