@@ -105,3 +105,19 @@ def test_every_grid_has_exactly_T_valid_steps():
             grid = timestep_grid(T, spacing=spacing)
             assert len(grid) == T and grid.min() >= 0 and grid.max() <= 999, (spacing, T)
             assert (grid[:-1] > grid[1:]).all(), (spacing, T)
+
+
+def test_bf16_autocast_sampling_stays_close_to_fp32(model):
+    from hspace.diffusion.sampler import noise_for, sample
+    from hspace.diffusion.schedule import make_schedule
+
+    schedule = make_schedule(model.alphas_cumprod, 5, "leading")
+    x_T, _ = noise_for([0, 1], model, schedule)
+    reference = sample(model, schedule, x_T).x0
+    model.autocast = "bf16"
+    try:
+        mixed = sample(model, schedule, x_T).x0
+    finally:
+        model.autocast = "fp32"
+    assert mixed.dtype == torch.float32 and not torch.equal(mixed, reference)
+    assert (mixed - reference).abs().max() < 0.05 * reference.abs().max()  # bf16 rounding, relative to the scale

@@ -38,6 +38,7 @@ def run(cfg: DictConfig) -> dict:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         device = resolve_device(cfg.trainer.accelerator)
         model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=device)
+        model.autocast = cfg.precision
         evaluation = evaluation_settings(cfg.metrics, device)
         reference = None
         if evaluation is not None and evaluation.fid_backend is not None:

@@ -12,6 +12,8 @@ from torch import Tensor
 from hspace.diffusion.schedule import PREDICTION_TYPES, training_alphas_cumprod
 from hspace.hspace import h_shape
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass
 class DiffusionModel:
@@ -25,9 +27,12 @@ class DiffusionModel:
     scheduler_config: dict
     name: str = "unnamed"
     weight_hash: str = ""
+    autocast: str = "fp32"  # fp32 | bf16 | fp16: the UNet calls of sampling run under autocast; the Jacobian never does
     alphas_cumprod: Tensor = field(init=False)
 
     def __post_init__(self):
+        if self.autocast not in ("fp32", *AUTOCAST_DTYPES):
+            raise ValueError(f"autocast must be fp32, bf16 or fp16, not {self.autocast!r}")
         self.alphas_cumprod = training_alphas_cumprod(self.scheduler_config)
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unknown prediction_type {self.prediction_type!r}: use one of {', '.join(PREDICTION_TYPES)}")
@@ -62,7 +67,7 @@ class DiffusionModel:
     def identity(self) -> dict:
         """Everything about the model that determines what it computes: for cache keys."""
         schedule = hashlib.sha256(self.alphas_cumprod.numpy().tobytes()).hexdigest()[:16]
-        return {"weight_hash": self.weight_hash, "schedule": schedule, "prediction_type": self.prediction_type, "dtype": str(self.dtype)}
+        return {"weight_hash": self.weight_hash, "schedule": schedule, "prediction_type": self.prediction_type, "dtype": str(self.dtype), "autocast": self.autocast}
 
     @functools.cached_property
     def h_shape(self) -> tuple[int, ...]:
@@ -70,5 +75,10 @@ class DiffusionModel:
         return h_shape(self.unet)
 
     def __call__(self, x_t: Tensor, timestep: Tensor | int) -> Tensor:
+        """The UNet output at (x_t, timestep), in x_t's dtype (computed under autocast when configured)."""
         t = torch.as_tensor(timestep, device=x_t.device)
-        return self.unet(x_t, t.expand(x_t.shape[0]) if t.ndim == 0 else t).sample
+        t = t.expand(x_t.shape[0]) if t.ndim == 0 else t
+        if self.autocast == "fp32":
+            return self.unet(x_t, t).sample
+        with torch.autocast(x_t.device.type, dtype=AUTOCAST_DTYPES[self.autocast]):
+            return self.unet(x_t, t).sample.to(x_t.dtype)
