@@ -85,3 +85,20 @@ def test_trainer_configs_for_one_and_several_gpus():
         assert evaluation_trainer(compose(config_name="run", overrides=["trainer=ddp"]).trainer)["strategy"] == "ddp_spawn"
         train = compose(config_name="train", overrides=["trainer=ddp"]).trainer
     assert train.strategy == "ddp" and train.precision == "bf16-mixed" and train.max_steps == 20000
+
+
+def test_every_experiment_config_composes():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from hspace.cli import CONFIG_DIR
+
+    training = {"shapes32_ddpm", "shapes_classifier", "celebahq_classifier"}
+    names = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+    assert len(names) >= 15
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for name in names:
+            cfg = compose(config_name="train" if name in training else "run", overrides=[f"experiment={name}"])
+            assert OmegaConf.to_container(cfg, resolve=False)["model"]["name"], name
