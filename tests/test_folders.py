@@ -73,10 +73,10 @@ def test_afhq_and_lmdb(afhq, lsun_lmdb):
     assert lsun.datasets["test"][0]["image"].shape == (3, 32, 32)
 
 
-@pytest.mark.parametrize("layout", ["image_folder", "afhq", "lsun_lmdb"])
+@pytest.mark.parametrize("layout", ["image_folder", "lsun_church", "afhq", "lsun_lmdb"])
 def test_hspace_run_on_each_layout(layout, labelled_folder, afhq, lsun_lmdb, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    root = {"image_folder": labelled_folder[0], "afhq": afhq, "lsun_lmdb": lsun_lmdb}[layout]
+    root = {"image_folder": labelled_folder[0], "lsun_church": labelled_folder[0] / "a", "afhq": afhq, "lsun_lmdb": lsun_lmdb}[layout]
     overrides = [f"data={layout}", f"data.root={root}", "data.resolution=32", "data.num_workers=0", "method.num_samples=32", "method.num_components=2",
                  "method.oversample=4", "method.batch_size=16", "sampler.num_steps=3", "num_samples=1", "real_images=1", "num_directions=1",
                  "edit.strengths=[0.0,1.0]", "logger=none", "metrics=none", f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"]
