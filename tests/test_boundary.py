@@ -67,6 +67,8 @@ def test_strength_zero_reproduces_the_unedited_sample(v_model, eta):
     reference_schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", [0.0] * t_index + [eta] * (num_steps - t_index))
     reference = sample(v_model, reference_schedule, x_T, z).x0
     torch.testing.assert_close(edited[:, 0], reference, rtol=1e-5, atol=1e-5)
+    unedited = BoundaryStep(strengths=[3.0]).unedited(v_model, schedule, directions, 0, x_T, z)
+    torch.testing.assert_close(unedited, reference, rtol=1e-5, atol=1e-5)
     assert (edited[:, 1] - reference).abs().max() > 1e-3
 
 

@@ -164,7 +164,10 @@ def run_edit_job(
             with timer.stage("fid_reference"):
                 evaluation.reference = cached_reference_statistics(evaluation.fid_backend, reference.dataset_id, reference.count, reference.batches, cache, model.device)
         with timer.stage("evaluate"):
-            originals = sample(model, schedule, x_T, z, clip_x0=sampler.clip_x0).x0.cpu()
+            if hasattr(edit, "unedited"):  # an edit whose unedited path differs from plain sampling (boundary_step)
+                originals = edit.unedited(model, schedule, directions, 0, x_T, z, sampler.clip_x0).cpu()
+            else:
+                originals = sample(model, schedule, x_T, z, clip_x0=sampler.clip_x0).x0.cpu()
             evaluated = evaluate_edits(evaluation, uint8_images(originals), uint8_images(edited), names, edit.strengths, trainer_kwargs)
         metrics |= evaluated.results
         if evaluation.classifier is not None:

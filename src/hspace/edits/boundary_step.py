@@ -15,7 +15,7 @@ that space alone. All strengths of a sample run as one batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -50,6 +50,11 @@ class BoundaryStep:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"edit.mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+
+    def unedited(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
+        """The samples this edit departs from: the same path (deterministic to t_m, the sampler's eta after)
+        with nothing moved. (N, C, H, W)"""
+        return replace(self, strengths=[0.0], mode="relative").apply(model, schedule, directions, index, x_T, z, clip_x0)[:, 0]
 
     @torch.no_grad()
     def apply(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
