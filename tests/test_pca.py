@@ -53,7 +53,7 @@ def test_streaming_pca_equals_sklearn_on_real_activations(shapes_activations):
     for start in range(0, 256, 48):  # batches that do not line up with the fit batches
         stream.update(shapes_activations[start : start + 48])
     result = stream.result(4)
-    assert result.num_samples == 256 and result.axes.shape == (5, 4, 2048)
+    assert result.num_samples == 256 and result.axes.shape == (5, 4, 48 * 4 * 4)
     assert_matches_sklearn(result, shapes_activations, 5, atol=2e-3, variance_rtol=1e-2)
 
 
