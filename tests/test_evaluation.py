@@ -97,7 +97,12 @@ def test_two_processes_give_the_single_process_numbers():
     single = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0]).results
     spawned = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0], {"strategy": "ddp_spawn", "devices": 2}).results
     numeric = {k: v for k, v in single.items() if isinstance(v, float) and not math.isnan(v) and "fid" not in k}
-    assert numeric and {k: spawned[k] for k in numeric} == pytest.approx(numeric, rel=1e-4, abs=1e-5)
+    continuous = {k: v for k, v in numeric.items() if "/success" not in k and "/preserve" not in k}
+    assert continuous and {k: spawned[k] for k in continuous} == pytest.approx(continuous, rel=1e-4, abs=1e-5)
+    # Decision counts agree up to one decision (1 of 16 samples x 10 other attributes): a probability near the
+    # threshold can land on the other side under another process's float rounding.
+    decisions = {k: v for k, v in numeric.items() if k not in continuous}
+    assert decisions and {k: spawned[k] for k in decisions} == pytest.approx(decisions, abs=1 / 160 + 1e-6)
     # FID from 16 samples of 256 features is ill-conditioned (rank-deficient covariances): float noise
     # between processes moves it by up to about 1 or 0.3%.
     fids = {k: v for k, v in single.items() if "fid/" in k and "num_" not in k}
