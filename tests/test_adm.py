@@ -121,3 +121,15 @@ def test_hspace_run_on_an_adm_checkpoint(tiny_checkpoint, tmp_path, monkeypatch)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose(config_name="run", overrides=overrides))
     assert metrics["method"] == "pca" and (tmp_path / "run" / "edits.safetensors").is_file()
+
+
+def test_bad_checkpoint_through_hspace_run_exits_with_one_line(tiny_checkpoint, tmp_path, capsys):
+    path, _ = tiny_checkpoint
+    for weights, fragment in ((tmp_path / "none.pt", "no ADM checkpoint at"), (path, "does not fit the configured ADM architecture")):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="run", overrides=["model=adm_afhqdog256", f"model.weights={weights}", "logger=none", "metrics=none",
+                                                        f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"])
+        with pytest.raises(SystemExit) as exit_:
+            run(cfg)
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and fragment in err and err.count("\n") == 0, err
