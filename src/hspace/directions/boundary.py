@@ -26,6 +26,7 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
 from hspace.directions.directions import Directions
+from hspace.directions.identity import data_identity, settings_identity
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes
@@ -166,10 +167,7 @@ class BoundaryDirections:
     name = "boundary"
 
     def cache_identity(self) -> dict:
-        identity = {k: v for k, v in self.__dict__.items() if k not in ("classifier", "data")}
-        identity["classifier"] = getattr(self.classifier, "identity", None)
-        identity["data"] = repr(getattr(self.data, "datasets", None) and {k: len(v) for k, v in self.data.datasets.items()})
-        return identity
+        return settings_identity(self)
 
     def make_bank(self, model, schedule, t_indices, seeds, cache: ArtifactCache | None = None):
         """The labelled latents at each grid index, from the cache when an identical bank was built."""
@@ -187,7 +185,7 @@ class BoundaryDirections:
             if self.attribute in names:  # refuse a one-sided bank before inverting anything
                 column = names.index(self.attribute)
                 check_labels(np.array([1 if dataset[i]["attributes"][column] > 0.5 else -1 for i in range(count)]), self.min_per_class, f"the bank of {self.attribute!r}")
-            source = {"data": repr({k: len(v) for k, v in self.data.datasets.items()}), "count": count, "type": type(dataset).__name__}
+            source = {"data": data_identity(self.data), "count": count, "type": type(dataset).__name__}
 
             def compute():
                 return inverted_bank(model, schedule, t_indices, dataset, self.attribute, names, count, self.batch_size)

@@ -24,6 +24,7 @@ from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
 from hspace.directions.collect import collect_h
 from hspace.directions.directions import Directions
+from hspace.directions.identity import settings_identity
 from hspace.directions.disentangle import project_out
 from hspace.errors import UserError
 
@@ -68,10 +69,7 @@ class ClassMeanDirections:
     name = "class_mean"
 
     def cache_identity(self) -> dict:
-        identity = {k: v for k, v in self.__dict__.items() if k not in ("classifier", "data")}
-        identity["classifier"] = getattr(self.classifier, "identity", None)
-        identity["data"] = repr(getattr(self.data, "datasets", None) and {k: len(v) for k, v in self.data.datasets.items()})
-        return identity
+        return settings_identity(self)
 
     def conditions_for(self, attribute: str) -> list[str]:
         if self.condition_on is None:
