@@ -85,17 +85,13 @@ def test_bad_paths_are_one_line(celebahq, tmp_path, capsys):
 def test_hspace_run_with_a_google_layout_model_on_celebahq(celebahq, tmp_path, monkeypatch, model_config):
     """A tiny UNet in the block layout of google/ddpm-ema-*-256, saved with save_pretrained beside the google
     scheduler config, run through the real model configs on the CelebA-HQ folder layout."""
-    from diffusers import DDPMScheduler, UNet2DModel
-
     from hspace.cli.run import run
-    from tests.conftest import GOOGLE_LAYOUT, GOOGLE_SCHEDULER
+    from hspace.diffusion.google_ddpm import save_random_model
+    from tests.conftest import GOOGLE_LAYOUT
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     root, _ = celebahq
-    weights = tmp_path / "google_layout"
-    torch.manual_seed(0)
-    UNet2DModel(**GOOGLE_LAYOUT).save_pretrained(weights, safe_serialization=True)
-    DDPMScheduler(**GOOGLE_SCHEDULER).save_pretrained(weights)
+    weights = save_random_model(tmp_path / "google_layout", GOOGLE_LAYOUT)
     overrides = [f"model={model_config}", f"model.weights={weights}", "data=celebahq", f"data.root={root}", "data.resolution=64", "data.num_workers=0",
                  "data.val_fraction=0.17", "data.test_fraction=0.17", "method.num_samples=16", "method.num_components=2", "method.oversample=2",
                  "method.batch_size=8", "sampler.num_steps=3", "num_samples=1", "real_images=1", "num_directions=1", "edit.strengths=[0.0,1.0]",
