@@ -44,6 +44,14 @@ def test_placement_puts_the_projection_at_d_and_d_equal_to_the_distance_is_the_i
     torch.testing.assert_close(move(v, n, 0.0, d, "relative"), v + d[:, None] * n)
     torch.testing.assert_close(move(v, n, 0.0, v @ n, "placement"), v)
     torch.testing.assert_close(move(v, n, 0.7, v @ n + 0.7, "placement_intercept"), v)
+    # push: to distance d where the sample is short of it, untouched where it is already there or beyond (and at d = 0)
+    distance = v @ n + 0.7
+    target = torch.cat([2 * distance[:2], 0.5 * distance[2:]])  # the first two are short of d, the last two beyond it
+    pushed = move(v, n, 0.7, target, "push")
+    torch.testing.assert_close(pushed[:2] @ n + 0.7, target[:2])
+    torch.testing.assert_close(pushed[2:], v[2:])
+    torch.testing.assert_close(move(v, n, 0.7, -distance, "push") @ n + 0.7, -distance)  # across the boundary
+    torch.testing.assert_close(move(v, n, 0.7, torch.zeros(4, dtype=torch.float64), "push"), v)
 
 
 def test_single_class_bank_is_refused():
@@ -52,24 +60,68 @@ def test_single_class_bank_is_refused():
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_strength_zero_reproduces_the_unedited_sample(v_model, eta):
-    num_steps, t_index = 6, 2
-    schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", eta)
-    h_shape = v_model.h_shape
-    directions = Directions(torch.zeros(1, num_steps, *h_shape), torch.zeros(1, num_steps), schedule.timesteps, ["a"], "boundary", "tiny", "", {},
+def tiny_boundary(model, schedule, t_index: int) -> Directions:
+    """One boundary at grid index t_index: a uniform x_t normal and the first h coordinate."""
+    num_steps = schedule.num_steps
+    directions = Directions(torch.zeros(1, num_steps, *model.h_shape), torch.zeros(1, num_steps), schedule.timesteps, ["a"], "boundary", "tiny", "", {},
                             extra={"x_normal": torch.ones(1, 3, 16, 16) / (3 * 256) ** 0.5, "offsets": torch.zeros(1, 2)})
     directions.directions[0, t_index].view(-1)[0] = 1.0
     directions.scales[0, t_index] = 1.0
+    return directions
+
+
+@pytest.mark.parametrize("keep_h", [False, True])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_strength_zero_reproduces_the_unedited_sample(v_model, eta, keep_h):
+    num_steps, t_index = 6, 2
+    schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", eta)
+    directions = tiny_boundary(v_model, schedule, t_index)
     x_T, z = noise_for([0, 1], v_model, schedule)
-    edited = BoundaryStep(strengths=[0.0, 5.0], mode="relative").apply(v_model, schedule, directions, 0, x_T, z)
+    edited = BoundaryStep(strengths=[0.0, 5.0], mode="relative", keep_h=keep_h).apply(v_model, schedule, directions, 0, x_T, z)
     # Unedited reference: deterministic up to t_m, the sampler's eta from t_m on.
     reference_schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", [0.0] * t_index + [eta] * (num_steps - t_index))
     reference = sample(v_model, reference_schedule, x_T, z).x0
     torch.testing.assert_close(edited[:, 0], reference, rtol=1e-5, atol=1e-5)
-    unedited = BoundaryStep(strengths=[3.0]).unedited(v_model, schedule, directions, 0, x_T, z)
+    unedited = BoundaryStep(strengths=[3.0], keep_h=keep_h).unedited(v_model, schedule, directions, 0, x_T, z)
     torch.testing.assert_close(unedited, reference, rtol=1e-5, atol=1e-5)
     assert (edited[:, 1] - reference).abs().max() > 1e-3
+
+
+def test_keep_h_continues_with_the_unedited_paths_h_after_the_mixing_step(v_model):
+    """The slow version: the unedited path recorded, then the moved x_t stepped by hand with that h."""
+    from hspace.diffusion.sampler import ddim_step, to_x0_eps
+    from hspace.hspace import HSpace
+
+    num_steps, t_index, d = 6, 2, 4.0
+    schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", 1.0)
+    directions = tiny_boundary(v_model, schedule, t_index)
+    x_T, z = noise_for([0, 1, 2], v_model, schedule)
+    kept = BoundaryStep(strengths=[d], mode="relative", h_scale=None, keep_h=True, batch_size=2).apply(v_model, schedule, directions, 0, x_T, z)[:, 0]
+    free = BoundaryStep(strengths=[d], mode="relative", h_scale=None).apply(v_model, schedule, directions, 0, x_T, z)[:, 0]
+
+    etas = [0.0] * t_index + [1.0] * (num_steps - t_index)
+    path = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", etas)
+    unedited_h = sample(v_model, path, x_T, z, record_h=True).h  # (N, steps, *h_shape)
+    x = sample(v_model, path.steps(0, t_index), x_T).x0 + d * directions.extra["x_normal"]
+    with torch.no_grad(), HSpace(v_model.unet) as hs:
+        for idx in range(t_index, num_steps):
+            hs.replace(unedited_h[:, idx])
+            x0, eps = to_x0_eps(v_model(x, path.timesteps[idx]), x, path.alpha_bar[idx], v_model.prediction_type)
+            x = ddim_step(x0, eps, path.alpha_bar_prev[idx], float(path.sigma[idx]), z[:, idx])
+    torch.testing.assert_close(kept, x, rtol=1e-4, atol=1e-4)
+    assert (kept - free).abs().max() > 1e-3  # the decoder did read the held h
+
+
+def test_h_replace_with_the_paths_own_h_is_the_identity(v_model):
+    schedule = make_schedule(v_model.alphas_cumprod, 5, "trailing", 1.0)
+    x_T, z = noise_for([0, 1], v_model, schedule)
+    natural = sample(v_model, schedule, x_T, z, record_h=True)
+    own = sample(v_model, schedule, x_T, z, h_replace=lambda idx: natural.h[:, idx])
+    swapped = sample(v_model, schedule, x_T, z, h_replace=lambda idx: natural.h[:, idx].flip(0))
+    torch.testing.assert_close(own.x0, natural.x0, rtol=1e-5, atol=1e-5)
+    assert (swapped.x0 - natural.x0).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="h_replace cannot be combined"):
+        sample(v_model, schedule, x_T, z, h_offset=lambda idx: None, h_replace=lambda idx: None)
 
 
 def test_boundary_run_end_to_end(tmp_path, monkeypatch, capsys):
@@ -85,6 +137,22 @@ def test_boundary_run_end_to_end(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit) as exit_:
             run(compose(config_name="run", overrides=[*overrides, "method.min_per_class=1000", f"run_dir={tmp_path / 'r2'}"]))
     assert exit_.value.code == 2 and "a boundary needs at least 1000 of each" in capsys.readouterr().err
+
+
+def test_conditional_mode_scores_the_real_image_edits_and_cached_directions_carry_no_stage_times(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = ["experiment=boundary_shapes_conditional", "method.num_bank=40", "method.t_mix=500", "sampler.num_steps=6", "num_samples=2",
+                 "real_images=3", "edit.mode=relative", "edit.strengths=[-1.0,0.0,1.0]", "logger=none", "metrics.fid.backend=none", f"cache_dir={tmp_path / 'cache'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        first = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'a'}"]))
+        again = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'b'}"]))
+    for key in ("success@1", "preserve@1", "preserve@0", "mse@0", "target"):
+        assert f"edit_real/light_background/{key}" in first, key
+    assert first["edit_real/light_background/preserve@0"] == 1.0 and first["edit_real/light_background/mse@0"] == 0.0  # relative 0: the unedited path
+    assert first["time/evaluate_real_s"] >= 0 and first["time/bank_s"] > 0 and first["time/svm_fit_s"] >= 0
+    assert again["cache/hits"] >= 1 and "time/bank_s" not in again and "time/svm_fit_s" not in again
+    assert again["boundary/x/val_acc"] == first["boundary/x/val_acc"]
+    assert again["edit_real/light_background/success@1"] == first["edit_real/light_background/success@1"]
 
 
 def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):

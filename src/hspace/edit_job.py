@@ -48,21 +48,24 @@ class Timer:
             self.metrics[f"time/{name}_s"] = round(time.perf_counter() - start, 3)
 
 
-def find_directions(method: DirectionFinder, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None) -> Directions:
-    """The method's directions for this model and grid, from the cache when an identical run made them."""
+def find_directions(method: DirectionFinder, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None) -> tuple[Directions, bool]:
+    """The method's directions for this model and grid, and whether they came from the cache (an identical
+    earlier run made them)."""
 
     def compute():
         return method.find(model, sampler.num_steps, sampler.spacing, sampler.final_alpha, cache)
 
     if cache is None:
-        return compute()
+        return compute(), False
     parts = {
         "method": method.name,
         "config": method.cache_identity() if hasattr(method, "cache_identity") else asdict(method),
         "model": model.identity(),
         "grid": {"num_steps": sampler.num_steps, "spacing": sampler.spacing, "final_alpha": sampler.final_alpha},
     }
-    return cache.get("directions", parts, compute, save=lambda d, path: d.save(path), load=Directions.load)
+    seen = len(cache.hits)
+    directions = cache.get("directions", parts, compute, save=lambda d, path: d.save(path), load=Directions.load)
+    return directions, any(hit.startswith("directions/") for hit in cache.hits[seen:])
 
 
 def uint8_images(images: torch.Tensor) -> torch.Tensor:
@@ -88,18 +91,34 @@ class ReferenceImages:
     batches: Callable[[], Iterable[torch.Tensor]]
 
 
-def strength_table(metrics: dict, names: Sequence[str], strengths: Sequence[float]) -> tuple[list[str], list[list]]:
+def strength_table(metrics: dict, names: Sequence[str], strengths: Sequence[float], prefix: str = "edit/") -> tuple[list[str], list[list]]:
     """One row per (direction, strength): target, success, preserve, MSE, SSIM and FID where measured."""
-    fid_keys = sorted({k.split("/", 2)[2].split("@")[0] for k in metrics if k.startswith("edit/") and "/fid/" in k and "@" in k})
+    fid_keys = sorted({k.split("/", 2)[2].split("@")[0] for k in metrics if k.startswith(prefix) and "/fid/" in k and "@" in k})
     columns = ["direction", "strength", "target", "success", "preserve", "mse", "ssim", *fid_keys]
     rows = []
     for name in names:
         for strength in strengths:
             label = strength_label(strength)
-            row = [name, strength, metrics.get(f"edit/{name}/target")]
-            row += [metrics.get(f"edit/{name}/{metric}@{label}") for metric in ("success", "preserve", "mse", "ssim", *fid_keys)]
+            row = [name, strength, metrics.get(f"{prefix}{name}/target")]
+            row += [metrics.get(f"{prefix}{name}/{metric}@{label}") for metric in ("success", "preserve", "mse", "ssim", *fid_keys)]
             rows.append(row)
     return columns, rows
+
+
+def score_edits(evaluation: EvaluationSettings, edit, model, schedule, directions, x_T, z, edited, names, clip_x0, trainer_kwargs, prefix: str = "edit/") -> tuple[dict, dict]:
+    """Metrics and W&B tables of edits (D, N, S, C, H, W) of the samples x_T, against the edit's own unedited
+    path; keys start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""
+    if hasattr(edit, "unedited"):  # an edit whose unedited path differs from plain sampling (boundary_step)
+        originals = edit.unedited(model, schedule, directions, 0, x_T, z, clip_x0).cpu()
+    else:
+        originals = sample(model, schedule, x_T, z, clip_x0=clip_x0).x0.cpu()
+    evaluated = evaluate_edits(evaluation, uint8_images(originals), uint8_images(edited), names, edit.strengths, trainer_kwargs)
+    results = {prefix + k.removeprefix("edit/"): v for k, v in evaluated.results.items()}
+    tables = {}
+    if evaluation.classifier is not None:
+        tables[prefix + "score_matrix"] = evaluated.score_matrix()
+        tables[prefix + "by_strength"] = strength_table(results, names, edit.strengths, prefix)
+    return results, tables
 
 
 def edit_all(edit: ShiftEdit, model, schedule, directions, count, x_T, z, clip_x0) -> torch.Tensor:
@@ -138,14 +157,16 @@ def run_edit_job(
             directions = Directions.load(directions_path)
             source = str(directions_path)
         else:
-            directions = find_directions(method, model, sampler, cache)
-            source = "this run"
+            directions, cached = find_directions(method, model, sampler, cache)
+            source = "the cache" if cached else "this run"
         directions.check_compatible(model.weight_hash, model.h_shape, schedule.timesteps, source=f"directions from {source}")
         directions_file = directions.save(run_dir / "directions.safetensors")
     count = min(num_directions, len(directions.names))
     names = directions.names[:count]
     metrics: dict = {"method": directions.method, "edit/num_samples": len(seeds), "edit/num_directions": count}
-    metrics |= {k: v for k, v in directions.info.items() if k.startswith(("boundary/", "time/", "mixing/t_mix")) and isinstance(v, (int, float))}
+    # Stage times the method recorded belong to the run that computed the directions: not repeated from a file.
+    recorded = ("boundary/", "mixing/t_mix") + (("time/",) if source == "this run" else ())
+    metrics |= {k: v for k, v in directions.info.items() if k.startswith(recorded) and isinstance(v, (int, float))}
     for j, name in enumerate(names):
         ratio = directions.info.get("explained_variance_ratio")
         if ratio:
@@ -164,15 +185,9 @@ def run_edit_job(
             with timer.stage("fid_reference"):
                 evaluation.reference = cached_reference_statistics(evaluation.fid_backend, reference.dataset_id, reference.count, reference.batches, cache, model.device)
         with timer.stage("evaluate"):
-            if hasattr(edit, "unedited"):  # an edit whose unedited path differs from plain sampling (boundary_step)
-                originals = edit.unedited(model, schedule, directions, 0, x_T, z, sampler.clip_x0).cpu()
-            else:
-                originals = sample(model, schedule, x_T, z, clip_x0=sampler.clip_x0).x0.cpu()
-            evaluated = evaluate_edits(evaluation, uint8_images(originals), uint8_images(edited), names, edit.strengths, trainer_kwargs)
-        metrics |= evaluated.results
-        if evaluation.classifier is not None:
-            tables["edit/score_matrix"] = evaluated.score_matrix()
-            tables["edit/by_strength"] = strength_table(evaluated.results, names, edit.strengths)
+            scores, score_tables = score_edits(evaluation, edit, model, schedule, directions, x_T, z, edited, names, sampler.clip_x0, trainer_kwargs)
+        metrics |= scores
+        tables |= score_tables
 
     if real_images is not None and len(real_images):
         with timer.stage("invert"):
@@ -184,6 +199,12 @@ def run_edit_job(
             metrics["inversion/mse"] = float((((reconstruction - real_images) / 2) ** 2).mean())
         with timer.stage("edit_real"):
             edited_real = edit_all(edit, model, schedule, directions, count, inverted.x_T, inverted.z, sampler.clip_x0)
+        if evaluation is not None:
+            with timer.stage("evaluate_real"):
+                scores, score_tables = score_edits(evaluation, edit, model, schedule, directions, inverted.x_T, inverted.z, edited_real, names,
+                                                   sampler.clip_x0, trainer_kwargs, prefix="edit_real/")
+            metrics |= scores
+            tables |= score_tables
         outputs["edits_real"] = save_edits(run_dir / "edits_real.safetensors", edited_real, edit.strengths, range(len(real_images)), names, "indices")
 
     with timer.stage("write"):

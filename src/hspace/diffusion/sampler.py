@@ -89,14 +89,18 @@ def sample(
     clip_x0: bool = False,
     asymmetric: bool = False,
     progress: Callable | None = None,
+    h_replace: HOffset | None = None,
 ) -> Trajectory:
     """Run the reverse process from x_T with the stored noise maps z (B, T, C, H, W).
 
     `h_offset(idx)` gives the h offset of each step (see HOffset); rows without an edit get zeros.
     With `asymmetric` (Asyrp, ALGORITHMS.md 3.3) each step runs a doubled batch [x_t, x_t] whose second
     half carries the edit: x0_hat comes from the edited eps, the direction term from the unedited one.
-    `progress`, if given, wraps the step range (e.g. tqdm).
+    `progress`, if given, wraps the step range (e.g. tqdm). `h_replace(idx)`, if given, is the h that every
+    row continues with at step idx instead of its own (None: its own); `captured` h stays the natural one.
     """
+    if h_replace is not None and (h_offset is not None or asymmetric):
+        raise ValueError("h_replace cannot be combined with h_offset or asymmetric steps")
     sigma = schedule.sigma
     if z is None and not schedule.is_deterministic:
         raise ValueError("this schedule has eta > 0: pass the stored noise maps z (see initial_noise)")
@@ -113,7 +117,11 @@ def sample(
                 x0 = to_x0_eps(output[batch:], x, schedule.alpha_bar[idx], model.prediction_type)[0]
                 eps = to_x0_eps(output[:batch], x, schedule.alpha_bar[idx], model.prediction_type)[1]
             else:
-                hs.add(offset)
+                replacement = h_replace(idx) if h_replace else None
+                if replacement is not None:
+                    hs.replace(replacement)
+                else:
+                    hs.add(offset)
                 output = model(x, schedule.timesteps[idx])
                 x0, eps = to_x0_eps(output, x, schedule.alpha_bar[idx], model.prediction_type)
             if clip_x0:

@@ -6,9 +6,14 @@ normals n (x_t and h spaces, from `method=boundary`):
     placement:            v' = v + (d - <n, v>) n        so <n, v'> = d              (the reference behaviour)
     placement_intercept:  v' = v + (d - dist(v)) n       so dist(v') = d, dist(v) = <n, v> + b/||w||
     relative:             v' = v + d n
+    push:                 like placement_intercept, but only towards d: a sample already at or beyond
+                          distance d (on d's side) is left as it is (an extension)
 
 x'_tm is the new state; h'_tm replaces the mid-block output in the UNet call at t_m only; every later
 step uses its natural h, with the sampler's eta and the sample's stored noise (shared by all strengths).
+
+`keep_h` (an extension, off by default): every step after t_m takes h from the sample's unedited path, so
+what h carries stays and only what reaches the decoder through the skip connections follows the moved x_t.
 Column s of the grid uses d_x = strength_s * x_scale and d_h = strength_s * h_scale; a null scale leaves
 that space alone. All strengths of a sample run as one batch.
 """
@@ -26,15 +31,18 @@ from hspace.diffusion.schedule import SamplingSchedule
 from hspace.directions.directions import Directions
 from hspace.hspace import HSpace
 
-MODES = ("placement", "placement_intercept", "relative")
+MODES = ("placement", "placement_intercept", "relative", "push")
 
 
 def move(v: torch.Tensor, normal: torch.Tensor, offset: float, d: torch.Tensor, mode: str) -> torch.Tensor:
     """Rows v (B, D) moved along the unit normal (D,) to distance d (B,) by `mode`."""
     if mode == "relative":
         return v + d[:, None] * normal
-    current = v @ normal + (offset if mode == "placement_intercept" else 0.0)
-    return v + (d - current)[:, None] * normal
+    current = v @ normal + (offset if mode in ("placement_intercept", "push") else 0.0)
+    step = d - current
+    if mode == "push":  # never back: a step against d's direction (or any step at d = 0) is dropped
+        step = torch.where(step * d > 0, step, torch.zeros_like(step))
+    return v + step[:, None] * normal
 
 
 @dataclass
@@ -44,6 +52,7 @@ class BoundaryStep:
     x_scale: float | None = 1.0        # d_x = strength * x_scale; null: x_t is not moved
     h_scale: float | None = 1.0        # d_h = strength * h_scale; null: h is not moved
     batch_size: int = 64
+    keep_h: bool = False               # after t_m, h from the unedited path at every step (an extension)
 
     name = "boundary_step"
 
@@ -83,6 +92,7 @@ class BoundaryStep:
         x_rows = x_rows.to(model.dtype).view(n * s, *x_T.shape[1:])
         h_rows = h_rows.to(model.dtype).view(n * s, *h_tm.shape[1:])
         rest = schedule.steps(t_index + 1)
+        kept_h = self.unedited_h(model, schedule, t_index, x_tm, z, clip_x0) if self.keep_h and rest.num_steps else None
         out = []
         for start in range(0, n * s, self.batch_size):
             part = slice(start, start + self.batch_size)
@@ -96,5 +106,22 @@ class BoundaryStep:
             z_tm = zs[:, t_index] if zs is not None else None
             x_next = ddim_step(x0, eps, schedule.alpha_bar_prev[t_index], float(schedule.sigma[t_index]), z_tm)
             tail = zs[:, t_index + 1 :] if zs is not None else None
-            out.append((sample(model, rest, x_next, tail, clip_x0=clip_x0).x0 if rest.num_steps else x_next).cpu())
+            rows_h = kept_h[sample_of[part]] if kept_h is not None else None
+            h_replace = (lambda idx, rows_h=rows_h: rows_h[:, idx].to(device)) if rows_h is not None else None
+            out.append((sample(model, rest, x_next, tail, clip_x0=clip_x0, h_replace=h_replace).x0 if rest.num_steps else x_next).cpu())
         return torch.cat(out).view(n, s, *x_T.shape[1:])
+
+    @torch.no_grad()
+    def unedited_h(self, model: DiffusionModel, schedule: SamplingSchedule, t_index: int, x_tm: torch.Tensor, z: torch.Tensor | None, clip_x0: bool) -> torch.Tensor:
+        """h of every step after t_m on the samples' unedited paths from x_tm: (N, steps after t_m, *h_shape), on the CPU."""
+        rest = schedule.steps(t_index + 1)
+        parts = []
+        for start in range(0, x_tm.shape[0], self.batch_size):
+            x = x_tm[start : start + self.batch_size]
+            x0, eps = to_x0_eps(model(x, schedule.timesteps[t_index]), x, schedule.alpha_bar[t_index], model.prediction_type)
+            if clip_x0:
+                x0 = x0.clamp(-1, 1)
+            zs = z[start : start + self.batch_size].to(model.device, model.dtype) if z is not None else None
+            x_next = ddim_step(x0, eps, schedule.alpha_bar_prev[t_index], float(schedule.sigma[t_index]), zs[:, t_index] if zs is not None else None)
+            parts.append(sample(model, rest, x_next, zs[:, t_index + 1 :] if zs is not None else None, record_h=True, clip_x0=clip_x0).h)
+        return torch.cat(parts)
