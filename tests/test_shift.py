@@ -61,3 +61,17 @@ def test_asymmetric_step_differs_and_keeps_zero_strength(model):
     asymmetric = ShiftEdit(strengths=[0.0, 3.0], asymmetric=True).apply(model, schedule, d, 0, x_T, None)
     torch.testing.assert_close(asymmetric[:, 0], symmetric[:, 0], rtol=0, atol=1e-5)
     assert not torch.allclose(asymmetric[:, 1], symmetric[:, 1], atol=1e-3)
+
+
+def test_edit_grids_show_the_first_rows_with_the_title_above_them(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from hspace.images import save_edit_grid
+
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 3, 8, 8, 3), dtype=np.uint8)
+    tall = Image.open(save_edit_grid(pixels, [-1, 0, 1], "title", tmp_path / "tall.png", row_labels=list(range(40))))
+    short = Image.open(save_edit_grid(pixels[:16], [-1, 0, 1], "title", tmp_path / "short.png", row_labels=list(range(16))))
+    assert tall.size == short.size
+    ink = (np.asarray(tall.convert("L")) < 128).any(axis=1)
+    assert ink[: int(0.1 * 110)].any()  # the title is drawn within the top 0.1 inch (dpi 100)

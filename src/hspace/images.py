@@ -70,8 +70,8 @@ def save_png(pixels: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     return atomic_write_bytes(path, lambda f: image.save(f, format="PNG"))
 
 
-def save_edit_grid(pixels: np.ndarray, strengths, title: str, path: str | Path, row_labels=None) -> Path:
-    """A labelled edit grid: rows are samples, columns strengths. pixels: (N, S, H, W, C) uint8."""
+def save_edit_grid(pixels: np.ndarray, strengths, title: str, path: str | Path, row_labels=None, max_rows: int = 16) -> Path:
+    """A labelled edit grid: rows are the first `max_rows` samples, columns strengths. pixels: (N, S, H, W, C) uint8."""
     import io
 
     import matplotlib
@@ -79,8 +79,10 @@ def save_edit_grid(pixels: np.ndarray, strengths, title: str, path: str | Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    pixels = pixels[:max_rows]
     n, s = pixels.shape[:2]
-    fig, axes = plt.subplots(n, s, figsize=(1.1 * s + 0.6, 1.1 * n + 0.5), squeeze=False)
+    height = 1.1 * n + 0.5
+    fig, axes = plt.subplots(n, s, figsize=(1.1 * s + 0.6, height), squeeze=False)
     for r in range(n):
         for c in range(s):
             ax = axes[r, c]
@@ -91,8 +93,8 @@ def save_edit_grid(pixels: np.ndarray, strengths, title: str, path: str | Path, 
                 ax.set_title(f"{strengths[c]:+g}", fontsize=8)
             if c == 0 and row_labels is not None:
                 ax.set_ylabel(str(row_labels[r]), fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")  # a fixed 0.08 in from the top, however tall
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
