@@ -76,6 +76,16 @@ def test_rows_can_group_by_config_values(runs_dir):
     assert to_markdown(table, 1).splitlines()[2:] == ["| 0 | pc0 | 0.8 |", "| 8 | pc0 | 0.6 |", "| 0 | random0 | 0.1 |", "| 8 | random0 | 0.3 |"]
 
 
+def test_strength_rows_are_in_numeric_order(tmp_path):
+    strengths = ["-10", "-4", "0", "10", "4"]  # the order of metrics.json's sorted keys
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({f"edit/d/success@{s}": float(s) for s in strengths}))
+    (run / "config.yaml").write_text("method:\n  _target_: hspace.directions.boundary\n")
+    table = build_table(local_runs([tmp_path]), r"^edit/d/(?P<column>success)@(?P<row>-?[0-9.]+)$", ["method"], "strength")
+    assert [row[-1] for row in table.rows] == ["-10", "-4", "0", "4", "10"]
+
+
 def test_wandb_runs_through_the_api():
     class FakeRun:
         id, summary, config = "abc", {"method": "pca", "edit/pc0/success": 0.5, "_step": 0}, {"first_seed": 0}

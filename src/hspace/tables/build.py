@@ -73,7 +73,23 @@ def build_table(runs: Sequence[RunRecord], pattern: str, group_by: Sequence[str]
     if not rows:
         raise UserError(f"no metric of the {len(runs)} runs matches the table pattern {pattern!r}")
     chosen = list(columns) if columns else list(found_columns)
-    return Table([*group_by, row_name], list(rows), chosen, cells)
+    return Table([*group_by, row_name], numeric_order(list(rows)), chosen, cells)
+
+
+def numeric_order(rows: list[tuple]) -> list[tuple]:
+    """Rows in order of appearance, except that within a group, labels that are all numbers (strengths)
+    are sorted by value."""
+
+    def number(label: str) -> float | None:
+        try:
+            return float(label)
+        except ValueError:
+            return None
+
+    if any(number(row[-1]) is None for row in rows):
+        return rows
+    groups = list(dict.fromkeys(row[:-1] for row in rows))
+    return sorted(rows, key=lambda row: (groups.index(row[:-1]), number(row[-1])))
 
 
 def to_markdown(table: Table, digits: int = 3) -> str:
