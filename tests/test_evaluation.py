@@ -79,6 +79,10 @@ def test_known_edits_give_known_answers():
     assert math.isnan(m["edit/same/success"]) or m["edit/same/success"] == 0.0
     columns, rows = module.score_matrix()
     assert columns == ["direction", *ATTRIBUTES] and rows[0][0] == "to_light" and len(rows) == 3
+    # One direction at one strength: the same numbers (torchmetrics returns one-element results as scalars).
+    settings.fid_backend = None
+    alone = evaluate_edits(settings, originals, to_light, ["to_light"], [2.0]).results
+    assert alone["edit/to_light/mse"] == pytest.approx(m["edit/to_light/mse"]) and alone["edit/to_light/success"] == 1.0
 
 
 def test_two_processes_give_the_single_process_numbers():

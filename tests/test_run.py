@@ -76,6 +76,9 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
         assert key in metrics, key
     assert metrics["edit/pc0/mse@0"] == 0 and metrics["edit/pc0/preserve@0"] == 1
     assert metrics["edit/pc0/target"].lstrip("-") in ATTRIBUTES
+    # The inverted real images' edits, scored the same way against their reconstructions.
+    assert metrics["edit_real/pc0/mse@0"] == 0 and "edit_real/pc1/success@2" in metrics
+    assert metrics["edit_real/unedited/fid/shapes_classifier/num_samples"] == 2 and metrics["edit_real/fid/shapes_classifier/num_samples"] == 2
     assert logged["fid/shapes_classifier"] == pytest.approx(metrics["fid/shapes_classifier"])
     assert logged["edit/score_matrix/_type"] == "table-file" and logged["edit/by_strength/_type"] == "table-file"
     assert logged["edit/score_matrix/ncols"] == 1 + len(ATTRIBUTES) and logged["edit/by_strength/nrows"] == 2 * 3
@@ -143,3 +146,19 @@ def test_incompatible_directions_file_is_one_line(tmp_path):
     result = cli([*TINY, "sampler.num_steps=6", "logger=none", f"directions_path={tmp_path / 'a' / 'directions.safetensors'}", f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "4-step grid" in result.stderr
+
+
+def test_edit_grid_script_redraws_chosen_strengths(tmp_path):
+    from PIL import Image
+
+    run(compose_run(tmp_path / "run", tmp_path / "cache", ["metrics.fid.backend=none", "logger=none"]))
+    script = Path(__file__).parents[1] / "scripts" / "edit_grid.py"
+    out = tmp_path / "grid.png"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc1", str(out), "--strengths", "2", "-2", "--rows", "1", "--real"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    single = Image.open(out).size
+    subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc1", str(out), "--rows", "2"], check=True, capture_output=True)
+    assert Image.open(out).size[0] > single[0] and Image.open(out).size[1] > single[1]  # three columns, two rows
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc9", str(tmp_path / "bad.png")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "has no direction 'pc9'" in bad.stderr and not (tmp_path / "bad.png").exists()

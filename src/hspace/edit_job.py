@@ -105,6 +105,14 @@ def strength_table(metrics: dict, names: Sequence[str], strengths: Sequence[floa
     return columns, rows
 
 
+def rename(key: str, prefix: str) -> str:
+    """An evaluation key under `prefix`: edit/<rest> -> <prefix><rest>; the unedited samples' own keys (their FID)
+    stay as they are for generated samples and go under <prefix>unedited/ for others."""
+    if prefix == "edit/":
+        return key
+    return prefix + key.removeprefix("edit/") if key.startswith("edit/") else f"{prefix}unedited/{key}"
+
+
 def score_edits(evaluation: EvaluationSettings, edit, model, schedule, directions, x_T, z, edited, names, clip_x0, trainer_kwargs, prefix: str = "edit/") -> tuple[dict, dict]:
     """Metrics and W&B tables of edits (D, N, S, C, H, W) of the samples x_T, against the edit's own unedited
     path; keys start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""
@@ -113,7 +121,7 @@ def score_edits(evaluation: EvaluationSettings, edit, model, schedule, direction
     else:
         originals = sample(model, schedule, x_T, z, clip_x0=clip_x0).x0.cpu()
     evaluated = evaluate_edits(evaluation, uint8_images(originals), uint8_images(edited), names, edit.strengths, trainer_kwargs)
-    results = {prefix + k.removeprefix("edit/"): v for k, v in evaluated.results.items()}
+    results = {rename(k, prefix): v for k, v in evaluated.results.items()}
     tables = {}
     if evaluation.classifier is not None:
         tables[prefix + "score_matrix"] = evaluated.score_matrix()

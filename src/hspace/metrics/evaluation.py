@@ -148,8 +148,14 @@ class EditEvaluation(pl.LightningModule):
         t = int(row.abs().argmax())
         return t, (1 if row[t] >= 0 else -1) * (1 if self.strengths[head] >= 0 else -1)
 
-    def classifier_metrics(self, labels: list[str], head: int) -> dict:
+    def shaped_scores(self) -> dict[str, torch.Tensor]:
+        """The EditScores results as (D, S[, A]): torchmetrics squeezes one-element results to scalars."""
+        d, s, a = len(self.names), len(self.strengths), len(self.scores.attributes)
         scores = self.scores.compute()
+        return {key: scores[key].reshape(d, s, a) if key.startswith("score") else scores[key].reshape(d, s) for key in ("score_delta", "score_abs_delta", "mse", "ssim")}
+
+    def classifier_metrics(self, labels: list[str], head: int) -> dict:
+        scores = self.shaped_scores()
         delta, abs_delta, mse, ssim = scores["score_delta"], scores["score_abs_delta"], scores["mse"], scores["ssim"]
         attributes = self.scores.attributes
         metrics: dict = {}
@@ -177,7 +183,7 @@ class EditEvaluation(pl.LightningModule):
 
     def score_matrix(self) -> tuple[list[str], list[list]]:
         """The Table I matrix at the headline strength: rows = directions, columns = attributes."""
-        delta = self.scores.compute()["score_delta"][:, headline_index(self.strengths)]
+        delta = self.shaped_scores()["score_delta"][:, headline_index(self.strengths)]
         columns = ["direction", *self.scores.attributes]
         return columns, [[name, *(round(float(v), 4) for v in delta[j])] for j, name in enumerate(self.names)]
 

@@ -1,0 +1,48 @@
+"""Draw an edit grid from a finished run's edits file: chosen strengths, the first rows.
+
+    python scripts/edit_grid.py <run_dir> light_background out.png --strengths -5 0 8 --rows 8
+    python scripts/edit_grid.py <run_dir> light_background out.png --real      # edits_real.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from safetensors import safe_open
+
+from hspace.images import save_edit_grid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("direction")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--strengths", type=float, nargs="*", help="columns to draw (default: all)")
+    parser.add_argument("--rows", type=int, default=16)
+    parser.add_argument("--real", action="store_true", help="the inverted real images' edits")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args()
+
+    path = args.run_dir / ("edits_real.safetensors" if args.real else "edits.safetensors")
+    if not path.is_file():
+        parser.exit(2, f"error: no {path.name} in {args.run_dir}: give a finished hspace-run directory\n")
+    with safe_open(path, "pt") as f:
+        names = f.metadata()["directions"].split(",")
+        images, strengths = f.get_tensor("images"), f.get_tensor("strengths").tolist()
+        ids = f.get_tensor("indices" if args.real else "seeds").tolist()
+    if args.direction not in names:
+        parser.exit(2, f"error: {path} has no direction {args.direction!r}; it has {', '.join(names)}\n")
+    wanted = strengths if args.strengths is None else args.strengths
+    missing = [s for s in wanted if s not in strengths]
+    if missing:
+        parser.exit(2, f"error: strengths {missing} are not in {path} (it has {strengths})\n")
+    columns = [strengths.index(s) for s in wanted]
+    pixels = images[names.index(args.direction)][: args.rows][:, columns].permute(0, 1, 3, 4, 2).numpy()
+    title = args.title or f"{args.direction} ({'inverted real images' if args.real else 'generated samples'})"
+    print(save_edit_grid(pixels, wanted, title, args.out, row_labels=ids[: args.rows], max_rows=args.rows))
+
+
+if __name__ == "__main__":
+    main()
