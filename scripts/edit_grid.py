@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 
 from hspace.images import save_edit_grid
@@ -34,11 +35,14 @@ def main() -> None:
         ids = f.get_tensor("indices" if args.real else "seeds").tolist()
     if args.direction not in names:
         parser.exit(2, f"error: {path} has no direction {args.direction!r}; it has {', '.join(names)}\n")
+    if args.rows < 1 or args.strengths == []:
+        parser.exit(2, "error: nothing to draw: give --rows of at least 1 and at least one value after --strengths\n")
     wanted = strengths if args.strengths is None else args.strengths
-    missing = [s for s in wanted if s not in strengths]
+    stored = [float(torch.tensor(s, dtype=torch.float32)) for s in wanted]  # the file holds float32 strengths
+    missing = [w for w, s in zip(wanted, stored) if s not in strengths]
     if missing:
-        parser.exit(2, f"error: strengths {missing} are not in {path} (it has {strengths})\n")
-    columns = [strengths.index(s) for s in wanted]
+        parser.exit(2, f"error: strengths {missing} are not in {path} (it has {[round(s, 6) for s in strengths]})\n")
+    columns = [strengths.index(s) for s in stored]
     pixels = images[names.index(args.direction)][: args.rows][:, columns].permute(0, 1, 3, 4, 2).numpy()
     title = args.title or f"{args.direction} ({'inverted real images' if args.real else 'generated samples'})"
     print(save_edit_grid(pixels, wanted, title, args.out, row_labels=ids[: args.rows], max_rows=args.rows))

@@ -110,6 +110,9 @@ def test_keep_h_continues_with_the_unedited_paths_h_after_the_mixing_step(v_mode
             x = ddim_step(x0, eps, path.alpha_bar_prev[idx], float(path.sigma[idx]), z[:, idx])
     torch.testing.assert_close(kept, x, rtol=1e-4, atol=1e-4)
     assert (kept - free).abs().max() > 1e-3  # the decoder did read the held h
+    # Several strengths in batches that split a sample's rows: each column as when run alone.
+    swept = BoundaryStep(strengths=[-d, d, 0.0], mode="relative", h_scale=None, keep_h=True, batch_size=2).apply(v_model, schedule, directions, 0, x_T, z)
+    torch.testing.assert_close(swept[:, 1], kept, rtol=1e-4, atol=1e-4)
 
 
 def test_h_replace_with_the_paths_own_h_is_the_identity(v_model):
@@ -153,6 +156,28 @@ def test_conditional_mode_scores_the_real_image_edits_and_cached_directions_carr
     assert again["cache/hits"] >= 1 and "time/bank_s" not in again and "time/svm_fit_s" not in again
     assert again["boundary/x/val_acc"] == first["boundary/x/val_acc"]
     assert again["edit_real/light_background/success@1"] == first["edit_real/light_background/success@1"]
+
+
+def test_conditional_mode_with_eta_one_departs_from_the_real_image(tmp_path, monkeypatch):
+    """The paper's conditional mode: DDIM inversion to t_m, eta = 1 after it. The unedited real-image path must
+    give back the image (up to the fresh noise after t_m), and inversion/mse must measure that same path."""
+    import hydra
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = ["experiment=boundary_shapes_conditional", "method.num_bank=40", "method.t_mix=500", "sampler.num_steps=20", "sampler.eta=1.0",
+                 "num_samples=1", "real_images=8", "edit.mode=relative", "edit.strengths=[0.0,1.0]", "logger=none", "metrics=none",
+                 f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=overrides)
+        metrics = run(cfg)
+    data = hydra.utils.instantiate(OmegaConf.to_container(cfg.data, resolve=True))
+    data.setup("test")
+    real = torch.stack([data.datasets["test"][i]["image"] for i in range(8)])
+    unedited = load_file(tmp_path / "run" / "edits_real.safetensors")["images"][0, :, 0].float() / 127.5 - 1
+    mse = float((((unedited - real) / 2) ** 2).mean())
+    assert mse < 0.03 and metrics["inversion/mse"] == pytest.approx(mse, abs=2e-4)  # uint8 rounding
 
 
 def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):

@@ -151,10 +151,10 @@ def test_incompatible_directions_file_is_one_line(tmp_path):
 def test_edit_grid_script_redraws_chosen_strengths(tmp_path):
     from PIL import Image
 
-    run(compose_run(tmp_path / "run", tmp_path / "cache", ["metrics.fid.backend=none", "logger=none"]))
+    run(compose_run(tmp_path / "run", tmp_path / "cache", ["metrics.fid.backend=none", "logger=none", "edit.strengths=[-0.3,0.0,0.3]"]))
     script = Path(__file__).parents[1] / "scripts" / "edit_grid.py"
     out = tmp_path / "grid.png"
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc1", str(out), "--strengths", "2", "-2", "--rows", "1", "--real"],
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc1", str(out), "--strengths", "0.3", "-0.3", "--rows", "1", "--real"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     single = Image.open(out).size
@@ -162,3 +162,5 @@ def test_edit_grid_script_redraws_chosen_strengths(tmp_path):
     assert Image.open(out).size[0] > single[0] and Image.open(out).size[1] > single[1]  # three columns, two rows
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc9", str(tmp_path / "bad.png")], capture_output=True, text=True)
     assert bad.returncode == 2 and "has no direction 'pc9'" in bad.stderr and not (tmp_path / "bad.png").exists()
+    empty = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc1", str(tmp_path / "bad.png"), "--strengths"], capture_output=True, text=True)
+    assert empty.returncode == 2 and "nothing to draw" in empty.stderr and not (tmp_path / "bad.png").exists()

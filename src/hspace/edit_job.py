@@ -113,20 +113,39 @@ def rename(key: str, prefix: str) -> str:
     return prefix + key.removeprefix("edit/") if key.startswith("edit/") else f"{prefix}unedited/{key}"
 
 
-def score_edits(evaluation: EvaluationSettings, edit, model, schedule, directions, x_T, z, edited, names, clip_x0, trainer_kwargs, prefix: str = "edit/") -> tuple[dict, dict]:
-    """Metrics and W&B tables of edits (D, N, S, C, H, W) of the samples x_T, against the edit's own unedited
-    path; keys start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""
-    if hasattr(edit, "unedited"):  # an edit whose unedited path differs from plain sampling (boundary_step)
-        originals = edit.unedited(model, schedule, directions, 0, x_T, z, clip_x0).cpu()
-    else:
-        originals = sample(model, schedule, x_T, z, clip_x0=clip_x0).x0.cpu()
-    evaluated = evaluate_edits(evaluation, uint8_images(originals), uint8_images(edited), names, edit.strengths, trainer_kwargs)
+def unedited_samples(edit, model, schedule, directions, x_T, z, clip_x0) -> torch.Tensor:
+    """What the edits of x_T depart from: the edit's own unedited path where it has one (boundary_step: DDIM
+    to t_m, then the sampler's eta), else plain sampling."""
+    if hasattr(edit, "unedited"):
+        return edit.unedited(model, schedule, directions, 0, x_T, z, clip_x0).cpu()
+    return sample(model, schedule, x_T, z, clip_x0=clip_x0).x0.cpu()
+
+
+def score_edits(evaluation: EvaluationSettings, originals: torch.Tensor, edited: torch.Tensor, names, strengths, trainer_kwargs, prefix: str = "edit/") -> tuple[dict, dict]:
+    """Metrics and W&B tables of edits (D, N, S, C, H, W) against their unedited samples (N, C, H, W); keys
+    start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""
+    evaluated = evaluate_edits(evaluation, uint8_images(originals), uint8_images(edited), names, strengths, trainer_kwargs)
     results = {rename(k, prefix): v for k, v in evaluated.results.items()}
     tables = {}
     if evaluation.classifier is not None:
         tables[prefix + "score_matrix"] = evaluated.score_matrix()
-        tables[prefix + "by_strength"] = strength_table(results, names, edit.strengths, prefix)
+        tables[prefix + "by_strength"] = strength_table(results, names, strengths, prefix)
     return results, tables
+
+
+def invert_for(edit, model, schedule, images) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x_T and noise maps z from which `edit`'s unedited path gives back `images` (N, C, H, W).
+
+    Deterministic grids: DDIM inversion. Stochastic grids: edit-friendly inversion (its z reproduce the image
+    exactly), except for an edit with its own path (boundary_step walks DDIM to t_m): DDIM inversion, so
+    that path meets the inverted x_{t_m}, and fresh noise maps for the steps after it (the paper's
+    conditional mode)."""
+    if schedule.is_deterministic or hasattr(edit, "unedited"):
+        x_T = ddim_invert(model, schedule, images, record_h=False).x_T
+        z = None if schedule.is_deterministic else noise_for(range(len(images)), model, schedule)[1]
+        return x_T, z
+    inverted = edit_friendly_invert(model, schedule, images, seeds=range(len(images)), record_h=False)
+    return inverted.x_T, inverted.z
 
 
 def edit_all(edit: ShiftEdit, model, schedule, directions, count, x_T, z, clip_x0) -> torch.Tensor:
@@ -193,24 +212,21 @@ def run_edit_job(
             with timer.stage("fid_reference"):
                 evaluation.reference = cached_reference_statistics(evaluation.fid_backend, reference.dataset_id, reference.count, reference.batches, cache, model.device)
         with timer.stage("evaluate"):
-            scores, score_tables = score_edits(evaluation, edit, model, schedule, directions, x_T, z, edited, names, sampler.clip_x0, trainer_kwargs)
+            originals = unedited_samples(edit, model, schedule, directions, x_T, z, sampler.clip_x0)
+            scores, score_tables = score_edits(evaluation, originals, edited, names, edit.strengths, trainer_kwargs)
         metrics |= scores
         tables |= score_tables
 
     if real_images is not None and len(real_images):
         with timer.stage("invert"):
-            if schedule.is_deterministic:
-                inverted = ddim_invert(model, schedule, real_images, record_h=False)
-            else:
-                inverted = edit_friendly_invert(model, schedule, real_images, seeds=range(len(real_images)), record_h=False)
-            reconstruction = sample(model, schedule, inverted.x_T, inverted.z, clip_x0=sampler.clip_x0).x0.cpu()
+            real_x_T, real_z = invert_for(edit, model, schedule, real_images)
+            reconstruction = unedited_samples(edit, model, schedule, directions, real_x_T, real_z, sampler.clip_x0)
             metrics["inversion/mse"] = float((((reconstruction - real_images) / 2) ** 2).mean())
         with timer.stage("edit_real"):
-            edited_real = edit_all(edit, model, schedule, directions, count, inverted.x_T, inverted.z, sampler.clip_x0)
+            edited_real = edit_all(edit, model, schedule, directions, count, real_x_T, real_z, sampler.clip_x0)
         if evaluation is not None:
             with timer.stage("evaluate_real"):
-                scores, score_tables = score_edits(evaluation, edit, model, schedule, directions, inverted.x_T, inverted.z, edited_real, names,
-                                                   sampler.clip_x0, trainer_kwargs, prefix="edit_real/")
+                scores, score_tables = score_edits(evaluation, reconstruction, edited_real, names, edit.strengths, trainer_kwargs, prefix="edit_real/")
             metrics |= scores
             tables |= score_tables
         outputs["edits_real"] = save_edits(run_dir / "edits_real.safetensors", edited_real, edit.strengths, range(len(real_images)), names, "indices")

@@ -63,7 +63,8 @@ class BoundaryStep:
     def unedited(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
         """The samples this edit departs from: the same path (deterministic to t_m, the sampler's eta after)
         with nothing moved. (N, C, H, W)"""
-        return replace(self, strengths=[0.0], mode="relative").apply(model, schedule, directions, index, x_T, z, clip_x0)[:, 0]
+        # keep_h would replace h by itself here: the same result with an extra pass.
+        return replace(self, strengths=[0.0], mode="relative", keep_h=False).apply(model, schedule, directions, index, x_T, z, clip_x0)[:, 0]
 
     @torch.no_grad()
     def apply(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
@@ -92,7 +93,7 @@ class BoundaryStep:
         x_rows = x_rows.to(model.dtype).view(n * s, *x_T.shape[1:])
         h_rows = h_rows.to(model.dtype).view(n * s, *h_tm.shape[1:])
         rest = schedule.steps(t_index + 1)
-        kept_h = self.unedited_h(model, schedule, t_index, x_tm, z, clip_x0) if self.keep_h and rest.num_steps else None
+        kept = (0, None)  # keep_h: the unedited h of samples first.., recorded for batch_size samples at a time
         out = []
         for start in range(0, n * s, self.batch_size):
             part = slice(start, start + self.batch_size)
@@ -106,8 +107,14 @@ class BoundaryStep:
             z_tm = zs[:, t_index] if zs is not None else None
             x_next = ddim_step(x0, eps, schedule.alpha_bar_prev[t_index], float(schedule.sigma[t_index]), z_tm)
             tail = zs[:, t_index + 1 :] if zs is not None else None
-            rows_h = kept_h[sample_of[part]] if kept_h is not None else None
-            h_replace = (lambda idx, rows_h=rows_h: rows_h[:, idx].to(device)) if rows_h is not None else None
+            h_replace = None
+            if self.keep_h and rest.num_steps:
+                first, last = int(sample_of[part][0]), int(sample_of[part][-1])
+                if kept[1] is None or first < kept[0] or last >= kept[0] + len(kept[1]):
+                    chunk = slice(first, first + max(self.batch_size, last - first + 1))
+                    kept = (first, self.unedited_h(model, schedule, t_index, x_tm[chunk], z[chunk] if z is not None else None, clip_x0))
+                rows_h = kept[1][sample_of[part] - kept[0]]
+                h_replace = lambda idx, rows_h=rows_h: rows_h[:, idx].to(device)  # noqa: E731
             out.append((sample(model, rest, x_next, tail, clip_x0=clip_x0, h_replace=h_replace).x0 if rest.num_steps else x_next).cpu())
         return torch.cat(out).view(n, s, *x_T.shape[1:])
 

@@ -82,9 +82,10 @@ def numeric_order(rows: list[tuple]) -> list[tuple]:
 
     def number(label: str) -> float | None:
         try:
-            return float(label)
-        except ValueError:
+            value = float(label)
+        except (TypeError, ValueError):
             return None
+        return value if math.isfinite(value) else None
 
     if any(number(row[-1]) is None for row in rows):
         return rows
