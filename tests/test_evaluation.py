@@ -98,8 +98,13 @@ def test_two_processes_give_the_single_process_numbers():
     originals, edits = originals[clear], torch.cat([to_light, to_red])[:, clear]
     reference = reference_statistics(backend, [originals.float() / 127.5 - 1])
     settings = EvaluationSettings(classifier=classifier, fid_backend=backend, reference=reference, batch_size=4)
-    single = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0]).results
-    spawned = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0], {"strategy": "ddp_spawn", "devices": 2}).results
+    single_module = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0])
+    spawned_module = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0], {"strategy": "ddp_spawn", "devices": 2})
+    single, spawned = single_module.results, spawned_module.results
+    # What only the parent process builds: the target names and the score matrix.
+    assert [spawned[f"edit/{d}/target"] for d in ("light", "red")] == [single[f"edit/{d}/target"] for d in ("light", "red")] == ["light_background", "red"]
+    (_, rows), (_, single_rows) = spawned_module.score_matrix(), single_module.score_matrix()
+    assert rows[0][0] == "light" and rows[0][1:] == pytest.approx(single_rows[0][1:], abs=1e-4) and max(rows[0][1:]) > 0.3
     numeric = {k: v for k, v in single.items() if isinstance(v, float) and not math.isnan(v) and "fid" not in k}
     continuous = {k: v for k, v in numeric.items() if "/success" not in k and "/preserve" not in k}
     assert continuous and {k: spawned[k] for k in continuous} == pytest.approx(continuous, rel=1e-4, abs=1e-5)

@@ -182,10 +182,22 @@ class EditEvaluation(pl.LightningModule):
         return metrics
 
     def score_matrix(self) -> tuple[list[str], list[list]]:
-        """The Table I matrix at the headline strength: rows = directions, columns = attributes."""
-        delta = self.shaped_scores()["score_delta"][:, headline_index(self.strengths)]
-        columns = ["direction", *self.scores.attributes]
-        return columns, [[name, *(round(float(v), 4) for v in delta[j])] for j, name in enumerate(self.names)]
+        """The Table I matrix at the headline strength: rows = directions, columns = attributes (from `results`,
+        which also hold the numbers of a loop that ran in spawned processes)."""
+        attributes = self.scores.attributes
+        rows = [[name, *(round(float(self.results[f"edit/score_delta/{name}/{a}"]), 4) for a in attributes)] for name in self.names]
+        return ["direction", *attributes], rows
+
+    def restore_targets(self) -> None:
+        """Put back the `edit/<d>/target` names, which spawned processes do not hand back (only numbers are logged)."""
+        if self.settings.classifier is None:
+            return
+        attributes = self.scores.attributes
+        labels = [strength_label(s) for s in self.strengths]
+        delta = torch.tensor([[[self.results[f"edit/score_delta/{name}/{a}@{label}"] for a in attributes] for label in labels] for name in self.names])
+        for j, name in enumerate(self.names):
+            t, sign = self.target_of(j, delta, headline_index(self.strengths))
+            self.results[f"edit/{name}/target"] = ("-" if sign < 0 else "") + attributes[t]
 
 
 def evaluate_edits(settings: EvaluationSettings, originals: torch.Tensor, edits: torch.Tensor, names: Sequence[str], strengths: Sequence[float], trainer_kwargs: dict | None = None) -> EditEvaluation:
@@ -198,4 +210,5 @@ def evaluate_edits(settings: EvaluationSettings, originals: torch.Tensor, edits:
     logged = trainer.test(module, dataloaders=loader, verbose=False)
     if not module.results and logged:  # the loop ran in spawned processes: take the numbers they logged
         module.results = dict(logged[0])
+        module.restore_targets()
     return module
