@@ -23,12 +23,18 @@ def run_on(device: str, tmp_path, overrides: list[str]) -> tuple[dict, object]:
         return run(cfg), run_dir
 
 
+def on_both(tmp_path, overrides: list[str]) -> tuple[dict, dict, Directions, Directions, object, object]:
+    """The job on the CPU and on CUDA: metrics, directions and run directories of each."""
+    cpu_metrics, cpu_dir = run_on("cpu", tmp_path, overrides)
+    gpu_metrics, gpu_dir = run_on("cuda", tmp_path, overrides)
+    a, b = (Directions.load(d / "directions.safetensors") for d in (cpu_dir, gpu_dir))
+    return cpu_metrics, gpu_metrics, a, b, cpu_dir, gpu_dir
+
+
 def test_main_job_on_cuda_matches_cpu(tmp_path):
     overrides = ["method.num_samples=96", "method.num_components=4", "method.oversample=8", "method.batch_size=48", "sampler.num_steps=10",
                  "num_samples=4", "real_images=2", "num_directions=2", "edit.strengths=[-2.0,0.0,2.0]", "metrics.fid.reference_count=64"]
-    cpu_metrics, cpu_dir = run_on("cpu", tmp_path, overrides)
-    gpu_metrics, gpu_dir = run_on("cuda", tmp_path, overrides)
-    a, b = Directions.load(cpu_dir / "directions.safetensors"), Directions.load(gpu_dir / "directions.safetensors")
+    cpu_metrics, gpu_metrics, a, b, cpu_dir, gpu_dir = on_both(tmp_path, overrides)
     cos = (a.directions.flatten(2) * b.directions.flatten(2)).sum(-1).abs()  # unit vectors per step; signs may flip
     assert cos.min() > 0.99, cos.min()
     edits_a, edits_b = load_file(cpu_dir / "edits.safetensors")["images"], load_file(gpu_dir / "edits.safetensors")["images"]
@@ -56,9 +62,7 @@ def test_bf16_autocast_on_cuda_stays_close_to_fp32():
 def test_jacobian_directions_on_cuda_match_cpu(tmp_path):
     overrides = ["method=jacobian", "method.num_directions=2", "method.tol=1e-5", "method.max_iters=200", "sampler.num_steps=6", "num_samples=1",
                  "real_images=0", "edit.strengths=[1.0]", "metrics=none"]
-    _, cpu_dir = run_on("cpu", tmp_path, overrides)
-    _, gpu_dir = run_on("cuda", tmp_path, overrides)
-    a, b = Directions.load(cpu_dir / "directions.safetensors"), Directions.load(gpu_dir / "directions.safetensors")
+    _, _, a, b, _, _ = on_both(tmp_path, overrides)
     cos = (a.directions.flatten(2) * b.directions.flatten(2)).sum(-1).abs()
     assert cos.min() > 0.99, cos
     torch.testing.assert_close(b.scales, a.scales, rtol=1e-3, atol=1e-5)
@@ -67,9 +71,7 @@ def test_jacobian_directions_on_cuda_match_cpu(tmp_path):
 def test_boundary_directions_and_edit_on_cuda(tmp_path):
     overrides = ["method=boundary", "edit=boundary_step", "method.num_bank=60", "method.t_mix=500", "sampler.num_steps=10", "num_samples=8",
                  "real_images=0", "edit.strengths=[-2.0,0.0,2.0]", "metrics.fid.backend=none"]
-    cpu_metrics, cpu_dir = run_on("cpu", tmp_path, overrides)
-    gpu_metrics, gpu_dir = run_on("cuda", tmp_path, overrides)
-    a, b = Directions.load(cpu_dir / "directions.safetensors"), Directions.load(gpu_dir / "directions.safetensors")
+    cpu_metrics, gpu_metrics, a, b, cpu_dir, gpu_dir = on_both(tmp_path, overrides)
     t = a.info["t_index"]
     assert b.info["t_index"] == t
     assert (a.extra["x_normal"].flatten() @ b.extra["x_normal"].flatten()).item() > 0.95
