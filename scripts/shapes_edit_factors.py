@@ -1,8 +1,12 @@
 """Which Shapes factor does each edited direction change? Measured from the pixels of a run's edits.
 
-For every direction of `<run_dir>/edits.safetensors`, compares each edited sample with its strength-0
-sample and reports the share whose background or object colour flipped, and the mean absolute change in
-object area, centre (pixels) and fill ratio (area / bounding box: circle ~0.79, square 1, triangle 0.5).
+For every direction of `<run_dir>/edits.safetensors` and strength, compares each edited sample with its
+strength-0 sample, both measured by hspace.data.shapes_factors, and prints the normalised effect on each
+factor (hspace.metrics.factor_effects: flip rates of background, colour and shape; mean |change| of r, cx,
+cy over their data standard deviation), the dominant factor, whether the edit changes it predominantly
+(at least twice any other effect), and the share of edited images that are still valid Shapes images.
+The last line counts the directions that change one factor predominantly at the largest strengths of
+either sign.
 With --classifier, also the two attributes whose probability the shipped Shapes classifier sees change
 most at each strength (mean signed change).
 
@@ -14,10 +18,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from safetensors.torch import load_file
 
-from hspace.data.shapes_quality import measure_factors
+from hspace.data.shapes_factors import measure_all
+from hspace.metrics.factor_effects import FACTORS, factor_effects
 
 
 def main() -> None:
@@ -55,26 +59,23 @@ def main() -> None:
                 top = torch.argsort(delta.abs(), descending=True)[:2]
                 cells.append(f"{strength:+g}: " + ", ".join(f"{classifier.attributes[i]} {float(delta[i]):+.2f}" for i in top))
             print(f"{name:>10}  " + " | ".join(cells))
-    print(f"{'direction':>10} {'strength':>8} {'bg flip':>8} {'colour flip':>11} {'|d area|':>9} {'|d cx|':>7} {'|d cy|':>7} {'|d fill|':>8} {'lost':>5}")
+    resolution = images.shape[-2]
+    print(f"{'direction':>10} {'strength':>8} " + " ".join(f"{f:>10}" for f in FACTORS) + f" {'dominant':>10} {'alone':>5} {'valid':>5}")
+    predominant = []
     for d, name in enumerate(names):
-        reference = [measure_factors(p) for p in images[d, :, zero]]
+        reference = measure_all(images[d, :, zero])
+        alone = True
         for s, strength in enumerate(strengths):
             if s == zero:
                 continue
-            edited = [measure_factors(p) for p in images[d, :, s]]
-            pairs = [(r, e) for r, e in zip(reference, edited) if not np.isnan(r.area) and not np.isnan(e.area)]
-            lost = len(reference) - len(pairs)
-            if not pairs:
-                print(f"{name:>10} {strength:>+8g} {'':>8} {'':>11} {'':>9} {'':>7} {'':>7} {'':>8} {lost:>5}")
-                continue
-            mean = lambda f: np.mean([f(r, e) for r, e in pairs])  # noqa: E731
-            print(
-                f"{name:>10} {strength:>+8g} {mean(lambda r, e: r.light_background != e.light_background):>8.2f} "
-                f"{mean(lambda r, e: r.colour != e.colour):>11.2f} {mean(lambda r, e: abs(e.area - r.area)):>9.1f} "
-                f"{mean(lambda r, e: abs(e.cx - r.cx)):>7.2f} {mean(lambda r, e: abs(e.cy - r.cy)):>7.2f} "
-                f"{mean(lambda r, e: abs(e.fill - r.fill)):>8.2f} {lost:>5}"
-            )
-
+            effects = factor_effects(reference, measure_all(images[d, :, s]), resolution)
+            if strength in (max(strengths), min(strengths)):
+                alone = alone and effects.predominant
+            cells = " ".join(f"{effects.normalised[f]:>10.2f}" for f in FACTORS)
+            print(f"{name:>10} {strength:>+8g} {cells} {effects.dominant:>10} {'yes' if effects.predominant else 'no':>5} {effects.valid_fraction:>5.2f}")
+        if alone:
+            predominant.append(name)
+    print(f"directions changing one factor predominantly at strengths {min(strengths):+g} and {max(strengths):+g}: {len(predominant)} of {len(names)} ({', '.join(predominant) or 'none'})")
 
 if __name__ == "__main__":
     main()

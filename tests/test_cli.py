@@ -95,7 +95,7 @@ def test_every_experiment_config_composes():
 
     from hspace.cli import CONFIG_DIR
 
-    training = {"shapes32_ddpm", "shapes_classifier", "celebahq_classifier"}
+    training = {"shapes32_ddpm", "shapes32_ddpm_gpu", "shapes_classifier", "celebahq_classifier"}
     names = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
     assert len(names) >= 15
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

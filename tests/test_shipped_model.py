@@ -54,14 +54,9 @@ def test_edit_friendly_inversion_reconstructs_shapes_images(shapes32, real_image
 def test_decoder_reads_h(shapes32):
     """The shipped model's coarse skips are cut, so swapping h between samples changes the prediction
     (by 6-30% at the timesteps below; the earlier model without cut skips: at most 0.3%)."""
-    import importlib.util
-    from pathlib import Path
-
     from hspace.diffusion.skips import skip_weight_norm
+    from hspace.metrics.h_dependence import h_swap_change
 
     assert skip_weight_norm(shapes32.unet, 3) == 0
-    spec = importlib.util.spec_from_file_location("h_dependence", Path(__file__).parents[1] / "scripts" / "h_dependence.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    changes = script.h_swap_change(shapes32, num_samples=8, timesteps=(799, 599, 399))
+    changes = h_swap_change(shapes32, num_samples=8, timesteps=(799, 599, 399))
     assert min(changes.values()) > 0.03 and max(changes.values()) > 0.15, changes

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
@@ -11,7 +12,7 @@ from hspace.cli.train import train
 from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.loading import load_model
 from hspace.diffusion.skips import skip_weight_norm
-from hspace.lightning.ddpm import DDPMTraining
+from hspace.lightning.ddpm import DDPMTraining, ema_model_from_checkpoint
 
 TINY = [
     "model.unet.block_out_channels=[8,8]",
@@ -50,8 +51,11 @@ def test_train_writes_checkpoints_exports_and_resumes(tmp_path):
 
     resumed_dir = tmp_path / "resumed"
     train(compose_train([f"run_dir={resumed_dir}", "trainer.max_steps=6", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]))
-    checkpoint = torch.load(resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 6 and "ema" in checkpoint
+    from_checkpoint = ema_model_from_checkpoint(resumed_dir / "checkpoints" / "last.ckpt").unet.state_dict()
+    exported = load_model(str(resumed_dir / "model")).unet.state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in from_checkpoint.items())  # the same EMA weights
     # Resuming continued from step 4: only steps 5 and 6 were trained, so the first grid drawn is step 6.
     assert sorted(p.name for p in (resumed_dir / "samples").glob("*.png")) == ["step_0000006.png"]
 
@@ -93,3 +97,100 @@ def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no checkpoint at ckpt_path=" in result.stderr
+
+
+def test_learning_rate_schedules():
+    from hspace.lightning.ddpm import learning_rate_factor
+
+    constant = [learning_rate_factor(s, 4, "constant", 4, 20, 0.0) for s in range(30)]
+    assert constant[:4] == [0.25, 0.5, 0.75, 1.0] and set(constant[4:]) == {1.0}
+    cosine = [learning_rate_factor(s, 4, "cosine", 4, 20, 0.1) for s in range(30)]
+    assert cosine[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert cosine[12] == pytest.approx(0.1 + 0.9 * 0.5) and cosine[20:] == [pytest.approx(0.1)] * 10
+    assert all(a >= b for a, b in zip(cosine[4:], cosine[5:]))
+    stable_then_decay = [learning_rate_factor(s, 4, "cosine", 10, 20, 0.0) for s in range(30)]
+    assert stable_then_decay[4:11] == [1.0] * 7 and stable_then_decay[15] == pytest.approx(0.5) and stable_then_decay[20] == 0.0
+
+
+def test_min_snr_weights_cap_the_x0_error_weight():
+    """Weighted v loss = min(SNR + 1, gamma) x (x0 error), checked through the sampler's own conversion."""
+    from hspace.diffusion.sampler import to_x0_eps
+    from hspace.diffusion.schedule import training_alphas_cumprod
+    from hspace.lightning.ddpm import eps_loss_weights, v_loss_weights
+
+    alphas = training_alphas_cumprod(dict(num_train_timesteps=1000, beta_schedule="linear", rescale_betas_zero_snr=True))
+    weights = v_loss_weights(alphas, 5.0)
+    assert weights[-1] == 1.0 and weights[0] < 0.01  # full weight at SNR 0, little on nearly clean images
+    generator = torch.Generator().manual_seed(0)
+    x_t, v, v_hat = (torch.randn(3, 8, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    for tau in (0, 300, 700, 999):
+        a = float(alphas[tau])
+        x0_error = ((to_x0_eps(v_hat, x_t, a, "v_prediction")[0] - to_x0_eps(v, x_t, a, "v_prediction")[0]) ** 2).sum()
+        snr = a / (1 - a)
+        assert float(weights[tau] * ((v_hat - v) ** 2).sum()) == pytest.approx(min(snr + 1, 5.0) * float(x0_error), rel=1e-6)
+    eps_alphas = training_alphas_cumprod(dict(num_train_timesteps=1000, beta_schedule="linear"))
+    eps_weights = eps_loss_weights(eps_alphas, 5.0)
+    snr = eps_alphas / (1 - eps_alphas)
+    assert torch.allclose(eps_weights, torch.minimum(snr, torch.tensor(5.0, dtype=snr.dtype)) / snr)
+
+
+def test_training_starts_from_init_weights_and_refuses_another_architecture(tmp_path):
+    run = tmp_path / "run"
+    export = train(compose_train([f"run_dir={run}", "trainer.max_steps=2"]))
+    module = DDPMTraining(**{k: v for k, v in compose_train([]).module.items() if k != "_target_"} | {"init_weights": str(export)})
+    pretrained = load_model(str(export)).unet.state_dict()
+    assert all(torch.equal(pretrained[k], v) for k, v in module.unet.state_dict().items())
+    with module.ema_weights():  # the EMA starts at the same weights
+        assert all(torch.equal(pretrained[k], v) for k, v in module.unet.state_dict().items())
+
+    result = subprocess.run(
+        [sys.executable, "-m", "hspace.cli.train", f"module.init_weights={export}", f"hydra.run.dir={tmp_path}/other", "trainer.max_steps=1"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "another architecture than model.unet" in result.stderr
+
+
+def test_cosine_decay_reaches_its_minimum_and_min_snr_trains(tmp_path):
+    images = torch.rand(16, 3, 16, 16) * 2 - 1
+    data = ImageDataModule(TensorDataset(images), TensorDataset(images), TensorDataset(images), batch_size=4)
+    module = DDPMTraining(
+        unet=dict(sample_size=16, block_out_channels=[8, 16], down_block_types=["DownBlock2D"] * 2, up_block_types=["UpBlock2D"] * 2, norm_num_groups=4, layers_per_block=1),
+        scheduler=dict(prediction_type="v_prediction", rescale_betas_zero_snr=True),
+        lr=1e-3,
+        warmup_steps=1,
+        lr_schedule="cosine",
+        min_lr_ratio=0.1,
+        loss_weighting="min_snr",
+    )
+    trainer = pl.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=data)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_bad_training_settings_are_one_line():
+    from hspace.errors import UserError
+
+    unet = dict(sample_size=16, block_out_channels=[8, 16], down_block_types=["DownBlock2D"] * 2, up_block_types=["UpBlock2D"] * 2, norm_num_groups=4)
+    for bad, message in [({"lr_schedule": "linear"}, "module.lr_schedule"), ({"loss_weighting": "p2"}, "module.loss_weighting"), ({"min_lr_ratio": 2.0}, "module.min_lr_ratio")]:
+        with pytest.raises(UserError, match=message):
+            DDPMTraining(unet=unet, scheduler={}, **bad)
+
+
+def test_the_gpu_training_script_trains_exports_and_measures(tmp_path):
+    """scripts/train_shapes_gpu.sh end to end with a tiny UNet, on the CPU (bf16 autocast included)."""
+    import json
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    overrides = [o for o in TINY if not o.startswith("data.num_workers")]
+    command = ["bash", str(root / "scripts" / "train_shapes_gpu.sh"), "trainer.accelerator=cpu", "trainer.max_steps=4", "module.decay_start=2", "module.decay_steps=4", "data.num_workers=0", *overrides]
+    env = {**os.environ, "RUN_DIR": str(tmp_path / "run"), "QUALITY_SAMPLES": "4", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert load_model(str(tmp_path / "run" / "model")).prediction_type == "v_prediction"
+    report = json.loads((tmp_path / "run" / "quality.json").read_text())
+    assert report["num_samples"] == 4 and set(report["judge"]) >= {"pass_fraction"} and "shape_clear_fraction" in report["clarity"]
+    assert (tmp_path / "run" / "quality_samples.png").is_file()

@@ -1,4 +1,5 @@
-"""Judging Shapes samples from their pixels: background, object count and object colour.
+"""Judging Shapes samples from their pixels: background, object count and object colour (the factors
+themselves are measured in hspace.data.shapes_factors).
 
 A sample passes when
 - its background is uniform and equal to one of the two Shapes greys: the median border pixel is within
@@ -84,31 +85,3 @@ def quality_report(pixels: np.ndarray, **tolerances) -> dict[str, float]:
         "colour_fraction": float(np.mean([j.colour_ok for j in judgements])),
         "light_background_share": float(np.mean([j.background == 1 for j in judgements])),
     }
-
-
-@dataclass(frozen=True)
-class MeasuredFactors:
-    """Shapes factors read back from pixels (NaN where no single object is found)."""
-
-    light_background: float  # 1 light, 0 dark, NaN neither
-    colour: int  # index into COLOURS, -1 if none
-    area: float  # object pixels
-    cx: float
-    cy: float
-    fill: float  # area / bounding-box area: ~0.79 circle, ~1 square, ~0.5 triangle
-
-
-def measure_factors(pixels: np.ndarray, object_threshold: float = 60) -> MeasuredFactors:
-    """Read the factors of one (H, W, 3) uint8 sample from its pixels."""
-    judgement = judge_sample(pixels)
-    image = pixels.astype(np.float64)
-    background = judgement.background
-    grey = GREYS[background if background >= 0 else 0]
-    objects, n = ndimage.label(np.abs(image - grey).max(axis=-1) > object_threshold)
-    if background < 0 or n == 0:
-        return MeasuredFactors(float("nan"), -1, float("nan"), float("nan"), float("nan"), float("nan"))
-    sizes = ndimage.sum_labels(np.ones(objects.shape), objects, index=np.arange(1, n + 1))
-    mask = objects == int(np.argmax(sizes)) + 1
-    ys, xs = np.nonzero(mask)
-    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    return MeasuredFactors(float(background), judgement.colour, float(mask.sum()), float(xs.mean() + 0.5), float(ys.mean() + 0.5), float(mask.sum() / box))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from diffusers.training_utils import EMAModel
 
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.skips import cut_skips
+from hspace.errors import UserError
 from hspace.images import atomic_write_directory
 
 
@@ -25,13 +28,69 @@ def batch_images(batch) -> torch.Tensor:
     return batch[0]
 
 
+LR_SCHEDULES = ("constant", "cosine")
+LOSS_WEIGHTINGS = ("none", "min_snr")
+
+
+def learning_rate_factor(step: int, warmup_steps: int, schedule: str, decay_start: int, decay_steps: int, min_lr_ratio: float) -> float:
+    """The factor on the base learning rate at optimiser step `step` (0-based): a linear warm-up over
+    `warmup_steps`, then constant, or constant until `decay_start` and a cosine from 1 down to
+    `min_lr_ratio` at `decay_steps` (decay_start = warmup_steps is the usual cosine schedule; a late
+    decay_start is warm-up-stable-decay, whose stable phase can be resumed and annealed at any step)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or step < decay_start:
+        return 1.0
+    progress = min(1.0, (step - decay_start) / max(decay_steps - decay_start, 1))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def v_loss_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR weights for a v-prediction loss: min(1, gamma / (SNR + 1)).
+
+    The v error equals the x0 error times sqrt(SNR + 1), so the plain v loss weights the x0 error by
+    SNR + 1; capping that weight at gamma (Hang et al. 2023) stops the nearly clean timesteps from
+    dominating the gradient, and unlike min(SNR, gamma) / (SNR + 1) it keeps full weight at SNR 0, the
+    first step of a zero-terminal-SNR schedule."""
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    return torch.clamp(gamma / (snr + 1), max=1.0)
+
+
+def eps_loss_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR weights for an epsilon loss: min(SNR, gamma) / SNR (the eps error is the x0 error times sqrt(SNR))."""
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    return torch.clamp(gamma / snr, max=1.0)
+
+
+def load_matching_weights(unet: UNet2DModel, source: str) -> None:
+    """Copy the weights of the pretrained model `source` (hspace.diffusion.loading.resolve_weights; safetensors
+    only) into `unet`, refusing in one line a model whose architecture differs."""
+    from safetensors.torch import load_file
+
+    from hspace.diffusion.loading import WEIGHTS_FILE, resolve_weights
+
+    path = resolve_weights(source, setting="module.init_weights") / WEIGHTS_FILE
+    if not path.is_file():
+        raise UserError(f"module.init_weights={source}: {path} does not exist; point it at a save_pretrained directory")
+    state = load_file(path)
+    expected = unet.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) or [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise UserError(f"module.init_weights={source} has another architecture than model.unet (first difference: {wrong[0]}): train it with the same model.unet settings")
+    unet.load_state_dict(state)
+
+
 class DDPMTraining(pl.LightningModule):
     """Denoising training: x_t = sqrt(a) x_0 + sqrt(1 - a) eps with tau ~ U{0..N-1}, MSE on the target.
 
     The target is eps ("epsilon") or v = sqrt(a) eps - sqrt(1 - a) x_0 ("v_prediction"), as the
-    scheduler config says. AdamW with linear warm-up; EMA of the weights, saved in every checkpoint.
-    `cut_skip_levels` > 0 cuts the skip connections of that many coarsest up blocks (hspace.diffusion.skips),
-    so everything coarser than the remaining skips passes through the bottleneck h.
+    scheduler config says; `loss_weighting="min_snr"` weights each timestep's error by Min-SNR-gamma
+    (v_loss_weights, eps_loss_weights). AdamW with linear warm-up, then a constant or cosine learning rate
+    (`lr_schedule`; the cosine runs from `decay_start`, default the end of the warm-up, to `min_lr_ratio * lr` at
+    `decay_steps`, default the trainer's max_steps); EMA of the weights, saved in every checkpoint. `init_weights` starts from the weights of a
+    pretrained model of the same architecture (a shipped name or a save_pretrained directory; the EMA
+    starts there too). `cut_skip_levels` > 0 cuts the skip connections of that many coarsest up blocks
+    (hspace.diffusion.skips), so everything coarser than the remaining skips passes through the bottleneck h.
     """
 
     def __init__(
@@ -44,14 +103,36 @@ class DDPMTraining(pl.LightningModule):
         ema_decay: float = 0.999,
         name: str = "ddpm",
         cut_skip_levels: int = 0,
+        lr_schedule: str = "constant",
+        decay_start: int | None = None,
+        decay_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        loss_weighting: str = "none",
+        min_snr_gamma: float = 5.0,
+        init_weights: str | None = None,
     ):
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"module.lr_schedule={lr_schedule!r} is unknown: use one of {', '.join(LR_SCHEDULES)}")
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise UserError(f"module.loss_weighting={loss_weighting!r} is unknown: use one of {', '.join(LOSS_WEIGHTINGS)}")
+        if not 0 <= min_lr_ratio <= 1:
+            raise UserError(f"module.min_lr_ratio={min_lr_ratio} must lie in [0, 1]")
+        if min_snr_gamma <= 0:
+            raise UserError(f"module.min_snr_gamma={min_snr_gamma} must be positive")
         self.save_hyperparameters()
         self.unet = UNet2DModel(**unet)
+        if init_weights is not None:
+            load_matching_weights(self.unet, init_weights)
         cut_skips(self.unet, cut_skip_levels)
         self.scheduler_config = dict(DDPMScheduler(**scheduler).config)
         self.diffusion = DiffusionModel(self.unet, self.scheduler_config, name=name)
         self.register_buffer("alphas_cumprod", self.diffusion.alphas_cumprod.float(), persistent=False)
+        weights = {"v_prediction": v_loss_weights, "epsilon": eps_loss_weights}.get(self.diffusion.prediction_type)
+        if loss_weighting == "min_snr" and weights is None:
+            raise UserError(f"module.loss_weighting=min_snr needs epsilon or v_prediction, not {self.diffusion.prediction_type}")
+        timestep_weights = weights(self.diffusion.alphas_cumprod, min_snr_gamma) if loss_weighting == "min_snr" else torch.ones_like(self.diffusion.alphas_cumprod)
+        self.register_buffer("timestep_weights", timestep_weights.float(), persistent=False)
         self.ema = EMAModel(self.unet.parameters(), decay=ema_decay)
 
     def training_step(self, batch, batch_idx):
@@ -61,19 +142,32 @@ class DDPMTraining(pl.LightningModule):
         eps = torch.randn_like(x0)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
         target = eps if self.diffusion.prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
-        loss = F.mse_loss(self.unet(x_t, tau).sample, target)
+        error = F.mse_loss(self.unet(x_t, tau).sample, target, reduction="none").mean(dim=(1, 2, 3))
+        loss = (self.timestep_weights[tau] * error).mean()
         self.log("train/loss", loss, prog_bar=True)
+        if self.hparams.loss_weighting != "none":
+            self.log("train/unweighted_loss", error.mean())
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        # The EMA steps with the optimiser, before any callback's on_train_batch_end, so that a checkpoint
+        # written at step k holds the EMA of step k.
+        super().optimizer_step(*args, **kwargs)
         self.ema.to(self.device)
         self.ema.step(self.unet.parameters())
 
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(hp.warmup_steps, 1)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        decay_steps = hp.decay_steps or self.trainer.max_steps
+        decay_start = hp.warmup_steps if hp.decay_start is None else hp.decay_start
+        if hp.lr_schedule == "cosine" and (decay_steps is None or decay_steps <= decay_start):
+            raise UserError(
+                f"module.lr_schedule=cosine decays from step {decay_start} (module.decay_start) to module.decay_steps "
+                f"(default trainer.max_steps), which is {decay_steps}: set it after the decay start")
+        factor = functools.partial(learning_rate_factor, warmup_steps=hp.warmup_steps, schedule=hp.lr_schedule, decay_start=decay_start, decay_steps=decay_steps, min_lr_ratio=hp.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["ema"] = self.ema.state_dict()
@@ -101,3 +195,18 @@ class DDPMTraining(pl.LightningModule):
             DDPMScheduler.from_config(self.scheduler_config).save_pretrained(staging)
 
         return atomic_write_directory(directory, fill)
+
+
+def ema_model_from_checkpoint(path: str | Path) -> DiffusionModel:
+    """The EMA weights of a training checkpoint as a frozen DiffusionModel. The checkpoint is read with
+    torch.load(weights_only=True): tensors and plain containers only, nothing else is unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}: point it at a .ckpt file, e.g. <run_dir>/checkpoints/last.ckpt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    module = DDPMTraining(**{**checkpoint["hyper_parameters"], "init_weights": None})
+    module.load_state_dict(checkpoint["state_dict"])
+    module.ema.load_state_dict(checkpoint["ema"])
+    module.ema.copy_to(module.unet.parameters())
+    module.unet.eval().requires_grad_(False)
+    return module.diffusion

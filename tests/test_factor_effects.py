@@ -1,0 +1,52 @@
+"""Effects of edits on the Shapes factors (hspace.metrics.factor_effects)."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from hspace.data.shapes import ShapesDataset, render
+from hspace.data.shapes_factors import measure_all
+from hspace.metrics.factor_effects import DATA_STD, factor_effects
+
+
+def renders(factors):
+    return np.stack([render(f, 32) for f in factors])
+
+
+@pytest.fixture(scope="module")
+def originals():
+    ds = ShapesDataset(24, "val")
+    return [ds.factors(i) for i in range(24)]
+
+
+def test_a_pure_move_is_predominantly_cx(originals):
+    moved = [replace(f, cx=f.cx + 2.0) for f in originals]
+    effects = factor_effects(measure_all(renders(originals)), measure_all(renders(moved)), 32)
+    assert effects.change["cx"] == pytest.approx(2.0 / 32, abs=0.005)
+    assert effects.normalised["cx"] == pytest.approx(2.0 / 32 / DATA_STD["cx"], abs=0.03)
+    assert abs(effects.change["r"]) < 0.005 and abs(effects.change["cy"]) < 0.005
+    assert effects.change["background"] == effects.change["colour"] == effects.change["shape"] == 0
+    assert effects.dominant == "cx" and effects.predominant and effects.valid_fraction == 1.0 and effects.count == 24
+
+
+def test_a_colour_change_with_a_leak_into_size(originals):
+    recoloured = [replace(f, colour="red" if f.colour != "red" else "blue", r=f.r * 0.95) for f in originals]
+    effects = factor_effects(measure_all(renders(originals)), measure_all(renders(recoloured)), 32)
+    assert effects.normalised["colour"] == 1.0 and effects.dominant == "colour" and effects.predominant
+    assert effects.change["r"] < 0 and effects.normalised["r"] > 0.05  # the leak is measured
+
+
+def test_two_factors_at_once_are_not_predominant(originals):
+    both = [replace(f, background="light" if f.background == "dark" else "dark", shape="square" if f.shape != "square" else "circle") for f in originals]
+    effects = factor_effects(measure_all(renders(originals)), measure_all(renders(both)), 32)
+    assert effects.normalised["background"] == 1.0 and effects.normalised["shape"] == 1.0 and not effects.predominant
+
+
+def test_lost_objects_are_left_out_and_mismatched_lengths_refused(originals):
+    blank = np.full((24, 32, 32, 3), 40, dtype=np.uint8)
+    effects = factor_effects(measure_all(renders(originals)), measure_all(blank), 32)
+    assert effects.count == 0 and math.isnan(effects.normalised["r"]) and effects.valid_fraction == 0.0
+    with pytest.raises(ValueError, match="same samples"):
+        factor_effects(measure_all(renders(originals)), measure_all(blank[:3]), 32)

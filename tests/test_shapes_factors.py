@@ -1,0 +1,65 @@
+"""Reading the renderer's factors back from pixels (hspace.data.shapes_factors)."""
+
+import numpy as np
+import pytest
+import torch
+
+from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesDataset, ShapesFactors, render
+from hspace.data.shapes_factors import CLEAR_FIT_ERROR, FILL_BANDS, clarity_report, measure, measure_all
+from hspace.images import to_uint8
+
+
+def rendered(n: int, split: str = "val", resolution: int = 32):
+    ds = ShapesDataset(n, split, resolution=resolution)
+    return [ds.factors(i) for i in range(n)], to_uint8(torch.stack([ds[i]["image"] for i in range(n)]))
+
+
+@pytest.mark.parametrize("resolution, n", [(32, 300), (64, 40)])
+def test_rendered_images_give_back_their_factors(resolution, n):
+    factors, pixels = rendered(n, resolution=resolution)
+    for f, m in zip(factors, measure_all(pixels)):
+        assert (SHAPES[m.shape], tuple(COLOURS)[m.colour], tuple(BACKGROUNDS)[m.background]) == (f.shape, f.colour, f.background)
+        assert max(abs(m.r - f.r), abs(m.cx - f.cx), abs(m.cy - f.cy)) < 0.25, (f, m)
+        assert m.valid and m.shape_clear and m.fit_error <= CLEAR_FIT_ERROR
+        low, high = FILL_BANDS[f.shape]
+        assert low <= m.fill <= high
+        assert m.factors.shape == f.shape and m.factors.colour == f.colour
+
+
+def blend(a: ShapesFactors, b: ShapesFactors, resolution: int = 32) -> np.ndarray:
+    """The mean of two renderings: what a model torn between two shapes draws."""
+    return np.rint((render(a, resolution).astype(float) + render(b, resolution)) / 2).astype(np.uint8)
+
+
+def test_a_blob_between_two_shapes_is_not_clear_but_its_factors_are_read():
+    circle = ShapesFactors("dark", "red", "circle", 8.0, 16.0, 16.0)
+    square = ShapesFactors("dark", "red", "square", 8.0, 16.0, 16.0)
+    m = measure(blend(circle, square))
+    assert not m.shape_clear and m.fit_error > 1.5 * CLEAR_FIT_ERROR
+    assert SHAPES[m.shape] in ("circle", "square") and abs(m.cx - 16) < 0.5 and abs(m.cy - 16) < 0.5
+    assert m.colour == 0 and m.background == 0
+
+
+def test_size_and_position_follow_the_object():
+    small, large = (measure(render(ShapesFactors("light", "blue", "square", r, 12.5, 18.0), 32)) for r in (5.0, 9.0))
+    assert small.r == pytest.approx(5.0, abs=0.15) and large.r == pytest.approx(9.0, abs=0.15)
+    assert small.cx == pytest.approx(12.5, abs=0.15) and large.cy == pytest.approx(18.0, abs=0.15)
+
+
+def test_no_object_and_two_objects():
+    grey = np.full((32, 32, 3), 40, dtype=np.uint8)
+    empty = measure(grey)
+    assert empty.shape == -1 and np.isnan(empty.r) and not empty.shape_clear and empty.factors is None
+    two = render(ShapesFactors("dark", "green", "circle", 7.0, 12.0, 12.0), 32)
+    two[26:29, 26:29] = COLOURS["green"]  # a speck: the largest object is measured, the image is not valid
+    m = measure(two)
+    assert not m.valid and SHAPES[m.shape] == "circle" and m.r == pytest.approx(7.0, abs=0.25)
+
+
+def test_clarity_report_counts():
+    _, pixels = rendered(12)
+    blob = blend(ShapesFactors("dark", "red", "circle", 8.0, 16.0, 16.0), ShapesFactors("dark", "red", "triangle", 8.0, 16.0, 16.0))
+    report = clarity_report(measure_all(np.concatenate([pixels, blob[None], np.full((1, 32, 32, 3), 125, np.uint8)])))
+    assert report["shape_clear_fraction"] == pytest.approx(12 / 14)
+    assert report["valid_fraction"] == pytest.approx(13 / 14)  # the blob passes the judge: one object of one colour
+    assert sum(report[f"{s}_share"] for s in SHAPES) == pytest.approx(1.0)
