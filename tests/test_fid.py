@@ -61,7 +61,7 @@ def check_zero_and_growing(backend, images):
 
 
 def test_classifier_backend_self_zero_and_grows():
-    backend = classifier_backend(AttributeCNN.load("shapes_attributes"), "shapes_classifier", "shapes_attributes")
+    backend = classifier_backend(AttributeCNN.load("shapes_attributes"), "shapes_classifier")
     assert backend.num_features == 256
     check_zero_and_growing(backend, shapes_images(300))
 

@@ -77,7 +77,7 @@ def test_jacobian_method_end_to_end(tmp_path, monkeypatch):
 
     from hspace.cli import CONFIG_DIR
     from hspace.cli.run import run
-    from hspace.directions.directions import Directions
+    from hspace.directions.container import Directions
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     mask = tmp_path / "mask.png"
@@ -91,7 +91,7 @@ def test_jacobian_method_end_to_end(tmp_path, monkeypatch):
         assert directions.method == "jacobian" and directions.names == ["jac0_t499", "jac1_t499"]
         assert directions.scales[:, 0].tolist() == directions.scales[:, -1].tolist()  # sigma_tau: constant over steps
         assert (directions.scales[0] >= directions.scales[1]).all() and directions.info["jvp_count"] > 0
-        torch.testing.assert_close(directions.directions[:, 0].flatten(1).norm(dim=1), torch.ones(2))
+        torch.testing.assert_close(directions.vectors[:, 0].flatten(1).norm(dim=1), torch.ones(2))
         again = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'b'}"]))
         assert again["cache/hits"] == 1 and first["cache/misses"] == 1
         Image.fromarray(torch.full((32, 32), 255).byte().numpy()).save(mask)  # same path, new mask: recomputed

@@ -3,10 +3,10 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SklearnPCA
 
-from hspace.directions.collect import collect_h
+from hspace.directions.h_collection import collect_h
 from hspace.directions.pca import PCA, StreamingPCA, align_signs, exact_per_step_pca
 from hspace.diffusion.sampler import initial_noise, sample
-from hspace.diffusion.schedule import make_schedule
+from hspace.diffusion.schedule import SamplerSettings, make_schedule
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +110,12 @@ def test_joint_directions_keep_one_sign_over_all_steps_and_random_matches_their_
 
     model = load_model("shapes32")
     settings = dict(num_samples=48, num_components=3, batch_size=48, oversample=0, mode="joint", exact_max_n=48)
-    joint = PCA(**settings).find(model, 3, "trailing")
+    joint = PCA(**settings).find(model, SamplerSettings(num_steps=3, spacing="trailing"))
     schedule = make_schedule(model.alphas_cumprod, 3, "trailing", eta=1.0)
     h = torch.cat(list(collect_h(model, schedule, range(1_000_000, 1_000_048), 48)))
     reference = SklearnPCA(3, svd_solver="full").fit(h.reshape(48, -1).double().numpy())
-    cos = np.einsum("kd,kd->k", joint.directions.reshape(3, -1).double().numpy(), reference.components_)
+    cos = np.einsum("kd,kd->k", joint.vectors.reshape(3, -1).double().numpy(), reference.components_)
     np.testing.assert_allclose(np.abs(cos), 1, atol=1e-5)  # still the principal components, up to one global sign
-    rnd = RandomDirections(**settings).find(model, 3, "trailing")
-    norm = lambda d: d.directions.flatten(2).norm(dim=-1) * d.scales  # noqa: E731
+    rnd = RandomDirections(**settings).find(model, SamplerSettings(num_steps=3, spacing="trailing"))
+    norm = lambda d: d.vectors.flatten(2).norm(dim=-1) * d.scales  # noqa: E731
     torch.testing.assert_close(norm(rnd), norm(joint), rtol=1e-5, atol=1e-7)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
 from hspace.data.shapes import ATTRIBUTES
-from hspace.directions.directions import Directions
+from hspace.directions.container import Directions
 from tests.wandb_records import history
 
 TINY = [
@@ -91,14 +91,14 @@ def test_second_identical_run_hits_the_cache_and_a_truncated_entry_is_recomputed
     second = run(compose_run(tmp_path / "b", cache))
     assert second["cache/hits"] == 2 and second["cache/misses"] == 0  # directions and reference straight from the cache
     a, b = Directions.load(tmp_path / "a" / "directions.safetensors"), Directions.load(tmp_path / "b" / "directions.safetensors")
-    assert torch.equal(a.directions, b.directions) and torch.equal(a.scales, b.scales)
+    assert torch.equal(a.vectors, b.vectors) and torch.equal(a.scales, b.scales)
 
     (entry,) = (cache / "directions").glob("*.safetensors")
     entry.write_bytes(entry.read_bytes()[:100])
     third = run(compose_run(tmp_path / "c", cache))
     assert third["cache/misses"] == 1 and third["cache/hits"] == 3  # recomputed from the cached h batches
     c = Directions.load(tmp_path / "c" / "directions.safetensors")
-    assert torch.equal(a.directions, c.directions)
+    assert torch.equal(a.vectors, c.vectors)
 
 
 def test_clipping_with_real_images_is_refused(tmp_path, capsys):
@@ -121,9 +121,9 @@ def test_random_control_matches_the_pca_norms(tmp_path):
     run(compose_run(tmp_path / "pca", tmp_path / "cache"))
     run(compose_run(tmp_path / "random", tmp_path / "cache", ["method=random"]))
     pca, rnd = (Directions.load(tmp_path / name / "directions.safetensors") for name in ("pca", "random"))
-    norm = lambda d: (d.directions.flatten(2).norm(dim=-1) * d.scales)  # noqa: E731  ||dh_t|| at strength 1
+    norm = lambda d: (d.vectors.flatten(2).norm(dim=-1) * d.scales)  # noqa: E731  ||dh_t|| at strength 1
     torch.testing.assert_close(norm(rnd), norm(pca), rtol=1e-5, atol=1e-6)
-    assert rnd.names[0] == "random0" and not torch.allclose(rnd.directions, pca.directions)
+    assert rnd.names[0] == "random0" and not torch.allclose(rnd.vectors, pca.vectors)
 
 
 def cli(args, cwd):

@@ -5,7 +5,7 @@ import torch
 from diffusers import UNet2DModel
 
 from hspace.diffusion.skips import cut_skips, skip_inputs, skip_weight_norm
-from hspace.hspace import HSpace
+from hspace.bottleneck import HSpace
 
 
 def unet(channels=(8, 8, 8), groups=4):

@@ -114,7 +114,7 @@ def test_learning_rate_schedules():
 
 def test_min_snr_weights_cap_the_x0_error_weight():
     """Weighted v loss = min(SNR + 1, gamma) x (x0 error), checked through the sampler's own conversion."""
-    from hspace.diffusion.sampler import to_x0_eps
+    from hspace.diffusion.ddim import to_x0_eps
     from hspace.diffusion.schedule import training_alphas_cumprod
     from hspace.lightning.ddpm import eps_loss_weights, v_loss_weights
 

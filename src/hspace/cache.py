@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 def content_key(parts: dict) -> str:
     """A stable hash of a JSON-able description of an artifact."""
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))  # no fallback: every part must be JSON (hspace.identity)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

@@ -8,15 +8,16 @@ model and tokenizer come from a local save_pretrained directory or the Hugging F
 
 from __future__ import annotations
 
+import hashlib
 import json
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hspace.diffusion.loading import resolve_weights
+from hspace.classifiers.cnn import state_hash
+from hspace.diffusion.loading import file_sha256, resolve_weights
 from hspace.errors import UserError
 
 CLIP_FILES = ["config.json", "model.safetensors", "tokenizer*", "vocab.json", "merges.txt", "special_tokens_map.json", "preprocessor_config.json"]
@@ -25,7 +26,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class CLIPZeroShot(nn.Module):
-    def __init__(self, model, tokenizer, prompts: Mapping[str, Sequence[str]], mean=OPENAI_MEAN, std=OPENAI_STD, identity: str = "clip"):
+    def __init__(self, model, tokenizer, prompts: Mapping[str, Sequence[str]], mean=OPENAI_MEAN, std=OPENAI_STD, weight_hash: str | None = None):
         super().__init__()
         for attribute, pair in prompts.items():
             if len(pair) != 2:
@@ -33,7 +34,8 @@ class CLIPZeroShot(nn.Module):
         self.model = model.eval().requires_grad_(False)
         self.attributes = list(prompts)
         self.image_size = model.config.vision_config.image_size
-        self.identity = identity
+        self.weight_hash = weight_hash  # of the weights file it was loaded from; None: hashed from memory
+        self.prompts = {attribute: list(pair) for attribute, pair in prompts.items()}
         texts = [text for pair in prompts.values() for text in pair]
         tokens = tokenizer(texts, padding=True, return_tensors="pt")
         with torch.no_grad():
@@ -42,6 +44,12 @@ class CLIPZeroShot(nn.Module):
         self.register_buffer("text_embeddings", F.normalize(text, dim=-1).view(len(self.attributes), 2, -1))
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def identity(self) -> str:
+        """The weights' hash with the prompts and normalisation: everything the probabilities depend on."""
+        weights = self.weight_hash or state_hash(self.model)
+        settings = json.dumps({"prompts": self.prompts, "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}, sort_keys=True)
+        return f"{weights}:{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images -> CLIP input: shortest side resized to the model's size, centre crop, normalised."""
@@ -83,5 +91,5 @@ class CLIPZeroShot(nn.Module):
         if processor.is_file():
             settings = json.loads(processor.read_text())
             mean, std = settings.get("image_mean", mean), settings.get("image_std", std)
-        classifier = cls(model, tokenizer, prompts, mean, std, identity=f"clip:{Path(source).name}")
+        classifier = cls(model, tokenizer, prompts, mean, std, weight_hash=file_sha256(directory / "model.safetensors")[:16])
         return classifier.to(device)

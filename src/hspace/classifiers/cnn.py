@@ -42,11 +42,19 @@ class AttributeCNN(nn.Module):
         side = config.resolution // 2 ** len(config.channels)
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.hidden), nn.SiLU())
         self.head = nn.Linear(config.hidden, len(config.attributes))
-        self.identity = "untrained"  # set by `load`: directory name and weight hash, for cache keys
+        self.weight_hash: str | None = None  # set by `load`: the hash of the weights file
 
     @property
     def attributes(self) -> list[str]:
         return self.config.attributes
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    def identity(self) -> str:
+        """The hash of the weights (of the file it was loaded from, else of the weights in memory)."""
+        return self.weight_hash or state_hash(self)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features. (B, hidden)"""
@@ -79,6 +87,14 @@ class AttributeCNN(nn.Module):
             raise UserError(f"no attribute classifier at {directory.resolve()}: expected {CONFIG_FILE} and {WEIGHTS_FILE} there (or a shipped name such as shapes_attributes)")
         model = cls(CNNConfig(**json.loads((directory / CONFIG_FILE).read_text())))
         model.load_state_dict(load_file(directory / WEIGHTS_FILE))
-        digest = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
-        model.identity = f"{directory.name}:{digest}"
+        model.weight_hash = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
         return model.to(device).eval().requires_grad_(False)
+
+
+def state_hash(module: nn.Module) -> str:
+    """A hash of a module's weights and buffers, in a fixed order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

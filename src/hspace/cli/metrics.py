@@ -1,4 +1,4 @@
-"""The `metrics` config group as EvaluationSettings and reference images (composition root only)."""
+"""The `metrics` config group as EvaluationSettings, and the FID reference (composition root only)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.edit_job import ReferenceImages
+from hspace.cache import ArtifactCache
+from hspace.classifiers import FeatureClassifier
 from hspace.errors import UserError
 from hspace.metrics.evaluation import EvaluationSettings
-from hspace.metrics.fid import classifier_backend, inception_backend
+from hspace.metrics.fid import cached_reference_statistics, classifier_backend, inception_backend
 
 
 def evaluation_settings(metrics: DictConfig, device: torch.device) -> EvaluationSettings | None:
@@ -18,9 +19,9 @@ def evaluation_settings(metrics: DictConfig, device: torch.device) -> Evaluation
         return None
     classifier = hydra.utils.instantiate(metrics.classifier, device=device, _convert_="all") if metrics.classifier is not None else None
     if backend_kind == "classifier":
-        if classifier is None or not hasattr(classifier, "features"):
+        if not isinstance(classifier, FeatureClassifier):
             raise UserError("metrics.fid.backend=classifier needs a metrics.classifier with penultimate features (an AttributeCNN)")
-        backend = classifier_backend(classifier, metrics.fid.name, getattr(classifier, "identity", "classifier"))
+        backend = classifier_backend(classifier, metrics.fid.name)
     elif backend_kind == "inception":
         backend = inception_backend(metrics.fid.weights_path)
     elif backend_kind == "none":
@@ -36,8 +37,9 @@ def evaluation_settings(metrics: DictConfig, device: torch.device) -> Evaluation
     )
 
 
-def reference_images(data_cfg: DictConfig, split: str, count: int, batch_size: int = 256) -> ReferenceImages:
-    """The first `count` images of a split of the configured data, in batches, identified by the data config."""
+def fid_reference(evaluation: EvaluationSettings, data_cfg: DictConfig, split: str, count: int, cache: ArtifactCache | None, device, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """FID reference statistics of the first `count` images of a split of the configured data, computed
+    once per (backend, data, count) and cached; the data are identified by their config."""
 
     def batches():
         dataset = hydra.utils.instantiate(data_cfg).datasets[split]
@@ -49,4 +51,4 @@ def reference_images(data_cfg: DictConfig, split: str, count: int, batch_size: i
     dataset_id = {"data": OmegaConf.to_container(data_cfg, resolve=True), "split": split}
     for key in ("batch_size", "num_workers"):  # loading settings do not change the images
         dataset_id["data"].pop(key, None)
-    return ReferenceImages(dataset_id, count, batches)
+    return cached_reference_statistics(evaluation.fid_backend, dataset_id, count, batches, cache, device)

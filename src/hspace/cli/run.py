@@ -22,11 +22,26 @@ def run(cfg: DictConfig) -> dict:
     import torch
 
     from hspace.cache import ArtifactCache
-    from hspace.cli.metrics import evaluation_settings, reference_images
+    from hspace.cli.metrics import evaluation_settings, fid_reference
     from hspace.diffusion.loading import load_configured_model
-    from hspace.edit_job import run_edit_job
+    from hspace.directions.container import Directions
+    from hspace.directions.method import DirectionMethod
+    from hspace.edits.strategy import EditStrategy, check_pairing
+    from hspace.job import EditJob, run_edit_job
+    from hspace.job.outputs import StageTimer
     from hspace.loggers import close_wandb
     from hspace.run_record import run_info, write_json
+
+    method = hydra.utils.instantiate(cfg.method, _convert_="all")
+    edit = hydra.utils.instantiate(cfg.edit, _convert_="all")
+    if not isinstance(method, DirectionMethod):
+        raise UserError(f"method={cfg.method.get('_target_')} is not a DirectionMethod: subclass hspace.directions.method.DirectionMethod")
+    if not isinstance(edit, EditStrategy):
+        raise UserError(f"edit={cfg.edit.get('_target_')} is not an EditStrategy: subclass hspace.edits.strategy.EditStrategy")
+    if cfg.directions_path is not None:
+        check_pairing(edit, Directions.load(cfg.directions_path).extra, f"the directions file {cfg.directions_path}")
+    else:
+        check_pairing(edit, method.provides, f"method={method.name}")
 
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -39,30 +54,32 @@ def run(cfg: DictConfig) -> dict:
         device = resolve_device(cfg.trainer.accelerator)
         model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=device)
         model.autocast = cfg.precision
+        cache = ArtifactCache(cfg.cache_dir)
+        timer = StageTimer()
         evaluation = evaluation_settings(cfg.metrics, device)
-        reference = None
         if evaluation is not None and evaluation.fid_backend is not None:
-            reference = reference_images(cfg.data, cfg.metrics.fid.reference_split, cfg.metrics.fid.reference_count)
+            with timer.stage("fid_reference"):
+                evaluation.reference = fid_reference(evaluation, cfg.data, cfg.metrics.fid.reference_split, cfg.metrics.fid.reference_count, cache, device)
         real = None
         if cfg.real_images:
             dataset = hydra.utils.instantiate(cfg.data).datasets["test"]
             real = torch.stack([dataset[i]["image"] for i in range(cfg.real_images)])
-        return run_edit_job(
+        job = EditJob(
             model=model,
-            method=hydra.utils.instantiate(cfg.method, _convert_="all"),
-            edit=hydra.utils.instantiate(cfg.edit, _convert_="all"),
+            method=method,
+            edit=edit,
             sampler=sampler_settings(cfg.sampler),
             seeds=list(range(cfg.first_seed, cfg.first_seed + cfg.num_samples)),
             run_dir=run_dir,
             num_directions=cfg.num_directions,
-            cache=ArtifactCache(cfg.cache_dir),
+            cache=cache,
             real_images=real,
             directions_path=cfg.directions_path,
-            loggers=loggers,
             evaluation=evaluation,
-            reference=reference,
-            trainer_kwargs=evaluation_trainer(cfg.trainer),
+            evaluation_trainer=evaluation_trainer(cfg.trainer),
+            timer=timer,
         )
+        return run_edit_job(job, loggers)
     finally:
         close_wandb()
 

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hspace.data.shapes import ATTRIBUTES, ShapesDataset
 
 
 class ImageDataModule(pl.LightningDataModule):
-    """Train/val/test loaders over three datasets whose items hold an `image` in [-1, 1]."""
+    """Train/val/test loaders over three datasets whose items hold an `image` in [-1, 1] (and, for
+    labelled data, `attributes` in {0, 1} named by `attributes`)."""
 
     def __init__(self, train: Dataset, val: Dataset, test: Dataset, batch_size: int = 64, num_workers: int = 0):
         super().__init__()
         self.datasets = {"train": train, "val": val, "test": test}
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.attributes: list[str] = []
+
+    def identity(self) -> str:
+        """What the data are, for cache keys: the type, the attribute names, and per split its length
+        and a hash of the pixels and labels of its first and last items."""
+        digest = hashlib.sha256(f"{type(self).__name__}:{','.join(self.attributes)}".encode())
+        for name, dataset in self.datasets.items():
+            digest.update(f"{name}:{len(dataset)}".encode())
+            for index in sorted({0, len(dataset) - 1}) if len(dataset) else []:
+                item = dataset[index]
+                for key in ("image", "attributes"):
+                    if key in item:
+                        digest.update(torch.as_tensor(item[key]).float().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:32]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

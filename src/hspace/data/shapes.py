@@ -1,7 +1,7 @@
 """The Shapes benchmark (v1): one coloured shape on a grey background, with known factors.
 
 Sample i of split s is a pure function of (dataset seed, split, i); nothing is read from disk.
-See DESIGN.md "Shapes specification (v1)".
+See docs/design.md, "The Shapes benchmark".
 """
 
 from __future__ import annotations

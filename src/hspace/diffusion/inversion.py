@@ -1,5 +1,5 @@
-"""Inverting real images: deterministic DDIM inversion (ALGORITHMS.md 2.2) and edit-friendly DDPM
-inversion (2.3). Both run on exactly the decoding grid of `schedule` and never clip x0 (2.5)."""
+"""Inverting real images: deterministic DDIM inversion (docs/algorithms.md, "Sampling and inversion") and edit-friendly DDPM
+inversion. Both run on exactly the decoding grid of `schedule` and never clip x0."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch
 from torch import Tensor
 
 from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.sampler import ddim_step, seed_stream, to_x0_eps
+from hspace.diffusion.ddim import ddim_step, to_x0_eps
+from hspace.diffusion.sampler import seed_stream
 from hspace.diffusion.schedule import SamplingSchedule
-from hspace.hspace import HSpace
+from hspace.bottleneck import HSpace
 
 
 @dataclass

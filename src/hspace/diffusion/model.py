@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from hspace.diffusion.schedule import PREDICTION_TYPES, training_alphas_cumprod
-from hspace.hspace import h_shape
+from hspace.bottleneck import h_shape
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -74,11 +74,12 @@ class DiffusionModel:
         """The shape of h_t for one sample, found by a probe forward."""
         return h_shape(self.unet)
 
-    def __call__(self, x_t: Tensor, timestep: Tensor | int) -> Tensor:
-        """The UNet output at (x_t, timestep), in x_t's dtype (computed under autocast when configured)."""
+    def __call__(self, x_t: Tensor, timestep: Tensor | int, autocast: bool = True) -> Tensor:
+        """The UNet output at (x_t, timestep), in x_t's dtype (computed under autocast when configured,
+        unless `autocast` is False: the Jacobian's calls stay in the weights' dtype)."""
         t = torch.as_tensor(timestep, device=x_t.device)
         t = t.expand(x_t.shape[0]) if t.ndim == 0 else t
-        if self.autocast == "fp32":
+        if self.autocast == "fp32" or not autocast:
             return self.unet(x_t, t).sample
         with torch.autocast(x_t.device.type, dtype=AUTOCAST_DTYPES[self.autocast]):
             return self.unet(x_t, t).sample.to(x_t.dtype)

@@ -1,50 +1,23 @@
-"""Generalised DDIM sampling with per-step eta, stored noise maps and h-space edits (ALGORITHMS.md 2.1, 3.2).
-
-One step:
-    x0_hat  = prediction converted to the clean image (epsilon, v or sample parameterisation)
-    x_{t-1} = sqrt(a_{t-1}) x0_hat + sqrt(1 - a_{t-1} - sigma_t^2) eps + sigma_t z_t
-"""
+"""Generalised DDIM sampling with per-step eta, stored noise maps and per-step h edits
+(docs/algorithms.md, "Sampling and inversion"; the step itself is hspace.diffusion.ddim, the edit of each
+step a StepRule of hspace.diffusion.step_rules)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from hspace.bottleneck import HSpace
+from hspace.diffusion.ddim import ddim_step
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplingSchedule
-from hspace.hspace import HSpace
+from hspace.diffusion.step_rules import StepRule
 
-# Offset added to h at step index idx for every batch row, or None for no edit at that step. (B, *h_shape)
-HOffset = Callable[[int], "Tensor | None"]
-
-
-def to_x0_eps(output: Tensor, x_t: Tensor, alpha_bar: float, prediction_type: str) -> tuple[Tensor, Tensor]:
-    """The predicted clean image x0_hat and noise eps from a UNet output at level a_t = alpha_bar."""
-    a = torch.as_tensor(alpha_bar, dtype=torch.float64)
-    sqrt_a, sqrt_1ma = float(a.sqrt()), float((1 - a).sqrt())
-    if prediction_type == "epsilon":
-        return (x_t - sqrt_1ma * output) / sqrt_a, output
-    if prediction_type == "v_prediction":
-        return sqrt_a * x_t - sqrt_1ma * output, sqrt_a * output + sqrt_1ma * x_t
-    if prediction_type == "sample":
-        return output, (x_t - sqrt_a * output) / sqrt_1ma
-    raise ValueError(f"unknown prediction type {prediction_type!r}")
-
-
-def ddim_step(x0: Tensor, eps: Tensor, alpha_bar_prev: float, sigma: float, z: Tensor | None) -> Tensor:
-    """x_{t-1} from x0_hat and eps; z is the noise map of this step (ignored when sigma = 0)."""
-    a_prev = float(alpha_bar_prev)
-    direction = max(1 - a_prev - sigma**2, 0.0) ** 0.5
-    x_prev = a_prev**0.5 * x0 + direction * eps
-    if sigma > 0:
-        if z is None:
-            raise ValueError("a stochastic step (sigma > 0) needs a noise map z")
-        x_prev = x_prev + sigma * z
-    return x_prev
+NATURAL = StepRule()
 
 
 def seed_stream(seed: int, stream: str) -> torch.Generator:
@@ -83,47 +56,24 @@ def sample(
     schedule: SamplingSchedule,
     x_T: Tensor,
     z: Tensor | None = None,
-    h_offset: HOffset | None = None,
+    step: StepRule = NATURAL,
     record_h: bool = False,
     record_x: bool = False,
     clip_x0: bool = False,
-    asymmetric: bool = False,
-    progress: Callable | None = None,
-    h_replace: HOffset | None = None,
 ) -> Trajectory:
     """Run the reverse process from x_T with the stored noise maps z (B, T, C, H, W).
 
-    `h_offset(idx)` gives the h offset of each step (see HOffset); rows without an edit get zeros.
-    With `asymmetric` (Asyrp, ALGORITHMS.md 3.3) each step runs a doubled batch [x_t, x_t] whose second
-    half carries the edit: x0_hat comes from the edited eps, the direction term from the unedited one.
-    `progress`, if given, wraps the step range (e.g. tqdm). `h_replace(idx)`, if given, is the h that every
-    row continues with at step idx instead of its own (None: its own); `captured` h stays the natural one.
+    `step` decides what h the UNet continues with at each step (hspace.diffusion.step_rules); recorded
+    h is always the natural one (for an asymmetric step, that of the unedited half).
     """
-    if h_replace is not None and (h_offset is not None or asymmetric):
-        raise ValueError("h_replace cannot be combined with h_offset or asymmetric steps")
     sigma = schedule.sigma
     if z is None and not schedule.is_deterministic:
         raise ValueError("this schedule has eta > 0: pass the stored noise maps z (see initial_noise)")
     x = x_T.to(model.device, model.dtype)
     xs = [x.cpu()] if record_x else None
-    steps = range(schedule.num_steps)
     with HSpace(model.unet, capture=record_h) as hs:
-        for idx in progress(steps) if progress else steps:
-            offset = h_offset(idx) if h_offset else None
-            if asymmetric:
-                batch = x.shape[0]
-                hs.add(offset, rows=torch.arange(batch, 2 * batch) if offset is not None else None)
-                output = model(torch.cat([x, x]), schedule.timesteps[idx])
-                x0 = to_x0_eps(output[batch:], x, schedule.alpha_bar[idx], model.prediction_type)[0]
-                eps = to_x0_eps(output[:batch], x, schedule.alpha_bar[idx], model.prediction_type)[1]
-            else:
-                replacement = h_replace(idx) if h_replace else None
-                if replacement is not None:
-                    hs.replace(replacement)
-                else:
-                    hs.add(offset)
-                output = model(x, schedule.timesteps[idx])
-                x0, eps = to_x0_eps(output, x, schedule.alpha_bar[idx], model.prediction_type)
+        for idx in range(schedule.num_steps):
+            x0, eps = step.predict(model, hs, x, idx, schedule)
             if clip_x0:
                 x0 = x0.clamp(-1, 1)
             z_t = z[:, idx].to(x.device, x.dtype) if z is not None else None

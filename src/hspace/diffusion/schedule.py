@@ -1,4 +1,4 @@
-"""Training noise schedules and the sampling grid (ALGORITHMS.md 1, 2.1, 2.4).
+"""Training noise schedules and the sampling grid (docs/algorithms.md, "Notation" and "Sampling and inversion").
 
 Step index t runs from T (noisiest) to 1; arrays use idx = T - t, so idx 0 is the noisiest step.
 """
@@ -24,12 +24,12 @@ def training_alphas_cumprod(scheduler_config: dict) -> Tensor:
     return DDPMScheduler.from_config(scheduler_config).alphas_cumprod.double()
 
 
-def timestep_grid(num_steps: int, num_train_timesteps: int = 1000, spacing: Spacing = "leading", t_end: int | None = None) -> Tensor:
+def timestep_grid(num_steps: int, num_train_timesteps: int = 1000, spacing: Spacing = "leading") -> Tensor:
     """Training timesteps tau_T > ... > tau_1 of a T-step sampling grid. (T,) long
 
     leading:  (T-1)*N/T, ..., N/T, 0 (diffusers "leading", the Haas grid)
     trailing: N-1, N-1-N/T, ..., N/T-1 (starts at the last training step, for zero terminal SNR)
-    linspace: int(linspace(0, t_end, T)) reversed, t_end = N-1 by default (BoundaryDiffusion below t_mix)
+    linspace: int(linspace(0, N-1, T)) reversed
     """
     if num_steps < 1 or num_steps > num_train_timesteps:
         raise ValueError(f"num_steps must be in 1..{num_train_timesteps}, not {num_steps}")
@@ -38,8 +38,7 @@ def timestep_grid(num_steps: int, num_train_timesteps: int = 1000, spacing: Spac
     elif spacing == "trailing":
         grid = np.round(num_train_timesteps - np.arange(num_steps) * num_train_timesteps / num_steps)[::-1] - 1
     elif spacing == "linspace":
-        end = num_train_timesteps - 1 if t_end is None else t_end
-        grid = np.linspace(0, end, num_steps).astype(np.int64)
+        grid = np.linspace(0, num_train_timesteps - 1, num_steps).astype(np.int64)
     else:
         raise ValueError(f"unknown timestep spacing {spacing!r}: use leading, trailing or linspace")
     grid = grid[::-1].astype(np.int64).copy()
@@ -85,6 +84,10 @@ class SamplingSchedule:
         part = slice(start, stop)
         return SamplingSchedule(self.timesteps[part], self.alpha_bar[part], self.alpha_bar_prev[part], self.eta[part])
 
+    def deterministic(self) -> SamplingSchedule:
+        """The same grid with eta 0 at every step."""
+        return SamplingSchedule(self.timesteps, self.alpha_bar, self.alpha_bar_prev, torch.zeros_like(self.eta))
+
     def index_of(self, timestep: int) -> int:
         """The index of the grid step nearest a training timestep."""
         return int((self.timesteps - timestep).abs().argmin())
@@ -96,13 +99,12 @@ def make_schedule(
     spacing: Spacing = "leading",
     eta: float | Sequence[float] = 0.0,
     final_alpha: FinalAlpha = "one",
-    t_end: int | None = None,
 ) -> SamplingSchedule:
     """The sampling schedule of `num_steps` steps over a training schedule `alphas_cumprod` (N,)."""
     if final_alpha not in ("one", "alpha_bar0"):
         raise ValueError(f"final_alpha must be 'one' or 'alpha_bar0', not {final_alpha!r}")
     alphas_cumprod = alphas_cumprod.double()
-    timesteps = timestep_grid(num_steps, len(alphas_cumprod), spacing, t_end)
+    timesteps = timestep_grid(num_steps, len(alphas_cumprod), spacing)
     alpha_bar = alphas_cumprod[timesteps]
     a_0 = torch.ones(1, dtype=torch.float64) if final_alpha == "one" else alphas_cumprod[:1]
     alpha_bar_prev = torch.cat([alpha_bar[1:], a_0])

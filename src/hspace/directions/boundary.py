@@ -1,5 +1,5 @@
-"""BoundaryDiffusion (Zhu et al. 2023; ALGORITHMS.md 5): linear SVM boundaries in x_t and h at a
-mixing step t_m, fitted on a labelled latent bank.
+"""BoundaryDiffusion (Zhu et al. 2023; docs/algorithms.md, "BoundaryDiffusion"): linear SVM boundaries
+in x_t and h at a mixing step t_m, fitted on a labelled latent bank.
 
 With `t_mix=auto` the mixing step is searched (hspace.directions.mixing) and the held-out accuracy of
 both SVMs is recorded at every candidate step. The bank here holds generated samples: x_T is drawn per seed, deterministic DDIM takes it to t_m, h_tm
@@ -11,10 +11,8 @@ stratified test split. The unit normals and offsets b / ||w|| are saved as plain
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,13 +22,15 @@ from hspace.cache import ArtifactCache
 from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
-from hspace.diffusion.schedule import make_schedule
-from hspace.directions.directions import Directions
-from hspace.directions.identity import data_identity, settings_identity
+from hspace.bottleneck import capture_h
+from hspace.classifiers import AttributeClassifier
+from hspace.data.datamodule import ImageDataModule
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.container import Directions
+from hspace.directions.method import DirectionMethod
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes
-from hspace.hspace import HSpace
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 MIXING_DEFAULTS = {"candidates": list(range(100, 901, 50)), "stride": 10, "num_sampled": 100, "num_real": 100, "epsilon": 0.01, "fallback": 500, "select": "radius"}
@@ -124,10 +124,8 @@ def inverted_bank(model: DiffusionModel, schedule, t_indices: list[int], dataset
         x_t = ddim_invert(model, schedule, images, record_h=False, record_x=True).x_t
         for i in t_indices:
             x = x_t[:, i].to(model.device, model.dtype)
-            with HSpace(model.unet, capture=True) as capture:
-                model(x, schedule.timesteps[i])
             xs[i].append(x.flatten(1).cpu())
-            hs[i].append(capture.captured[0].flatten(1).cpu())
+            hs[i].append(capture_h(model, x, schedule.timesteps[i]).flatten(1).cpu())
         labels.append(torch.where(torch.stack([it["attributes"] for it in items])[:, names.index(attribute)] > 0.5, 1, -1))
     stack = lambda parts: {i: torch.cat(v).double().numpy() for i, v in parts.items()}  # noqa: E731
     return stack(xs), stack(hs), torch.cat(labels).numpy()
@@ -147,32 +145,32 @@ def load_bank(path):
 
 
 @dataclass
-class BoundaryDirections:
-    """`method=boundary`: one attribute's boundaries in x_t and h at the mixing step."""
+class BoundaryDirections(DirectionMethod):
+    """`method=boundary`: one attribute's boundaries in x_t and h at the mixing step. Its directions carry
+    the unit x_t normal (`x_normal`, (k, C, H, W)) and the offsets b / ||w|| of both spaces (`offsets`, (k, 2))
+    beside the h normal at t_m; edit=boundary_step reads them."""
 
     attribute: str = "light_background"
     bank: str = "generated"                # generated: samples labelled by `classifier` | inverted: labelled real images of `data`
-    classifier: Any = None                 # labels the generated bank: images -> P(attribute) (an AttributeCNN or CLIP zero-shot)
-    t_mix: Any = 500                       # mixing step (training timestep; the nearest grid step), or "auto"
-    data: Any = None                       # inverted bank (train split) and t_mix=auto (test split): a labelled datamodule
+    classifier: AttributeClassifier | None = None   # labels the generated bank: images -> P(attribute) (an AttributeCNN or CLIP zero-shot)
+    t_mix: int | str = 500                 # mixing step (training timestep; the nearest grid step), or "auto"
+    data: ImageDataModule | None = None    # inverted bank (train split) and t_mix=auto (test split): a labelled datamodule
     mixing: dict = field(default_factory=dict)   # t_mix=auto: candidates, stride, num_sampled, num_real, epsilon, fallback, select
     num_bank: int = 200                    # generated samples in the bank
     test_fraction: float = 0.5             # held out, stratified, disjoint by seed
     first_seed: int = 3_000_000
-    C: Any = 1.0                           # a number, or "cv"
+    C: float | str = 1.0                   # a number, or "cv"
     class_weight: str | None = "balanced"
     min_per_class: int = 5
     batch_size: int = 64
 
     name = "boundary"
-
-    def cache_identity(self) -> dict:
-        return settings_identity(self)
+    provides = ("x_normal", "offsets")
 
     def make_bank(self, model, schedule, t_indices, seeds, cache: ArtifactCache | None = None):
         """The labelled latents at each grid index, from the cache when an identical bank was built."""
         if self.bank == "generated":
-            source = {"seeds": [seeds[0], len(seeds)], "classifier": getattr(self.classifier, "identity", None)}
+            source = {"seeds": [seeds[0], len(seeds)], "classifier": self.classifier.identity()}
 
             def compute():
                 return generated_bank(model, schedule, t_indices, seeds, self.classifier, self.attribute, self.batch_size)
@@ -180,12 +178,12 @@ class BoundaryDirections:
             if self.data is None:
                 raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
             dataset = self.data.datasets["train"]
-            names = list(getattr(self.data, "attributes", []))
+            names = list(self.data.attributes)
             count = min(len(dataset), self.num_bank)
             if self.attribute in names:  # refuse a one-sided bank before inverting anything
                 column = names.index(self.attribute)
                 check_labels(np.array([1 if dataset[i]["attributes"][column] > 0.5 else -1 for i in range(count)]), self.min_per_class, f"the bank of {self.attribute!r}")
-            source = {"data": data_identity(self.data), "count": count, "type": type(dataset).__name__}
+            source = {"data": self.data.identity(), "count": count, "type": type(dataset).__name__}
 
             def compute():
                 return inverted_bank(model, schedule, t_indices, dataset, self.attribute, names, count, self.batch_size)
@@ -224,11 +222,13 @@ class BoundaryDirections:
                 curve.t_mix, curve.reason = candidates[best], curve.reason + "; then the highest mean held-out accuracy among them"
         return curve
 
-    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
+    def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         if self.bank == "generated" and (self.classifier is None or self.attribute not in self.classifier.attributes):
-            known = ", ".join(getattr(self.classifier, "attributes", []))
+            known = ", ".join(self.classifier.attributes) if self.classifier is not None else ""
             raise UserError(f"method.attribute={self.attribute!r} is not scored by method.classifier ({known or 'none given'})")
-        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, 0.0, final_alpha)
+        walked = replace(sampler, eta=0.0)  # the bank reaches t_m by deterministic DDIM, whatever the run's eta after it
+        schedule = walked.schedule(model.alphas_cumprod)
+        num_steps = schedule.num_steps
         seeds = list(range(self.first_seed, self.first_seed + self.num_bank))
         curve = self.search(model, seeds, cache) if self.t_mix == "auto" else None
         t_index = schedule.index_of(curve.t_mix if curve else int(self.t_mix))
@@ -240,29 +240,25 @@ class BoundaryDirections:
         start = time.perf_counter()
         fits = self.fit_spaces(xs[t_index], hs[t_index], labels)
         timer["time/svm_fit_s"] = round(time.perf_counter() - start, 3)
-        directions = torch.zeros(1, num_steps, *model.h_shape)
-        directions[0, t_index] = torch.from_numpy(fits["h"].normal).float().view(model.h_shape)
+        vectors = torch.zeros(1, num_steps, *model.h_shape)
+        vectors[0, t_index] = torch.from_numpy(fits["h"].normal).float().view(model.h_shape)
         scales = torch.zeros(1, num_steps)
         scales[0, t_index] = 1.0
-        return Directions(
-            directions=directions,
-            scales=scales,
-            timesteps=schedule.timesteps,
-            names=[self.attribute],
-            method=self.name,
-            model_id=model.name,
-            weight_hash=model.weight_hash,
-            sampler={"num_steps": num_steps, "spacing": spacing, "final_alpha": final_alpha, "eta": 0.0},
-            config=self.cache_identity(),
+        fit_info = {f"boundary/{space}/{key}": getattr(fit, key) for space, fit in fits.items() for key in ("val_acc", "train_acc", "C", "counts")}
+        metrics = {k: v for k, v in fit_info.items() if isinstance(v, (int, float))} | timer
+        if curve:
+            metrics["mixing/t_mix"] = curve.t_mix
+        return self.directions(
+            model,
+            walked,
+            vectors,
+            scales,
+            [self.attribute],
             extra={
                 "x_normal": torch.from_numpy(fits["x"].normal).float().view(1, *model.image_shape),
                 "offsets": torch.tensor([[fits["x"].offset, fits["h"].offset]], dtype=torch.float32),  # (k, [x, h])
             },
-            info={
-                "t_mix": int(schedule.timesteps[t_index]),
-                "t_index": t_index,
-                **{f"boundary/{space}/{key}": getattr(fit, key) for space, fit in fits.items() for key in ("val_acc", "train_acc", "C", "counts")},
-                **timer,
-                **(curve.as_info() if curve else {}),
-            },
+            info={"t_mix": int(schedule.timesteps[t_index]), "t_index": t_index, **fit_info, **(curve.as_info() if curve else {})},
+            metrics=metrics,
+            plots={"mixing_curve": curve.plot()} if curve else {},
         )

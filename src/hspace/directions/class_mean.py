@@ -1,5 +1,6 @@
 """`method=class_mean`: supervised directions v = mean(h+_{T:1}) - mean(h-_{T:1}) (Haas et al. eq. 11;
-ALGORITHMS.md 4(c)), one per attribute, optionally disentangled from other attributes (eq. 12, 4(d)).
+docs/algorithms.md, "Supervised directions"), one per attribute, optionally disentangled from other
+attributes (eq. 12).
 
 Label sources:
 - `classifier`: pass 1 generates seeds first_seed .. first_seed+num_index-1 and scores their x_0 with an
@@ -13,19 +14,20 @@ Label sources:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from hspace.cache import ArtifactCache
+from hspace.classifiers import AttributeClassifier
+from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
-from hspace.diffusion.schedule import make_schedule
-from hspace.directions.collect import collect_h
-from hspace.directions.directions import Directions
-from hspace.directions.identity import settings_identity
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.container import Directions
 from hspace.directions.disentangle import project_out
+from hspace.directions.h_collection import collect_h
+from hspace.directions.method import DirectionMethod
 from hspace.errors import UserError
 
 
@@ -51,25 +53,21 @@ class ClassSums:
 
 
 @dataclass
-class ClassMeanDirections:
+class ClassMeanDirections(DirectionMethod):
     attributes: list[str] = field(default_factory=list)   # one direction per attribute
     label_source: str = "classifier"                      # classifier | dataset
-    classifier: Any = None                                 # classifier mode: images -> P(attribute) (e.g. AttributeCNN)
+    classifier: AttributeClassifier | None = None          # classifier mode: images -> P(attribute) (e.g. AttributeCNN)
     num_index: int = 1000                                  # classifier mode: generated samples scored
     top_k: int = 100                                       # classifier mode: positives = top k, negatives = bottom k
     first_seed: int = 2_000_000                            # classifier mode: index seeds, apart from edited seeds
-    data: Any = None                                       # dataset mode: a datamodule with attribute labels
+    data: ImageDataModule | None = None                    # dataset mode: a datamodule with attribute labels
     split: str = "train"
     max_images: int = 1000                                 # dataset mode: at most this many images
-    eta: float = 0.0
     batch_size: int = 64
     condition_on: list[str] | str | None = None            # attributes to project out; "others": all other attributes
     keep_original: bool = False                            # with condition_on: also keep the raw directions
 
     name = "class_mean"
-
-    def cache_identity(self) -> dict:
-        return settings_identity(self)
 
     def conditions_for(self, attribute: str) -> list[str]:
         if self.condition_on is None:
@@ -107,7 +105,7 @@ class ClassMeanDirections:
     def dataset_sums(self, model, schedule, attributes) -> ClassSums:
         if self.data is None:
             raise UserError("method.label_source=dataset needs method.data: a datamodule whose items carry attribute labels")
-        names = list(getattr(self.data, "attributes", []))
+        names = list(self.data.attributes)
         missing = [a for a in attributes if a not in names]
         if missing:
             raise UserError(f"the dataset has no labels for {', '.join(missing)}: its attributes are {', '.join(names) or 'none'}")
@@ -131,12 +129,13 @@ class ClassMeanDirections:
                     sums.add(attribute, False, h[~positive])
         return sums
 
-    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
+    def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         if not self.attributes:
             raise UserError("method.attributes is empty: name the attributes to find directions for")
         if self.label_source not in ("classifier", "dataset"):
             raise UserError(f"method.label_source must be classifier or dataset, not {self.label_source!r}")
-        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, self.eta, final_alpha)
+        schedule = sampler.schedule(model.alphas_cumprod)  # the index and the inverted images walk the run's grid and eta
+        num_steps = schedule.num_steps
         attributes = self.all_attributes()
         sums = self.classifier_sums(model, schedule, attributes, cache) if self.label_source == "classifier" else self.dataset_sums(model, schedule, attributes)
         raw = {a: sums.difference(a).flatten() for a in attributes}   # (T * D_h,) float64
@@ -158,15 +157,4 @@ class ClassMeanDirections:
         stacked = torch.stack(vectors).reshape(len(vectors), num_steps, -1)
         norms = stacked.norm(dim=-1)
         unit = stacked / norms.clamp(min=1e-30)[..., None]
-        return Directions(
-            directions=unit.float().reshape(len(vectors), num_steps, *model.h_shape),
-            scales=norms.float(),
-            timesteps=schedule.timesteps,
-            names=names,
-            method=self.name,
-            model_id=model.name,
-            weight_hash=model.weight_hash,
-            sampler={"num_steps": num_steps, "spacing": spacing, "final_alpha": final_alpha, "eta": self.eta},
-            config=self.cache_identity(),
-            info=info,
-        )
+        return self.directions(model, sampler, unit.float().reshape(len(vectors), num_steps, *model.h_shape), norms.float(), names, info=info)

@@ -1,4 +1,4 @@
-"""Disentanglement by linear projection (Haas et al. eq. 12, after InterFaceGAN; ALGORITHMS.md 4(d)).
+"""Disentanglement by linear projection (Haas et al. eq. 12, after InterFaceGAN; docs/algorithms.md, "Disentanglement").
 
     v = [I - V (V^T V)^-1 V^T] v0,   V = the flattened conditioning directions as columns
 

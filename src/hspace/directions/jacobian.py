@@ -1,7 +1,7 @@
 """`method=jacobian`: image-specific directions, the top right singular vectors of J_t = d eps / d h_t
-at fixed x_t (Haas et al. eq. 6; ALGORITHMS.md 4(b)).
+at fixed x_t (Haas et al. eq. 6; docs/algorithms.md, "Jacobian directions").
 
-The sample (seed `sample_seed`) is generated with its own stored noise (eta as the run's sampler), so
+The sample (seed `sample_seed`) is generated on the run's grid with its own stored noise, so
 the Jacobians belong to the image that is edited. The vectors found at the grid step nearest training
 timestep `tau` are applied at every step, scaled by the per-step singular values (`scale_mode=sigma_t`,
 the reference behaviour, which needs the iteration at every step), by the singular values at tau
@@ -11,7 +11,7 @@ the reference behaviour, which needs the iteration at every step), by the singul
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,9 @@ import torch
 from hspace.cache import ArtifactCache
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
-from hspace.diffusion.schedule import make_schedule
-from hspace.directions.directions import Directions
+from hspace.directions.container import Directions
 from hspace.directions.jacobian_map import jacobian_products
+from hspace.directions.method import DirectionMethod
 from hspace.directions.subspace import SingularTriplets, block_subspace_iteration, sequential_power_iteration
 from hspace.errors import UserError
 
@@ -63,7 +63,7 @@ def canonical_rows(rows: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class JacobianDirections:
+class JacobianDirections(DirectionMethod):
     sample_seed: int = 0           # the generated sample whose Jacobians are used
     num_directions: int = 3        # k
     tau: int = 500                 # training timestep whose vectors are applied (the nearest grid step)
@@ -74,16 +74,15 @@ class JacobianDirections:
     min_iters: int = 3
     max_iters: int = 50
     seed: int = 0                  # start vectors
-    eta: float = 0.0               # the trajectory's eta: keep it equal to the run's sampler.eta
     chunk: int | None = None       # vectors pushed through the decoder at once (memory); None: all
     mask_box: list[int] | None = None
     mask_file: str | None = None
 
     name = "jacobian"
 
-    def cache_identity(self) -> dict:
-        """What determines the result: the settings, with the mask file's content instead of its path."""
-        identity = asdict(self)
+    def identity(self) -> dict:
+        """The settings, with the mask file's content instead of its path."""
+        identity = super().identity()
         if self.mask_file is not None and Path(self.mask_file).expanduser().is_file():
             identity["mask_file"] = hashlib.sha256(Path(self.mask_file).expanduser().read_bytes()).hexdigest()
         return identity
@@ -93,11 +92,12 @@ class JacobianDirections:
             return block_subspace_iteration(products.jvp, products.vjp, products.n, k, self.oversample, self.tol, self.min_iters, self.max_iters, self.seed, products.h.dtype, products.h.device)
         return sequential_power_iteration(products.jvp, products.vjp, products.m, k, self.tol, self.min_iters, self.max_iters, self.seed, products.h.dtype, products.h.device)
 
-    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
+    def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         if self.scale_mode not in SCALE_MODES or self.solver not in SOLVERS:
             raise UserError(f"method.scale_mode must be one of {', '.join(SCALE_MODES)} and method.solver one of {', '.join(SOLVERS)}")
         k = self.num_directions
-        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, self.eta, final_alpha)
+        schedule = sampler.schedule(model.alphas_cumprod)  # the run's own grid and eta: the edited image's trajectory
+        num_steps = schedule.num_steps
         x_T, z = noise_for([self.sample_seed], model, schedule)
         trajectory = sample(model, schedule, x_T, z, record_x=True)
         mask = region_mask(model.image_shape, self.mask_box, self.mask_file)
@@ -125,15 +125,11 @@ class JacobianDirections:
         elif self.scale_mode == "none":
             sigma[:] = 1.0
         tau_at = int(schedule.timesteps[at])
-        return Directions(
-            directions=vectors.reshape(k, 1, *model.h_shape).expand(k, num_steps, *model.h_shape).contiguous(),
-            scales=sigma,
-            timesteps=schedule.timesteps,
-            names=[f"jac{j}_t{tau_at}" for j in range(k)],
-            method=self.name,
-            model_id=model.name,
-            weight_hash=model.weight_hash,
-            sampler={"num_steps": num_steps, "spacing": spacing, "final_alpha": final_alpha, "eta": self.eta},
-            config=self.cache_identity(),
+        return self.directions(
+            model,
+            sampler,
+            vectors.reshape(k, 1, *model.h_shape).expand(k, num_steps, *model.h_shape).contiguous(),
+            sigma,
+            [f"jac{j}_t{tau_at}" for j in range(k)],
             info={"tau": tau_at, "singular_values_at_tau": singular_at_tau, **log},
         )

@@ -1,10 +1,10 @@
 """The map h -> M ⊙ eps_theta(x_t, tau | mid_block output := h) at fixed x_t, and its matrix-free
-products (ALGORITHMS.md 4(b)): forward-mode JVPs through `torch.func.linearize` and reverse-mode VJPs
+products (docs/algorithms.md, "Jacobian directions"): forward-mode JVPs through `torch.func.linearize` and reverse-mode VJPs
 through one `torch.func.vjp`, both vmapped over blocks of vectors so the primal pass is paid once.
 
 The skips and the time embedding are recomputed from x_t inside the map but do not depend on h, so only
 the decoder path from h contributes. For v- or x0-predicting models eps is recovered from the output
-(hspace.diffusion.sampler.to_x0_eps), so J is always d eps / d h.
+(hspace.diffusion.ddim.to_x0_eps), so J is always d eps / d h.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from torch.func import linearize, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.sampler import to_x0_eps
-from hspace.hspace import HSpace
+from hspace.diffusion.ddim import to_x0_eps
+from hspace.bottleneck import HSpace, capture_h
 
 
 @dataclass
@@ -54,20 +54,12 @@ def masked_eps_of_h(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: to
     return f
 
 
-@torch.no_grad()
-def natural_h(model: DiffusionModel, x_t: torch.Tensor, tau: int) -> torch.Tensor:
-    t = torch.full((1,), tau, device=x_t.device, dtype=torch.long)
-    with HSpace(model.unet, capture=True) as hs:
-        model.unet(x_t[None], t)
-    return hs.captured[0][0]
-
-
 def jacobian_products(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None, chunk: int | None = None) -> JacobianProducts:
     """Matrix-free J and J^T at (x_t, tau), optionally masked. Vectors are rows; `chunk` bounds how many
     are pushed through the decoder at once (memory)."""
     if model.unet.training:
         raise ValueError("the Jacobian needs the UNet in eval mode (dropout would make it random)")
-    h0 = natural_h(model, x_t, tau)
+    h0 = capture_h(model, x_t[None], tau, autocast=False)[0]
     f = masked_eps_of_h(model, x_t, tau, mask)
     eps, jvp_fn = linearize(f, h0)
     _, vjp_fn = vjp(f, h0)
@@ -88,5 +80,5 @@ def dense_jacobian(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: tor
     """The full (m, n) Jacobian by forward mode, for tests on tiny models."""
     from torch.func import jacfwd
 
-    h0 = natural_h(model, x_t, tau)
+    h0 = capture_h(model, x_t[None], tau, autocast=False)[0]
     return jacfwd(masked_eps_of_h(model, x_t, tau, mask))(h0).reshape(-1, h0.numel())

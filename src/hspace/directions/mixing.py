@@ -1,4 +1,5 @@
-"""The mixing step t_m of BoundaryDiffusion (ALGORITHMS.md 5.7): where sampled and inverted latents agree.
+"""The mixing step t_m of BoundaryDiffusion (docs/algorithms.md, "BoundaryDiffusion"): where sampled and
+inverted latents agree.
 
 On a fine grid (every `stride` training steps, plus the candidates), sampled x_t (deterministic DDIM from
 x_999 ~ N(0, I)) and inverted x_t (DDIM inversion of real images) are compared by their radius
@@ -13,7 +14,6 @@ falling back to `fallback` (with the reason recorded) when even the smallest can
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -21,6 +21,7 @@ from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplingSchedule, schedule_from_timesteps
+from hspace.plots import LinePlot
 
 
 @dataclass
@@ -35,6 +36,18 @@ class MixingCurve:
 
     def as_info(self) -> dict:
         return {"mixing/" + k: v for k, v in self.__dict__.items()}
+
+    def plot(self) -> LinePlot:
+        """Delta(t) and the held-out SVM accuracies against the candidate steps, the chosen t_m marked."""
+        return LinePlot(
+            x=list(self.candidates),
+            x_label="training timestep t",
+            left_label="Delta(t)",
+            series={"radius gap Delta(t)": list(self.delta)},
+            right_label="held-out SVM accuracy",
+            right_series={f"held-out acc ({space})": list(values) for space, values in self.accuracy.items()},
+            vertical_lines=[self.t_mix],
+        )
 
 
 def fine_schedule(model: DiffusionModel, candidates: list[int], stride: int) -> SamplingSchedule:
@@ -74,33 +87,3 @@ def search_t_mix(model: DiffusionModel, real_images: torch.Tensor, candidates: l
     delta = [abs(s - i) / s for s, i in zip(r_s, r_i)]
     t_mix, reason = choose_t_mix(candidates, delta, epsilon, fallback)
     return MixingCurve(list(candidates), r_s, r_i, delta, t_mix, reason)
-
-
-def plot_mixing_curve(info: dict, path: str | Path) -> Path:
-    """Delta(t) and the held-out SVM accuracies against the candidate steps, with the chosen t_m marked."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hspace.images import atomic_write_bytes
-
-    t = info["mixing/candidates"]
-    fig, left = plt.subplots(figsize=(5.5, 3.5), dpi=120)
-    left.plot(t, info["mixing/delta"], marker="o", color="tab:blue", label="radius gap Delta(t)")
-    left.set_xlabel("training timestep t")
-    left.set_ylabel("Delta(t)")
-    right = left.twinx()
-    for space, colour in (("x", "tab:orange"), ("h", "tab:green")):
-        if space in info.get("mixing/accuracy", {}):
-            right.plot(t, info["mixing/accuracy"][space], marker="s", color=colour, label=f"held-out acc ({space})")
-    right.set_ylabel("held-out SVM accuracy")
-    left.axvline(info["mixing/t_mix"], color="grey", linestyle="--")
-    fig.legend(loc="lower center", ncol=3, fontsize=7)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return atomic_write_bytes(Path(path), lambda f: f.write(buffer.getvalue()))

@@ -1,4 +1,4 @@
-"""Unsupervised directions by per-timestep PCA of h (Haas et al. Sec. IV-A; ALGORITHMS.md 4(a)).
+"""Unsupervised directions by per-timestep PCA of h (Haas et al. Sec. IV-A; docs/algorithms.md, "PCA").
 
 For each step t: centre the N x D_h matrix of flattened h_t, take the top-k unit axes u_{j,t} and the
 standard deviations s_{j,t} = S_{j,t} / sqrt(N - 1) along them, make the signs consistent across steps,
@@ -7,7 +7,7 @@ and edit with dh_t = gamma * s_{j,t} * u_{j,t} (gamma in per-step standard devia
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import numpy as np
@@ -16,9 +16,10 @@ from sklearn.decomposition import IncrementalPCA
 
 from hspace.cache import ArtifactCache
 from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.schedule import make_schedule
-from hspace.directions.collect import collect_h
-from hspace.directions.directions import Directions
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.container import Directions
+from hspace.directions.h_collection import collect_h
+from hspace.directions.method import DirectionMethod
 
 
 @dataclass
@@ -145,14 +146,14 @@ def align_signs(axes: np.ndarray, reference: str = "noisiest") -> tuple[np.ndarr
 
 
 @dataclass
-class PCA:
+class PCA(DirectionMethod):
     """`method=pca`: directions from generated samples (seeds first_seed..first_seed+num_samples-1)."""
 
     num_samples: int = 256
     num_components: int = 25
     batch_size: int = 96
     oversample: int = 40  # extra axes the streaming path tracks so that the top k match exact PCA
-    eta: float = 1.0  # stochasticity of the collection runs (the paper: eta = 1)
+    collection_eta: float | None = 1.0  # eta of the collection runs (the paper: 1); None: the run's sampler.eta
     mode: str = "per_step"  # or "joint": one PCA over the whole h_{T:1}
     sign_reference: str = "noisiest"  # or "chain"
     exact_max_n: int = 0  # at most this many samples: exact kernel PCA in memory (grows with N) instead of streaming
@@ -160,10 +161,14 @@ class PCA:
 
     name = "pca"
 
-    def fit(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> PCAResult:
+    def collection_sampler(self, sampler: SamplerSettings) -> SamplerSettings:
+        """The run's grid with the collection's eta."""
+        return sampler if self.collection_eta is None else replace(sampler, eta=self.collection_eta)
+
+    def fit(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> PCAResult:
         if self.mode not in ("per_step", "joint"):
             raise ValueError(f"pca mode must be 'per_step' or 'joint', not {self.mode!r}")
-        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, self.eta, final_alpha)
+        schedule = self.collection_sampler(sampler).schedule(model.alphas_cumprod)
         seeds = range(self.first_seed, self.first_seed + self.num_samples)
         batches = collect_h(model, schedule, seeds, self.batch_size, cache)
         if self.num_samples <= self.exact_max_n:
@@ -171,29 +176,27 @@ class PCA:
         stream = StreamingPCA(self.num_components, self.batch_size, self.mode == "joint", self.oversample)
         for h in batches:
             stream.update(h)
-        return stream.result(num_steps)
+        return stream.result(schedule.num_steps)
 
-    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
-        result = self.fit(model, num_steps, spacing, final_alpha, cache)
+    def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
+        result = self.fit(model, sampler, cache)
         if self.mode == "joint":  # one vector over all steps: its step slices keep their relative signs
             axes = canonical_sign(result.axes)
             overlaps = np.zeros((self.num_components, 0))
         else:
             axes, overlaps = align_signs(result.axes, self.sign_reference)
-        schedule = make_schedule(model.alphas_cumprod, num_steps, spacing, self.eta, final_alpha)
-        return Directions(
-            directions=torch.from_numpy(axes).float().reshape(self.num_components, num_steps, *model.h_shape),
-            scales=torch.from_numpy(result.std).float(),
-            timesteps=schedule.timesteps,
-            names=[f"pc{j}" for j in range(self.num_components)],
-            method=self.name,
-            model_id=model.name,
-            weight_hash=model.weight_hash,
-            sampler={"num_steps": num_steps, "spacing": spacing, "final_alpha": final_alpha, "eta": self.eta},
-            config=asdict(self),
+        names = [f"pc{j}" for j in range(self.num_components)]
+        ratio = result.explained_variance_ratio.tolist()
+        return self.directions(
+            model,
+            self.collection_sampler(sampler),
+            torch.from_numpy(axes).float().reshape(self.num_components, sampler.num_steps, *model.h_shape),
+            torch.from_numpy(result.std).float(),
+            names,
             info={
-                "explained_variance_ratio": result.explained_variance_ratio.tolist(),
+                "explained_variance_ratio": ratio,
                 "sign_overlap_min": overlaps.min(axis=1).tolist() if overlaps.size else [],
                 "num_samples": result.num_samples,
             },
+            metrics={f"directions/{name}/explained_variance_ratio": float(torch.tensor(ratio[j]).mean()) for j, name in enumerate(names)},
         )

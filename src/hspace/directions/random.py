@@ -1,4 +1,4 @@
-"""The random-direction control (Haas et al. Figs. 3-4; ALGORITHMS.md 4(a) item 7).
+"""The random-direction control (Haas et al. Figs. 3-4; docs/algorithms.md, "PCA").
 
 r_t ~ N(0, I) per step with a fixed seed, rescaled to the norm of the PCA axis at that step and used with
 the PCA scales, so ||dh_t|| equals that of the matching principal component at every step and strength.
@@ -13,7 +13,8 @@ import torch
 
 from hspace.cache import ArtifactCache
 from hspace.diffusion.model import DiffusionModel
-from hspace.directions.directions import Directions
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.container import Directions
 from hspace.directions.pca import PCA
 
 
@@ -23,10 +24,10 @@ class RandomDirections(PCA):
 
     name = "random"
 
-    def find(self, model: DiffusionModel, num_steps: int, spacing: str, final_alpha: str = "one", cache: ArtifactCache | None = None) -> Directions:
-        reference = super().find(model, num_steps, spacing, final_alpha, cache)
-        r = torch.randn(reference.directions.shape, generator=torch.Generator().manual_seed(self.seed))
+    def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
+        reference = super().find(model, sampler, cache)
+        r = torch.randn(reference.vectors.shape, generator=torch.Generator().manual_seed(self.seed))
         # Unit r_t times the norm of the PCA axis at that step (1 per step; less than 1 per step for joint PCA).
         shape = (*r.shape[:2], *([1] * len(reference.h_shape)))
-        r = r / r.flatten(2).norm(dim=-1).view(shape) * reference.directions.flatten(2).norm(dim=-1).view(shape)
-        return replace(reference, directions=r, names=[f"random{j}" for j in range(len(reference.names))], method=self.name, info={})
+        r = r / r.flatten(2).norm(dim=-1).view(shape) * reference.vectors.flatten(2).norm(dim=-1).view(shape)
+        return replace(reference, vectors=r, names=[f"random{j}" for j in range(len(reference.names))], info={}, metrics={})

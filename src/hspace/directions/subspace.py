@@ -1,4 +1,4 @@
-"""Top singular triplets of a linear map known only through its products (ALGORITHMS.md 4(b)).
+"""Top singular triplets of a linear map known only through its products (docs/algorithms.md, "Jacobian directions").
 
 The map J: R^n -> R^m is given by `jvp(V)` (rows of V (b, n) -> rows of J v (b, m)) and `vjp(U)`
 (rows (b, m) -> rows of J^T u (b, n)). Two solvers:

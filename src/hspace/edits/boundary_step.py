@@ -1,4 +1,4 @@
-"""Single-step boundary guidance (BoundaryDiffusion; ALGORITHMS.md 5.5-5.6).
+"""Single-step boundary guidance (BoundaryDiffusion; docs/algorithms.md, "BoundaryDiffusion").
 
 Deterministic DDIM takes x_T to the mixing step t_m. There, both latents move once along their unit
 normals n (x_t and h spaces, from `method=boundary`):
@@ -25,11 +25,13 @@ from typing import Sequence
 
 import torch
 
+from hspace.bottleneck import capture_h
 from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.sampler import ddim_step, sample, to_x0_eps
+from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import SamplingSchedule
-from hspace.directions.directions import Directions
-from hspace.hspace import HSpace
+from hspace.diffusion.step_rules import ReplaceH
+from hspace.directions.container import Directions
+from hspace.edits.strategy import EditStrategy
 
 MODES = ("placement", "placement_intercept", "relative", "push")
 
@@ -46,7 +48,7 @@ def move(v: torch.Tensor, normal: torch.Tensor, offset: float, d: torch.Tensor, 
 
 
 @dataclass
-class BoundaryStep:
+class BoundaryStep(EditStrategy):
     strengths: Sequence[float] = field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])
     mode: str = "placement"
     x_scale: float | None = 1.0        # d_x = strength * x_scale; null: x_t is not moved
@@ -55,6 +57,8 @@ class BoundaryStep:
     keep_h: bool = False               # after t_m, h from the unedited path at every step (an extension)
 
     name = "boundary_step"
+    requires = ("x_normal", "offsets")  # from method=boundary
+    inverts_by_ddim = True  # its path is deterministic DDIM up to t_m
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -73,14 +77,11 @@ class BoundaryStep:
         strengths = torch.as_tensor(list(self.strengths), dtype=torch.float64)
         n, s = x_T.shape[0], len(strengths)
         device = model.device
-        approach = SamplingSchedule(*(t[:t_index] for t in (schedule.timesteps, schedule.alpha_bar, schedule.alpha_bar_prev)), torch.zeros(t_index, dtype=torch.float64))
+        approach = schedule.steps(0, t_index).deterministic()
         x_tm = sample(model, approach, x_T, clip_x0=clip_x0).x0 if t_index else x_T.to(device, model.dtype)
-        tau = schedule.timesteps[t_index]
-        with HSpace(model.unet, capture=True) as hs:
-            model(x_tm, tau)
-        h_tm = hs.captured[0]
+        h_tm = capture_h(model, x_tm, schedule.timesteps[t_index])
         normal_x = directions.extra["x_normal"][index].flatten().double().to(device)
-        normal_h = directions.directions[index, t_index].flatten().double().to(device)
+        normal_h = directions.vectors[index, t_index].flatten().double().to(device)
         offset_x, offset_h = directions.extra["offsets"][index].tolist()
         rows = torch.arange(n * s)
         sample_of, strength_of = rows // s, strengths.repeat(n).to(device)
@@ -92,43 +93,30 @@ class BoundaryStep:
             h_rows = move(h_rows, normal_h, offset_h, strength_of * self.h_scale, self.mode)
         x_rows = x_rows.to(model.dtype).view(n * s, *x_T.shape[1:])
         h_rows = h_rows.to(model.dtype).view(n * s, *h_tm.shape[1:])
-        rest = schedule.steps(t_index + 1)
+        rest = schedule.steps(t_index)  # t_m (with the moved x_t and h) to the end
         kept = (0, None)  # keep_h: the unedited h of samples first.., recorded for batch_size samples at a time
         out = []
         for start in range(0, n * s, self.batch_size):
             part = slice(start, start + self.batch_size)
-            with HSpace(model.unet) as edit:
-                edit.replace(h_rows[part])
-                output = model(x_rows[part], tau)
-            x0, eps = to_x0_eps(output, x_rows[part], schedule.alpha_bar[t_index], model.prediction_type)
-            if clip_x0:
-                x0 = x0.clamp(-1, 1)
-            zs = z[sample_of[part]].to(device, model.dtype) if z is not None else None
-            z_tm = zs[:, t_index] if zs is not None else None
-            x_next = ddim_step(x0, eps, schedule.alpha_bar_prev[t_index], float(schedule.sigma[t_index]), z_tm)
-            tail = zs[:, t_index + 1 :] if zs is not None else None
-            h_replace = None
-            if self.keep_h and rest.num_steps:
+            zs = z[sample_of[part]][:, t_index:] if z is not None else None
+            after = None  # keep_h: (rows, steps after t_m, *h_shape) from the unedited paths
+            if self.keep_h and rest.num_steps > 1:
                 first, last = int(sample_of[part][0]), int(sample_of[part][-1])
                 if kept[1] is None or first < kept[0] or last >= kept[0] + len(kept[1]):
                     chunk = slice(first, first + max(self.batch_size, last - first + 1))
                     kept = (first, self.unedited_h(model, schedule, t_index, x_tm[chunk], z[chunk] if z is not None else None, clip_x0))
-                rows_h = kept[1][sample_of[part] - kept[0]]
-                h_replace = lambda idx, rows_h=rows_h: rows_h[:, idx].to(device)  # noqa: E731
-            out.append((sample(model, rest, x_next, tail, clip_x0=clip_x0, h_replace=h_replace).x0 if rest.num_steps else x_next).cpu())
+                after = kept[1][sample_of[part] - kept[0]]
+            moved = h_rows[part]
+            replacement = lambda idx, moved=moved, after=after: moved if idx == 0 else (after[:, idx - 1].to(device) if after is not None else None)  # noqa: E731
+            out.append(sample(model, rest, x_rows[part], zs, step=ReplaceH(replacement), clip_x0=clip_x0).x0.cpu())
         return torch.cat(out).view(n, s, *x_T.shape[1:])
 
     @torch.no_grad()
     def unedited_h(self, model: DiffusionModel, schedule: SamplingSchedule, t_index: int, x_tm: torch.Tensor, z: torch.Tensor | None, clip_x0: bool) -> torch.Tensor:
         """h of every step after t_m on the samples' unedited paths from x_tm: (N, steps after t_m, *h_shape), on the CPU."""
-        rest = schedule.steps(t_index + 1)
+        rest = schedule.steps(t_index)
         parts = []
         for start in range(0, x_tm.shape[0], self.batch_size):
-            x = x_tm[start : start + self.batch_size]
-            x0, eps = to_x0_eps(model(x, schedule.timesteps[t_index]), x, schedule.alpha_bar[t_index], model.prediction_type)
-            if clip_x0:
-                x0 = x0.clamp(-1, 1)
-            zs = z[start : start + self.batch_size].to(model.device, model.dtype) if z is not None else None
-            x_next = ddim_step(x0, eps, schedule.alpha_bar_prev[t_index], float(schedule.sigma[t_index]), zs[:, t_index] if zs is not None else None)
-            parts.append(sample(model, rest, x_next, zs[:, t_index + 1 :] if zs is not None else None, record_h=True, clip_x0=clip_x0).h)
+            zs = z[start : start + self.batch_size, t_index:] if z is not None else None
+            parts.append(sample(model, rest, x_tm[start : start + self.batch_size], zs, record_h=True, clip_x0=clip_x0).h[:, 1:])
         return torch.cat(parts)

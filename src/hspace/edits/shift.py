@@ -1,4 +1,5 @@
-"""Shift editing (Haas et al.; ALGORITHMS.md 3.2): h_t <- h_t + strength * v_t at every step in a window.
+"""Shift editing (Haas et al.; docs/algorithms.md, "Editing h"): h_t <- h_t + strength * v_t at every step
+in a window, optionally with Asyrp's asymmetric step.
 
 All strengths of one sample run as one batch that shares x_T and every noise map z_t, so the offset is
 the only difference between the columns of a grid; strength 0 reproduces the unedited sample.
@@ -14,13 +15,32 @@ import torch
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import SamplingSchedule
-from hspace.directions.directions import Directions, StepOffsets
+from hspace.diffusion.step_rules import AddH, AsymmetricAddH
+from hspace.directions.container import Directions
+from hspace.edits.strategy import EditStrategy
 
 
 @dataclass
-class ShiftEdit:
+class StepOffsets:
+    """h offsets strength_r * v_t for a batch of strengths, per step index (a step rule's offset).
+
+    Steps outside `window` (a bool mask over step indices, or None for all steps) get no edit.
+    """
+
+    v: torch.Tensor  # (T, *h_shape) the scaled direction of every step
+    strengths: torch.Tensor  # (B,) one strength per batch row
+    window: torch.Tensor | None = None  # (T,) bool
+
+    def __call__(self, idx: int) -> torch.Tensor | None:
+        if self.window is not None and not bool(self.window[idx]):
+            return None
+        return self.strengths.to(self.v.dtype).view(-1, *([1] * (self.v.ndim - 1))) * self.v[idx]
+
+
+@dataclass
+class ShiftEdit(EditStrategy):
     strengths: Sequence[float] = field(default_factory=lambda: [-4.0, -2.0, 0.0, 2.0, 4.0])
-    window: Sequence[int] | None = None  # [t_start, t_end]: edit only where t_start >= tau_t >= t_end
+    window: Sequence[int] | None = None  # [t_start, t_stop]: edit only where t_start >= tau_t >= t_stop
     asymmetric: bool = False  # Asyrp's step: x0_hat from the edited eps, the direction from the unedited one
     batch_size: int = 64  # rows (samples x strengths) per UNet batch
 
@@ -29,22 +49,11 @@ class ShiftEdit:
     def step_mask(self, timesteps: torch.Tensor) -> torch.Tensor | None:
         if self.window is None:
             return None
-        t_start, t_end = self.window
-        return (timesteps <= t_start) & (timesteps >= t_end)
+        t_start, t_stop = self.window
+        return (timesteps <= t_start) & (timesteps >= t_stop)
 
     @torch.no_grad()
-    def apply(
-        self,
-        model: DiffusionModel,
-        schedule: SamplingSchedule,
-        directions: Directions,
-        index: int,
-        x_T: torch.Tensor,
-        z: torch.Tensor | None,
-        clip_x0: bool = False,
-    ) -> torch.Tensor:
-        """Edit samples (x_T (N, C, H, W), z (N, T, C, H, W) or None) along direction `index` at every
-        strength. Returns (N, S, C, H, W) in [-1, 1]."""
+    def apply(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
         strengths = torch.as_tensor(list(self.strengths), dtype=torch.float32)
         n, s = x_T.shape[0], len(strengths)
         rows_x = x_T.repeat_interleave(s, dim=0)  # row r = sample r // S at strength r % S
@@ -52,10 +61,11 @@ class ShiftEdit:
         rows_strength = strengths.repeat(n)
         v = directions.scaled(index).to(model.device)
         mask = self.step_mask(schedule.timesteps)
+        rule = AsymmetricAddH if self.asymmetric else AddH
         out = []
         for start in range(0, n * s, self.batch_size):
             part = slice(start, start + self.batch_size)
             offsets = StepOffsets(v, rows_strength[part].to(model.device), mask)
             zs = rows_z[part] if rows_z is not None else None
-            out.append(sample(model, schedule, rows_x[part], zs, h_offset=offsets, clip_x0=clip_x0, asymmetric=self.asymmetric).x0.cpu())
+            out.append(sample(model, schedule, rows_x[part], zs, step=rule(offsets), clip_x0=clip_x0).x0.cpu())
         return torch.cat(out).view(n, s, *x_T.shape[1:])

@@ -1,9 +1,10 @@
 """Edit metrics accumulated as sums, so they stream over batches and reduce across processes.
 
-For every (direction, strength, attribute) the state counts what `hspace.metrics.edit.edit_metrics`
-needs for any choice of target afterwards: for an unsupervised direction the target is only known once
-the mean score changes are in (the attribute it moves most). Results equal `edit_metrics` on the full
-set of probabilities (tested).
+Success, preservation and score deltas as docs/algorithms.md ("Classifier scores") defines them. For
+every (direction, strength, attribute) the state counts what they need for any choice of target
+afterwards: for an unsupervised direction the target is only known once the mean score changes are in
+(the attribute it moves most). Results equal the dense computation on the full set of probabilities
+(tests/reference_edit_metrics.py).
 """
 
 from __future__ import annotations

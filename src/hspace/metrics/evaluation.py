@@ -10,7 +10,7 @@ strength) edited set, against cached reference statistics of the data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -18,17 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from hspace.classifiers import AttributeClassifier
 from hspace.metrics.edit_scores import EditScores
 from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
-
-
-class AttributeClassifier(Protocol):
-    """images in [-1, 1] (B, 3, H, W) -> P(attribute) (B, A)."""
-
-    attributes: list[str]
-
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor: ...
-
 
 @dataclass
 class EvaluationSettings:

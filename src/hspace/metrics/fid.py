@@ -24,6 +24,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from hspace.cache import ArtifactCache
+from hspace.classifiers import FeatureClassifier
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes
 
@@ -62,13 +63,13 @@ class Penultimate(nn.Module):
         return self.classifier.features(images)
 
 
-def classifier_backend(classifier: nn.Module, name: str, identity: str) -> FeatureBackend:
-    """Penultimate features of an attribute classifier with a `features` method (e.g. AttributeCNN)."""
+def classifier_backend(classifier: FeatureClassifier, name: str) -> FeatureBackend:
+    """Penultimate features of an attribute classifier (e.g. AttributeCNN)."""
     with torch.no_grad():
-        size = getattr(getattr(classifier, "config", None), "resolution", 32)
+        size = classifier.resolution
         device = next(classifier.parameters()).device
         num_features = classifier.features(torch.zeros(1, 3, size, size, device=device)).shape[-1]
-    return FeatureBackend(name, Penultimate(classifier), num_features, identity=f"classifier:{identity}")
+    return FeatureBackend(name, Penultimate(classifier), num_features, identity=f"classifier:{classifier.identity()}")
 
 
 def to_uint8_tensor(images: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
-from hspace.hspace import HSpace
+from hspace.bottleneck import HSpace
 
 
 @torch.no_grad()

@@ -1,18 +1,15 @@
-"""Reading and editing h, the bottleneck of a diffusers UNet2DModel, through hooks on `unet.mid_block`.
+"""Reading and editing h, the bottleneck of a UNet, through a hook on `unet.mid_block`.
 
-h_t is the output of `unet.mid_block` during the call eps_theta(x_t, tau_t) (ALGORITHMS.md 1, 3.1).
+h_t is the output of `unet.mid_block` during the call eps_theta(x_t, tau_t) (docs/algorithms.md, "h-space").
 The forward pass itself is never copied: a forward hook sees the natural h and may return an edited one.
 Skip connections do not pass through the mid block, so an edit reaches them only through later x_t.
+This is the only module that registers hooks.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
-
-Location = Literal["after", "before"]
 
 
 class HSpace:
@@ -22,16 +19,13 @@ class HSpace:
     - `add(delta, rows)` sets h <- h + delta for the next calls; `replace(h, rows)` sets h <- h.
       `rows` (indices or a bool mask over the batch) limits the edit to some batch rows; delta and the
       replacement then have one row per selected batch row. `clear()` stops editing.
-    - location "after" (default, the papers' h) hooks the output of mid_block; "before" its input.
 
-    Hooks are removed on exit, also when the body raises.
+    The hook is removed on exit, also when the body raises.
     """
 
-    def __init__(self, unet: nn.Module, *, capture: bool = False, location: Location = "after"):
-        if location not in ("after", "before"):
-            raise ValueError(f"h location must be 'after' or 'before', not {location!r}")
+    def __init__(self, unet: nn.Module, *, capture: bool = False):
         self.mid_block = unet.mid_block
-        self.capture, self.location = capture, location
+        self.capture = capture
         self.captured: list[Tensor] = []
         self._mode: str | None = None
         self._value: Tensor | None = None
@@ -65,12 +59,7 @@ class HSpace:
         return edited
 
     def __enter__(self) -> HSpace:
-        if self.location == "after":
-            self._handle = self.mid_block.register_forward_hook(lambda _, __, output: self.edit(output))
-        else:
-            self._handle = self.mid_block.register_forward_pre_hook(
-                lambda _, args, kwargs: ((self.edit(args[0]), *args[1:]), kwargs), with_kwargs=True
-            )
+        self._handle = self.mid_block.register_forward_hook(lambda _, __, output: self.edit(output))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -79,12 +68,21 @@ class HSpace:
             self._handle = None
 
 
-def h_shape(unet: nn.Module, location: Location = "after") -> tuple[int, ...]:
+@torch.no_grad()
+def capture_h(model, x_t: Tensor, timestep: Tensor | int, autocast: bool = True) -> Tensor:
+    """The natural h of one call of `model` (a DiffusionModel) at x_t (B, C, H, W) and a timestep, under
+    the model's autocast unless `autocast` is False. (B, *h_shape)"""
+    with HSpace(model.unet, capture=True) as hs:
+        model(x_t, timestep, autocast=autocast)
+    return hs.captured[0]
+
+
+def h_shape(unet: nn.Module) -> tuple[int, ...]:
     """The shape of h for one sample, found with one probe forward at the UNet's own resolution."""
     size = unet.config.sample_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     param = next(unet.parameters())
     x = torch.zeros(1, unet.config.in_channels, *size, dtype=param.dtype, device=param.device)
-    with torch.no_grad(), HSpace(unet, capture=True, location=location) as hs:
+    with torch.no_grad(), HSpace(unet, capture=True) as hs:
         unet(x, torch.zeros(1, dtype=torch.long, device=param.device))
     return tuple(hs.captured[0].shape[1:])

@@ -1,15 +1,16 @@
-"""The Directions container and its file format (DESIGN.md "Contracts").
+"""The Directions container and its file format (docs/design.md, "The directions file").
 
 A file is safetensors holding `directions` (k, T, *h_shape), per-step `scales` (k, T) and `timesteps` (T,),
-plus any method-specific tensors, with JSON metadata under the key "hspace": method, the names of the k
-directions, model id and weight hash, sampler settings, h shape and the config that made it.
-The edit of direction j at strength gamma and step idx is dh = gamma * scales[j, idx] * directions[j, idx].
+plus method-specific tensors under `extra.<name>`, with JSON metadata under the key "hspace": the method,
+the names of the k directions, model id and weight hash, sampler settings, h shape, the settings that
+made them, and what the method reports about them (info, metrics, plots).
+The edit of direction j at strength gamma and step idx is dh = gamma * scales[j, idx] * vectors[j, idx].
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,36 +19,39 @@ from safetensors.torch import load_file, save
 
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes
+from hspace.plots import LinePlot
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: metrics and plots in the metadata; version 1 files load without them
 
 
 @dataclass
 class Directions:
-    directions: torch.Tensor  # (k, T, *h_shape) axes (unit per step for PCA)
+    vectors: torch.Tensor  # (k, T, *h_shape) axes (unit per step for PCA); the file's `directions` tensor
     scales: torch.Tensor  # (k, T) per-step scale that strength 1 means (std for PCA)
     timesteps: torch.Tensor  # (T,) the sampling grid the directions belong to, noisiest first
     names: list[str]
     method: str
     model_id: str
     weight_hash: str
-    sampler: dict  # num_steps, spacing, eta, final_alpha of the grid
-    config: dict = field(default_factory=dict)  # the method settings that made them
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # method-specific tensors
-    info: dict = field(default_factory=dict)  # method-specific results worth keeping (e.g. explained variance)
+    sampler: dict  # num_steps, spacing, eta, final_alpha of the grid the method walked
+    config: dict = field(default_factory=dict)  # the method settings that made them (its identity)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # method-specific tensors (names in the method's `provides`)
+    info: dict = field(default_factory=dict)  # method-specific results worth keeping (e.g. explained variance per step)
+    metrics: dict[str, float] = field(default_factory=dict)  # numbers a run logs; time/* only by the run that computed them
+    plots: dict[str, LinePlot] = field(default_factory=dict)  # figures a run draws into grids/<name>.png
 
     def __post_init__(self):
-        k, T = self.directions.shape[:2]
+        k, T = self.vectors.shape[:2]
         if self.scales.shape != (k, T) or self.timesteps.shape != (T,) or len(self.names) != k:
-            raise ValueError(f"inconsistent directions: {tuple(self.directions.shape)}, scales {tuple(self.scales.shape)}, {len(self.names)} names")
+            raise ValueError(f"inconsistent directions: {tuple(self.vectors.shape)}, scales {tuple(self.scales.shape)}, {len(self.names)} names")
 
     @property
     def h_shape(self) -> tuple[int, ...]:
-        return tuple(self.directions.shape[2:])
+        return tuple(self.vectors.shape[2:])
 
     def scaled(self, index: int) -> torch.Tensor:
-        """v_t = scales[j, t] * directions[j, t] at every step: the h offset of strength 1. (T, *h_shape)"""
-        return self.directions[index] * self.scales[index].view(-1, *([1] * len(self.h_shape)))
+        """v_t = scales[j, t] * vectors[j, t] at every step: the h offset of strength 1. (T, *h_shape)"""
+        return self.vectors[index] * self.scales[index].view(-1, *([1] * len(self.h_shape)))
 
     def metadata(self) -> dict:
         return {
@@ -60,10 +64,12 @@ class Directions:
             "h_shape": list(self.h_shape),
             "config": self.config,
             "info": self.info,
+            "metrics": self.metrics,
+            "plots": {name: asdict(plot) for name, plot in self.plots.items()},
         }
 
     def save(self, path: str | Path) -> Path:
-        tensors = {"directions": self.directions, "scales": self.scales, "timesteps": self.timesteps}
+        tensors = {"directions": self.vectors, "scales": self.scales, "timesteps": self.timesteps}
         tensors |= {f"extra.{k}": v for k, v in self.extra.items()}
         data = save({k: v.contiguous().cpu() for k, v in tensors.items()}, metadata={"hspace": json.dumps(self.metadata())})
         return atomic_write_bytes(path, lambda f: f.write(data))
@@ -78,10 +84,11 @@ class Directions:
             with open(path, "rb") as f:
                 header_len = int.from_bytes(f.read(8), "little")
                 meta = json.loads(json.loads(f.read(header_len))["__metadata__"]["hspace"])
-        except (SafetensorError, KeyError, ValueError, OSError) as error:
+            plots = {name: LinePlot(**plot) for name, plot in meta.get("plots", {}).items()}
+        except (SafetensorError, KeyError, ValueError, TypeError, OSError) as error:
             raise UserError(f"{path} is not a readable hspace directions file ({error}); delete it and recompute") from None
         return cls(
-            directions=tensors["directions"],
+            vectors=tensors["directions"],
             scales=tensors["scales"],
             timesteps=tensors["timesteps"],
             names=meta["names"],
@@ -92,6 +99,8 @@ class Directions:
             config=meta["config"],
             extra={k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")},
             info=meta.get("info", {}),
+            metrics=meta.get("metrics", {}),
+            plots=plots,
         )
 
     def check_compatible(self, weight_hash: str, h_shape: tuple[int, ...], timesteps: torch.Tensor, source: str = "directions") -> None:
@@ -105,20 +114,3 @@ class Directions:
                 f"{source} belong to a {len(self.timesteps)}-step grid {self.timesteps[:3].tolist()}..., not this run's "
                 f"{len(timesteps)}-step grid {timesteps[:3].tolist()}...: set sampler.num_steps/spacing to match or recompute"
             )
-
-
-@dataclass
-class StepOffsets:
-    """h offsets strength_r * v_t for a batch of strengths: callable as the sampler's `h_offset(idx)`.
-
-    Steps outside `window` (a bool mask over step indices, or None for all steps) get no edit.
-    """
-
-    v: torch.Tensor  # (T, *h_shape) the scaled direction of every step
-    strengths: torch.Tensor  # (B,) one strength per batch row
-    window: torch.Tensor | None = None  # (T,) bool
-
-    def __call__(self, idx: int) -> torch.Tensor | None:
-        if self.window is not None and not bool(self.window[idx]):
-            return None
-        return self.strengths.to(self.v.dtype).view(-1, *([1] * (self.v.ndim - 1))) * self.v[idx]

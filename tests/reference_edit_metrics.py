@@ -1,4 +1,6 @@
-"""Edit metrics from attribute probabilities (ALGORITHMS.md 6; names as in DESIGN.md "Contracts").
+"""The dense, obvious computation of the edit metrics from attribute probabilities (docs/algorithms.md,
+"Classifier scores"): the reference that hspace.metrics.edit_scores, which accumulates them as sums, is
+tested against.
 
 - success: of the samples on the wrong side of the threshold for the target attribute before the edit,
   the fraction on the intended side after it ("+": p >= tau, "-": p < tau);

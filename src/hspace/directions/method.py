@@ -1,0 +1,94 @@
+"""The contract of a direction-finding method (docs/design.md, "Methods and edits").
+
+A method is a dataclass of settings that subclasses DirectionMethod, with
+- `name`: its config name (`method=<name>`, conf/method/<name>.yaml);
+- `provides`: the names of the Directions.extra tensors its directions carry (an edit states what it
+  requires, and the run refuses a pairing that lacks them before any work);
+- `find(model, sampler, cache)`: its Directions on the run's sampling grid, built with `directions()`.
+
+`identity()` is what the cache keys its directions by: every field, where a field holding an object (a
+classifier, a datamodule) contributes that object's own identity (the hash of its weights, the content of
+its data; hspace.identity). A setting whose object has no identity is refused, never printed into a key.
+Override `identity()` only to add what the fields do not show (e.g. the content of a file they name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.container import Directions
+from hspace.identity import identity_of
+from hspace.plots import LinePlot
+
+METHODS: dict[str, type[DirectionMethod]] = {}
+BUILT_IN = ("pca", "random", "jacobian", "class_mean", "boundary")
+
+
+class DirectionMethod(ABC):
+    name: ClassVar[str]
+    provides: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            METHODS[cls.name] = cls
+
+    @abstractmethod
+    def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
+        """Directions for `model` on the grid of `sampler` (num_steps, spacing, eta, final_alpha)."""
+
+    def identity(self) -> dict:
+        if not dataclasses.is_dataclass(self):
+            raise TypeError(f"{type(self).__name__} must be a dataclass (its fields are its settings) or override identity()")
+        return {f.name: identity_of(getattr(self, f.name), f"method.{f.name}") for f in dataclasses.fields(self)}
+
+    def directions(
+        self,
+        model: DiffusionModel,
+        sampler: SamplerSettings,
+        vectors: torch.Tensor,
+        scales: torch.Tensor,
+        names: list[str],
+        *,
+        extra: dict[str, torch.Tensor] | None = None,
+        info: dict | None = None,
+        metrics: dict[str, float] | None = None,
+        plots: dict[str, LinePlot] | None = None,
+    ) -> Directions:
+        """This method's Directions for `model`, on the grid of `sampler` (the settings it walked, its eta
+        included): timesteps, model id, weight hash and settings filled in."""
+        extra = extra or {}
+        unexpected = sorted(set(extra) ^ set(self.provides))
+        if unexpected:
+            raise ValueError(f"method {self.name} provides {list(self.provides)} but made extra tensors {sorted(extra)}")
+        return Directions(
+            vectors=vectors,
+            scales=scales,
+            timesteps=sampler.schedule(model.alphas_cumprod).timesteps,
+            names=names,
+            method=self.name,
+            model_id=model.name,
+            weight_hash=model.weight_hash,
+            sampler={"num_steps": sampler.num_steps, "spacing": sampler.spacing, "final_alpha": sampler.final_alpha, "eta": sampler.eta},
+            config=self.identity(),
+            extra=extra,
+            info=info or {},
+            metrics=metrics or {},
+            plots=plots or {},
+        )
+
+
+def registered_methods() -> dict[str, type[DirectionMethod]]:
+    """Every method class known to this process: the built-in ones and any other imported subclass."""
+    import importlib
+
+    for module in BUILT_IN:
+        importlib.import_module(f"hspace.directions.{module}")
+    return dict(METHODS)

@@ -1,0 +1,55 @@
+"""The contract of an editing strategy (docs/design.md, "Methods and edits").
+
+An edit is a dataclass of settings that subclasses EditStrategy, with
+- `name`: its config name (`edit=<name>`, conf/edit/<name>.yaml);
+- `strengths`: the columns of its grids;
+- `requires`: the Directions.extra tensors it reads (the run refuses a method that does not provide
+  them, naming the methods that do, before any work: check_pairing);
+- `apply(...)`: the edited samples at every strength;
+- `unedited(...)`: what those edits depart from (by default the plain sample; an edit with a path of its
+  own overrides it, and sets `inverts_by_ddim` when that path is deterministic DDIM up to the edit, so
+  real images are inverted by DDIM and get fresh noise after the edit even on a stochastic grid).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Iterable, Sequence
+
+import torch
+
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import sample
+from hspace.diffusion.schedule import SamplingSchedule
+from hspace.directions.container import Directions
+from hspace.errors import UserError
+
+
+class EditStrategy(ABC):
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    inverts_by_ddim: ClassVar[bool] = False
+    strengths: Sequence[float]
+
+    @abstractmethod
+    def apply(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
+        """Edit samples (x_T (N, C, H, W), noise maps z (N, T, C, H, W) or None) along direction `index`
+        at every strength. (N, S, C, H, W) in [-1, 1]"""
+
+    def unedited(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
+        """The samples the edits of x_T depart from. (N, C, H, W)"""
+        return sample(model, schedule, x_T, z, clip_x0=clip_x0).x0
+
+
+def check_pairing(edit: EditStrategy, provided: Iterable[str], source: str) -> None:
+    """Refuse, in one line, directions that lack what `edit` reads. `source` names where they come from
+    (e.g. "method=pca" or "the directions file <path>")."""
+    from hspace.directions.method import registered_methods
+
+    provided = set(provided)
+    missing = [name for name in edit.requires if name not in provided]
+    if not missing:
+        return
+    providers = sorted(name for name, cls in registered_methods().items() if set(edit.requires) <= set(cls.provides))
+    fix = f"use {' or '.join(f'method={p}' for p in providers)} with it" if providers else "no known method provides them"
+    raise UserError(f"edit={edit.name} reads {', '.join(missing)} from its directions, which {source} does not provide: {fix}, or choose another edit")

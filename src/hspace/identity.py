@@ -1,0 +1,41 @@
+"""What identifies a setting in a cache key: plain values as they are, objects by their content.
+
+A cache key must change whenever the result would. Plain settings (numbers, strings, lists, dicts,
+dataclasses of them) identify themselves. An object a method holds (a classifier, a datamodule) must
+say what it computes, by implementing `Identified`: a classifier by the hash of its weights, a
+datamodule by what its images are. Anything else is refused: a `repr` would be unstable (memory
+addresses) or blind (two weight files of the same architecture print alike).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Identified(Protocol):
+    def identity(self) -> str:
+        """A string that changes whenever what the object computes changes (e.g. a weight hash)."""
+        ...
+
+
+def identity_of(value, where: str = "setting"):
+    """A JSON-able description of `value` for a cache key; raises TypeError for an object without an identity."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [identity_of(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {str(k): identity_of(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, Identified):
+        return {"type": type(value).__name__, "identity": value.identity()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: identity_of(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value)}
+    raise TypeError(f"{where} holds a {type(value).__name__}, which has no identity(): give it one (hspace.identity.Identified) so cache keys follow its content")

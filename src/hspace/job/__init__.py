@@ -1,0 +1,99 @@
+"""One editing run as stages that pass result objects (docs/design.md, "A run"):
+
+    find  (hspace.job.find)     the directions: a file, the cache or the method   -> FoundDirections
+    edit  (hspace.job.edit)     generated samples (and inverted real images) edited -> EditedSet
+    score (hspace.job.score)    the edits against what they depart from            -> Scores
+    write (hspace.job.outputs)  edits, grids, the method's plots, metrics.json, the loggers
+
+Plain arguments only: hspace.cli.run builds an EditJob from the config (and the FID reference with it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from pytorch_lightning.loggers import Logger
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.method import DirectionMethod
+from hspace.edits.strategy import EditStrategy
+from hspace.errors import UserError
+from hspace.job.edit import edit_generated, edit_real, invert_real, unedited
+from hspace.job.find import find_stage
+from hspace.job.outputs import StageTimer, log_run, save_edits, write_grids, write_metrics
+from hspace.job.score import Scores, score_stage
+from hspace.metrics.evaluation import EvaluationSettings
+
+
+@dataclass
+class EditJob:
+    """Everything one run needs, already built."""
+
+    model: DiffusionModel
+    method: DirectionMethod
+    edit: EditStrategy
+    sampler: SamplerSettings
+    seeds: Sequence[int]
+    run_dir: Path
+    num_directions: int
+    cache: ArtifactCache | None = None
+    real_images: torch.Tensor | None = None  # (N, C, H, W) in [-1, 1] to invert and edit
+    directions_path: Path | None = None  # directions to use instead of running the method
+    evaluation: EvaluationSettings | None = None  # with its FID reference statistics, when FID is asked for
+    evaluation_trainer: dict | None = None  # Trainer arguments of the evaluation loop
+    timer: StageTimer = field(default_factory=StageTimer)  # stages timed before the job (the FID reference) count too
+
+    def __post_init__(self):
+        if self.real_images is not None and len(self.real_images) and self.sampler.clip_x0:
+            raise UserError("real images are inverted without clipping, so they cannot be edited with sampler.clip_x0=true: set it to false or real_images=0")
+        self.run_dir = Path(self.run_dir)
+
+
+def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
+    """Run the stages and return the metrics. Writes into run_dir: directions.safetensors, edits.safetensors
+    (and edits_real.safetensors), grids/<direction>.png (and grids/real_<direction>.png, the method's plots),
+    metrics.json."""
+    timer, model, edit, clip_x0 = job.timer, job.model, job.edit, job.sampler.clip_x0
+    schedule = job.sampler.schedule(model.alphas_cumprod)
+    with timer.stage("directions"):
+        found = find_stage(job.method, model, job.sampler, job.num_directions, job.cache, job.directions_path)
+        directions_file = found.directions.save(job.run_dir / "directions.safetensors")
+    directions, names, count = found.directions, found.names, len(found.names)
+    metrics: dict = {"method": directions.method, "edit/num_samples": len(job.seeds), "edit/num_directions": count} | found.metrics
+
+    with timer.stage("edit"):
+        generated = edit_generated(edit, model, schedule, directions, count, job.seeds, clip_x0)
+    outputs = {"edits": save_edits(job.run_dir / "edits.safetensors", generated, edit.strengths, names)}
+
+    scores = Scores()
+    if job.evaluation is not None:
+        with timer.stage("evaluate"):
+            originals = unedited(edit, model, schedule, directions, generated, clip_x0)
+            scores |= score_stage(job.evaluation, originals, generated.edited, names, edit.strengths, job.evaluation_trainer)
+
+    real = None
+    if job.real_images is not None and len(job.real_images):
+        with timer.stage("invert"):
+            inverted, reconstruction = invert_real(edit, model, schedule, directions, job.real_images, clip_x0)
+            metrics["inversion/mse"] = float((((reconstruction - job.real_images) / 2) ** 2).mean())
+        with timer.stage("edit_real"):
+            real = edit_real(edit, model, schedule, directions, count, inverted, clip_x0)
+        if job.evaluation is not None:
+            with timer.stage("evaluate_real"):
+                scores |= score_stage(job.evaluation, reconstruction, real.edited, names, edit.strengths, job.evaluation_trainer, prefix="edit_real/")
+        outputs["edits_real"] = save_edits(job.run_dir / "edits_real.safetensors", real, edit.strengths, names)
+
+    with timer.stage("write"):
+        grids = write_grids(job.run_dir, directions, names, edit.strengths, generated, real)
+    metrics |= scores.metrics | timer.metrics
+    if job.cache is not None:
+        metrics |= {"cache/hits": len(job.cache.hits), "cache/misses": len(job.cache.misses)}
+    metrics_file = write_metrics(job.run_dir, metrics)
+    log_run(loggers, metrics, grids, scores)
+    print(f"run directory: {job.run_dir}\n  directions: {directions_file}\n  edits: {', '.join(str(p) for p in outputs.values())}\n  grids: {job.run_dir / 'grids'}\n  metrics: {metrics_file}")
+    return metrics

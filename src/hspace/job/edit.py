@@ -1,0 +1,69 @@
+"""Stage 2 of a run: the edits of generated samples and of inverted real images, with what they depart from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import noise_for
+from hspace.diffusion.schedule import SamplingSchedule
+from hspace.directions.container import Directions
+from hspace.edits.strategy import EditStrategy
+
+
+@dataclass
+class EditedSet:
+    """Edits (D, N, S, C, H, W) in [-1, 1] of N images, one row per id (a seed or a dataset index)."""
+
+    edited: torch.Tensor
+    ids: list[int]
+    id_kind: str  # "seeds" | "indices"
+    x_T: torch.Tensor
+    z: torch.Tensor | None
+
+
+def edit_all(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, count: int, x_T, z, clip_x0: bool) -> torch.Tensor:
+    """(D, N, S, C, H, W) edits of the first `count` directions."""
+    return torch.stack([edit.apply(model, schedule, directions, j, x_T, z, clip_x0) for j in range(count)])
+
+
+def edit_generated(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, count: int, seeds: Sequence[int], clip_x0: bool) -> EditedSet:
+    x_T, z = noise_for(seeds, model, schedule)
+    return EditedSet(edit_all(edit, model, schedule, directions, count, x_T, z, clip_x0), list(seeds), "seeds", x_T, z)
+
+
+def unedited(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, edits: EditedSet, clip_x0: bool) -> torch.Tensor:
+    """What the edits of a set depart from, on the CPU. (N, C, H, W)"""
+    return edit.unedited(model, schedule, directions, 0, edits.x_T, edits.z, clip_x0).cpu()
+
+
+def invert_for(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x_T and noise maps z from which `edit`'s unedited path gives back `images` (N, C, H, W).
+
+    Deterministic grids: DDIM inversion. Stochastic grids: edit-friendly inversion (its z reproduce the image
+    exactly), except for an edit that walks DDIM to its step (`inverts_by_ddim`, e.g. boundary_step): DDIM
+    inversion, so that path meets the inverted x_t, and fresh noise maps for the steps after it (the paper's
+    conditional mode)."""
+    if schedule.is_deterministic or edit.inverts_by_ddim:
+        x_T = ddim_invert(model, schedule, images, record_h=False).x_T
+        z = None if schedule.is_deterministic else noise_for(range(len(images)), model, schedule)[1]
+        return x_T, z
+    inverted = edit_friendly_invert(model, schedule, images, seeds=range(len(images)), record_h=False)
+    return inverted.x_T, inverted.z
+
+
+def invert_real(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, images: torch.Tensor, clip_x0: bool) -> tuple[EditedSet, torch.Tensor]:
+    """The inverted real images' starting points and their reconstructions by the edit's unedited path;
+    the set's edits are filled in by edit_real."""
+    x_T, z = invert_for(edit, model, schedule, images)
+    inverted = EditedSet(torch.empty(0), list(range(len(images))), "indices", x_T, z)
+    return inverted, unedited(edit, model, schedule, directions, inverted, clip_x0)
+
+
+def edit_real(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, count: int, inverted: EditedSet, clip_x0: bool) -> EditedSet:
+    edited = edit_all(edit, model, schedule, directions, count, inverted.x_T, inverted.z, clip_x0)
+    return EditedSet(edited, inverted.ids, inverted.id_kind, inverted.x_T, inverted.z)

@@ -1,0 +1,70 @@
+"""Stage 1 of a run: its directions, from a file, the cache or the method, checked against the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hspace.cache import ArtifactCache
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.container import FORMAT_VERSION, Directions
+from hspace.directions.method import DirectionMethod
+
+
+@dataclass
+class FoundDirections:
+    directions: Directions
+    source: str  # "this run", "the cache" or the file's path
+    names: list[str]  # the directions the run edits: the first num_directions
+    metrics: dict[str, float]  # what the method reported that this run logs
+
+    @property
+    def computed_here(self) -> bool:
+        return self.source == "this run"
+
+
+def directions_from_method(method: DirectionMethod, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None) -> tuple[Directions, bool]:
+    """The method's directions for this model and grid, and whether they came from the cache (an identical
+    earlier run made them)."""
+
+    def compute():
+        return method.find(model, sampler, cache)
+
+    if cache is None:
+        return compute(), False
+    parts = {
+        "method": method.name,
+        "config": method.identity(),
+        "model": model.identity(),
+        "grid": {"num_steps": sampler.num_steps, "spacing": sampler.spacing, "final_alpha": sampler.final_alpha},
+        "format": FORMAT_VERSION,
+    }
+    seen = len(cache.hits)
+    directions = cache.get("directions", parts, compute, save=lambda d, path: d.save(path), load=Directions.load)
+    return directions, any(hit.startswith("directions/") for hit in cache.hits[seen:])
+
+
+def reported_metrics(directions: Directions, names: list[str], computed_here: bool) -> dict[str, float]:
+    """The method's metrics a run logs: per-direction ones (directions/<name>/...) only for the directions
+    it edits, stage times (time/...) only when this run computed the directions."""
+    edited = tuple(f"directions/{name}/" for name in names)
+    kept = {}
+    for key, value in directions.metrics.items():
+        if key.startswith("time/") and not computed_here:
+            continue
+        if key.startswith("directions/") and not key.startswith(edited):
+            continue
+        kept[key] = value
+    return kept
+
+
+def find_stage(method: DirectionMethod, model: DiffusionModel, sampler: SamplerSettings, num_directions: int, cache: ArtifactCache | None, directions_path: str | Path | None = None) -> FoundDirections:
+    if directions_path is not None:
+        directions, source = Directions.load(directions_path), str(directions_path)
+    else:
+        directions, cached = directions_from_method(method, model, sampler, cache)
+        source = "the cache" if cached else "this run"
+    directions.check_compatible(model.weight_hash, model.h_shape, sampler.schedule(model.alphas_cumprod).timesteps, source=f"directions from {source}")
+    names = directions.names[: min(num_directions, len(directions.names))]
+    return FoundDirections(directions, source, names, reported_metrics(directions, names, source == "this run"))

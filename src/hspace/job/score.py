@@ -1,0 +1,62 @@
+"""Stage 3 of a run: scoring edits against what they depart from (hspace.metrics.evaluation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from hspace.images import to_uint8
+from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, strength_label
+
+
+@dataclass
+class Scores:
+    metrics: dict = field(default_factory=dict)
+    tables: dict[str, tuple[list[str], list[list]]] = field(default_factory=dict)  # W&B tables: key -> (columns, rows)
+
+    def __ior__(self, other: Scores) -> Scores:
+        self.metrics |= other.metrics
+        self.tables |= other.tables
+        return self
+
+
+def uint8_images(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images (..., C, H, W) as uint8 (..., C, H, W), rounded as the PNGs are."""
+    pixels = torch.from_numpy(to_uint8(images.flatten(0, -4))).permute(0, 3, 1, 2)
+    return pixels.reshape(images.shape).contiguous()
+
+
+def strength_table(metrics: dict, names: Sequence[str], strengths: Sequence[float], prefix: str = "edit/") -> tuple[list[str], list[list]]:
+    """One row per (direction, strength): target, success, preserve, MSE, SSIM and FID where measured."""
+    fid_keys = sorted({k.split("/", 2)[2].split("@")[0] for k in metrics if k.startswith(prefix) and "/fid/" in k and "@" in k})
+    columns = ["direction", "strength", "target", "success", "preserve", "mse", "ssim", *fid_keys]
+    rows = []
+    for name in names:
+        for strength in strengths:
+            label = strength_label(strength)
+            row = [name, strength, metrics.get(f"{prefix}{name}/target")]
+            row += [metrics.get(f"{prefix}{name}/{metric}@{label}") for metric in ("success", "preserve", "mse", "ssim", *fid_keys)]
+            rows.append(row)
+    return columns, rows
+
+
+def rename(key: str, prefix: str) -> str:
+    """An evaluation key under `prefix`: edit/<rest> -> <prefix><rest>; the unedited samples' own keys (their FID)
+    stay as they are for generated samples and go under <prefix>unedited/ for others."""
+    if prefix == "edit/":
+        return key
+    return prefix + key.removeprefix("edit/") if key.startswith("edit/") else f"{prefix}unedited/{key}"
+
+
+def score_stage(evaluation: EvaluationSettings, originals: torch.Tensor, edited: torch.Tensor, names, strengths, trainer_kwargs: dict | None, prefix: str = "edit/") -> Scores:
+    """Metrics and W&B tables of edits (D, N, S, C, H, W) against their unedited samples (N, C, H, W); keys
+    start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""
+    evaluated = evaluate_edits(evaluation, uint8_images(originals), uint8_images(edited), names, strengths, trainer_kwargs)
+    results = {rename(k, prefix): v for k, v in evaluated.results.items()}
+    tables = {}
+    if evaluation.classifier is not None:
+        tables[prefix + "score_matrix"] = evaluated.score_matrix()
+        tables[prefix + "by_strength"] = strength_table(results, names, strengths, prefix)
+    return Scores(results, tables)

@@ -1,0 +1,52 @@
+"""Line plots that travel as data: a method describes a figure (LinePlot, saved in its directions file),
+and the run draws it (draw_line_plot) without knowing which method made it."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hspace.images import atomic_write_bytes
+
+
+@dataclass
+class LinePlot:
+    """Series over a shared x axis; each series on the left or the right y axis; optional vertical markers."""
+
+    x: list[float]
+    x_label: str
+    left_label: str
+    series: dict[str, list[float]]  # label -> y values, on the left axis
+    right_label: str = ""
+    right_series: dict[str, list[float]] = field(default_factory=dict)  # label -> y values, on the right axis
+    vertical_lines: list[float] = field(default_factory=list)
+
+
+def draw_line_plot(plot: LinePlot, path: str | Path) -> Path:
+    """Write `plot` as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, left = plt.subplots(figsize=(5.5, 3.5), dpi=120)
+    left_colours = iter(("tab:blue", "tab:purple", "tab:brown"))
+    for label, values in plot.series.items():
+        left.plot(plot.x, values, marker="o", color=next(left_colours), label=label)
+    left.set_xlabel(plot.x_label)
+    left.set_ylabel(plot.left_label)
+    if plot.right_series:
+        right = left.twinx()
+        right_colours = iter(("tab:orange", "tab:green", "tab:red"))
+        for label, values in plot.right_series.items():
+            right.plot(plot.x, values, marker="s", color=next(right_colours), label=label)
+        right.set_ylabel(plot.right_label)
+    for x in plot.vertical_lines:
+        left.axvline(x, color="grey", linestyle="--")
+    fig.legend(loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(Path(path), lambda f: f.write(buffer.getvalue()))

@@ -1,0 +1,184 @@
+"""The contracts between config, method, edit and run (docs/design.md): the README's walk-throughs of a new
+method and a new edit, method/edit pairing, cache identities of what a method holds, the README's
+config-group table."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+from safetensors.torch import load_file
+
+from hspace.cache import ArtifactCache, content_key
+from hspace.classifiers.cnn import AttributeCNN, CNNConfig
+from hspace.cli import CONFIG_DIR
+from hspace.cli.run import run
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.method import DirectionMethod, registered_methods
+from hspace.edits.boundary_step import BoundaryStep
+from hspace.job.find import directions_from_method
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+TINY = ["sampler.num_steps=4", "num_samples=2", "real_images=2"]
+TINY_PCA = ["method.num_samples=64", "method.num_components=4", "method.oversample=8", "method.batch_size=32", "num_directions=2"]
+
+
+def readme_blocks(heading: str) -> dict[str, str]:
+    """The fenced blocks of a README section, keyed by the path in their first comment line (or the language)."""
+    section = README.split(f"### {heading}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    blocks = {}
+    for language, body in re.findall(r"```(\w+)\n(.*?)```", section, re.S):
+        first = body.splitlines()[0]
+        key = first.lstrip("# ").strip() if first.startswith("# ") and "/" in first else language
+        blocks[key] = body
+    return blocks
+
+
+@pytest.fixture
+def user_code(tmp_path, monkeypatch):
+    """The README's method and edit written where a user would put them: my_methods/ and my_conf/."""
+    for heading in ("Adding a method", "Adding an edit"):
+        for path, body in readme_blocks(heading).items():
+            if "/" in path:
+                (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / path).write_text(body)
+    (tmp_path / "my_methods" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_readme_method_and_edit_run_end_to_end(user_code):
+    command = readme_blocks("Adding a method")["bash"].strip()
+    assert command.startswith("PYTHONPATH=. hspace-run hydra.searchpath=[file://$PWD/my_conf] method=mean_h")
+    args = command.split("hspace-run ", 1)[1].replace("$PWD", str(user_code)).split()
+    env = {**os.environ, "PYTHONPATH": str(user_code), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    run_dir, cache = user_code / "run", user_code / "cache"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "hspace-run"), *args, "edit=late_shift", *TINY, "metrics.fid.reference_count=64", f"run_dir={run_dir}", f"cache_dir={cache}", "logger=none"],
+        cwd=user_code, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["method"] == "mean_h" and metrics["directions/mean_h/norm_first"] > 0
+    edits = load_file(run_dir / "edits.safetensors")
+    assert edits["images"].shape == (1, 2, 3, 3, 32, 32) and edits["strengths"].tolist() == [-2.0, 0.0, 2.0]
+    assert metrics["edit/mean_h/mse@0"] == 0  # strength 0 is the plain sample the edit departs from
+    assert metrics["edit/mean_h/mse@2"] > 0 and metrics["edit_real/mean_h/mse@0"] == 0
+    assert sorted(p.name for p in (run_dir / "grids").iterdir()) == ["mean_h.png", "real_mean_h.png"]
+
+    # The same method in process (its config read as the search path would): directions from the cache.
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=["num_directions=1", "sampler.num_steps=4", "num_samples=1", f"run_dir={user_code / 'again'}", f"cache_dir={cache}", "logger=none", "metrics=none", "real_images=0"])
+    with open_dict(cfg):
+        cfg.method = OmegaConf.load(user_code / "my_conf" / "method" / "mean_h.yaml")
+    again = run(cfg)
+    assert again["cache/hits"] == 1 and again["cache/misses"] == 0
+    assert torch.equal(load_file(run_dir / "directions.safetensors")["directions"], load_file(user_code / "again" / "directions.safetensors")["directions"])
+
+
+def compose_run(run_dir, extra):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="run", overrides=[*TINY, f"run_dir={run_dir}", f"cache_dir={run_dir.parent / 'cache'}", "logger=none", *extra])
+
+
+def test_every_method_that_lacks_what_boundary_step_reads_is_refused_in_one_line(tmp_path, capsys):
+    configured = {path.stem for path in (Path(CONFIG_DIR) / "method").glob("*.yaml")}
+    lacking = sorted(name for name, cls in registered_methods().items() if name in configured and not set(BoundaryStep.requires) <= set(cls.provides))
+    assert {"pca", "random", "jacobian", "class_mean"} <= set(lacking) and "boundary" not in lacking
+    for name in lacking:
+        run_dir = tmp_path / name
+        with pytest.raises(SystemExit) as exit_:
+            run(compose_run(run_dir, [f"method={name}", "edit=boundary_step"]))
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"method={name}" in err and "x_normal" in err and "use method=boundary" in err, err
+        assert not run_dir.exists()  # refused before anything was written
+
+
+def test_mismatched_pairing_from_the_command_line(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    result = subprocess.run([str(Path(sys.executable).parent / "hspace-run"), "method=pca", "edit=boundary_step", f"run_dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: edit=boundary_step reads x_normal, offsets from its directions, which method=pca does not provide: "
+        "use method=boundary with it, or choose another edit"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_directions_file_without_what_the_edit_reads_is_refused(tmp_path, capsys):
+    run(compose_run(tmp_path / "pca", [*TINY_PCA, "metrics=none", "real_images=0"]))
+    with pytest.raises(SystemExit):
+        run(compose_run(tmp_path / "edit", [f"directions_path={tmp_path / 'pca' / 'directions.safetensors'}", "edit=boundary_step"]))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the directions file" in err and "use method=boundary" in err, err
+
+
+@dataclass
+class ScoreWeighted(DirectionMethod):
+    """A method that holds a classifier: its directions depend on the classifier's weights."""
+
+    classifier: AttributeCNN
+    scale: float = 1.0
+
+    name = "test_score_weighted"
+
+    def find(self, model, sampler, cache=None):
+        schedule = sampler.schedule(model.alphas_cumprod)
+        bias = float(self.classifier.head.bias[0])
+        vectors = torch.full((1, schedule.num_steps, *model.h_shape), bias)
+        return self.directions(model, sampler, vectors, torch.full((1, schedule.num_steps), self.scale), ["w"])
+
+
+def small_classifier(seed: int) -> AttributeCNN:
+    torch.manual_seed(seed)
+    return AttributeCNN(CNNConfig(attributes=["a", "b"], resolution=32, channels=[8], hidden=8)).eval()
+
+
+def test_a_method_holding_a_classifier_is_keyed_by_its_weights(model, tmp_path):
+    first, same, other = small_classifier(0), small_classifier(0), small_classifier(1)
+    assert ScoreWeighted(first).identity() == ScoreWeighted(same).identity()
+    assert ScoreWeighted(first).identity() != ScoreWeighted(other).identity()
+    assert content_key({"config": ScoreWeighted(first).identity()}) != content_key({"config": ScoreWeighted(other).identity()})
+
+    cache, sampler = ArtifactCache(tmp_path), SamplerSettings(num_steps=3)
+    a, cached_a = directions_from_method(ScoreWeighted(first), model, sampler, cache)
+    b, cached_b = directions_from_method(ScoreWeighted(same), model, sampler, cache)
+    c, cached_c = directions_from_method(ScoreWeighted(other), model, sampler, cache)
+    assert (cached_a, cached_b, cached_c) == (False, True, False)
+    assert torch.equal(a.vectors, b.vectors) and not torch.equal(a.vectors, c.vectors)
+    assert a.config["classifier"] == {"type": "AttributeCNN", "identity": first.identity()}
+
+
+def test_a_setting_without_an_identity_is_refused():
+    @dataclass
+    class HoldsAModule(DirectionMethod):
+        network: torch.nn.Module
+
+        name = "test_holds_a_module"
+
+        def find(self, model, sampler, cache=None):
+            raise AssertionError("never reached")
+
+    with pytest.raises(TypeError, match=r"method.network holds a Linear, which has no identity\(\)"):
+        HoldsAModule(torch.nn.Linear(2, 2)).identity()
+
+
+def test_readme_config_group_table_lists_every_option_in_conf():
+    section = README.split("## Config groups\n", 1)[1].split("\n## ", 1)[0]
+    listed = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and re.fullmatch(r"`\w+`", cells[0]):
+            listed[cells[0].strip("`")] = set(re.findall(r"`(\w+)`", cells[1]))
+    groups = {path.name: {f.stem for f in path.glob("*.yaml")} for path in Path(CONFIG_DIR).iterdir() if path.is_dir()}
+    assert listed == groups
