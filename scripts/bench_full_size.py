@@ -45,8 +45,11 @@ def main() -> None:
     num_strengths = len(args.strengths.strip("[]").split(","))
     edited = args.samples * args.directions * num_strengths
     name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"google/ddpm-ema-256 layout, random weights; {name}; torch {torch.__version__}; {args.steps} DDIM steps; "
-          f"{edited} edited images per run ({args.samples} samples x {args.directions} directions x {num_strengths} strengths)")
+    print(
+        f"google/ddpm-ema-256 layout, random weights; {name}; torch {torch.__version__}; {args.steps} DDIM steps; "
+        f"{edited} edited images per run ({args.samples} samples x {args.directions} directions x {num_strengths} "
+        "strengths)"
+    )
     print("| method | precision | directions s | edit s | s per edited image | peak GiB |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
@@ -54,12 +57,27 @@ def main() -> None:
         for method in args.methods:
             for precision in args.precisions:
                 overrides = [
-                    "model=ddpm_celebahq256", f"model.weights={weights}", f"method={method}", f"precision={precision}",
-                    f"trainer.accelerator={accelerator}", f"sampler.num_steps={args.steps}", f"num_samples={args.samples}",
-                    f"num_directions={args.directions}", f"edit.strengths={args.strengths}", f"edit.batch_size={args.batch_size}",
-                    "real_images=0", "metrics=none", "logger=none", f"run_dir={scratch}/{method}-{precision}", f"cache_dir={scratch}/cache-{method}-{precision}",
+                    "model=ddpm_celebahq256",
+                    f"model.weights={weights}",
+                    f"method={method}",
+                    f"precision={precision}",
+                    f"trainer.accelerator={accelerator}",
+                    f"sampler.num_steps={args.steps}",
+                    f"num_samples={args.samples}",
+                    f"num_directions={args.directions}",
+                    f"edit.strengths={args.strengths}",
+                    f"edit.batch_size={args.batch_size}",
+                    "real_images=0",
+                    "metrics=none",
+                    "logger=none",
+                    f"run_dir={scratch}/{method}-{precision}",
+                    f"cache_dir={scratch}/cache-{method}-{precision}",
                 ]
-                overrides += [f"method.num_samples={args.pca_samples}"] if method == "pca" else [f"method.num_directions={args.directions}"]
+                overrides += (
+                    [f"method.num_samples={args.pca_samples}"]
+                    if method == "pca"
+                    else [f"method.num_directions={args.directions}"]
+                )
                 overrides += args.overrides
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
@@ -67,7 +85,11 @@ def main() -> None:
                     metrics = run(compose(config_name="run", overrides=overrides))
                 peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if cuda else "-"
                 edit_s = metrics["time/edit_s"]
-                print(f"| {method} | {precision} | {metrics['time/directions_s']:.1f} | {edit_s:.1f} | {edit_s / edited:.3f} | {peak} |", flush=True)
+                print(
+                    f"| {method} | {precision} | {metrics['time/directions_s']:.1f} | {edit_s:.1f} | "
+                    f"{edit_s / edited:.3f} | {peak} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -43,22 +43,35 @@ def main() -> None:
     tau = int(schedule.timesteps[idx])
     products = jacobian_products(model, trajectory.x_t[0, idx], tau)
     print(f"{args.weights}: J at tau {tau} is {products.m} x {products.n}; torch threads {torch.get_num_threads()}")
-    reference = block_subspace_iteration(products.jvp, products.vjp, products.n, max(args.k), oversample=8, tol=1e-6, max_iters=3000)
-    print(f"reference (block, tol 1e-6): sigma = {[round(float(s), 4) for s in reference.values]}, converged {reference.converged}")
-    print("| k | solver | seconds | JVPs | VJPs | products | iterations | converged | max sigma rel. error | min abs cos |")
+    reference = block_subspace_iteration(
+        products.jvp, products.vjp, products.n, max(args.k), oversample=8, tol=1e-6, max_iters=3000
+    )
+    print(
+        f"reference (block, tol 1e-6): sigma = {[round(float(s), 4) for s in reference.values]}, converged "
+        f"{reference.converged}"
+    )
+    print(
+        "| k | solver | seconds | JVPs | VJPs | products | iterations | converged | max sigma rel. error | min abs "
+        "cos |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for k in args.k:
         for solver in ("block", "sequential"):
             start = time.perf_counter()
             if solver == "block":
-                result = block_subspace_iteration(products.jvp, products.vjp, products.n, k, args.oversample, args.tol, max_iters=2000)
+                result = block_subspace_iteration(
+                    products.jvp, products.vjp, products.n, k, args.oversample, args.tol, max_iters=2000
+                )
             else:
                 result = sequential_power_iteration(products.jvp, products.vjp, products.m, k, args.tol, max_iters=5000)
             seconds = time.perf_counter() - start
             error = float(((result.values - reference.values[:k]).abs() / reference.values[:k]).max())
             cos = float((result.right * reference.right[:k]).sum(dim=1).abs().min())
             total = result.jvp_count + result.vjp_count
-            print(f"| {k} | {solver} | {seconds:.2f} | {result.jvp_count} | {result.vjp_count} | {total} | {result.iterations} | {result.converged} | {error:.1e} | {cos:.4f} |")
+            print(
+                f"| {k} | {solver} | {seconds:.2f} | {result.jvp_count} | {result.vjp_count} | {total} | "
+                f"{result.iterations} | {result.converged} | {error:.1e} | {cos:.4f} |"
+            )
 
 
 if __name__ == "__main__":

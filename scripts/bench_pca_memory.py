@@ -30,8 +30,16 @@ n, steps, k, p, b = map(int, sys.argv[1:6])
 model = load_model("shapes32")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-PCA(num_samples=n, num_components=k, oversample=p, batch_size=b).find(model, SamplerSettings(num_steps=steps, spacing="trailing"))
-print(json.dumps({"n": n, "seconds": time.perf_counter() - start, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "after_load_mib": base / 1024, "h_dim": int(torch.tensor(model.h_shape).prod())}))
+method = PCA(num_samples=n, num_components=k, oversample=p, batch_size=b)
+method.find(model, SamplerSettings(num_steps=steps, spacing="trailing"))
+result = {
+    "n": n,
+    "seconds": time.perf_counter() - start,
+    "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "after_load_mib": base / 1024,
+    "h_dim": int(torch.tensor(model.h_shape).prod()),
+}
+print(json.dumps(result))
 """
 
 
@@ -45,7 +53,12 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{'N':>6} {'seconds':>8} {'peak RSS MiB':>13} {'after load MiB':>15} {'bound MiB':>10}")
     for n in args.n:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(args.steps), str(args.k), str(args.oversample), str(args.batch)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(n), str(args.steps), str(args.k), str(args.oversample), str(args.batch)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         d, t, kp, b = r["h_dim"], args.steps, args.k + args.oversample, args.batch
         bound = (t * (kp + 2) * d * 8 + (b + kp) * t * d * 8 + b * t * d * 4 + 2 * (kp + b + 1) * d * 8) / 2**20

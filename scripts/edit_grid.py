@@ -1,7 +1,7 @@
 """Draw an edit grid from a finished run's edits file: chosen strengths, the first rows.
 
-    python scripts/edit_grid.py <run_dir> light_background out.png --strengths -5 0 8 --rows 8
-    python scripts/edit_grid.py <run_dir> light_background out.png --real      # edits_real.safetensors
+python scripts/edit_grid.py <run_dir> light_background out.png --strengths -5 0 8 --rows 8
+python scripts/edit_grid.py <run_dir> light_background out.png --real      # edits_real.safetensors
 """
 
 from __future__ import annotations

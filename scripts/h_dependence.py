@@ -1,7 +1,7 @@
 """How much does a UNet's output depend on its bottleneck h? (hspace.metrics.h_dependence)
 
-    python scripts/h_dependence.py --weights shapes32
-    python scripts/h_dependence.py --checkpoint <run_dir>/checkpoints/last.ckpt   # EMA weights of a training run
+python scripts/h_dependence.py --weights shapes32
+python scripts/h_dependence.py --checkpoint <run_dir>/checkpoints/last.ckpt   # EMA weights of a training run
 """
 
 from __future__ import annotations

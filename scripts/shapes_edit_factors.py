@@ -57,10 +57,16 @@ def main() -> None:
                     continue
                 delta = (probs[d, :, s] - probs[d, :, zero]).mean(dim=0)
                 top = torch.argsort(delta.abs(), descending=True)[:2]
-                cells.append(f"{strength:+g}: " + ", ".join(f"{classifier.attributes[i]} {float(delta[i]):+.2f}" for i in top))
+                cells.append(
+                    f"{strength:+g}: " + ", ".join(f"{classifier.attributes[i]} {float(delta[i]):+.2f}" for i in top)
+                )
             print(f"{name:>10}  " + " | ".join(cells))
     resolution = images.shape[-2]
-    print(f"{'direction':>10} {'strength':>8} " + " ".join(f"{f:>10}" for f in FACTORS) + f" {'dominant':>10} {'alone':>5} {'valid':>5}")
+    print(
+        f"{'direction':>10} {'strength':>8} "
+        + " ".join(f"{f:>10}" for f in FACTORS)
+        + f" {'dominant':>10} {'alone':>5} {'valid':>5}"
+    )
     predominant = []
     for d, name in enumerate(names):
         reference = measure_all(images[d, :, zero])
@@ -72,10 +78,17 @@ def main() -> None:
             if strength in (max(strengths), min(strengths)):
                 alone = alone and effects.predominant
             cells = " ".join(f"{effects.normalised[f]:>10.2f}" for f in FACTORS)
-            print(f"{name:>10} {strength:>+8g} {cells} {effects.dominant:>10} {'yes' if effects.predominant else 'no':>5} {effects.valid_fraction:>5.2f}")
+            print(
+                f"{name:>10} {strength:>+8g} {cells} {effects.dominant:>10} "
+                f"{'yes' if effects.predominant else 'no':>5} {effects.valid_fraction:>5.2f}"
+            )
         if alone:
             predominant.append(name)
-    print(f"directions changing one factor predominantly at strengths {min(strengths):+g} and {max(strengths):+g}: {len(predominant)} of {len(names)} ({', '.join(predominant) or 'none'})")
+    print(
+        f"directions changing one factor predominantly at strengths {min(strengths):+g} and {max(strengths):+g}: "
+        f"{len(predominant)} of {len(names)} ({', '.join(predominant) or 'none'})"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,7 @@ from hspace.lightning.ddpm import ema_model_from_checkpoint
 from hspace.metrics.h_dependence import h_swap_change
 
 
-def model_quality(model, num_samples: int = 256, batch_size: int = 128) -> tuple[dict, "object"]:
+def model_quality(model, num_samples: int = 256, batch_size: int = 128) -> tuple[dict, object]:
     """The judge, clarity and h-dependence numbers of `model`, and the sample pixels (N, H, W, 3)."""
     import numpy as np
 

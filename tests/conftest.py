@@ -11,7 +11,9 @@ from hspace.diffusion.model import DiffusionModel
 
 # The scheduler of google/ddpm-ema-celebahq-256 and its block layout with tiny channel counts.
 GOOGLE_SCHEDULER = google_ddpm.SCHEDULER
-GOOGLE_LAYOUT = google_ddpm.unet_config(channels=(4, 4, 8, 8, 16, 16), sample_size=64, layers_per_block=1, norm_num_groups=4)
+GOOGLE_LAYOUT = google_ddpm.unet_config(
+    channels=(4, 4, 8, 8, 16, 16), sample_size=64, layers_per_block=1, norm_num_groups=4
+)
 ZERO_SNR_V = dict(GOOGLE_SCHEDULER, rescale_betas_zero_snr=True, prediction_type="v_prediction", clip_sample=False)
 
 

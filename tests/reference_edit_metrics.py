@@ -11,12 +11,19 @@ tested against.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 
-def edit_metrics(before: torch.Tensor, after: torch.Tensor, attributes: Sequence[str], target: str, sign: int = 1, threshold: float = 0.5) -> dict[str, float]:
+def edit_metrics(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    attributes: Sequence[str],
+    target: str,
+    sign: int = 1,
+    threshold: float = 0.5,
+) -> dict[str, float]:
     """Metrics of one edit. before, after: (N, A) probabilities of the same samples unedited and edited."""
     if sign not in (1, -1):
         raise ValueError(f"edit sign must be +1 or -1, not {sign}")

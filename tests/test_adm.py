@@ -5,53 +5,112 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from hspace.bottleneck import HSpace
 from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
 from hspace.diffusion.adm import ADMConfig, ADMUNet
 from hspace.diffusion.loading import load_adm
 from hspace.errors import UserError
-from hspace.bottleneck import HSpace
 
-AFHQ_DOG = dict(image_size=256, model_channels=128, num_res_blocks=1, attention_resolutions=(16,), channel_mult=(1, 1, 2, 2, 4, 4),
-                num_heads=4, num_head_channels=64, use_scale_shift_norm=True, resblock_updown=True, learn_sigma=True)
-SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02, prediction_type="epsilon", clip_sample=False)
+AFHQ_DOG = dict(
+    image_size=256,
+    model_channels=128,
+    num_res_blocks=1,
+    attention_resolutions=(16,),
+    channel_mult=(1, 1, 2, 2, 4, 4),
+    num_heads=4,
+    num_head_channels=64,
+    use_scale_shift_norm=True,
+    resblock_updown=True,
+    learn_sigma=True,
+)
+SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_schedule="linear",
+    beta_start=0.0001,
+    beta_end=0.02,
+    prediction_type="epsilon",
+    clip_sample=False,
+)
 
 
 def resblock(prefix, ch_in, ch_out, emb=512, scale_shift=True):
-    keys = {f"{prefix}.in_layers.0.weight": (ch_in,), f"{prefix}.in_layers.0.bias": (ch_in,),
-            f"{prefix}.in_layers.2.weight": (ch_out, ch_in, 3, 3), f"{prefix}.in_layers.2.bias": (ch_out,),
-            f"{prefix}.emb_layers.1.weight": ((2 if scale_shift else 1) * ch_out, emb), f"{prefix}.emb_layers.1.bias": ((2 if scale_shift else 1) * ch_out,),
-            f"{prefix}.out_layers.0.weight": (ch_out,), f"{prefix}.out_layers.0.bias": (ch_out,),
-            f"{prefix}.out_layers.3.weight": (ch_out, ch_out, 3, 3), f"{prefix}.out_layers.3.bias": (ch_out,)}
+    keys = {
+        f"{prefix}.in_layers.0.weight": (ch_in,),
+        f"{prefix}.in_layers.0.bias": (ch_in,),
+        f"{prefix}.in_layers.2.weight": (ch_out, ch_in, 3, 3),
+        f"{prefix}.in_layers.2.bias": (ch_out,),
+        f"{prefix}.emb_layers.1.weight": ((2 if scale_shift else 1) * ch_out, emb),
+        f"{prefix}.emb_layers.1.bias": ((2 if scale_shift else 1) * ch_out,),
+        f"{prefix}.out_layers.0.weight": (ch_out,),
+        f"{prefix}.out_layers.0.bias": (ch_out,),
+        f"{prefix}.out_layers.3.weight": (ch_out, ch_out, 3, 3),
+        f"{prefix}.out_layers.3.bias": (ch_out,),
+    }
     if ch_in != ch_out:
         keys |= {f"{prefix}.skip_connection.weight": (ch_out, ch_in, 1, 1), f"{prefix}.skip_connection.bias": (ch_out,)}
     return keys
 
 
 def attention(prefix, ch):
-    return {f"{prefix}.norm.weight": (ch,), f"{prefix}.norm.bias": (ch,), f"{prefix}.qkv.weight": (3 * ch, ch, 1), f"{prefix}.qkv.bias": (3 * ch,),
-            f"{prefix}.proj_out.weight": (ch, ch, 1), f"{prefix}.proj_out.bias": (ch,)}
+    return {
+        f"{prefix}.norm.weight": (ch,),
+        f"{prefix}.norm.bias": (ch,),
+        f"{prefix}.qkv.weight": (3 * ch, ch, 1),
+        f"{prefix}.qkv.bias": (3 * ch,),
+        f"{prefix}.proj_out.weight": (ch, ch, 1),
+        f"{prefix}.proj_out.bias": (ch,),
+    }
 
 
 def afhq_dog_expected() -> dict[str, tuple]:
     """guided-diffusion's UNetModel for the AFHQ-dog flags, block by block: resolution 256 -> 8 over six
     levels of 128, 128, 256, 256, 512, 512 channels, one ResBlock per level, ResBlock down/up-sampling,
     attention at 16x16 and in the middle block, learned variance (6 output channels)."""
-    keys = {"time_embed.0.weight": (512, 128), "time_embed.0.bias": (512,), "time_embed.2.weight": (512, 512), "time_embed.2.bias": (512,),
-            "input_blocks.0.0.weight": (128, 3, 3, 3), "input_blocks.0.0.bias": (128,)}
+    keys = {
+        "time_embed.0.weight": (512, 128),
+        "time_embed.0.bias": (512,),
+        "time_embed.2.weight": (512, 512),
+        "time_embed.2.bias": (512,),
+        "input_blocks.0.0.weight": (128, 3, 3, 3),
+        "input_blocks.0.0.bias": (128,),
+    }
     # input blocks: (index, in, out, attention, is_downsample)
-    layout = [(1, 128, 128, False, False), (2, 128, 128, False, True), (3, 128, 128, False, False), (4, 128, 128, False, True),
-              (5, 128, 256, False, False), (6, 256, 256, False, True), (7, 256, 256, False, False), (8, 256, 256, False, True),
-              (9, 256, 512, True, False), (10, 512, 512, False, True), (11, 512, 512, False, False)]
+    layout = [
+        (1, 128, 128, False, False),
+        (2, 128, 128, False, True),
+        (3, 128, 128, False, False),
+        (4, 128, 128, False, True),
+        (5, 128, 256, False, False),
+        (6, 256, 256, False, True),
+        (7, 256, 256, False, False),
+        (8, 256, 256, False, True),
+        (9, 256, 512, True, False),
+        (10, 512, 512, False, True),
+        (11, 512, 512, False, False),
+    ]
     for index, c_in, c_out, attn, _ in layout:
         keys |= resblock(f"input_blocks.{index}.0", c_in, c_out)
         if attn:
             keys |= attention(f"input_blocks.{index}.1", c_out)
-    keys |= resblock("middle_block.0", 512, 512) | attention("middle_block.1", 512) | resblock("middle_block.2", 512, 512)
+    keys |= (
+        resblock("middle_block.0", 512, 512) | attention("middle_block.1", 512) | resblock("middle_block.2", 512, 512)
+    )
     # output blocks: (index, concatenated in, out, attention, upsample)
-    layout = [(0, 1024, 512, False, False), (1, 1024, 512, False, True), (2, 1024, 512, True, False), (3, 768, 512, True, True),
-              (4, 768, 256, False, False), (5, 512, 256, False, True), (6, 512, 256, False, False), (7, 384, 256, False, True),
-              (8, 384, 128, False, False), (9, 256, 128, False, True), (10, 256, 128, False, False), (11, 256, 128, False, False)]
+    layout = [
+        (0, 1024, 512, False, False),
+        (1, 1024, 512, False, True),
+        (2, 1024, 512, True, False),
+        (3, 768, 512, True, True),
+        (4, 768, 256, False, False),
+        (5, 512, 256, False, True),
+        (6, 512, 256, False, False),
+        (7, 384, 256, False, True),
+        (8, 384, 128, False, False),
+        (9, 256, 128, False, True),
+        (10, 256, 128, False, False),
+        (11, 256, 128, False, False),
+    ]
     for index, c_in, c_out, attn, up in layout:
         keys |= resblock(f"output_blocks.{index}.0", c_in, c_out)
         if attn:
@@ -71,7 +130,15 @@ def test_afhq_dog_state_dict_matches_the_guided_diffusion_layout():
     assert ours == expected
 
 
-TINY = dict(image_size=32, model_channels=32, num_res_blocks=1, attention_resolutions=[16], channel_mult=[1, 2], num_heads=2, num_head_channels=-1)
+TINY = dict(
+    image_size=32,
+    model_channels=32,
+    num_res_blocks=1,
+    attention_resolutions=[16],
+    channel_mult=[1, 2],
+    num_heads=2,
+    num_head_channels=-1,
+)
 
 
 @pytest.fixture
@@ -114,10 +181,28 @@ def test_bad_checkpoints_are_one_line(tmp_path, tiny_checkpoint):
 def test_hspace_run_on_an_adm_checkpoint(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     path, _ = tiny_checkpoint
-    overrides = ["model=adm_afhqdog256", f"model.weights={path}", "model.adm.image_size=32", "model.adm.model_channels=32",
-                 "model.adm.channel_mult=[1,2]", "model.adm.num_heads=2", "model.adm.num_head_channels=-1", "method.num_samples=16",
-                 "method.num_components=2", "method.oversample=2", "method.batch_size=8", "sampler.num_steps=3", "num_samples=1", "real_images=1",
-                 "num_directions=1", "edit.strengths=[0.0,1.0]", "logger=none", "metrics=none", f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"]
+    overrides = [
+        "model=adm_afhqdog256",
+        f"model.weights={path}",
+        "model.adm.image_size=32",
+        "model.adm.model_channels=32",
+        "model.adm.channel_mult=[1,2]",
+        "model.adm.num_heads=2",
+        "model.adm.num_head_channels=-1",
+        "method.num_samples=16",
+        "method.num_components=2",
+        "method.oversample=2",
+        "method.batch_size=8",
+        "sampler.num_steps=3",
+        "num_samples=1",
+        "real_images=1",
+        "num_directions=1",
+        "edit.strengths=[0.0,1.0]",
+        "logger=none",
+        "metrics=none",
+        f"run_dir={tmp_path / 'run'}",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose(config_name="run", overrides=overrides))
     assert metrics["method"] == "pca" and (tmp_path / "run" / "edits.safetensors").is_file()
@@ -125,10 +210,22 @@ def test_hspace_run_on_an_adm_checkpoint(tiny_checkpoint, tmp_path, monkeypatch)
 
 def test_bad_checkpoint_through_hspace_run_exits_with_one_line(tiny_checkpoint, tmp_path, capsys):
     path, _ = tiny_checkpoint
-    for weights, fragment in ((tmp_path / "none.pt", "no ADM checkpoint at"), (path, "does not fit the configured ADM architecture")):
+    for weights, fragment in (
+        (tmp_path / "none.pt", "no ADM checkpoint at"),
+        (path, "does not fit the configured ADM architecture"),
+    ):
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name="run", overrides=["model=adm_afhqdog256", f"model.weights={weights}", "logger=none", "metrics=none",
-                                                        f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"])
+            cfg = compose(
+                config_name="run",
+                overrides=[
+                    "model=adm_afhqdog256",
+                    f"model.weights={weights}",
+                    "logger=none",
+                    "metrics=none",
+                    f"run_dir={tmp_path / 'run'}",
+                    f"cache_dir={tmp_path / 'cache'}",
+                ],
+            )
         with pytest.raises(SystemExit) as exit_:
             run(cfg)
         err = capsys.readouterr().err.strip()

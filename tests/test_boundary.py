@@ -64,8 +64,17 @@ def test_single_class_bank_is_refused():
 def tiny_boundary(model, schedule, t_index: int) -> Directions:
     """One boundary at grid index t_index: a uniform x_t normal and the first h coordinate."""
     num_steps = schedule.num_steps
-    directions = Directions(torch.zeros(1, num_steps, *model.h_shape), torch.zeros(1, num_steps), schedule.timesteps, ["a"], "boundary", "tiny", "", {},
-                            extra={"x_normal": torch.ones(1, 3, 16, 16) / (3 * 256) ** 0.5, "offsets": torch.zeros(1, 2)})
+    directions = Directions(
+        torch.zeros(1, num_steps, *model.h_shape),
+        torch.zeros(1, num_steps),
+        schedule.timesteps,
+        ["a"],
+        "boundary",
+        "tiny",
+        "",
+        {},
+        extra={"x_normal": torch.ones(1, 3, 16, 16) / (3 * 256) ** 0.5, "offsets": torch.zeros(1, 2)},
+    )
     directions.vectors[0, t_index].view(-1)[0] = 1.0
     directions.scales[0, t_index] = 1.0
     return directions
@@ -78,9 +87,13 @@ def test_strength_zero_reproduces_the_unedited_sample(v_model, eta, keep_h):
     schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", eta)
     directions = tiny_boundary(v_model, schedule, t_index)
     x_T, z = noise_for([0, 1], v_model, schedule)
-    edited = BoundaryStep(strengths=[0.0, 5.0], mode="relative", keep_h=keep_h).apply(v_model, schedule, directions, 0, x_T, z)
+    edited = BoundaryStep(strengths=[0.0, 5.0], mode="relative", keep_h=keep_h).apply(
+        v_model, schedule, directions, 0, x_T, z
+    )
     # Unedited reference: deterministic up to t_m, the sampler's eta from t_m on.
-    reference_schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", [0.0] * t_index + [eta] * (num_steps - t_index))
+    reference_schedule = make_schedule(
+        v_model.alphas_cumprod, num_steps, "trailing", [0.0] * t_index + [eta] * (num_steps - t_index)
+    )
     reference = sample(v_model, reference_schedule, x_T, z).x0
     torch.testing.assert_close(edited[:, 0], reference, rtol=1e-5, atol=1e-5)
     unedited = BoundaryStep(strengths=[3.0], keep_h=keep_h).unedited(v_model, schedule, directions, 0, x_T, z)
@@ -90,15 +103,19 @@ def test_strength_zero_reproduces_the_unedited_sample(v_model, eta, keep_h):
 
 def test_keep_h_continues_with_the_unedited_paths_h_after_the_mixing_step(v_model):
     """The slow version: the unedited path recorded, then the moved x_t stepped by hand with that h."""
-    from hspace.diffusion.ddim import ddim_step, to_x0_eps
     from hspace.bottleneck import HSpace
+    from hspace.diffusion.ddim import ddim_step, to_x0_eps
 
     num_steps, t_index, d = 6, 2, 4.0
     schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", 1.0)
     directions = tiny_boundary(v_model, schedule, t_index)
     x_T, z = noise_for([0, 1, 2], v_model, schedule)
-    kept = BoundaryStep(strengths=[d], mode="relative", h_scale=None, keep_h=True, batch_size=2).apply(v_model, schedule, directions, 0, x_T, z)[:, 0]
-    free = BoundaryStep(strengths=[d], mode="relative", h_scale=None).apply(v_model, schedule, directions, 0, x_T, z)[:, 0]
+    kept = BoundaryStep(strengths=[d], mode="relative", h_scale=None, keep_h=True, batch_size=2).apply(
+        v_model, schedule, directions, 0, x_T, z
+    )[:, 0]
+    free = BoundaryStep(strengths=[d], mode="relative", h_scale=None).apply(v_model, schedule, directions, 0, x_T, z)[
+        :, 0
+    ]
 
     etas = [0.0] * t_index + [1.0] * (num_steps - t_index)
     path = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", etas)
@@ -112,7 +129,9 @@ def test_keep_h_continues_with_the_unedited_paths_h_after_the_mixing_step(v_mode
     torch.testing.assert_close(kept, x, rtol=1e-4, atol=1e-4)
     assert (kept - free).abs().max() > 1e-3  # the decoder did read the held h
     # Several strengths in batches that split a sample's rows: each column as when run alone.
-    swept = BoundaryStep(strengths=[-d, d, 0.0], mode="relative", h_scale=None, keep_h=True, batch_size=2).apply(v_model, schedule, directions, 0, x_T, z)
+    swept = BoundaryStep(strengths=[-d, d, 0.0], mode="relative", h_scale=None, keep_h=True, batch_size=2).apply(
+        v_model, schedule, directions, 0, x_T, z
+    )
     torch.testing.assert_close(swept[:, 1], kept, rtol=1e-4, atol=1e-4)
 
 
@@ -128,8 +147,19 @@ def test_replacing_h_with_the_paths_own_h_is_the_identity(v_model):
 
 def test_boundary_run_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    overrides = ["method=boundary", "edit=boundary_step", "method.num_bank=40", "method.t_mix=500", "sampler.num_steps=6", "num_samples=2",
-                 "real_images=0", "edit.strengths=[-1.0,1.0]", "logger=none", "metrics.fid.backend=none", f"cache_dir={tmp_path / 'cache'}"]
+    overrides = [
+        "method=boundary",
+        "edit=boundary_step",
+        "method.num_bank=40",
+        "method.t_mix=500",
+        "sampler.num_steps=6",
+        "num_samples=2",
+        "real_images=0",
+        "edit.strengths=[-1.0,1.0]",
+        "logger=none",
+        "metrics.fid.backend=none",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'run'}"]))
         assert 0 <= metrics["boundary/x/val_acc"] <= 1 and 0 <= metrics["boundary/h/val_acc"] <= 1
@@ -137,20 +167,37 @@ def test_boundary_run_end_to_end(tmp_path, monkeypatch, capsys):
         d = Directions.load(tmp_path / "run" / "directions.safetensors")
         assert d.extra["x_normal"].shape == (1, 3, 32, 32) and d.info["t_mix"] in d.timesteps.tolist()
         with pytest.raises(SystemExit) as exit_:
-            run(compose(config_name="run", overrides=[*overrides, "method.min_per_class=1000", f"run_dir={tmp_path / 'r2'}"]))
+            run(
+                compose(
+                    config_name="run", overrides=[*overrides, "method.min_per_class=1000", f"run_dir={tmp_path / 'r2'}"]
+                )
+            )
     assert exit_.value.code == 2 and "a boundary needs at least 1000 of each" in capsys.readouterr().err
 
 
 def test_conditional_mode_scores_the_real_image_edits_and_cached_directions_carry_no_stage_times(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    overrides = ["experiment=boundary_shapes_conditional", "method.num_bank=40", "method.t_mix=500", "sampler.num_steps=6", "num_samples=2",
-                 "real_images=3", "edit.mode=relative", "edit.strengths=[-1.0,0.0,1.0]", "logger=none", "metrics.fid.backend=none", f"cache_dir={tmp_path / 'cache'}"]
+    overrides = [
+        "experiment=boundary_shapes_conditional",
+        "method.num_bank=40",
+        "method.t_mix=500",
+        "sampler.num_steps=6",
+        "num_samples=2",
+        "real_images=3",
+        "edit.mode=relative",
+        "edit.strengths=[-1.0,0.0,1.0]",
+        "logger=none",
+        "metrics.fid.backend=none",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         first = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'a'}"]))
         again = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'b'}"]))
     for key in ("success@1", "preserve@1", "preserve@0", "mse@0", "target"):
         assert f"edit_real/light_background/{key}" in first, key
-    assert first["edit_real/light_background/preserve@0"] == 1.0 and first["edit_real/light_background/mse@0"] == 0.0  # relative 0: the unedited path
+    assert (
+        first["edit_real/light_background/preserve@0"] == 1.0 and first["edit_real/light_background/mse@0"] == 0.0
+    )  # relative 0: the unedited path
     assert first["time/evaluate_real_s"] >= 0 and first["time/bank_s"] > 0 and first["time/svm_fit_s"] >= 0
     assert again["cache/hits"] >= 1 and "time/bank_s" not in again and "time/svm_fit_s" not in again
     assert again["boundary/x/val_acc"] == first["boundary/x/val_acc"]
@@ -165,9 +212,21 @@ def test_conditional_mode_with_eta_one_departs_from_the_real_image(tmp_path, mon
     from safetensors.torch import load_file
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    overrides = ["experiment=boundary_shapes_conditional", "method.num_bank=40", "method.t_mix=500", "sampler.num_steps=20", "sampler.eta=1.0",
-                 "num_samples=1", "real_images=8", "edit.mode=relative", "edit.strengths=[0.0,1.0]", "logger=none", "metrics=none",
-                 f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}"]
+    overrides = [
+        "experiment=boundary_shapes_conditional",
+        "method.num_bank=40",
+        "method.t_mix=500",
+        "sampler.num_steps=20",
+        "sampler.eta=1.0",
+        "num_samples=1",
+        "real_images=8",
+        "edit.mode=relative",
+        "edit.strengths=[0.0,1.0]",
+        "logger=none",
+        "metrics=none",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"run_dir={tmp_path / 'run'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="run", overrides=overrides)
         metrics = run(cfg)
@@ -182,13 +241,32 @@ def test_conditional_mode_with_eta_one_departs_from_the_real_image(tmp_path, mon
 def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
     from hspace.directions.mixing import choose_t_mix
 
-    assert choose_t_mix([100, 200, 300], [0.001, 0.005, 0.02], 0.01, 500) == (200, "largest candidate with Delta <= 0.01 at it and every smaller candidate")
+    assert choose_t_mix([100, 200, 300], [0.001, 0.005, 0.02], 0.01, 500) == (
+        200,
+        "largest candidate with Delta <= 0.01 at it and every smaller candidate",
+    )
     assert choose_t_mix([100, 200], [0.5, 0.0], 0.01, 500)[0] == 500
     monkeypatch.setenv("WANDB_MODE", "offline")
-    overrides = ["method=boundary", "edit=boundary_step", "method.num_bank=40", "method.t_mix=auto", "method.data=${data}",
-                 "method.mixing.candidates=[300,500,700]", "method.mixing.stride=100", "method.mixing.num_sampled=16", "method.mixing.num_real=16",
-                 "method.mixing.epsilon=0.5", "sampler.num_steps=6", "num_samples=2", "real_images=0", "edit.strengths=[1.0]", "logger=none",
-                 "metrics=none", f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}"]
+    overrides = [
+        "method=boundary",
+        "edit=boundary_step",
+        "method.num_bank=40",
+        "method.t_mix=auto",
+        "method.data=${data}",
+        "method.mixing.candidates=[300,500,700]",
+        "method.mixing.stride=100",
+        "method.mixing.num_sampled=16",
+        "method.mixing.num_real=16",
+        "method.mixing.epsilon=0.5",
+        "sampler.num_steps=6",
+        "num_samples=2",
+        "real_images=0",
+        "edit.strengths=[1.0]",
+        "logger=none",
+        "metrics=none",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"run_dir={tmp_path / 'run'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose(config_name="run", overrides=overrides))
     d = Directions.load(tmp_path / "run" / "directions.safetensors")
@@ -200,9 +278,22 @@ def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
 
 def test_inverted_bank_of_labelled_real_images(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    overrides = ["method=boundary", "edit=boundary_step", "method.bank=inverted", "method.data=${data}", "method.num_bank=40",
-                 "method.attribute=large", "sampler.num_steps=6", "num_samples=1", "real_images=2", "edit.strengths=[1.0]", "logger=none",
-                 "metrics=none", f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}"]
+    overrides = [
+        "method=boundary",
+        "edit=boundary_step",
+        "method.bank=inverted",
+        "method.data=${data}",
+        "method.num_bank=40",
+        "method.attribute=large",
+        "sampler.num_steps=6",
+        "num_samples=1",
+        "real_images=2",
+        "edit.strengths=[1.0]",
+        "logger=none",
+        "metrics=none",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"run_dir={tmp_path / 'run'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose(config_name="run", overrides=overrides))
     d = Directions.load(tmp_path / "run" / "directions.safetensors")
@@ -213,18 +304,43 @@ def test_inverted_bank_of_labelled_real_images(tmp_path, monkeypatch):
 
 def test_bank_is_cached_and_a_one_sided_bank_is_refused_before_inverting(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    base = ["method=boundary", "edit=boundary_step", "method.num_bank=24", "sampler.num_steps=4", "num_samples=1", "real_images=0",
-            "edit.strengths=[1.0]", "logger=none", "metrics=none", f"cache_dir={tmp_path / 'cache'}"]
+    base = [
+        "method=boundary",
+        "edit=boundary_step",
+        "method.num_bank=24",
+        "sampler.num_steps=4",
+        "num_samples=1",
+        "real_images=0",
+        "edit.strengths=[1.0]",
+        "logger=none",
+        "metrics=none",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         run(compose(config_name="run", overrides=[*base, "method.C=1.0", f"run_dir={tmp_path / 'a'}"]))
-        second = run(compose(config_name="run", overrides=[*base, "method.C=0.5", f"run_dir={tmp_path / 'b'}"]))  # new SVM, same bank
+        second = run(
+            compose(config_name="run", overrides=[*base, "method.C=0.5", f"run_dir={tmp_path / 'b'}"])
+        )  # new SVM, same bank
         assert second["cache/hits"] == 1 and second["cache/misses"] == 1
         import hspace.directions.boundary as boundary
 
-        monkeypatch.setattr(boundary, "inverted_bank", lambda *a, **k: pytest.fail("inverted before checking the labels"))
+        monkeypatch.setattr(
+            boundary, "inverted_bank", lambda *a, **k: pytest.fail("inverted before checking the labels")
+        )
         with pytest.raises(SystemExit):
-            run(compose(config_name="run", overrides=[*base, "method.bank=inverted", "method.data=${data}", "method.attribute=red",
-                                                      "method.min_per_class=20", f"run_dir={tmp_path / 'c'}"]))
+            run(
+                compose(
+                    config_name="run",
+                    overrides=[
+                        *base,
+                        "method.bank=inverted",
+                        "method.data=${data}",
+                        "method.attribute=red",
+                        "method.min_per_class=20",
+                        f"run_dir={tmp_path / 'c'}",
+                    ],
+                )
+            )
     assert "a boundary needs at least 20 of each" in capsys.readouterr().err
 
 
@@ -232,8 +348,17 @@ def test_shapes_background_target_at_the_chosen_strength(tmp_path, monkeypatch):
     """The experiment's setting (experiments/boundarydiffusion2023) on 64 samples: darkening the background
     flips at least 90% of light backgrounds and keeps at least 90% of the other decisions."""
     monkeypatch.setenv("WANDB_MODE", "offline")
-    overrides = ["experiment=boundary_shapes_unconditional", "method.t_mix=500", "num_samples=64", "edit.strengths=[-5.0]", "metrics.fid.backend=none",
-                 "+metrics.targets.light_background=light_background", "logger=none", f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}"]
+    overrides = [
+        "experiment=boundary_shapes_unconditional",
+        "method.t_mix=500",
+        "num_samples=64",
+        "edit.strengths=[-5.0]",
+        "metrics.fid.backend=none",
+        "+metrics.targets.light_background=light_background",
+        "logger=none",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"run_dir={tmp_path / 'run'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose(config_name="run", overrides=overrides))
     assert metrics["boundary/x/val_acc"] >= 0.95

@@ -34,7 +34,10 @@ def celebahq(tmp_path):
 
 def test_dataset_reads_images_and_labels(celebahq):
     root, rows = celebahq
-    splits = {s: CelebAHQDataset(root, s, resolution=32, val_fraction=1 / 6, test_fraction=1 / 6) for s in ("train", "val", "test")}
+    splits = {
+        s: CelebAHQDataset(root, s, resolution=32, val_fraction=1 / 6, test_fraction=1 / 6)
+        for s in ("train", "val", "test")
+    }
     assert [len(splits[s]) for s in ("train", "val", "test")] == [4, 1, 1]
     item = splits["test"][0]
     assert item["image"].shape == (3, 32, 32) and item["image"].min() >= -1 and item["image"].max() <= 1
@@ -43,9 +46,22 @@ def test_dataset_reads_images_and_labels(celebahq):
 
 
 def compose_classifier(root, run_dir, extra=()):
-    overrides = ["experiment=celebahq_classifier", f"data.root={root}", "data.resolution=32", "data.batch_size=2", "data.num_workers=0",
-                 "data.val_fraction=0.17", "data.test_fraction=0.17", "module.channels=[8,8]", "module.hidden=16", "trainer.max_steps=2",
-                 "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", f"run_dir={run_dir}", *extra]
+    overrides = [
+        "experiment=celebahq_classifier",
+        f"data.root={root}",
+        "data.resolution=32",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "data.val_fraction=0.17",
+        "data.test_fraction=0.17",
+        "module.channels=[8,8]",
+        "module.hidden=16",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.enable_progress_bar=false",
+        f"run_dir={run_dir}",
+        *extra,
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
@@ -72,7 +88,11 @@ def test_bad_paths_are_one_line(celebahq, tmp_path, capsys):
     (empty / IMAGE_DIR).mkdir(parents=True)
     expect_one_line_exit(capsys, compose_classifier(empty, tmp_path / "r2"), "holds no .jpg or .png images")
     write_annotations(root / ANNOTATION_FILE, [(rows[0][0], rows[0][1][:-1]), *rows[1:]])
-    expect_one_line_exit(capsys, compose_classifier(root, tmp_path / "r3"), f"{ANNOTATION_FILE} line 3: expected a file name and 40 values")
+    expect_one_line_exit(
+        capsys,
+        compose_classifier(root, tmp_path / "r3"),
+        f"{ANNOTATION_FILE} line 3: expected a file name and 40 values",
+    )
     write_annotations(root / ANNOTATION_FILE, rows, count=7)
     expect_one_line_exit(capsys, compose_classifier(root, tmp_path / "r4"), "says 7 images on line 1 but lists 6")
     write_annotations(root / ANNOTATION_FILE, rows)
@@ -92,10 +112,29 @@ def test_hspace_run_with_a_google_layout_model_on_celebahq(celebahq, tmp_path, m
     monkeypatch.setenv("WANDB_MODE", "offline")
     root, _ = celebahq
     weights = save_random_model(tmp_path / "google_layout", GOOGLE_LAYOUT)
-    overrides = [f"model={model_config}", f"model.weights={weights}", "data=celebahq", f"data.root={root}", "data.resolution=64", "data.num_workers=0",
-                 "data.val_fraction=0.17", "data.test_fraction=0.17", "method.num_samples=16", "method.num_components=2", "method.oversample=2",
-                 "method.batch_size=8", "sampler.num_steps=3", "num_samples=1", "real_images=1", "num_directions=1", "edit.strengths=[0.0,1.0]",
-                 "logger=none", "metrics=none", f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"]
+    overrides = [
+        f"model={model_config}",
+        f"model.weights={weights}",
+        "data=celebahq",
+        f"data.root={root}",
+        "data.resolution=64",
+        "data.num_workers=0",
+        "data.val_fraction=0.17",
+        "data.test_fraction=0.17",
+        "method.num_samples=16",
+        "method.num_components=2",
+        "method.oversample=2",
+        "method.batch_size=8",
+        "sampler.num_steps=3",
+        "num_samples=1",
+        "real_images=1",
+        "num_directions=1",
+        "edit.strengths=[0.0,1.0]",
+        "logger=none",
+        "metrics=none",
+        f"run_dir={tmp_path / 'run'}",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose(config_name="run", overrides=overrides))
     assert metrics["inversion/mse"] >= 0 and (tmp_path / "run" / "edits_real.safetensors").is_file()

@@ -51,10 +51,24 @@ def test_projection_is_orthogonal_and_equals_eq12():
 
 def test_class_mean_run_disentangles_and_edits(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    overrides = ["method=class_mean", "method.attributes=[light_background,large]", "method.num_index=24", "method.top_k=6",
-                 "method.batch_size=12", "method.condition_on=others", "method.keep_original=true", "sampler.num_steps=4", "num_samples=2",
-                 "real_images=0", "num_directions=4", "edit.strengths=[0.0,1.0]", "logger=none", "metrics.fid.backend=none",
-                 f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"]
+    overrides = [
+        "method=class_mean",
+        "method.attributes=[light_background,large]",
+        "method.num_index=24",
+        "method.top_k=6",
+        "method.batch_size=12",
+        "method.condition_on=others",
+        "method.keep_original=true",
+        "sampler.num_steps=4",
+        "num_samples=2",
+        "real_images=0",
+        "num_directions=4",
+        "edit.strengths=[0.0,1.0]",
+        "logger=none",
+        "metrics.fid.backend=none",
+        f"run_dir={tmp_path / 'run'}",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose(config_name="run", overrides=overrides))
     d = Directions.load(tmp_path / "run" / "directions.safetensors")
@@ -69,8 +83,17 @@ def test_class_mean_run_disentangles_and_edits(tmp_path, monkeypatch):
 
 def test_unknown_attribute_is_one_line(tmp_path, capsys):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="run", overrides=["method=class_mean", "method.attributes=[smiling]", "logger=none", "metrics=none",
-                                                    f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"])
+        cfg = compose(
+            config_name="run",
+            overrides=[
+                "method=class_mean",
+                "method.attributes=[smiling]",
+                "logger=none",
+                "metrics=none",
+                f"run_dir={tmp_path / 'run'}",
+                f"cache_dir={tmp_path / 'cache'}",
+            ],
+        )
     with pytest.raises(SystemExit) as exit_:
         run(cfg)
     assert exit_.value.code == 2 and "the classifier does not know smiling" in capsys.readouterr().err

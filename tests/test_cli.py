@@ -16,7 +16,16 @@ def run(args, cwd):
 
 
 def test_sample_console_script_from_any_directory(tmp_path):
-    result = run([str(SCRIPTS / "hspace-sample"), "num_samples=4", "ncols=2", "sampler.num_steps=4", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    result = run(
+        [
+            str(SCRIPTS / "hspace-sample"),
+            "num_samples=4",
+            "ncols=2",
+            "sampler.num_steps=4",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     png = tmp_path / "run" / "samples.png"
     assert f"samples: {png}" in result.stdout and "pass_fraction" in result.stdout
@@ -33,12 +42,26 @@ def test_user_config_directory_is_searched(tmp_path):
     mine = tmp_path / "myconf" / "model"
     mine.mkdir(parents=True)
     shutil.copy(Path(__file__).parents[1] / "conf" / "model" / "shapes32.yaml", mine / "mine.yaml")
-    result = run([sys.executable, "-m", "hspace.cli.sample", "--cfg", "job", "model=mine", f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"], cwd=tmp_path)
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "hspace.cli.sample",
+            "--cfg",
+            "job",
+            "model=mine",
+            f"hydra.searchpath=[file://{tmp_path / 'myconf'}]",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_unknown_weights_are_one_line(tmp_path):
-    result = run([str(SCRIPTS / "hspace-sample"), f"model.weights={tmp_path}/missing", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    result = run(
+        [str(SCRIPTS / "hspace-sample"), f"model.weights={tmp_path}/missing", f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "missing" in result.stderr
     assert not (tmp_path / "run" / "samples.png").exists()
@@ -68,10 +91,19 @@ def test_values_left_at_missing_are_named_in_one_line(tmp_path):
     import sys
     from pathlib import Path
 
-    result = subprocess.run([str(Path(sys.executable).parent / "hspace-run"), "experiment=haas2023_table1_celebahq", f"hydra.run.dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "hspace-run"),
+            "experiment=haas2023_table1_celebahq",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stderr.strip() == (
-        "error: not set: celeba_classifier (??? in the config): give it on the command line, e.g. celeba_classifier=...")
+        "error: not set: celeba_classifier (??? in the config): give it on the command line, e.g. celeba_classifier=..."
+    )
 
 
 def test_trainer_configs_for_one_and_several_gpus():
@@ -81,8 +113,13 @@ def test_trainer_configs_for_one_and_several_gpus():
     from hspace.cli.run import evaluation_trainer
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        assert evaluation_trainer(compose(config_name="run", overrides=["trainer=gpu"]).trainer) == {"accelerator": "gpu", "devices": 1}
-        assert evaluation_trainer(compose(config_name="run", overrides=["trainer=ddp"]).trainer)["strategy"] == "ddp_spawn"
+        assert evaluation_trainer(compose(config_name="run", overrides=["trainer=gpu"]).trainer) == {
+            "accelerator": "gpu",
+            "devices": 1,
+        }
+        assert (
+            evaluation_trainer(compose(config_name="run", overrides=["trainer=ddp"]).trainer)["strategy"] == "ddp_spawn"
+        )
         train = compose(config_name="train", overrides=["trainer=ddp"]).trainer
     assert train.strategy == "ddp" and train.precision == "bf16-mixed" and train.max_steps == 20000
 

@@ -23,11 +23,28 @@ def tiny_clip(tmp_path_factory):
     vocab = {t: i for i, t in enumerate(letters + [c + "</w>" for c in letters] + ["<|startoftext|>", "<|endoftext|>"])}
     (directory / "vocab.json").write_text(json.dumps(vocab))
     (directory / "merges.txt").write_text("#version: 0.2\n")
-    special = dict(bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"])
+    special = dict(
+        bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]
+    )
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32, **special),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            **special,
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        ),
         projection_dim=16,
     )
     CLIPModel(config).save_pretrained(directory)
@@ -42,9 +59,15 @@ def test_probabilities_match_clips_own_pairwise_softmax(tiny_clip):
     assert p.shape == (4, 2) and ((p > 0) & (p < 1)).all()
     # The slow way: transformers' forward over all four prompts, then a softmax within each pair.
     model = CLIPModel.from_pretrained(tiny_clip)
-    tokens = AutoTokenizer.from_pretrained(tiny_clip)([t for pair in PROMPTS.values() for t in pair], padding=True, return_tensors="pt")
+    tokens = AutoTokenizer.from_pretrained(tiny_clip)(
+        [t for pair in PROMPTS.values() for t in pair], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
-        logits = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=classifier.preprocess(images)).logits_per_image
+        logits = model(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            pixel_values=classifier.preprocess(images),
+        ).logits_per_image
     torch.testing.assert_close(p, logits.view(4, 2, 2).softmax(-1)[..., 0], rtol=1e-4, atol=1e-5)
 
 
@@ -63,10 +86,23 @@ def test_missing_model_and_bad_prompts_are_one_line(tmp_path, tiny_clip):
 
 def test_hspace_run_scores_edits_with_clip(tmp_path, tiny_clip, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    overrides = ["method.num_samples=32", "method.num_components=2", "method.oversample=4", "method.batch_size=16", "sampler.num_steps=3",
-                 "num_samples=2", "real_images=0", "num_directions=1", "edit.strengths=[-2.0,2.0]", "logger=none",
-                 "metrics=clip_celebahq", f"metrics.classifier.source={tiny_clip}", "metrics.fid.backend=none",
-                 f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"]
+    overrides = [
+        "method.num_samples=32",
+        "method.num_components=2",
+        "method.oversample=4",
+        "method.batch_size=16",
+        "sampler.num_steps=3",
+        "num_samples=2",
+        "real_images=0",
+        "num_directions=1",
+        "edit.strengths=[-2.0,2.0]",
+        "logger=none",
+        "metrics=clip_celebahq",
+        f"metrics.classifier.source={tiny_clip}",
+        "metrics.fid.backend=none",
+        f"run_dir={tmp_path / 'run'}",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="run", overrides=overrides)
     metrics = run(cfg)  # the paper's five prompt pairs

@@ -28,7 +28,13 @@ from hspace.job.find import directions_from_method
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 TINY = ["sampler.num_steps=4", "num_samples=2", "real_images=2"]
-TINY_PCA = ["method.num_samples=64", "method.num_components=4", "method.oversample=8", "method.batch_size=32", "num_directions=2"]
+TINY_PCA = [
+    "method.num_samples=64",
+    "method.num_components=4",
+    "method.oversample=8",
+    "method.batch_size=32",
+    "num_directions=2",
+]
 
 
 def readme_blocks(heading: str) -> dict[str, str]:
@@ -59,11 +65,30 @@ def test_readme_method_and_edit_run_end_to_end(user_code):
     command = readme_blocks("Adding a method")["bash"].strip()
     assert command.startswith("PYTHONPATH=. hspace-run hydra.searchpath=[file://$PWD/my_conf] method=mean_h")
     args = command.split("hspace-run ", 1)[1].replace("$PWD", str(user_code)).split()
-    env = {**os.environ, "PYTHONPATH": str(user_code), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(user_code),
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
     run_dir, cache = user_code / "run", user_code / "cache"
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "hspace-run"), *args, "edit=late_shift", *TINY, "metrics.fid.reference_count=64", f"run_dir={run_dir}", f"cache_dir={cache}", "logger=none"],
-        cwd=user_code, env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(Path(sys.executable).parent / "hspace-run"),
+            *args,
+            "edit=late_shift",
+            *TINY,
+            "metrics.fid.reference_count=64",
+            f"run_dir={run_dir}",
+            f"cache_dir={cache}",
+            "logger=none",
+        ],
+        cwd=user_code,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -76,22 +101,44 @@ def test_readme_method_and_edit_run_end_to_end(user_code):
 
     # The same method in process (its config read as the search path would): directions from the cache.
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="run", overrides=["num_directions=1", "sampler.num_steps=4", "num_samples=1", f"run_dir={user_code / 'again'}", f"cache_dir={cache}", "logger=none", "metrics=none", "real_images=0"])
+        cfg = compose(
+            config_name="run",
+            overrides=[
+                "num_directions=1",
+                "sampler.num_steps=4",
+                "num_samples=1",
+                f"run_dir={user_code / 'again'}",
+                f"cache_dir={cache}",
+                "logger=none",
+                "metrics=none",
+                "real_images=0",
+            ],
+        )
     with open_dict(cfg):
         cfg.method = OmegaConf.load(user_code / "my_conf" / "method" / "mean_h.yaml")
     again = run(cfg)
     assert again["cache/hits"] == 1 and again["cache/misses"] == 0
-    assert torch.equal(load_file(run_dir / "directions.safetensors")["directions"], load_file(user_code / "again" / "directions.safetensors")["directions"])
+    assert torch.equal(
+        load_file(run_dir / "directions.safetensors")["directions"],
+        load_file(user_code / "again" / "directions.safetensors")["directions"],
+    )
 
 
 def compose_run(run_dir, extra):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="run", overrides=[*TINY, f"run_dir={run_dir}", f"cache_dir={run_dir.parent / 'cache'}", "logger=none", *extra])
+        return compose(
+            config_name="run",
+            overrides=[*TINY, f"run_dir={run_dir}", f"cache_dir={run_dir.parent / 'cache'}", "logger=none", *extra],
+        )
 
 
 def test_every_method_that_lacks_what_boundary_step_reads_is_refused_in_one_line(tmp_path, capsys):
     configured = {path.stem for path in (Path(CONFIG_DIR) / "method").glob("*.yaml")}
-    lacking = sorted(name for name, cls in registered_methods().items() if name in configured and not set(BoundaryStep.requires) <= set(cls.provides))
+    lacking = sorted(
+        name
+        for name, cls in registered_methods().items()
+        if name in configured and not set(BoundaryStep.requires) <= set(cls.provides)
+    )
     assert {"pca", "random", "jacobian", "class_mean"} <= set(lacking) and "boundary" not in lacking
     for name in lacking:
         run_dir = tmp_path / name
@@ -106,7 +153,19 @@ def test_every_method_that_lacks_what_boundary_step_reads_is_refused_in_one_line
 
 def test_mismatched_pairing_from_the_command_line(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    result = subprocess.run([str(Path(sys.executable).parent / "hspace-run"), "method=pca", "edit=boundary_step", f"run_dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "hspace-run"),
+            "method=pca",
+            "edit=boundary_step",
+            f"run_dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: edit=boundary_step reads x_normal, offsets from its directions, which method=pca does not provide: "
@@ -118,7 +177,12 @@ def test_mismatched_pairing_from_the_command_line(tmp_path):
 def test_a_directions_file_without_what_the_edit_reads_is_refused(tmp_path, capsys):
     run(compose_run(tmp_path / "pca", [*TINY_PCA, "metrics=none", "real_images=0"]))
     with pytest.raises(SystemExit):
-        run(compose_run(tmp_path / "edit", [f"directions_path={tmp_path / 'pca' / 'directions.safetensors'}", "edit=boundary_step"]))
+        run(
+            compose_run(
+                tmp_path / "edit",
+                [f"directions_path={tmp_path / 'pca' / 'directions.safetensors'}", "edit=boundary_step"],
+            )
+        )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "the directions file" in err and "use method=boundary" in err, err
 
@@ -148,7 +212,9 @@ def test_a_method_holding_a_classifier_is_keyed_by_its_weights(model, tmp_path):
     first, same, other = small_classifier(0), small_classifier(0), small_classifier(1)
     assert ScoreWeighted(first).identity() == ScoreWeighted(same).identity()
     assert ScoreWeighted(first).identity() != ScoreWeighted(other).identity()
-    assert content_key({"config": ScoreWeighted(first).identity()}) != content_key({"config": ScoreWeighted(other).identity()})
+    assert content_key({"config": ScoreWeighted(first).identity()}) != content_key(
+        {"config": ScoreWeighted(other).identity()}
+    )
 
     cache, sampler = ArtifactCache(tmp_path), SamplerSettings(num_steps=3)
     a, cached_a = directions_from_method(ScoreWeighted(first), model, sampler, cache)

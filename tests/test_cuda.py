@@ -18,8 +18,16 @@ pytestmark = [
 def run_on(device: str, tmp_path, overrides: list[str]) -> tuple[dict, object]:
     run_dir = tmp_path / device
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="run", overrides=[*overrides, f"trainer.accelerator={device}", f"run_dir={run_dir}",
-                                                    f"cache_dir={tmp_path / ('cache-' + device)}", "logger=none"])
+        cfg = compose(
+            config_name="run",
+            overrides=[
+                *overrides,
+                f"trainer.accelerator={device}",
+                f"run_dir={run_dir}",
+                f"cache_dir={tmp_path / ('cache-' + device)}",
+                "logger=none",
+            ],
+        )
         return run(cfg), run_dir
 
 
@@ -32,15 +40,32 @@ def on_both(tmp_path, overrides: list[str]) -> tuple[dict, dict, Directions, Dir
 
 
 def test_main_job_on_cuda_matches_cpu(tmp_path):
-    overrides = ["method.num_samples=96", "method.num_components=4", "method.oversample=8", "method.batch_size=48", "sampler.num_steps=10",
-                 "num_samples=4", "real_images=2", "num_directions=2", "edit.strengths=[-2.0,0.0,2.0]", "metrics.fid.reference_count=64"]
+    overrides = [
+        "method.num_samples=96",
+        "method.num_components=4",
+        "method.oversample=8",
+        "method.batch_size=48",
+        "sampler.num_steps=10",
+        "num_samples=4",
+        "real_images=2",
+        "num_directions=2",
+        "edit.strengths=[-2.0,0.0,2.0]",
+        "metrics.fid.reference_count=64",
+    ]
     cpu_metrics, gpu_metrics, a, b, cpu_dir, gpu_dir = on_both(tmp_path, overrides)
     cos = (a.vectors.flatten(2) * b.vectors.flatten(2)).sum(-1).abs()  # unit vectors per step; signs may flip
     assert cos.min() > 0.99, cos.min()
-    edits_a, edits_b = load_file(cpu_dir / "edits.safetensors")["images"], load_file(gpu_dir / "edits.safetensors")["images"]
-    assert (edits_a.float() - edits_b.float()).abs().mean() < 3.0  # uint8 images; per-step sign flips are aligned by the method
+    edits_a, edits_b = (
+        load_file(cpu_dir / "edits.safetensors")["images"],
+        load_file(gpu_dir / "edits.safetensors")["images"],
+    )
+    assert (
+        edits_a.float() - edits_b.float()
+    ).abs().mean() < 3.0  # uint8 images; per-step sign flips are aligned by the method
     assert abs(cpu_metrics["inversion/mse"] - gpu_metrics["inversion/mse"]) < 1e-3
-    assert gpu_metrics["edit/pc0/success"] == pytest.approx(cpu_metrics["edit/pc0/success"], abs=0.26)  # 4 samples: one decision
+    assert gpu_metrics["edit/pc0/success"] == pytest.approx(
+        cpu_metrics["edit/pc0/success"], abs=0.26
+    )  # 4 samples: one decision
 
 
 def test_bf16_autocast_on_cuda_stays_close_to_fp32():
@@ -60,8 +85,17 @@ def test_bf16_autocast_on_cuda_stays_close_to_fp32():
 
 
 def test_jacobian_directions_on_cuda_match_cpu(tmp_path):
-    overrides = ["method=jacobian", "method.num_directions=2", "method.tol=1e-5", "method.max_iters=200", "sampler.num_steps=6", "num_samples=1",
-                 "real_images=0", "edit.strengths=[1.0]", "metrics=none"]
+    overrides = [
+        "method=jacobian",
+        "method.num_directions=2",
+        "method.tol=1e-5",
+        "method.max_iters=200",
+        "sampler.num_steps=6",
+        "num_samples=1",
+        "real_images=0",
+        "edit.strengths=[1.0]",
+        "metrics=none",
+    ]
     _, _, a, b, _, _ = on_both(tmp_path, overrides)
     cos = (a.vectors.flatten(2) * b.vectors.flatten(2)).sum(-1).abs()
     assert cos.min() > 0.99, cos
@@ -69,8 +103,17 @@ def test_jacobian_directions_on_cuda_match_cpu(tmp_path):
 
 
 def test_boundary_directions_and_edit_on_cuda(tmp_path):
-    overrides = ["method=boundary", "edit=boundary_step", "method.num_bank=60", "method.t_mix=500", "sampler.num_steps=10", "num_samples=8",
-                 "real_images=0", "edit.strengths=[-2.0,0.0,2.0]", "metrics.fid.backend=none"]
+    overrides = [
+        "method=boundary",
+        "edit=boundary_step",
+        "method.num_bank=60",
+        "method.t_mix=500",
+        "sampler.num_steps=10",
+        "num_samples=8",
+        "real_images=0",
+        "edit.strengths=[-2.0,0.0,2.0]",
+        "metrics.fid.backend=none",
+    ]
     cpu_metrics, gpu_metrics, a, b, cpu_dir, gpu_dir = on_both(tmp_path, overrides)
     t = a.info["t_index"]
     assert b.info["t_index"] == t

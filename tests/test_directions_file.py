@@ -65,7 +65,9 @@ def test_cache_computes_once_and_recomputes_a_truncated_entry(directions, tmp_pa
         return directions
 
     def get():
-        return cache.get("directions", {"method": "pca", "k": 3}, compute, save=lambda d, p: d.save(p), load=Directions.load)
+        return cache.get(
+            "directions", {"method": "pca", "k": 3}, compute, save=lambda d, p: d.save(p), load=Directions.load
+        )
 
     first = get()
     second = get()
@@ -76,7 +78,9 @@ def test_cache_computes_once_and_recomputes_a_truncated_entry(directions, tmp_pa
     third = get()
     assert len(calls) == 2 and torch.equal(third.vectors, directions.vectors)
     assert Directions.load(entry).names == directions.names  # the entry was rewritten whole
-    other = cache.get("directions", {"method": "pca", "k": 4}, compute, save=lambda d, p: d.save(p), load=Directions.load)
+    other = cache.get(
+        "directions", {"method": "pca", "k": 4}, compute, save=lambda d, p: d.save(p), load=Directions.load
+    )
     assert len(calls) == 3 and other is directions
 
 

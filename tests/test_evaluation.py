@@ -10,10 +10,10 @@ import torch
 
 from hspace.classifiers.cnn import AttributeCNN
 from hspace.data.shapes import ATTRIBUTES, draw_factors, render
-from tests.reference_edit_metrics import edit_metrics
 from hspace.metrics.edit_scores import EditScores
 from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index
 from hspace.metrics.fid import classifier_backend, reference_statistics
+from tests.reference_edit_metrics import edit_metrics
 
 
 def test_streaming_scores_equal_dense_definitions():
@@ -41,13 +41,17 @@ def test_headline_strength():
 
 
 def scene_pairs(n, change):
-    """uint8 originals (n, 3, 32, 32) and one edit per sample (1, n, 1, 3, 32, 32) with `change` applied to the factors."""
+    """uint8 originals (n, 3, 32, 32) and one edit per sample (1, n, 1, 3, 32, 32) with `change` applied to
+    the factors."""
     originals, edits = [], []
     for i in range(n):
         factors = draw_factors(3, "test", i, 32)
         originals.append(render(factors, 32))
         edits.append(render(change(factors), 32))
-    to_tensor = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+    def to_tensor(images):
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
     return to_tensor(originals), to_tensor(edits)[None, :, None]
 
 
@@ -59,7 +63,9 @@ def test_known_edits_give_known_answers():
     _, unchanged = scene_pairs(48, lambda f: f)
     edits = torch.cat([to_light, to_red, unchanged])  # 3 directions x 48 samples x 1 strength
     reference = reference_statistics(backend, [originals.float() / 127.5 - 1])
-    settings = EvaluationSettings(classifier=classifier, fid_backend=backend, reference=reference, targets={"to_red": "red"}, batch_size=16)
+    settings = EvaluationSettings(
+        classifier=classifier, fid_backend=backend, reference=reference, targets={"to_red": "red"}, batch_size=16
+    )
     module = evaluate_edits(settings, originals, edits, ["to_light", "to_red", "same"], [2.0])
     m = module.results
     # Unsupervised target: the attribute moved most; the intended one here.
@@ -71,7 +77,10 @@ def test_known_edits_give_known_answers():
     assert m["edit/to_red/preserve"] == pytest.approx(1 - not_red / (48 * 10), abs=0.01)
     dark = sum(draw_factors(3, "test", i, 32).background == "dark" for i in range(48))
     assert m["edit/score_abs_delta/to_light/light_background"] == pytest.approx(dark / 48, abs=0.02)
-    assert m["edit/score_delta/to_light/light_background"] == pytest.approx(dark / 48, abs=0.02) and abs(m["edit/score_delta/to_light/large"]) < 0.02
+    assert (
+        m["edit/score_delta/to_light/light_background"] == pytest.approx(dark / 48, abs=0.02)
+        and abs(m["edit/score_delta/to_light/large"]) < 0.02
+    )
     assert m["edit/same/mse"] == 0 and m["edit/same/ssim"] > 0.999
     assert m["edit/to_light/mse"] > 0.05 and m["edit/to_light/ssim"] < 0.9
     assert m["edit/same/fid/shapes_classifier"] < 1e-3 < m["edit/to_light/fid/shapes_classifier"]
@@ -92,19 +101,35 @@ def test_two_processes_give_the_single_process_numbers():
     originals, to_light = scene_pairs(24, lambda f: replace(f, background="light"))
     _, to_red = scene_pairs(24, lambda f: replace(f, colour="red"))
     # Keep scenes whose every decision is clear, so float differences between processes cannot flip one.
-    probabilities = [classifier.probabilities(images.float() / 127.5 - 1) for images in (originals, to_light[0, :, 0], to_red[0, :, 0])]
-    clear = torch.stack([(p - 0.5).abs().min(dim=1).values > 0.05 for p in probabilities]).all(dim=0).nonzero().flatten()[:16]
+    probabilities = [
+        classifier.probabilities(images.float() / 127.5 - 1)
+        for images in (originals, to_light[0, :, 0], to_red[0, :, 0])
+    ]
+    clear = (
+        torch.stack([(p - 0.5).abs().min(dim=1).values > 0.05 for p in probabilities])
+        .all(dim=0)
+        .nonzero()
+        .flatten()[:16]
+    )
     assert len(clear) == 16
     originals, edits = originals[clear], torch.cat([to_light, to_red])[:, clear]
     reference = reference_statistics(backend, [originals.float() / 127.5 - 1])
     settings = EvaluationSettings(classifier=classifier, fid_backend=backend, reference=reference, batch_size=4)
     single_module = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0])
-    spawned_module = evaluate_edits(settings, originals, edits, ["light", "red"], [1.0], {"strategy": "ddp_spawn", "devices": 2})
+    spawned_module = evaluate_edits(
+        settings, originals, edits, ["light", "red"], [1.0], {"strategy": "ddp_spawn", "devices": 2}
+    )
     single, spawned = single_module.results, spawned_module.results
     # What only the parent process builds: the target names and the score matrix.
-    assert [spawned[f"edit/{d}/target"] for d in ("light", "red")] == [single[f"edit/{d}/target"] for d in ("light", "red")] == ["light_background", "red"]
+    assert (
+        [spawned[f"edit/{d}/target"] for d in ("light", "red")]
+        == [single[f"edit/{d}/target"] for d in ("light", "red")]
+        == ["light_background", "red"]
+    )
     (_, rows), (_, single_rows) = spawned_module.score_matrix(), single_module.score_matrix()
-    assert rows[0][0] == "light" and rows[0][1:] == pytest.approx(single_rows[0][1:], abs=1e-4) and max(rows[0][1:]) > 0.3
+    assert (
+        rows[0][0] == "light" and rows[0][1:] == pytest.approx(single_rows[0][1:], abs=1e-4) and max(rows[0][1:]) > 0.3
+    )
     numeric = {k: v for k, v in single.items() if isinstance(v, float) and not math.isnan(v) and "fid" not in k}
     continuous = {k: v for k, v in numeric.items() if "/success" not in k and "/preserve" not in k}
     assert continuous and {k: spawned[k] for k in continuous} == pytest.approx(continuous, rel=1e-4, abs=1e-5)

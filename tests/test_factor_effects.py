@@ -39,7 +39,14 @@ def test_a_colour_change_with_a_leak_into_size(originals):
 
 
 def test_two_factors_at_once_are_not_predominant(originals):
-    both = [replace(f, background="light" if f.background == "dark" else "dark", shape="square" if f.shape != "square" else "circle") for f in originals]
+    both = [
+        replace(
+            f,
+            background="light" if f.background == "dark" else "dark",
+            shape="square" if f.shape != "square" else "circle",
+        )
+        for f in originals
+    ]
     effects = factor_effects(measure_all(renders(originals)), measure_all(renders(both)), 32)
     assert effects.normalised["background"] == 1.0 and effects.normalised["shape"] == 1.0 and not effects.predominant
 

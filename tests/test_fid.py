@@ -9,7 +9,13 @@ from hspace.cache import ArtifactCache
 from hspace.classifiers.cnn import AttributeCNN
 from hspace.data.shapes import ShapesDataset
 from hspace.errors import UserError
-from hspace.metrics.fid import cached_reference_statistics, classifier_backend, inception_backend, load_reference, make_fid
+from hspace.metrics.fid import (
+    cached_reference_statistics,
+    classifier_backend,
+    inception_backend,
+    load_reference,
+    make_fid,
+)
 
 
 def shapes_images(n, seed=7):

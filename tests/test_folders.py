@@ -26,7 +26,9 @@ def labelled_folder(tmp_path):
     root = tmp_path / "folder"
     save_images(root / "a", [f"{i}.png" for i in range(4)])
     save_images(root / "b", [f"{i}.jpg" for i in range(4)], seed=1)
-    rows = ["file,smile,hat"] + [f"{d}/{i}.{ext},{i % 2},{-1 if i < 2 else 1}" for d, ext in (("a", "png"), ("b", "jpg")) for i in range(4)]
+    rows = ["file,smile,hat"] + [
+        f"{d}/{i}.{ext},{i % 2},{-1 if i < 2 else 1}" for d, ext in (("a", "png"), ("b", "jpg")) for i in range(4)
+    ]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     return root, tmp_path / "labels.csv"
 
@@ -55,8 +57,13 @@ def lsun_lmdb(tmp_path):
 
 def test_image_folder_with_labels(labelled_folder):
     root, labels = labelled_folder
-    data = ImageFolderDataModule(str(root), resolution=32, labels_csv=str(labels), val_fraction=0.25, test_fraction=0.25)
-    assert [len(data.datasets[s]) for s in ("train", "val", "test")] == [4, 2, 2] and data.attributes == ["smile", "hat"]
+    data = ImageFolderDataModule(
+        str(root), resolution=32, labels_csv=str(labels), val_fraction=0.25, test_fraction=0.25
+    )
+    assert [len(data.datasets[s]) for s in ("train", "val", "test")] == [4, 2, 2] and data.attributes == [
+        "smile",
+        "hat",
+    ]
     item = data.datasets["train"][0]
     assert item["image"].shape == (3, 32, 32) and item["attributes"].tolist() in ([0, 0], [1, 0], [0, 1], [1, 1])
 
@@ -76,10 +83,31 @@ def test_afhq_and_lmdb(afhq, lsun_lmdb):
 @pytest.mark.parametrize("layout", ["image_folder", "lsun_church", "afhq", "lsun_lmdb"])
 def test_hspace_run_on_each_layout(layout, labelled_folder, afhq, lsun_lmdb, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    root = {"image_folder": labelled_folder[0], "lsun_church": labelled_folder[0] / "a", "afhq": afhq, "lsun_lmdb": lsun_lmdb}[layout]
-    overrides = [f"data={layout}", f"data.root={root}", "data.resolution=32", "data.num_workers=0", "method.num_samples=32", "method.num_components=2",
-                 "method.oversample=4", "method.batch_size=16", "sampler.num_steps=3", "num_samples=1", "real_images=1", "num_directions=1",
-                 "edit.strengths=[0.0,1.0]", "logger=none", "metrics=none", f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"]
+    root = {
+        "image_folder": labelled_folder[0],
+        "lsun_church": labelled_folder[0] / "a",
+        "afhq": afhq,
+        "lsun_lmdb": lsun_lmdb,
+    }[layout]
+    overrides = [
+        f"data={layout}",
+        f"data.root={root}",
+        "data.resolution=32",
+        "data.num_workers=0",
+        "method.num_samples=32",
+        "method.num_components=2",
+        "method.oversample=4",
+        "method.batch_size=16",
+        "sampler.num_steps=3",
+        "num_samples=1",
+        "real_images=1",
+        "num_directions=1",
+        "edit.strengths=[0.0,1.0]",
+        "logger=none",
+        "metrics=none",
+        f"run_dir={tmp_path / 'run'}",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     if layout != "afhq":
         overrides += ["data.val_fraction=0.2", "data.test_fraction=0.2"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -89,7 +117,16 @@ def test_hspace_run_on_each_layout(layout, labelled_folder, afhq, lsun_lmdb, tmp
 
 def one_line_error(capsys, overrides, tmp_path, fragment):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="run", overrides=[*overrides, "logger=none", "metrics=none", f"run_dir={tmp_path / 'bad'}", f"cache_dir={tmp_path / 'cache'}"])
+        cfg = compose(
+            config_name="run",
+            overrides=[
+                *overrides,
+                "logger=none",
+                "metrics=none",
+                f"run_dir={tmp_path / 'bad'}",
+                f"cache_dir={tmp_path / 'cache'}",
+            ],
+        )
     with pytest.raises(SystemExit) as exit_:
         run(cfg)
     err = capsys.readouterr().err.strip()
@@ -100,12 +137,40 @@ def test_bad_input_is_one_line(labelled_folder, afhq, tmp_path, capsys):
     root, labels = labelled_folder
     one_line_error(capsys, ["data=image_folder", f"data.root={tmp_path / 'nowhere'}"], tmp_path, "no image folder at")
     (tmp_path / "empty").mkdir()
-    one_line_error(capsys, ["data=image_folder", f"data.root={tmp_path / 'empty'}"], tmp_path, "holds no .png, .jpg or .webp images")
+    one_line_error(
+        capsys,
+        ["data=image_folder", f"data.root={tmp_path / 'empty'}"],
+        tmp_path,
+        "holds no .png, .jpg or .webp images",
+    )
     labels.write_text("file,smile\na/0.png,2\n")
-    one_line_error(capsys, ["data=image_folder", f"data.root={root}", f"data.labels_csv={labels}"], tmp_path, "line 2: expected a file name and 1 values")
+    one_line_error(
+        capsys,
+        ["data=image_folder", f"data.root={root}", f"data.labels_csv={labels}"],
+        tmp_path,
+        "line 2: expected a file name and 1 values",
+    )
     one_line_error(capsys, ["data=afhq", f"data.root={tmp_path / 'folder'}"], tmp_path, "no AFHQ split folder at")
     one_line_error(capsys, ["data=lsun_lmdb", f"data.root={tmp_path / 'folder'}"], tmp_path, "no LMDB export at")
     (root / "a" / "0.png").write_bytes(b"broken")
-    one_line_error(capsys, ["data=image_folder", f"data.root={root}", "data.resolution=32", "data.num_workers=0", "real_images=8", "sampler.num_steps=2",
-                            "method.num_samples=8", "method.num_components=2", "method.oversample=2", "method.batch_size=8", "num_samples=1", "num_directions=1",
-                            "data.val_fraction=0", "data.test_fraction=1.0"], tmp_path, "cannot read the image")
+    one_line_error(
+        capsys,
+        [
+            "data=image_folder",
+            f"data.root={root}",
+            "data.resolution=32",
+            "data.num_workers=0",
+            "real_images=8",
+            "sampler.num_steps=2",
+            "method.num_samples=8",
+            "method.num_components=2",
+            "method.oversample=2",
+            "method.batch_size=8",
+            "num_samples=1",
+            "num_directions=1",
+            "data.val_fraction=0",
+            "data.test_fraction=1.0",
+        ],
+        tmp_path,
+        "cannot read the image",
+    )

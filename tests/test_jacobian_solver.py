@@ -63,10 +63,14 @@ def test_block_iteration_on_a_known_matrix():
     right, _ = torch.linalg.qr(torch.randn(30, 10, generator=g, dtype=torch.float64))
     s = torch.tensor([10.0, 7.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.3, 0.2], dtype=torch.float64)
     A = left @ torch.diag(s) @ right.T
-    result = block_subspace_iteration(lambda V: V @ A.T, lambda U: U @ A, 30, 3, tol=1e-8, max_iters=500, dtype=torch.float64)
+    result = block_subspace_iteration(
+        lambda V: V @ A.T, lambda U: U @ A, 30, 3, tol=1e-8, max_iters=500, dtype=torch.float64
+    )
     torch.testing.assert_close(result.values, s[:3])
     assert result.converged and result.iterations < 500 and len(result.log) == result.iterations
-    capped = block_subspace_iteration(lambda V: V @ A.T, lambda U: U @ A, 30, 3, tol=1e-14, max_iters=2, dtype=torch.float64)
+    capped = block_subspace_iteration(
+        lambda V: V @ A.T, lambda U: U @ A, 30, 3, tol=1e-14, max_iters=2, dtype=torch.float64
+    )
     assert not capped.converged and capped.iterations == 2
 
 
@@ -82,9 +86,20 @@ def test_jacobian_method_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     mask = tmp_path / "mask.png"
     Image.fromarray((torch.zeros(32, 32).index_fill_(0, torch.arange(8, 24), 255)).byte().numpy()).save(mask)
-    overrides = ["method=jacobian", "method.num_directions=2", "method.scale_mode=sigma_tau", "method.max_iters=4", f"method.mask_file={mask}",
-                 "sampler.num_steps=4", "num_samples=2", "real_images=0", "edit.strengths=[-1.0,1.0]", "logger=none", "metrics=none",
-                 f"cache_dir={tmp_path / 'cache'}"]
+    overrides = [
+        "method=jacobian",
+        "method.num_directions=2",
+        "method.scale_mode=sigma_tau",
+        "method.max_iters=4",
+        f"method.mask_file={mask}",
+        "sampler.num_steps=4",
+        "num_samples=2",
+        "real_images=0",
+        "edit.strengths=[-1.0,1.0]",
+        "logger=none",
+        "metrics=none",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         first = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'a'}"]))
         directions = Directions.load(tmp_path / "a" / "directions.safetensors")

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from hspace.bottleneck import HSpace
 from hspace.diffusion.loading import load_model, resolve_weights
 from hspace.errors import UserError
-from hspace.bottleneck import HSpace
 
 
 def test_google_layout_loads_from_a_local_directory_and_exposes_h(google_layout_dir):

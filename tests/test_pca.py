@@ -3,18 +3,19 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SklearnPCA
 
-from hspace.directions.h_collection import collect_h
-from hspace.directions.pca import PCA, StreamingPCA, align_signs, exact_per_step_pca
 from hspace.diffusion.sampler import initial_noise, sample
 from hspace.diffusion.schedule import SamplerSettings, make_schedule
+from hspace.directions.h_collection import collect_h
+from hspace.directions.pca import PCA, StreamingPCA, align_signs, exact_per_step_pca
 
 
 @pytest.fixture(scope="module")
 def activations():
     """Natural h of 96 stochastic samples of a tiny UNet over 3 steps. (96, 3, 16, 8, 8)"""
-    from tests.conftest import GOOGLE_SCHEDULER, tiny_unet
     from diffusers import DDPMScheduler
+
     from hspace.diffusion.model import DiffusionModel
+    from tests.conftest import GOOGLE_SCHEDULER, tiny_unet
 
     model = DiffusionModel(tiny_unet(), dict(DDPMScheduler(**GOOGLE_SCHEDULER).config))
     schedule = make_schedule(model.alphas_cumprod, 3, eta=1.0)
@@ -30,7 +31,9 @@ def assert_matches_sklearn(result, h, k, atol, variance_rtol=None):
         cos = np.abs(np.einsum("kd,kd->k", result.axes[:k, t], reference.components_))
         np.testing.assert_allclose(cos, 1, atol=atol)
         np.testing.assert_allclose(result.std[:k, t] ** 2, reference.explained_variance_, rtol=variance_rtol)
-        np.testing.assert_allclose(result.explained_variance_ratio[:k, t], reference.explained_variance_ratio_, rtol=variance_rtol)
+        np.testing.assert_allclose(
+            result.explained_variance_ratio[:k, t], reference.explained_variance_ratio_, rtol=variance_rtol
+        )
 
 
 def test_exact_pca_equals_sklearn(activations):

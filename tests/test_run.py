@@ -45,9 +45,21 @@ def compose_run(run_dir, cache_dir, extra=()):
 def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     run_dir = tmp_path / "run"
     metrics = run(compose_run(run_dir, tmp_path / "cache"))
-    for name in ("config.yaml", "run_info.json", "metrics.json", "directions.safetensors", "edits.safetensors", "edits_real.safetensors"):
+    for name in (
+        "config.yaml",
+        "run_info.json",
+        "metrics.json",
+        "directions.safetensors",
+        "edits.safetensors",
+        "edits_real.safetensors",
+    ):
         assert (run_dir / name).is_file(), name
-    assert sorted(p.name for p in (run_dir / "grids").iterdir()) == ["pc0.png", "pc1.png", "real_pc0.png", "real_pc1.png"]
+    assert sorted(p.name for p in (run_dir / "grids").iterdir()) == [
+        "pc0.png",
+        "pc1.png",
+        "real_pc0.png",
+        "real_pc1.png",
+    ]
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["packages"]["torch"] and "git_sha" in info
     assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics, nan_ok=True)
@@ -72,13 +84,23 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     # The evaluation: classifier scores, pixel preservation and FID of the generated and the edited samples.
     assert metrics["fid/shapes_classifier/num_samples"] == 2 and metrics["fid/shapes_classifier/num_reference"] == 64
     assert metrics["edit/fid/shapes_classifier/num_samples"] == 2 and metrics["fid/shapes_classifier"] > 0
-    for key in ("edit/pc0/success@2", "edit/pc0/preserve@-2", "edit/pc0/mse@2", "edit/pc1/ssim@2", "edit/pc1/fid/shapes_classifier@-2", "edit/score_delta/pc0/large"):
+    for key in (
+        "edit/pc0/success@2",
+        "edit/pc0/preserve@-2",
+        "edit/pc0/mse@2",
+        "edit/pc1/ssim@2",
+        "edit/pc1/fid/shapes_classifier@-2",
+        "edit/score_delta/pc0/large",
+    ):
         assert key in metrics, key
     assert metrics["edit/pc0/mse@0"] == 0 and metrics["edit/pc0/preserve@0"] == 1
     assert metrics["edit/pc0/target"].lstrip("-") in ATTRIBUTES
     # The inverted real images' edits, scored the same way against their reconstructions.
     assert metrics["edit_real/pc0/mse@0"] == 0 and "edit_real/pc1/success@2" in metrics
-    assert metrics["edit_real/unedited/fid/shapes_classifier/num_samples"] == 2 and metrics["edit_real/fid/shapes_classifier/num_samples"] == 2
+    assert (
+        metrics["edit_real/unedited/fid/shapes_classifier/num_samples"] == 2
+        and metrics["edit_real/fid/shapes_classifier/num_samples"] == 2
+    )
     assert logged["fid/shapes_classifier"] == pytest.approx(metrics["fid/shapes_classifier"])
     assert logged["edit/score_matrix/_type"] == "table-file" and logged["edit/by_strength/_type"] == "table-file"
     assert logged["edit/score_matrix/ncols"] == 1 + len(ATTRIBUTES) and logged["edit/by_strength/nrows"] == 2 * 3
@@ -87,10 +109,15 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
 def test_second_identical_run_hits_the_cache_and_a_truncated_entry_is_recomputed(tmp_path):
     cache = tmp_path / "cache"
     first = run(compose_run(tmp_path / "a", cache))
-    assert first["cache/hits"] == 0 and first["cache/misses"] == 4  # two h batches, the directions, FID reference statistics
+    assert (
+        first["cache/hits"] == 0 and first["cache/misses"] == 4
+    )  # two h batches, the directions, FID reference statistics
     second = run(compose_run(tmp_path / "b", cache))
     assert second["cache/hits"] == 2 and second["cache/misses"] == 0  # directions and reference straight from the cache
-    a, b = Directions.load(tmp_path / "a" / "directions.safetensors"), Directions.load(tmp_path / "b" / "directions.safetensors")
+    a, b = (
+        Directions.load(tmp_path / "a" / "directions.safetensors"),
+        Directions.load(tmp_path / "b" / "directions.safetensors"),
+    )
     assert torch.equal(a.vectors, b.vectors) and torch.equal(a.scales, b.scales)
 
     (entry,) = (cache / "directions").glob("*.safetensors")
@@ -121,18 +148,28 @@ def test_random_control_matches_the_pca_norms(tmp_path):
     run(compose_run(tmp_path / "pca", tmp_path / "cache"))
     run(compose_run(tmp_path / "random", tmp_path / "cache", ["method=random"]))
     pca, rnd = (Directions.load(tmp_path / name / "directions.safetensors") for name in ("pca", "random"))
-    norm = lambda d: (d.vectors.flatten(2).norm(dim=-1) * d.scales)  # noqa: E731  ||dh_t|| at strength 1
+    norm = lambda d: d.vectors.flatten(2).norm(dim=-1) * d.scales  # noqa: E731  ||dh_t|| at strength 1
     torch.testing.assert_close(norm(rnd), norm(pca), rtol=1e-5, atol=1e-6)
     assert rnd.names[0] == "random0" and not torch.allclose(rnd.vectors, pca.vectors)
 
 
 def cli(args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([str(Path(sys.executable).parent / "hspace-run"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "hspace-run"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_multirun_gives_one_wandb_run_per_job_and_shares_the_cache(tmp_path):
-    result = cli(["-m", "method=pca,random", *TINY, f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    result = cli(
+        ["-m", "method=pca,random", *TINY, f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted((tmp_path / "sweep").glob("*/wandb/offline-run-*"))
     assert len(runs) == 2 and runs[0].parent.parent.name == "0" and runs[1].parent.parent.name == "1"
@@ -143,7 +180,16 @@ def test_multirun_gives_one_wandb_run_per_job_and_shares_the_cache(tmp_path):
 
 def test_incompatible_directions_file_is_one_line(tmp_path):
     run(compose_run(tmp_path / "a", tmp_path / "cache", ["logger=none"]))
-    result = cli([*TINY, "sampler.num_steps=6", "logger=none", f"directions_path={tmp_path / 'a' / 'directions.safetensors'}", f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
+    result = cli(
+        [
+            *TINY,
+            "sampler.num_steps=6",
+            "logger=none",
+            f"directions_path={tmp_path / 'a' / 'directions.safetensors'}",
+            f"hydra.run.dir={tmp_path / 'b'}",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "4-step grid" in result.stderr
 
@@ -151,16 +197,49 @@ def test_incompatible_directions_file_is_one_line(tmp_path):
 def test_edit_grid_script_redraws_chosen_strengths(tmp_path):
     from PIL import Image
 
-    run(compose_run(tmp_path / "run", tmp_path / "cache", ["metrics.fid.backend=none", "logger=none", "edit.strengths=[-0.3,0.0,0.3]"]))
+    run(
+        compose_run(
+            tmp_path / "run",
+            tmp_path / "cache",
+            ["metrics.fid.backend=none", "logger=none", "edit.strengths=[-0.3,0.0,0.3]"],
+        )
+    )
     script = Path(__file__).parents[1] / "scripts" / "edit_grid.py"
     out = tmp_path / "grid.png"
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc1", str(out), "--strengths", "0.3", "-0.3", "--rows", "1", "--real"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "run"),
+            "pc1",
+            str(out),
+            "--strengths",
+            "0.3",
+            "-0.3",
+            "--rows",
+            "1",
+            "--real",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     single = Image.open(out).size
-    subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc1", str(out), "--rows", "2"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run"), "pc1", str(out), "--rows", "2"],
+        check=True,
+        capture_output=True,
+    )
     assert Image.open(out).size[0] > single[0] and Image.open(out).size[1] > single[1]  # three columns, two rows
-    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc9", str(tmp_path / "bad.png")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run"), "pc9", str(tmp_path / "bad.png")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "has no direction 'pc9'" in bad.stderr and not (tmp_path / "bad.png").exists()
-    empty = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "pc1", str(tmp_path / "bad.png"), "--strengths"], capture_output=True, text=True)
+    empty = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run"), "pc1", str(tmp_path / "bad.png"), "--strengths"],
+        capture_output=True,
+        text=True,
+    )
     assert empty.returncode == 2 and "nothing to draw" in empty.stderr and not (tmp_path / "bad.png").exists()

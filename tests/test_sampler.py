@@ -3,8 +3,8 @@ import torch
 from diffusers import DDIMScheduler
 
 from hspace.diffusion.sampler import initial_noise, sample
-from hspace.diffusion.step_rules import AddH
 from hspace.diffusion.schedule import eta_vector, make_schedule, timestep_grid
+from hspace.diffusion.step_rules import AddH
 from tests.conftest import GOOGLE_SCHEDULER, ZERO_SNR_V
 
 
@@ -39,7 +39,9 @@ def test_ddim_matches_diffusers(which, eta, model, v_model):
         "v-zero-snr-trailing": (v_model, ZERO_SNR_V, "trailing"),
     }[which]
     T = 8
-    reference = DDIMScheduler.from_config({**config, "clip_sample": False, "set_alpha_to_one": True, "timestep_spacing": spacing})
+    reference = DDIMScheduler.from_config(
+        {**config, "clip_sample": False, "set_alpha_to_one": True, "timestep_spacing": spacing}
+    )
     reference.set_timesteps(T)
     schedule = make_schedule(model.alphas_cumprod, T, spacing, eta=eta)
     assert reference.timesteps.tolist() == schedule.timesteps.tolist()

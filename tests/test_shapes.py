@@ -23,7 +23,11 @@ def test_attributes_agree_with_the_factors_and_the_pixels(resolution):
         f = ds.factors(i)
         attrs = dict(zip(ATTRIBUTES, item["attributes"].tolist()))
         r, cx, cy = item["factors"].tolist()
-        assert attrs["large"] == (r > 0.235 * resolution) and attrs["left"] == (cx < resolution / 2) and attrs["top"] == (cy < resolution / 2)
+        assert (
+            attrs["large"] == (r > 0.235 * resolution)
+            and attrs["left"] == (cx < resolution / 2)
+            and attrs["top"] == (cy < resolution / 2)
+        )
         assert 0.15 * resolution <= r <= 0.32 * resolution and 0.3 * resolution <= cx <= 0.7 * resolution
         assert sum(attrs[c] for c in COLOURS) == 1 and sum(attrs[s] for s in ("circle", "square", "triangle")) == 1
         assert attrs[f.colour] == 1 and attrs[f.shape] == 1 and attrs["light_background"] == (f.background == "light")

@@ -18,7 +18,11 @@ def rendered(n: int, split: str = "val", resolution: int = 32):
 def test_rendered_images_give_back_their_factors(resolution, n):
     factors, pixels = rendered(n, resolution=resolution)
     for f, m in zip(factors, measure_all(pixels)):
-        assert (SHAPES[m.shape], tuple(COLOURS)[m.colour], tuple(BACKGROUNDS)[m.background]) == (f.shape, f.colour, f.background)
+        assert (SHAPES[m.shape], tuple(COLOURS)[m.colour], tuple(BACKGROUNDS)[m.background]) == (
+            f.shape,
+            f.colour,
+            f.background,
+        )
         assert max(abs(m.r - f.r), abs(m.cx - f.cx), abs(m.cy - f.cy)) < 0.25, (f, m)
         assert m.valid and m.shape_clear and m.fit_error <= CLEAR_FIT_ERROR
         low, high = FILL_BANDS[f.shape]
@@ -58,7 +62,10 @@ def test_no_object_and_two_objects():
 
 def test_clarity_report_counts():
     _, pixels = rendered(12)
-    blob = blend(ShapesFactors("dark", "red", "circle", 8.0, 16.0, 16.0), ShapesFactors("dark", "red", "triangle", 8.0, 16.0, 16.0))
+    blob = blend(
+        ShapesFactors("dark", "red", "circle", 8.0, 16.0, 16.0),
+        ShapesFactors("dark", "red", "triangle", 8.0, 16.0, 16.0),
+    )
     report = clarity_report(measure_all(np.concatenate([pixels, blob[None], np.full((1, 32, 32, 3), 125, np.uint8)])))
     assert report["shape_clear_fraction"] == pytest.approx(12 / 14)
     assert report["valid_fraction"] == pytest.approx(13 / 14)  # the blob passes the judge: one object of one colour

@@ -1,8 +1,8 @@
 import torch
 
 from hspace.diffusion.sampler import initial_noise, sample
-from hspace.diffusion.step_rules import AddH
 from hspace.diffusion.schedule import make_schedule
+from hspace.diffusion.step_rules import AddH
 from hspace.directions.container import Directions
 from hspace.edits.shift import ShiftEdit
 
@@ -29,7 +29,9 @@ def test_zero_strength_reproduces_the_unedited_samples_exactly(model):
     assert edited.shape == (3, 3, *model.image_shape)
     natural = sample(model, schedule, x_T, z).x0
     torch.testing.assert_close(edited[:, 1], natural, rtol=0, atol=1e-4)  # other batch layout: float order differs
-    only_zero = ShiftEdit(strengths=[0.0], batch_size=3).apply(model, schedule, make_directions(model, schedule), 1, x_T, z)
+    only_zero = ShiftEdit(strengths=[0.0], batch_size=3).apply(
+        model, schedule, make_directions(model, schedule), 1, x_T, z
+    )
     assert torch.equal(only_zero[:, 0], natural)  # same batch layout: bit-identical
     assert not torch.allclose(edited[:, 0], natural, atol=1e-3) and not torch.allclose(edited[:, 2], natural, atol=1e-3)
 
@@ -41,7 +43,9 @@ def test_each_strength_equals_its_own_unbatched_run(model):
     edited = ShiftEdit(strengths=[1.5, -1.0]).apply(model, schedule, d, 0, x_T, z)
     v = d.vectors[0] * d.scales[0].view(-1, 1, 1, 1)  # dh_t = gamma * s_t * u_t
     alone = sample(model, schedule, x_T, z, step=AddH(lambda idx: -1.0 * v[idx][None])).x0
-    torch.testing.assert_close(edited[0, 1], alone[0], rtol=1e-4, atol=1e-4)  # batch of 2 vs 1: float order differs with the thread count
+    torch.testing.assert_close(
+        edited[0, 1], alone[0], rtol=1e-4, atol=1e-4
+    )  # batch of 2 vs 1: float order differs with the thread count
 
 
 def test_window_limits_the_edit_to_its_steps(model):
@@ -72,7 +76,9 @@ def test_edit_grids_show_the_first_rows_with_the_title_above_them(tmp_path):
 
     pixels = np.random.default_rng(0).integers(0, 255, (40, 3, 8, 8, 3), dtype=np.uint8)
     tall = Image.open(save_edit_grid(pixels, [-1, 0, 1], "title", tmp_path / "tall.png", row_labels=list(range(40))))
-    short = Image.open(save_edit_grid(pixels[:16], [-1, 0, 1], "title", tmp_path / "short.png", row_labels=list(range(16))))
+    short = Image.open(
+        save_edit_grid(pixels[:16], [-1, 0, 1], "title", tmp_path / "short.png", row_labels=list(range(16)))
+    )
     assert tall.size == short.size
     ink = (np.asarray(tall.convert("L")) < 128).any(axis=1)
     assert ink[: int(0.1 * 110)].any()  # the title is drawn within the top 0.1 inch (dpi 100)

@@ -4,14 +4,22 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from hspace.diffusion.skips import cut_skips, skip_inputs, skip_weight_norm
 from hspace.bottleneck import HSpace
+from hspace.diffusion.skips import cut_skips, skip_inputs, skip_weight_norm
 
 
 def unet(channels=(8, 8, 8), groups=4):
     torch.manual_seed(0)
-    return UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=channels,
-                       down_block_types=["DownBlock2D"] * len(channels), up_block_types=["UpBlock2D"] * len(channels), norm_num_groups=groups)
+    return UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=channels,
+        down_block_types=["DownBlock2D"] * len(channels),
+        up_block_types=["UpBlock2D"] * len(channels),
+        norm_num_groups=groups,
+    )
 
 
 def test_cut_levels_ignore_their_skips():
@@ -28,11 +36,15 @@ def test_cut_levels_ignore_their_skips():
         def hook(module, args, output):
             hidden, skips = output
             return hidden, tuple(s + 1.0 if i >= first else s for i, s in enumerate(skips))
+
         return hook
 
     # The two cut up blocks read: the coarsest blocks' skips and the downsampled output of the finest.
-    handles = [net.down_blocks[2].register_forward_hook(shift_skips(0)), net.down_blocks[1].register_forward_hook(shift_skips(0)),
-               net.down_blocks[0].register_forward_hook(shift_skips(1))]
+    handles = [
+        net.down_blocks[2].register_forward_hook(shift_skips(0)),
+        net.down_blocks[1].register_forward_hook(shift_skips(0)),
+        net.down_blocks[0].register_forward_hook(shift_skips(1)),
+    ]
     outputs["skip"] = net(x, t).sample
     for handle in handles:
         handle.remove()

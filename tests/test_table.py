@@ -15,14 +15,44 @@ from hspace.tables.collect import RunRecord, local_runs, wandb_runs
 from hspace.tables.plot import strength_curves
 
 RUNS = {  # (method, first_seed) -> metrics
-    ("pca", 0): {"method": "pca", "edit/pc0/success": 0.8, "edit/pc0/preserve": 0.9, "edit/pc0/success@2": 0.5, "edit/pc0/success@4": 0.8,
-                 "edit/score_delta/pc0/large": 0.30, "edit/score_delta/pc0/red": 0.02, "edit/pc0/target": "large"},
-    ("pca", 8): {"method": "pca", "edit/pc0/success": 0.6, "edit/pc0/preserve": 0.7, "edit/pc0/success@2": 0.3, "edit/pc0/success@4": 0.6,
-                 "edit/score_delta/pc0/large": 0.10, "edit/score_delta/pc0/red": 0.04, "edit/pc0/target": "large"},
-    ("random", 0): {"method": "random", "edit/random0/success": 0.1, "edit/random0/preserve": 1.0, "edit/random0/success@2": 0.0,
-                    "edit/random0/success@4": 0.1, "edit/score_delta/random0/large": 0.0, "edit/score_delta/random0/red": 0.0},
-    ("random", 8): {"method": "random", "edit/random0/success": 0.3, "edit/random0/preserve": 1.0, "edit/random0/success@2": 0.2,
-                    "edit/random0/success@4": 0.3, "edit/score_delta/random0/large": 0.02, "edit/score_delta/random0/red": float("nan")},
+    ("pca", 0): {
+        "method": "pca",
+        "edit/pc0/success": 0.8,
+        "edit/pc0/preserve": 0.9,
+        "edit/pc0/success@2": 0.5,
+        "edit/pc0/success@4": 0.8,
+        "edit/score_delta/pc0/large": 0.30,
+        "edit/score_delta/pc0/red": 0.02,
+        "edit/pc0/target": "large",
+    },
+    ("pca", 8): {
+        "method": "pca",
+        "edit/pc0/success": 0.6,
+        "edit/pc0/preserve": 0.7,
+        "edit/pc0/success@2": 0.3,
+        "edit/pc0/success@4": 0.6,
+        "edit/score_delta/pc0/large": 0.10,
+        "edit/score_delta/pc0/red": 0.04,
+        "edit/pc0/target": "large",
+    },
+    ("random", 0): {
+        "method": "random",
+        "edit/random0/success": 0.1,
+        "edit/random0/preserve": 1.0,
+        "edit/random0/success@2": 0.0,
+        "edit/random0/success@4": 0.1,
+        "edit/score_delta/random0/large": 0.0,
+        "edit/score_delta/random0/red": 0.0,
+    },
+    ("random", 8): {
+        "method": "random",
+        "edit/random0/success": 0.3,
+        "edit/random0/preserve": 1.0,
+        "edit/random0/success@2": 0.2,
+        "edit/random0/success@4": 0.3,
+        "edit/score_delta/random0/large": 0.02,
+        "edit/score_delta/random0/red": float("nan"),
+    },
 }
 
 EXPECTED_SUMMARY = """\
@@ -60,7 +90,10 @@ def test_summary_and_score_delta_markdown(runs_dir, tmp_path):
     written = make_table(compose_table(runs_dir, tmp_path / "out"))
     assert written[".md"].read_text() == EXPECTED_SUMMARY
     assert "0.70 $\\pm$ 0.14" in written[".tex"].read_text() and "\\toprule" in written[".tex"].read_text()
-    assert written[".csv"].read_text().splitlines()[0] == "method,direction,success_mean,success_std,success_n,preserve_mean,preserve_std,preserve_n"
+    assert (
+        written[".csv"].read_text().splitlines()[0]
+        == "method,direction,success_mean,success_std,success_n,preserve_mean,preserve_std,preserve_n"
+    )
     assert written[".png"].stat().st_size > 1000
     written = make_table(compose_table(runs_dir, tmp_path / "out2", ["layout=score_delta", "plot.metric=null"]))
     assert written[".md"].read_text() == EXPECTED_SCORE_DELTA and ".png" not in written
@@ -73,7 +106,12 @@ def test_curves_against_strength(runs_dir):
 
 def test_rows_can_group_by_config_values(runs_dir):
     table = build_table(local_runs([runs_dir]), r"^edit/(?P<row>[^/@]+)/(?P<column>success)$", ["first_seed"])
-    assert to_markdown(table, 1).splitlines()[2:] == ["| 0 | pc0 | 0.8 |", "| 8 | pc0 | 0.6 |", "| 0 | random0 | 0.1 |", "| 8 | random0 | 0.3 |"]
+    assert to_markdown(table, 1).splitlines()[2:] == [
+        "| 0 | pc0 | 0.8 |",
+        "| 8 | pc0 | 0.6 |",
+        "| 0 | random0 | 0.1 |",
+        "| 8 | random0 | 0.3 |",
+    ]
 
 
 def test_strength_rows_are_in_numeric_order(tmp_path):
@@ -82,7 +120,9 @@ def test_strength_rows_are_in_numeric_order(tmp_path):
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({f"edit/d/success@{s}": float(s) for s in strengths}))
     (run / "config.yaml").write_text("method:\n  _target_: hspace.directions.boundary\n")
-    table = build_table(local_runs([tmp_path]), r"^edit/d/(?P<column>success)@(?P<row>-?[0-9.]+)$", ["method"], "strength")
+    table = build_table(
+        local_runs([tmp_path]), r"^edit/d/(?P<column>success)@(?P<row>-?[0-9.]+)$", ["method"], "strength"
+    )
     assert [row[-1] for row in table.rows] == ["-10", "-4", "0", "4", "10"]
 
 
@@ -101,8 +141,23 @@ def test_wandb_runs_through_the_api():
 
 def test_bad_input_is_one_line(tmp_path, runs_dir):
     command = [str(Path(sys.executable).parent / "hspace-table")]
-    missing = subprocess.run([*command, f"runs=[{tmp_path / 'nothing'}]", f"hydra.run.dir={tmp_path / 'o'}"], capture_output=True, text=True)
-    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: no runs at") and missing.stderr.strip().count("\n") == 0
-    nomatch = subprocess.run([*command, f"runs=[{runs_dir}]", "layout.pattern='^nothing/(?P<row>x)(?P<column>y)$'", f"hydra.run.dir={tmp_path / 'o'}"], capture_output=True, text=True)
+    missing = subprocess.run(
+        [*command, f"runs=[{tmp_path / 'nothing'}]", f"hydra.run.dir={tmp_path / 'o'}"], capture_output=True, text=True
+    )
+    assert (
+        missing.returncode == 2
+        and missing.stderr.strip().startswith("error: no runs at")
+        and missing.stderr.strip().count("\n") == 0
+    )
+    nomatch = subprocess.run(
+        [
+            *command,
+            f"runs=[{runs_dir}]",
+            "layout.pattern='^nothing/(?P<row>x)(?P<column>y)$'",
+            f"hydra.run.dir={tmp_path / 'o'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert nomatch.returncode == 2 and "matches the table pattern" in nomatch.stderr
     assert RunRecord("x", {"a": {"b": 1}}, {}).value("a.b") == 1

@@ -50,7 +50,11 @@ def test_train_writes_checkpoints_exports_and_resumes(tmp_path):
     assert skip_weight_norm(model.unet, 2) > 0
 
     resumed_dir = tmp_path / "resumed"
-    train(compose_train([f"run_dir={resumed_dir}", "trainer.max_steps=6", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]))
+    train(
+        compose_train(
+            [f"run_dir={resumed_dir}", "trainer.max_steps=6", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]
+        )
+    )
     checkpoint = torch.load(resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 6 and "ema" in checkpoint
     from_checkpoint = ema_model_from_checkpoint(resumed_dir / "checkpoints" / "last.ckpt").unet.state_dict()
@@ -77,12 +81,21 @@ def test_training_works_on_any_image_datamodule(tmp_path):
     images = torch.rand(16, 3, 16, 16) * 2 - 1
     data = ImageDataModule(TensorDataset(images), TensorDataset(images), TensorDataset(images), batch_size=4)
     module = DDPMTraining(
-        unet=dict(sample_size=16, block_out_channels=[8, 16], down_block_types=["DownBlock2D"] * 2, up_block_types=["UpBlock2D"] * 2, norm_num_groups=4, layers_per_block=1),
+        unet=dict(
+            sample_size=16,
+            block_out_channels=[8, 16],
+            down_block_types=["DownBlock2D"] * 2,
+            up_block_types=["UpBlock2D"] * 2,
+            norm_num_groups=4,
+            layers_per_block=1,
+        ),
         scheduler=dict(prediction_type="epsilon"),
         warmup_steps=1,
     )
     before = [p.detach().clone() for p in module.unet.parameters()]
-    pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path).fit(module, datamodule=data)
+    pl.Trainer(
+        max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+    ).fit(module, datamodule=data)
     assert any(not torch.equal(a, b) for a, b in zip(before, module.unet.parameters()))
     with module.ema_weights():
         ema = [p.detach().clone() for p in module.unet.parameters()]
@@ -109,7 +122,11 @@ def test_learning_rate_schedules():
     assert cosine[12] == pytest.approx(0.1 + 0.9 * 0.5) and cosine[20:] == [pytest.approx(0.1)] * 10
     assert all(a >= b for a, b in zip(cosine[4:], cosine[5:]))
     stable_then_decay = [learning_rate_factor(s, 4, "cosine", 10, 20, 0.0) for s in range(30)]
-    assert stable_then_decay[4:11] == [1.0] * 7 and stable_then_decay[15] == pytest.approx(0.5) and stable_then_decay[20] == 0.0
+    assert (
+        stable_then_decay[4:11] == [1.0] * 7
+        and stable_then_decay[15] == pytest.approx(0.5)
+        and stable_then_decay[20] == 0.0
+    )
 
 
 def test_min_snr_weights_cap_the_x0_error_weight():
@@ -118,7 +135,9 @@ def test_min_snr_weights_cap_the_x0_error_weight():
     from hspace.diffusion.schedule import training_alphas_cumprod
     from hspace.lightning.ddpm import eps_loss_weights, v_loss_weights
 
-    alphas = training_alphas_cumprod(dict(num_train_timesteps=1000, beta_schedule="linear", rescale_betas_zero_snr=True))
+    alphas = training_alphas_cumprod(
+        dict(num_train_timesteps=1000, beta_schedule="linear", rescale_betas_zero_snr=True)
+    )
     weights = v_loss_weights(alphas, 5.0)
     assert weights[-1] == 1.0 and weights[0] < 0.01  # full weight at SNR 0, little on nearly clean images
     generator = torch.Generator().manual_seed(0)
@@ -127,7 +146,9 @@ def test_min_snr_weights_cap_the_x0_error_weight():
         a = float(alphas[tau])
         x0_error = ((to_x0_eps(v_hat, x_t, a, "v_prediction")[0] - to_x0_eps(v, x_t, a, "v_prediction")[0]) ** 2).sum()
         snr = a / (1 - a)
-        assert float(weights[tau] * ((v_hat - v) ** 2).sum()) == pytest.approx(min(snr + 1, 5.0) * float(x0_error), rel=1e-6)
+        assert float(weights[tau] * ((v_hat - v) ** 2).sum()) == pytest.approx(
+            min(snr + 1, 5.0) * float(x0_error), rel=1e-6
+        )
     eps_alphas = training_alphas_cumprod(dict(num_train_timesteps=1000, beta_schedule="linear"))
     eps_weights = eps_loss_weights(eps_alphas, 5.0)
     snr = eps_alphas / (1 - eps_alphas)
@@ -137,14 +158,23 @@ def test_min_snr_weights_cap_the_x0_error_weight():
 def test_training_starts_from_init_weights_and_refuses_another_architecture(tmp_path):
     run = tmp_path / "run"
     export = train(compose_train([f"run_dir={run}", "trainer.max_steps=2"]))
-    module = DDPMTraining(**{k: v for k, v in compose_train([]).module.items() if k != "_target_"} | {"init_weights": str(export)})
+    module = DDPMTraining(
+        **{k: v for k, v in compose_train([]).module.items() if k != "_target_"} | {"init_weights": str(export)}
+    )
     pretrained = load_model(str(export)).unet.state_dict()
     assert all(torch.equal(pretrained[k], v) for k, v in module.unet.state_dict().items())
     with module.ema_weights():  # the EMA starts at the same weights
         assert all(torch.equal(pretrained[k], v) for k, v in module.unet.state_dict().items())
 
     result = subprocess.run(
-        [sys.executable, "-m", "hspace.cli.train", f"module.init_weights={export}", f"hydra.run.dir={tmp_path}/other", "trainer.max_steps=1"],
+        [
+            sys.executable,
+            "-m",
+            "hspace.cli.train",
+            f"module.init_weights={export}",
+            f"hydra.run.dir={tmp_path}/other",
+            "trainer.max_steps=1",
+        ],
         capture_output=True,
         text=True,
     )
@@ -156,7 +186,14 @@ def test_cosine_decay_reaches_its_minimum_and_min_snr_trains(tmp_path):
     images = torch.rand(16, 3, 16, 16) * 2 - 1
     data = ImageDataModule(TensorDataset(images), TensorDataset(images), TensorDataset(images), batch_size=4)
     module = DDPMTraining(
-        unet=dict(sample_size=16, block_out_channels=[8, 16], down_block_types=["DownBlock2D"] * 2, up_block_types=["UpBlock2D"] * 2, norm_num_groups=4, layers_per_block=1),
+        unet=dict(
+            sample_size=16,
+            block_out_channels=[8, 16],
+            down_block_types=["DownBlock2D"] * 2,
+            up_block_types=["UpBlock2D"] * 2,
+            norm_num_groups=4,
+            layers_per_block=1,
+        ),
         scheduler=dict(prediction_type="v_prediction", rescale_betas_zero_snr=True),
         lr=1e-3,
         warmup_steps=1,
@@ -164,7 +201,9 @@ def test_cosine_decay_reaches_its_minimum_and_min_snr_trains(tmp_path):
         min_lr_ratio=0.1,
         loss_weighting="min_snr",
     )
-    trainer = pl.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
     trainer.fit(module, datamodule=data)
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
 
@@ -172,8 +211,18 @@ def test_cosine_decay_reaches_its_minimum_and_min_snr_trains(tmp_path):
 def test_bad_training_settings_are_one_line():
     from hspace.errors import UserError
 
-    unet = dict(sample_size=16, block_out_channels=[8, 16], down_block_types=["DownBlock2D"] * 2, up_block_types=["UpBlock2D"] * 2, norm_num_groups=4)
-    for bad, message in [({"lr_schedule": "linear"}, "module.lr_schedule"), ({"loss_weighting": "p2"}, "module.loss_weighting"), ({"min_lr_ratio": 2.0}, "module.min_lr_ratio")]:
+    unet = dict(
+        sample_size=16,
+        block_out_channels=[8, 16],
+        down_block_types=["DownBlock2D"] * 2,
+        up_block_types=["UpBlock2D"] * 2,
+        norm_num_groups=4,
+    )
+    for bad, message in [
+        ({"lr_schedule": "linear"}, "module.lr_schedule"),
+        ({"loss_weighting": "p2"}, "module.loss_weighting"),
+        ({"min_lr_ratio": 2.0}, "module.min_lr_ratio"),
+    ]:
         with pytest.raises(UserError, match=message):
             DDPMTraining(unet=unet, scheduler={}, **bad)
 
@@ -186,11 +235,24 @@ def test_the_gpu_training_script_trains_exports_and_measures(tmp_path):
 
     root = Path(__file__).parents[1]
     overrides = [o for o in TINY if not o.startswith("data.num_workers")]
-    command = ["bash", str(root / "scripts" / "train_shapes_gpu.sh"), "trainer.accelerator=cpu", "trainer.max_steps=4", "module.decay_start=2", "module.decay_steps=4", "data.num_workers=0", *overrides]
+    command = [
+        "bash",
+        str(root / "scripts" / "train_shapes_gpu.sh"),
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=4",
+        "module.decay_start=2",
+        "module.decay_steps=4",
+        "data.num_workers=0",
+        *overrides,
+    ]
     env = {**os.environ, "RUN_DIR": str(tmp_path / "run"), "QUALITY_SAMPLES": "4", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_model(str(tmp_path / "run" / "model")).prediction_type == "v_prediction"
     report = json.loads((tmp_path / "run" / "quality.json").read_text())
-    assert report["num_samples"] == 4 and set(report["judge"]) >= {"pass_fraction"} and "shape_clear_fraction" in report["clarity"]
+    assert (
+        report["num_samples"] == 4
+        and set(report["judge"]) >= {"pass_fraction"}
+        and "shape_clear_fraction" in report["clarity"]
+    )
     assert (tmp_path / "run" / "quality_samples.png").is_file()

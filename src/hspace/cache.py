@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from filelock import FileLock
 
@@ -22,7 +23,9 @@ T = TypeVar("T")
 
 def content_key(parts: dict) -> str:
     """A stable hash of a JSON-able description of an artifact."""
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))  # no fallback: every part must be JSON (hspace.identity)
+    canonical = json.dumps(
+        parts, sort_keys=True, separators=(",", ":")
+    )  # no fallback: every part must be JSON (hspace.identity)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -35,7 +38,14 @@ class ArtifactCache:
     def path(self, kind: str, parts: dict, suffix: str = ".safetensors") -> Path:
         return self.root / kind / f"{content_key(parts)}{suffix}"
 
-    def get(self, kind: str, parts: dict, compute: Callable[[], T], save: Callable[[T, Path], object], load: Callable[[Path], T]) -> T:
+    def get(
+        self,
+        kind: str,
+        parts: dict,
+        compute: Callable[[], T],
+        save: Callable[[T, Path], object],
+        load: Callable[[Path], T],
+    ) -> T:
         """The entry for `parts`: loaded when present and readable, else computed, saved and returned.
 
         `save` must write atomically (see hspace.images.atomic_write_bytes); `load` must raise on a

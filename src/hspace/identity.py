@@ -38,4 +38,7 @@ def identity_of(value, where: str = "setting"):
         return {"type": type(value).__name__, "identity": value.identity()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: identity_of(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value)}
-    raise TypeError(f"{where} holds a {type(value).__name__}, which has no identity(): give it one (hspace.identity.Identified) so cache keys follow its content")
+    raise TypeError(
+        f"{where} holds a {type(value).__name__}, which has no identity(): give it one (hspace.identity.Identified) "
+        "so cache keys follow its content"
+    )

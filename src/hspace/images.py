@@ -70,7 +70,9 @@ def save_png(pixels: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     return atomic_write_bytes(path, lambda f: image.save(f, format="PNG"))
 
 
-def save_edit_grid(pixels: np.ndarray, strengths, title: str, path: str | Path, row_labels=None, max_rows: int = 16) -> Path:
+def save_edit_grid(
+    pixels: np.ndarray, strengths, title: str, path: str | Path, row_labels=None, max_rows: int = 16
+) -> Path:
     """A labelled edit grid: rows are the first `max_rows` samples, columns strengths. pixels: (N, S, H, W, C) uint8."""
     import io
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def wandb_logged_in() -> bool:
@@ -20,7 +20,14 @@ def wandb_logged_in() -> bool:
         return False
 
 
-def wandb_logger(project: str, save_dir: str, group: str | None = None, tags: Sequence[str] = (), name: str | None = None, mode: str = "auto"):
+def wandb_logger(
+    project: str,
+    save_dir: str,
+    group: str | None = None,
+    tags: Sequence[str] = (),
+    name: str | None = None,
+    mode: str = "auto",
+):
     """A Lightning WandbLogger; mode "auto" is online when logged in, else offline."""
     from pytorch_lightning.loggers import WandbLogger
 

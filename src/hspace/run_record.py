@@ -11,15 +11,33 @@ from pathlib import Path
 
 from hspace.images import atomic_write_bytes
 
-PACKAGES = ("hspace", "torch", "diffusers", "pytorch-lightning", "hydra-core", "wandb", "scikit-learn", "numpy", "safetensors")
+PACKAGES = (
+    "hspace",
+    "torch",
+    "diffusers",
+    "pytorch-lightning",
+    "hydra-core",
+    "wandb",
+    "scikit-learn",
+    "numpy",
+    "safetensors",
+)
 
 
 def git_sha() -> str | None:
     """The commit of the hspace checkout, with "-dirty" when it has uncommitted changes; None outside git."""
     root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("-dirty" if dirty else "")
@@ -36,7 +54,13 @@ def package_versions() -> dict[str, str | None]:
 
 
 def run_info() -> dict:
-    return {"git_sha": git_sha(), "packages": package_versions(), "python": platform.python_version(), "platform": platform.platform(), "argv": sys.argv}
+    return {
+        "git_sha": git_sha(),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "argv": sys.argv,
+    }
 
 
 def write_json(path: str | Path, value) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +20,29 @@ from hspace.classifiers.cnn import state_hash
 from hspace.diffusion.loading import file_sha256, resolve_weights
 from hspace.errors import UserError
 
-CLIP_FILES = ["config.json", "model.safetensors", "tokenizer*", "vocab.json", "merges.txt", "special_tokens_map.json", "preprocessor_config.json"]
+CLIP_FILES = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer*",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+]
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class CLIPZeroShot(nn.Module):
-    def __init__(self, model, tokenizer, prompts: Mapping[str, Sequence[str]], mean=OPENAI_MEAN, std=OPENAI_STD, weight_hash: str | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompts: Mapping[str, Sequence[str]],
+        mean=OPENAI_MEAN,
+        std=OPENAI_STD,
+        weight_hash: str | None = None,
+    ):
         super().__init__()
         for attribute, pair in prompts.items():
             if len(pair) != 2:
@@ -48,7 +64,10 @@ class CLIPZeroShot(nn.Module):
     def identity(self) -> str:
         """The weights' hash with the prompts and normalisation: everything the probabilities depend on."""
         weights = self.weight_hash or state_hash(self.model)
-        settings = json.dumps({"prompts": self.prompts, "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}, sort_keys=True)
+        settings = json.dumps(
+            {"prompts": self.prompts, "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()},
+            sort_keys=True,
+        )
         return f"{weights}:{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -57,7 +76,9 @@ class CLIPZeroShot(nn.Module):
         h, w = x.shape[-2:]
         scale = self.image_size / min(h, w)
         if scale != 1:
-            x = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bicubic", align_corners=False, antialias=scale < 1).clamp(0, 1)
+            x = F.interpolate(
+                x, size=(round(h * scale), round(w * scale)), mode="bicubic", align_corners=False, antialias=scale < 1
+            ).clamp(0, 1)
         top, left = (x.shape[-2] - self.image_size) // 2, (x.shape[-1] - self.image_size) // 2
         x = x[..., top : top + self.image_size, left : left + self.image_size]
         return (x - self.mean) / self.std
@@ -76,14 +97,19 @@ class CLIPZeroShot(nn.Module):
         return torch.cat(out)
 
     @classmethod
-    def load(cls, source: str, prompts: Mapping[str, Sequence[str]], device: str | torch.device = "cpu") -> CLIPZeroShot:
+    def load(
+        cls, source: str, prompts: Mapping[str, Sequence[str]], device: str | torch.device = "cpu"
+    ) -> CLIPZeroShot:
         """From a save_pretrained directory (model, tokenizer, optional preprocessor_config.json) or a
         Hugging Face id in the local cache (the hub only when online)."""
         from transformers import AutoTokenizer, CLIPModel
 
         directory = resolve_weights(source, patterns=CLIP_FILES, setting="metrics.classifier.source")
         if not (directory / "model.safetensors").is_file():
-            raise UserError(f"no CLIP weights at {directory}: expected model.safetensors from CLIPModel.save_pretrained (safetensors only)")
+            raise UserError(
+                f"no CLIP weights at {directory}: expected model.safetensors from CLIPModel.save_pretrained "
+                "(safetensors only)"
+            )
         model = CLIPModel.from_pretrained(directory, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         mean, std = OPENAI_MEAN, OPENAI_STD
@@ -91,5 +117,7 @@ class CLIPZeroShot(nn.Module):
         if processor.is_file():
             settings = json.loads(processor.read_text())
             mean, std = settings.get("image_mean", mean), settings.get("image_std", std)
-        classifier = cls(model, tokenizer, prompts, mean, std, weight_hash=file_sha256(directory / "model.safetensors")[:16])
+        classifier = cls(
+            model, tokenizer, prompts, mean, std, weight_hash=file_sha256(directory / "model.safetensors")[:16]
+        )
         return classifier.to(device)

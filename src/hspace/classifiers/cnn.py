@@ -36,7 +36,15 @@ class AttributeCNN(nn.Module):
         self.config = config
         layers, c_in = [], 3
         for c in config.channels:
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(8, c), nn.SiLU(), nn.AvgPool2d(2)]
+            layers += [
+                nn.Conv2d(c_in, c, 3, padding=1),
+                nn.GroupNorm(8, c),
+                nn.SiLU(),
+                nn.Conv2d(c, c, 3, padding=1),
+                nn.GroupNorm(8, c),
+                nn.SiLU(),
+                nn.AvgPool2d(2),
+            ]
             c_in = c
         self.body = nn.Sequential(*layers)
         side = config.resolution // 2 ** len(config.channels)
@@ -68,7 +76,12 @@ class AttributeCNN(nn.Module):
     def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """P(attribute) for each image. (B, A) in [0, 1]"""
         device = next(self.parameters()).device
-        return torch.cat([torch.sigmoid(self(images[i : i + batch_size].to(device))).cpu() for i in range(0, len(images), batch_size)])
+        return torch.cat(
+            [
+                torch.sigmoid(self(images[i : i + batch_size].to(device))).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -84,7 +97,10 @@ class AttributeCNN(nn.Module):
         if not directory.is_dir() and (SHIPPED_DIR / str(source) / WEIGHTS_FILE).is_file():
             directory = SHIPPED_DIR / str(source)
         if not (directory / WEIGHTS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
-            raise UserError(f"no attribute classifier at {directory.resolve()}: expected {CONFIG_FILE} and {WEIGHTS_FILE} there (or a shipped name such as shapes_attributes)")
+            raise UserError(
+                f"no attribute classifier at {directory.resolve()}: expected {CONFIG_FILE} and {WEIGHTS_FILE} there "
+                "(or a shipped name such as shapes_attributes)"
+            )
         model = cls(CNNConfig(**json.loads((directory / CONFIG_FILE).read_text())))
         model.load_state_dict(load_file(directory / WEIGHTS_FILE))
         model.weight_hash = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]

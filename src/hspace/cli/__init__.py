@@ -39,7 +39,9 @@ def user_error_in(error: BaseException | None):
         if isinstance(error, UserError):
             return error
         if isinstance(error, MissingMandatoryValue):
-            return UserError(f"{str(error).splitlines()[0]}: a value left at ??? in the config must be given on the command line")
+            return UserError(
+                f"{str(error).splitlines()[0]}: a value left at ??? in the config must be given on the command line"
+            )
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
@@ -62,7 +64,10 @@ def require_complete(cfg) -> None:
 
     missing = sorted(walk(cfg, ""))
     if missing:
-        raise UserError(f"not set: {', '.join(missing)} (??? in the config): give {'them' if len(missing) > 1 else 'it'} on the command line, e.g. {missing[0]}=...")
+        raise UserError(
+            f"not set: {', '.join(missing)} (??? in the config): give {'them' if len(missing) > 1 else 'it'} on the "
+            f"command line, e.g. {missing[0]}=..."
+        )
 
 
 def resolve_device(name: str):

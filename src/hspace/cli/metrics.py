@@ -17,10 +17,16 @@ def evaluation_settings(metrics: DictConfig, device: torch.device) -> Evaluation
     backend_kind = metrics.fid.backend
     if metrics.classifier is None and backend_kind == "none":
         return None
-    classifier = hydra.utils.instantiate(metrics.classifier, device=device, _convert_="all") if metrics.classifier is not None else None
+    classifier = (
+        hydra.utils.instantiate(metrics.classifier, device=device, _convert_="all")
+        if metrics.classifier is not None
+        else None
+    )
     if backend_kind == "classifier":
         if not isinstance(classifier, FeatureClassifier):
-            raise UserError("metrics.fid.backend=classifier needs a metrics.classifier with penultimate features (an AttributeCNN)")
+            raise UserError(
+                "metrics.fid.backend=classifier needs a metrics.classifier with penultimate features (an AttributeCNN)"
+            )
         backend = classifier_backend(classifier, metrics.fid.name)
     elif backend_kind == "inception":
         backend = inception_backend(metrics.fid.weights_path)
@@ -37,14 +43,25 @@ def evaluation_settings(metrics: DictConfig, device: torch.device) -> Evaluation
     )
 
 
-def fid_reference(evaluation: EvaluationSettings, data_cfg: DictConfig, split: str, count: int, cache: ArtifactCache | None, device, batch_size: int = 256) -> dict[str, torch.Tensor]:
+def fid_reference(
+    evaluation: EvaluationSettings,
+    data_cfg: DictConfig,
+    split: str,
+    count: int,
+    cache: ArtifactCache | None,
+    device,
+    batch_size: int = 256,
+) -> dict[str, torch.Tensor]:
     """FID reference statistics of the first `count` images of a split of the configured data, computed
     once per (backend, data, count) and cached; the data are identified by their config."""
 
     def batches():
         dataset = hydra.utils.instantiate(data_cfg).datasets[split]
         if len(dataset) < count:
-            raise UserError(f"metrics.fid.reference_count={count} but the {split} split has only {len(dataset)} images: lower the count")
+            raise UserError(
+                f"metrics.fid.reference_count={count} but the {split} split has only {len(dataset)} images: lower the "
+                "count"
+            )
         for start in range(0, count, batch_size):
             yield torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, count))])
 

@@ -17,7 +17,10 @@ def run(cfg: DictConfig) -> dict:
     require_complete(cfg)
 
     if cfg.directions_path is not None and not Path(cfg.directions_path).is_file():
-        raise UserError(f"no directions file at directions_path={cfg.directions_path}: fix the path or leave it null to run the method")
+        raise UserError(
+            f"no directions file at directions_path={cfg.directions_path}: fix the path or leave it null to run the "
+            "method"
+        )
 
     import torch
 
@@ -35,9 +38,14 @@ def run(cfg: DictConfig) -> dict:
     method = hydra.utils.instantiate(cfg.method, _convert_="all")
     edit = hydra.utils.instantiate(cfg.edit, _convert_="all")
     if not isinstance(method, DirectionMethod):
-        raise UserError(f"method={cfg.method.get('_target_')} is not a DirectionMethod: subclass hspace.directions.method.DirectionMethod")
+        raise UserError(
+            f"method={cfg.method.get('_target_')} is not a DirectionMethod: subclass "
+            "hspace.directions.method.DirectionMethod"
+        )
     if not isinstance(edit, EditStrategy):
-        raise UserError(f"edit={cfg.edit.get('_target_')} is not an EditStrategy: subclass hspace.edits.strategy.EditStrategy")
+        raise UserError(
+            f"edit={cfg.edit.get('_target_')} is not an EditStrategy: subclass hspace.edits.strategy.EditStrategy"
+        )
     if cfg.directions_path is not None:
         check_pairing(edit, Directions.load(cfg.directions_path).extra, f"the directions file {cfg.directions_path}")
     else:
@@ -59,7 +67,14 @@ def run(cfg: DictConfig) -> dict:
         evaluation = evaluation_settings(cfg.metrics, device)
         if evaluation is not None and evaluation.fid_backend is not None:
             with timer.stage("fid_reference"):
-                evaluation.reference = fid_reference(evaluation, cfg.data, cfg.metrics.fid.reference_split, cfg.metrics.fid.reference_count, cache, device)
+                evaluation.reference = fid_reference(
+                    evaluation,
+                    cfg.data,
+                    cfg.metrics.fid.reference_split,
+                    cfg.metrics.fid.reference_count,
+                    cache,
+                    device,
+                )
         real = None
         if cfg.real_images:
             dataset = hydra.utils.instantiate(cfg.data).datasets["test"]

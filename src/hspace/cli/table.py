@@ -27,7 +27,11 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
     out = Path(cfg.output_dir)
     stem = out / layout.name
     written = {}
-    for suffix, text in ((".md", to_markdown(table, cfg.digits)), (".tex", to_latex(table, cfg.digits, layout.caption)), (".csv", to_csv(table))):
+    for suffix, text in (
+        (".md", to_markdown(table, cfg.digits)),
+        (".tex", to_latex(table, cfg.digits, layout.caption)),
+        (".csv", to_csv(table)),
+    ):
         written[suffix] = atomic_write_bytes(stem.with_suffix(suffix), lambda f, text=text: f.write(text.encode()))
     if cfg.plot.metric:
         directions = list(cfg.plot.directions) if cfg.plot.directions else None

@@ -21,7 +21,10 @@ def train(cfg: DictConfig) -> Path:
     require_complete(cfg)
 
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise UserError(f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. <run_dir>/checkpoints/last.ckpt")
+        raise UserError(
+            f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. "
+            "<run_dir>/checkpoints/last.ckpt"
+        )
 
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -34,10 +37,18 @@ def train(cfg: DictConfig) -> Path:
     module = hydra.utils.instantiate(cfg.module, _convert_="all")
     callbacks = [
         # No "=" in checkpoint names: they are passed back as ckpt_path=... overrides.
-        ModelCheckpoint(run_dir / "checkpoints", "step_{step:07d}", every_n_train_steps=cfg.checkpoint_every_n_steps, save_last=True, auto_insert_metric_name=False),
+        ModelCheckpoint(
+            run_dir / "checkpoints",
+            "step_{step:07d}",
+            every_n_train_steps=cfg.checkpoint_every_n_steps,
+            save_last=True,
+            auto_insert_metric_name=False,
+        ),
         *(hydra.utils.instantiate(c) for c in cfg.callbacks.values()),
     ]
-    trainer = pl.Trainer(**cfg.trainer, logger=instantiate_loggers(cfg.logger) or False, callbacks=callbacks, default_root_dir=run_dir)
+    trainer = pl.Trainer(
+        **cfg.trainer, logger=instantiate_loggers(cfg.logger) or False, callbacks=callbacks, default_root_dir=run_dir
+    )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         export_dir = module.export(cfg.export_dir)

@@ -39,9 +39,13 @@ def read_attribute_file(path: str | Path) -> tuple[list[str], dict[str, np.ndarr
     """(attribute names, file name -> attributes in {0, 1}) from a CelebA-style annotation file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"no attribute annotation file at {path}: expected {ANNOTATION_FILE} from the CelebAMask-HQ release")
+        raise UserError(
+            f"no attribute annotation file at {path}: expected {ANNOTATION_FILE} from the CelebAMask-HQ release"
+        )
     lines = path.read_text().splitlines()
-    expected = "line 1: the image count; line 2: the attribute names; then '<file> <one value of -1 or 1 per attribute>'"
+    expected = (
+        "line 1: the image count; line 2: the attribute names; then '<file> <one value of -1 or 1 per attribute>'"
+    )
     if len(lines) < 2 or not lines[0].strip().isdigit():
         raise UserError(f"{path} line 1 is not an image count ({expected})")
     names = lines[1].split()
@@ -51,26 +55,48 @@ def read_attribute_file(path: str | Path) -> tuple[list[str], dict[str, np.ndarr
         if not fields:
             continue
         if len(fields) != len(names) + 1 or any(v not in ("-1", "1") for v in fields[1:]):
-            raise UserError(f"{path} line {number}: expected a file name and {len(names)} values of -1 or 1, got {len(fields)} fields ({expected})")
+            raise UserError(
+                f"{path} line {number}: expected a file name and {len(names)} values of -1 or 1, got {len(fields)} "
+                f"fields ({expected})"
+            )
         labels[fields[0]] = (np.array(fields[1:], dtype=np.int8) > 0).astype(np.float32)
     if len(labels) != int(lines[0]):
-        raise UserError(f"{path} says {int(lines[0])} images on line 1 but lists {len(labels)}: the file is truncated or malformed")
+        raise UserError(
+            f"{path} says {int(lines[0])} images on line 1 but lists {len(labels)}: the file is truncated or malformed"
+        )
     return names, labels
 
 
 class CelebAHQDataset(Dataset):
-    def __init__(self, root: str | Path, split: str = "train", resolution: int = 256, val_fraction: float = 0.05, test_fraction: float = 0.05, annotation_file: str | Path | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        resolution: int = 256,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        annotation_file: str | Path | None = None,
+    ):
         root = Path(root).expanduser()
         image_dir = root / IMAGE_DIR
         if not image_dir.is_dir():
-            raise UserError(f"no CelebA-HQ images at {image_dir}: set data.root to the folder holding {IMAGE_DIR}/ and {ANNOTATION_FILE}")
-        files = sorted((p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")), key=lambda p: (len(p.stem), p.stem))
+            raise UserError(
+                f"no CelebA-HQ images at {image_dir}: set data.root to the folder holding {IMAGE_DIR}/ and "
+                f"{ANNOTATION_FILE}"
+            )
+        files = sorted(
+            (p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")),
+            key=lambda p: (len(p.stem), p.stem),
+        )
         if not files:
             raise UserError(f"{image_dir} holds no .jpg or .png images: expected 0.jpg ... 29999.jpg")
         self.attributes, labels = read_attribute_file(annotation_file or root / ANNOTATION_FILE)
         missing = [p.name for p in files if p.name not in labels]
         if missing:
-            raise UserError(f"{len(missing)} images of {image_dir} have no line in the annotation file, e.g. {missing[0]}: use the annotation file of this image set")
+            raise UserError(
+                f"{len(missing)} images of {image_dir} have no line in the annotation file, e.g. {missing[0]}: use "
+                "the annotation file of this image set"
+            )
         n = len(files)
         n_test, n_val = round(n * test_fraction), round(n * val_fraction)
         ranges = {"train": (0, n - n_val - n_test), "val": (n - n_val - n_test, n - n_test), "test": (n - n_test, n)}
@@ -86,12 +112,28 @@ class CelebAHQDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path = self.files[index]
-        return {"image": load_image(path, self.resolution), "attributes": torch.from_numpy(self.labels[path.name]), "index": index}
+        return {
+            "image": load_image(path, self.resolution),
+            "attributes": torch.from_numpy(self.labels[path.name]),
+            "index": index,
+        }
 
 
 class CelebAHQDataModule(ImageDataModule):
-    def __init__(self, root: str, resolution: int = 256, batch_size: int = 16, num_workers: int = 0, val_fraction: float = 0.05, test_fraction: float = 0.05, annotation_file: str | None = None):
-        splits = [CelebAHQDataset(root, split, resolution, val_fraction, test_fraction, annotation_file) for split in ("train", "val", "test")]
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 256,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        annotation_file: str | None = None,
+    ):
+        splits = [
+            CelebAHQDataset(root, split, resolution, val_fraction, test_fraction, annotation_file)
+            for split in ("train", "val", "test")
+        ]
         super().__init__(*splits, batch_size=batch_size, num_workers=num_workers)
         self.attributes = splits[0].attributes
         self.resolution = resolution

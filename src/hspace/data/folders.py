@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hspace.data.image_files import load_image
 from hspace.data.datamodule import ImageDataModule
+from hspace.data.image_files import load_image
 from hspace.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -45,23 +45,37 @@ def read_label_csv(path: Path, files: list[Path], root: Path) -> tuple[list[str]
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows or not rows[0] or rows[0][0] != "file" or len(rows[0]) < 2:
-        raise UserError(f"{path} line 1 must be a header 'file,<attribute>,...', got {','.join(rows[0]) if rows else 'nothing'}")
+        raise UserError(
+            f"{path} line 1 must be a header 'file,<attribute>,...', got {','.join(rows[0]) if rows else 'nothing'}"
+        )
     names = rows[0][1:]
     labels = {}
     for number, row in enumerate(rows[1:], start=2):
         if not row:
             continue
         if len(row) != len(names) + 1 or any(v.strip() not in ("0", "1", "-1") for v in row[1:]):
-            raise UserError(f"{path} line {number}: expected a file name and {len(names)} values of 0/1 or -1/1, got {','.join(row)}")
+            raise UserError(
+                f"{path} line {number}: expected a file name and {len(names)} values of 0/1 or -1/1, got "
+                f"{','.join(row)}"
+            )
         labels[row[0]] = (np.array([int(v) for v in row[1:]]) > 0).astype(np.float32)
     missing = [str(p.relative_to(root)) for p in files if str(p.relative_to(root)) not in labels]
     if missing:
-        raise UserError(f"{len(missing)} images under {root} have no row in {path}, e.g. {missing[0]}: label every image or remove it")
+        raise UserError(
+            f"{len(missing)} images under {root} have no row in {path}, e.g. {missing[0]}: label every image or "
+            "remove it"
+        )
     return names, labels
 
 
 class ImageFolderDataset(Dataset):
-    def __init__(self, root: str | Path, resolution: int = 256, labels_csv: str | Path | None = None, files: list[Path] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        resolution: int = 256,
+        labels_csv: str | Path | None = None,
+        files: list[Path] | None = None,
+    ):
         self.root = Path(root).expanduser()
         self.files = files if files is not None else list_images(self.root)
         self.resolution = resolution
@@ -86,26 +100,47 @@ def split_files(files: list, val_fraction: float, test_fraction: float, seed: in
     order = np.random.default_rng(seed).permutation(len(files))
     n_test, n_val = round(len(files) * test_fraction), round(len(files) * val_fraction)
     pick = lambda idx: [files[i] for i in sorted(idx)]  # noqa: E731
-    return {"test": pick(order[:n_test]), "val": pick(order[n_test : n_test + n_val]), "train": pick(order[n_test + n_val :])}
+    return {
+        "test": pick(order[:n_test]),
+        "val": pick(order[n_test : n_test + n_val]),
+        "train": pick(order[n_test + n_val :]),
+    }
 
 
 class ImageFolderDataModule(ImageDataModule):
     """Any image folder (LSUN church/bedroom as folders included), split at random with a fixed seed."""
 
-    def __init__(self, root: str, resolution: int = 256, labels_csv: str | None = None, val_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0, batch_size: int = 16, num_workers: int = 0):
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 256,
+        labels_csv: str | None = None,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        seed: int = 0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ):
         root_path = Path(root).expanduser()
         splits = split_files(list_images(root_path), val_fraction, test_fraction, seed)
-        datasets = {name: ImageFolderDataset(root_path, resolution, labels_csv, files) for name, files in splits.items()}
+        datasets = {
+            name: ImageFolderDataset(root_path, resolution, labels_csv, files) for name, files in splits.items()
+        }
         super().__init__(datasets["train"], datasets["val"], datasets["test"], batch_size, num_workers)
         self.attributes = datasets["train"].attributes
         self.resolution = resolution
 
 
 class AFHQDataset(Dataset):
-    def __init__(self, root: str | Path, split: str = "train", resolution: int = 256, classes: tuple[str, ...] = AFHQ_CLASSES):
+    def __init__(
+        self, root: str | Path, split: str = "train", resolution: int = 256, classes: tuple[str, ...] = AFHQ_CLASSES
+    ):
         base = Path(root).expanduser() / split
         if not base.is_dir():
-            raise UserError(f"no AFHQ split folder at {base}: set data.root to the folder holding train/ and val/, each with {'/, '.join(AFHQ_CLASSES)}/")
+            raise UserError(
+                f"no AFHQ split folder at {base}: set data.root to the folder holding train/ and val/, each with "
+                f"{'/, '.join(AFHQ_CLASSES)}/"
+            )
         self.files, self.classes = [], list(classes)
         for label, name in enumerate(self.classes):
             folder = base / name
@@ -131,7 +166,14 @@ class AFHQDataset(Dataset):
 class AFHQDataModule(ImageDataModule):
     """AFHQ: train from `train/`, validation and test both from `val/` (the release has no test split)."""
 
-    def __init__(self, root: str, resolution: int = 256, classes: list[str] | None = None, batch_size: int = 16, num_workers: int = 0):
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 256,
+        classes: list[str] | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ):
         classes = tuple(classes or AFHQ_CLASSES)
         train, val = AFHQDataset(root, "train", resolution, classes), AFHQDataset(root, "val", resolution, classes)
         super().__init__(train, val, val, batch_size, num_workers)
@@ -146,7 +188,9 @@ class LMDBImageDataset(Dataset):
         try:
             import lmdb
         except ModuleNotFoundError:
-            raise UserError("reading an LMDB export needs the lmdb package: pip install lmdb, or export the images to a folder") from None
+            raise UserError(
+                "reading an LMDB export needs the lmdb package: pip install lmdb, or export the images to a folder"
+            ) from None
         self.root = Path(root).expanduser()
         if not (self.root / "data.mdb").is_file():
             raise UserError(f"no LMDB export at {self.root}: expected data.mdb (and lock.mdb) from the LSUN download")
@@ -165,7 +209,9 @@ class LMDBImageDataset(Dataset):
         if self._env is None:  # opened lazily, once per worker process
             import lmdb
 
-            self._env = lmdb.open(str(self.root), readonly=True, lock=False, readahead=False, meminit=False, max_readers=32)
+            self._env = lmdb.open(
+                str(self.root), readonly=True, lock=False, readahead=False, meminit=False, max_readers=32
+            )
         return self._env
 
     def __getstate__(self):
@@ -191,7 +237,16 @@ class LMDBImageDataset(Dataset):
 
 
 class LMDBDataModule(ImageDataModule):
-    def __init__(self, root: str, resolution: int = 256, val_fraction: float = 0.01, test_fraction: float = 0.01, seed: int = 0, batch_size: int = 16, num_workers: int = 0):
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 256,
+        val_fraction: float = 0.01,
+        test_fraction: float = 0.01,
+        seed: int = 0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ):
         keys = LMDBImageDataset(root, resolution).keys
         splits = split_files(keys, val_fraction, test_fraction, seed)
         datasets = {name: LMDBImageDataset(root, resolution, part) for name, part in splits.items()}

@@ -20,7 +20,19 @@ COLOURS = {
     "yellow": (235, 205, 50),
 }
 SHAPES = ("circle", "square", "triangle")
-ATTRIBUTES = ("light_background", "red", "green", "blue", "yellow", "circle", "square", "triangle", "large", "left", "top")
+ATTRIBUTES = (
+    "light_background",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "circle",
+    "square",
+    "triangle",
+    "large",
+    "left",
+    "top",
+)
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
 SIZE_RANGE = (0.15, 0.32)  # half-extent r, as a fraction of the resolution

@@ -69,7 +69,14 @@ class ShapeMeasurement:
         """The measurement as renderer factors, or None without a background, colour and shape."""
         if min(self.background, self.colour, self.shape) < 0:
             return None
-        return ShapesFactors(tuple(BACKGROUNDS)[self.background], tuple(COLOURS)[self.colour], SHAPES[self.shape], self.r, self.cx, self.cy)
+        return ShapesFactors(
+            tuple(BACKGROUNDS)[self.background],
+            tuple(COLOURS)[self.colour],
+            SHAPES[self.shape],
+            self.r,
+            self.cx,
+            self.cy,
+        )
 
 
 def coverage(pixels: np.ndarray, grey: np.ndarray, colour: np.ndarray) -> np.ndarray:

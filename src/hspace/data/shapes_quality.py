@@ -72,7 +72,9 @@ def judge_sample(
         colour_distance = np.abs(PALETTE - mean).max(axis=1)
         colour = int(colour_distance.argmin())
         colour_ok = bool(colour_distance[colour] <= colour_tol)
-    return ShapesJudgement(background_ok, len(large) == 1, colour_ok, background if background_ok else -1, colour, len(large))
+    return ShapesJudgement(
+        background_ok, len(large) == 1, colour_ok, background if background_ok else -1, colour, len(large)
+    )
 
 
 def quality_report(pixels: np.ndarray, **tolerances) -> dict[str, float]:

@@ -24,10 +24,10 @@ class ADMConfig:
     in_channels: int = 3
     model_channels: int = 128
     num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (16,)     # image sizes (not factors) with self-attention
-    channel_mult: tuple[int, ...] | None = None       # default by image size, as guided-diffusion
+    attention_resolutions: tuple[int, ...] = (16,)  # image sizes (not factors) with self-attention
+    channel_mult: tuple[int, ...] | None = None  # default by image size, as guided-diffusion
     num_heads: int = 4
-    num_head_channels: int = 64                        # -1: use num_heads
+    num_head_channels: int = 64  # -1: use num_heads
     num_heads_upsample: int = -1
     use_scale_shift_norm: bool = True
     resblock_updown: bool = True
@@ -38,7 +38,13 @@ class ADMConfig:
     def multipliers(self) -> tuple[int, ...]:
         if self.channel_mult is not None:
             return tuple(self.channel_mult)
-        defaults = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4), 32: (1, 2, 2, 2)}
+        defaults = {
+            512: (0.5, 1, 1, 2, 2, 4, 4),
+            256: (1, 1, 2, 2, 4, 4),
+            128: (1, 1, 2, 3, 4),
+            64: (1, 2, 3, 4),
+            32: (1, 2, 2, 2),
+        }
         if self.image_size not in defaults:
             raise ValueError(f"no default channel_mult for image size {self.image_size}: give channel_mult")
         return defaults[self.image_size]
@@ -93,18 +99,31 @@ class Upsample(nn.Module):
 class Downsample(nn.Module):
     def __init__(self, channels: int, use_conv: bool, out_channels: int | None = None):
         super().__init__()
-        self.op = nn.Conv2d(channels, out_channels or channels, 3, stride=2, padding=1) if use_conv else nn.AvgPool2d(2, 2)
+        self.op = (
+            nn.Conv2d(channels, out_channels or channels, 3, stride=2, padding=1) if use_conv else nn.AvgPool2d(2, 2)
+        )
 
     def forward(self, x):
         return self.op(x)
 
 
 class ResBlock(TimestepBlock):
-    def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None, use_scale_shift_norm: bool = False, up: bool = False, down: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: int | None = None,
+        use_scale_shift_norm: bool = False,
+        up: bool = False,
+        down: bool = False,
+    ):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.updown = up or down
         if up:
             self.h_upd, self.x_upd = Upsample(channels, False), Upsample(channels, False)
@@ -112,8 +131,15 @@ class ResBlock(TimestepBlock):
             self.h_upd, self.x_upd = Downsample(channels, False), Downsample(channels, False)
         else:
             self.h_upd = self.x_upd = nn.Identity()
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
-        self.out_layers = nn.Sequential(normalization(out_channels), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(
+            nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels)
+        )
+        self.out_layers = nn.Sequential(
+            normalization(out_channels),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, x, emb):
@@ -184,10 +210,16 @@ class ADMUNet(nn.Module):
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 chans.append(ch)
             if level != len(mult) - 1:
-                self.input_blocks.append(TimestepEmbedSequential(res(ch, ch, down=True) if config.resblock_updown else Downsample(ch, True, ch)))
+                self.input_blocks.append(
+                    TimestepEmbedSequential(
+                        res(ch, ch, down=True) if config.resblock_updown else Downsample(ch, True, ch)
+                    )
+                )
                 chans.append(ch)
                 ds *= 2
-        self.middle_block = TimestepEmbedSequential(res(ch, ch), AttentionBlock(ch, config.num_heads, config.num_head_channels), res(ch, ch))
+        self.middle_block = TimestepEmbedSequential(
+            res(ch, ch), AttentionBlock(ch, config.num_heads, config.num_head_channels), res(ch, ch)
+        )
         self.output_blocks = nn.ModuleList()
         for level, m in list(enumerate(mult))[::-1]:
             for i in range(config.num_res_blocks + 1):

@@ -25,14 +25,29 @@ UNET_256 = dict(
     center_input_sample=False,
 )
 SCHEDULER = dict(
-    num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=True, variance_type="fixed_small"
+    num_train_timesteps=1000,
+    beta_start=0.0001,
+    beta_end=0.02,
+    beta_schedule="linear",
+    clip_sample=True,
+    variance_type="fixed_small",
 )
 
 
-def unet_config(channels: tuple[int, ...] | None = None, sample_size: int | None = None, layers_per_block: int | None = None, norm_num_groups: int | None = None) -> dict:
+def unet_config(
+    channels: tuple[int, ...] | None = None,
+    sample_size: int | None = None,
+    layers_per_block: int | None = None,
+    norm_num_groups: int | None = None,
+) -> dict:
     """The published UNet config, with channel counts, image size, depth or group count replaced."""
     config = dict(UNET_256)
-    for key, value in dict(block_out_channels=channels, sample_size=sample_size, layers_per_block=layers_per_block, norm_num_groups=norm_num_groups).items():
+    for key, value in dict(
+        block_out_channels=channels,
+        sample_size=sample_size,
+        layers_per_block=layers_per_block,
+        norm_num_groups=norm_num_groups,
+    ).items():
         if value is not None:
             config[key] = tuple(value) if key == "block_out_channels" else value
     return config

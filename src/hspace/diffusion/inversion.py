@@ -1,19 +1,19 @@
-"""Inverting real images: deterministic DDIM inversion (docs/algorithms.md, "Sampling and inversion") and edit-friendly DDPM
-inversion. Both run on exactly the decoding grid of `schedule` and never clip x0."""
+"""Inverting real images: deterministic DDIM inversion and edit-friendly DDPM inversion (docs/algorithms.md,
+"Sampling and inversion"). Both run on exactly the decoding grid of `schedule` and never clip x0."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from hspace.diffusion.model import DiffusionModel
+from hspace.bottleneck import HSpace
 from hspace.diffusion.ddim import ddim_step, to_x0_eps
+from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import seed_stream
 from hspace.diffusion.schedule import SamplingSchedule
-from hspace.bottleneck import HSpace
 
 
 @dataclass
@@ -21,7 +21,9 @@ class Inversion:
     x_T: Tensor  # (B, C, H, W) where decoding starts
     z: Tensor | None  # (B, T, C, H, W) noise maps that make decoding reproduce the image (edit-friendly only)
     h: Tensor | None  # (B, T, *h_shape) h_T, ..., h_1 seen during inversion, noisiest first
-    x_t: Tensor | None = None  # (B, T + 1, C, H, W) x_T, ..., x_1, x_0 (edit-friendly: what decoding reproduces; DDIM: with record_x)
+    x_t: Tensor | None = (
+        None  # (B, T + 1, C, H, W) x_T, ..., x_1, x_0 (edit-friendly: what decoding reproduces; DDIM: with record_x)
+    )
 
 
 def _levels(schedule: SamplingSchedule) -> tuple[list[float], list[int]]:
@@ -30,7 +32,9 @@ def _levels(schedule: SamplingSchedule) -> tuple[list[float], list[int]]:
 
 
 @torch.no_grad()
-def ddim_invert(model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, record_h: bool = True, record_x: bool = False) -> Inversion:
+def ddim_invert(
+    model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, record_h: bool = True, record_x: bool = False
+) -> Inversion:
     """x_0 -> x_T along the deterministic DDIM path of `schedule` (its eta is ignored).
 
     When tau_1 = 0 the image is taken as x_1 (both official codes do this) and the loop costs T - 1 UNet
@@ -59,7 +63,9 @@ def ddim_invert(model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, r
 
 
 @torch.no_grad()
-def edit_friendly_invert(model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, seeds: Sequence[int], record_h: bool = True) -> Inversion:
+def edit_friendly_invert(
+    model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, seeds: Sequence[int], record_h: bool = True
+) -> Inversion:
     """Edit-friendly DDPM inversion (Huberman-Spiegelglas et al.): x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) n_t with
     independent n_t per step, then z_t = (x_{t-1} - mu_t(x_t)) / sigma_t, so that decoding (x_T, z) with the
     same eta reproduces x_T..x_1 and sees the recorded h. Needs sigma_t > 0 at every step t >= 2.
@@ -81,7 +87,9 @@ def edit_friendly_invert(model: DiffusionModel, schedule: SamplingSchedule, x0: 
     z = torch.zeros_like(x_t)
     with HSpace(model.unet, capture=record_h) as hs:
         for idx in range(T):
-            x0_hat, eps = to_x0_eps(model(x_t[idx], schedule.timesteps[idx]), x_t[idx], schedule.alpha_bar[idx], model.prediction_type)
+            x0_hat, eps = to_x0_eps(
+                model(x_t[idx], schedule.timesteps[idx]), x_t[idx], schedule.alpha_bar[idx], model.prediction_type
+            )
             mu = ddim_step(x0_hat, eps, schedule.alpha_bar_prev[idx], float(sigma[idx]), torch.zeros_like(x0_hat))
             if sigma[idx] > 0:
                 z[idx] = (x_prev[idx] - mu) / float(sigma[idx])

@@ -30,7 +30,13 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def resolve_weights(source: str, cache_dir: str | None = None, offline: bool | None = None, patterns: list[str] = HUB_FILES, setting: str = "model.weights") -> Path:
+def resolve_weights(
+    source: str,
+    cache_dir: str | None = None,
+    offline: bool | None = None,
+    patterns: list[str] = HUB_FILES,
+    setting: str = "model.weights",
+) -> Path:
     """The directory holding the weights of `source`: a local path, then a shipped model, then the
     Hugging Face cache, then (unless offline) the hub. `patterns` are the files fetched from the hub;
     `setting` is the config key named in the error."""
@@ -52,7 +58,8 @@ def resolve_weights(source: str, cache_dir: str | None = None, offline: bool | N
         reason = "offline" if offline else f"the hub could not be reached ({type(error).__name__})"
         raise UserError(
             f"weights {source!r} not found: {looked}, not in the Hugging Face cache {cache}, and {reason}; "
-            f"download it where there is network (huggingface-cli download {source}) or set {setting}=/path/to/local/copy"
+            f"download it where there is network (huggingface-cli download {source}) or set "
+            f"{setting}=/path/to/local/copy"
         ) from None
 
 
@@ -64,21 +71,27 @@ def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
-def load_model(source: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, cache_dir: str | None = None) -> DiffusionModel:
+def load_model(
+    source: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, cache_dir: str | None = None
+) -> DiffusionModel:
     """Load a UNet2DModel and its scheduler config from `source` (see resolve_weights), frozen, in eval mode."""
     from diffusers import UNet2DModel
 
     directory = resolve_weights(source, cache_dir)
     for name in HUB_FILES:
         if not (directory / name).is_file():
-            raise UserError(f"{directory} has no {name}: expected a diffusers save_pretrained directory with {', '.join(HUB_FILES)}")
+            raise UserError(
+                f"{directory} has no {name}: expected a diffusers save_pretrained directory with {', '.join(HUB_FILES)}"
+            )
     unet = UNet2DModel.from_pretrained(directory, use_safetensors=True, torch_dtype=dtype, low_cpu_mem_usage=False)
     unet = unet.to(device).eval().requires_grad_(False)
     scheduler_config = json.loads((directory / "scheduler_config.json").read_text())
     return DiffusionModel(unet, scheduler_config, name=source, weight_hash=file_sha256(directory / WEIGHTS_FILE))
 
 
-def load_adm(weights: str, adm: dict, scheduler: dict, name: str = "adm", device: str | torch.device = "cpu") -> DiffusionModel:
+def load_adm(
+    weights: str, adm: dict, scheduler: dict, name: str = "adm", device: str | torch.device = "cpu"
+) -> DiffusionModel:
     """An ADM / iDDPM UNet (hspace.diffusion.adm) from a guided-diffusion checkpoint: a plain state dict in a
     .pt file (read with torch.load(weights_only=True), so nothing but tensors is unpickled) or .safetensors."""
     from safetensors.torch import load_file
@@ -87,18 +100,37 @@ def load_adm(weights: str, adm: dict, scheduler: dict, name: str = "adm", device
 
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise UserError(f"no ADM checkpoint at model.weights={weights}: download the guided-diffusion checkpoint (e.g. the AFHQ-dog model) and set the path")
+        raise UserError(
+            f"no ADM checkpoint at model.weights={weights}: download the guided-diffusion checkpoint (e.g. the "
+            "AFHQ-dog model) and set the path"
+        )
     try:
-        state = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+        state = (
+            load_file(path)
+            if path.suffix == ".safetensors"
+            else torch.load(path, map_location="cpu", weights_only=True)
+        )
     except Exception as error:
-        raise UserError(f"cannot read {path} as a state dict of tensors ({type(error).__name__}): expected a guided-diffusion .pt or a .safetensors file") from None
+        raise UserError(
+            f"cannot read {path} as a state dict of tensors ({type(error).__name__}): expected a guided-diffusion .pt "
+            "or a .safetensors file"
+        ) from None
     unet = ADMUNet(ADMConfig(**adm))
     expected = unet.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or wrong:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else f"shape of {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}"
-        raise UserError(f"{path} does not fit the configured ADM architecture ({detail}): check model.adm against the checkpoint's flags")
+        detail = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"shape of {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}"
+        )
+        raise UserError(
+            f"{path} does not fit the configured ADM architecture ({detail}): check model.adm against the "
+            "checkpoint's flags"
+        )
     unet.load_state_dict(state)
     unet = unet.to(device).eval().requires_grad_(False)
     return DiffusionModel(unet, dict(scheduler), name=name, weight_hash=file_sha256(path))
@@ -107,5 +139,7 @@ def load_adm(weights: str, adm: dict, scheduler: dict, name: str = "adm", device
 def load_configured_model(model_cfg: dict, device: str | torch.device = "cpu") -> DiffusionModel:
     """The model a `model` config names: an ADM checkpoint when it has an `adm` section, else diffusers weights."""
     if model_cfg.get("adm"):
-        return load_adm(model_cfg["weights"], model_cfg["adm"], model_cfg["scheduler"], model_cfg.get("name", "adm"), device)
+        return load_adm(
+            model_cfg["weights"], model_cfg["adm"], model_cfg["scheduler"], model_cfg.get("name", "adm"), device
+        )
     return load_model(model_cfg["weights"], device=device)

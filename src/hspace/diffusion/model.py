@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from hspace.diffusion.schedule import PREDICTION_TYPES, training_alphas_cumprod
 from hspace.bottleneck import h_shape
+from hspace.diffusion.schedule import PREDICTION_TYPES, training_alphas_cumprod
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -35,7 +35,9 @@ class DiffusionModel:
             raise ValueError(f"autocast must be fp32, bf16 or fp16, not {self.autocast!r}")
         self.alphas_cumprod = training_alphas_cumprod(self.scheduler_config)
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"unknown prediction_type {self.prediction_type!r}: use one of {', '.join(PREDICTION_TYPES)}")
+            raise ValueError(
+                f"unknown prediction_type {self.prediction_type!r}: use one of {', '.join(PREDICTION_TYPES)}"
+            )
         if self.prediction_type == "epsilon" and float(self.alphas_cumprod[-1]) == 0.0:
             raise ValueError(
                 "epsilon prediction with zero terminal SNR leaves x0 undefined at the last timestep: "
@@ -67,7 +69,13 @@ class DiffusionModel:
     def identity(self) -> dict:
         """Everything about the model that determines what it computes: for cache keys."""
         schedule = hashlib.sha256(self.alphas_cumprod.numpy().tobytes()).hexdigest()[:16]
-        return {"weight_hash": self.weight_hash, "schedule": schedule, "prediction_type": self.prediction_type, "dtype": str(self.dtype), "autocast": self.autocast}
+        return {
+            "weight_hash": self.weight_hash,
+            "schedule": schedule,
+            "prediction_type": self.prediction_type,
+            "dtype": str(self.dtype),
+            "autocast": self.autocast,
+        }
 
     @functools.cached_property
     def h_shape(self) -> tuple[int, ...]:

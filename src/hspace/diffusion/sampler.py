@@ -5,8 +5,8 @@ step a StepRule of hspace.diffusion.step_rules)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -26,7 +26,9 @@ def seed_stream(seed: int, stream: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-def initial_noise(seeds: Sequence[int], shape: Sequence[int], num_steps: int, with_z: bool = True) -> tuple[Tensor, Tensor | None]:
+def initial_noise(
+    seeds: Sequence[int], shape: Sequence[int], num_steps: int, with_z: bool = True
+) -> tuple[Tensor, Tensor | None]:
     """x_T (B, *shape) and the noise maps z_{T:1} (B, T, *shape), one pair of streams per seed.
 
     x_T and z come from independent streams, so a sample does not depend on the batch it is drawn in.

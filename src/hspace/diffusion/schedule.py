@@ -5,8 +5,9 @@ Step index t runs from T (noisiest) to 1; arrays use idx = T - t, so idx 0 is th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -111,7 +112,12 @@ def make_schedule(
     return SamplingSchedule(timesteps, alpha_bar, alpha_bar_prev, eta_vector(eta, num_steps))
 
 
-def schedule_from_timesteps(alphas_cumprod: Tensor, timesteps: Sequence[int], eta: float | Sequence[float] = 0.0, final_alpha: FinalAlpha = "one") -> SamplingSchedule:
+def schedule_from_timesteps(
+    alphas_cumprod: Tensor,
+    timesteps: Sequence[int],
+    eta: float | Sequence[float] = 0.0,
+    final_alpha: FinalAlpha = "one",
+) -> SamplingSchedule:
     """A schedule over explicit training timesteps (any order given; walked noisiest first)."""
     steps = torch.tensor(sorted(set(int(t) for t in timesteps), reverse=True))
     if steps[0] >= len(alphas_cumprod) or steps[-1] < 0:

@@ -19,7 +19,7 @@ from diffusers import UNet2DModel
 class SkipInput:
     """One up-block resnet whose input is [decoder path (first `decoder_channels`), skip (the rest)]."""
 
-    level: int          # 0 = the coarsest up block
+    level: int  # 0 = the coarsest up block
     resnet: torch.nn.Module
     decoder_channels: int
 
@@ -33,7 +33,7 @@ def skip_inputs(unet: UNet2DModel, levels: int) -> list[SkipInput]:
     if not 0 <= levels <= len(unet.up_blocks):
         raise ValueError(f"cut_skip_levels must be between 0 and {len(unet.up_blocks)}, got {levels}")
     found = []
-    previous_out = unet.config.block_out_channels[-1]   # the mid block's output width
+    previous_out = unet.config.block_out_channels[-1]  # the mid block's output width
     for level, block in enumerate(unet.up_blocks[:levels]):
         for index, resnet in enumerate(block.resnets):
             decoder = previous_out if index == 0 else resnet.out_channels
@@ -48,7 +48,9 @@ def check_groups_separate(entry: SkipInput) -> None:
     if entry.decoder_channels % group_size:
         raise ValueError(
             f"up block {entry.level}: group norm groups of {group_size} channels straddle the {entry.decoder_channels} "
-            f"decoder and {entry.skip_channels} skip channels; choose block_out_channels and norm_num_groups so they align")
+            f"decoder and {entry.skip_channels} skip channels; choose block_out_channels and norm_num_groups so they "
+            "align"
+        )
 
 
 def cut_skips(unet: UNet2DModel, levels: int) -> list[torch.nn.Parameter]:
@@ -61,11 +63,13 @@ def cut_skips(unet: UNet2DModel, levels: int) -> list[torch.nn.Parameter]:
     for entry in skip_inputs(unet, levels):
         check_groups_separate(entry)
         if entry.resnet.conv_shortcut is None:
-            raise ValueError(f"up block {entry.level}: a resnet with an identity shortcut passes its skip through; it cannot be cut")
+            raise ValueError(
+                f"up block {entry.level}: a resnet with an identity shortcut passes its skip through; it cannot be cut"
+            )
         convs = [entry.resnet.conv1, entry.resnet.conv_shortcut]
         for conv in convs:
             mask = torch.ones_like(conv.weight)
-            mask[:, entry.decoder_channels:] = 0
+            mask[:, entry.decoder_channels :] = 0
             with torch.no_grad():
                 conv.weight.mul_(mask)
             conv.weight.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
@@ -78,5 +82,5 @@ def skip_weight_norm(unet: UNet2DModel, levels: int) -> float:
     largest = 0.0
     for entry in skip_inputs(unet, levels):
         for conv in (entry.resnet.conv1, entry.resnet.conv_shortcut):
-            largest = max(largest, conv.weight[:, entry.decoder_channels:].abs().max().item())
+            largest = max(largest, conv.weight[:, entry.decoder_channels :].abs().max().item())
     return largest

@@ -15,8 +15,8 @@ that step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -33,7 +33,9 @@ PerStepH = Callable[[int], "Tensor | None"]
 class StepRule:
     """The natural step: the UNet sees its own h."""
 
-    def predict(self, model: DiffusionModel, hs: HSpace, x: Tensor, idx: int, schedule: SamplingSchedule) -> tuple[Tensor, Tensor]:
+    def predict(
+        self, model: DiffusionModel, hs: HSpace, x: Tensor, idx: int, schedule: SamplingSchedule
+    ) -> tuple[Tensor, Tensor]:
         """(x0_hat, eps) at x_t = x, step index idx. `hs` hooks the model's UNet for this sampling run."""
         hs.clear()
         return self.call(model, x, idx, schedule)

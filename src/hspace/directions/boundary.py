@@ -1,12 +1,12 @@
 """BoundaryDiffusion (Zhu et al. 2023; docs/algorithms.md, "BoundaryDiffusion"): linear SVM boundaries
 in x_t and h at a mixing step t_m, fitted on a labelled latent bank.
 
-With `t_mix=auto` the mixing step is searched (hspace.directions.mixing) and the held-out accuracy of
-both SVMs is recorded at every candidate step. The bank here holds generated samples: x_T is drawn per seed, deterministic DDIM takes it to t_m, h_tm
-is the mid-block output of the call at (x_tm, t_m), and the label is an attribute classifier's decision
-on the finished sample (continued with deterministic DDIM). Each space gets `SVC(kernel="linear")` with
-balanced class weights (optional cross-validated C), fitted on a train split and scored on a disjoint,
-stratified test split. The unit normals and offsets b / ||w|| are saved as plain tensors.
+With `t_mix=auto` the mixing step is searched (hspace.directions.mixing) and the held-out accuracy of both SVMs is
+recorded at every candidate step. The bank here holds generated samples: x_T is drawn per seed, deterministic DDIM
+takes it to t_m, h_tm is the mid-block output of the call at (x_tm, t_m), and the label is an attribute classifier's
+decision on the finished sample (continued with deterministic DDIM). Each space gets `SVC(kernel="linear")` with
+balanced class weights (optional cross-validated C), fitted on a train split and scored on a disjoint, stratified
+test split. The unit normals and offsets b / ||w|| are saved as plain tensors.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
+from hspace.bottleneck import capture_h
 from hspace.cache import ArtifactCache
+from hspace.classifiers import AttributeClassifier
+from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
-from hspace.bottleneck import capture_h
-from hspace.classifiers import AttributeClassifier
-from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod
@@ -33,13 +33,21 @@ from hspace.errors import UserError
 from hspace.images import atomic_write_bytes
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-MIXING_DEFAULTS = {"candidates": list(range(100, 901, 50)), "stride": 10, "num_sampled": 100, "num_real": 100, "epsilon": 0.01, "fallback": 500, "select": "radius"}
+MIXING_DEFAULTS = {
+    "candidates": list(range(100, 901, 50)),
+    "stride": 10,
+    "num_sampled": 100,
+    "num_real": 100,
+    "epsilon": 0.01,
+    "fallback": 500,
+    "select": "radius",
+}
 
 
 @dataclass
 class Boundary:
-    normal: np.ndarray      # (D,) unit normal, pointing to the positive class
-    offset: float           # b / ||w||: signed distance = <n, v> + offset
+    normal: np.ndarray  # (D,) unit normal, pointing to the positive class
+    offset: float  # b / ||w||: signed distance = <n, v> + offset
     val_acc: float
     train_acc: float
     C: float
@@ -61,18 +69,32 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) ->
 def check_labels(labels: np.ndarray, min_per_class: int, what: str) -> None:
     counts = {value: int((labels == value).sum()) for value in (-1, 1)}
     if min(counts.values()) < min_per_class:
-        raise UserError(f"{what} has {counts[1]} positive and {counts[-1]} negative examples; a boundary needs at least "
-                        f"{min_per_class} of each (method.min_per_class): label more samples or choose another attribute")
+        raise UserError(
+            f"{what} has {counts[1]} positive and {counts[-1]} negative examples; a boundary needs at least "
+            f"{min_per_class} of each (method.min_per_class): label more samples or choose another attribute"
+        )
 
 
-def fit_boundary(features: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray, C: float | str = 1.0, class_weight: str | None = "balanced", folds: int = 3) -> Boundary:
+def fit_boundary(
+    features: np.ndarray,
+    labels: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    C: float | str = 1.0,
+    class_weight: str | None = "balanced",
+    folds: int = 3,
+) -> Boundary:
     """A linear SVM on float64 features; C a number or "cv" (stratified k-fold over C_GRID on train)."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.svm import SVC
 
     x = features.astype(np.float64)
     if C == "cv":
-        search = GridSearchCV(SVC(kernel="linear", class_weight=class_weight), {"C": list(C_GRID)}, cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+        search = GridSearchCV(
+            SVC(kernel="linear", class_weight=class_weight),
+            {"C": list(C_GRID)},
+            cv=StratifiedKFold(folds, shuffle=True, random_state=0),
+        )
         search.fit(x[train], labels[train])
         C = float(search.best_params_["C"])
     svm = SVC(kernel="linear", C=float(C), class_weight=class_weight).fit(x[train], labels[train])
@@ -85,12 +107,26 @@ def fit_boundary(features: np.ndarray, labels: np.ndarray, train: np.ndarray, te
         val_acc=float(svm.score(x[test], labels[test])) if len(test) else float("nan"),
         train_acc=float(svm.score(x[train], labels[train])),
         C=float(C),
-        counts={"train": len(train), "test": len(test), "positive": int((labels == 1).sum()), "negative": int((labels == -1).sum())},
+        counts={
+            "train": len(train),
+            "test": len(test),
+            "positive": int((labels == 1).sum()),
+            "negative": int((labels == -1).sum()),
+        },
     )
 
 
 @torch.no_grad()
-def generated_bank(model: DiffusionModel, schedule, t_indices: list[int], seeds: list[int], classifier, attribute: str, batch_size: int = 64, threshold: float = 0.5):
+def generated_bank(
+    model: DiffusionModel,
+    schedule,
+    t_indices: list[int],
+    seeds: list[int],
+    classifier,
+    attribute: str,
+    batch_size: int = 64,
+    threshold: float = 0.5,
+):
     """For each grid index, x_t (N, D_x) and h_t (N, D_h) of generated samples (deterministic DDIM; h_t
     from the call at (x_t, t)), and their labels in {-1, +1} from the classifier's decision on x_0."""
     xs = {i: [] for i in t_indices}
@@ -110,7 +146,16 @@ def generated_bank(model: DiffusionModel, schedule, t_indices: list[int], seeds:
 
 
 @torch.no_grad()
-def inverted_bank(model: DiffusionModel, schedule, t_indices: list[int], dataset, attribute: str, names: list[str], count: int, batch_size: int = 64):
+def inverted_bank(
+    model: DiffusionModel,
+    schedule,
+    t_indices: list[int],
+    dataset,
+    attribute: str,
+    names: list[str],
+    count: int,
+    batch_size: int = 64,
+):
     """Like generated_bank, for labelled real images DDIM-inverted up the grid: x_t at each index and
     h_t = mid-block output of the call at (x_t, t) (pitfall B6: not the last inversion call's)."""
     if attribute not in names:
@@ -126,14 +171,18 @@ def inverted_bank(model: DiffusionModel, schedule, t_indices: list[int], dataset
             x = x_t[:, i].to(model.device, model.dtype)
             xs[i].append(x.flatten(1).cpu())
             hs[i].append(capture_h(model, x, schedule.timesteps[i]).flatten(1).cpu())
-        labels.append(torch.where(torch.stack([it["attributes"] for it in items])[:, names.index(attribute)] > 0.5, 1, -1))
+        labels.append(
+            torch.where(torch.stack([it["attributes"] for it in items])[:, names.index(attribute)] > 0.5, 1, -1)
+        )
     stack = lambda parts: {i: torch.cat(v).double().numpy() for i, v in parts.items()}  # noqa: E731
     return stack(xs), stack(hs), torch.cat(labels).numpy()
 
 
 def save_bank(bank, path) -> None:
     xs, hs, labels = bank
-    tensors = {f"x.{i}": torch.from_numpy(v) for i, v in xs.items()} | {f"h.{i}": torch.from_numpy(v) for i, v in hs.items()}
+    tensors = {f"x.{i}": torch.from_numpy(v) for i, v in xs.items()} | {
+        f"h.{i}": torch.from_numpy(v) for i, v in hs.items()
+    }
     data = save({**tensors, "labels": torch.from_numpy(labels)})
     atomic_write_bytes(path, lambda f: f.write(data))
 
@@ -151,15 +200,21 @@ class BoundaryDirections(DirectionMethod):
     beside the h normal at t_m; edit=boundary_step reads them."""
 
     attribute: str = "light_background"
-    bank: str = "generated"                # generated: samples labelled by `classifier` | inverted: labelled real images of `data`
-    classifier: AttributeClassifier | None = None   # labels the generated bank: images -> P(attribute) (an AttributeCNN or CLIP zero-shot)
-    t_mix: int | str = 500                 # mixing step (training timestep; the nearest grid step), or "auto"
-    data: ImageDataModule | None = None    # inverted bank (train split) and t_mix=auto (test split): a labelled datamodule
-    mixing: dict = field(default_factory=dict)   # t_mix=auto: candidates, stride, num_sampled, num_real, epsilon, fallback, select
-    num_bank: int = 200                    # generated samples in the bank
-    test_fraction: float = 0.5             # held out, stratified, disjoint by seed
+    bank: str = "generated"  # generated: samples labelled by `classifier` | inverted: labelled real images of `data`
+    classifier: AttributeClassifier | None = (
+        None  # labels the generated bank: images -> P(attribute) (an AttributeCNN or CLIP zero-shot)
+    )
+    t_mix: int | str = 500  # mixing step (training timestep; the nearest grid step), or "auto"
+    data: ImageDataModule | None = (
+        None  # inverted bank (train split) and t_mix=auto (test split): a labelled datamodule
+    )
+    mixing: dict = field(
+        default_factory=dict
+    )  # t_mix=auto: candidates, stride, num_sampled, num_real, epsilon, fallback, select
+    num_bank: int = 200  # generated samples in the bank
+    test_fraction: float = 0.5  # held out, stratified, disjoint by seed
     first_seed: int = 3_000_000
-    C: float | str = 1.0                   # a number, or "cv"
+    C: float | str = 1.0  # a number, or "cv"
     class_weight: str | None = "balanced"
     min_per_class: int = 5
     batch_size: int = 64
@@ -173,7 +228,9 @@ class BoundaryDirections(DirectionMethod):
             source = {"seeds": [seeds[0], len(seeds)], "classifier": self.classifier.identity()}
 
             def compute():
-                return generated_bank(model, schedule, t_indices, seeds, self.classifier, self.attribute, self.batch_size)
+                return generated_bank(
+                    model, schedule, t_indices, seeds, self.classifier, self.attribute, self.batch_size
+                )
         elif self.bank == "inverted":
             if self.data is None:
                 raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
@@ -182,7 +239,11 @@ class BoundaryDirections(DirectionMethod):
             count = min(len(dataset), self.num_bank)
             if self.attribute in names:  # refuse a one-sided bank before inverting anything
                 column = names.index(self.attribute)
-                check_labels(np.array([1 if dataset[i]["attributes"][column] > 0.5 else -1 for i in range(count)]), self.min_per_class, f"the bank of {self.attribute!r}")
+                check_labels(
+                    np.array([1 if dataset[i]["attributes"][column] > 0.5 else -1 for i in range(count)]),
+                    self.min_per_class,
+                    f"the bank of {self.attribute!r}",
+                )
             source = {"data": self.data.identity(), "count": count, "type": type(dataset).__name__}
 
             def compute():
@@ -191,13 +252,22 @@ class BoundaryDirections(DirectionMethod):
             raise UserError(f"method.bank must be generated or inverted, not {self.bank!r}")
         if cache is None:
             return compute()
-        parts = {"model": model.identity(), "timesteps": schedule.timesteps[t_indices].tolist(), "grid": schedule.timesteps.tolist(),
-                 "bank": self.bank, "attribute": self.attribute, **source}
+        parts = {
+            "model": model.identity(),
+            "timesteps": schedule.timesteps[t_indices].tolist(),
+            "grid": schedule.timesteps.tolist(),
+            "bank": self.bank,
+            "attribute": self.attribute,
+            **source,
+        }
         return cache.get("boundary_bank", parts, compute, save=save_bank, load=load_bank)
 
     def fit_spaces(self, x: np.ndarray, h: np.ndarray, labels: np.ndarray) -> dict[str, Boundary]:
         train, test = stratified_split(labels, self.test_fraction)
-        return {space: fit_boundary(features, labels, train, test, self.C, self.class_weight) for space, features in (("x", x), ("h", h))}
+        return {
+            space: fit_boundary(features, labels, train, test, self.C, self.class_weight)
+            for space, features in (("x", x), ("h", h))
+        }
 
     def search(self, model: DiffusionModel, seeds: list[int], cache: ArtifactCache | None = None) -> MixingCurve:
         """t_mix=auto: the radius criterion, plus the held-out SVM accuracy at every candidate."""
@@ -208,7 +278,15 @@ class BoundaryDirections(DirectionMethod):
         count = min(len(dataset), settings["num_real"])
         real = torch.stack([dataset[i]["image"] for i in range(count)])
         candidates = list(settings["candidates"])
-        curve = search_t_mix(model, real, candidates, settings["stride"], settings["num_sampled"], settings["epsilon"], settings["fallback"])
+        curve = search_t_mix(
+            model,
+            real,
+            candidates,
+            settings["stride"],
+            settings["num_sampled"],
+            settings["epsilon"],
+            settings["fallback"],
+        )
         fine = fine_schedule(model, candidates, settings["stride"])
         indices = [int((fine.timesteps == t).nonzero()[0]) for t in candidates]
         xs, hs, labels = self.make_bank(model, fine, indices, seeds, cache)
@@ -219,14 +297,21 @@ class BoundaryDirections(DirectionMethod):
             admissible = [j for j, t in enumerate(candidates) if t <= curve.t_mix]
             if admissible:
                 best = max(admissible, key=lambda j: (curve.accuracy["x"][j] + curve.accuracy["h"][j], candidates[j]))
-                curve.t_mix, curve.reason = candidates[best], curve.reason + "; then the highest mean held-out accuracy among them"
+                curve.t_mix, curve.reason = (
+                    candidates[best],
+                    curve.reason + "; then the highest mean held-out accuracy among them",
+                )
         return curve
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         if self.bank == "generated" and (self.classifier is None or self.attribute not in self.classifier.attributes):
             known = ", ".join(self.classifier.attributes) if self.classifier is not None else ""
-            raise UserError(f"method.attribute={self.attribute!r} is not scored by method.classifier ({known or 'none given'})")
-        walked = replace(sampler, eta=0.0)  # the bank reaches t_m by deterministic DDIM, whatever the run's eta after it
+            raise UserError(
+                f"method.attribute={self.attribute!r} is not scored by method.classifier ({known or 'none given'})"
+            )
+        walked = replace(
+            sampler, eta=0.0
+        )  # the bank reaches t_m by deterministic DDIM, whatever the run's eta after it
         schedule = walked.schedule(model.alphas_cumprod)
         num_steps = schedule.num_steps
         seeds = list(range(self.first_seed, self.first_seed + self.num_bank))
@@ -244,7 +329,11 @@ class BoundaryDirections(DirectionMethod):
         vectors[0, t_index] = torch.from_numpy(fits["h"].normal).float().view(model.h_shape)
         scales = torch.zeros(1, num_steps)
         scales[0, t_index] = 1.0
-        fit_info = {f"boundary/{space}/{key}": getattr(fit, key) for space, fit in fits.items() for key in ("val_acc", "train_acc", "C", "counts")}
+        fit_info = {
+            f"boundary/{space}/{key}": getattr(fit, key)
+            for space, fit in fits.items()
+            for key in ("val_acc", "train_acc", "C", "counts")
+        }
         metrics = {k: v for k, v in fit_info.items() if isinstance(v, (int, float))} | timer
         if curve:
             metrics["mixing/t_mix"] = curve.t_mix
@@ -258,7 +347,12 @@ class BoundaryDirections(DirectionMethod):
                 "x_normal": torch.from_numpy(fits["x"].normal).float().view(1, *model.image_shape),
                 "offsets": torch.tensor([[fits["x"].offset, fits["h"].offset]], dtype=torch.float32),  # (k, [x, h])
             },
-            info={"t_mix": int(schedule.timesteps[t_index]), "t_index": t_index, **fit_info, **(curve.as_info() if curve else {})},
+            info={
+                "t_mix": int(schedule.timesteps[t_index]),
+                "t_index": t_index,
+                **fit_info,
+                **(curve.as_info() if curve else {}),
+            },
             metrics=metrics,
             plots={"mixing_curve": curve.plot()} if curve else {},
         )

@@ -49,23 +49,26 @@ class ClassSums:
         for c, name in ((1, "positive"), (0, "negative")):
             if self.counts[(attribute, c)] == 0:
                 raise UserError(f"no {name} examples of {attribute!r}: class-mean directions need both classes")
-        return self.sums[(attribute, 1)] / self.counts[(attribute, 1)] - self.sums[(attribute, 0)] / self.counts[(attribute, 0)]
+        return (
+            self.sums[(attribute, 1)] / self.counts[(attribute, 1)]
+            - self.sums[(attribute, 0)] / self.counts[(attribute, 0)]
+        )
 
 
 @dataclass
 class ClassMeanDirections(DirectionMethod):
-    attributes: list[str] = field(default_factory=list)   # one direction per attribute
-    label_source: str = "classifier"                      # classifier | dataset
-    classifier: AttributeClassifier | None = None          # classifier mode: images -> P(attribute) (e.g. AttributeCNN)
-    num_index: int = 1000                                  # classifier mode: generated samples scored
-    top_k: int = 100                                       # classifier mode: positives = top k, negatives = bottom k
-    first_seed: int = 2_000_000                            # classifier mode: index seeds, apart from edited seeds
-    data: ImageDataModule | None = None                    # dataset mode: a datamodule with attribute labels
+    attributes: list[str] = field(default_factory=list)  # one direction per attribute
+    label_source: str = "classifier"  # classifier | dataset
+    classifier: AttributeClassifier | None = None  # classifier mode: images -> P(attribute) (e.g. AttributeCNN)
+    num_index: int = 1000  # classifier mode: generated samples scored
+    top_k: int = 100  # classifier mode: positives = top k, negatives = bottom k
+    first_seed: int = 2_000_000  # classifier mode: index seeds, apart from edited seeds
+    data: ImageDataModule | None = None  # dataset mode: a datamodule with attribute labels
     split: str = "train"
-    max_images: int = 1000                                 # dataset mode: at most this many images
+    max_images: int = 1000  # dataset mode: at most this many images
     batch_size: int = 64
-    condition_on: list[str] | str | None = None            # attributes to project out; "others": all other attributes
-    keep_original: bool = False                            # with condition_on: also keep the raw directions
+    condition_on: list[str] | str | None = None  # attributes to project out; "others": all other attributes
+    keep_original: bool = False  # with condition_on: also keep the raw directions
 
     name = "class_mean"
 
@@ -77,17 +80,26 @@ class ClassMeanDirections(DirectionMethod):
         return [a for a in self.condition_on if a != attribute]
 
     def all_attributes(self) -> list[str]:
-        extra = [] if self.condition_on in (None, "others") else [a for a in self.condition_on if a not in self.attributes]
+        extra = (
+            [] if self.condition_on in (None, "others") else [a for a in self.condition_on if a not in self.attributes]
+        )
         return list(self.attributes) + extra
 
     def classifier_sums(self, model, schedule, attributes, cache) -> ClassSums:
         if self.classifier is None:
-            raise UserError("method.label_source=classifier needs method.classifier (e.g. the shipped shapes_attributes)")
+            raise UserError(
+                "method.label_source=classifier needs method.classifier (e.g. the shipped shapes_attributes)"
+            )
         missing = [a for a in attributes if a not in self.classifier.attributes]
         if missing:
-            raise UserError(f"the classifier does not know {', '.join(missing)}: it scores {', '.join(self.classifier.attributes)}")
+            raise UserError(
+                f"the classifier does not know {', '.join(missing)}: it scores {', '.join(self.classifier.attributes)}"
+            )
         if 2 * self.top_k > self.num_index:
-            raise UserError(f"method.top_k={self.top_k} positives and as many negatives need num_index >= {2 * self.top_k}, not {self.num_index}")
+            raise UserError(
+                f"method.top_k={self.top_k} positives and as many negatives need num_index >= {2 * self.top_k}, not "
+                f"{self.num_index}"
+            )
         seeds = list(range(self.first_seed, self.first_seed + self.num_index))
         scores = []
         for start in range(0, len(seeds), self.batch_size):  # pass 1: (seed, scores) only
@@ -104,11 +116,15 @@ class ClassMeanDirections(DirectionMethod):
 
     def dataset_sums(self, model, schedule, attributes) -> ClassSums:
         if self.data is None:
-            raise UserError("method.label_source=dataset needs method.data: a datamodule whose items carry attribute labels")
+            raise UserError(
+                "method.label_source=dataset needs method.data: a datamodule whose items carry attribute labels"
+            )
         names = list(self.data.attributes)
         missing = [a for a in attributes if a not in names]
         if missing:
-            raise UserError(f"the dataset has no labels for {', '.join(missing)}: its attributes are {', '.join(names) or 'none'}")
+            raise UserError(
+                f"the dataset has no labels for {', '.join(missing)}: its attributes are {', '.join(names) or 'none'}"
+            )
         dataset = self.data.datasets[self.split]
         count = min(len(dataset), self.max_images)
         sums = ClassSums(attributes)
@@ -119,7 +135,9 @@ class ClassMeanDirections(DirectionMethod):
             if schedule.is_deterministic:
                 inverted = ddim_invert(model, schedule, images, record_h=False)
             else:
-                inverted = edit_friendly_invert(model, schedule, images, seeds=range(start, start + len(items)), record_h=False)
+                inverted = edit_friendly_invert(
+                    model, schedule, images, seeds=range(start, start + len(items)), record_h=False
+                )
             h = sample(model, schedule, inverted.x_T, inverted.z, record_h=True).h
             for attribute in attributes:
                 positive = labels[:, names.index(attribute)] > 0.5
@@ -134,12 +152,22 @@ class ClassMeanDirections(DirectionMethod):
             raise UserError("method.attributes is empty: name the attributes to find directions for")
         if self.label_source not in ("classifier", "dataset"):
             raise UserError(f"method.label_source must be classifier or dataset, not {self.label_source!r}")
-        schedule = sampler.schedule(model.alphas_cumprod)  # the index and the inverted images walk the run's grid and eta
+        schedule = sampler.schedule(
+            model.alphas_cumprod
+        )  # the index and the inverted images walk the run's grid and eta
         num_steps = schedule.num_steps
         attributes = self.all_attributes()
-        sums = self.classifier_sums(model, schedule, attributes, cache) if self.label_source == "classifier" else self.dataset_sums(model, schedule, attributes)
-        raw = {a: sums.difference(a).flatten() for a in attributes}   # (T * D_h,) float64
-        vectors, names, info = [], [], {"counts": {f"{a}/{'pos' if c else 'neg'}": n for (a, c), n in sums.counts.items()}}
+        sums = (
+            self.classifier_sums(model, schedule, attributes, cache)
+            if self.label_source == "classifier"
+            else self.dataset_sums(model, schedule, attributes)
+        )
+        raw = {a: sums.difference(a).flatten() for a in attributes}  # (T * D_h,) float64
+        vectors, names, info = (
+            [],
+            [],
+            {"counts": {f"{a}/{'pos' if c else 'neg'}": n for (a, c), n in sums.counts.items()}},
+        )
         for attribute in self.attributes:
             conditions = self.conditions_for(attribute)
             if conditions and self.keep_original:
@@ -157,4 +185,11 @@ class ClassMeanDirections(DirectionMethod):
         stacked = torch.stack(vectors).reshape(len(vectors), num_steps, -1)
         norms = stacked.norm(dim=-1)
         unit = stacked / norms.clamp(min=1e-30)[..., None]
-        return self.directions(model, sampler, unit.float().reshape(len(vectors), num_steps, *model.h_shape), norms.float(), names, info=info)
+        return self.directions(
+            model,
+            sampler,
+            unit.float().reshape(len(vectors), num_steps, *model.h_shape),
+            norms.float(),
+            names,
+            info=info,
+        )

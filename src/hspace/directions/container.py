@@ -35,15 +35,22 @@ class Directions:
     weight_hash: str
     sampler: dict  # num_steps, spacing, eta, final_alpha of the grid the method walked
     config: dict = field(default_factory=dict)  # the method settings that made them (its identity)
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # method-specific tensors (names in the method's `provides`)
+    extra: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # method-specific tensors (names in the method's `provides`)
     info: dict = field(default_factory=dict)  # method-specific results worth keeping (e.g. explained variance per step)
-    metrics: dict[str, float] = field(default_factory=dict)  # numbers a run logs; time/* only by the run that computed them
+    metrics: dict[str, float] = field(
+        default_factory=dict
+    )  # numbers a run logs; time/* only by the run that computed them
     plots: dict[str, LinePlot] = field(default_factory=dict)  # figures a run draws into grids/<name>.png
 
     def __post_init__(self):
         k, T = self.vectors.shape[:2]
         if self.scales.shape != (k, T) or self.timesteps.shape != (T,) or len(self.names) != k:
-            raise ValueError(f"inconsistent directions: {tuple(self.vectors.shape)}, scales {tuple(self.scales.shape)}, {len(self.names)} names")
+            raise ValueError(
+                f"inconsistent directions: {tuple(self.vectors.shape)}, scales {tuple(self.scales.shape)}, "
+                f"{len(self.names)} names"
+            )
 
     @property
     def h_shape(self) -> tuple[int, ...]:
@@ -71,7 +78,9 @@ class Directions:
     def save(self, path: str | Path) -> Path:
         tensors = {"directions": self.vectors, "scales": self.scales, "timesteps": self.timesteps}
         tensors |= {f"extra.{k}": v for k, v in self.extra.items()}
-        data = save({k: v.contiguous().cpu() for k, v in tensors.items()}, metadata={"hspace": json.dumps(self.metadata())})
+        data = save(
+            {k: v.contiguous().cpu() for k, v in tensors.items()}, metadata={"hspace": json.dumps(self.metadata())}
+        )
         return atomic_write_bytes(path, lambda f: f.write(data))
 
     @classmethod
@@ -86,7 +95,9 @@ class Directions:
                 meta = json.loads(json.loads(f.read(header_len))["__metadata__"]["hspace"])
             plots = {name: LinePlot(**plot) for name, plot in meta.get("plots", {}).items()}
         except (SafetensorError, KeyError, ValueError, TypeError, OSError) as error:
-            raise UserError(f"{path} is not a readable hspace directions file ({error}); delete it and recompute") from None
+            raise UserError(
+                f"{path} is not a readable hspace directions file ({error}); delete it and recompute"
+            ) from None
         return cls(
             vectors=tensors["directions"],
             scales=tensors["scales"],
@@ -103,14 +114,24 @@ class Directions:
             plots=plots,
         )
 
-    def check_compatible(self, weight_hash: str, h_shape: tuple[int, ...], timesteps: torch.Tensor, source: str = "directions") -> None:
+    def check_compatible(
+        self, weight_hash: str, h_shape: tuple[int, ...], timesteps: torch.Tensor, source: str = "directions"
+    ) -> None:
         """Refuse, in one line, directions made for another model, h shape or sampling grid."""
         if self.weight_hash != weight_hash:
-            raise UserError(f"{source} were made for model {self.model_id} (weights {self.weight_hash[:12]}), not this one (weights {weight_hash[:12]}): recompute them for this model")
+            raise UserError(
+                f"{source} were made for model {self.model_id} (weights {self.weight_hash[:12]}), not this one "
+                f"(weights {weight_hash[:12]}): recompute them for this model"
+            )
         if self.h_shape != tuple(h_shape):
-            raise UserError(f"{source} have h shape {self.h_shape} but this model's h is {tuple(h_shape)}: recompute them for this model")
+            raise UserError(
+                f"{source} have h shape {self.h_shape} but this model's h is {tuple(h_shape)}: recompute them for "
+                "this model"
+            )
         if self.timesteps.tolist() != timesteps.tolist():
             raise UserError(
-                f"{source} belong to a {len(self.timesteps)}-step grid {self.timesteps[:3].tolist()}..., not this run's "
-                f"{len(timesteps)}-step grid {timesteps[:3].tolist()}...: set sampler.num_steps/spacing to match or recompute"
+                f"{source} belong to a {len(self.timesteps)}-step grid {self.timesteps[:3].tolist()}..., not this "
+                "run's "
+                f"{len(timesteps)}-step grid {timesteps[:3].tolist()}...: set sampler.num_steps/spacing to match or "
+                "recompute"
             )

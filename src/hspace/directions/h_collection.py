@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save
@@ -15,7 +15,11 @@ from hspace.images import atomic_write_bytes
 
 
 def schedule_description(schedule: SamplingSchedule) -> dict:
-    return {"timesteps": schedule.timesteps.tolist(), "eta": schedule.eta.tolist(), "alpha_bar_prev_last": float(schedule.alpha_bar_prev[-1])}
+    return {
+        "timesteps": schedule.timesteps.tolist(),
+        "eta": schedule.eta.tolist(),
+        "alpha_bar_prev_last": float(schedule.alpha_bar_prev[-1]),
+    }
 
 
 def collect_h(
@@ -42,7 +46,12 @@ def collect_h(
         if cache is None:
             yield compute()
             continue
-        parts = {"model": model.identity(), "schedule": schedule_description(schedule), "clip_x0": clip_x0, "seeds": batch}
+        parts = {
+            "model": model.identity(),
+            "schedule": schedule_description(schedule),
+            "clip_x0": clip_x0,
+            "seeds": batch,
+        }
         yield cache.get(
             "h",
             parts,

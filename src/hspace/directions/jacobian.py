@@ -20,6 +20,7 @@ import torch
 from hspace.cache import ArtifactCache
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
+from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.jacobian_map import jacobian_products
 from hspace.directions.method import DirectionMethod
@@ -30,7 +31,9 @@ SCALE_MODES = ("sigma_t", "sigma_tau", "none")
 SOLVERS = ("block", "sequential")
 
 
-def region_mask(image_shape: tuple[int, int, int], box: list[int] | None = None, file: str | None = None) -> torch.Tensor | None:
+def region_mask(
+    image_shape: tuple[int, int, int], box: list[int] | None = None, file: str | None = None
+) -> torch.Tensor | None:
     """A binary (C, H, W) mask from a pixel box [top, left, bottom, right) or a grey-scale image file
     (white = inside); None for no mask."""
     if box is not None and file is not None:
@@ -39,7 +42,9 @@ def region_mask(image_shape: tuple[int, int, int], box: list[int] | None = None,
     if box is not None:
         top, left, bottom, right = box
         if not (0 <= top < bottom <= h and 0 <= left < right <= w):
-            raise UserError(f"method.mask_box={list(box)} is not a box [top, left, bottom, right) inside the {h}x{w} image")
+            raise UserError(
+                f"method.mask_box={list(box)} is not a box [top, left, bottom, right) inside the {h}x{w} image"
+            )
         mask = torch.zeros(c, h, w)
         mask[:, top:bottom, left:right] = 1
         return mask
@@ -48,7 +53,9 @@ def region_mask(image_shape: tuple[int, int, int], box: list[int] | None = None,
 
         path = Path(file).expanduser()
         if not path.is_file():
-            raise UserError(f"no mask image at method.mask_file={file}: give a grey-scale image, white inside the region")
+            raise UserError(
+                f"no mask image at method.mask_file={file}: give a grey-scale image, white inside the region"
+            )
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("L").resize((w, h), Image.Resampling.NEAREST))
         return torch.from_numpy(pixels > 127).float().expand(c, h, w).clone()
@@ -64,17 +71,17 @@ def canonical_rows(rows: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class JacobianDirections(DirectionMethod):
-    sample_seed: int = 0           # the generated sample whose Jacobians are used
-    num_directions: int = 3        # k
-    tau: int = 500                 # training timestep whose vectors are applied (the nearest grid step)
-    scale_mode: str = "sigma_t"    # sigma_t | sigma_tau | none
-    solver: str = "block"          # block (Alg. 1) | sequential (power iteration with deflation)
-    oversample: int = 2            # block: extra columns p
-    tol: float = 1.0e-3            # relative eigen-residual every one of the k vectors must reach
+    sample_seed: int = 0  # the generated sample whose Jacobians are used
+    num_directions: int = 3  # k
+    tau: int = 500  # training timestep whose vectors are applied (the nearest grid step)
+    scale_mode: str = "sigma_t"  # sigma_t | sigma_tau | none
+    solver: str = "block"  # block (Alg. 1) | sequential (power iteration with deflation)
+    oversample: int = 2  # block: extra columns p
+    tol: float = 1.0e-3  # relative eigen-residual every one of the k vectors must reach
     min_iters: int = 3
     max_iters: int = 50
-    seed: int = 0                  # start vectors
-    chunk: int | None = None       # vectors pushed through the decoder at once (memory); None: all
+    seed: int = 0  # start vectors
+    chunk: int | None = None  # vectors pushed through the decoder at once (memory); None: all
     mask_box: list[int] | None = None
     mask_file: str | None = None
 
@@ -89,12 +96,38 @@ class JacobianDirections(DirectionMethod):
 
     def solve(self, products, k: int) -> SingularTriplets:
         if self.solver == "block":
-            return block_subspace_iteration(products.jvp, products.vjp, products.n, k, self.oversample, self.tol, self.min_iters, self.max_iters, self.seed, products.h.dtype, products.h.device)
-        return sequential_power_iteration(products.jvp, products.vjp, products.m, k, self.tol, self.min_iters, self.max_iters, self.seed, products.h.dtype, products.h.device)
+            return block_subspace_iteration(
+                products.jvp,
+                products.vjp,
+                products.n,
+                k,
+                self.oversample,
+                self.tol,
+                self.min_iters,
+                self.max_iters,
+                self.seed,
+                products.h.dtype,
+                products.h.device,
+            )
+        return sequential_power_iteration(
+            products.jvp,
+            products.vjp,
+            products.m,
+            k,
+            self.tol,
+            self.min_iters,
+            self.max_iters,
+            self.seed,
+            products.h.dtype,
+            products.h.device,
+        )
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         if self.scale_mode not in SCALE_MODES or self.solver not in SOLVERS:
-            raise UserError(f"method.scale_mode must be one of {', '.join(SCALE_MODES)} and method.solver one of {', '.join(SOLVERS)}")
+            raise UserError(
+                f"method.scale_mode must be one of {', '.join(SCALE_MODES)} and method.solver one of "
+                f"{', '.join(SOLVERS)}"
+            )
         k = self.num_directions
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's own grid and eta: the edited image's trajectory
         num_steps = schedule.num_steps
@@ -118,7 +151,9 @@ class JacobianDirections(DirectionMethod):
             if idx == at:
                 vectors = canonical_rows(result.right.cpu().float())
                 log["iterations_at_tau"] = result.log  # per iteration: sigma_j and the relative residual r_j
-                log["stopped_because"] = f"every residual below {self.tol}" if result.converged else f"max_iters={self.max_iters} reached"
+                log["stopped_because"] = (
+                    f"every residual below {self.tol}" if result.converged else f"max_iters={self.max_iters} reached"
+                )
         singular_at_tau = sigma[:, at].tolist()
         if self.scale_mode == "sigma_tau":
             sigma[:] = sigma[:, at : at + 1]

@@ -1,6 +1,6 @@
 """The map h -> M ⊙ eps_theta(x_t, tau | mid_block output := h) at fixed x_t, and its matrix-free
-products (docs/algorithms.md, "Jacobian directions"): forward-mode JVPs through `torch.func.linearize` and reverse-mode VJPs
-through one `torch.func.vjp`, both vmapped over blocks of vectors so the primal pass is paid once.
+products (docs/algorithms.md, "Jacobian directions"): forward-mode JVPs through `torch.func.linearize` and
+reverse-mode VJPs through one `torch.func.vjp`, both vmapped over blocks of vectors so the primal pass is paid once.
 
 The skips and the time embedding are recomputed from x_t inside the map but do not depend on h, so only
 the decoder path from h contributes. For v- or x0-predicting models eps is recovered from the output
@@ -9,24 +9,24 @@ the decoder path from h contributes. For v- or x0-predicting models eps is recov
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.func import linearize, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.ddim import to_x0_eps
 from hspace.bottleneck import HSpace, capture_h
+from hspace.diffusion.ddim import to_x0_eps
+from hspace.diffusion.model import DiffusionModel
 
 
 @dataclass
 class JacobianProducts:
-    h: torch.Tensor                 # the natural h_t (h_shape)
-    eps: torch.Tensor               # M ⊙ eps at h_t, flattened (m,)
-    jvp: Callable[[torch.Tensor], torch.Tensor]   # (b, n) -> (b, m)
-    vjp: Callable[[torch.Tensor], torch.Tensor]   # (b, m) -> (b, n)
+    h: torch.Tensor  # the natural h_t (h_shape)
+    eps: torch.Tensor  # M ⊙ eps at h_t, flattened (m,)
+    jvp: Callable[[torch.Tensor], torch.Tensor]  # (b, n) -> (b, m)
+    vjp: Callable[[torch.Tensor], torch.Tensor]  # (b, m) -> (b, n)
 
     @property
     def n(self) -> int:
@@ -37,7 +37,9 @@ class JacobianProducts:
         return self.eps.numel()
 
 
-def masked_eps_of_h(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def masked_eps_of_h(
+    model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """f(h) = flatten(M ⊙ eps(x_t, tau | h)) for one sample x_t (C, H, W) and h (h_shape)."""
     unet = model.unet
     alpha_bar = float(model.alphas_cumprod[tau])
@@ -54,7 +56,9 @@ def masked_eps_of_h(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: to
     return f
 
 
-def jacobian_products(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None, chunk: int | None = None) -> JacobianProducts:
+def jacobian_products(
+    model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None, chunk: int | None = None
+) -> JacobianProducts:
     """Matrix-free J and J^T at (x_t, tau), optionally masked. Vectors are rows; `chunk` bounds how many
     are pushed through the decoder at once (memory)."""
     if model.unet.training:
@@ -76,7 +80,9 @@ def jacobian_products(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: 
     return JacobianProducts(h0, eps.detach(), jvp_rows, vjp_rows)
 
 
-def dense_jacobian(model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+def dense_jacobian(
+    model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The full (m, n) Jacobian by forward mode, for tests on tiny models."""
     from torch.func import jacfwd
 

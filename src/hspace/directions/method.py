@@ -46,7 +46,9 @@ class DirectionMethod(ABC):
 
     def identity(self) -> dict:
         if not dataclasses.is_dataclass(self):
-            raise TypeError(f"{type(self).__name__} must be a dataclass (its fields are its settings) or override identity()")
+            raise TypeError(
+                f"{type(self).__name__} must be a dataclass (its fields are its settings) or override identity()"
+            )
         return {f.name: identity_of(getattr(self, f.name), f"method.{f.name}") for f in dataclasses.fields(self)}
 
     def directions(
@@ -67,7 +69,9 @@ class DirectionMethod(ABC):
         extra = extra or {}
         unexpected = sorted(set(extra) ^ set(self.provides))
         if unexpected:
-            raise ValueError(f"method {self.name} provides {list(self.provides)} but made extra tensors {sorted(extra)}")
+            raise ValueError(
+                f"method {self.name} provides {list(self.provides)} but made extra tensors {sorted(extra)}"
+            )
         return Directions(
             vectors=vectors,
             scales=scales,
@@ -76,7 +80,12 @@ class DirectionMethod(ABC):
             method=self.name,
             model_id=model.name,
             weight_hash=model.weight_hash,
-            sampler={"num_steps": sampler.num_steps, "spacing": sampler.spacing, "final_alpha": sampler.final_alpha, "eta": sampler.eta},
+            sampler={
+                "num_steps": sampler.num_steps,
+                "spacing": sampler.spacing,
+                "final_alpha": sampler.final_alpha,
+                "eta": sampler.eta,
+            },
             config=self.identity(),
             extra=extra,
             info=info or {},

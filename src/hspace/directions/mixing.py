@@ -32,7 +32,7 @@ class MixingCurve:
     delta: list[float]
     t_mix: int
     reason: str
-    accuracy: dict[str, list[float]] = field(default_factory=dict)   # space -> held-out SVM accuracy per candidate
+    accuracy: dict[str, list[float]] = field(default_factory=dict)  # space -> held-out SVM accuracy per candidate
 
     def as_info(self) -> dict:
         return {"mixing/" + k: v for k, v in self.__dict__.items()}
@@ -67,7 +67,14 @@ def choose_t_mix(candidates: list[int], delta: list[float], epsilon: float, fall
 
 
 @torch.no_grad()
-def radius_curves(model: DiffusionModel, schedule: SamplingSchedule, candidates: list[int], seeds: list[int], real_images: torch.Tensor, batch_size: int = 64) -> tuple[list[float], list[float]]:
+def radius_curves(
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    candidates: list[int],
+    seeds: list[int],
+    real_images: torch.Tensor,
+    batch_size: int = 64,
+) -> tuple[list[float], list[float]]:
     """Mean ||x_t|| / sqrt(D) at each candidate for sampled and for inverted latents."""
     index = [int((schedule.timesteps == t).nonzero()[0]) for t in candidates]
     dim = real_images[0].numel()
@@ -76,14 +83,31 @@ def radius_curves(model: DiffusionModel, schedule: SamplingSchedule, candidates:
         x = torch.cat(states)  # (N, T + 1, ...)
         return [float(x[:, i].flatten(1).norm(dim=1).mean() / dim**0.5) for i in index]
 
-    sampled = [sample(model, schedule, noise_for(seeds[i : i + batch_size], model, schedule)[0], record_x=True).x_t for i in range(0, len(seeds), batch_size)]
-    inverted = [ddim_invert(model, schedule, real_images[i : i + batch_size], record_h=False, record_x=True).x_t for i in range(0, len(real_images), batch_size)]
+    sampled = [
+        sample(model, schedule, noise_for(seeds[i : i + batch_size], model, schedule)[0], record_x=True).x_t
+        for i in range(0, len(seeds), batch_size)
+    ]
+    inverted = [
+        ddim_invert(model, schedule, real_images[i : i + batch_size], record_h=False, record_x=True).x_t
+        for i in range(0, len(real_images), batch_size)
+    ]
     return mean_radius(sampled), mean_radius(inverted)
 
 
-def search_t_mix(model: DiffusionModel, real_images: torch.Tensor, candidates: list[int], stride: int = 10, num_sampled: int = 100, epsilon: float = 0.01, fallback: int = 500, first_seed: int = 4_000_000) -> MixingCurve:
+def search_t_mix(
+    model: DiffusionModel,
+    real_images: torch.Tensor,
+    candidates: list[int],
+    stride: int = 10,
+    num_sampled: int = 100,
+    epsilon: float = 0.01,
+    fallback: int = 500,
+    first_seed: int = 4_000_000,
+) -> MixingCurve:
     schedule = fine_schedule(model, candidates, stride)
-    r_s, r_i = radius_curves(model, schedule, candidates, list(range(first_seed, first_seed + num_sampled)), real_images)
+    r_s, r_i = radius_curves(
+        model, schedule, candidates, list(range(first_seed, first_seed + num_sampled)), real_images
+    )
     delta = [abs(s - i) / s for s, i in zip(r_s, r_i)]
     t_mix, reason = choose_t_mix(candidates, delta, epsilon, fallback)
     return MixingCurve(list(candidates), r_s, r_i, delta, t_mix, reason)

@@ -7,8 +7,8 @@ and edit with dh_t = gamma * s_{j,t} * u_{j,t} (gamma in per-step standard devia
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -59,7 +59,9 @@ class StreamingPCA:
         self.k, self.batch_size, self.joint = k, batch_size, joint
         self.tracked = k + oversample
         if batch_size < self.tracked:
-            raise ValueError(f"the PCA batch size ({batch_size}) must be at least num_components + oversample ({self.tracked})")
+            raise ValueError(
+                f"the PCA batch size ({batch_size}) must be at least num_components + oversample ({self.tracked})"
+            )
         self.models: list[IncrementalPCA] | None = None
         self.pending: list[np.ndarray] = []
         self.num_samples = 0
@@ -88,7 +90,10 @@ class StreamingPCA:
         rows = np.concatenate(self.pending)
         if rows.shape[0]:
             if rows.shape[0] < self.tracked:
-                raise ValueError(f"streaming PCA needs at least num_components + oversample = {self.tracked} samples, got {self.num_samples}")
+                raise ValueError(
+                    f"streaming PCA needs at least num_components + oversample = {self.tracked} samples, got "
+                    f"{self.num_samples}"
+                )
             self._fit(rows)
             self.pending = []
         k = self.k
@@ -110,7 +115,12 @@ def exact_per_step_pca(batches: Iterable[torch.Tensor], k: int, joint: bool = Fa
     n, num_steps = h.shape[:2]
     if joint:
         axes, std, ratio = exact_pca(h.reshape(n, -1), k)
-        return PCAResult(axes.reshape(k, num_steps, -1), np.repeat(std[:, None], num_steps, 1), np.repeat(ratio[:, None], num_steps, 1), n)
+        return PCAResult(
+            axes.reshape(k, num_steps, -1),
+            np.repeat(std[:, None], num_steps, 1),
+            np.repeat(ratio[:, None], num_steps, 1),
+            n,
+        )
     per_step = [exact_pca(h[:, t].reshape(n, -1), k) for t in range(num_steps)]
     return PCAResult(*(np.stack(parts, axis=1) for parts in zip(*per_step)), n)
 
@@ -198,5 +208,8 @@ class PCA(DirectionMethod):
                 "sign_overlap_min": overlaps.min(axis=1).tolist() if overlaps.size else [],
                 "num_samples": result.num_samples,
             },
-            metrics={f"directions/{name}/explained_variance_ratio": float(torch.tensor(ratio[j]).mean()) for j, name in enumerate(names)},
+            metrics={
+                f"directions/{name}/explained_variance_ratio": float(torch.tensor(ratio[j]).mean())
+                for j, name in enumerate(names)
+            },
         )

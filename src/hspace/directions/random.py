@@ -30,4 +30,6 @@ class RandomDirections(PCA):
         # Unit r_t times the norm of the PCA axis at that step (1 per step; less than 1 per step for joint PCA).
         shape = (*r.shape[:2], *([1] * len(reference.h_shape)))
         r = r / r.flatten(2).norm(dim=-1).view(shape) * reference.vectors.flatten(2).norm(dim=-1).view(shape)
-        return replace(reference, vectors=r, names=[f"random{j}" for j in range(len(reference.names))], info={}, metrics={})
+        return replace(
+            reference, vectors=r, names=[f"random{j}" for j in range(len(reference.names))], info={}, metrics={}
+        )

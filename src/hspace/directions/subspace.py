@@ -14,8 +14,8 @@ Both count the products they used, so their cost can be compared at equal accura
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -24,14 +24,14 @@ Products = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class SingularTriplets:
-    right: torch.Tensor            # (k, n) unit right singular vectors, rows
-    values: torch.Tensor           # (k,) singular values, descending
-    left: torch.Tensor             # (k, m) unit left singular vectors, rows
+    right: torch.Tensor  # (k, n) unit right singular vectors, rows
+    values: torch.Tensor  # (k,) singular values, descending
+    left: torch.Tensor  # (k, m) unit left singular vectors, rows
     iterations: int
     converged: bool
-    jvp_count: int                 # single-vector products J v
-    vjp_count: int                 # single-vector products J^T u
-    log: list[dict] = field(default_factory=list)   # per iteration: sigma, residual
+    jvp_count: int  # single-vector products J v
+    vjp_count: int  # single-vector products J^T u
+    log: list[dict] = field(default_factory=list)  # per iteration: sigma, residual
 
 
 def orthonormal_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,19 @@ def orthonormal_rows(rows: torch.Tensor) -> torch.Tensor:
     return q.T
 
 
-def block_subspace_iteration(jvp: Products, vjp: Products, n: int, k: int, oversample: int = 2, tol: float = 1e-3, min_iters: int = 3, max_iters: int = 50, seed: int = 0, dtype=torch.float32, device="cpu") -> SingularTriplets:
+def block_subspace_iteration(
+    jvp: Products,
+    vjp: Products,
+    n: int,
+    k: int,
+    oversample: int = 2,
+    tol: float = 1e-3,
+    min_iters: int = 3,
+    max_iters: int = 50,
+    seed: int = 0,
+    dtype=torch.float32,
+    device="cpu",
+) -> SingularTriplets:
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and {n}, got {k}")
     width = min(k + oversample, n)
@@ -54,7 +66,9 @@ def block_subspace_iteration(jvp: Products, vjp: Products, n: int, k: int, overs
         jvps, vjps = jvps + width, vjps + width
         rho = (V * W).sum(dim=1)
         residual = (W - rho[:, None] * V).norm(dim=1) / rho.clamp(min=torch.finfo(rho.dtype).tiny)
-        log.append({"iteration": iteration, "sigma": rho[:k].clamp(min=0).sqrt().tolist(), "residual": residual[:k].tolist()})
+        log.append(
+            {"iteration": iteration, "sigma": rho[:k].clamp(min=0).sqrt().tolist(), "residual": residual[:k].tolist()}
+        )
         if iteration >= min_iters and float(residual[:k].max()) < tol:
             converged = True
             break
@@ -65,10 +79,23 @@ def block_subspace_iteration(jvp: Products, vjp: Products, n: int, k: int, overs
     jvps += width
     u_left, sigma, vh = torch.linalg.svd(U.T.double(), full_matrices=False)  # U^T = (m, width)
     right = (vh @ V.double()).to(dtype)
-    return SingularTriplets(right[:k], sigma[:k].to(dtype), u_left.T[:k].to(dtype), iteration, converged, jvps, vjps, log)
+    return SingularTriplets(
+        right[:k], sigma[:k].to(dtype), u_left.T[:k].to(dtype), iteration, converged, jvps, vjps, log
+    )
 
 
-def sequential_power_iteration(jvp: Products, vjp: Products, m: int, k: int, tol: float = 1e-3, min_iters: int = 3, max_iters: int = 200, seed: int = 0, dtype=torch.float32, device="cpu") -> SingularTriplets:
+def sequential_power_iteration(
+    jvp: Products,
+    vjp: Products,
+    m: int,
+    k: int,
+    tol: float = 1e-3,
+    min_iters: int = 3,
+    max_iters: int = 200,
+    seed: int = 0,
+    dtype=torch.float32,
+    device="cpu",
+) -> SingularTriplets:
     """Power iteration on J J^T in output space, one vector at a time, deflated against those found."""
     generator = torch.Generator().manual_seed(seed)
     lefts: list[torch.Tensor] = []
@@ -103,4 +130,6 @@ def sequential_power_iteration(jvp: Products, vjp: Products, m: int, k: int, tol
         lefts.append(w)
         rights.append(g / sigma)
         values.append(sigma)
-    return SingularTriplets(torch.stack(rights), torch.stack(values), torch.stack(lefts), total_iterations, all_converged, jvps, vjps, log)
+    return SingularTriplets(
+        torch.stack(rights), torch.stack(values), torch.stack(lefts), total_iterations, all_converged, jvps, vjps, log
+    )

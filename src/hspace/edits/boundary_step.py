@@ -20,8 +20,8 @@ that space alone. All strengths of a sample run as one batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import torch
 
@@ -51,10 +51,10 @@ def move(v: torch.Tensor, normal: torch.Tensor, offset: float, d: torch.Tensor, 
 class BoundaryStep(EditStrategy):
     strengths: Sequence[float] = field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])
     mode: str = "placement"
-    x_scale: float | None = 1.0        # d_x = strength * x_scale; null: x_t is not moved
-    h_scale: float | None = 1.0        # d_h = strength * h_scale; null: h is not moved
+    x_scale: float | None = 1.0  # d_x = strength * x_scale; null: x_t is not moved
+    h_scale: float | None = 1.0  # d_h = strength * h_scale; null: h is not moved
     batch_size: int = 64
-    keep_h: bool = False               # after t_m, h from the unedited path at every step (an extension)
+    keep_h: bool = False  # after t_m, h from the unedited path at every step (an extension)
 
     name = "boundary_step"
     requires = ("x_normal", "offsets")  # from method=boundary
@@ -64,14 +64,34 @@ class BoundaryStep(EditStrategy):
         if self.mode not in MODES:
             raise ValueError(f"edit.mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
-    def unedited(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
+    def unedited(
+        self,
+        model: DiffusionModel,
+        schedule: SamplingSchedule,
+        directions: Directions,
+        index: int,
+        x_T: torch.Tensor,
+        z: torch.Tensor | None,
+        clip_x0: bool = False,
+    ) -> torch.Tensor:
         """The samples this edit departs from: the same path (deterministic to t_m, the sampler's eta after)
         with nothing moved. (N, C, H, W)"""
         # keep_h would replace h by itself here: the same result with an extra pass.
-        return replace(self, strengths=[0.0], mode="relative", keep_h=False).apply(model, schedule, directions, index, x_T, z, clip_x0)[:, 0]
+        return replace(self, strengths=[0.0], mode="relative", keep_h=False).apply(
+            model, schedule, directions, index, x_T, z, clip_x0
+        )[:, 0]
 
     @torch.no_grad()
-    def apply(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
+    def apply(
+        self,
+        model: DiffusionModel,
+        schedule: SamplingSchedule,
+        directions: Directions,
+        index: int,
+        x_T: torch.Tensor,
+        z: torch.Tensor | None,
+        clip_x0: bool = False,
+    ) -> torch.Tensor:
         """(N, S, C, H, W) edits of samples x_T along boundary `index`."""
         t_index = int(directions.scales[index].argmax())
         strengths = torch.as_tensor(list(self.strengths), dtype=torch.float64)
@@ -104,19 +124,38 @@ class BoundaryStep(EditStrategy):
                 first, last = int(sample_of[part][0]), int(sample_of[part][-1])
                 if kept[1] is None or first < kept[0] or last >= kept[0] + len(kept[1]):
                     chunk = slice(first, first + max(self.batch_size, last - first + 1))
-                    kept = (first, self.unedited_h(model, schedule, t_index, x_tm[chunk], z[chunk] if z is not None else None, clip_x0))
+                    kept = (
+                        first,
+                        self.unedited_h(
+                            model, schedule, t_index, x_tm[chunk], z[chunk] if z is not None else None, clip_x0
+                        ),
+                    )
                 after = kept[1][sample_of[part] - kept[0]]
             moved = h_rows[part]
-            replacement = lambda idx, moved=moved, after=after: moved if idx == 0 else (after[:, idx - 1].to(device) if after is not None else None)  # noqa: E731
+
+            def replacement(idx, moved=moved, after=after):
+                return moved if idx == 0 else (after[:, idx - 1].to(device) if after is not None else None)
+
             out.append(sample(model, rest, x_rows[part], zs, step=ReplaceH(replacement), clip_x0=clip_x0).x0.cpu())
         return torch.cat(out).view(n, s, *x_T.shape[1:])
 
     @torch.no_grad()
-    def unedited_h(self, model: DiffusionModel, schedule: SamplingSchedule, t_index: int, x_tm: torch.Tensor, z: torch.Tensor | None, clip_x0: bool) -> torch.Tensor:
-        """h of every step after t_m on the samples' unedited paths from x_tm: (N, steps after t_m, *h_shape), on the CPU."""
+    def unedited_h(
+        self,
+        model: DiffusionModel,
+        schedule: SamplingSchedule,
+        t_index: int,
+        x_tm: torch.Tensor,
+        z: torch.Tensor | None,
+        clip_x0: bool,
+    ) -> torch.Tensor:
+        """h of every step after t_m on the samples' unedited paths from x_tm: (N, steps after t_m, *h_shape),
+        on the CPU."""
         rest = schedule.steps(t_index)
         parts = []
         for start in range(0, x_tm.shape[0], self.batch_size):
             zs = z[start : start + self.batch_size, t_index:] if z is not None else None
-            parts.append(sample(model, rest, x_tm[start : start + self.batch_size], zs, record_h=True, clip_x0=clip_x0).h[:, 1:])
+            parts.append(
+                sample(model, rest, x_tm[start : start + self.batch_size], zs, record_h=True, clip_x0=clip_x0).h[:, 1:]
+            )
         return torch.cat(parts)

@@ -7,8 +7,8 @@ the only difference between the columns of a grid; strength 0 reproduces the une
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -53,7 +53,16 @@ class ShiftEdit(EditStrategy):
         return (timesteps <= t_start) & (timesteps >= t_stop)
 
     @torch.no_grad()
-    def apply(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
+    def apply(
+        self,
+        model: DiffusionModel,
+        schedule: SamplingSchedule,
+        directions: Directions,
+        index: int,
+        x_T: torch.Tensor,
+        z: torch.Tensor | None,
+        clip_x0: bool = False,
+    ) -> torch.Tensor:
         strengths = torch.as_tensor(list(self.strengths), dtype=torch.float32)
         n, s = x_T.shape[0], len(strengths)
         rows_x = x_T.repeat_interleave(s, dim=0)  # row r = sample r // S at strength r % S

@@ -14,7 +14,8 @@ An edit is a dataclass of settings that subclasses EditStrategy, with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 import torch
 
@@ -32,11 +33,29 @@ class EditStrategy(ABC):
     strengths: Sequence[float]
 
     @abstractmethod
-    def apply(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
+    def apply(
+        self,
+        model: DiffusionModel,
+        schedule: SamplingSchedule,
+        directions: Directions,
+        index: int,
+        x_T: torch.Tensor,
+        z: torch.Tensor | None,
+        clip_x0: bool = False,
+    ) -> torch.Tensor:
         """Edit samples (x_T (N, C, H, W), noise maps z (N, T, C, H, W) or None) along direction `index`
         at every strength. (N, S, C, H, W) in [-1, 1]"""
 
-    def unedited(self, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, index: int, x_T: torch.Tensor, z: torch.Tensor | None, clip_x0: bool = False) -> torch.Tensor:
+    def unedited(
+        self,
+        model: DiffusionModel,
+        schedule: SamplingSchedule,
+        directions: Directions,
+        index: int,
+        x_T: torch.Tensor,
+        z: torch.Tensor | None,
+        clip_x0: bool = False,
+    ) -> torch.Tensor:
         """The samples the edits of x_T depart from. (N, C, H, W)"""
         return sample(model, schedule, x_T, z, clip_x0=clip_x0).x0
 
@@ -51,5 +70,10 @@ def check_pairing(edit: EditStrategy, provided: Iterable[str], source: str) -> N
     if not missing:
         return
     providers = sorted(name for name, cls in registered_methods().items() if set(edit.requires) <= set(cls.provides))
-    fix = f"use {' or '.join(f'method={p}' for p in providers)} with it" if providers else "no known method provides them"
-    raise UserError(f"edit={edit.name} reads {', '.join(missing)} from its directions, which {source} does not provide: {fix}, or choose another edit")
+    fix = (
+        f"use {' or '.join(f'method={p}' for p in providers)} with it" if providers else "no known method provides them"
+    )
+    raise UserError(
+        f"edit={edit.name} reads {', '.join(missing)} from its directions, which {source} does not provide: {fix}, or "
+        "choose another edit"
+    )

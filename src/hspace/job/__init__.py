@@ -10,9 +10,9 @@ Plain arguments only: hspace.cli.run builds an EditJob from the config (and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from pytorch_lightning.loggers import Logger
@@ -50,7 +50,10 @@ class EditJob:
 
     def __post_init__(self):
         if self.real_images is not None and len(self.real_images) and self.sampler.clip_x0:
-            raise UserError("real images are inverted without clipping, so they cannot be edited with sampler.clip_x0=true: set it to false or real_images=0")
+            raise UserError(
+                "real images are inverted without clipping, so they cannot be edited with sampler.clip_x0=true: set "
+                "it to false or real_images=0"
+            )
         self.run_dir = Path(self.run_dir)
 
 
@@ -64,7 +67,11 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
         found = find_stage(job.method, model, job.sampler, job.num_directions, job.cache, job.directions_path)
         directions_file = found.directions.save(job.run_dir / "directions.safetensors")
     directions, names, count = found.directions, found.names, len(found.names)
-    metrics: dict = {"method": directions.method, "edit/num_samples": len(job.seeds), "edit/num_directions": count} | found.metrics
+    metrics: dict = {
+        "method": directions.method,
+        "edit/num_samples": len(job.seeds),
+        "edit/num_directions": count,
+    } | found.metrics
 
     with timer.stage("edit"):
         generated = edit_generated(edit, model, schedule, directions, count, job.seeds, clip_x0)
@@ -74,7 +81,9 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
     if job.evaluation is not None:
         with timer.stage("evaluate"):
             originals = unedited(edit, model, schedule, directions, generated, clip_x0)
-            scores |= score_stage(job.evaluation, originals, generated.edited, names, edit.strengths, job.evaluation_trainer)
+            scores |= score_stage(
+                job.evaluation, originals, generated.edited, names, edit.strengths, job.evaluation_trainer
+            )
 
     real = None
     if job.real_images is not None and len(job.real_images):
@@ -85,7 +94,15 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
             real = edit_real(edit, model, schedule, directions, count, inverted, clip_x0)
         if job.evaluation is not None:
             with timer.stage("evaluate_real"):
-                scores |= score_stage(job.evaluation, reconstruction, real.edited, names, edit.strengths, job.evaluation_trainer, prefix="edit_real/")
+                scores |= score_stage(
+                    job.evaluation,
+                    reconstruction,
+                    real.edited,
+                    names,
+                    edit.strengths,
+                    job.evaluation_trainer,
+                    prefix="edit_real/",
+                )
         outputs["edits_real"] = save_edits(job.run_dir / "edits_real.safetensors", real, edit.strengths, names)
 
     with timer.stage("write"):
@@ -95,5 +112,8 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
         metrics |= {"cache/hits": len(job.cache.hits), "cache/misses": len(job.cache.misses)}
     metrics_file = write_metrics(job.run_dir, metrics)
     log_run(loggers, metrics, grids, scores)
-    print(f"run directory: {job.run_dir}\n  directions: {directions_file}\n  edits: {', '.join(str(p) for p in outputs.values())}\n  grids: {job.run_dir / 'grids'}\n  metrics: {metrics_file}")
+    print(
+        f"run directory: {job.run_dir}\n  directions: {directions_file}\n  edits: "
+        f"{', '.join(str(p) for p in outputs.values())}\n  grids: {job.run_dir / 'grids'}\n  metrics: {metrics_file}"
+    )
     return metrics

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -26,22 +26,48 @@ class EditedSet:
     z: torch.Tensor | None
 
 
-def edit_all(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, count: int, x_T, z, clip_x0: bool) -> torch.Tensor:
+def edit_all(
+    edit: EditStrategy,
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    directions: Directions,
+    count: int,
+    x_T,
+    z,
+    clip_x0: bool,
+) -> torch.Tensor:
     """(D, N, S, C, H, W) edits of the first `count` directions."""
     return torch.stack([edit.apply(model, schedule, directions, j, x_T, z, clip_x0) for j in range(count)])
 
 
-def edit_generated(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, count: int, seeds: Sequence[int], clip_x0: bool) -> EditedSet:
+def edit_generated(
+    edit: EditStrategy,
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    directions: Directions,
+    count: int,
+    seeds: Sequence[int],
+    clip_x0: bool,
+) -> EditedSet:
     x_T, z = noise_for(seeds, model, schedule)
     return EditedSet(edit_all(edit, model, schedule, directions, count, x_T, z, clip_x0), list(seeds), "seeds", x_T, z)
 
 
-def unedited(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, edits: EditedSet, clip_x0: bool) -> torch.Tensor:
+def unedited(
+    edit: EditStrategy,
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    directions: Directions,
+    edits: EditedSet,
+    clip_x0: bool,
+) -> torch.Tensor:
     """What the edits of a set depart from, on the CPU. (N, C, H, W)"""
     return edit.unedited(model, schedule, directions, 0, edits.x_T, edits.z, clip_x0).cpu()
 
 
-def invert_for(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def invert_for(
+    edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x_T and noise maps z from which `edit`'s unedited path gives back `images` (N, C, H, W).
 
     Deterministic grids: DDIM inversion. Stochastic grids: edit-friendly inversion (its z reproduce the image
@@ -56,7 +82,14 @@ def invert_for(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSche
     return inverted.x_T, inverted.z
 
 
-def invert_real(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, images: torch.Tensor, clip_x0: bool) -> tuple[EditedSet, torch.Tensor]:
+def invert_real(
+    edit: EditStrategy,
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    directions: Directions,
+    images: torch.Tensor,
+    clip_x0: bool,
+) -> tuple[EditedSet, torch.Tensor]:
     """The inverted real images' starting points and their reconstructions by the edit's unedited path;
     the set's edits are filled in by edit_real."""
     x_T, z = invert_for(edit, model, schedule, images)
@@ -64,6 +97,14 @@ def invert_real(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSch
     return inverted, unedited(edit, model, schedule, directions, inverted, clip_x0)
 
 
-def edit_real(edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, directions: Directions, count: int, inverted: EditedSet, clip_x0: bool) -> EditedSet:
+def edit_real(
+    edit: EditStrategy,
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    directions: Directions,
+    count: int,
+    inverted: EditedSet,
+    clip_x0: bool,
+) -> EditedSet:
     edited = edit_all(edit, model, schedule, directions, count, inverted.x_T, inverted.z, clip_x0)
     return EditedSet(edited, inverted.ids, inverted.id_kind, inverted.x_T, inverted.z)

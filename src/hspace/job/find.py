@@ -24,7 +24,9 @@ class FoundDirections:
         return self.source == "this run"
 
 
-def directions_from_method(method: DirectionMethod, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None) -> tuple[Directions, bool]:
+def directions_from_method(
+    method: DirectionMethod, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None
+) -> tuple[Directions, bool]:
     """The method's directions for this model and grid, and whether they came from the cache (an identical
     earlier run made them)."""
 
@@ -59,12 +61,24 @@ def reported_metrics(directions: Directions, names: list[str], computed_here: bo
     return kept
 
 
-def find_stage(method: DirectionMethod, model: DiffusionModel, sampler: SamplerSettings, num_directions: int, cache: ArtifactCache | None, directions_path: str | Path | None = None) -> FoundDirections:
+def find_stage(
+    method: DirectionMethod,
+    model: DiffusionModel,
+    sampler: SamplerSettings,
+    num_directions: int,
+    cache: ArtifactCache | None,
+    directions_path: str | Path | None = None,
+) -> FoundDirections:
     if directions_path is not None:
         directions, source = Directions.load(directions_path), str(directions_path)
     else:
         directions, cached = directions_from_method(method, model, sampler, cache)
         source = "the cache" if cached else "this run"
-    directions.check_compatible(model.weight_hash, model.h_shape, sampler.schedule(model.alphas_cumprod).timesteps, source=f"directions from {source}")
+    directions.check_compatible(
+        model.weight_hash,
+        model.h_shape,
+        sampler.schedule(model.alphas_cumprod).timesteps,
+        source=f"directions from {source}",
+    )
     names = directions.names[: min(num_directions, len(directions.names))]
     return FoundDirections(directions, source, names, reported_metrics(directions, names, source == "this run"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from pytorch_lightning.loggers import Logger, WandbLogger
@@ -36,21 +36,45 @@ class StageTimer:
 
 def save_edits(path: Path, edits: EditedSet, strengths: Sequence[float], names: Sequence[str]) -> Path:
     """The edits as uint8 (D, N, S, C, H, W), with the strengths and the seeds (or image indices)."""
-    tensors = {"images": uint8_images(edits.edited), "strengths": torch.tensor(list(strengths), dtype=torch.float32), edits.id_kind: torch.tensor(list(edits.ids))}
-    data = save(tensors, metadata={"directions": ",".join(names), "layout": "direction,sample,strength,channel,height,width"})
+    tensors = {
+        "images": uint8_images(edits.edited),
+        "strengths": torch.tensor(list(strengths), dtype=torch.float32),
+        edits.id_kind: torch.tensor(list(edits.ids)),
+    }
+    data = save(
+        tensors, metadata={"directions": ",".join(names), "layout": "direction,sample,strength,channel,height,width"}
+    )
     return atomic_write_bytes(path, lambda f: f.write(data))
 
 
-def write_grids(run_dir: Path, directions: Directions, names: Sequence[str], strengths: Sequence[float], generated: EditedSet, real: EditedSet | None) -> dict[str, Path]:
+def write_grids(
+    run_dir: Path,
+    directions: Directions,
+    names: Sequence[str],
+    strengths: Sequence[float],
+    generated: EditedSet,
+    real: EditedSet | None,
+) -> dict[str, Path]:
     """grids/<direction>.png (and grids/real_<direction>.png) and the method's plots (grids/<plot>.png)."""
     grids = {name: draw_line_plot(plot, run_dir / "grids" / f"{name}.png") for name, plot in directions.plots.items()}
     size = generated.edited.shape[-2:]
     for j, name in enumerate(names):
         pixels = to_uint8(generated.edited[j].flatten(0, 1)).reshape(len(generated.ids), len(strengths), *size, 3)
-        grids[name] = save_edit_grid(pixels, strengths, f"{directions.method} {name} (strength in units of its scale)", run_dir / "grids" / f"{name}.png", row_labels=generated.ids)
+        grids[name] = save_edit_grid(
+            pixels,
+            strengths,
+            f"{directions.method} {name} (strength in units of its scale)",
+            run_dir / "grids" / f"{name}.png",
+            row_labels=generated.ids,
+        )
         if real is not None:
             pixels = to_uint8(real.edited[j].flatten(0, 1)).reshape(len(real.ids), len(strengths), *size, 3)
-            grids[f"real_{name}"] = save_edit_grid(pixels, strengths, f"{directions.method} {name} on inverted real images", run_dir / "grids" / f"real_{name}.png")
+            grids[f"real_{name}"] = save_edit_grid(
+                pixels,
+                strengths,
+                f"{directions.method} {name} on inverted real images",
+                run_dir / "grids" / f"real_{name}.png",
+            )
     return grids
 
 

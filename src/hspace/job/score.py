@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -28,16 +28,23 @@ def uint8_images(images: torch.Tensor) -> torch.Tensor:
     return pixels.reshape(images.shape).contiguous()
 
 
-def strength_table(metrics: dict, names: Sequence[str], strengths: Sequence[float], prefix: str = "edit/") -> tuple[list[str], list[list]]:
+def strength_table(
+    metrics: dict, names: Sequence[str], strengths: Sequence[float], prefix: str = "edit/"
+) -> tuple[list[str], list[list]]:
     """One row per (direction, strength): target, success, preserve, MSE, SSIM and FID where measured."""
-    fid_keys = sorted({k.split("/", 2)[2].split("@")[0] for k in metrics if k.startswith(prefix) and "/fid/" in k and "@" in k})
+    fid_keys = sorted(
+        {k.split("/", 2)[2].split("@")[0] for k in metrics if k.startswith(prefix) and "/fid/" in k and "@" in k}
+    )
     columns = ["direction", "strength", "target", "success", "preserve", "mse", "ssim", *fid_keys]
     rows = []
     for name in names:
         for strength in strengths:
             label = strength_label(strength)
             row = [name, strength, metrics.get(f"{prefix}{name}/target")]
-            row += [metrics.get(f"{prefix}{name}/{metric}@{label}") for metric in ("success", "preserve", "mse", "ssim", *fid_keys)]
+            row += [
+                metrics.get(f"{prefix}{name}/{metric}@{label}")
+                for metric in ("success", "preserve", "mse", "ssim", *fid_keys)
+            ]
             rows.append(row)
     return columns, rows
 
@@ -50,10 +57,20 @@ def rename(key: str, prefix: str) -> str:
     return prefix + key.removeprefix("edit/") if key.startswith("edit/") else f"{prefix}unedited/{key}"
 
 
-def score_stage(evaluation: EvaluationSettings, originals: torch.Tensor, edited: torch.Tensor, names, strengths, trainer_kwargs: dict | None, prefix: str = "edit/") -> Scores:
+def score_stage(
+    evaluation: EvaluationSettings,
+    originals: torch.Tensor,
+    edited: torch.Tensor,
+    names,
+    strengths,
+    trainer_kwargs: dict | None,
+    prefix: str = "edit/",
+) -> Scores:
     """Metrics and W&B tables of edits (D, N, S, C, H, W) against their unedited samples (N, C, H, W); keys
     start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""
-    evaluated = evaluate_edits(evaluation, uint8_images(originals), uint8_images(edited), names, strengths, trainer_kwargs)
+    evaluated = evaluate_edits(
+        evaluation, uint8_images(originals), uint8_images(edited), names, strengths, trainer_kwargs
+    )
     results = {rename(k, prefix): v for k, v in evaluated.results.items()}
     tables = {}
     if evaluation.classifier is not None:

@@ -17,7 +17,15 @@ from hspace.images import atomic_write_directory
 class AttributeClassifierTraining(pl.LightningModule):
     """Binary cross-entropy on every attribute; validation logs `val/acc/<attribute>` and `val/acc_min`."""
 
-    def __init__(self, attributes: list[str], channels: list[int], hidden: int = 256, resolution: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4):
+    def __init__(
+        self,
+        attributes: list[str],
+        channels: list[int],
+        hidden: int = 256,
+        resolution: int = 32,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.net = AttributeCNN(CNNConfig(list(attributes), list(channels), hidden, resolution))
@@ -26,7 +34,10 @@ class AttributeClassifierTraining(pl.LightningModule):
     def on_fit_start(self):
         names = getattr(self.trainer.datamodule, "attributes", None)
         if names is not None and list(names) != list(self.hparams.attributes):
-            raise UserError(f"the data's attributes ({', '.join(names)}) differ from module.attributes ({', '.join(self.hparams.attributes)}): make them the same list, in the same order")
+            raise UserError(
+                f"the data's attributes ({', '.join(names)}) differ from module.attributes "
+                f"({', '.join(self.hparams.attributes)}): make them the same list, in the same order"
+            )
 
     def training_step(self, batch, batch_idx):
         loss = F.binary_cross_entropy_with_logits(self.net(batch["image"]), batch["attributes"])
@@ -44,7 +55,9 @@ class AttributeClassifierTraining(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.hparams.lr, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def export(self, directory: str | Path) -> Path:

@@ -32,7 +32,9 @@ LR_SCHEDULES = ("constant", "cosine")
 LOSS_WEIGHTINGS = ("none", "min_snr")
 
 
-def learning_rate_factor(step: int, warmup_steps: int, schedule: str, decay_start: int, decay_steps: int, min_lr_ratio: float) -> float:
+def learning_rate_factor(
+    step: int, warmup_steps: int, schedule: str, decay_start: int, decay_steps: int, min_lr_ratio: float
+) -> float:
     """The factor on the base learning rate at optimiser step `step` (0-based): a linear warm-up over
     `warmup_steps`, then constant, or constant until `decay_start` and a cosine from 1 down to
     `min_lr_ratio` at `decay_steps` (decay_start = warmup_steps is the usual cosine schedule; a late
@@ -74,23 +76,28 @@ def load_matching_weights(unet: UNet2DModel, source: str) -> None:
         raise UserError(f"module.init_weights={source}: {path} does not exist; point it at a save_pretrained directory")
     state = load_file(path)
     expected = unet.state_dict()
-    wrong = sorted(set(expected) ^ set(state)) or [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    wrong = sorted(set(expected) ^ set(state)) or [
+        k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
     if wrong:
-        raise UserError(f"module.init_weights={source} has another architecture than model.unet (first difference: {wrong[0]}): train it with the same model.unet settings")
+        raise UserError(
+            f"module.init_weights={source} has another architecture than model.unet (first difference: {wrong[0]}): "
+            "train it with the same model.unet settings"
+        )
     unet.load_state_dict(state)
 
 
 class DDPMTraining(pl.LightningModule):
     """Denoising training: x_t = sqrt(a) x_0 + sqrt(1 - a) eps with tau ~ U{0..N-1}, MSE on the target.
 
-    The target is eps ("epsilon") or v = sqrt(a) eps - sqrt(1 - a) x_0 ("v_prediction"), as the
-    scheduler config says; `loss_weighting="min_snr"` weights each timestep's error by Min-SNR-gamma
-    (v_loss_weights, eps_loss_weights). AdamW with linear warm-up, then a constant or cosine learning rate
-    (`lr_schedule`; the cosine runs from `decay_start`, default the end of the warm-up, to `min_lr_ratio * lr` at
-    `decay_steps`, default the trainer's max_steps); EMA of the weights, saved in every checkpoint. `init_weights` starts from the weights of a
-    pretrained model of the same architecture (a shipped name or a save_pretrained directory; the EMA
-    starts there too). `cut_skip_levels` > 0 cuts the skip connections of that many coarsest up blocks
-    (hspace.diffusion.skips), so everything coarser than the remaining skips passes through the bottleneck h.
+    The target is eps ("epsilon") or v = sqrt(a) eps - sqrt(1 - a) x_0 ("v_prediction"), as the scheduler config says;
+    `loss_weighting="min_snr"` weights each timestep's error by Min-SNR-gamma (v_loss_weights, eps_loss_weights).
+    AdamW with linear warm-up, then a constant or cosine learning rate (`lr_schedule`; the cosine runs from
+    `decay_start`, default the end of the warm-up, to `min_lr_ratio * lr` at `decay_steps`, default the trainer's
+    max_steps); EMA of the weights, saved in every checkpoint. `init_weights` starts from the weights of a
+    pretrained model of the same architecture (a shipped name or a save_pretrained directory; the EMA starts there
+    too). `cut_skip_levels` > 0 cuts the skip connections of that many coarsest up blocks (hspace.diffusion.skips),
+    so everything coarser than the remaining skips passes through the bottleneck h.
     """
 
     def __init__(
@@ -115,7 +122,9 @@ class DDPMTraining(pl.LightningModule):
         if lr_schedule not in LR_SCHEDULES:
             raise UserError(f"module.lr_schedule={lr_schedule!r} is unknown: use one of {', '.join(LR_SCHEDULES)}")
         if loss_weighting not in LOSS_WEIGHTINGS:
-            raise UserError(f"module.loss_weighting={loss_weighting!r} is unknown: use one of {', '.join(LOSS_WEIGHTINGS)}")
+            raise UserError(
+                f"module.loss_weighting={loss_weighting!r} is unknown: use one of {', '.join(LOSS_WEIGHTINGS)}"
+            )
         if not 0 <= min_lr_ratio <= 1:
             raise UserError(f"module.min_lr_ratio={min_lr_ratio} must lie in [0, 1]")
         if min_snr_gamma <= 0:
@@ -130,8 +139,14 @@ class DDPMTraining(pl.LightningModule):
         self.register_buffer("alphas_cumprod", self.diffusion.alphas_cumprod.float(), persistent=False)
         weights = {"v_prediction": v_loss_weights, "epsilon": eps_loss_weights}.get(self.diffusion.prediction_type)
         if loss_weighting == "min_snr" and weights is None:
-            raise UserError(f"module.loss_weighting=min_snr needs epsilon or v_prediction, not {self.diffusion.prediction_type}")
-        timestep_weights = weights(self.diffusion.alphas_cumprod, min_snr_gamma) if loss_weighting == "min_snr" else torch.ones_like(self.diffusion.alphas_cumprod)
+            raise UserError(
+                f"module.loss_weighting=min_snr needs epsilon or v_prediction, not {self.diffusion.prediction_type}"
+            )
+        timestep_weights = (
+            weights(self.diffusion.alphas_cumprod, min_snr_gamma)
+            if loss_weighting == "min_snr"
+            else torch.ones_like(self.diffusion.alphas_cumprod)
+        )
         self.register_buffer("timestep_weights", timestep_weights.float(), persistent=False)
         self.ema = EMAModel(self.unet.parameters(), decay=ema_decay)
 
@@ -164,8 +179,16 @@ class DDPMTraining(pl.LightningModule):
         if hp.lr_schedule == "cosine" and (decay_steps is None or decay_steps <= decay_start):
             raise UserError(
                 f"module.lr_schedule=cosine decays from step {decay_start} (module.decay_start) to module.decay_steps "
-                f"(default trainer.max_steps), which is {decay_steps}: set it after the decay start")
-        factor = functools.partial(learning_rate_factor, warmup_steps=hp.warmup_steps, schedule=hp.lr_schedule, decay_start=decay_start, decay_steps=decay_steps, min_lr_ratio=hp.min_lr_ratio)
+                f"(default trainer.max_steps), which is {decay_steps}: set it after the decay start"
+            )
+        factor = functools.partial(
+            learning_rate_factor,
+            warmup_steps=hp.warmup_steps,
+            schedule=hp.lr_schedule,
+            decay_start=decay_start,
+            decay_steps=decay_steps,
+            min_lr_ratio=hp.min_lr_ratio,
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

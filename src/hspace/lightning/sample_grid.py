@@ -20,7 +20,15 @@ class SampleGrid(pl.Callback):
     With `shapes_quality`, also log the pixel quality fractions of the Shapes judge (`samples/<name>`).
     """
 
-    def __init__(self, every_n_steps: int = 500, num_samples: int = 64, num_steps: int = 50, spacing: str = "trailing", clip_x0: bool = False, shapes_quality: bool = False):
+    def __init__(
+        self,
+        every_n_steps: int = 500,
+        num_samples: int = 64,
+        num_steps: int = 50,
+        spacing: str = "trailing",
+        clip_x0: bool = False,
+        shapes_quality: bool = False,
+    ):
         self.every_n_steps, self.num_samples, self.num_steps = every_n_steps, num_samples, num_steps
         self.spacing, self.clip_x0, self.shapes_quality = spacing, clip_x0, shapes_quality
         self.last_drawn_step = -1
@@ -44,7 +52,9 @@ class SampleGrid(pl.Callback):
             x_T, _ = noise_for(range(self.num_samples), model, schedule)
             pixels = to_uint8(sample(model, schedule, x_T, clip_x0=self.clip_x0).x0)
             model.unet.train(was_training)
-        path = save_png(image_grid(pixels, ncols=8), Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}.png", scale=2)
+        path = save_png(
+            image_grid(pixels, ncols=8), Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}.png", scale=2
+        )
         metrics = {f"samples/{k}": v for k, v in quality_report(pixels).items()} if self.shapes_quality else {}
         for logger in trainer.loggers:
             if metrics:

@@ -9,7 +9,7 @@ afterwards: for an unsupervised direction the target is only known once the mean
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
@@ -18,11 +18,21 @@ from torchmetrics import Metric
 class EditScores(Metric):
     full_state_update = False
 
-    def __init__(self, num_directions: int, num_strengths: int, attributes: Sequence[str], threshold: float = 0.5, **kwargs):
+    def __init__(
+        self, num_directions: int, num_strengths: int, attributes: Sequence[str], threshold: float = 0.5, **kwargs
+    ):
         super().__init__(**kwargs)
         self.attributes, self.threshold = list(attributes), threshold
         d, s, a = num_directions, num_strengths, len(self.attributes)
-        for name in ("delta_sum", "abs_delta_sum", "below_before", "below_to_above", "above_before", "above_to_below", "flips"):
+        for name in (
+            "delta_sum",
+            "abs_delta_sum",
+            "below_before",
+            "below_to_above",
+            "above_before",
+            "above_to_below",
+            "flips",
+        ):
             self.add_state(name, torch.zeros(d, s, a, dtype=torch.float64), dist_reduce_fx="sum")
         for name in ("count", "mse_sum", "ssim_sum"):
             self.add_state(name, torch.zeros(d, s, dtype=torch.float64), dist_reduce_fx="sum")
@@ -58,7 +68,9 @@ class EditScores(Metric):
     def success(self, d: int, s: int, target: int, sign: int) -> float:
         """Of the samples on the wrong side of the threshold for `target` before the edit, the fraction
         on the intended side after it; NaN when there were none."""
-        wrong, moved = (self.below_before, self.below_to_above) if sign > 0 else (self.above_before, self.above_to_below)
+        wrong, moved = (
+            (self.below_before, self.below_to_above) if sign > 0 else (self.above_before, self.above_to_below)
+        )
         total = wrong[d, s, target]
         return float(moved[d, s, target] / total) if total > 0 else float("nan")
 

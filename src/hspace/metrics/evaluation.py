@@ -9,8 +9,8 @@ strength) edited set, against cached reference statistics of the data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -22,11 +22,12 @@ from hspace.classifiers import AttributeClassifier
 from hspace.metrics.edit_scores import EditScores
 from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
 
+
 @dataclass
 class EvaluationSettings:
     classifier: AttributeClassifier | None = None
     fid_backend: FeatureBackend | None = None
-    reference: dict[str, torch.Tensor] | None = None      # FID reference statistics (see metrics.fid)
+    reference: dict[str, torch.Tensor] | None = None  # FID reference statistics (see metrics.fid)
     targets: dict[str, str] = field(default_factory=dict)  # direction -> "attribute" or "-attribute"
     threshold: float = 0.5
     batch_size: int = 16
@@ -89,7 +90,9 @@ class EditEvaluation(pl.LightningModule):
         flat = xe.flatten(0, 2)
         repeated = x0[:, None, None].expand_as(xe).flatten(0, 2)
         mse = (((flat - repeated) / 2) ** 2).mean(dim=(1, 2, 3)).view(b, d, s)
-        ssim = structural_similarity_index_measure((flat + 1) / 2, (repeated + 1) / 2, data_range=1.0, reduction="none").view(b, d, s)
+        ssim = structural_similarity_index_measure(
+            (flat + 1) / 2, (repeated + 1) / 2, data_range=1.0, reduction="none"
+        ).view(b, d, s)
         if self.settings.classifier is not None:
             before = self.settings.classifier.probabilities(x0).to(self.device)
             after = self.settings.classifier.probabilities(flat).to(self.device).view(b, d, s, -1)
@@ -134,7 +137,10 @@ class EditEvaluation(pl.LightningModule):
             sign = -1 if wanted.startswith("-") else 1
             name = wanted.lstrip("+-")
             if name not in attributes:
-                raise ValueError(f"target attribute {name!r} of direction {self.names[j]} is not one of the classifier's: {', '.join(attributes)}")
+                raise ValueError(
+                    f"target attribute {name!r} of direction {self.names[j]} is not one of the classifier's: "
+                    f"{', '.join(attributes)}"
+                )
             return attributes.index(name), sign
         row = delta[j, head]
         t = int(row.abs().argmax())
@@ -144,7 +150,10 @@ class EditEvaluation(pl.LightningModule):
         """The EditScores results as (D, S[, A]): torchmetrics squeezes one-element results to scalars."""
         d, s, a = len(self.names), len(self.strengths), len(self.scores.attributes)
         scores = self.scores.compute()
-        return {key: scores[key].reshape(d, s, a) if key.startswith("score") else scores[key].reshape(d, s) for key in ("score_delta", "score_abs_delta", "mse", "ssim")}
+        return {
+            key: scores[key].reshape(d, s, a) if key.startswith("score") else scores[key].reshape(d, s)
+            for key in ("score_delta", "score_abs_delta", "mse", "ssim")
+        }
 
     def classifier_metrics(self, labels: list[str], head: int) -> dict:
         scores = self.shaped_scores()
@@ -169,7 +178,9 @@ class EditEvaluation(pl.LightningModule):
                 metrics[f"edit/{name}/{metric}"] = metrics[f"edit/{name}/{metric}@{labels[head]}"]
             for attribute in attributes:
                 for kind in ("score_delta", "score_abs_delta"):
-                    metrics[f"edit/{kind}/{name}/{attribute}"] = metrics[f"edit/{kind}/{name}/{attribute}@{labels[head]}"]
+                    metrics[f"edit/{kind}/{name}/{attribute}"] = metrics[
+                        f"edit/{kind}/{name}/{attribute}@{labels[head]}"
+                    ]
         metrics["edit/headline_strength"] = self.strengths[head]
         return metrics
 
@@ -177,7 +188,10 @@ class EditEvaluation(pl.LightningModule):
         """The Table I matrix at the headline strength: rows = directions, columns = attributes (from `results`,
         which also hold the numbers of a loop that ran in spawned processes)."""
         attributes = self.scores.attributes
-        rows = [[name, *(round(float(self.results[f"edit/score_delta/{name}/{a}"]), 4) for a in attributes)] for name in self.names]
+        rows = [
+            [name, *(round(float(self.results[f"edit/score_delta/{name}/{a}"]), 4) for a in attributes)]
+            for name in self.names
+        ]
         return ["direction", *attributes], rows
 
     def restore_targets(self) -> None:
@@ -186,19 +200,33 @@ class EditEvaluation(pl.LightningModule):
             return
         attributes = self.scores.attributes
         labels = [strength_label(s) for s in self.strengths]
-        delta = torch.tensor([[[self.results[f"edit/score_delta/{name}/{a}@{label}"] for a in attributes] for label in labels] for name in self.names])
+        delta = torch.tensor(
+            [
+                [[self.results[f"edit/score_delta/{name}/{a}@{label}"] for a in attributes] for label in labels]
+                for name in self.names
+            ]
+        )
         for j, name in enumerate(self.names):
             t, sign = self.target_of(j, delta, headline_index(self.strengths))
             self.results[f"edit/{name}/target"] = ("-" if sign < 0 else "") + attributes[t]
 
 
-def evaluate_edits(settings: EvaluationSettings, originals: torch.Tensor, edits: torch.Tensor, names: Sequence[str], strengths: Sequence[float], trainer_kwargs: dict | None = None) -> EditEvaluation:
+def evaluate_edits(
+    settings: EvaluationSettings,
+    originals: torch.Tensor,
+    edits: torch.Tensor,
+    names: Sequence[str],
+    strengths: Sequence[float],
+    trainer_kwargs: dict | None = None,
+) -> EditEvaluation:
     """Run the test loop over uint8 originals (N, C, H, W) and edits (D, N, S, C, H, W); the returned
     module holds `results` (metrics) and the score matrix."""
     module = EditEvaluation(settings, names, strengths)
     loader = DataLoader(EditSamples(originals, edits), batch_size=settings.batch_size)
     options = {"accelerator": "cpu", "devices": 1} | (trainer_kwargs or {})
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **options)
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **options
+    )
     logged = trainer.test(module, dataloaders=loader, verbose=False)
     if not module.results and logged:  # the loop ran in spawned processes: take the numbers they logged
         module.results = dict(logged[0])

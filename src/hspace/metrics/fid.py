@@ -15,8 +15,8 @@ computed once per (backend, dataset, count) and kept in the artifact cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from safetensors.torch import load_file, save
@@ -34,7 +34,14 @@ REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_
 class FeatureBackend(nn.Module):
     """images in [-1, 1] -> features, through `network` after `prepare` (e.g. conversion to uint8)."""
 
-    def __init__(self, name: str, network: nn.Module, num_features: int, identity: str, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        name: str,
+        network: nn.Module,
+        num_features: int,
+        identity: str,
+        prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         super().__init__()
         self.name, self.network, self.num_features, self.identity = name, network, num_features, identity
         self.prepare = prepare
@@ -82,22 +89,40 @@ def torch_fidelity_inception(weights_path: Path) -> nn.Module:
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights_path))
+        return NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights_path)
+        )
     except ModuleNotFoundError as error:
-        raise UserError(f"Inception FID needs torch-fidelity ({error}): pip install 'hspace[inception]', or use the classifier feature backend") from None
+        raise UserError(
+            f"Inception FID needs torch-fidelity ({error}): pip install 'hspace[inception]', or use the classifier "
+            "feature backend"
+        ) from None
 
 
-def inception_backend(weights_path: str | Path | None, num_features: int = 2048, build: Callable[[Path], nn.Module] = torch_fidelity_inception) -> FeatureBackend:
+def inception_backend(
+    weights_path: str | Path | None,
+    num_features: int = 2048,
+    build: Callable[[Path], nn.Module] = torch_fidelity_inception,
+) -> FeatureBackend:
     """Inception features from a local weights file (e.g. torch-fidelity's pt_inception-2015-12-05-6726825d.pth).
 
     `build` makes the network from the file; tests pass a small stand-in through the same path.
     """
     if weights_path is None or not Path(weights_path).expanduser().is_file():
-        raise UserError(f"Inception FID asked for but no weights file at metrics.fid.weights_path={weights_path}: download "
-                        "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's release) and set the path, or use metrics.fid=classifier")
+        raise UserError(
+            f"Inception FID asked for but no weights file at metrics.fid.weights_path={weights_path}: download "
+            "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's release) and set the path, or use "
+            "metrics.fid=classifier"
+        )
     path = Path(weights_path).expanduser().resolve()
     stat = path.stat()
-    return FeatureBackend("inception", build(path), num_features, identity=f"inception:{path.name}:{stat.st_size}", prepare=to_uint8_tensor)
+    return FeatureBackend(
+        "inception",
+        build(path),
+        num_features,
+        identity=f"inception:{path.name}:{stat.st_size}",
+        prepare=to_uint8_tensor,
+    )
 
 
 def make_fid(backend: FeatureBackend) -> FrechetInceptionDistance:
@@ -105,7 +130,9 @@ def make_fid(backend: FeatureBackend) -> FrechetInceptionDistance:
     return FrechetInceptionDistance(feature=backend, reset_real_features=False)
 
 
-def reference_statistics(backend: FeatureBackend, images: Iterable[torch.Tensor], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def reference_statistics(
+    backend: FeatureBackend, images: Iterable[torch.Tensor], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """torchmetrics' real-feature states over batches of reference images in [-1, 1]."""
     fid = make_fid(backend).to(device)
     for batch in images:
@@ -118,12 +145,22 @@ def load_reference(fid: FrechetInceptionDistance, statistics: dict[str, torch.Te
     for name in REAL_STATES:
         current = getattr(fid, name)
         if statistics[name].shape != current.shape:
-            raise UserError(f"reference statistics have {name} of shape {tuple(statistics[name].shape)}, the feature backend makes {tuple(current.shape)}: clear that cache entry")
+            raise UserError(
+                f"reference statistics have {name} of shape {tuple(statistics[name].shape)}, the feature backend "
+                f"makes {tuple(current.shape)}: clear that cache entry"
+            )
         setattr(fid, name, statistics[name].to(device=current.device, dtype=current.dtype))
     return fid
 
 
-def cached_reference_statistics(backend: FeatureBackend, dataset_id: dict, count: int, images: Callable[[], Iterable[torch.Tensor]], cache: ArtifactCache | None, device="cpu") -> dict[str, torch.Tensor]:
+def cached_reference_statistics(
+    backend: FeatureBackend,
+    dataset_id: dict,
+    count: int,
+    images: Callable[[], Iterable[torch.Tensor]],
+    cache: ArtifactCache | None,
+    device="cpu",
+) -> dict[str, torch.Tensor]:
     """Reference statistics of `count` images of a dataset, computed once per (backend, dataset, count)."""
 
     def compute():

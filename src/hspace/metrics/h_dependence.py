@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import torch
 
+from hspace.bottleneck import HSpace
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
-from hspace.bottleneck import HSpace
 
 
 @torch.no_grad()
-def h_swap_change(model: DiffusionModel, num_samples: int = 16, timesteps=(999, 799, 599, 399, 199, 49)) -> dict[int, float]:
+def h_swap_change(
+    model: DiffusionModel, num_samples: int = 16, timesteps=(999, 799, 599, 399, 199, 49)
+) -> dict[int, float]:
     """Relative change of the output with h swapped between samples, per timestep."""
     schedule = make_schedule(model.alphas_cumprod, 50, "trailing")
     x_T, _ = noise_for(range(num_samples), model, schedule)

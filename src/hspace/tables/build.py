@@ -12,9 +12,9 @@ import csv
 import io
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import mean, stdev
-from typing import Sequence
 
 from hspace.errors import UserError
 from hspace.tables.collect import RunRecord
@@ -42,16 +42,22 @@ class Cell:
 
 @dataclass
 class Table:
-    row_keys: list[str]                 # names of the row label columns: group_by keys, then "row"
-    rows: list[tuple]                   # row labels, in order of first appearance
+    row_keys: list[str]  # names of the row label columns: group_by keys, then "row"
+    rows: list[tuple]  # row labels, in order of first appearance
     columns: list[str]
-    cells: dict[tuple, Cell]            # (row, column) -> Cell
+    cells: dict[tuple, Cell]  # (row, column) -> Cell
 
     def cell(self, row: tuple, column: str) -> Cell:
         return self.cells.get((row, column), Cell())
 
 
-def build_table(runs: Sequence[RunRecord], pattern: str, group_by: Sequence[str] = (), row_name: str = "row", columns: Sequence[str] | None = None) -> Table:
+def build_table(
+    runs: Sequence[RunRecord],
+    pattern: str,
+    group_by: Sequence[str] = (),
+    row_name: str = "row",
+    columns: Sequence[str] | None = None,
+) -> Table:
     """Mean and std over runs of every metric matching `pattern`, pivoted by its `row`/`column` groups."""
     regex = re.compile(pattern)
     if not {"row", "column"} <= set(regex.groupindex):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from omegaconf import OmegaConf
 
@@ -14,7 +14,7 @@ from hspace.errors import UserError
 
 @dataclass
 class RunRecord:
-    source: str          # the run directory or W&B path
+    source: str  # the run directory or W&B path
     config: dict
     metrics: dict
 
@@ -36,7 +36,10 @@ def run_directories(paths: Iterable[str | Path]) -> list[Path]:
     for path in paths:
         path = Path(path).expanduser()
         if not path.exists():
-            raise UserError(f"no runs at {path}: give run directories or folders that contain them (each with metrics.json and config.yaml)")
+            raise UserError(
+                f"no runs at {path}: give run directories or folders that contain them (each with metrics.json and "
+                "config.yaml)"
+            )
         candidates = [path] if (path / "metrics.json").is_file() else [p.parent for p in path.rglob("metrics.json")]
         found.update(p for p in candidates if (p / "config.yaml").is_file())
     return sorted(found)
@@ -62,7 +65,9 @@ def wandb_runs(path: str, api=None) -> list[RunRecord]:
         try:
             api = wandb.Api(timeout=30)
         except Exception as error:
-            raise UserError(f"cannot reach the W&B API for {path} ({error}): log in with `wandb login`, or leave wandb=null") from None
+            raise UserError(
+                f"cannot reach the W&B API for {path} ({error}): log in with `wandb login`, or leave wandb=null"
+            ) from None
     records = []
     for run in api.runs(path, filters={"state": "finished"}):
         metrics = {k: v for k, v in dict(run.summary).items() if not k.startswith("_")}

@@ -7,16 +7,18 @@ import io
 import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import mean, stdev
-from typing import Sequence
 
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes
 from hspace.tables.collect import RunRecord
 
 
-def strength_curves(runs: Sequence[RunRecord], metric: str, group_by: Sequence[str], directions: Sequence[str] | None = None) -> dict[str, dict[float, tuple[float, float]]]:
+def strength_curves(
+    runs: Sequence[RunRecord], metric: str, group_by: Sequence[str], directions: Sequence[str] | None = None
+) -> dict[str, dict[float, tuple[float, float]]]:
     """label -> strength -> (mean, std over runs) of the metric averaged over the chosen directions."""
     regex = re.compile(rf"^edit/(?P<direction>[^/]+)/{re.escape(metric)}@(?P<strength>[-+0-9.e]+)$")
     per_run: dict[str, list[dict[float, float]]] = defaultdict(list)
@@ -24,7 +26,12 @@ def strength_curves(runs: Sequence[RunRecord], metric: str, group_by: Sequence[s
         values: dict[float, list[float]] = defaultdict(list)
         for name, value in run.metrics.items():
             match = regex.match(name)
-            if match and (not directions or match["direction"] in directions) and isinstance(value, (int, float)) and not math.isnan(value):
+            if (
+                match
+                and (not directions or match["direction"] in directions)
+                and isinstance(value, (int, float))
+                and not math.isnan(value)
+            ):
                 values[float(match["strength"])].append(float(value))
         if values:
             label = " ".join(str(run.value(k)) for k in group_by) or "runs"
