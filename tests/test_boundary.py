@@ -158,6 +158,7 @@ def test_boundary_run_end_to_end(tmp_path, monkeypatch, capsys):
         "edit.strengths=[-1.0,1.0]",
         "logger=none",
         "metrics.fid.backend=none",
+        "metrics.disentanglement.num_images=0",
         f"cache_dir={tmp_path / 'cache'}",
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -188,6 +189,7 @@ def test_conditional_mode_scores_the_real_image_edits_and_cached_directions_carr
         "edit.strengths=[-1.0,0.0,1.0]",
         "logger=none",
         "metrics.fid.backend=none",
+        "metrics.disentanglement.num_images=0",
         f"cache_dir={tmp_path / 'cache'}",
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -354,6 +356,7 @@ def test_shapes_background_target_at_the_chosen_strength(tmp_path, monkeypatch):
         "num_samples=64",
         "edit.strengths=[-5.0]",
         "metrics.fid.backend=none",
+        "metrics.disentanglement.num_images=0",
         "+metrics.targets.light_background=light_background",
         "logger=none",
         f"cache_dir={tmp_path / 'cache'}",

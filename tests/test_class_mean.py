@@ -66,6 +66,7 @@ def test_class_mean_run_disentangles_and_edits(tmp_path, monkeypatch):
         "edit.strengths=[0.0,1.0]",
         "logger=none",
         "metrics.fid.backend=none",
+        "metrics.disentanglement.num_images=0",
         f"run_dir={tmp_path / 'run'}",
         f"cache_dir={tmp_path / 'cache'}",
     ]

@@ -28,6 +28,7 @@ TINY = [
     "num_directions=2",
     "edit.strengths=[-2.0,0.0,2.0]",
     "metrics.fid.reference_count=64",
+    "metrics.disentanglement.num_images=0",
 ]
 
 
@@ -44,7 +45,7 @@ def compose_run(run_dir, cache_dir, extra=()):
 
 def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     run_dir = tmp_path / "run"
-    metrics = run(compose_run(run_dir, tmp_path / "cache"))
+    metrics = run(compose_run(run_dir, tmp_path / "cache", ["metrics.disentanglement.num_images=64"]))
     for name in (
         "config.yaml",
         "run_info.json",
@@ -104,6 +105,19 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     assert logged["fid/shapes_classifier"] == pytest.approx(metrics["fid/shapes_classifier"])
     assert logged["edit/score_matrix/_type"] == "table-file" and logged["edit/by_strength/_type"] == "table-file"
     assert logged["edit/score_matrix/ncols"] == 1 + len(ATTRIBUTES) and logged["edit/by_strength/nrows"] == 2 * 3
+    # The Shapes factors measured from pixels: the edit-by-factor matrix in metrics.json and W&B.
+    assert metrics["edit/pc0/factors/target"] and 0 <= metrics["factors/valid"] <= 1
+    for key in ("success@2", "leakage@-2", "valid@2", "change/r@2", "change/shape@-2", "success", "leakage"):
+        assert f"edit/pc1/factors/{key}" in metrics, key
+    assert metrics["edit/pc0/factors/change/cx@0"] == 0 and metrics["edit/pc0/factors/leakage@0"] == 0
+    assert metrics["edit_real/pc0/factors/target"] == metrics["edit/pc0/factors/target"]  # judged on the same factor
+    assert logged["edit/factor_matrix/_type"] == "table-file" and logged["edit/factor_matrix/nrows"] == 2 * 3
+    assert logged["edit/pc0/factors/leakage"] == pytest.approx(metrics["edit/pc0/factors/leakage"])
+    # The directions as codes of the true factors of 64 inverted test images, beside the x_T baseline.
+    assert metrics["disentangle/num_images"] == 64 and metrics["disentangle/num_codes"] == 2
+    for key in ("dci_d", "dci_c", "dci_i", "mig", "x_T_pca/dci_d", "x_T_pca/mig"):
+        assert 0 <= metrics[f"disentangle/{key}"] <= 1, key
+    assert logged["disentangle/mig"] == pytest.approx(metrics["disentangle/mig"])
 
 
 def test_second_identical_run_hits_the_cache_and_a_truncated_entry_is_recomputed(tmp_path):

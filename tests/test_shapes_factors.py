@@ -14,7 +14,7 @@ def rendered(n: int, split: str = "val", resolution: int = 32):
     return [ds.factors(i) for i in range(n)], to_uint8(torch.stack([ds[i]["image"] for i in range(n)]))
 
 
-@pytest.mark.parametrize("resolution, n", [(32, 300), (64, 40)])
+@pytest.mark.parametrize("resolution, n", [(32, 500), (64, 40)])
 def test_rendered_images_give_back_their_factors(resolution, n):
     factors, pixels = rendered(n, resolution=resolution)
     for f, m in zip(factors, measure_all(pixels)):

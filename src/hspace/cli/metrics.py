@@ -15,7 +15,8 @@ from hspace.metrics.fid import cached_reference_statistics, classifier_backend, 
 
 def evaluation_settings(metrics: DictConfig, device: torch.device) -> EvaluationSettings | None:
     backend_kind = metrics.fid.backend
-    if metrics.classifier is None and backend_kind == "none":
+    factors = bool(metrics.get("factors", False))
+    if metrics.classifier is None and backend_kind == "none" and not factors:
         return None
     classifier = (
         hydra.utils.instantiate(metrics.classifier, device=device, _convert_="all")
@@ -37,10 +38,17 @@ def evaluation_settings(metrics: DictConfig, device: torch.device) -> Evaluation
     return EvaluationSettings(
         classifier=classifier,
         fid_backend=backend,
-        targets=dict(OmegaConf.to_container(metrics.targets, resolve=True)),
-        threshold=metrics.threshold,
-        batch_size=metrics.batch_size,
+        targets=plain_dict(metrics.get("targets")),
+        factors=factors,
+        factor_targets=plain_dict(metrics.get("factor_targets")),
+        threshold=metrics.get("threshold", 0.5),
+        batch_size=metrics.get("batch_size", 16),
     )
+
+
+def plain_dict(node) -> dict:
+    """A config mapping (or nothing) as a plain dict."""
+    return dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
 
 
 def fid_reference(

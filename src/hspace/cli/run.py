@@ -31,6 +31,7 @@ def run(cfg: DictConfig) -> dict:
     from hspace.directions.method import DirectionMethod
     from hspace.edits.strategy import EditStrategy, check_pairing
     from hspace.job import EditJob, run_edit_job
+    from hspace.job.disentangle import shapes_factor_images
     from hspace.job.outputs import StageTimer
     from hspace.loggers import close_wandb
     from hspace.run_record import run_info, write_json
@@ -50,6 +51,8 @@ def run(cfg: DictConfig) -> dict:
         check_pairing(edit, Directions.load(cfg.directions_path).extra, f"the directions file {cfg.directions_path}")
     else:
         check_pairing(edit, method.provides, f"method={method.name}")
+
+    known_count = disentanglement_count(cfg)
 
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -75,10 +78,9 @@ def run(cfg: DictConfig) -> dict:
                     cache,
                     device,
                 )
-        real = None
-        if cfg.real_images:
-            dataset = hydra.utils.instantiate(cfg.data).datasets["test"]
-            real = torch.stack([dataset[i]["image"] for i in range(cfg.real_images)])
+        test_split = hydra.utils.instantiate(cfg.data).datasets["test"] if cfg.real_images or known_count else None
+        real = torch.stack([test_split[i]["image"] for i in range(cfg.real_images)]) if cfg.real_images else None
+        known = shapes_factor_images(test_split, known_count, cfg.metrics.disentanglement.bins) if known_count else None
         job = EditJob(
             model=model,
             method=method,
@@ -93,10 +95,25 @@ def run(cfg: DictConfig) -> dict:
             evaluation=evaluation,
             evaluation_trainer=evaluation_trainer(cfg.trainer),
             timer=timer,
+            factor_images=known,
         )
         return run_edit_job(job, loggers)
     finally:
         close_wandb()
+
+
+def disentanglement_count(cfg: DictConfig) -> int:
+    """How many rendered images with known factors score the directions by DCI and MIG (0: none); refused
+    in one line where the data have no known factors."""
+    from hspace.errors import UserError
+
+    count = int(cfg.metrics.get("disentanglement", {}).get("num_images", 0) or 0)
+    if count and not str(cfg.data.get("_target_", "")).endswith("ShapesDataModule"):
+        raise UserError(
+            f"metrics.disentanglement.num_images={count} needs images with known factors (data=shapes): "
+            "set it to 0 for this data"
+        )
+    return count
 
 
 def evaluation_trainer(trainer: DictConfig) -> dict:

@@ -23,10 +23,11 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.method import DirectionMethod
 from hspace.edits.strategy import EditStrategy
 from hspace.errors import UserError
+from hspace.job.disentangle import FactorImages, disentangle_stage
 from hspace.job.edit import edit_generated, edit_real, invert_real, unedited
 from hspace.job.find import find_stage
-from hspace.job.outputs import StageTimer, log_run, save_edits, write_grids, write_metrics
-from hspace.job.score import Scores, score_stage
+from hspace.job.outputs import StageTimer, factor_summary, log_run, save_edits, write_grids, write_metrics
+from hspace.job.score import Scores, score_stage, with_generated_targets
 from hspace.metrics.evaluation import EvaluationSettings
 
 
@@ -47,6 +48,7 @@ class EditJob:
     evaluation: EvaluationSettings | None = None  # with its FID reference statistics, when FID is asked for
     evaluation_trainer: dict | None = None  # Trainer arguments of the evaluation loop
     timer: StageTimer = field(default_factory=StageTimer)  # stages timed before the job (the FID reference) count too
+    factor_images: FactorImages | None = None  # images with known factors: DCI and MIG of the directions
 
     def __post_init__(self):
         if self.real_images is not None and len(self.real_images) and self.sampler.clip_x0:
@@ -85,6 +87,10 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
                 job.evaluation, originals, generated.edited, names, edit.strengths, job.evaluation_trainer
             )
 
+    if job.factor_images is not None:
+        with timer.stage("disentangle"):
+            metrics |= disentangle_stage(model, schedule, directions, count, job.factor_images)
+
     real = None
     if job.real_images is not None and len(job.real_images):
         with timer.stage("invert"):
@@ -95,7 +101,7 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
         if job.evaluation is not None:
             with timer.stage("evaluate_real"):
                 scores |= score_stage(
-                    job.evaluation,
+                    with_generated_targets(job.evaluation, scores.metrics, names),
                     reconstruction,
                     real.edited,
                     names,
@@ -116,4 +122,6 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
         f"run directory: {job.run_dir}\n  directions: {directions_file}\n  edits: "
         f"{', '.join(str(p) for p in outputs.values())}\n  grids: {job.run_dir / 'grids'}\n  metrics: {metrics_file}"
     )
+    for line in factor_summary(metrics, names):
+        print(line)
     return metrics

@@ -90,6 +90,23 @@ def log_run(loggers: Sequence[Logger], metrics: dict, grids: dict[str, Path], sc
         logger.save()
 
 
+def factor_summary(metrics: dict, names: Sequence[str]) -> list[str]:
+    """One line per direction on what it edits, measured from pixels (when the run scored Shapes factors)."""
+    scored = [name for name in names if f"edit/{name}/factors/target" in metrics]
+    if not scored:
+        return []
+    lines = ["Shapes factors at the headline strength (target: success, worst leakage, valid edits):"]
+    for name in scored:
+        key = f"edit/{name}/factors"
+        leaks = {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{key}/leakage/") and "@" not in k}
+        worst = max(leaks, key=lambda f: leaks[f])
+        lines.append(
+            f"  {name}: {metrics[f'{key}/target']}: success {metrics[f'{key}/success']:.2f}, "
+            f"leakage {metrics[f'{key}/leakage']:.2f} ({worst}), valid {metrics[f'{key}/valid']:.2f}"
+        )
+    return lines
+
+
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
     path = run_dir / "metrics.json"
     write_json(path, metrics)

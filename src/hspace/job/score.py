@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from hspace.images import to_uint8
-from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, strength_label
+from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index, strength_label
+from hspace.metrics.factor_scores import factor_scores
 
 
 @dataclass
@@ -57,6 +58,13 @@ def rename(key: str, prefix: str) -> str:
     return prefix + key.removeprefix("edit/") if key.startswith("edit/") else f"{prefix}unedited/{key}"
 
 
+def with_generated_targets(evaluation: EvaluationSettings, metrics: dict, names: Sequence[str]) -> EvaluationSettings:
+    """The settings for scoring real-image edits: the factor targets found on the generated samples, so that
+    both sets are judged on the same factor (targets given in the config still win)."""
+    found = {name: metrics[f"edit/{name}/factors/target"] for name in names if f"edit/{name}/factors/target" in metrics}
+    return replace(evaluation, factor_targets=found | evaluation.factor_targets)
+
+
 def score_stage(
     evaluation: EvaluationSettings,
     originals: torch.Tensor,
@@ -68,12 +76,17 @@ def score_stage(
 ) -> Scores:
     """Metrics and W&B tables of edits (D, N, S, C, H, W) against their unedited samples (N, C, H, W); keys
     start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""
-    evaluated = evaluate_edits(
-        evaluation, uint8_images(originals), uint8_images(edited), names, strengths, trainer_kwargs
-    )
-    results = {rename(k, prefix): v for k, v in evaluated.results.items()}
-    tables = {}
-    if evaluation.classifier is not None:
-        tables[prefix + "score_matrix"] = evaluated.score_matrix()
-        tables[prefix + "by_strength"] = strength_table(results, names, strengths, prefix)
+    originals, edited = uint8_images(originals), uint8_images(edited)
+    results, tables = {}, {}
+    if evaluation.classifier is not None or evaluation.fid_backend is not None:
+        evaluated = evaluate_edits(evaluation, originals, edited, names, strengths, trainer_kwargs)
+        results |= {rename(k, prefix): v for k, v in evaluated.results.items()}
+        if evaluation.classifier is not None:
+            tables[prefix + "score_matrix"] = evaluated.score_matrix()
+            tables[prefix + "by_strength"] = strength_table(results, names, strengths, prefix)
+    if evaluation.factors:
+        head = headline_index(strengths)
+        measured, matrix = factor_scores(originals, edited, names, strengths, evaluation.factor_targets, head)
+        results |= {rename(k, prefix): v for k, v in measured.items()}
+        tables[prefix + "factor_matrix"] = matrix
     return Scores(results, tables)

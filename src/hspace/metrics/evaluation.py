@@ -29,6 +29,8 @@ class EvaluationSettings:
     fid_backend: FeatureBackend | None = None
     reference: dict[str, torch.Tensor] | None = None  # FID reference statistics (see metrics.fid)
     targets: dict[str, str] = field(default_factory=dict)  # direction -> "attribute" or "-attribute"
+    factors: bool = False  # also score edits by the Shapes factors measured from pixels (hspace.metrics.factor_scores)
+    factor_targets: dict[str, str] = field(default_factory=dict)  # direction -> factor target, e.g. "-r", "colour=red"
     threshold: float = 0.5
     batch_size: int = 16
 

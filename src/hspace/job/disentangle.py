@@ -1,0 +1,84 @@
+"""A run's directions scored as codes of ground-truth factors (docs/algorithms.md, "Disentanglement scores").
+
+Rendered Shapes images with known factors are DDIM-inverted on the run's grid, recording h_{T:1}; each
+image's code for direction j is the projection of its h_{T:1} on the direction's edit at strength 1,
+code_j = sum_t scales[j, t] <h_t, directions[j, t]>. DCI and MIG of those codes against the true factors
+go under `disentangle/`, and the same scores of a baseline, the top principal components of the
+inverted x_T (as many as there are codes), under `disentangle/x_T_pca/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesDataset
+from hspace.diffusion.inversion import ddim_invert
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.schedule import SamplingSchedule
+from hspace.directions.container import Directions
+from hspace.metrics.disentanglement import discretise, disentanglement_scores
+
+FACTOR_NAMES = ("background", "colour", "shape", "r", "cx", "cy")
+
+
+@dataclass
+class FactorImages:
+    """Images (N, C, H, W) in [-1, 1] with their true factors as discrete labels (N, F), named by `names`."""
+
+    images: torch.Tensor
+    factors: np.ndarray
+    names: tuple[str, ...] = FACTOR_NAMES
+
+
+def shapes_factor_images(dataset: ShapesDataset, count: int, bins: int = 10) -> FactorImages:
+    """The first `count` images of a Shapes split with their factors; r, cx and cy in `bins` equal-width bins."""
+    factors = [dataset.factors(i) for i in range(count)]
+    categorical = np.array(
+        [
+            [tuple(BACKGROUNDS).index(f.background), tuple(COLOURS).index(f.colour), SHAPES.index(f.shape)]
+            for f in factors
+        ]
+    )
+    continuous = discretise(np.array([[f.r, f.cx, f.cy] for f in factors]), bins)
+    images = torch.stack([dataset[i]["image"] for i in range(count)])
+    return FactorImages(images, np.concatenate([categorical, continuous], axis=1))
+
+
+def direction_codes(h: torch.Tensor, directions: Directions, count: int) -> np.ndarray:
+    """codes (N, count): h (N, T, *h_shape) projected on the first `count` directions' edits at strength 1."""
+    edits = torch.stack([directions.scaled(j) for j in range(count)]).flatten(2).double()  # (K, T, D)
+    return torch.einsum("ntd,ktd->nk", h.flatten(2).double(), edits).numpy()
+
+
+def principal_codes(x: torch.Tensor, count: int) -> np.ndarray:
+    """The projections of the rows of x (N, ...) on their top `count` principal axes. (N, count)"""
+    flat = x.flatten(1).double().numpy()
+    centred = flat - flat.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    return centred @ axes[:count].T
+
+
+def disentangle_stage(
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    directions: Directions,
+    count: int,
+    known: FactorImages,
+    batch_size: int = 128,
+) -> dict[str, float]:
+    """DCI and MIG of the first `count` directions (and of the x_T baseline) on the images of `known`."""
+    hs, x_T = [], []
+    for start in range(0, len(known.images), batch_size):
+        inverted = ddim_invert(model, schedule, known.images[start : start + batch_size], record_h=True)
+        hs.append(direction_codes(inverted.h, directions, count))
+        x_T.append(inverted.x_T.cpu())
+    codes = np.concatenate(hs)
+    metrics = {f"disentangle/{k}": v for k, v in disentanglement_scores(codes, known.factors).items()}
+    baseline = disentanglement_scores(principal_codes(torch.cat(x_T), count), known.factors)
+    metrics |= {f"disentangle/x_T_pca/{k}": v for k, v in baseline.items()}
+    metrics["disentangle/num_images"] = len(known.images)
+    metrics["disentangle/num_codes"] = count
+    return metrics

@@ -1,0 +1,93 @@
+"""Disentanglement of a set of codes against ground-truth factors (docs/algorithms.md, "Disentanglement scores").
+
+Codes are one number per image and direction (N, K); factors are the true generative factors (N, F),
+discretised where continuous (`discretise`). Two scores, as the disentanglement literature computes them
+for encoders:
+
+- DCI (Eastwood & Williams 2018): gradient-boosted trees predict each factor from all codes; their feature
+  importances form R (K x F). Disentanglement: each code's importances should go to one factor,
+  D = sum_k rho_k (1 - H_F(R_k. / sum_j R_kj)), rho_k the code's share of all importance. Completeness:
+  each factor should be predicted by one code, C = mean_j (1 - H_K(R_.j / sum_k R_kj)). Informativeness:
+  the trees' mean accuracy on held-out images (chance is 1 / classes).
+- MIG (Chen et al. 2018): per factor, the gap between the two codes with the highest mutual information
+  with it, over the factor's entropy, averaged over factors (codes discretised into `code_bins` bins).
+
+Entropies H_F and H_K use base F and K, so every score lies in [0, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.metrics import mutual_info_score
+
+
+def discretise(values: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bins over the range of each column of (N, C) values: integer labels 0..bins-1."""
+    values = np.asarray(values, dtype=np.float64)
+    labels = np.zeros(values.shape, dtype=np.int64)
+    for c in range(values.shape[1]):
+        edges = np.histogram_bin_edges(values[:, c], bins=bins)
+        labels[:, c] = np.clip(np.digitize(values[:, c], edges[1:-1]), 0, bins - 1)
+    return labels
+
+
+def normalised_entropy(p: np.ndarray, base: int) -> float:
+    """Entropy of a probability vector in base `base` (0 for a point mass, 1 for uniform over `base` values)."""
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum() / np.log(base)) if base > 1 else 0.0
+
+
+def importance_matrix(
+    codes: np.ndarray, factors: np.ndarray, train: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """R (K, F): the trees' feature importances of each code for each factor, and each factor's held-out accuracy."""
+    k, f = codes.shape[1], factors.shape[1]
+    importance, accuracy = np.zeros((k, f)), np.zeros(f)
+    for j in range(f):
+        trees = GradientBoostingClassifier(random_state=seed).fit(codes[train], factors[train, j])
+        importance[:, j] = np.abs(trees.feature_importances_)
+        accuracy[j] = trees.score(codes[~train], factors[~train, j])
+    return importance, accuracy
+
+
+def dci(codes: np.ndarray, factors: np.ndarray, train_fraction: float = 0.75, seed: int = 0) -> dict[str, float]:
+    """DCI disentanglement, completeness and informativeness of codes (N, K) for discrete factors (N, F)."""
+    n = len(codes)
+    train = np.zeros(n, dtype=bool)
+    train[np.random.default_rng(seed).permutation(n)[: int(round(train_fraction * n))]] = True
+    importance, accuracy = importance_matrix(codes, factors, train, seed)
+    k, f = importance.shape
+    total = importance.sum()
+    if total == 0:
+        return {"dci_d": 0.0, "dci_c": 0.0, "dci_i": float(accuracy.mean())}
+    code_weight = importance.sum(axis=1) / total
+    per_code = [1 - normalised_entropy(row / row.sum(), f) if row.sum() > 0 else 0.0 for row in importance]
+    per_factor = [1 - normalised_entropy(col / col.sum(), k) if col.sum() > 0 else 0.0 for col in importance.T]
+    return {
+        "dci_d": float(np.dot(code_weight, per_code)),
+        "dci_c": float(np.mean(per_factor)),
+        "dci_i": float(accuracy.mean()),
+    }
+
+
+def mig(codes: np.ndarray, factors: np.ndarray, code_bins: int = 20) -> float:
+    """Mutual information gap of codes (N, K) for discrete factors (N, F); 0 with fewer than two codes."""
+    if codes.shape[1] < 2:
+        return 0.0
+    binned = discretise(codes, code_bins)
+    gaps = []
+    for j in range(factors.shape[1]):
+        entropy = mutual_info_score(factors[:, j], factors[:, j])
+        if entropy == 0:
+            continue
+        information = sorted(
+            (mutual_info_score(binned[:, k], factors[:, j]) for k in range(codes.shape[1])), reverse=True
+        )
+        gaps.append((information[0] - information[1]) / entropy)
+    return float(np.mean(gaps)) if gaps else 0.0
+
+
+def disentanglement_scores(codes: np.ndarray, factors: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """DCI and MIG of codes (N, K) for discrete factors (N, F)."""
+    return dci(codes, factors, seed=seed) | {"mig": mig(codes, factors)}

@@ -1,0 +1,167 @@
+"""Edits scored by the Shapes renderer's own factors, measured from pixels (docs/algorithms.md, "Shapes factors
+from pixels"): what each direction changes, what it leaks into, and whether its edits stay valid images.
+
+Per direction d and strength s (metric names under `edit/<d>/factors/`):
+
+- `change/<factor>@<s>`: flip rate of background, colour and shape; mean signed change of r, cx and cy in
+  units of the image size (hspace.metrics.factor_effects);
+- `target`: the factor the direction edits. Categorical: `<factor>=<value>` (the class its positive
+  strengths produce); continuous: `<factor>` or `-<factor>` (which way positive strengths move it). From
+  `targets` when given, else the factor with the largest normalised effect at the headline strength;
+- `success@<s>`: categorical, the share of samples not at the value (s > 0; at it for s < 0) that the
+  edit moves to it (away from it); continuous, the share whose factor moves the intended way by at least
+  SUCCESS_STD data standard deviations;
+- `leakage/<factor>@<s>`: the normalised effect on every other factor (a flip rate, or mean |change| over the
+  data's standard deviation), and `leakage@<s>` their maximum, the worst leak;
+- `valid@<s>`: the share of edited images that pass the pixel judge;
+
+the same names without `@<s>` at the headline strength, and `factors/valid` for the unedited samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES
+from hspace.data.shapes_factors import ShapeMeasurement, measure_all
+from hspace.errors import UserError
+from hspace.metrics.factor_effects import CATEGORICAL, CONTINUOUS, DATA_STD, FACTORS, FactorEffects, factor_effects
+
+SUCCESS_STD = 0.5  # a continuous factor counts as moved when it changes by half a data standard deviation
+VALUES = {"background": tuple(BACKGROUNDS), "colour": tuple(COLOURS), "shape": SHAPES}
+
+
+@dataclass(frozen=True)
+class FactorTarget:
+    """What a direction edits: a categorical factor towards `value`, or a continuous one with `sign`."""
+
+    factor: str
+    value: int = -1  # categorical: the class index that positive strengths produce
+    sign: int = 1  # continuous: +1 if positive strengths increase the factor
+
+    def __str__(self) -> str:
+        if self.factor in CATEGORICAL:
+            return f"{self.factor}={VALUES[self.factor][self.value]}"
+        return ("-" if self.sign < 0 else "") + self.factor
+
+    @classmethod
+    def parse(cls, text: str, setting: str) -> FactorTarget:
+        """`background=light`, `colour=red`, `shape=circle`, `r`, `-cx`, ..."""
+        name, _, value = text.partition("=")
+        if name in VALUES and value in VALUES[name]:
+            return cls(name, value=VALUES[name].index(value))
+        if name.lstrip("+-") in CONTINUOUS and not value:
+            return cls(name.lstrip("+-"), sign=-1 if name.startswith("-") else 1)
+        choices = [f"{f}=<{'|'.join(VALUES[f])}>" for f in CATEGORICAL] + [f"[-]{f}" for f in CONTINUOUS]
+        raise UserError(f"{setting}={text!r} is not a Shapes factor target: use one of {', '.join(choices)}")
+
+
+def pixels_of(images: torch.Tensor) -> np.ndarray:
+    """uint8 (..., C, H, W) -> (N, H, W, C) numpy for the measurement."""
+    return images.flatten(0, -4).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def guess_target(
+    effects: FactorEffects, reference: list[ShapeMeasurement], edited: list[ShapeMeasurement], strength: float
+) -> FactorTarget:
+    """The factor an edit at `strength` moves most (by normalised effect), with its value or sign."""
+    factor = max(FACTORS, key=lambda f: np.nan_to_num(effects.normalised[f], nan=-1.0))
+    direction = 1 if strength >= 0 else -1
+    if factor in CATEGORICAL:
+        # The class the edit produces (s > 0) or leaves (s < 0) most often among the pairs it changed.
+        classes = [(getattr(r, factor), getattr(e, factor)) for r, e in measured_pairs(reference, edited)]
+        changed = [(before, after) for before, after in classes if before != after]
+        ends = [after if direction > 0 else before for before, after in changed]
+        value = int(np.bincount(np.array(ends, dtype=int), minlength=len(VALUES[factor])).argmax()) if ends else 0
+        return FactorTarget(factor, value=value)
+    return FactorTarget(factor, sign=(1 if effects.change[factor] >= 0 else -1) * direction)
+
+
+def measured_pairs(reference: list[ShapeMeasurement], edited: list[ShapeMeasurement]):
+    """(unedited, edited) measurements of the samples that hold an object in both images."""
+    return [(r, e) for r, e in zip(reference, edited, strict=True) if r.shape >= 0 and e.shape >= 0]
+
+
+def success(
+    reference: list[ShapeMeasurement],
+    edited: list[ShapeMeasurement],
+    target: FactorTarget,
+    strength: float,
+    resolution: int,
+) -> float:
+    """The share of samples the edit at `strength` moves as `target` says (see the module docstring)."""
+    if strength == 0:
+        return float("nan")
+    direction = 1 if strength > 0 else -1
+    pairs = measured_pairs(reference, edited)
+    if target.factor in CATEGORICAL:
+        at = [(getattr(r, target.factor) == target.value, getattr(e, target.factor) == target.value) for r, e in pairs]
+        moved = (
+            [after for before, after in at if not before]
+            if direction > 0
+            else [not after for before, after in at if before]
+        )
+        return float(np.mean(moved)) if moved else float("nan")
+    if not pairs:
+        return float("nan")
+    needed = SUCCESS_STD * DATA_STD[target.factor] * resolution
+    moves = [(getattr(e, target.factor) - getattr(r, target.factor)) * target.sign * direction for r, e in pairs]
+    return float(np.mean([move >= needed for move in moves]))
+
+
+def factor_scores(
+    originals: torch.Tensor,
+    edits: torch.Tensor,
+    names: Sequence[str],
+    strengths: Sequence[float],
+    targets: dict[str, str],
+    headline: int,
+    prefix: str = "edit/",
+) -> tuple[dict, tuple[list[str], list[list]]]:
+    """Factor metrics of uint8 edits (D, N, S, C, H, W) against their unedited images (N, C, H, W), and the
+    edit-by-factor table (one row per direction and strength: target, success, leakage, validity, changes)."""
+    from hspace.metrics.evaluation import strength_label
+
+    resolution = originals.shape[-1]
+    reference = measure_all(pixels_of(originals))
+    n, s = edits.shape[1:3]
+    edited = measure_all(pixels_of(edits))  # (D * N * S) in that order
+    metrics: dict = {"factors/valid": float(np.mean([m.valid for m in reference]))}
+    columns = ["direction", "strength", "target", "success", "leakage", "valid", *FACTORS]
+    rows = []
+    for j, name in enumerate(names):
+        per_strength = [[edited[(j * n + i) * s + k] for i in range(n)] for k in range(s)]
+        effects = [factor_effects(reference, measured, resolution) for measured in per_strength]
+        if name in targets:
+            target = FactorTarget.parse(targets[name], f"metrics.factor_targets.{name}")
+        else:
+            target = guess_target(effects[headline], reference, per_strength[headline], strengths[headline])
+        key = f"{prefix}{name}/factors"
+        metrics[f"{key}/target"] = str(target)
+        for k, strength in enumerate(strengths):
+            label = strength_label(strength)
+            leaks = {f: effects[k].normalised[f] for f in FACTORS if f != target.factor}
+            worst = max(leaks.values()) if leaks else float("nan")
+            metrics[f"{key}/success@{label}"] = success(reference, per_strength[k], target, strength, resolution)
+            metrics[f"{key}/leakage@{label}"] = float(worst)
+            metrics[f"{key}/valid@{label}"] = effects[k].valid_fraction
+            for factor in FACTORS:
+                metrics[f"{key}/change/{factor}@{label}"] = effects[k].change[factor]
+            for factor, value in leaks.items():
+                metrics[f"{key}/leakage/{factor}@{label}"] = value
+            row = [name, float(strength), str(target), metrics[f"{key}/success@{label}"], float(worst)]
+            rows.append([*row, effects[k].valid_fraction, *(round(effects[k].change[f], 4) for f in FACTORS)])
+        head = strength_label(strengths[headline])
+        for metric in (
+            "success",
+            "leakage",
+            "valid",
+            *(f"change/{f}" for f in FACTORS),
+            *(f"leakage/{f}" for f in FACTORS if f != target.factor),
+        ):
+            metrics[f"{key}/{metric}"] = metrics[f"{key}/{metric}@{head}"]
+    return metrics, (columns, rows)

@@ -1,0 +1,83 @@
+"""DCI and MIG (hspace.metrics.disentanglement) on codes whose answer is known, and the codes of a run's directions."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA as SklearnPCA
+
+from hspace.data.shapes import ShapesDataset
+from hspace.directions.container import Directions
+from hspace.job.disentangle import FACTOR_NAMES, direction_codes, principal_codes, shapes_factor_images
+from hspace.metrics.disentanglement import discretise, disentanglement_scores, mig, normalised_entropy
+
+
+def known_factors(n=400, classes=(2, 4, 3, 10), seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, c, n) for c in classes], axis=1)
+
+
+def test_a_permuted_identity_scores_one():
+    factors = known_factors()
+    rng = np.random.default_rng(1)
+    codes = (factors + rng.normal(0, 0.05, factors.shape))[:, [2, 0, 3, 1]]  # one code per factor, shuffled
+    scores = disentanglement_scores(codes, factors)
+    assert scores["dci_d"] > 0.95 and scores["dci_c"] > 0.95 and scores["dci_i"] > 0.95, scores
+    assert scores["mig"] > 0.85, scores
+
+
+def test_random_codes_score_near_zero():
+    factors = known_factors()
+    codes = np.random.default_rng(2).normal(size=(len(factors), 4))
+    scores = disentanglement_scores(codes, factors)
+    assert scores["dci_d"] < 0.1 and scores["dci_c"] < 0.1 and scores["mig"] < 0.1, scores
+    assert scores["dci_i"] < 0.5  # near chance (1/2, 1/4, 1/3, 1/10)
+
+
+def test_one_code_for_two_factors_is_complete_but_not_disentangled():
+    """Code 0 carries factors 0 and 1 together, code 1 carries factor 2: disentanglement drops, MIG of
+    factors 0 and 1 is still high (no second code knows them), completeness stays high."""
+    factors = known_factors(classes=(2, 3, 4))
+    rng = np.random.default_rng(3)
+    codes = np.stack([factors[:, 0] * 10 + factors[:, 1], factors[:, 2]], axis=1) + rng.normal(
+        0, 0.05, (len(factors), 2)
+    )
+    scores = disentanglement_scores(codes, factors)
+    assert scores["dci_c"] > 0.9 and scores["dci_i"] > 0.95
+    assert 0.2 < scores["dci_d"] < 0.8, scores
+
+
+def test_entropy_and_bins():
+    assert normalised_entropy(np.array([1.0, 0.0, 0.0]), 3) == 0
+    assert normalised_entropy(np.full(4, 0.25), 4) == pytest.approx(1.0)
+    labels = discretise(np.array([[0.0], [0.49], [0.51], [1.0]]), 2)
+    assert labels[:, 0].tolist() == [0, 0, 1, 1]
+    assert mig(np.zeros((10, 1)), known_factors(10)) == 0.0  # fewer than two codes: no gap
+
+
+def test_direction_codes_are_projections_of_h_on_the_scaled_directions():
+    g = torch.Generator().manual_seed(0)
+    vectors, scales = torch.randn(3, 4, 2, 2, 2, generator=g), torch.rand(3, 4, generator=g)
+    directions = Directions(vectors, scales, torch.arange(4), ["a", "b", "c"], "test", "m", "w", {})
+    h = torch.randn(5, 4, 2, 2, 2, generator=g)
+    codes = direction_codes(h, directions, 2)
+    slow = [
+        [sum(float(scales[j, t] * (h[n, t] * vectors[j, t]).sum()) for t in range(4)) for j in range(2)]
+        for n in range(5)
+    ]
+    np.testing.assert_allclose(codes, slow, rtol=1e-5, atol=1e-6)  # the slow sum runs in float32
+
+
+def test_principal_codes_match_sklearn():
+    x = torch.randn(30, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    ours = principal_codes(x, 3)
+    theirs = SklearnPCA(3).fit_transform(x.flatten(1).double().numpy())
+    np.testing.assert_allclose(np.abs(ours), np.abs(theirs), rtol=1e-6, atol=1e-8)
+
+
+def test_shapes_factor_images_hold_the_rendered_factors():
+    dataset = ShapesDataset(20, "test")
+    known = shapes_factor_images(dataset, 12, bins=4)
+    assert known.images.shape == (12, 3, 32, 32) and known.factors.shape == (12, len(FACTOR_NAMES))
+    first = dataset.factors(0)
+    assert known.factors[0, 2] == ("circle", "square", "triangle").index(first.shape)
+    assert known.factors[:, 3:].min() >= 0 and known.factors[:, 3:].max() <= 3

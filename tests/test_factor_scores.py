@@ -1,0 +1,112 @@
+"""Edits scored by Shapes factors measured from pixels (hspace.metrics.factor_scores), on rendered edits whose
+effect is known."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesFactors, render
+from hspace.errors import UserError
+from hspace.metrics.factor_scores import FactorTarget, factor_scores
+
+STRENGTHS = [-1.0, 0.0, 1.0]
+
+
+def scenes(n: int = 24) -> list[ShapesFactors]:
+    """Objects well inside the image, every background, colour and shape."""
+    rng = np.random.default_rng(0)
+    return [
+        ShapesFactors(
+            tuple(BACKGROUNDS)[i % 2],
+            tuple(COLOURS)[i % 4],
+            SHAPES[i % 3],
+            float(rng.uniform(5, 7)),
+            float(rng.uniform(13, 19)),
+            float(rng.uniform(13, 19)),
+        )
+        for i in range(n)
+    ]
+
+
+def images(factors: list[ShapesFactors]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([render(f, 32) for f in factors])).permute(0, 3, 1, 2).contiguous()
+
+
+def edit_set(base: list[ShapesFactors], edits: dict[str, dict[float, callable]]) -> torch.Tensor:
+    """uint8 edits (D, N, S, C, H, W): direction d at strength s renders edits[d][s](factors)."""
+    return torch.stack(
+        [torch.stack([images([edit[s](f) for f in base]) for s in STRENGTHS], dim=1) for edit in edits.values()]
+    )
+
+
+def grow(f, px):
+    return replace(f, r=f.r + px)
+
+
+def recolour(f, sign):
+    if sign > 0:
+        return replace(f, colour="red")
+    return replace(f, colour="blue") if f.colour == "red" else f
+
+
+KNOWN = {
+    "grow": {-1.0: lambda f: grow(f, -1.5), 0.0: lambda f: f, 1.0: lambda f: grow(f, 1.5)},
+    "red": {-1.0: lambda f: recolour(f, -1), 0.0: lambda f: f, 1.0: lambda f: recolour(f, 1)},
+}
+
+
+def test_known_edits_are_found_with_their_target_success_and_no_leakage():
+    base = scenes()
+    metrics, (columns, rows) = factor_scores(images(base), edit_set(base, KNOWN), list(KNOWN), STRENGTHS, {}, 2)
+    assert metrics["factors/valid"] == 1.0
+    assert metrics["edit/grow/factors/target"] == "r" and metrics["edit/red/factors/target"] == "colour=red"
+    for name in KNOWN:
+        key = f"edit/{name}/factors"
+        assert metrics[f"{key}/success@1"] == metrics[f"{key}/success"] == 1.0
+        assert metrics[f"{key}/success@-1"] == 1.0  # shrinks every object; turns every red object blue
+        assert math.isnan(metrics[f"{key}/success@0"])
+        assert metrics[f"{key}/valid@1"] == 1.0 and metrics[f"{key}/leakage@0"] == 0
+    assert metrics["edit/grow/factors/change/r@1"] == pytest.approx(1.5 / 32, abs=0.2 / 32)
+    assert metrics["edit/grow/factors/change/r@-1"] == pytest.approx(-1.5 / 32, abs=0.2 / 32)
+    assert metrics["edit/grow/factors/leakage@1"] < 0.05  # centres move by measurement noise only
+    assert metrics["edit/grow/factors/leakage/shape@1"] == 0 and "edit/grow/factors/leakage/r@1" not in metrics
+    assert metrics["edit/red/factors/change/colour@1"] == pytest.approx(18 / 24)  # all but the red ones flip
+    assert metrics["edit/red/factors/leakage@1"] < 0.05
+    assert columns[:6] == ["direction", "strength", "target", "success", "leakage", "valid"]
+    assert len(rows) == 6 and rows[2][:4] == ["grow", 1.0, "r", 1.0]
+
+
+def test_a_given_target_is_scored_as_given():
+    base = scenes()
+    metrics, _ = factor_scores(images(base), edit_set(base, KNOWN), list(KNOWN), STRENGTHS, {"grow": "-r"}, 2)
+    assert metrics["edit/grow/factors/target"] == "-r"
+    # "-r": positive strengths should shrink and negative ones grow; this edit does the opposite at both.
+    assert metrics["edit/grow/factors/success@1"] == 0.0 and metrics["edit/grow/factors/success@-1"] == 0.0
+    assert metrics["edit/red/factors/success@1"] == 1.0
+
+
+def test_edits_that_destroy_the_object_are_invalid():
+    base = scenes(6)
+    blank = {"erase": {s: (lambda f: replace(f, r=0.0)) if s else (lambda f: f) for s in STRENGTHS}}
+    metrics, _ = factor_scores(images(base), edit_set(base, blank), ["erase"], STRENGTHS, {}, 2)
+    assert metrics["edit/erase/factors/valid@1"] == 0.0 and metrics["edit/erase/factors/valid@0"] == 1.0
+    assert math.isnan(metrics["edit/erase/factors/success@1"])
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("r", FactorTarget("r")), ("-cy", FactorTarget("cy", sign=-1)), ("shape=square", FactorTarget("shape", value=1))],
+)
+def test_targets_parse(text, expected):
+    assert FactorTarget.parse(text, "metrics.factor_targets.pc0") == expected
+    assert str(expected) == text
+
+
+def test_an_unknown_target_is_one_line():
+    with pytest.raises(UserError, match=r"metrics.factor_targets.pc0='size' is not a Shapes factor target: use one of"):
+        FactorTarget.parse("size", "metrics.factor_targets.pc0")
+    with pytest.raises(UserError):
+        FactorTarget.parse("colour=purple", "metrics.factor_targets.pc0")
