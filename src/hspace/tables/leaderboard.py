@@ -1,0 +1,89 @@
+"""Comparing editing directions at a matched effect size on their target factor (the Shapes leaderboard).
+
+Different methods measure strength in different units (standard deviations of h for PCA, fractions of a
+class-mean difference, SVM distances), so comparing them at one strength says little. Each direction is
+compared where it reaches the same effect on its own target factor (`MATCHED_EFFECT`):
+
+- continuous target (r, cx, cy): the mean change in the target's direction equals half the factor's
+  standard deviation in the data;
+- categorical target (background, colour, shape): half of the samples not at the target value reach it
+  (success 0.5).
+
+The strength at that point is interpolated linearly between the grid's strengths (from 0, where the
+effect is 0), and so are success, leakage and validity. A direction that never reaches it is reported at its
+largest strength, marked as not reached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hspace.metrics.evaluation import strength_label
+from hspace.metrics.factor_effects import CATEGORICAL, DATA_STD
+from hspace.metrics.factor_scores import FactorTarget
+
+MATCHED_EFFECT = 0.5
+COMPARED = ("success", "leakage", "valid")
+
+
+@dataclass(frozen=True)
+class MatchedPoint:
+    strength: float
+    reached: bool
+    effect: float  # the target effect at `strength` (MATCHED_EFFECT when reached)
+    values: dict[str, float]  # success, leakage, valid at `strength`
+
+
+def target_effect(metrics: dict, direction: str, strength: float, prefix: str = "edit/") -> float:
+    """The effect of `direction` at `strength` on its target factor: success for a categorical target, the
+    mean change in the target's direction over the data's standard deviation for a continuous one."""
+    key, label = f"{prefix}{direction}/factors", strength_label(strength)
+    if strength == 0:
+        return 0.0
+    target = FactorTarget.parse(metrics[f"{key}/target"], f"{key}/target")
+    if target.factor in CATEGORICAL:
+        return metrics[f"{key}/success@{label}"]
+    sign = target.sign * (1 if strength > 0 else -1)
+    return sign * metrics[f"{key}/change/{target.factor}@{label}"] / DATA_STD[target.factor]
+
+
+def matched_point(
+    strengths: Sequence[float],
+    effects: Sequence[float],
+    values: dict[str, Sequence[float]],
+    level: float = MATCHED_EFFECT,
+) -> MatchedPoint:
+    """Where the effect first reaches `level` (> 0) along increasing strengths, which must start at 0 (no
+    edit, no effect); the values are interpolated between the two strengths around that point."""
+    order = sorted(range(len(strengths)), key=lambda i: strengths[i])
+    s = [strengths[i] for i in order]
+    if s[0] != 0:
+        raise ValueError(f"the strengths must include 0, the unedited samples: {list(strengths)}")
+    e = [0.0, *(0.0 if math.isnan(effects[i]) else effects[i] for i in order[1:])]
+    v = {name: [series[i] for i in order] for name, series in values.items()}
+    for i in range(1, len(s)):
+        if e[i] >= level:  # e[i - 1] < level: the first crossing
+            w = (level - e[i - 1]) / (e[i] - e[i - 1])
+            point = {name: interpolate(series[i - 1], series[i], w) for name, series in v.items()}
+            return MatchedPoint(s[i - 1] + w * (s[i] - s[i - 1]), True, level, point)
+    return MatchedPoint(s[-1], False, e[-1], {name: series[-1] for name, series in v.items()})
+
+
+def interpolate(a: float, b: float, w: float) -> float:
+    """a + w (b - a), where a missing (NaN) end takes the other's value (success is undefined at strength 0)."""
+    if math.isnan(a):
+        return b
+    if math.isnan(b):
+        return a
+    return a + w * (b - a)
+
+
+def direction_point(metrics: dict, direction: str, strengths: Sequence[float]) -> MatchedPoint:
+    """The matched point of one direction of a finished run (its metrics.json), over its non-negative strengths."""
+    grid = [s for s in strengths if s >= 0]
+    effects = [target_effect(metrics, direction, s) for s in grid]
+    key = f"edit/{direction}/factors"
+    values = {name: [metrics[f"{key}/{name}@{strength_label(s)}"] for s in grid] for name in COMPARED}
+    return matched_point(grid, effects, values)

@@ -1,0 +1,54 @@
+"""Directions compared at a matched effect on their target factor (hspace.tables.leaderboard)."""
+
+import math
+
+import pytest
+
+from hspace.metrics.factor_effects import DATA_STD
+from hspace.tables.leaderboard import direction_point, matched_point, target_effect
+
+
+def test_the_matched_point_is_interpolated_between_the_strengths_around_it():
+    values = {"success": [math.nan, 0.2, 0.6], "leakage": [0.0, 0.1, 0.3]}
+    point = matched_point([0, 1, 2], [0.0, 0.25, 0.75], values, level=0.5)
+    assert point.reached and point.strength == pytest.approx(1.5) and point.effect == 0.5
+    assert point.values == pytest.approx({"success": 0.4, "leakage": 0.2})
+    first = matched_point([2, 0, 4], [1.0, 0.0, 2.0], {"leakage": [0.4, 0.0, 0.8]}, level=0.5)  # any order
+    assert first.strength == pytest.approx(1.0) and first.values["leakage"] == pytest.approx(0.2)
+
+
+def test_a_direction_that_never_gets_there_is_reported_at_its_largest_strength():
+    point = matched_point([0, 1, 2], [0.0, 0.1, 0.3], {"valid": [1.0, 0.9, 0.7]}, level=0.5)
+    assert not point.reached and point.strength == 2 and point.effect == 0.3 and point.values["valid"] == 0.7
+    with pytest.raises(ValueError, match="must include 0"):
+        matched_point([1, 2], [0.1, 0.3], {}, level=0.5)
+
+
+def metrics_of(target: str, changes: dict[float, float], success: dict[float, float]) -> dict:
+    key = "edit/d/factors"
+    metrics = {f"{key}/target": target}
+    for s in changes:
+        label = f"{s:g}"
+        metrics |= {f"{key}/change/r@{label}": changes[s], f"{key}/success@{label}": success[s]}
+        metrics |= {f"{key}/leakage@{label}": 0.1 * s, f"{key}/valid@{label}": 1.0 - 0.1 * s}
+    return metrics
+
+
+def test_the_target_effect_follows_the_target_and_the_sign_of_the_strength():
+    std = DATA_STD["r"]
+    shrinks = metrics_of("-r", {0.0: 0.0, 1.0: -std, -1.0: std}, {0.0: math.nan, 1.0: 0.7, -1.0: 0.6})
+    assert target_effect(shrinks, "d", 1.0) == pytest.approx(1.0)  # "-r": a shrinking edit is on target
+    assert target_effect(shrinks, "d", -1.0) == pytest.approx(1.0)
+    assert target_effect(shrinks, "d", 0.0) == 0.0
+    recolours = {"edit/d/factors/target": "colour=red", "edit/d/factors/success@2": 0.8}
+    assert target_effect(recolours, "d", 2.0) == 0.8  # categorical: the share brought to the value
+
+
+def test_a_run_direction_point_uses_the_non_negative_strengths():
+    std = DATA_STD["r"]
+    grows = metrics_of(
+        "r", {-1.0: -std, 0.0: 0.0, 1.0: 0.25 * std, 2.0: 0.75 * std}, {-1.0: 1, 0.0: math.nan, 1.0: 0.3, 2.0: 0.9}
+    )
+    point = direction_point(grows, "d", [-1.0, 0.0, 1.0, 2.0])
+    assert point.reached and point.strength == pytest.approx(1.5)
+    assert point.values["success"] == pytest.approx(0.6) and point.values["valid"] == pytest.approx(0.85)
