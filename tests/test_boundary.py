@@ -197,9 +197,8 @@ def test_conditional_mode_scores_the_real_image_edits_and_cached_directions_carr
         again = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'b'}"]))
     for key in ("success@1", "preserve@1", "preserve@0", "mse@0", "target"):
         assert f"edit_real/light_background/{key}" in first, key
-    assert (
-        first["edit_real/light_background/preserve@0"] == 1.0 and first["edit_real/light_background/mse@0"] == 0.0
-    )  # relative 0: the unedited path
+    # relative 0: the unedited path
+    assert first["edit_real/light_background/preserve@0"] == 1.0 and first["edit_real/light_background/mse@0"] == 0.0
     assert first["time/evaluate_real_s"] >= 0 and first["time/bank_s"] > 0 and first["time/svm_fit_s"] >= 0
     assert again["cache/hits"] >= 1 and "time/bank_s" not in again and "time/svm_fit_s" not in again
     assert again["boundary/x/val_acc"] == first["boundary/x/val_acc"]
@@ -320,9 +319,8 @@ def test_bank_is_cached_and_a_one_sided_bank_is_refused_before_inverting(tmp_pat
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         run(compose(config_name="run", overrides=[*base, "method.C=1.0", f"run_dir={tmp_path / 'a'}"]))
-        second = run(
-            compose(config_name="run", overrides=[*base, "method.C=0.5", f"run_dir={tmp_path / 'b'}"])
-        )  # new SVM, same bank
+        # new SVM, same bank
+        second = run(compose(config_name="run", overrides=[*base, "method.C=0.5", f"run_dir={tmp_path / 'b'}"]))
         assert second["cache/hits"] == 1 and second["cache/misses"] == 1
         import hspace.directions.boundary as boundary
 

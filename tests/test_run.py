@@ -63,7 +63,9 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     ]
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["packages"]["torch"] and "git_sha" in info
-    assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics, nan_ok=True)
+    written = json.loads((run_dir / "metrics.json").read_text())  # strict JSON: not measured (NaN) is null
+    assert written == pytest.approx({k: None if v != v else v for k, v in metrics.items()})
+    assert info["status"] == "completed"
     for stage in ("directions", "edit", "invert", "edit_real", "write"):
         assert metrics[f"time/{stage}_s"] >= 0
     assert 0 <= metrics["inversion/mse"] < 0.1  # DDIM inversion with 4 steps is coarse
@@ -123,9 +125,8 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
 def test_second_identical_run_hits_the_cache_and_a_truncated_entry_is_recomputed(tmp_path):
     cache = tmp_path / "cache"
     first = run(compose_run(tmp_path / "a", cache))
-    assert (
-        first["cache/hits"] == 0 and first["cache/misses"] == 4
-    )  # two h batches, the directions, FID reference statistics
+    # two h batches, the directions, FID reference statistics
+    assert first["cache/hits"] == 0 and first["cache/misses"] == 4
     second = run(compose_run(tmp_path / "b", cache))
     assert second["cache/hits"] == 2 and second["cache/misses"] == 0  # directions and reference straight from the cache
     a, b = (
@@ -189,7 +190,9 @@ def test_multirun_gives_one_wandb_run_per_job_and_shares_the_cache(tmp_path):
     assert len(runs) == 2 and runs[0].parent.parent.name == "0" and runs[1].parent.parent.name == "1"
     random_metrics = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
     assert random_metrics["cache/hits"] == 3  # the random job reused the pca job's h and FID reference
-    assert (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").is_file()
+    assert (tmp_path / "sweep" / "0" / "overrides.yaml").is_file() and not (
+        tmp_path / "sweep" / "0" / ".hydra"
+    ).exists()
 
 
 def test_incompatible_directions_file_is_one_line(tmp_path):
@@ -257,3 +260,19 @@ def test_edit_grid_script_redraws_chosen_strengths(tmp_path):
         text=True,
     )
     assert empty.returncode == 2 and "nothing to draw" in empty.stderr and not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, null_key",
+    [
+        (["num_samples=1", "real_images=0"], "fid/shapes_classifier"),
+        (["num_samples=2", "real_images=1"], "edit_real/unedited/fid/shapes_classifier"),
+    ],
+)
+def test_the_smallest_runs_finish_with_a_null_fid_and_a_note(tmp_path, capsys, extra, null_key):
+    overrides = [*extra, "num_directions=1", "edit.strengths=[2.0]"]
+    metrics = run(compose_run(tmp_path / "run", tmp_path / "cache", overrides))
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written[null_key] is None and metrics[null_key] is None
+    assert "FID needs at least 2 images" in capsys.readouterr().err
+    assert written["edit/pc0/factors/target"] and "edit/pc0/mse@2" in written

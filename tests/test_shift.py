@@ -43,9 +43,8 @@ def test_each_strength_equals_its_own_unbatched_run(model):
     edited = ShiftEdit(strengths=[1.5, -1.0]).apply(model, schedule, d, 0, x_T, z)
     v = d.vectors[0] * d.scales[0].view(-1, 1, 1, 1)  # dh_t = gamma * s_t * u_t
     alone = sample(model, schedule, x_T, z, step=AddH(lambda idx: -1.0 * v[idx][None])).x0
-    torch.testing.assert_close(
-        edited[0, 1], alone[0], rtol=1e-4, atol=1e-4
-    )  # batch of 2 vs 1: float order differs with the thread count
+    # batch of 2 vs 1: float order differs with the thread count
+    torch.testing.assert_close(edited[0, 1], alone[0], rtol=1e-4, atol=1e-4)
 
 
 def test_window_limits_the_edit_to_its_steps(model):

@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from filelock import FileLock
 
-log = logging.getLogger(__name__)
+from hspace.checks import note
+from hspace.errors import UserError
+
 T = TypeVar("T")
 
 
 def content_key(parts: dict) -> str:
     """A stable hash of a JSON-able description of an artifact."""
-    canonical = json.dumps(
-        parts, sort_keys=True, separators=(",", ":")
-    )  # no fallback: every part must be JSON (hspace.identity)
+    # no fallback: every part must be JSON (hspace.identity)
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -38,6 +39,21 @@ class ArtifactCache:
     def path(self, kind: str, parts: dict, suffix: str = ".safetensors") -> Path:
         return self.root / kind / f"{content_key(parts)}{suffix}"
 
+    def check_writable(self) -> None:
+        """Refuse, in one line, a cache root that is a file or cannot be written (before any work)."""
+        where = f"the cache directory {self.root} (cache_dir, or $HSPACE_CACHE)"
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"{where} is a file: point cache_dir or HSPACE_CACHE at a directory")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-test.", delete=True)
+            probe.close()
+        except OSError as error:
+            raise UserError(
+                f"{where} cannot be written ({error.strerror or type(error).__name__}): point cache_dir or "
+                "HSPACE_CACHE at a writable directory"
+            ) from None
+
     def get(
         self,
         kind: str,
@@ -49,20 +65,38 @@ class ArtifactCache:
         """The entry for `parts`: loaded when present and readable, else computed, saved and returned.
 
         `save` must write atomically (see hspace.images.atomic_write_bytes); `load` must raise on a
-        damaged file.
+        damaged file. Temporary files that a killed writer of this key left behind are removed.
         """
         path = self.path(kind, parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(path) + ".lock")
+            lock.acquire()
+        except OSError as error:
+            raise UserError(
+                f"cannot use the cache entry {path} ({error.strerror or type(error).__name__}): point cache_dir or "
+                "HSPACE_CACHE at a writable directory with free space"
+            ) from None
+        try:
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):  # only a writer holding the lock makes these
+                stale.unlink(missing_ok=True)
             if path.exists():
                 try:
                     value = load(path)
                     self.hits.append(f"{kind}/{path.name}")
                     return value
                 except Exception as error:  # any failure to read means the entry is unusable
-                    log.warning("discarding unreadable cache entry %s (%s); recomputing", path, error)
+                    note(f"discarding the unreadable cache entry {path} ({type(error).__name__}); recomputing it")
                     path.unlink()
             value = compute()
-            save(value, path)
+            try:
+                save(value, path)
+            except OSError as error:
+                raise UserError(
+                    f"cannot write the cache entry {path} ({error.strerror or type(error).__name__}): free space or "
+                    "point cache_dir or HSPACE_CACHE elsewhere"
+                ) from None
             self.misses.append(f"{kind}/{path.name}")
             return value
+        finally:
+            lock.release()

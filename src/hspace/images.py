@@ -28,6 +28,12 @@ def image_grid(pixels: np.ndarray, ncols: int, pad: int = 1, pad_value: int = 25
     return grid
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, write) -> Path:
     """Call write(file) on a temporary file beside `path`, then rename it into place."""
     path = Path(path)
@@ -36,6 +42,7 @@ def atomic_write_bytes(path: str | Path, write) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a shared cache needs the usual mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -64,4 +65,17 @@ def run_info() -> dict:
 
 
 def write_json(path: str | Path, value) -> Path:
-    return atomic_write_bytes(path, lambda f: f.write(json.dumps(value, indent=2, sort_keys=True).encode()))
+    """Strict JSON (atomically): a number that is not finite (NaN, inf: not measured) is written as null."""
+    text = json.dumps(finite(value), indent=2, sort_keys=True, allow_nan=False)
+    return atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def finite(value):
+    """`value` with every non-finite float replaced by None, through dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

@@ -89,3 +89,22 @@ def sampler_settings(cfg):
     if isinstance(settings["eta"], list):
         settings["eta"] = tuple(settings["eta"])
     return SamplerSettings(**settings)
+
+
+def remove_if_empty(run_dir) -> None:
+    """Remove the directory Hydra made for a command that was refused before writing anything."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
+def record_config(cfg, run_dir) -> None:
+    """config.yaml (resolved) and overrides.yaml (the command line) in the run directory."""
+    from omegaconf import OmegaConf
+
+    from hspace.cli.validate import overrides_of_this_run
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides_of_this_run()))

@@ -35,10 +35,18 @@ def evaluation_settings(metrics: DictConfig, device: torch.device) -> Evaluation
         backend = None
     else:
         raise UserError(f"metrics.fid.backend must be classifier, inception or none, not {backend_kind!r}")
+    targets = plain_dict(metrics.get("targets"))
+    for name, target in targets.items():
+        attribute = str(target).lstrip("+-")
+        if classifier is not None and attribute not in classifier.attributes:
+            raise UserError(
+                f"metrics.targets.{name}={target!r} is not an attribute of metrics.classifier: it scores "
+                f"{', '.join(classifier.attributes)} (a leading - lowers one)"
+            )
     return EvaluationSettings(
         classifier=classifier,
         fid_backend=backend,
-        targets=plain_dict(metrics.get("targets")),
+        targets=targets,
         factors=factors,
         factor_targets=plain_dict(metrics.get("factor_targets")),
         threshold=metrics.get("threshold", 0.5),

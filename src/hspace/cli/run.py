@@ -1,41 +1,85 @@
-"""hspace-run: the main job (conf/run.yaml). Find directions, edit samples, write and log the results."""
+"""hspace-run: the main job (conf/run.yaml). Find directions, edit samples, write and log the results.
+
+The config is checked and every object built before any model runs (`compose_job`): a bad setting ends in
+one line and leaves nothing behind. A run that fails later leaves only run_info.json, marked failed with
+the reason; its outputs are written when every stage has succeeded.
+"""
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.cli import CONFIG_DIR, require_complete, resolve_device, sampler_settings, user_errors_exit
+from hspace.cli import (
+    CONFIG_DIR,
+    record_config,
+    remove_if_empty,
+    require_complete,
+    resolve_device,
+    sampler_settings,
+    user_errors_exit,
+)
+
+OUTPUTS = ("directions.safetensors", "edits.safetensors", "edits_real.safetensors", "metrics.json", "config.yaml")
+
+
+@dataclass
+class ComposedRun:
+    """Everything of a run that can be built and checked without running a model."""
+
+    method: object  # DirectionMethod
+    edit: object  # EditStrategy
+    evaluation: object | None  # EvaluationSettings
+    real_images: object | None  # (N, C, H, W) tensor
+    factor_images: object | None  # FactorImages
 
 
 @user_errors_exit
 def run(cfg: DictConfig) -> dict:
+    run_dir = Path(cfg.run_dir)
+    try:
+        composed = compose_job(cfg)
+    except Exception:
+        remove_if_empty(run_dir)  # the directory Hydra made for this run: nothing was written into it
+        raise
+    return execute(cfg, composed, run_dir)
+
+
+def compose_job(cfg: DictConfig) -> ComposedRun:
+    """Check every setting and build the method, edit, evaluation settings and image sets (no model runs)."""
+    import torch
+
+    from hspace.cache import ArtifactCache
+    from hspace.cli.metrics import evaluation_settings
+    from hspace.cli.validate import (
+        check_metrics,
+        check_run,
+        check_sampler,
+        note_small_fid_sets,
+        overrides_of_this_run,
+        warn_unread_overrides,
+    )
+    from hspace.directions.container import Directions
+    from hspace.directions.method import DirectionMethod
+    from hspace.edits.strategy import EditStrategy, check_pairing
     from hspace.errors import UserError
+    from hspace.job import check_real_images
+    from hspace.job.disentangle import shapes_factor_images
 
+    warn_unread_overrides(overrides_of_this_run())
     require_complete(cfg)
-
+    check_run(cfg)
+    check_sampler(cfg.sampler)
+    check_metrics(cfg.metrics)
     if cfg.directions_path is not None and not Path(cfg.directions_path).is_file():
         raise UserError(
             f"no directions file at directions_path={cfg.directions_path}: fix the path or leave it null to run the "
             "method"
         )
-
-    import torch
-
-    from hspace.cache import ArtifactCache
-    from hspace.cli.metrics import evaluation_settings, fid_reference
-    from hspace.diffusion.loading import load_configured_model
-    from hspace.directions.container import Directions
-    from hspace.directions.method import DirectionMethod
-    from hspace.edits.strategy import EditStrategy, check_pairing
-    from hspace.job import EditJob, run_edit_job
-    from hspace.job.disentangle import shapes_factor_images
-    from hspace.job.outputs import StageTimer
-    from hspace.loggers import close_wandb
-    from hspace.run_record import run_info, write_json
-
     method = hydra.utils.instantiate(cfg.method, _convert_="all")
     edit = hydra.utils.instantiate(cfg.edit, _convert_="all")
     if not isinstance(method, DirectionMethod):
@@ -52,12 +96,36 @@ def run(cfg: DictConfig) -> dict:
     else:
         check_pairing(edit, method.provides, f"method={method.name}")
 
+    ArtifactCache(cfg.cache_dir).check_writable()
     known_count = disentanglement_count(cfg)
+    test_split = None
+    if cfg.real_images or known_count:
+        test_split = hydra.utils.instantiate(cfg.data).datasets["test"]
+        for setting, count in (("real_images", cfg.real_images), ("metrics.disentanglement.num_images", known_count)):
+            if count > len(test_split):
+                raise UserError(
+                    f"{setting}={count} but the test split of data has {len(test_split)} images: give at most "
+                    f"{len(test_split)}"
+                )
+    check_real_images(cfg.real_images, cfg.sampler.clip_x0)
+    note_small_fid_sets(cfg.metrics, {"num_samples": cfg.num_samples, "real_images": cfg.real_images})
+    evaluation = evaluation_settings(cfg.metrics, resolve_device(cfg.trainer.accelerator))
+    real = torch.stack([test_split[i]["image"] for i in range(cfg.real_images)]) if cfg.real_images else None
+    known = shapes_factor_images(test_split, known_count, cfg.metrics.disentanglement.bins) if known_count else None
+    return ComposedRun(method, edit, evaluation, real, known)
 
-    run_dir = Path(cfg.run_dir)
+
+def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
+    """Load the model, run the job's stages, and record the run (or mark it failed)."""
+    from hspace.cache import ArtifactCache
+    from hspace.cli.metrics import fid_reference
+    from hspace.diffusion.loading import load_configured_model
+    from hspace.job import EditJob, run_edit_job
+    from hspace.job.outputs import StageTimer
+    from hspace.loggers import close_wandb
+    from hspace.run_record import run_info, write_json
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    write_json(run_dir / "run_info.json", run_info())
     loggers = [hydra.utils.instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
     try:
         for logger in loggers:
@@ -67,7 +135,7 @@ def run(cfg: DictConfig) -> dict:
         model.autocast = cfg.precision
         cache = ArtifactCache(cfg.cache_dir)
         timer = StageTimer()
-        evaluation = evaluation_settings(cfg.metrics, device)
+        evaluation = composed.evaluation
         if evaluation is not None and evaluation.fid_backend is not None:
             with timer.stage("fid_reference"):
                 evaluation.reference = fid_reference(
@@ -78,28 +146,44 @@ def run(cfg: DictConfig) -> dict:
                     cache,
                     device,
                 )
-        test_split = hydra.utils.instantiate(cfg.data).datasets["test"] if cfg.real_images or known_count else None
-        real = torch.stack([test_split[i]["image"] for i in range(cfg.real_images)]) if cfg.real_images else None
-        known = shapes_factor_images(test_split, known_count, cfg.metrics.disentanglement.bins) if known_count else None
         job = EditJob(
             model=model,
-            method=method,
-            edit=edit,
+            method=composed.method,
+            edit=composed.edit,
             sampler=sampler_settings(cfg.sampler),
             seeds=list(range(cfg.first_seed, cfg.first_seed + cfg.num_samples)),
             run_dir=run_dir,
             num_directions=cfg.num_directions,
             cache=cache,
-            real_images=real,
+            real_images=composed.real_images,
             directions_path=cfg.directions_path,
             evaluation=evaluation,
             evaluation_trainer=evaluation_trainer(cfg.trainer),
             timer=timer,
-            factor_images=known,
+            factor_images=composed.factor_images,
         )
-        return run_edit_job(job, loggers)
+        metrics = run_edit_job(job, loggers)
+        record_config(cfg, run_dir)
+        write_json(run_dir / "run_info.json", run_info() | {"status": "completed"})
+        return metrics
+    except BaseException as error:
+        mark_failed(run_dir, error)
+        raise
     finally:
         close_wandb()
+
+
+def mark_failed(run_dir: Path, error: BaseException) -> None:
+    """Remove a failed run's outputs and record why it failed in run_info.json."""
+    from hspace.cli import user_error_in
+    from hspace.run_record import run_info, write_json
+
+    for name in (*OUTPUTS, "overrides.yaml"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "grids", ignore_errors=True)
+    cause = user_error_in(error) if isinstance(error, Exception) else None
+    reason = str(cause or error).strip().splitlines()[0] if str(cause or error).strip() else type(error).__name__
+    write_json(run_dir / "run_info.json", run_info() | {"status": "failed", "reason": reason})
 
 
 def disentanglement_count(cfg: DictConfig) -> int:

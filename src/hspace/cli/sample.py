@@ -7,11 +7,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.cli import CONFIG_DIR, resolve_device, sampler_settings, user_errors_exit
+from hspace.cli import CONFIG_DIR, record_config, remove_if_empty, resolve_device, sampler_settings, user_errors_exit
 
 
 @user_errors_exit
 def run_sample(cfg: DictConfig) -> Path:
+    try:
+        check_sample(cfg)
+    except Exception:
+        remove_if_empty(cfg.run_dir)
+        raise
     import torch
 
     from hspace.data.shapes_quality import quality_report
@@ -29,11 +34,25 @@ def run_sample(cfg: DictConfig) -> Path:
         batches.append(sample(model, schedule, x_T, z, clip_x0=s.clip_x0).x0.cpu())
     pixels = to_uint8(torch.cat(batches))
     path = save_png(image_grid(pixels, ncols=cfg.ncols), cfg.output, scale=2)
+    record_config(cfg, cfg.run_dir)
     if cfg.shapes_quality:
         report = quality_report(pixels)
         print(", ".join(f"{k} {v:.3f}" for k, v in report.items()))
     print(f"samples: {path}")
     return path
+
+
+def check_sample(cfg: DictConfig) -> None:
+    """Every setting of hspace-sample, before the model is loaded."""
+    from hspace.checks import integer
+    from hspace.cli.validate import check_device, check_sampler
+
+    integer(cfg.num_samples, "num_samples", 1)
+    integer(cfg.batch_size, "batch_size", 1)
+    integer(cfg.ncols, "ncols", 1)
+    integer(cfg.first_seed, "first_seed", 0)
+    check_sampler(cfg.sampler)
+    check_device(cfg.device, "device")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")

@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hspace.cli import CONFIG_DIR, require_complete, user_errors_exit
+from hspace.cli import CONFIG_DIR, record_config, remove_if_empty, require_complete, user_errors_exit
 
 
 def instantiate_loggers(cfg: DictConfig) -> list:
@@ -18,13 +18,17 @@ def instantiate_loggers(cfg: DictConfig) -> list:
 def train(cfg: DictConfig) -> Path:
     from hspace.errors import UserError
 
-    require_complete(cfg)
-
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise UserError(
-            f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. "
-            "<run_dir>/checkpoints/last.ckpt"
-        )
+    try:
+        require_complete(cfg)
+        if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+            raise UserError(
+                f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. "
+                "<run_dir>/checkpoints/last.ckpt"
+            )
+    except Exception:
+        remove_if_empty(cfg.run_dir)
+        raise
+    record_config(cfg, cfg.run_dir)
 
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint

@@ -83,10 +83,34 @@ def load_model(
             raise UserError(
                 f"{directory} has no {name}: expected a diffusers save_pretrained directory with {', '.join(HUB_FILES)}"
             )
-    unet = UNet2DModel.from_pretrained(directory, use_safetensors=True, torch_dtype=dtype, low_cpu_mem_usage=False)
+    config = read_json(directory / "config.json")
+    if config.get("_class_name") != "UNet2DModel":
+        raise UserError(
+            f"{directory / 'config.json'} describes a {config.get('_class_name', 'model without _class_name')}, not a "
+            "UNet2DModel: point the weights at a diffusers UNet2DModel save_pretrained directory"
+        )
+    scheduler_config = read_json(directory / "scheduler_config.json")
+    try:
+        unet = UNet2DModel.from_pretrained(directory, use_safetensors=True, torch_dtype=dtype, low_cpu_mem_usage=False)
+    except Exception as error:  # a truncated or foreign weights file fails deep inside diffusers
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"cannot load the UNet weights of {directory} ({reason}): the weights file is damaged or does not fit "
+            "config.json; download or export it again"
+        ) from None
     unet = unet.to(device).eval().requires_grad_(False)
-    scheduler_config = json.loads((directory / "scheduler_config.json").read_text())
     return DiffusionModel(unet, scheduler_config, name=source, weight_hash=file_sha256(directory / WEIGHTS_FILE))
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`, or one line saying the file is not one."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read {path} as JSON ({type(error).__name__}): restore the file") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} holds a JSON {type(value).__name__}, not an object: restore the file")
+    return value
 
 
 def load_adm(

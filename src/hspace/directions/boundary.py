@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save
 
 from hspace.bottleneck import capture_h
 from hspace.cache import ArtifactCache
+from hspace.checks import choice, integer, number
 from hspace.classifiers import AttributeClassifier
 from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.inversion import ddim_invert
@@ -201,16 +202,13 @@ class BoundaryDirections(DirectionMethod):
 
     attribute: str = "light_background"
     bank: str = "generated"  # generated: samples labelled by `classifier` | inverted: labelled real images of `data`
-    classifier: AttributeClassifier | None = (
-        None  # labels the generated bank: images -> P(attribute) (an AttributeCNN or CLIP zero-shot)
-    )
+    # labels the generated bank: images -> P(attribute) (an AttributeCNN or CLIP zero-shot)
+    classifier: AttributeClassifier | None = None
     t_mix: int | str = 500  # mixing step (training timestep; the nearest grid step), or "auto"
-    data: ImageDataModule | None = (
-        None  # inverted bank (train split) and t_mix=auto (test split): a labelled datamodule
-    )
-    mixing: dict = field(
-        default_factory=dict
-    )  # t_mix=auto: candidates, stride, num_sampled, num_real, epsilon, fallback, select
+    # inverted bank (train split) and t_mix=auto (test split): a labelled datamodule
+    data: ImageDataModule | None = None
+    # t_mix=auto: candidates, stride, num_sampled, num_real, epsilon, fallback, select
+    mixing: dict = field(default_factory=dict)
     num_bank: int = 200  # generated samples in the bank
     test_fraction: float = 0.5  # held out, stratified, disjoint by seed
     first_seed: int = 3_000_000
@@ -221,6 +219,28 @@ class BoundaryDirections(DirectionMethod):
 
     name = "boundary"
     provides = ("x_normal", "offsets")
+
+    def __post_init__(self):
+        choice(self.bank, "method.bank", ("generated", "inverted"))
+        if self.t_mix != "auto":
+            integer(self.t_mix, "method.t_mix", 0, 999)
+        integer(self.min_per_class, "method.min_per_class", 1)
+        integer(self.num_bank, "method.num_bank", 2)  # too few of a class is refused with the labels in hand
+        integer(self.batch_size, "method.batch_size", 1)
+        integer(self.first_seed, "method.first_seed", 0)
+        if not 0 < number(self.test_fraction, "method.test_fraction") < 1:
+            raise UserError(f"method.test_fraction={self.test_fraction} must lie strictly between 0 and 1")
+        if self.C != "cv":
+            number(self.C, "method.C", 1e-12)
+        if self.class_weight not in (None, "balanced"):
+            raise UserError(f"method.class_weight={self.class_weight!r} must be balanced or null")
+        if self.bank == "generated" and (self.classifier is None or self.attribute not in self.classifier.attributes):
+            known = ", ".join(self.classifier.attributes) if self.classifier is not None else ""
+            raise UserError(
+                f"method.attribute={self.attribute!r} is not scored by method.classifier ({known or 'none given'})"
+            )
+        if self.bank == "inverted" and self.data is None:
+            raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
 
     def make_bank(self, model, schedule, t_indices, seeds, cache: ArtifactCache | None = None):
         """The labelled latents at each grid index, from the cache when an identical bank was built."""
@@ -304,16 +324,15 @@ class BoundaryDirections(DirectionMethod):
         return curve
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
-        if self.bank == "generated" and (self.classifier is None or self.attribute not in self.classifier.attributes):
-            known = ", ".join(self.classifier.attributes) if self.classifier is not None else ""
-            raise UserError(
-                f"method.attribute={self.attribute!r} is not scored by method.classifier ({known or 'none given'})"
-            )
-        walked = replace(
-            sampler, eta=0.0
-        )  # the bank reaches t_m by deterministic DDIM, whatever the run's eta after it
+        # the bank reaches t_m by deterministic DDIM, whatever the run's eta after it
+        walked = replace(sampler, eta=0.0)
         schedule = walked.schedule(model.alphas_cumprod)
         num_steps = schedule.num_steps
+        low, high = int(schedule.timesteps.min()), int(schedule.timesteps.max())
+        if self.t_mix != "auto" and not low <= int(self.t_mix) <= high:
+            raise UserError(
+                f"method.t_mix={self.t_mix} lies outside this run's grid ({high}..{low}): choose a step within it"
+            )
         seeds = list(range(self.first_seed, self.first_seed + self.num_bank))
         curve = self.search(model, seeds, cache) if self.t_mix == "auto" else None
         t_index = schedule.index_of(curve.t_mix if curve else int(self.t_mix))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hspace.cache import ArtifactCache
+from hspace.checks import choice, integer
 from hspace.classifiers import AttributeClassifier
 from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
@@ -71,6 +72,29 @@ class ClassMeanDirections(DirectionMethod):
     keep_original: bool = False  # with condition_on: also keep the raw directions
 
     name = "class_mean"
+
+    def __post_init__(self):
+        if not self.attributes or not all(isinstance(a, str) for a in self.attributes):
+            raise UserError(f"method.attributes={self.attributes!r}: name the attributes to find directions for")
+        choice(self.label_source, "method.label_source", ("classifier", "dataset"))
+        integer(self.top_k, "method.top_k", 1)
+        integer(self.num_index, "method.num_index", 2 * self.top_k)
+        integer(self.max_images, "method.max_images", 2)
+        integer(self.batch_size, "method.batch_size", 1)
+        integer(self.first_seed, "method.first_seed", 0)
+        if self.condition_on not in (None, "others") and not isinstance(self.condition_on, (list, tuple)):
+            raise UserError(f"method.condition_on={self.condition_on!r} must be null, others, or a list of attributes")
+        if self.label_source == "classifier":
+            if self.classifier is None:
+                raise UserError(
+                    "method.label_source=classifier needs method.classifier (e.g. the shipped shapes_attributes)"
+                )
+            missing = [a for a in self.all_attributes() if a not in self.classifier.attributes]
+            if missing:
+                raise UserError(
+                    f"method.attributes: the classifier does not know {', '.join(missing)}: it scores "
+                    f"{', '.join(self.classifier.attributes)}"
+                )
 
     def conditions_for(self, attribute: str) -> list[str]:
         if self.condition_on is None:
@@ -148,13 +172,8 @@ class ClassMeanDirections(DirectionMethod):
         return sums
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
-        if not self.attributes:
-            raise UserError("method.attributes is empty: name the attributes to find directions for")
-        if self.label_source not in ("classifier", "dataset"):
-            raise UserError(f"method.label_source must be classifier or dataset, not {self.label_source!r}")
-        schedule = sampler.schedule(
-            model.alphas_cumprod
-        )  # the index and the inverted images walk the run's grid and eta
+        # the index and the inverted images walk the run's grid and eta
+        schedule = sampler.schedule(model.alphas_cumprod)
         num_steps = schedule.num_steps
         attributes = self.all_attributes()
         sums = (

@@ -35,13 +35,11 @@ class Directions:
     weight_hash: str
     sampler: dict  # num_steps, spacing, eta, final_alpha of the grid the method walked
     config: dict = field(default_factory=dict)  # the method settings that made them (its identity)
-    extra: dict[str, torch.Tensor] = field(
-        default_factory=dict
-    )  # method-specific tensors (names in the method's `provides`)
+    # method-specific tensors (names in the method's `provides`)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # method-specific results worth keeping (e.g. explained variance per step)
-    metrics: dict[str, float] = field(
-        default_factory=dict
-    )  # numbers a run logs; time/* only by the run that computed them
+    # numbers a run logs; time/* only by the run that computed them
+    metrics: dict[str, float] = field(default_factory=dict)
     plots: dict[str, LinePlot] = field(default_factory=dict)  # figures a run draws into grids/<name>.png
 
     def __post_init__(self):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hspace.cache import ArtifactCache
+from hspace.checks import choice, integer, number
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
@@ -49,17 +50,30 @@ def region_mask(
         mask[:, top:bottom, left:right] = 1
         return mask
     if file is not None:
-        from PIL import Image
-
-        path = Path(file).expanduser()
-        if not path.is_file():
+        pixels = read_mask_image(file)
+        if pixels.shape != (h, w):
             raise UserError(
-                f"no mask image at method.mask_file={file}: give a grey-scale image, white inside the region"
+                f"method.mask_file={file} is {pixels.shape[1]}x{pixels.shape[0]} pixels but the model's images are "
+                f"{w}x{h}: give a mask of the image size"
             )
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L").resize((w, h), Image.Resampling.NEAREST))
         return torch.from_numpy(pixels > 127).float().expand(c, h, w).clone()
     return None
+
+
+def read_mask_image(file: str) -> np.ndarray:
+    """A mask image as grey levels (H, W), or one line saying why it cannot be one."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise UserError(f"no mask image at method.mask_file={file}: give a grey-scale image, white inside the region")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(
+            f"method.mask_file={file} is not a readable image ({type(error).__name__}): give a PNG"
+        ) from None
 
 
 def canonical_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -86,6 +100,31 @@ class JacobianDirections(DirectionMethod):
     mask_file: str | None = None
 
     name = "jacobian"
+
+    def __post_init__(self):
+        integer(self.num_directions, "method.num_directions", 1)
+        integer(self.sample_seed, "method.sample_seed", 0)
+        integer(self.tau, "method.tau", 0, 999)
+        choice(self.scale_mode, "method.scale_mode", SCALE_MODES)
+        choice(self.solver, "method.solver", SOLVERS)
+        integer(self.oversample, "method.oversample", 0)
+        number(self.tol, "method.tol", 0.0)
+        integer(self.min_iters, "method.min_iters", 1)
+        integer(self.max_iters, "method.max_iters", self.min_iters)
+        if self.chunk is not None:
+            integer(self.chunk, "method.chunk", 1)
+        if self.mask_box is not None and (
+            not isinstance(self.mask_box, (list, tuple))
+            or len(self.mask_box) != 4
+            or not all(isinstance(v, int) for v in self.mask_box)
+        ):
+            raise UserError(
+                f"method.mask_box={self.mask_box!r} must be four whole numbers [top, left, bottom, right) in pixels"
+            )
+        if self.mask_file is not None:
+            read_mask_image(
+                self.mask_file
+            )  # refuses a missing or unreadable file now, its size once the model is known
 
     def identity(self) -> dict:
         """The settings, with the mask file's content instead of its path."""
@@ -123,18 +162,13 @@ class JacobianDirections(DirectionMethod):
         )
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
-        if self.scale_mode not in SCALE_MODES or self.solver not in SOLVERS:
-            raise UserError(
-                f"method.scale_mode must be one of {', '.join(SCALE_MODES)} and method.solver one of "
-                f"{', '.join(SOLVERS)}"
-            )
+        mask = region_mask(model.image_shape, self.mask_box, self.mask_file)  # a bad mask stops before any sampling
+        mask = mask.to(model.device) if mask is not None else None
         k = self.num_directions
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's own grid and eta: the edited image's trajectory
         num_steps = schedule.num_steps
         x_T, z = noise_for([self.sample_seed], model, schedule)
         trajectory = sample(model, schedule, x_T, z, record_x=True)
-        mask = region_mask(model.image_shape, self.mask_box, self.mask_file)
-        mask = mask.to(model.device) if mask is not None else None
         at = int((schedule.timesteps - self.tau).abs().argmin())
         steps = range(num_steps) if self.scale_mode == "sigma_t" else [at]
         sigma = torch.ones(k, num_steps)

@@ -15,11 +15,13 @@ import torch
 from sklearn.decomposition import IncrementalPCA
 
 from hspace.cache import ArtifactCache
+from hspace.checks import choice, integer, number
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.h_collection import collect_h
 from hspace.directions.method import DirectionMethod
+from hspace.errors import UserError
 
 
 @dataclass
@@ -170,6 +172,26 @@ class PCA(DirectionMethod):
     first_seed: int = 1_000_000  # collection seeds, kept apart from the seeds that are edited
 
     name = "pca"
+
+    def __post_init__(self):
+        integer(self.num_components, "method.num_components", 1)
+        integer(self.oversample, "method.oversample", 0)
+        integer(self.batch_size, "method.batch_size", 1)
+        integer(self.exact_max_n, "method.exact_max_n", 0)
+        integer(self.first_seed, "method.first_seed", 0)
+        choice(self.mode, "method.mode", ("per_step", "joint"))
+        choice(self.sign_reference, "method.sign_reference", ("noisiest", "chain"))
+        if self.collection_eta is not None:
+            number(self.collection_eta, "method.collection_eta", 0.0)
+        integer(self.num_samples, "method.num_samples", 2)
+        if self.num_samples > self.exact_max_n:  # the streaming path: each batch must hold the tracked axes
+            tracked = self.num_components + self.oversample
+            if self.num_samples < tracked or self.batch_size < tracked:
+                raise UserError(
+                    f"streaming PCA tracks method.num_components + method.oversample = {tracked} axes, so "
+                    f"method.num_samples ({self.num_samples}) and method.batch_size ({self.batch_size}) must be at "
+                    f"least {tracked}: raise them or lower the two"
+                )
 
     def collection_sampler(self, sampler: SamplerSettings) -> SamplerSettings:
         """The run's grid with the collection's eta."""

@@ -26,12 +26,14 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from hspace.bottleneck import capture_h
+from hspace.checks import choice, integer, number
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.diffusion.step_rules import ReplaceH
 from hspace.directions.container import Directions
-from hspace.edits.strategy import EditStrategy
+from hspace.edits.strategy import EditStrategy, check_strengths
+from hspace.errors import UserError
 
 MODES = ("placement", "placement_intercept", "relative", "push")
 
@@ -61,8 +63,14 @@ class BoundaryStep(EditStrategy):
     inverts_by_ddim = True  # its path is deterministic DDIM up to t_m
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"edit.mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        check_strengths(self.strengths)
+        choice(self.mode, "edit.mode", MODES)
+        integer(self.batch_size, "edit.batch_size", 1)
+        for name in ("x_scale", "h_scale"):
+            if getattr(self, name) is not None:
+                number(getattr(self, name), f"edit.{name}")
+        if self.x_scale is None and self.h_scale is None:
+            raise UserError("edit.x_scale and edit.h_scale are both null, so nothing would move: give at least one")
 
     def unedited(
         self,

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hspace.checks import integer
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.diffusion.step_rules import AddH, AsymmetricAddH
 from hspace.directions.container import Directions
-from hspace.edits.strategy import EditStrategy
+from hspace.edits.strategy import EditStrategy, check_strengths
+from hspace.errors import UserError
 
 
 @dataclass
@@ -45,6 +47,19 @@ class ShiftEdit(EditStrategy):
     batch_size: int = 64  # rows (samples x strengths) per UNet batch
 
     name = "shift"
+
+    def __post_init__(self):
+        check_strengths(self.strengths)
+        integer(self.batch_size, "edit.batch_size", 1)
+        if self.window is not None:
+            if not isinstance(self.window, (list, tuple)) or len(self.window) != 2:
+                raise UserError(f"edit.window={self.window!r} must be [t_start, t_stop] (training timesteps) or null")
+            for i, value in enumerate(self.window):
+                integer(value, f"edit.window[{i}]")
+            if self.window[0] < self.window[1]:
+                raise UserError(
+                    f"edit.window={list(self.window)} edits where t_start >= tau >= t_stop: give t_start first"
+                )
 
     def step_mask(self, timesteps: torch.Tensor) -> torch.Tensor | None:
         if self.window is None:

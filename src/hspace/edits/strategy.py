@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import torch
 
+from hspace.checks import number
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import SamplingSchedule
@@ -58,6 +59,15 @@ class EditStrategy(ABC):
     ) -> torch.Tensor:
         """The samples the edits of x_T depart from. (N, C, H, W)"""
         return sample(model, schedule, x_T, z, clip_x0=clip_x0).x0
+
+
+def check_strengths(strengths) -> list[float]:
+    """An edit's strengths: a non-empty list of finite numbers (NaN would silently draw black images)."""
+    if isinstance(strengths, (str, bytes)) or not isinstance(strengths, Sequence) or not len(strengths):
+        raise UserError(f"edit.strengths={strengths!r} must be a non-empty list of numbers, e.g. [-2,0,2]")
+    for i, value in enumerate(strengths):
+        number(value, f"edit.strengths[{i}]")
+    return [float(s) for s in strengths]
 
 
 def check_pairing(edit: EditStrategy, provided: Iterable[str], source: str) -> None:

@@ -51,23 +51,27 @@ class EditJob:
     factor_images: FactorImages | None = None  # images with known factors: DCI and MIG of the directions
 
     def __post_init__(self):
-        if self.real_images is not None and len(self.real_images) and self.sampler.clip_x0:
-            raise UserError(
-                "real images are inverted without clipping, so they cannot be edited with sampler.clip_x0=true: set "
-                "it to false or real_images=0"
-            )
+        check_real_images(0 if self.real_images is None else len(self.real_images), self.sampler.clip_x0)
         self.run_dir = Path(self.run_dir)
+
+
+def check_real_images(count: int, clip_x0: bool) -> None:
+    """Real images are inverted, which clipping x0 would break."""
+    if count and clip_x0:
+        raise UserError(
+            "real images are inverted without clipping, so they cannot be edited with sampler.clip_x0=true: set "
+            "it to false or real_images=0"
+        )
 
 
 def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
     """Run the stages and return the metrics. Writes into run_dir: directions.safetensors, edits.safetensors
     (and edits_real.safetensors), grids/<direction>.png (and grids/real_<direction>.png, the method's plots),
-    metrics.json."""
+    metrics.json, all after every stage has succeeded (a failing run writes none of them)."""
     timer, model, edit, clip_x0 = job.timer, job.model, job.edit, job.sampler.clip_x0
     schedule = job.sampler.schedule(model.alphas_cumprod)
     with timer.stage("directions"):
         found = find_stage(job.method, model, job.sampler, job.num_directions, job.cache, job.directions_path)
-        directions_file = found.directions.save(job.run_dir / "directions.safetensors")
     directions, names, count = found.directions, found.names, len(found.names)
     metrics: dict = {
         "method": directions.method,
@@ -77,7 +81,6 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
 
     with timer.stage("edit"):
         generated = edit_generated(edit, model, schedule, directions, count, job.seeds, clip_x0)
-    outputs = {"edits": save_edits(job.run_dir / "edits.safetensors", generated, edit.strengths, names)}
 
     scores = Scores()
     if job.evaluation is not None:
@@ -109,9 +112,12 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
                     job.evaluation_trainer,
                     prefix="edit_real/",
                 )
-        outputs["edits_real"] = save_edits(job.run_dir / "edits_real.safetensors", real, edit.strengths, names)
 
     with timer.stage("write"):
+        directions_file = directions.save(job.run_dir / "directions.safetensors")
+        outputs = {"edits": save_edits(job.run_dir / "edits.safetensors", generated, edit.strengths, names)}
+        if real is not None:
+            outputs["edits_real"] = save_edits(job.run_dir / "edits_real.safetensors", real, edit.strengths, names)
         grids = write_grids(job.run_dir, directions, names, edit.strengths, generated, real)
     metrics |= scores.metrics | timer.metrics
     if job.cache is not None:

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hspace.cache import ArtifactCache
+from hspace.checks import note
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import FORMAT_VERSION, Directions
 from hspace.directions.method import DirectionMethod
+from hspace.errors import UserError
 
 
 @dataclass
@@ -31,7 +33,10 @@ def directions_from_method(
     earlier run made them)."""
 
     def compute():
-        return method.find(model, sampler, cache)
+        directions = method.find(model, sampler, cache)
+        if not directions.names:  # never cached: an empty set of directions is a failure, not a result
+            raise UserError(f"method={method.name} found no directions with these settings: check its config")
+        return directions
 
     if cache is None:
         return compute(), False
@@ -81,4 +86,6 @@ def find_stage(
         source=f"directions from {source}",
     )
     names = directions.names[: min(num_directions, len(directions.names))]
+    if num_directions > len(names):
+        note(f"num_directions={num_directions} but the directions number {len(names)}: editing all {len(names)}")
     return FoundDirections(directions, source, names, reported_metrics(directions, names, source == "this run"))

@@ -78,6 +78,9 @@ def score_stage(
     start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""
     originals, edited = uint8_images(originals), uint8_images(edited)
     results, tables = {}, {}
+    if evaluation.fid_backend is not None and len(originals) < 2:  # FID compares sets (noted before the run)
+        results[rename(f"fid/{evaluation.fid_backend.name}", prefix)] = None
+        evaluation = replace(evaluation, fid_backend=None)
     if evaluation.classifier is not None or evaluation.fid_backend is not None:
         evaluated = evaluate_edits(evaluation, originals, edited, names, strengths, trainer_kwargs)
         results |= {rename(k, prefix): v for k, v in evaluated.results.items()}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from hspace.checks import note
 from hspace.errors import UserError
 
 
@@ -31,10 +32,11 @@ class RunRecord:
 
 
 def run_directories(paths: Iterable[str | Path]) -> list[Path]:
-    """Every directory holding metrics.json and config.yaml at or below the given paths, sorted."""
+    """Every finished run (a directory holding metrics.json and config.yaml) at or below the given paths,
+    sorted; runs marked failed in their run_info.json are skipped with a note."""
+    paths = [Path(path).expanduser() for path in paths]
     found = set()
     for path in paths:
-        path = Path(path).expanduser()
         if not path.exists():
             raise UserError(
                 f"no runs at {path}: give run directories or folders that contain them (each with metrics.json and "
@@ -42,7 +44,25 @@ def run_directories(paths: Iterable[str | Path]) -> list[Path]:
             )
         candidates = [path] if (path / "metrics.json").is_file() else [p.parent for p in path.rglob("metrics.json")]
         found.update(p for p in candidates if (p / "config.yaml").is_file())
+        for info in [path / "run_info.json"] if (path / "run_info.json").is_file() else path.rglob("run_info.json"):
+            status = read_status(info)
+            if status.get("status") == "failed":
+                note(f"skipping the failed run {info.parent}: {status.get('reason', 'no reason recorded')}")
+    if not found:
+        raise UserError(
+            f"no finished runs under {', '.join(str(p) for p in paths)}: point runs=[...] at hspace-run output "
+            "directories (outputs/run, multirun/run, or a run_dir), each with metrics.json and config.yaml"
+        )
     return sorted(found)
+
+
+def read_status(path: Path) -> dict:
+    """A run's run_info.json, or {} when it cannot be read."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def local_runs(paths: Iterable[str | Path]) -> list[RunRecord]:

@@ -1,0 +1,117 @@
+"""Checks of a composed config before any work: one function per config group, each raising a UserError that
+names the setting, the bad value and the fix. Settings that belong to one class (a method's, an edit's) are
+checked by that class when it is built; what needs several groups at once (FID and the number of samples, a
+target and the classifier's attributes) is checked here or where both are known, still before any model runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omegaconf import DictConfig, ListConfig
+
+from hspace.checks import choice, integer, note, number
+from hspace.errors import UserError
+
+SPACINGS = ("leading", "trailing", "linspace")
+FINAL_ALPHAS = ("one", "alpha_bar0")
+PRECISIONS = ("fp32", "bf16", "fp16")
+FID_BACKENDS = ("classifier", "inception", "none")
+# Keys a user may add with + that code reads: per-direction targets.
+OPEN_MAPPINGS = ("metrics.targets.", "metrics.factor_targets.")
+
+
+def check_sampler(sampler: DictConfig, setting: str = "sampler") -> None:
+    """num_steps, eta (a number or one per step), spacing, final_alpha, clip_x0."""
+    steps = integer(sampler.num_steps, f"{setting}.num_steps", 1, 1000)
+    eta = sampler.eta
+    if isinstance(eta, ListConfig):
+        if len(eta) != steps:
+            raise UserError(
+                f"{setting}.eta has {len(eta)} entries but {setting}.num_steps={steps}: give one eta per step or "
+                "a single number"
+            )
+        for i, value in enumerate(eta):
+            number(value, f"{setting}.eta[{i}]", 0.0)
+    else:
+        number(eta, f"{setting}.eta", 0.0)
+    choice(sampler.spacing, f"{setting}.spacing", SPACINGS)
+    choice(sampler.final_alpha, f"{setting}.final_alpha", FINAL_ALPHAS)
+    if not isinstance(sampler.clip_x0, bool):
+        raise UserError(f"{setting}.clip_x0={sampler.clip_x0!r} must be true or false")
+
+
+def check_device(accelerator: str, setting: str) -> None:
+    """A GPU asked for where there is none."""
+    import torch
+
+    choice(accelerator, setting, ("auto", "cpu", "gpu", "cuda"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"{setting}={accelerator} but this machine has no CUDA GPU: use {setting}=auto or cpu")
+
+
+def check_run(cfg: DictConfig) -> None:
+    """The run-level settings of hspace-run."""
+    integer(cfg.num_samples, "num_samples", 1)
+    integer(cfg.first_seed, "first_seed", 0)
+    integer(cfg.num_directions, "num_directions", 1)
+    integer(cfg.real_images, "real_images", 0)
+    choice(cfg.precision, "precision", PRECISIONS)
+    check_device(cfg.trainer.accelerator, "trainer.accelerator")
+
+
+def check_metrics(metrics: DictConfig) -> None:
+    """The metrics group: an FID section with a known backend, mappings of targets, the disentanglement count."""
+    fid = metrics.get("fid")
+    if fid is not None and not isinstance(fid, DictConfig):
+        raise UserError(
+            f"metrics.fid={fid!r} replaces the FID settings with a value: set metrics.fid.backend=<"
+            f"{'|'.join(FID_BACKENDS)}> instead"
+        )
+    if fid is not None:
+        choice(fid.get("backend"), "metrics.fid.backend", FID_BACKENDS)
+        if fid.backend != "none":
+            integer(fid.get("reference_count"), "metrics.fid.reference_count", 2)
+    for key in ("targets", "factor_targets"):
+        value = metrics.get(key)
+        if value is not None and not isinstance(value, DictConfig):
+            raise UserError(f"metrics.{key}={value!r} must map direction names to targets, e.g. +metrics.{key}.pc0=...")
+    if metrics.get("factor_targets"):
+        from hspace.metrics.factor_scores import FactorTarget
+
+        for name, target in metrics.factor_targets.items():
+            FactorTarget.parse(str(target), f"metrics.factor_targets.{name}")
+    disentanglement = metrics.get("disentanglement")
+    if disentanglement is not None:
+        integer(disentanglement.get("num_images"), "metrics.disentanglement.num_images", 0)
+        if disentanglement.num_images:
+            integer(disentanglement.get("num_images"), "metrics.disentanglement.num_images", 16)
+            integer(disentanglement.get("bins"), "metrics.disentanglement.bins", 2)
+    integer(metrics.get("batch_size", 16), "metrics.batch_size", 1)
+    number(metrics.get("threshold", 0.5), "metrics.threshold", 0.0)
+
+
+def note_small_fid_sets(metrics: DictConfig, counts: dict[str, int]) -> None:
+    """FID compares sets of images: a set of one is not scored by it (its FID is null), said before any work."""
+    fid = metrics.get("fid")
+    if fid is None or fid.backend == "none":
+        return
+    for setting, count in counts.items():
+        if count == 1:
+            note(f"FID needs at least 2 images and {setting}=1: that set's FID is skipped (null in metrics.json)")
+
+
+def warn_unread_overrides(overrides: Sequence[str]) -> None:
+    """One line per `+key=value` override that adds a setting no code reads (typos of real settings included)."""
+    for override in overrides:
+        if not override.startswith("+") or override.startswith("++"):
+            continue
+        key = override[1:].split("=", 1)[0]
+        if not key.startswith(OPEN_MAPPINGS) and not key.startswith("hydra."):
+            note(f"+{key} adds a setting that nothing reads: check its spelling (without + to change an existing one)")
+
+
+def overrides_of_this_run() -> list[str]:
+    """The command-line overrides of the running Hydra job (none outside Hydra's main)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

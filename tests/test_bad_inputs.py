@@ -1,0 +1,199 @@
+"""A catalogue of bad inputs through the console scripts' `main` (as a user types them): each ends with exit code 2
+and exactly one line on stderr that names the setting, no traceback, nothing in the run directory (or only
+run_info.json marked failed) and nothing in the cache."""
+
+import json
+import logging
+import sys
+
+import pytest
+import torch
+
+from hspace.cli import run as run_cli
+from hspace.cli import sample as sample_cli
+from hspace.cli import table as table_cli
+from hspace.cli import train as train_cli
+
+MAINS = {"run": run_cli.main, "sample": sample_cli.main, "train": train_cli.main, "table": table_cli.main}
+
+# (command, overrides, words the one line must contain); {tmp} is the test's temporary directory.
+CASES = [
+    ("run", ["sampler.num_steps=abc"], "sampler.num_steps='abc'"),
+    ("run", ["sampler.num_steps=0"], "sampler.num_steps=0"),
+    ("run", ["sampler.num_steps=-3"], "sampler.num_steps=-3"),
+    ("run", ["sampler.eta=[0.0,1.0]"], "sampler.eta has 2 entries"),
+    ("run", ["sampler.eta=-1"], "sampler.eta=-1"),
+    ("run", ["sampler.spacing=bogus"], "sampler.spacing='bogus'"),
+    ("run", ["sampler.final_alpha=two"], "sampler.final_alpha='two'"),
+    ("run", ["precision=fp64"], "precision='fp64'"),
+    ("run", ["edit.strengths=[]"], "edit.strengths=[]"),
+    ("run", ["edit.strengths=[0,nan]"], "edit.strengths[1]=nan"),
+    ("run", ["edit.strengths=[1,inf]"], "edit.strengths[1]=inf"),
+    ("run", ["edit.window=[100]"], "edit.window=[100]"),
+    ("run", ["edit.window=[100,500]"], "edit.window=[100, 500]"),
+    ("run", ["edit.batch_size=0"], "edit.batch_size=0"),
+    ("run", ["num_samples=0"], "num_samples=0"),
+    ("run", ["num_directions=0"], "num_directions=0"),
+    ("run", ["real_images=-1"], "real_images=-1"),
+    ("run", ["first_seed=-5"], "first_seed=-5"),
+    ("run", ["real_images=5000"], "real_images=5000"),
+    ("run", ["method.num_components=0"], "method.num_components=0"),
+    ("run", ["method.num_samples=10"], "method.num_samples (10)"),
+    ("run", ["method.batch_size=8"], "method.batch_size (8)"),
+    ("run", ["method.mode=bogus"], "method.mode='bogus'"),
+    ("run", ["method.sign_reference=bogus"], "method.sign_reference='bogus'"),
+    ("run", ["method=jacobian", "method.mask_box=[1,2,3]"], "method.mask_box=[1, 2, 3]"),
+    ("run", ["method=jacobian", "method.mask_file={tmp}/mask.txt"], "method.mask_file="),
+    ("run", ["method=jacobian", "method.mask_file={tmp}/none.png"], "method.mask_file="),
+    ("run", ["method=jacobian", "method.solver=bogus"], "method.solver='bogus'"),
+    ("run", ["method=jacobian", "method.scale_mode=bogus"], "method.scale_mode='bogus'"),
+    ("run", ["method=jacobian", "method.tau=5000"], "method.tau=5000"),
+    ("run", ["method=boundary", "edit=boundary_step", "method.t_mix=2000"], "method.t_mix=2000"),
+    ("run", ["method=boundary", "edit=boundary_step", "method.bank=bogus"], "method.bank='bogus'"),
+    ("run", ["method=boundary", "edit=boundary_step", "method.attribute=bogus"], "method.attribute='bogus'"),
+    ("run", ["method=boundary", "edit=boundary_step", "method.test_fraction=1.5"], "method.test_fraction=1.5"),
+    ("run", ["method=boundary", "edit=boundary_step", "edit.mode=bogus"], "edit.mode='bogus'"),
+    ("run", ["method=boundary", "edit=boundary_step", "edit.x_scale=null", "edit.h_scale=null"], "edit.x_scale"),
+    ("run", ["method=class_mean", "method.attributes=[]"], "method.attributes=[]"),
+    ("run", ["method=class_mean", "method.attributes=[bogus]"], "bogus"),
+    ("run", ["method=class_mean", "method.top_k=600"], "method.num_index=512"),
+    ("run", ["method=pca", "edit=boundary_step"], "method=pca does not provide"),
+    ("run", ["+metrics.targets.pc0=bogus"], "metrics.targets.pc0='bogus'"),
+    ("run", ["+metrics.factor_targets.pc0=size"], "metrics.factor_targets.pc0='size'"),
+    ("run", ["metrics.fid=classifier"], "metrics.fid='classifier'"),
+    ("run", ["metrics.fid.backend=bogus"], "metrics.fid.backend='bogus'"),
+    ("run", ["metrics.disentanglement.num_images=5"], "metrics.disentanglement.num_images=5"),
+    ("run", ["metrics.disentanglement.num_images=5000"], "metrics.disentanglement.num_images=5000"),
+    ("run", ["directions_path={tmp}/none.safetensors"], "directions_path="),
+    ("run", ["cache_dir={tmp}/mask.txt"], "is a file"),
+    ("sample", ["num_samples=-1"], "num_samples=-1"),
+    ("sample", ["sampler.num_steps=0"], "sampler.num_steps=0"),
+    ("sample", ["batch_size=0"], "batch_size=0"),
+    ("sample", ["sampler.eta=[1,1]"], "sampler.eta has 2 entries"),
+    ("table", ["runs=[{tmp}/nowhere]"], "no runs at"),
+    ("table", ["runs=[{tmp}/empty]"], "no finished runs"),
+    ("train", ["ckpt_path={tmp}/none.ckpt"], "ckpt_path="),
+]
+if not torch.cuda.is_available():
+    CASES.append(("run", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"))
+    CASES.append(("sample", ["device=cuda"], "device=cuda"))
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Hydra's main points the root logger at this test's captured streams: take those handlers away after it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def call_main(command: str, overrides: list[str], monkeypatch) -> int:
+    """Run a console script's main in this process with `overrides` as its command line; its exit code."""
+    monkeypatch.setattr(sys, "argv", [f"hspace-{command}", *overrides])
+    try:
+        MAINS[command]()
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+@pytest.mark.parametrize("command, overrides, words", CASES, ids=[" ".join(c[1]) for c in CASES])
+def test_bad_input_is_one_line_before_any_work(command, overrides, words, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    (tmp_path / "mask.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    args = [o.format(tmp=tmp_path) for o in overrides]
+    if command != "table":
+        args.append(f"hydra.run.dir={run_dir}")
+    if command == "run":
+        args = [f"cache_dir={cache}", "logger=none", *args]  # a later cache_dir= wins
+    code = call_main(command, args, monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if not line.startswith("note:")]
+    assert code == 2, err
+    assert len(errors) == 1 and errors[0].startswith("error: "), err
+    assert words.format(tmp=tmp_path) in errors[0], errors[0]
+    assert "Traceback" not in "\n".join(err)
+    left = sorted(p.name for p in run_dir.iterdir()) if run_dir.exists() else []
+    if left:  # a failure after the run started: only its record, marked failed
+        assert left == ["run_info.json"], left
+        assert json.loads((run_dir / "run_info.json").read_text())["status"] == "failed"
+    assert not [p for p in cache.rglob("*") if p.is_file()] if cache.is_dir() else True
+
+
+def damage(directory, how: str) -> None:
+    weights = directory / "diffusion_pytorch_model.safetensors"
+    if how == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif how == "weights of another model":
+        from safetensors.torch import save_file
+
+        save_file({"conv_in.weight": torch.zeros(4, 3, 3, 3)}, weights)
+    elif how == "config of another class":
+        config = json.loads((directory / "config.json").read_text())
+        (directory / "config.json").write_text(json.dumps(config | {"_class_name": "UNet2DConditionModel"}))
+    elif how == "no scheduler config":
+        (directory / "scheduler_config.json").unlink()
+    elif how == "scheduler config not JSON":
+        (directory / "scheduler_config.json").write_text("{ not json")
+
+
+DAMAGES = [
+    ("truncated weights", "cannot load the UNet weights"),
+    ("weights of another model", "cannot load the UNet weights"),
+    ("config of another class", "describes a UNet2DConditionModel, not a UNet2DModel"),
+    ("no scheduler config", "has no scheduler_config.json"),
+    ("scheduler config not JSON", "scheduler_config.json as JSON"),
+]
+
+
+@pytest.mark.parametrize("how, words", DAMAGES, ids=[d[0] for d in DAMAGES])
+def test_damaged_weights_are_one_line(how, words, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from hspace.diffusion.loading import SHIPPED_DIR
+
+    weights = tmp_path / "weights"
+    shutil.copytree(SHIPPED_DIR / "shapes32", weights)
+    damage(weights, how)
+    code = call_main("sample", [f"model.weights={weights}", f"hydra.run.dir={tmp_path / 'run'}"], monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0] and str(weights) in err[0], err
+
+
+def test_a_run_that_fails_after_it_started_keeps_only_its_failed_record(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run_dir = tmp_path / "run"
+    args = [f"model.weights={tmp_path / 'missing'}", "logger=none", f"cache_dir={tmp_path / 'cache'}"]
+    code = call_main("run", [*args, f"hydra.run.dir={run_dir}"], monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "model.weights" in err[0], err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run_info.json"]
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["status"] == "failed" and info["reason"] in err[0] and info["git_sha"] is not None
+
+
+def test_the_table_skips_a_failed_run_with_a_note(tmp_path, monkeypatch, capsys):
+    from hspace.tables.collect import run_directories
+
+    good, failed = tmp_path / "good", tmp_path / "failed"
+    good.mkdir()
+    failed.mkdir()
+    (good / "metrics.json").write_text("{}")
+    (good / "config.yaml").write_text("method: {}")
+    (failed / "run_info.json").write_text(json.dumps({"status": "failed", "reason": "error: something"}))
+    assert run_directories([tmp_path]) == [good]
+    assert "skipping the failed run" in capsys.readouterr().err
+
+
+def test_an_added_setting_that_nothing_reads_is_named(tmp_path, monkeypatch, capsys):
+    args = ["+metrics.threshhold=0.3", "+metrics.targets.pc0=large", "num_samples=0", "logger=none"]
+    call_main("run", [*args, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"], monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    notes = [line for line in err if line.startswith("note:")]
+    assert len(notes) == 1 and "+metrics.threshhold adds a setting that nothing reads" in notes[0], err

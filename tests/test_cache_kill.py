@@ -1,0 +1,96 @@
+"""A writer killed with SIGKILL in the middle of a cache write leaves the cache usable: the next run reuses every
+valid entry, recomputes the interrupted one and removes the killed writer's temporary file."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from hspace.cache import ArtifactCache
+from hspace.images import atomic_write_bytes
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from hspace.cache import ArtifactCache
+    from hspace.images import atomic_write_bytes
+
+    def slow_save(value, path):
+        def write(f):
+            f.write(value[:4])
+            f.flush()
+            print("writing", flush=True)
+            time.sleep(60)  # killed here
+            f.write(value[4:])
+        atomic_write_bytes(path, write)
+
+    ArtifactCache(sys.argv[1]).get("blob", {"key": "b"}, lambda: b"0123456789", slow_save, lambda p: p.read_bytes())
+    """
+)
+
+
+def save(value: bytes, path) -> None:
+    atomic_write_bytes(path, lambda f: f.write(value))
+
+
+def load(path) -> bytes:
+    data = path.read_bytes()
+    if len(data) != 10:
+        raise ValueError("truncated")
+    return data
+
+
+def test_kill_during_a_cache_write_leaves_a_usable_cache(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    cache.get("blob", {"key": "a"}, lambda: b"aaaaaaaaaa", save, load)  # a valid entry from an earlier run
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=30)
+    leftovers = list((tmp_path / "blob").glob(".*.tmp"))
+    assert len(leftovers) == 1 and not cache.path("blob", {"key": "b"}).exists()  # no entry, a stale temp file
+
+    start = time.perf_counter()
+    again = ArtifactCache(tmp_path)
+    assert again.get("blob", {"key": "a"}, lambda: b"recomputed", save, load) == b"aaaaaaaaaa"
+    assert again.get("blob", {"key": "b"}, lambda: b"0123456789", save, load) == b"0123456789"
+    assert again.hits == [f"blob/{cache.path('blob', {'key': 'a'}).name}"] and len(again.misses) == 1
+    assert not list((tmp_path / "blob").glob(".*.tmp"))  # the killed writer's temporary file is gone
+    assert time.perf_counter() - start < 10  # the dead writer's lock did not block the next one
+
+
+def test_entries_get_the_usual_file_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        ArtifactCache(tmp_path).get("blob", {"key": "a"}, lambda: b"aaaaaaaaaa", save, load)
+    finally:
+        os.umask(old)
+    (entry,) = (tmp_path / "blob").glob("*.safetensors")
+    assert entry.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_unreadable_entry_is_discarded_with_a_note(tmp_path, capsys):
+    cache = ArtifactCache(tmp_path)
+    path = cache.path("blob", {"key": "a"})
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"abc")
+    assert cache.get("blob", {"key": "a"}, lambda: b"aaaaaaaaaa", save, load) == b"aaaaaaaaaa"
+    assert "discarding the unreadable cache entry" in capsys.readouterr().err
+
+
+def test_a_cache_that_cannot_be_written_is_one_line(tmp_path):
+    import pytest
+
+    from hspace.errors import UserError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="is a file: point cache_dir or HSPACE_CACHE"):
+        ArtifactCache(blocker).check_writable()
+    if os.geteuid() != 0:  # root writes anywhere
+        readonly = tmp_path / "readonly"
+        readonly.mkdir(mode=0o555)
+        with pytest.raises(UserError, match="cannot be written"):
+            ArtifactCache(readonly).check_writable()
