@@ -176,6 +176,7 @@ def test_mismatched_pairing_from_the_command_line(tmp_path):
 
 def test_a_directions_file_without_what_the_edit_reads_is_refused(tmp_path, capsys):
     run(compose_run(tmp_path / "pca", [*TINY_PCA, "metrics=none", "real_images=0"]))
+    capsys.readouterr()  # the first run's stage lines
     with pytest.raises(SystemExit):
         run(
             compose_run(
@@ -246,5 +247,6 @@ def test_readme_config_group_table_lists_every_option_in_conf():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) >= 2 and re.fullmatch(r"`\w+`", cells[0]):
             listed[cells[0].strip("`")] = set(re.findall(r"`(\w+)`", cells[1]))
-    groups = {path.name: {f.stem for f in path.glob("*.yaml")} for path in Path(CONFIG_DIR).iterdir() if path.is_dir()}
+    folders = [p for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra"]  # hydra/: Hydra's own
+    groups = {p.name: {f.stem for f in p.glob("*.yaml")} for p in folders}
     assert listed == groups

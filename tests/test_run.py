@@ -15,7 +15,7 @@ from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
 from hspace.data.shapes import ATTRIBUTES
 from hspace.directions.container import Directions
-from tests.wandb_records import history
+from tests.wandb_records import history, run_settings
 
 TINY = [
     "method.num_samples=64",
@@ -81,8 +81,12 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     logged = history(next(offline_run.glob("run-*.wandb")))
     assert logged["inversion/mse"] == pytest.approx(metrics["inversion/mse"])
     assert logged["time/edit_s"] == pytest.approx(metrics["time/edit_s"])
-    assert sorted(logged["grids/captions"]) == ["pc0", "pc1", "real_pc0", "real_pc1"]
-    for filename in logged["grids/filenames"]:
+    # Grids of one size per key (W&B warns about mixed sizes): the generated samples', the real images'.
+    assert sorted(logged["grids/captions"]) == ["pc0", "pc1"] and logged["grids_real/captions"] == [
+        "real_pc0",
+        "real_pc1",
+    ]
+    for filename in [*logged["grids/filenames"], *logged["grids_real/filenames"]]:
         assert (offline_run / "files" / filename).is_file()
     # The evaluation: classifier scores, pixel preservation and FID of the generated and the edited samples.
     assert metrics["fid/shapes_classifier/num_samples"] == 2 and metrics["fid/shapes_classifier/num_reference"] == 64
@@ -188,6 +192,11 @@ def test_multirun_gives_one_wandb_run_per_job_and_shares_the_cache(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted((tmp_path / "sweep").glob("*/wandb/offline-run-*"))
     assert len(runs) == 2 and runs[0].parent.parent.name == "0" and runs[1].parent.parent.name == "1"
+    # One W&B group per sweep, the job type, tags from the chosen options, the config flat for filtering.
+    settings = [run_settings(next(run.glob("run-*.wandb"))) for run in runs]
+    assert settings[0]["group"] == settings[1]["group"] == "sweep" and settings[0]["job_type"] == "run"
+    assert "method=pca" in settings[0]["tags"] and "method=random" in settings[1]["tags"]
+    assert settings[0]["config"]["method.num_samples"] == 64 and settings[1]["config"]["choice/method"] == "random"
     random_metrics = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
     assert random_metrics["cache/hits"] == 3  # the random job reused the pca job's h and FID reference
     assert (tmp_path / "sweep" / "0" / "overrides.yaml").is_file() and not (

@@ -161,3 +161,19 @@ def test_bad_input_is_one_line(tmp_path, runs_dir):
     )
     assert nomatch.returncode == 2 and "matches the table pattern" in nomatch.stderr
     assert RunRecord("x", {"a": {"b": 1}}, {}).value("a.b") == 1
+
+
+def test_runs_with_other_settings_are_kept_apart_or_refused(tmp_path, capsys):
+    for i, strengths in enumerate(["[-2, 0, 2]", "[-4, 0, 4]"]):
+        run = tmp_path / "runs" / str(i)
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"method": "pca", "edit/pc0/success": 0.5 + 0.1 * i}))
+        config = f"method:\n  _target_: pca\nedit:\n  strengths: {strengths}\nfirst_seed: {i}\n"
+        (run / "config.yaml").write_text(config)
+    auto = make_table(compose_table(tmp_path / "runs", tmp_path / "out", ["plot.metric=null"]))
+    rows = auto[".md"].read_text().splitlines()
+    assert rows[0].startswith("| edit.strengths | direction |") and len(rows) == 4  # one row per setting
+    with pytest.raises(SystemExit):
+        make_table(compose_table(tmp_path / "runs", tmp_path / "out2", ["plot.metric=null", "group_by=[method]"]))
+    err = capsys.readouterr().err
+    assert "would be averaged" in err and "differ in edit.strengths" in err and "group_by=auto" in err

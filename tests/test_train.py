@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -256,3 +257,49 @@ def test_the_gpu_training_script_trains_exports_and_measures(tmp_path):
         and "shape_clear_fraction" in report["clarity"]
     )
     assert (tmp_path / "run" / "quality_samples.png").is_file()
+
+
+def test_a_short_cli_training_shows_its_steps_logs_its_loss_and_resumes_in_its_own_directory(tmp_path):
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = str(Path(sys.executable).parent / "hspace-train")
+    common = [
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "callbacks=none",
+        "checkpoint_every_n_steps=10",
+        "progress=true",
+    ]
+    first = subprocess.run(
+        [script, *common, "trainer.max_steps=20", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "train steps" in first.stderr and "20/20" in first.stderr and "Epoch 0/-" not in first.stderr
+    losses = [line for line in (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(losses) >= 5  # logged every 2 steps in a 20-step run, not every 50
+
+    second = subprocess.run(
+        [
+            script,
+            *common,
+            "trainer.max_steps=24",
+            f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+            f"hydra.run.dir={tmp_path / 'elsewhere'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"note: resuming the run in {tmp_path / 'run'}" in second.stderr
+    assert not (tmp_path / "elsewhere").exists()
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 24

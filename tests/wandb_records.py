@@ -36,3 +36,17 @@ def history(path: Path) -> dict:
             for item in record.history.item:
                 logged[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return logged
+
+
+def run_settings(path: Path) -> dict:
+    """The run's group, job type, tags and config (every key of its config updates)."""
+    settings = {"group": None, "job_type": None, "tags": [], "config": {}}
+    for record in records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            settings |= {"group": run.run_group, "job_type": run.job_type, "tags": list(run.tags)}
+            settings["config"] |= {item.key: json.loads(item.value_json) for item in run.config.update}
+        elif kind == "config":
+            settings["config"] |= {item.key: json.loads(item.value_json) for item in record.config.update}
+    return settings

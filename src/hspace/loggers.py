@@ -27,14 +27,21 @@ def wandb_logger(
     tags: Sequence[str] = (),
     name: str | None = None,
     mode: str = "auto",
+    job_type: str | None = None,
 ):
-    """A Lightning WandbLogger; mode "auto" is online when logged in, else offline."""
+    """A Lightning WandbLogger; mode "auto" is online when logged in, else offline. `group` gathers the runs
+    of a sweep, `job_type` tells a run from a training, `tags` let the dashboard filter."""
     from pytorch_lightning.loggers import WandbLogger
 
     if mode not in ("auto", "online", "offline"):
         raise ValueError(f"W&B mode must be auto, online or offline, not {mode!r}")
     offline = mode == "offline" or (mode == "auto" and not wandb_logged_in())
-    return WandbLogger(project=project, save_dir=save_dir, group=group, tags=list(tags), name=name, offline=offline)
+    logger = WandbLogger(
+        project=project, save_dir=save_dir, group=group, tags=list(tags), name=name, offline=offline, job_type=job_type
+    )
+    # Lightning always passes anonymous=None, which recent wandb answers with a deprecation banner per run.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def close_wandb() -> None:

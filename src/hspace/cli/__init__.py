@@ -108,3 +108,62 @@ def record_config(cfg, run_dir) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides_of_this_run()))
+
+
+def console(cfg) -> None:
+    """Quiet third-party output unless `verbose`, and progress bars as `progress` says (see hspace.progress)."""
+    from hspace.progress import show_progress
+    from hspace.quiet import quiet
+
+    quiet(bool(cfg.get("verbose", False)))
+    show_progress(cfg.get("progress"))
+
+
+def make_loggers(cfg, job_type: str) -> list:
+    """The loggers of the `logger` group. W&B runs get the sweep as their group (in a multirun), `job_type`, and
+    tags from the chosen config options (method=pca, model=shapes32, ...), unless the config sets them."""
+    import hydra
+
+    loggers = []
+    for node in (cfg.logger or {}).values():
+        extra = {}
+        if str(node.get("_target_", "")).endswith("wandb_logger"):
+            choices = config_choices()
+            extra = {"job_type": job_type, "group": node.get("group") or sweep_group()}
+            extra["tags"] = list(node.get("tags") or []) or [f"{k}={v}" for k, v in choices.items() if v]
+        loggers.append(hydra.utils.instantiate(node, **extra))
+    return loggers
+
+
+def config_choices() -> dict[str, str]:
+    """The option chosen in each config group of this Hydra job (empty outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {k: str(v) for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+
+
+def sweep_group() -> str | None:
+    """The sweep directory's name in a multirun (one W&B group per sweep), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
+def flat_config(cfg) -> dict:
+    """The resolved config as dotted keys (so a dashboard can group and filter by method.num_samples, edit.strengths,
+    ...), with the chosen option of each group as `choice/<group>`."""
+    from omegaconf import OmegaConf
+
+    def flatten(node, prefix: str) -> dict:
+        if isinstance(node, dict) and node:
+            return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat | {f"choice/{group}": option for group, option in config_choices().items()}

@@ -16,6 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from hspace.cli import (
     CONFIG_DIR,
+    console,
+    flat_config,
+    make_loggers,
     record_config,
     remove_if_empty,
     require_complete,
@@ -40,6 +43,7 @@ class ComposedRun:
 
 @user_errors_exit
 def run(cfg: DictConfig) -> dict:
+    console(cfg)
     run_dir = Path(cfg.run_dir)
     try:
         composed = compose_job(cfg)
@@ -120,24 +124,30 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     from hspace.cache import ArtifactCache
     from hspace.cli.metrics import fid_reference
     from hspace.diffusion.loading import load_configured_model
+    from hspace.directions.container import Directions
     from hspace.job import EditJob, run_edit_job
     from hspace.job.outputs import StageTimer
     from hspace.loggers import close_wandb
     from hspace.run_record import run_info, write_json
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    loggers = [hydra.utils.instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
+    loggers = make_loggers(cfg, "run")
     try:
         for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams(flat_config(cfg))
         device = resolve_device(cfg.trainer.accelerator)
         model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=device)
         model.autocast = cfg.precision
+        if cfg.directions_path is not None:  # a file for another model or grid stops here, before any work
+            Directions.load(cfg.directions_path).check_compatible(
+                model.weight_hash, model.h_shape, sampler_settings(cfg.sampler).schedule(model.alphas_cumprod).timesteps
+            )
         cache = ArtifactCache(cfg.cache_dir)
         timer = StageTimer()
         evaluation = composed.evaluation
         if evaluation is not None and evaluation.fid_backend is not None:
-            with timer.stage("fid_reference"):
+            count, split = cfg.metrics.fid.reference_count, cfg.metrics.fid.reference_split
+            with timer.stage("fid_reference", f"statistics of {count} {split} images"):
                 evaluation.reference = fid_reference(
                     evaluation,
                     cfg.data,

@@ -7,11 +7,21 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.cli import CONFIG_DIR, record_config, remove_if_empty, resolve_device, sampler_settings, user_errors_exit
+from hspace.cli import (
+    CONFIG_DIR,
+    console,
+    record_config,
+    remove_if_empty,
+    resolve_device,
+    sampler_settings,
+    user_errors_exit,
+)
+from hspace.progress import bar
 
 
 @user_errors_exit
 def run_sample(cfg: DictConfig) -> Path:
+    console(cfg)
     try:
         check_sample(cfg)
     except Exception:
@@ -29,7 +39,7 @@ def run_sample(cfg: DictConfig) -> Path:
     schedule = s.schedule(model.alphas_cumprod)
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.num_samples))
     batches = []
-    for start in range(0, len(seeds), cfg.batch_size):
+    for start in bar(range(0, len(seeds), cfg.batch_size), "sample", unit="batch"):
         x_T, z = noise_for(seeds[start : start + cfg.batch_size], model, schedule)
         batches.append(sample(model, schedule, x_T, z, clip_x0=s.clip_x0).x0.cpu())
     pixels = to_uint8(torch.cat(batches))

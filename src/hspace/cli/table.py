@@ -21,7 +21,9 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
     if cfg.wandb:
         runs += wandb_runs(cfg.wandb)
     layout = cfg.layout
-    group_by = list(cfg.group_by)
+    from hspace.tables.build import automatic_groups
+
+    group_by = automatic_groups(runs) if cfg.group_by == "auto" else list(cfg.group_by)
     columns = OmegaConf.to_container(layout.columns) if layout.columns is not None else None
     table = build_table(runs, layout.pattern, group_by, layout.row_name, columns)
     out = Path(cfg.output_dir)
@@ -36,7 +38,8 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
     if cfg.plot.metric:
         directions = list(cfg.plot.directions) if cfg.plot.directions else None
         curves = strength_curves(runs, cfg.plot.metric, group_by, directions)
-        written[".png"] = plot_curves(curves, cfg.plot.metric, out / f"{cfg.plot.metric}_vs_strength.png")
+        title = f"{cfg.plot.metric} against strength ({len(runs)} runs)"
+        written[".png"] = plot_curves(curves, cfg.plot.metric, out / f"{cfg.plot.metric}_vs_strength.png", title)
     print(f"{len(runs)} runs -> {', '.join(str(p) for p in written.values())}\n\n{to_markdown(table, cfg.digits)}")
     return written
 

@@ -5,19 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hspace.cli import CONFIG_DIR, record_config, remove_if_empty, require_complete, user_errors_exit
-
-
-def instantiate_loggers(cfg: DictConfig) -> list:
-    return [hydra.utils.instantiate(c) for c in cfg.values()] if cfg else []
+from hspace.cli import (
+    CONFIG_DIR,
+    console,
+    make_loggers,
+    record_config,
+    remove_if_empty,
+    require_complete,
+    user_errors_exit,
+)
 
 
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
     from hspace.errors import UserError
 
+    console(cfg)
     try:
         require_complete(cfg)
         if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
@@ -28,6 +33,7 @@ def train(cfg: DictConfig) -> Path:
     except Exception:
         remove_if_empty(cfg.run_dir)
         raise
+    resume_in_checkpoint_run(cfg)
     record_config(cfg, cfg.run_dir)
 
     import pytorch_lightning as pl
@@ -50,8 +56,13 @@ def train(cfg: DictConfig) -> Path:
         ),
         *(hydra.utils.instantiate(c) for c in cfg.callbacks.values()),
     ]
+    options = trainer_options(cfg.trainer)
+    if options["enable_progress_bar"]:
+        from hspace.lightning.step_progress import StepProgressBar
+
+        callbacks.append(StepProgressBar())
     trainer = pl.Trainer(
-        **cfg.trainer, logger=instantiate_loggers(cfg.logger) or False, callbacks=callbacks, default_root_dir=run_dir
+        **options, logger=make_loggers(cfg, "train") or False, callbacks=callbacks, default_root_dir=run_dir
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -60,6 +71,38 @@ def train(cfg: DictConfig) -> Path:
         close_wandb()
     print(f"checkpoints: {run_dir / 'checkpoints'}\nexported weights: {export_dir}")
     return export_dir
+
+
+def trainer_options(trainer: DictConfig) -> dict:
+    """The Trainer arguments, with the loss logged at least ten times in a short run and a progress bar only where
+    bars are shown (the `progress` setting, hspace.progress)."""
+    from hspace.progress import bars_enabled
+
+    options = dict(OmegaConf.to_container(trainer, resolve=True))
+    options["enable_progress_bar"] = bool(options.get("enable_progress_bar", True)) and bars_enabled()
+    max_steps = options.get("max_steps") or -1
+    if max_steps > 0:
+        options["log_every_n_steps"] = max(1, min(options.get("log_every_n_steps", 50), max_steps // 10))
+    return options
+
+
+def resume_in_checkpoint_run(cfg: DictConfig) -> None:
+    """Resuming from <run>/checkpoints/*.ckpt without run_dir= continues in <run> (said in a note), not in a new
+    directory; Hydra's new, still empty one is removed."""
+    from hspace.checks import note
+    from hspace.cli.validate import overrides_of_this_run
+
+    overrides = overrides_of_this_run()
+    if cfg.ckpt_path is None or not overrides or any(o.lstrip("+").startswith("run_dir=") for o in overrides):
+        return
+    checkpoint = Path(cfg.ckpt_path).expanduser().resolve()
+    if checkpoint.parent.name != "checkpoints":
+        note(f"ckpt_path={cfg.ckpt_path} is not in a run's checkpoints/ folder: this run writes to {cfg.run_dir}")
+        return
+    remove_if_empty(cfg.run_dir)
+    with open_dict(cfg):
+        cfg.run_dir = str(checkpoint.parent.parent)
+    note(f"resuming the run in {cfg.run_dir}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -32,6 +32,7 @@ from hspace.directions.method import DirectionMethod
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes
+from hspace.progress import bar
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 MIXING_DEFAULTS = {
@@ -134,7 +135,7 @@ def generated_bank(
     hs = {i: [] for i in t_indices}
     labels = []
     column = classifier.attributes.index(attribute)
-    for start in range(0, len(seeds), batch_size):
+    for start in bar(range(0, len(seeds), batch_size), "boundary bank", unit="batch"):
         x_T, _ = noise_for(seeds[start : start + batch_size], model, schedule)
         trajectory = sample(model, schedule, x_T, record_x=True, record_h=True)
         for i in t_indices:
@@ -164,7 +165,7 @@ def inverted_bank(
     xs = {i: [] for i in t_indices}
     hs = {i: [] for i in t_indices}
     labels = []
-    for start in range(0, count, batch_size):
+    for start in bar(range(0, count, batch_size), "boundary bank (inverted)", unit="batch"):
         items = [dataset[i] for i in range(start, min(start + batch_size, count))]
         images = torch.stack([it["image"] for it in items])
         x_t = ddim_invert(model, schedule, images, record_h=False, record_x=True).x_t

@@ -30,6 +30,7 @@ from hspace.directions.disentangle import project_out
 from hspace.directions.h_collection import collect_h
 from hspace.directions.method import DirectionMethod
 from hspace.errors import UserError
+from hspace.progress import bar
 
 
 class ClassSums:
@@ -126,12 +127,13 @@ class ClassMeanDirections(DirectionMethod):
             )
         seeds = list(range(self.first_seed, self.first_seed + self.num_index))
         scores = []
-        for start in range(0, len(seeds), self.batch_size):  # pass 1: (seed, scores) only
+        batches = range(0, len(seeds), self.batch_size)
+        for start in bar(batches, "class means: scoring the index", unit="batch"):  # pass 1: (seed, scores) only
             x_T, z = noise_for(seeds[start : start + self.batch_size], model, schedule)
             scores.append(self.classifier.probabilities(sample(model, schedule, x_T, z).x0).cpu())
         scores = torch.cat(scores)
         sums = ClassSums(attributes)
-        for attribute in attributes:  # pass 2: regenerate the selected seeds with h
+        for attribute in bar(attributes, "class means: h of the selected", unit="attribute"):  # pass 2: h
             order = scores[:, self.classifier.attributes.index(attribute)].argsort(descending=True)
             for positive, chosen in ((True, order[: self.top_k]), (False, order[-self.top_k :])):
                 for h in collect_h(model, schedule, [seeds[i] for i in chosen.tolist()], self.batch_size, cache):
@@ -152,7 +154,7 @@ class ClassMeanDirections(DirectionMethod):
         dataset = self.data.datasets[self.split]
         count = min(len(dataset), self.max_images)
         sums = ClassSums(attributes)
-        for start in range(0, count, self.batch_size):
+        for start in bar(range(0, count, self.batch_size), "class means: labelled images", unit="batch"):
             items = [dataset[i] for i in range(start, min(start + self.batch_size, count))]
             images = torch.stack([it["image"] for it in items]).to(model.device, model.dtype)
             labels = torch.stack([it["attributes"] for it in items])

@@ -12,6 +12,7 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.images import atomic_write_bytes
+from hspace.progress import bar
 
 
 def schedule_description(schedule: SamplingSchedule) -> dict:
@@ -36,7 +37,7 @@ def collect_h(
     (weights, noise schedule, parameterisation, dtype), the sampling schedule, the clip setting and the
     batch's seeds, so later runs skip the sampling.
     """
-    for start in range(0, len(seeds), batch_size):
+    for start in bar(range(0, len(seeds), batch_size), "collect h", unit="batch"):
         batch = list(seeds[start : start + batch_size])
 
         def compute(batch=batch):

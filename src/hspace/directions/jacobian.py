@@ -27,6 +27,7 @@ from hspace.directions.jacobian_map import jacobian_products
 from hspace.directions.method import DirectionMethod
 from hspace.directions.subspace import SingularTriplets, block_subspace_iteration, sequential_power_iteration
 from hspace.errors import UserError
+from hspace.progress import bar
 
 SCALE_MODES = ("sigma_t", "sigma_tau", "none")
 SOLVERS = ("block", "sequential")
@@ -174,7 +175,7 @@ class JacobianDirections(DirectionMethod):
         sigma = torch.ones(k, num_steps)
         log = {"iterations": {}, "converged": {}, "jvp_count": 0, "vjp_count": 0}
         vectors = None
-        for idx in steps:
+        for idx in bar(steps, "jacobian", unit="step"):
             x_t = trajectory.x_t[0, idx].to(model.device, model.dtype)
             result = self.solve(jacobian_products(model, x_t, int(schedule.timesteps[idx]), mask, self.chunk), k)
             sigma[:, idx] = result.values.cpu()

@@ -70,39 +70,42 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
     metrics.json, all after every stage has succeeded (a failing run writes none of them)."""
     timer, model, edit, clip_x0 = job.timer, job.model, job.edit, job.sampler.clip_x0
     schedule = job.sampler.schedule(model.alphas_cumprod)
-    with timer.stage("directions"):
+    with timer.stage("directions") as stage:
         found = find_stage(job.method, model, job.sampler, job.num_directions, job.cache, job.directions_path)
+        origin = "found in this run" if found.computed_here else f"from {found.source}"
+        stage.detail = f"{found.directions.method}, {len(found.directions.names)} directions {origin}"
     directions, names, count = found.directions, found.names, len(found.names)
+    steps, strengths = schedule.num_steps, len(edit.strengths)
     metrics: dict = {
         "method": directions.method,
         "edit/num_samples": len(job.seeds),
         "edit/num_directions": count,
     } | found.metrics
 
-    with timer.stage("edit"):
+    with timer.stage("edit", f"{len(job.seeds)} samples x {strengths} strengths x {count} directions x {steps} steps"):
         generated = edit_generated(edit, model, schedule, directions, count, job.seeds, clip_x0)
 
     scores = Scores()
     if job.evaluation is not None:
-        with timer.stage("evaluate"):
+        with timer.stage("evaluate", f"{len(job.seeds)} samples and their {count * strengths} edits each"):
             originals = unedited(edit, model, schedule, directions, generated, clip_x0)
             scores |= score_stage(
                 job.evaluation, originals, generated.edited, names, edit.strengths, job.evaluation_trainer
             )
 
     if job.factor_images is not None:
-        with timer.stage("disentangle"):
+        with timer.stage("disentangle", f"{len(job.factor_images.images)} inverted images, {count} codes"):
             metrics |= disentangle_stage(model, schedule, directions, count, job.factor_images)
 
     real = None
     if job.real_images is not None and len(job.real_images):
-        with timer.stage("invert"):
+        with timer.stage("invert", f"{len(job.real_images)} real images x {steps} steps"):
             inverted, reconstruction = invert_real(edit, model, schedule, directions, job.real_images, clip_x0)
             metrics["inversion/mse"] = float((((reconstruction - job.real_images) / 2) ** 2).mean())
-        with timer.stage("edit_real"):
+        with timer.stage("edit_real", f"{len(job.real_images)} images x {strengths} strengths x {count} directions"):
             real = edit_real(edit, model, schedule, directions, count, inverted, clip_x0)
         if job.evaluation is not None:
-            with timer.stage("evaluate_real"):
+            with timer.stage("evaluate_real", f"{len(job.real_images)} images"):
                 scores |= score_stage(
                     with_generated_targets(job.evaluation, scores.metrics, names),
                     reconstruction,
@@ -113,17 +116,20 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
                     prefix="edit_real/",
                 )
 
-    with timer.stage("write"):
+    with timer.stage("write", f"directions, edits and {count} grids in {job.run_dir}"):
         directions_file = directions.save(job.run_dir / "directions.safetensors")
         outputs = {"edits": save_edits(job.run_dir / "edits.safetensors", generated, edit.strengths, names)}
         if real is not None:
             outputs["edits_real"] = save_edits(job.run_dir / "edits_real.safetensors", real, edit.strengths, names)
-        grids = write_grids(job.run_dir, directions, names, edit.strengths, generated, real)
+        targets = {
+            n: scores.metrics[f"edit/{n}/factors/target"] for n in names if f"edit/{n}/factors/target" in scores.metrics
+        }
+        grids = write_grids(job.run_dir, directions, names, edit.strengths, generated, real, targets)
     metrics |= scores.metrics | timer.metrics
     if job.cache is not None:
         metrics |= {"cache/hits": len(job.cache.hits), "cache/misses": len(job.cache.misses)}
     metrics_file = write_metrics(job.run_dir, metrics)
-    log_run(loggers, metrics, grids, scores)
+    log_run(loggers, metrics, grids, scores, names, edit.strengths)
     print(
         f"run directory: {job.run_dir}\n  directions: {directions_file}\n  edits: "
         f"{', '.join(str(p) for p in outputs.values())}\n  grids: {job.run_dir / 'grids'}\n  metrics: {metrics_file}"

@@ -20,6 +20,7 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.directions.container import Directions
 from hspace.metrics.disentanglement import discretise, disentanglement_scores
+from hspace.progress import bar
 
 FACTOR_NAMES = ("background", "colour", "shape", "r", "cx", "cy")
 
@@ -71,7 +72,7 @@ def disentangle_stage(
 ) -> dict[str, float]:
     """DCI and MIG of the first `count` directions (and of the x_T baseline) on the images of `known`."""
     hs, x_T = [], []
-    for start in range(0, len(known.images), batch_size):
+    for start in bar(range(0, len(known.images), batch_size), "disentangle: inversion", unit="batch"):
         inverted = ddim_invert(model, schedule, known.images[start : start + batch_size], record_h=True)
         hs.append(direction_codes(inverted.h, directions, count))
         x_T.append(inverted.x_T.cpu())

@@ -13,6 +13,7 @@ from hspace.diffusion.sampler import noise_for
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.directions.container import Directions
 from hspace.edits.strategy import EditStrategy
+from hspace.progress import bar
 
 
 @dataclass
@@ -37,7 +38,12 @@ def edit_all(
     clip_x0: bool,
 ) -> torch.Tensor:
     """(D, N, S, C, H, W) edits of the first `count` directions."""
-    return torch.stack([edit.apply(model, schedule, directions, j, x_T, z, clip_x0) for j in range(count)])
+    return torch.stack(
+        [
+            edit.apply(model, schedule, directions, j, x_T, z, clip_x0)
+            for j in bar(range(count), "edit", unit="direction")
+        ]
+    )
 
 
 def edit_generated(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,22 +18,32 @@ from hspace.images import atomic_write_bytes, save_edit_grid, to_uint8
 from hspace.job.edit import EditedSet
 from hspace.job.score import Scores, uint8_images
 from hspace.plots import draw_line_plot
+from hspace.progress import stage_line
 from hspace.run_record import write_json
 
 
 class StageTimer:
-    """Wall time of named stages, as the metrics `time/<stage>_s`."""
+    """Wall time of named stages, as the metrics `time/<stage>_s`, and one line on stderr as each ends well
+    (hspace.progress.stage_line: its name, what it covered, its time)."""
 
     def __init__(self):
         self.metrics: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str):
+    def stage(self, name: str, detail: str = ""):
+        """Time the block; it may set `.detail` on what it receives once it knows what it covered."""
+        record = StageRecord(detail)
         start = time.perf_counter()
         try:
-            yield
+            yield record
         finally:
             self.metrics[f"time/{name}_s"] = round(time.perf_counter() - start, 3)
+        stage_line(name, record.detail, self.metrics[f"time/{name}_s"])
+
+
+@dataclass
+class StageRecord:
+    detail: str
 
 
 def save_edits(path: Path, edits: EditedSet, strengths: Sequence[float], names: Sequence[str]) -> Path:
@@ -54,39 +66,84 @@ def write_grids(
     strengths: Sequence[float],
     generated: EditedSet,
     real: EditedSet | None,
-) -> dict[str, Path]:
-    """grids/<direction>.png (and grids/real_<direction>.png) and the method's plots (grids/<plot>.png)."""
-    grids = {name: draw_line_plot(plot, run_dir / "grids" / f"{name}.png") for name, plot in directions.plots.items()}
+    targets: dict[str, str] | None = None,
+) -> dict[str, dict[str, Path]]:
+    """grids/<direction>.png (and grids/real_<direction>.png) and the method's plots (grids/<plot>.png), by the
+    W&B key they go under (`grids`, `grids_real`, `plots`: each key's images share one size). `targets` names
+    what each direction edits, for the titles."""
+    targets = targets or {}
+    groups: dict[str, dict[str, Path]] = {"grids": {}, "grids_real": {}, "plots": {}}
+    for name, plot in directions.plots.items():
+        groups["plots"][name] = draw_line_plot(plot, run_dir / "grids" / f"{name}.png")
     size = generated.edited.shape[-2:]
     for j, name in enumerate(names):
+        edits = f"{directions.method} {name}" + (f" (edits {targets[name]})" if name in targets else "")
         pixels = to_uint8(generated.edited[j].flatten(0, 1)).reshape(len(generated.ids), len(strengths), *size, 3)
-        grids[name] = save_edit_grid(
+        groups["grids"][name] = save_edit_grid(
             pixels,
             strengths,
-            f"{directions.method} {name} (strength in units of its scale)",
+            f"{edits}; columns: strength in units of its scale; rows: seeds",
             run_dir / "grids" / f"{name}.png",
             row_labels=generated.ids,
         )
         if real is not None:
             pixels = to_uint8(real.edited[j].flatten(0, 1)).reshape(len(real.ids), len(strengths), *size, 3)
-            grids[f"real_{name}"] = save_edit_grid(
+            groups["grids_real"][f"real_{name}"] = save_edit_grid(
                 pixels,
                 strengths,
-                f"{directions.method} {name} on inverted real images",
+                f"{edits} on inverted real images",
                 run_dir / "grids" / f"real_{name}.png",
+                row_labels=real.ids,
             )
-    return grids
+    return {key: grids for key, grids in groups.items() if grids}
 
 
-def log_run(loggers: Sequence[Logger], metrics: dict, grids: dict[str, Path], scores: Scores) -> None:
-    """Every number to every logger; grids and tables to W&B."""
+CURVES = ("success", "preserve", "factors/success", "factors/leakage")  # drawn against strength in W&B
+
+
+def strength_series(metrics: dict, names: Sequence[str], strengths: Sequence[float], metric: str) -> dict[str, list]:
+    """direction -> the metric at each strength (None where not measured), for the directions that have it."""
+    from hspace.metrics.evaluation import strength_label
+
+    series = {}
+    for name in names:
+        values = [metrics.get(f"edit/{name}/{metric}@{strength_label(s)}") for s in strengths]
+        if any(isinstance(v, (int, float)) for v in values):
+            series[name] = [v if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
+    return series
+
+
+def log_run(
+    loggers: Sequence[Logger],
+    metrics: dict,
+    grids: dict[str, dict[str, Path]],
+    scores: Scores,
+    names: Sequence[str] = (),
+    strengths: Sequence[float] = (),
+) -> None:
+    """Every number to every logger (in W&B also the run's summary); grids (one key per kind, captioned with their
+    direction), tables and line plots of success, preservation and leakage against strength to W&B."""
     numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     for logger in loggers:
         logger.log_metrics(numeric, step=0)
-        if isinstance(logger, WandbLogger):  # all grids under one key, captioned with their direction
-            logger.log_image(key="grids", images=[str(p) for p in grids.values()], caption=list(grids))
+        if isinstance(logger, WandbLogger):
+            for key, images in grids.items():
+                logger.log_image(key=key, images=[str(p) for p in images.values()], caption=list(images))
             for key, (columns, rows) in scores.tables.items():
                 logger.log_table(key=key, columns=columns, data=rows)
+            for metric in CURVES:
+                series = strength_series(metrics, names, strengths, metric)
+                if series:
+                    import wandb
+
+                    plot = wandb.plot.line_series(
+                        xs=list(strengths),
+                        ys=list(series.values()),
+                        keys=list(series),
+                        title=f"{metric} against strength",
+                        xname="strength",
+                    )
+                    logger.experiment.log({f"curves/{metric}": plot})
         logger.save()
 
 

@@ -51,6 +51,51 @@ class Table:
         return self.cells.get((row, column), Cell())
 
 
+# Settings that say where or how a run was made, not what it measured: runs may differ in them and still be
+# averaged (first_seed: the seeds are what mean ± std is over).
+IGNORED_SETTINGS = ("first_seed", "run_dir", "cache_dir", "logger", "progress", "verbose", "directions_path", "hydra")
+
+
+def flat_settings(config: dict, prefix: str = "") -> dict[str, str]:
+    """A run's config as dotted keys with printable values (lists and dicts as their text)."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flat_settings(value, f"{name}.")
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def differing_settings(runs: Sequence[RunRecord]) -> list[str]:
+    """The config keys whose values differ between `runs`, apart from IGNORED_SETTINGS, in a stable order."""
+    flats = [flat_settings(run.config) for run in runs]
+    keys = sorted({key for flat in flats for key in flat})
+    keep = [k for k in keys if not any(k == i or k.startswith(f"{i}.") for i in IGNORED_SETTINGS)]
+    return [k for k in keep if len({flat.get(k) for flat in flats}) > 1]
+
+
+def automatic_groups(runs: Sequence[RunRecord]) -> list[str]:
+    """group_by=auto: the settings that differ between the runs; runs of different methods are grouped by the
+    method's name (the `method` metric) instead of its settings."""
+    keys = differing_settings(runs)
+    if len({str(run.value("method")) for run in runs}) > 1:
+        keys = ["method", *(k for k in keys if not k.startswith("method."))]
+    return keys
+
+
+def check_averaged_runs(cell: tuple, runs: Sequence[RunRecord], group_by: Sequence[str]) -> None:
+    """Refuse to average into one cell runs that differ in settings other than `group_by`, naming them."""
+    differing = [k for k in differing_settings(runs) if k not in group_by]
+    if differing:
+        shown = ", ".join(differing[:4]) + (f" and {len(differing) - 4} more" if len(differing) > 4 else "")
+        raise UserError(
+            f"{len(runs)} runs would be averaged into the cell {'/'.join(cell[0])} {cell[1]} but differ in {shown}: "
+            f"add those keys to group_by (e.g. group_by=[{','.join([*group_by, differing[0]])}]) or use group_by=auto"
+        )
+
+
 def build_table(
     runs: Sequence[RunRecord],
     pattern: str,
@@ -65,6 +110,7 @@ def build_table(
     rows: dict[tuple, None] = {}
     found_columns: dict[str, None] = {}
     cells: dict[tuple, Cell] = {}
+    sources: dict[tuple, list[RunRecord]] = {}  # the runs each cell averages
     for run in runs:
         prefix = tuple(str(run.value(key)) for key in group_by)
         for name, value in run.metrics.items():
@@ -76,6 +122,10 @@ def build_table(
             found_columns.setdefault(match["column"])
             if not math.isnan(value):
                 cells.setdefault((row, match["column"]), Cell()).values.append(float(value))
+                sources.setdefault((row, match["column"]), []).append(run)
+    for cell, averaged in sources.items():
+        if len(averaged) > 1:
+            check_averaged_runs(cell, averaged, group_by)
     if not rows:
         raise UserError(f"no metric of the {len(runs)} runs matches the table pattern {pattern!r}")
     chosen = list(columns) if columns else list(found_columns)

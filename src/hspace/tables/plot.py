@@ -48,7 +48,9 @@ def strength_curves(
     return curves
 
 
-def plot_curves(curves: dict[str, dict[float, tuple[float, float]]], metric: str, path: str | Path) -> Path:
+def plot_curves(
+    curves: dict[str, dict[float, tuple[float, float]]], metric: str, path: str | Path, title: str = ""
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,6 +63,7 @@ def plot_curves(curves: dict[str, dict[float, tuple[float, float]]], metric: str
         sd = [points[x][1] for x in xs]
         ax.plot(xs, ys, marker="o", label=label)
         ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.2)
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("edit strength")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)

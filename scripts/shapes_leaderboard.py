@@ -1,0 +1,305 @@
+"""The Shapes leaderboard: every method on the shipped Shapes DDPM, judged by the factors measured from pixels.
+
+For each method (and target factor, for the supervised ones) and each seed, one `hspace-run` edits a fresh set
+of generated samples along its directions over a grid of strengths; every direction is then compared at a
+matched effect size on its target factor (hspace.tables.leaderboard): success, worst leakage into another
+factor and validity at that point, mean ± std over seeds. Each method's set of directions is also scored as
+codes of the true factors of inverted test images (DCI, MIG), beside the principal components of the
+inverted x_T. Discovery time comes from the run that found the directions, edit time per edited image from
+every run. Finished runs are kept and not repeated (`--runs`), so the script resumes.
+
+    python scripts/shapes_leaderboard.py                        # writes experiments/shapes_leaderboard
+    python scripts/shapes_leaderboard.py --quick --out /tmp/lb  # a few minutes: fewer samples, one seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from hspace.tables.build import Cell, Table, to_csv, to_latex, to_markdown
+from hspace.tables.leaderboard import MATCHED_EFFECT, direction_point
+
+ROOT = Path(__file__).resolve().parents[1]
+# The supervised attributes and the factor each should edit (positive strengths).
+ATTRIBUTE_TARGETS = {
+    "large": "r",
+    "left": "-cx",
+    "top": "-cy",
+    "light_background": "background=light",
+    "red": "colour=red",
+    "circle": "shape=circle",
+}
+COLUMNS = [
+    "strength",
+    "reached",
+    "success",
+    "leakage",
+    "valid",
+    "dci_d",
+    "dci_c",
+    "dci_i",
+    "mig",
+    "discovery_s",
+    "edit_ms",
+]
+
+
+@dataclass
+class Entry:
+    """One hspace-run configuration: a method (label), its overrides, strengths and the targets it is meant for."""
+
+    run: str
+    method: str
+    overrides: list[str]
+    strengths: list[float]
+    num_directions: int
+    targets: dict[str, str] = field(default_factory=dict)  # direction -> factor target (supervised)
+
+
+def entries(quick: bool) -> list[Entry]:
+    attributes = list(ATTRIBUTE_TARGETS)
+    bank = 64 if quick else 400
+    boundary = [
+        "method=boundary",
+        "edit=boundary_step",
+        "method.bank=inverted",
+        "method.data=${data}",
+        f"method.num_bank={bank}",
+        "method.t_mix=500",
+        "edit.mode=relative",
+        "edit.x_scale=1.0",
+        "edit.h_scale=null",
+    ]
+    return [
+        Entry("pca", "pca", ["method=pca"], [0, 1, 2, 3, 4, 6, 8], 5),
+        Entry("random", "random", ["method=random"], [0, 1, 2, 3, 4, 6, 8], 5),
+        Entry("jacobian", "jacobian", ["method=jacobian"], [0, 2, 4, 8, 16, 32, 64], 3),
+        Entry(
+            "class_mean",
+            "class_mean",
+            [
+                "method=class_mean",
+                f"method.attributes=[{','.join(attributes)}]",
+                f"method.num_index={256 if quick else 1000}",
+                f"method.top_k={32 if quick else 100}",
+            ],
+            [0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0],
+            len(attributes),
+            dict(ATTRIBUTE_TARGETS),
+        ),
+        *(
+            Entry(
+                f"boundary_{a}",
+                "boundary",
+                [*boundary, f"method.attribute={a}"],
+                [0, 2.5, 5, 10, 15, 20, 30],
+                1,
+                {a: ATTRIBUTE_TARGETS[a]},
+            )
+            for a in attributes
+        ),
+    ]
+
+
+def override(key: str, value: str) -> str:
+    return f"+metrics.factor_targets.{key}='{value}'"
+
+
+def run_one(entry: Entry, seed: int, run_dir: Path, cache: Path, targets: dict[str, str], args) -> dict:
+    """The run of one entry and seed (from its metrics.json when it already finished)."""
+    done = run_dir / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    from hydra import compose, initialize_config_dir
+
+    from hspace.cli import CONFIG_DIR
+    from hspace.cli.run import run
+
+    overrides = [
+        *entry.overrides,
+        f"num_directions={entry.num_directions}",
+        f"edit.strengths=[{','.join(str(float(s)) for s in entry.strengths)}]",
+        f"sampler.num_steps={args.steps}",
+        f"num_samples={args.samples}",
+        f"first_seed={seed}",
+        "real_images=0",
+        "logger=none",
+        "metrics.fid.backend=none",
+        "metrics.disentanglement.num_images=0",
+        f"run_dir={run_dir}",
+        f"cache_dir={cache}",
+        *(override(d, t) for d, t in targets.items()),
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=overrides)
+    start = time.perf_counter()
+    metrics = run(cfg)
+    print(f"{entry.run} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+    return metrics
+
+
+def direction_sets(results: dict[str, tuple[Entry, list[dict]]], runs: Path, seed: int) -> dict:
+    """Each method's edited directions as one set (the per-attribute boundary runs merged)."""
+    from hspace.directions.container import Directions
+
+    sets: dict[str, list] = {}
+    for entry, _ in results.values():
+        loaded = Directions.load(runs / entry.run / str(seed) / "directions.safetensors")
+        sets.setdefault(entry.method, []).append(subset(loaded, entry.num_directions))
+    return {method: merge(parts) for method, parts in sets.items()}
+
+
+def subset(directions, count: int):
+    return replace(
+        directions,
+        vectors=directions.vectors[:count],
+        scales=directions.scales[:count],
+        names=directions.names[:count],
+        extra={k: v[:count] for k, v in directions.extra.items()},
+    )
+
+
+def merge(parts):
+    if len(parts) == 1:
+        return parts[0]
+    return replace(
+        parts[0],
+        vectors=torch.cat([p.vectors for p in parts]),
+        scales=torch.cat([p.scales for p in parts]),
+        names=[n for p in parts for n in p.names],
+        extra={},
+    )
+
+
+def disentanglement(sets: dict, args) -> tuple[dict[str, dict], dict]:
+    """DCI and MIG of each method's set of directions, and of the x_T principal components (the baseline)."""
+    from hspace.data.shapes import ShapesDataset
+    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.job.disentangle import disentangle_stage, shapes_factor_images
+
+    model = load_model("shapes32")
+    schedule = SamplerSettings(num_steps=args.steps, spacing="trailing").schedule(model.alphas_cumprod)
+    known = shapes_factor_images(ShapesDataset(args.images, "test"), args.images)
+    scores, baseline = {}, {}
+    for method, directions in sets.items():
+        start = time.perf_counter()
+        measured = disentangle_stage(model, schedule, directions, len(directions.names), known)
+        scores[method] = {k.split("/")[-1]: v for k, v in measured.items() if k.count("/") == 1}
+        baseline = {k.split("/")[-1]: v for k, v in measured.items() if k.startswith("disentangle/x_T_pca/")}
+        print(f"disentanglement of {method} ({len(directions.names)} codes): {time.perf_counter() - start:.0f} s")
+    return scores, baseline
+
+
+def leaderboard(results: dict[str, tuple[Entry, list[dict]]], scores: dict, baseline: dict, args) -> Table:
+    rows, cells = [], {}
+
+    def add(row: tuple, column: str, value: float) -> None:
+        cells.setdefault((row, column), Cell()).values.append(float(value))
+
+    for entry, seed_metrics in results.values():
+        first = seed_metrics[0]
+        names = [k.split("/")[1] for k in first if k.startswith("edit/") and k.endswith("/factors/target")]
+        for name in names:
+            row = (entry.method, name, first[f"edit/{name}/factors/target"])
+            rows.append(row)
+            for metrics in seed_metrics:
+                point = direction_point(metrics, name, entry.strengths)
+                add(row, "strength", point.strength)
+                add(row, "reached", point.reached)
+                for key, value in point.values.items():
+                    if not math.isnan(value):
+                        add(row, key, value)
+                edited = len(names) * metrics["edit/num_samples"] * len(entry.strengths)
+                add(row, "edit_ms", 1000 * metrics["time/edit_s"] / edited)
+            if "time/directions_s" in first:
+                add(row, "discovery_s", first["time/directions_s"])
+            for key, value in scores.get(entry.method, {}).items():
+                if key in COLUMNS:
+                    add(row, key, value)
+    row = ("x_T PCA (baseline)", "-", "-")
+    rows.append(row)
+    for key, value in baseline.items():
+        if key in COLUMNS:
+            add(row, key, value)
+    return Table(["method", "direction", "target"], rows, COLUMNS, cells)
+
+
+def plot(table: Table, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+    markers = dict(zip(["pca", "random", "jacobian", "class_mean", "boundary"], "osD^v", strict=True))
+    for row in table.rows:
+        success, leakage = table.cell(row, "success"), table.cell(row, "leakage")
+        if not success.values:
+            continue
+        ax.scatter(leakage.mean, success.mean, marker=markers.get(row[0], "x"), label=row[0])
+        ax.annotate(
+            f"{row[1]} ({row[2]})", (leakage.mean, success.mean), fontsize=6, xytext=(3, 3), textcoords="offset points"
+        )
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=7)
+    ax.set_xlabel("worst leakage into another factor (at the matched effect)")
+    ax.set_ylabel("success on the target factor")
+    ax.set_title(f"Shapes leaderboard: directions at a matched effect of {MATCHED_EFFECT}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "experiments" / "shapes_leaderboard"), help="where the tables go")
+    parser.add_argument("--runs", default="outputs/shapes_leaderboard", help="the runs (kept, so a rerun resumes)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1000, 2000])
+    parser.add_argument("--samples", type=int, default=64, help="edited samples per seed")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps of every run")
+    parser.add_argument("--images", type=int, default=512, help="inverted test images for DCI and MIG")
+    parser.add_argument("--quick", action="store_true", help="one seed, 16 samples, small banks, 128 images")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.samples, args.images = args.seeds[:1], 16, 128
+    if args.samples < 2 or args.images < 16 or not args.seeds:
+        raise SystemExit("--samples must be at least 2, --images at least 16, and one seed given")
+    runs, out = Path(args.runs), Path(args.out)
+    cache = runs / "cache"
+    results: dict[str, tuple[Entry, list[dict]]] = {}
+    for entry in entries(args.quick):
+        first = run_one(entry, args.seeds[0], runs / entry.run / str(args.seeds[0]), cache, entry.targets, args)
+        # Unsupervised directions keep the target found on the first seed, so every seed is judged alike.
+        found = {
+            k.split("/")[1]: v for k, v in first.items() if k.startswith("edit/") and k.endswith("/factors/target")
+        }
+        targets = found | entry.targets
+        rest = [run_one(entry, s, runs / entry.run / str(s), cache, targets, args) for s in args.seeds[1:]]
+        results[entry.run] = (entry, [first, *rest])
+    scores, baseline = disentanglement(direction_sets(results, runs, args.seeds[0]), args)
+    table = leaderboard(results, scores, baseline, args)
+    out.mkdir(parents=True, exist_ok=True)
+    caption = (
+        f"Shapes leaderboard: every method on the shipped model at a matched effect of {MATCHED_EFFECT} on its "
+        f"target factor; {len(args.seeds)} seeds x {args.samples} samples, {args.steps} DDIM steps; DCI and MIG on "
+        f"{args.images} inverted test images"
+    )
+    (out / "leaderboard.md").write_text(to_markdown(table, digits=2))
+    (out / "leaderboard.tex").write_text(to_latex(table, digits=2, caption=caption))
+    (out / "leaderboard.csv").write_text(to_csv(table))
+    plot(table, out / "leaderboard.png")
+    print(caption)
+    print(to_markdown(table, digits=2))
+
+
+if __name__ == "__main__":
+    main()

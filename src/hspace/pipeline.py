@@ -1,0 +1,65 @@
+"""hspace editing as a diffusers pipeline: `HSpaceEditPipeline(unet, scheduler)`, saved and loaded like any other.
+
+    pipe = HSpaceEditPipeline(unet=UNet2DModel.from_pretrained(...), scheduler=DDIMScheduler.from_config(...))
+    out = pipe(seeds=[0, 1], directions="run/directions.safetensors", index=0, strengths=[-4, 0, 4])
+    out.images              # PIL images, seed-major: seed 0 at every strength, then seed 1, ...
+    pipe.save_pretrained("my-pipe"); HSpaceEditPipeline.from_pretrained("my-pipe")
+
+The scheduler contributes its training noise schedule and parameterisation; the sampling itself is hspace's
+DDIM loop on the directions' own grid (hspace.api), so the images equal those of hspace-run for the same
+seeds, directions and strengths. The weights are not checked against the directions' weight hash (a pipeline
+does not know the file it was loaded from); the h shape and grid are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.container import Directions
+
+
+class HSpaceEditPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "unet"
+
+    def __init__(self, unet, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        seeds: Sequence[int],
+        directions: Directions | str | Path,
+        index: int = 0,
+        strengths: Sequence[float] = (-4.0, 0.0, 4.0),
+        eta: float = 0.0,
+        output_type: str = "pil",
+    ) -> ImagePipelineOutput:
+        from hspace.api import Edited, edit_seeds
+
+        if not isinstance(directions, Directions):
+            directions = Directions.load(directions)
+        model = DiffusionModel(
+            self.unet, dict(self.scheduler.config), name="pipeline", weight_hash=directions.weight_hash
+        )
+        grid = directions.sampler
+        sampler = SamplerSettings(
+            num_steps=len(directions.timesteps),
+            eta=eta,
+            spacing=grid.get("spacing", "leading"),
+            final_alpha=grid.get("final_alpha", "one"),
+        )
+        edited: Edited = edit_seeds(model, directions, seeds, index, strengths, sampler=sampler)
+        if output_type == "pil":
+            images = [image for row in edited.pil() for image in row]
+        elif output_type == "pt":
+            images = edited.images.flatten(0, 1)
+        else:
+            raise ValueError(f"output_type must be pil or pt, not {output_type!r}")
+        return ImagePipelineOutput(images=images)

@@ -1,0 +1,33 @@
+"""Quiet output by default: no third-party banners, tips or known-harmless warnings (`verbose=true` keeps them).
+
+Each filter names what it silences; anything else a library says still shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+LIBRARY_LOGGERS = ("pytorch_lightning", "lightning", "lightning_fabric", "lightning.pytorch")
+HARMLESS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning on torch >= 2.5, not our code
+    r".*torch\.fx.*",  # torch.func tracing notes from the Jacobian's forward-mode products
+    r".*does not have many workers.*",  # the evaluation loop reads edits already in memory
+    r".*The number of training batches.*",
+    r".*but have no `validation_step`.*",  # the Shapes datamodule serves classifiers too; a DDPM validates nothing
+)
+
+
+def quiet(verbose: bool = False) -> None:
+    """Silence library INFO chatter (Lightning's tips and device lines), W&B's banners and known-harmless
+    warnings, unless `verbose`."""
+    if verbose:
+        return
+    import pytorch_lightning  # noqa: F401  (it sets its loggers to INFO when imported: import it first)
+
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    for pattern in HARMLESS:
+        warnings.filterwarnings("ignore", message=pattern)

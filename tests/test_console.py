@@ -1,0 +1,47 @@
+"""What a person sees on the terminal: progress bars and one line per stage, no third-party banners."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_run import TINY
+
+BANNERS = (
+    "litlogger",
+    "LeafSpec",
+    "Images sizes do not match",
+    "wandb: Tracking run",
+    "anonymous setting",
+    "TPU available",
+)
+
+
+def test_a_run_shows_progress_and_stage_lines_and_no_banners(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    env.pop("WANDB_SILENT", None)
+    command = [str(Path(sys.executable).parent / "hspace-run"), *TINY, "progress=true", "logger=wandb"]
+    command += [f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    err = result.stderr
+    assert "collect h:" in err and "%|" in err  # a tqdm bar while h is collected
+    for stage in (
+        "directions: pca, 4 directions found in this run",
+        "edit: 2 samples x 3 strengths x 2 directions",
+        "write:",
+    ):
+        assert stage in err, stage
+    for banner in BANNERS:
+        assert banner not in err + result.stdout, banner
+    assert "run directory:" in result.stdout
+
+    verbose = subprocess.run(
+        [*command[:-2], f"run_dir={tmp_path / 'again'}", f"cache_dir={tmp_path / 'cache'}", "verbose=true"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert verbose.returncode == 0 and "TPU available" in verbose.stderr + verbose.stdout  # verbose brings them back
