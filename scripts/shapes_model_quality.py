@@ -17,33 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from hspace.data.shapes_factors import clarity_report, measure_all
-from hspace.data.shapes_quality import quality_report
 from hspace.diffusion.loading import load_model
-from hspace.diffusion.sampler import noise_for, sample
-from hspace.diffusion.schedule import make_schedule
-from hspace.images import image_grid, save_png, to_uint8
+from hspace.images import image_grid, save_png
 from hspace.lightning.ddpm import ema_model_from_checkpoint
-from hspace.metrics.h_dependence import h_swap_change
-
-
-def model_quality(model, num_samples: int = 256, batch_size: int = 128) -> tuple[dict, object]:
-    """The judge, clarity and h-dependence numbers of `model`, and the sample pixels (N, H, W, 3)."""
-    import numpy as np
-
-    schedule = make_schedule(model.alphas_cumprod, 50, "trailing")
-    pixels = []
-    for start in range(0, num_samples, batch_size):
-        x_T, _ = noise_for(range(start, min(start + batch_size, num_samples)), model, schedule)
-        pixels.append(to_uint8(sample(model, schedule, x_T).x0))
-    pixels = np.concatenate(pixels)
-    report = {
-        "num_samples": num_samples,
-        "judge": quality_report(pixels),
-        "clarity": clarity_report(measure_all(pixels)),
-        "h_swap_change": h_swap_change(model),
-    }
-    return report, pixels
+from hspace.metrics.model_quality import model_quality
 
 
 def main() -> None:

@@ -285,3 +285,29 @@ def test_the_smallest_runs_finish_with_a_null_fid_and_a_note(tmp_path, capsys, e
     assert written[null_key] is None and metrics[null_key] is None
     assert "FID needs at least 2 images" in capsys.readouterr().err
     assert written["edit/pc0/factors/target"] and "edit/pc0/mse@2" in written
+
+
+def test_parallel_jobs_share_the_cores(tmp_path):
+    """Two joblib jobs on this machine get cpu_count / 2 torch threads each instead of one per core each."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env |= {"WANDB_MODE": "offline"}
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "method=pca,random", *TINY, "real_images=0"]
+    args += [
+        "metrics.classifier=null",
+        "metrics.fid.backend=none",
+        "logger=none",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "hspace-run"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for job in ("0", "1"):
+        info = json.loads((tmp_path / "sweep" / job / "run_info.json").read_text())
+        assert info["torch_threads"] == max(1, (os.cpu_count() or 1) // 2) and info["status"] == "completed"

@@ -55,7 +55,10 @@ def package_versions() -> dict[str, str | None]:
 
 
 def run_info() -> dict:
+    import torch
+
     return {
+        "torch_threads": torch.get_num_threads(),
         "git_sha": git_sha(),
         "packages": package_versions(),
         "python": platform.python_version(),

@@ -111,12 +111,49 @@ def record_config(cfg, run_dir) -> None:
 
 
 def console(cfg) -> None:
-    """Quiet third-party output unless `verbose`, and progress bars as `progress` says (see hspace.progress)."""
+    """Quiet third-party output unless `verbose`, progress bars as `progress` says (see hspace.progress), and a
+    fair share of the CPU cores when parallel jobs run side by side."""
     from hspace.progress import show_progress
     from hspace.quiet import quiet
 
     quiet(bool(cfg.get("verbose", False)))
     show_progress(cfg.get("progress"))
+    share_cores()
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this Hydra multirun run at once on this machine (1 outside a parallel launcher)."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = launcher.get("n_jobs") or -1
+    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+
+
+def share_cores() -> None:
+    """Give each of J parallel jobs cpu_count / J torch threads (intra- and inter-op), set before any work:
+    torch's default of one thread per core in every job makes J jobs fight over the cores."""
+    import os
+
+    jobs = parallel_jobs()
+    if jobs <= 1:
+        return
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # already set in this process (a reused worker): the intra-op count is what matters
+        pass
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for processes this job starts
 
 
 def make_loggers(cfg, job_type: str) -> list:

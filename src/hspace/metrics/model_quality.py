@@ -1,0 +1,44 @@
+"""The quality of a Shapes DDPM, measured from pixels: the numbers of its model card (scripts/shapes_model_quality.py).
+
+Seeds 0..N-1 are drawn with deterministic 50-step DDIM on the trailing grid and judged by
+- the pixel judge (hspace.data.shapes_quality): pass fraction and each criterion;
+- shape clarity (hspace.data.shapes_factors): the share of samples whose object's fill ratio lies in the band
+  that rendered images of its shape class occupy, the share that also fits a rendered shape as well as rendered
+  images do, the median fit error and the shape classes found;
+- the dependence of the output on h (hspace.metrics.h_dependence) at six timesteps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hspace.data.shapes_factors import clarity_report, measure_all
+from hspace.data.shapes_quality import quality_report
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import noise_for, sample
+from hspace.diffusion.schedule import make_schedule
+from hspace.images import to_uint8
+from hspace.metrics.h_dependence import h_swap_change
+from hspace.progress import bar
+
+
+def draw_samples(model: DiffusionModel, num_samples: int, batch_size: int = 128) -> np.ndarray:
+    """Seeds 0..num_samples-1 by deterministic 50-step DDIM on the trailing grid. (N, H, W, 3) uint8"""
+    schedule = make_schedule(model.alphas_cumprod, 50, "trailing")
+    pixels = []
+    for start in bar(range(0, num_samples, batch_size), "samples", unit="batch"):
+        x_T, _ = noise_for(range(start, min(start + batch_size, num_samples)), model, schedule)
+        pixels.append(to_uint8(sample(model, schedule, x_T).x0))
+    return np.concatenate(pixels)
+
+
+def model_quality(model: DiffusionModel, num_samples: int = 256, batch_size: int = 128) -> tuple[dict, np.ndarray]:
+    """The judge, clarity and h-dependence numbers of `model`, and the sample pixels (N, H, W, 3)."""
+    pixels = draw_samples(model, num_samples, batch_size)
+    report = {
+        "num_samples": num_samples,
+        "judge": quality_report(pixels),
+        "clarity": clarity_report(measure_all(pixels)),
+        "h_swap_change": h_swap_change(model),
+    }
+    return report, pixels
