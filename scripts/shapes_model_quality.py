@@ -6,7 +6,8 @@ Draws seeds 0..N-1 with deterministic 50-step DDIM on the trailing grid and repo
   well as rendered images do, the share whose fill ratio lies in its class's band, the median fit error
   and the shape classes found;
 - the dependence of the output on h (hspace.metrics.h_dependence) at six timesteps;
-and writes the first 64 samples as a grid when asked.
+and writes the first 64 samples as a grid when asked; with --classifier, that classifier's agreement with
+the factors measured from the pixels of the valid samples.
 
     python scripts/shapes_model_quality.py --weights shapes32
     python scripts/shapes_model_quality.py --checkpoint <run_dir>/checkpoints/last.ckpt --grid samples.png
@@ -20,7 +21,7 @@ import json
 from hspace.diffusion.loading import load_model
 from hspace.images import image_grid, save_png
 from hspace.lightning.ddpm import ema_model_from_checkpoint
-from hspace.metrics.model_quality import model_quality
+from hspace.metrics.model_quality import classifier_agreement, model_quality
 
 
 def main() -> None:
@@ -29,11 +30,16 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="a training checkpoint (its EMA weights)")
     parser.add_argument("--num-samples", type=int, default=256)
     parser.add_argument("--grid", default=None, help="write the first 64 samples to this PNG")
+    parser.add_argument("--classifier", default=None, help="also its agreement with the pixels, e.g. shapes_attributes")
     args = parser.parse_args()
     if args.num_samples < 1:
         raise SystemExit(f"--num-samples must be at least 1, not {args.num_samples}")
     model = ema_model_from_checkpoint(args.checkpoint) if args.checkpoint else load_model(args.weights)
     report, pixels = model_quality(model, args.num_samples)
+    if args.classifier:
+        from hspace.classifiers.cnn import AttributeCNN
+
+        report["classifier_agreement"] = classifier_agreement(pixels, AttributeCNN.load(args.classifier))
     if args.grid:
         save_png(image_grid(pixels[:64], ncols=8), args.grid, scale=3)
     print(json.dumps(report, indent=2))

@@ -70,3 +70,13 @@ def test_clarity_report_counts():
     assert report["shape_clear_fraction"] == pytest.approx(12 / 14)
     assert report["valid_fraction"] == pytest.approx(13 / 14)  # the blob passes the judge: one object of one colour
     assert sum(report[f"{s}_share"] for s in SHAPES) == pytest.approx(1.0)
+
+
+def test_the_shipped_classifier_agrees_with_the_pixels_of_rendered_images():
+    from hspace.classifiers.cnn import AttributeCNN
+    from hspace.metrics.model_quality import classifier_agreement
+
+    _, pixels = rendered(64, split="test")
+    agreement = classifier_agreement(pixels, AttributeCNN.load("shapes_attributes"))
+    assert len(agreement) == 11 and min(agreement.values()) >= 0.95, agreement
+    assert agreement["light_background"] == agreement["red"] == 1.0

@@ -5,7 +5,9 @@ Seeds 0..N-1 are drawn with deterministic 50-step DDIM on the trailing grid and 
 - shape clarity (hspace.data.shapes_factors): the share of samples whose object's fill ratio lies in the band
   that rendered images of its shape class occupy, the share that also fits a rendered shape as well as rendered
   images do, the median fit error and the shape classes found;
-- the dependence of the output on h (hspace.metrics.h_dependence) at six timesteps.
+- the dependence of the output on h (hspace.metrics.h_dependence) at six timesteps;
+- optionally, how often an attribute classifier agrees with the factors measured from the pixels of the valid
+  samples (whether the shipped classifier still judges this model's samples correctly).
 """
 
 from __future__ import annotations
@@ -42,3 +44,24 @@ def model_quality(model: DiffusionModel, num_samples: int = 256, batch_size: int
         "h_swap_change": h_swap_change(model),
     }
     return report, pixels
+
+
+def classifier_agreement(pixels: np.ndarray, classifier) -> dict[str, float]:
+    """Per attribute, the share of valid samples (pixels (N, H, W, 3) uint8) on which the classifier's decision
+    (p >= 0.5) equals the attribute of the factors measured from the pixels."""
+    import torch
+
+    from hspace.data.shapes import ATTRIBUTES
+
+    measured = [m for m in measure_all(pixels)]
+    keep = [i for i, m in enumerate(measured) if m.valid and m.factors is not None]
+    if not keep:
+        return {}
+    truth = np.stack([measured[i].factors.attributes(pixels.shape[1]) for i in keep]) > 0.5
+    images = torch.from_numpy(pixels[keep]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        decided = classifier.probabilities(images).cpu().numpy() >= 0.5
+    names = list(classifier.attributes)
+    return {
+        a: float((decided[:, names.index(a)] == truth[:, j]).mean()) for j, a in enumerate(ATTRIBUTES) if a in names
+    }
