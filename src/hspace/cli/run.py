@@ -7,6 +7,7 @@ the reason; its outputs are written when every stage has succeeded.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,11 @@ class ComposedRun:
 def run(cfg: DictConfig) -> dict:
     console(cfg)
     run_dir = Path(cfg.run_dir)
+    if cfg.get("skip_done") and completed(run_dir):
+        from hspace.checks import note
+
+        note(f"{run_dir} already holds a completed run (skip_done=true): not running it again")
+        return json.loads((run_dir / "metrics.json").read_text())
     try:
         composed = compose_job(cfg)
     except Exception:
@@ -181,6 +187,15 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
         raise
     finally:
         close_wandb()
+
+
+def completed(run_dir: Path) -> bool:
+    """Whether run_dir holds a run that finished (metrics.json, and run_info.json with status completed)."""
+    try:
+        info = json.loads((run_dir / "run_info.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("status") == "completed" and (run_dir / "metrics.json").is_file()
 
 
 def mark_failed(run_dir: Path, error: BaseException) -> None:

@@ -1,0 +1,260 @@
+"""hspace's performance as ratios measured in one run on one device (P1-P6), printed as a Markdown table and
+written as JSON. Run it with nothing else on the machine: every number is a wall time.
+
+  P1  shift-edit pipeline (8 samples x 5 strengths x 50 steps, hooks on) against a plain diffusers DDIMScheduler
+      loop over the same UNet, batch and steps with no hooks: throughput ratio, goal >= 0.97
+  P2  Jacobian block subspace iteration against sequential power iteration at equal accuracy, k = 1, 3, 8:
+      speed-up, goal >= 3
+  P3  a sweep of 5 strength settings through `hspace-run -m` with the cache against one discovery and 5 edit passes
+      in one process: time ratio, goal <= 1.1
+  P4  PCA collection peak memory at 10 N against N (scripts/bench_pca_memory.py): ratio, goal <= 1.2
+  P5  all strengths of a sample in one batch against one strength at a time: speed-up (no goal)
+  P6  the default main job: wall time and its stages (no goal)
+
+    python scripts/bench.py                        # all, on CUDA when available
+    python scripts/bench.py --only P1 P5 --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+GOALS = {"P1": (">=", 0.97), "P2": (">=", 3.0), "P3": ("<=", 1.1), "P4": ("<=", 1.2)}
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """The best of `repeat` wall times of fn() (after one warm-up call), synchronising CUDA."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def p1_hook_overhead(model, device) -> dict:
+    from diffusers import DDIMScheduler
+
+    from hspace.diffusion.sampler import noise_for
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.container import Directions
+    from hspace.edits.shift import ShiftEdit
+
+    sampler = SamplerSettings(num_steps=50, spacing="trailing")
+    schedule = sampler.schedule(model.alphas_cumprod)
+    strengths = [-4.0, -2.0, 0.0, 2.0, 4.0]
+    k, steps = 1, schedule.num_steps
+    directions = Directions(
+        torch.randn(k, steps, *model.h_shape, generator=torch.Generator().manual_seed(0)),
+        torch.ones(k, steps),
+        schedule.timesteps,
+        ["d"],
+        "bench",
+        model.name,
+        model.weight_hash,
+        {},
+    )
+    x_T, _ = noise_for(range(8), model, schedule)
+    edit = ShiftEdit(strengths=strengths, batch_size=40)
+    hooked = timed(lambda: edit.apply(model, schedule, directions, 0, x_T, None))
+
+    scheduler = DDIMScheduler.from_config(model.scheduler_config, timestep_spacing="trailing", clip_sample=False)
+    scheduler.set_timesteps(50)
+    rows = x_T.repeat_interleave(len(strengths), dim=0).to(device)
+
+    @torch.no_grad()
+    def plain():
+        x = rows
+        for t in scheduler.timesteps:
+            x = scheduler.step(model.unet(x, t).sample, t, x, eta=0.0).prev_sample
+        return x
+
+    baseline = timed(plain)
+    return {"value": baseline / hooked, "hooked_s": hooked, "plain_diffusers_s": baseline}
+
+
+def p2_jacobian(model) -> dict:
+    from hspace.diffusion.sampler import noise_for, sample
+    from hspace.diffusion.schedule import make_schedule
+    from hspace.directions.jacobian_map import jacobian_products
+    from hspace.directions.subspace import block_subspace_iteration, sequential_power_iteration
+
+    schedule = make_schedule(model.alphas_cumprod, 50, "trailing")
+    x_T, _ = noise_for([0], model, schedule)
+    trajectory = sample(model, schedule, x_T, record_x=True)
+    idx = int((schedule.timesteps - 500).abs().argmin())
+    products = jacobian_products(model, trajectory.x_t[0, idx].to(model.device), int(schedule.timesteps[idx]))
+    result = {}
+    for k in (1, 3, 8):
+        start = time.perf_counter()
+        block_subspace_iteration(
+            products.jvp, products.vjp, products.n, k, 2, 1e-3, 3, 500, 0, torch.float32, model.device
+        )
+        block = time.perf_counter() - start
+        start = time.perf_counter()
+        sequential_power_iteration(
+            products.jvp, products.vjp, products.m, k, 1e-3, 3, 500, 0, torch.float32, model.device
+        )
+        sequential = time.perf_counter() - start
+        result[f"k={k}"] = {"block_s": block, "sequential_s": sequential, "speedup": sequential / block}
+    result["value"] = min(r["speedup"] for r in result.values())
+    return result
+
+
+SWEEP = ["[-4.0,0.0,4.0]", "[-3.0,0.0,3.0]", "[-2.0,0.0,2.0]", "[-1.0,0.0,1.0]", "[-6.0,0.0,6.0]"]
+SMALL = ["sampler.num_steps=20", "num_samples=8", "real_images=0", "logger=none", "metrics=none"]
+
+
+def p3_sweep(model, work: Path) -> dict:
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.pca import PCA
+    from hspace.edits.shift import ShiftEdit
+    from hspace.job.edit import edit_generated
+
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    script = str(Path(sys.executable).parent / "hspace-run")
+    args = ["-m", f"edit.strengths={','.join(SWEEP)}", *SMALL, f"cache_dir={work / 'cache'}"]
+    start = time.perf_counter()
+    subprocess.run([script, *args, f"hydra.sweep.dir={work / 'sweep'}"], env=env, check=True, capture_output=True)
+    sweep = time.perf_counter() - start
+
+    sampler = SamplerSettings(num_steps=20, spacing="trailing")
+    start = time.perf_counter()
+    directions = PCA().find(model, sampler)
+    schedule = sampler.schedule(model.alphas_cumprod)
+    for strengths in SWEEP:
+        edit = ShiftEdit(strengths=json.loads(strengths))
+        edit_generated(edit, model, schedule, directions, 5, range(8), False)
+    one_process = time.perf_counter() - start
+    return {"value": sweep / one_process, "sweep_s": sweep, "one_process_s": one_process}
+
+
+def p4_pca_memory(n: int = 256) -> dict:
+    """Peak RSS of PCA collection (10 steps, k = 25) at N and 10 N samples, each in a fresh process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_pca_memory", ROOT / "scripts" / "bench_pca_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    peaks = {}
+    for count in (n, 10 * n):
+        out = subprocess.run(
+            [sys.executable, "-c", module.CHILD, str(count), "10", "25", "40", "96"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        peaks[count] = json.loads(out.stdout.strip().splitlines()[-1])
+    small, large = peaks[n], peaks[10 * n]
+    growth = {str(c): r["peak_mib"] - r["after_load_mib"] for c, r in peaks.items()}
+    return {
+        "value": large["peak_mib"] / small["peak_mib"],
+        "peak_mib": {str(c): r["peak_mib"] for c, r in peaks.items()},
+        "growth_mib": growth,
+    }
+
+
+def p5_batched_strengths(model) -> dict:
+    from hspace.diffusion.sampler import noise_for
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.container import Directions
+    from hspace.edits.shift import ShiftEdit
+
+    schedule = SamplerSettings(num_steps=50, spacing="trailing").schedule(model.alphas_cumprod)
+    strengths = [-4.0, -2.0, 0.0, 2.0, 4.0]
+    directions = Directions(
+        torch.randn(1, 50, *model.h_shape), torch.ones(1, 50), schedule.timesteps, ["d"], "bench", "m", "w", {}
+    )
+    x_T, _ = noise_for([0], model, schedule)
+    batched = timed(lambda: ShiftEdit(strengths=strengths).apply(model, schedule, directions, 0, x_T, None))
+    single = timed(
+        lambda: [ShiftEdit(strengths=[s]).apply(model, schedule, directions, 0, x_T, None) for s in strengths]
+    )
+    return {"value": single / batched, "batched_s": batched, "one_at_a_time_s": single}
+
+
+def p6_main_job(work: Path) -> dict:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    script = str(Path(sys.executable).parent / "hspace-run")
+    run_dir = work / "main_job"
+    start = time.perf_counter()
+    subprocess.run(
+        [script, f"run_dir={run_dir}", f"cache_dir={work / 'main_cache'}", "logger=none"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    wall = time.perf_counter() - start
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    stages = {k.removeprefix("time/").removesuffix("_s"): v for k, v in metrics.items() if k.startswith("time/")}
+    return {"value": wall, "stages_s": stages}
+
+
+def rounded(value):
+    """Floats to 3 decimals, through dicts."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return value
+
+
+def verdict(name: str, value: float) -> str:
+    if name not in GOALS:
+        return "-"
+    op, goal = GOALS[name]
+    met = value >= goal if op == ">=" else value <= goal
+    return f"{op} {goal}: {'met' if met else 'not met'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", default=["P1", "P2", "P3", "P4", "P5", "P6"])
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    from hspace.diffusion.loading import load_model
+
+    model = load_model("shapes32", device=args.device)
+    machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores"
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        runners = {
+            "P1": lambda: p1_hook_overhead(model, args.device),
+            "P2": lambda: p2_jacobian(model),
+            "P3": lambda: p3_sweep(model, work),
+            "P4": p4_pca_memory,
+            "P5": lambda: p5_batched_strengths(model),
+            "P6": lambda: p6_main_job(work),
+        }
+        for name in args.only:
+            results[name] = runners[name]()
+            print(f"{name}: {results[name]['value']:.3f}", file=sys.stderr, flush=True)
+    lines = [f"Measured on {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads.", ""]
+    lines += ["| | value | goal | details |", "|---|---|---|---|"]
+    for name, result in results.items():
+        details = json.dumps(rounded({k: v for k, v in result.items() if k != "value"}))
+        lines.append(f"| {name} | {result['value']:.3f} | {verdict(name, result['value'])} | {details} |")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
