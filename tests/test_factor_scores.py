@@ -110,3 +110,17 @@ def test_an_unknown_target_is_one_line():
         FactorTarget.parse("size", "metrics.factor_targets.pc0")
     with pytest.raises(UserError):
         FactorTarget.parse("colour=purple", "metrics.factor_targets.pc0")
+
+
+def test_background_kept_measures_how_local_an_edit_is():
+    from hspace.metrics.factor_scores import background_kept
+
+    base = scenes(1)[0]
+    original = render(base, 32)
+    moved = render(replace(base, cx=base.cx + 3), 32)
+    assert background_kept(original, original) == 1.0 and background_kept(original, moved) == 1.0  # object only
+    noisy = original.copy()
+    noisy[:4] = np.clip(noisy[:4].astype(int) + 40, 0, 255)  # a band of background changed
+    assert background_kept(original, noisy) < 0.9
+    base_metrics, _ = factor_scores(images([base]), edit_set([base], KNOWN)[:1], ["grow"], STRENGTHS, {}, 2)
+    assert base_metrics["edit/grow/factors/background_kept@1"] == 1.0

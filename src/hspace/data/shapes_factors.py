@@ -115,15 +115,22 @@ def fill_ratio(mask: np.ndarray) -> float:
     return float(mask.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)))
 
 
+def background_and_object(pixels: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """The index of the background grey nearest the median border pixel of an (H, W, 3) uint8 image, and the
+    largest connected region of pixels far from that grey (the object; None when there is none)."""
+    image = pixels.astype(np.float64)
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    background = int(np.abs(GREYS - np.median(border, axis=0)).max(axis=1).argmin())
+    return background, largest_region(np.abs(image - GREYS[background]).max(axis=-1) > OBJECT_THRESHOLD)
+
+
 def measure(pixels: np.ndarray) -> ShapeMeasurement:
     """Measure the factors of one (H, W, 3) uint8 Shapes image (see the module docstring)."""
     valid = judge_sample(pixels).passed
     image = pixels.astype(np.float64)
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    background = int(np.abs(GREYS - np.median(border, axis=0)).max(axis=1).argmin())
+    background, largest = background_and_object(pixels)
     grey = GREYS[background]
     missing = ShapeMeasurement(valid, background, -1, -1, *(float("nan"),) * 6)
-    largest = largest_region(np.abs(image - grey).max(axis=-1) > OBJECT_THRESHOLD)
     if largest is None:
         return missing
     interior = ndimage.binary_erosion(largest)

@@ -23,8 +23,8 @@ from hspace.diffusion.model import DiffusionModel
 
 @dataclass
 class JacobianProducts:
-    h: torch.Tensor  # the natural h_t (h_shape)
-    eps: torch.Tensor  # M ⊙ eps at h_t, flattened (m,)
+    h: torch.Tensor  # the point the Jacobian is taken at (the natural h_t, h_shape; or an x_t)
+    eps: torch.Tensor  # the map's value there, flattened (m,): M ⊙ eps for the h map
     jvp: Callable[[torch.Tensor], torch.Tensor]  # (b, n) -> (b, m)
     vjp: Callable[[torch.Tensor], torch.Tensor]  # (b, m) -> (b, n)
 
@@ -64,12 +64,17 @@ def jacobian_products(
     if model.unet.training:
         raise ValueError("the Jacobian needs the UNet in eval mode (dropout would make it random)")
     h0 = capture_h(model, x_t[None], tau, autocast=False)[0]
-    f = masked_eps_of_h(model, x_t, tau, mask)
-    eps, jvp_fn = linearize(f, h0)
-    _, vjp_fn = vjp(f, h0)
+    return matrix_free(masked_eps_of_h(model, x_t, tau, mask), h0, chunk)
+
+
+def matrix_free(f: Callable[[torch.Tensor], torch.Tensor], point: torch.Tensor, chunk: int | None = None):
+    """The products of the Jacobian of f (a tensor of `point`'s shape -> a flat vector) at `point`, as rows:
+    JVPs through one `linearize`, VJPs through one `vjp`, both vmapped (`chunk` rows at a time)."""
+    output, jvp_fn = linearize(f, point)
+    _, vjp_fn = vjp(f, point)
     batched_jvp = vmap(jvp_fn, randomness="error", chunk_size=chunk)
     batched_vjp = vmap(lambda u: vjp_fn(u)[0], randomness="error", chunk_size=chunk)
-    shape = h0.shape
+    shape = point.shape
 
     def jvp_rows(V: torch.Tensor) -> torch.Tensor:
         return batched_jvp(V.reshape(-1, *shape)).reshape(V.shape[0], -1)
@@ -77,7 +82,7 @@ def jacobian_products(
     def vjp_rows(U: torch.Tensor) -> torch.Tensor:
         return batched_vjp(U).reshape(U.shape[0], -1)
 
-    return JacobianProducts(h0, eps.detach(), jvp_rows, vjp_rows)
+    return JacobianProducts(point, output.detach(), jvp_rows, vjp_rows)
 
 
 def dense_jacobian(

@@ -28,7 +28,7 @@ from hspace.identity import identity_of
 from hspace.plots import LinePlot
 
 METHODS: dict[str, type[DirectionMethod]] = {}
-BUILT_IN = ("pca", "random", "jacobian", "class_mean", "boundary")
+BUILT_IN = ("pca", "random", "jacobian", "class_mean", "boundary", "loco")
 
 
 class DirectionMethod(ABC):

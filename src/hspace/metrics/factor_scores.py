@@ -14,6 +14,8 @@ Per direction d and strength s (metric names under `edit/<d>/factors/`):
 - `leakage/<factor>@<s>`: the normalised effect on every other factor (a flip rate, or mean |change| over the
   data's standard deviation), and `leakage@<s>` their maximum, the worst leak;
 - `valid@<s>`: the share of edited images that pass the pixel judge;
+- `background_kept@<s>`: the share of background pixels (away from the object before and after) that stay
+  within BACKGROUND_TOLERANCE grey levels: how local the edit is;
 
 the same names without `@<s>` at the headline strength, and `factors/valid` for the unedited samples.
 """
@@ -113,6 +115,28 @@ def success(
     return float(np.mean([move >= needed for move in moves]))
 
 
+BACKGROUND_TOLERANCE = 10  # grey levels a background pixel may move and still count as kept
+
+
+def background_kept(original: np.ndarray, edited: np.ndarray) -> float:
+    """The share of background pixels (outside the object of either image, grown by one pixel) whose largest
+    channel change is at most BACKGROUND_TOLERANCE levels: how local an edit is. (H, W, 3) uint8 each."""
+    from scipy import ndimage
+
+    from hspace.data.shapes_factors import background_and_object
+
+    objects = np.zeros(original.shape[:2], dtype=bool)
+    for pixels in (original, edited):
+        region = background_and_object(pixels)[1]
+        if region is not None:
+            objects |= region
+    background = ~ndimage.binary_dilation(objects)
+    if not background.any():
+        return float("nan")
+    change = np.abs(original.astype(np.int16) - edited.astype(np.int16)).max(axis=-1)
+    return float((change[background] <= BACKGROUND_TOLERANCE).mean())
+
+
 def factor_scores(
     originals: torch.Tensor,
     edits: torch.Tensor,
@@ -127,9 +151,10 @@ def factor_scores(
     from hspace.metrics.evaluation import strength_label
 
     resolution = originals.shape[-1]
-    reference = measure_all(pixels_of(originals))
+    original_pixels, edited_pixels = pixels_of(originals), pixels_of(edits)
+    reference = measure_all(original_pixels)
     n, s = edits.shape[1:3]
-    edited = measure_all(pixels_of(edits))  # (D * N * S) in that order
+    edited = measure_all(edited_pixels)  # (D * N * S) in that order
     metrics: dict = {"factors/valid": float(np.mean([m.valid for m in reference]))}
     columns = ["direction", "strength", "target", "success", "leakage", "valid", *FACTORS]
     rows = []
@@ -149,6 +174,8 @@ def factor_scores(
             metrics[f"{key}/success@{label}"] = success(reference, per_strength[k], target, strength, resolution)
             metrics[f"{key}/leakage@{label}"] = float(worst)
             metrics[f"{key}/valid@{label}"] = effects[k].valid_fraction
+            kept = [background_kept(original_pixels[i], edited_pixels[(j * n + i) * s + k]) for i in range(n)]
+            metrics[f"{key}/background_kept@{label}"] = float(np.nanmean(kept)) if not np.isnan(kept).all() else None
             for factor in FACTORS:
                 metrics[f"{key}/change/{factor}@{label}"] = effects[k].change[factor]
             for factor, value in leaks.items():
@@ -159,6 +186,7 @@ def factor_scores(
         for metric in (
             "success",
             "leakage",
+            "background_kept",
             "valid",
             *(f"change/{f}" for f in FACTORS),
             *(f"leakage/{f}" for f in FACTORS if f != target.factor),

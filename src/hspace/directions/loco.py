@@ -1,0 +1,225 @@
+"""`method=loco`: LOCO Edit (Chen et al., NeurIPS 2024; docs/algorithms.md, "LOCO Edit"): local edit directions
+in x_t from the low-rank Jacobian of the posterior mean.
+
+At one step t_edit of a generated sample's own trajectory, f(x_t) = x0_hat(x_t) is the posterior-mean
+predictor. Its Jacobian restricted to a region Omega of the output, J_in = M ⊙ d f / d x_t, is found matrix-free
+(forward- and reverse-mode products through torch.func, block subspace iteration): its top `edit_rank` right
+singular vectors change the region the most. The top `null_rank` right singular vectors of the complement's
+Jacobian, J_out = (1 - M) ⊙ d f / d x_t, are the directions that change the rest of the image the most; they
+are projected out of the edit directions (and these renormalised), so that to first order an edit moves Omega
+and leaves the rest alone. Directions live in x_t at t_edit (`extra["x_directions"]`, (k, C, H, W)); the
+direction tensor marks that step with scale 1 (edit=xt_shift applies them there).
+
+Masks: `object` (Shapes: the object's region measured from the sample's pixels, grown by `mask_margin`
+pixels), a pixel box, a mask image, or none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hspace.cache import ArtifactCache
+from hspace.checks import choice, integer, number
+from hspace.diffusion.ddim import to_x0_eps
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.sampler import noise_for, sample
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.container import Directions
+from hspace.directions.jacobian import read_mask_image, region_mask
+from hspace.directions.jacobian_map import JacobianProducts
+from hspace.directions.method import DirectionMethod
+from hspace.directions.subspace import block_subspace_iteration
+from hspace.errors import UserError
+from hspace.images import to_uint8
+
+MASKS = ("object", "box", "file", "none")
+
+
+def posterior_mean_map(model: DiffusionModel, tau: int, mask: torch.Tensor | None = None):
+    """F(X) = flatten(M ⊙ x0_hat(X, tau)) row by row for a batch X (B, C, H, W): the posterior-mean predictor,
+    optionally masked. Rows do not interact (eval mode), so the batch's Jacobian is block diagonal."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    alpha_bar = float(model.alphas_cumprod[tau])
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        t = torch.full((x.shape[0],), tau, dtype=torch.long, device=x.device)
+        with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no forward-mode derivative
+            output = model.unet(x, t).sample
+        x0 = to_x0_eps(output, x, alpha_bar, model.prediction_type)[0]
+        return (x0 if mask is None else x0 * mask).flatten(1)
+
+    return f
+
+
+def posterior_products(
+    model: DiffusionModel, x_t: torch.Tensor, tau: int, mask: torch.Tensor | None = None, chunk: int | None = None
+) -> JacobianProducts:
+    """Matrix-free products of J = M ⊙ d x0_hat / d x_t at (x_t, tau), as rows. A block of vectors is one batch of
+    copies of x_t through the UNet, `chunk` rows at a time: J^T u by reverse mode, and J v as the derivative of
+    the (linear) map u -> J^T u in the direction v, a second reverse pass. Forward mode is not used: its group-norm
+    rule fails on the non-contiguous tangents that attention blocks hand on."""
+    if model.unet.training:
+        raise ValueError("the Jacobian needs the UNet in eval mode (dropout would make it random)")
+    f = posterior_mean_map(model, tau, mask)
+    x_t = x_t.detach()
+    shape = x_t.shape
+
+    def in_chunks(rows: torch.Tensor, product) -> torch.Tensor:
+        size = chunk or rows.shape[0]
+        with torch.enable_grad():
+            return torch.cat([product(rows[i : i + size]) for i in range(0, rows.shape[0], size)]).detach()
+
+    def transposed(b: int, create_graph: bool):
+        x = x_t.expand(b, *shape).contiguous().requires_grad_(True)
+        y = f(x)  # (b, m)
+        u = torch.zeros_like(y, requires_grad=True)
+        (jt_u,) = torch.autograd.grad(y, x, grad_outputs=u, create_graph=create_graph)
+        return u, jt_u
+
+    def jvp_rows(V: torch.Tensor) -> torch.Tensor:
+        def product(part: torch.Tensor) -> torch.Tensor:
+            u, jt_u = transposed(len(part), create_graph=True)
+            return torch.autograd.grad(jt_u, u, grad_outputs=part.reshape(-1, *shape))[0]
+
+        return in_chunks(V, product)
+
+    def vjp_rows(U: torch.Tensor) -> torch.Tensor:
+        def product(part: torch.Tensor) -> torch.Tensor:
+            x = x_t.expand(len(part), *shape).contiguous().requires_grad_(True)
+            return torch.autograd.grad(f(x), x, grad_outputs=part)[0].reshape(len(part), -1)
+
+        return in_chunks(U, product)
+
+    with torch.no_grad():
+        value = f(x_t[None])[0]
+    return JacobianProducts(x_t, value, jvp_rows, vjp_rows)
+
+
+def object_mask(pixels: np.ndarray, margin: int = 1) -> torch.Tensor:
+    """The object's region of a Shapes image (H, W, 3) uint8, grown by `margin` pixels, as a (3, H, W) 0/1 mask."""
+    from scipy import ndimage
+
+    from hspace.data.shapes_factors import background_and_object
+
+    _, region = background_and_object(pixels)
+    if region is None:
+        raise UserError("method.mask=object: the sample has no object to edit; choose another method.sample_seed")
+    if margin:
+        region = ndimage.binary_dilation(region, iterations=margin)
+    return torch.from_numpy(region).float().expand(3, *region.shape).clone()
+
+
+def project_out(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Rows of `vectors` (k, n) without their components along the orthonormal rows of `basis` (r, n), renormalised."""
+    projected = vectors - (vectors @ basis.T) @ basis
+    norms = projected.norm(dim=1, keepdim=True)
+    if bool((norms < 1e-6).any()):
+        raise UserError("an edit direction lies in the span of the directions projected out: lower method.null_rank")
+    return projected / norms
+
+
+@dataclass
+class LocoDirections(DirectionMethod):
+    sample_seed: int = 0  # the generated sample whose Jacobian is used (edits transfer to every edited seed)
+    t_edit: int = 600  # training timestep of the edit (the nearest grid step)
+    edit_rank: int = 3  # directions: top right singular vectors of the masked Jacobian
+    null_rank: int = 5  # top right singular vectors of the complement's Jacobian projected out (0: none)
+    mask: str = "object"  # object | box | file | none
+    mask_box: list[int] | None = None  # mask=box: [top, left, bottom, right) in pixels
+    mask_file: str | None = None  # mask=file: a grey-scale image, white inside the region
+    mask_margin: int = 1  # mask=object: pixels the measured object region is grown by
+    oversample: int = 2
+    tol: float = 1.0e-3
+    min_iters: int = 3
+    max_iters: int = 100
+    seed: int = 0
+    chunk: int | None = None
+
+    name = "loco"
+    provides = ("x_directions",)
+
+    def __post_init__(self):
+        integer(self.sample_seed, "method.sample_seed", 0)
+        integer(self.t_edit, "method.t_edit", 0, 999)
+        integer(self.edit_rank, "method.edit_rank", 1)
+        integer(self.null_rank, "method.null_rank", 0)
+        choice(self.mask, "method.mask", MASKS)
+        integer(self.mask_margin, "method.mask_margin", 0)
+        integer(self.oversample, "method.oversample", 0)
+        number(self.tol, "method.tol", 0.0)
+        integer(self.min_iters, "method.min_iters", 1)
+        integer(self.max_iters, "method.max_iters", self.min_iters)
+        if self.chunk is not None:
+            integer(self.chunk, "method.chunk", 1)
+        if self.mask == "box" and (not isinstance(self.mask_box, (list, tuple)) or len(self.mask_box) != 4):
+            raise UserError(f"method.mask=box needs method.mask_box=[top,left,bottom,right), not {self.mask_box!r}")
+        if self.mask == "file":
+            if self.mask_file is None:
+                raise UserError("method.mask=file needs method.mask_file=<a grey-scale image, white inside>")
+            read_mask_image(self.mask_file)
+
+    def region(self, model: DiffusionModel, x0: torch.Tensor) -> torch.Tensor | None:
+        """The (C, H, W) mask of the region to edit, for the sample x0 (C, H, W) in [-1, 1]."""
+        if self.mask == "object":
+            return object_mask(to_uint8(x0[None])[0], self.mask_margin)
+        if self.mask == "box":
+            return region_mask(model.image_shape, box=list(self.mask_box))
+        if self.mask == "file":
+            return region_mask(model.image_shape, file=self.mask_file)
+        return None
+
+    def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
+        schedule = sampler.schedule(model.alphas_cumprod)  # the run's grid: the edited samples walk the same path
+        index = schedule.index_of(self.t_edit)
+        tau = int(schedule.timesteps[index])
+        x_T, z = noise_for([self.sample_seed], model, schedule)
+        trajectory = sample(model, schedule, x_T, z, record_x=True)
+        x_t = trajectory.x_t[0, index].to(model.device, torch.float32)
+        mask = self.region(model, trajectory.x0[0].cpu())
+        mask = mask.to(model.device) if mask is not None else None
+        n = x_t.numel()
+        if self.edit_rank > n:
+            raise UserError(f"method.edit_rank={self.edit_rank} exceeds the {n} values of x_t")
+        inside = posterior_products(model, x_t, tau, mask, self.chunk)
+        found = block_subspace_iteration(
+            inside.jvp, inside.vjp, n, self.edit_rank, self.oversample, self.tol, self.min_iters, self.max_iters,
+            self.seed, x_t.dtype, x_t.device,
+        )  # fmt: skip
+        vectors = found.right
+        info = {
+            "t_edit": tau,
+            "t_index": index,
+            "singular_values": found.values.tolist(),
+            "iterations": found.iterations,
+        }
+        metrics = {}
+        if self.null_rank and mask is not None:
+            outside = posterior_products(model, x_t, tau, 1 - mask, self.chunk)
+            rest = block_subspace_iteration(
+                outside.jvp, outside.vjp, n, self.null_rank, self.oversample, self.tol, self.min_iters,
+                self.max_iters, self.seed + 1, x_t.dtype, x_t.device,
+            )  # fmt: skip
+            before = outside.jvp(vectors).norm(dim=1) / inside.jvp(vectors).norm(dim=1)
+            vectors = project_out(vectors, rest.right)
+            after = outside.jvp(vectors).norm(dim=1) / inside.jvp(vectors).norm(dim=1)
+            info |= {"null_singular_values": rest.values.tolist(), "leak_ratio_before": before.tolist()}
+            info["leak_ratio_after"] = after.tolist()
+            names = [f"loco{j}" for j in range(self.edit_rank)]
+            metrics = {f"directions/{name}/leak_ratio": float(after[j]) for j, name in enumerate(names)}
+        steps = schedule.num_steps
+        scales = torch.zeros(self.edit_rank, steps)
+        scales[:, index] = 1.0
+        return self.directions(
+            model,
+            sampler,
+            torch.zeros(self.edit_rank, steps, *model.h_shape),
+            scales,
+            [f"loco{j}" for j in range(self.edit_rank)],
+            extra={"x_directions": vectors.detach().cpu().reshape(self.edit_rank, *model.image_shape)},
+            info=info,
+            metrics=metrics,
+        )

@@ -1,0 +1,91 @@
+"""LOCO Edit: the masked posterior-mean Jacobian's singular vectors against a dense SVD, the null-space
+projection's locality, the x_t edit against a hand-written path, and one run end to end."""
+
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+from torch.func import jacrev
+
+from hspace.cli import CONFIG_DIR
+from hspace.cli.run import run
+from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.schedule import make_schedule
+from hspace.directions.container import Directions
+from hspace.directions.jacobian import region_mask
+from hspace.directions.loco import posterior_mean_map, posterior_products, project_out
+from hspace.directions.subspace import block_subspace_iteration
+from hspace.edits.xt_shift import XtShift
+
+TAU = 500
+
+
+@pytest.fixture
+def point(model):
+    x = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return x, region_mask(model.image_shape, box=[2, 2, 9, 9])
+
+
+def test_matrix_free_singular_vectors_match_the_dense_svd(model, point):
+    x_t, mask = point
+    dense = jacrev(lambda x: posterior_mean_map(model, TAU, mask)(x[None])[0])(x_t).reshape(-1, x_t.numel())
+    _, singular, vh = torch.linalg.svd(dense)
+    products = posterior_products(model, x_t, TAU, mask)
+    found = block_subspace_iteration(products.jvp, products.vjp, x_t.numel(), 3, 4, 1e-6, 3, 2000)
+    assert (singular[:4][:-1] / singular[1:4]).min() > 1.01  # distinct singular values: unique vectors
+    cosines = (found.right @ vh[:3].T).diagonal().abs()
+    assert cosines.min() > 0.99, cosines
+    torch.testing.assert_close(found.values, singular[:3], rtol=1e-3, atol=1e-6)
+
+
+def test_the_null_space_projection_bounds_the_change_outside_the_region(model, point):
+    """After projecting out the top r right singular vectors of J_out = (1 - M) J, the first-order change outside
+    the region is at most sigma_{r+1}(J_out) per unit step (the dense SVD's), below the unprojected direction's."""
+    x_t, mask = point
+    r = 20
+    inside = posterior_products(model, x_t, TAU, mask)
+    outside = posterior_products(model, x_t, TAU, 1 - mask)
+    edit = block_subspace_iteration(inside.jvp, inside.vjp, x_t.numel(), 2, 2, 1e-5, 3, 1000).right
+    rest = block_subspace_iteration(outside.jvp, outside.vjp, x_t.numel(), r, 4, 1e-5, 3, 2000).right
+    projected = project_out(edit, rest)
+    dense_out = jacrev(lambda x: posterior_mean_map(model, TAU, 1 - mask)(x[None])[0])(x_t).reshape(-1, x_t.numel())
+    bound = torch.linalg.svdvals(dense_out)[r]
+    change_outside = outside.jvp(projected).norm(dim=1)
+    assert (change_outside <= bound * 1.01).all(), (change_outside, bound)
+    assert (change_outside < outside.jvp(edit).norm(dim=1)).all()
+    torch.testing.assert_close(projected.norm(dim=1), torch.ones(2))
+    assert (projected @ rest.T).abs().max() < 1e-4  # nothing left along the projected-out directions
+
+
+def test_the_x_t_edit_is_one_step_on_the_samples_own_path(model):
+    schedule = make_schedule(model.alphas_cumprod, 6, eta=1.0)
+    x_T, z = initial_noise([3, 4], model.image_shape, 6)
+    v = torch.randn(1, *model.image_shape, generator=torch.Generator().manual_seed(1))
+    scales = torch.zeros(1, 6)
+    scales[0, 2] = 1.0
+    directions = Directions(torch.zeros(1, 6, 16, 8, 8), scales, schedule.timesteps, ["d"], "loco", "m", "w", {})
+    directions.extra["x_directions"] = v
+    edited = XtShift(strengths=[0.0, 2.5]).apply(model, schedule, directions, 0, x_T, z)
+    plain = sample(model, schedule, x_T, z).x0
+    torch.testing.assert_close(edited[:, 0], plain, rtol=1e-4, atol=1e-4)
+    x_2 = sample(model, schedule.steps(0, 2), x_T, z[:, :2]).x0 + 2.5 * v  # by hand: walk, step, walk on
+    by_hand = sample(model, schedule.steps(2), x_2, z[:, 2:]).x0
+    torch.testing.assert_close(edited[:, 1], by_hand, rtol=1e-4, atol=1e-4)
+
+
+def test_loco_runs_end_to_end_on_the_shipped_model(tmp_path):
+    overrides = ["method=loco", "edit=xt_shift", "method.edit_rank=2", "method.null_rank=3", "method.tol=1e-2"]
+    overrides += ["method.max_iters=30", "sampler.num_steps=10", "num_samples=2", "real_images=0", "logger=none"]
+    overrides += ["metrics.fid.backend=none", "metrics.disentanglement.num_images=0", "edit.strengths=[0.0,6.0]"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path}"])
+    metrics = run(cfg)
+    directions = Directions.load(tmp_path / "run" / "directions.safetensors")
+    assert directions.extra["x_directions"].shape == (2, 3, 32, 32) and directions.names == ["loco0", "loco1"]
+    assert int(directions.scales[0].argmax()) == directions.info["t_index"] and directions.info["t_edit"] > 0
+    assert load_file(tmp_path / "run" / "edits.safetensors")["images"].shape == (2, 2, 2, 3, 32, 32)
+    assert metrics["edit/loco0/mse@0"] < 1e-6 and metrics["edit/loco0/mse@6"] > 0
+    leak = json.loads((tmp_path / "run" / "metrics.json").read_text())["directions/loco0/leak_ratio"]
+    assert leak == pytest.approx(directions.info["leak_ratio_after"][0]) and leak >= 0
