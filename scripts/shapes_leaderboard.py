@@ -81,6 +81,8 @@ def entries(quick: bool) -> list[Entry]:
         Entry("pca", "pca", ["method=pca"], [0, 1, 2, 3, 4, 6, 8], 5),
         Entry("random", "random", ["method=random"], [0, 1, 2, 3, 4, 6, 8], 5),
         Entry("jacobian", "jacobian", ["method=jacobian"], [0, 2, 4, 8, 16, 32, 64], 3),
+        # LOCO's x_t directions of one sample, transferred to every edited sample as the paper evaluates them.
+        Entry("loco", "loco", ["method=loco", "edit=xt_shift"], [0, 4, 8, 12, 16, 24, 32], 3),
         Entry(
             "class_mean",
             "class_mean",
@@ -190,6 +192,8 @@ def disentanglement(sets: dict, args) -> tuple[dict[str, dict], dict]:
     known = shapes_factor_images(ShapesDataset(args.images, "test"), args.images)
     scores, baseline = {}, {}
     for method, directions in sets.items():
+        if not bool(directions.scales.any()) or not bool(directions.vectors.any()):  # x_t directions: no h codes
+            continue
         start = time.perf_counter()
         measured = disentangle_stage(model, schedule, directions, len(directions.names), known)
         scores[method] = {k.split("/")[-1]: v for k, v in measured.items() if k.count("/") == 1}
@@ -239,7 +243,7 @@ def plot(table: Table, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
-    markers = dict(zip(["pca", "random", "jacobian", "class_mean", "boundary"], "osD^v", strict=True))
+    markers = dict(zip(["pca", "random", "jacobian", "loco", "class_mean", "boundary"], "osDP^v", strict=True))
     for row in table.rows:
         success, leakage = table.cell(row, "success"), table.cell(row, "leakage")
         if not success.values:

@@ -52,8 +52,9 @@ class Table:
 
 
 # Settings that say where or how a run was made, not what it measured: runs may differ in them and still be
-# averaged (first_seed: the seeds are what mean ± std is over).
-IGNORED_SETTINGS = ("first_seed", "run_dir", "cache_dir", "logger", "progress", "verbose", "directions_path", "hydra")
+# averaged. Seeds (every setting whose name ends in "seed": first_seed, method.sample_seed, ...) are what
+# mean ± std is over.
+IGNORED_SETTINGS = ("run_dir", "cache_dir", "logger", "progress", "verbose", "directions_path", "skip_done", "hydra")
 
 
 def flat_settings(config: dict, prefix: str = "") -> dict[str, str]:
@@ -72,7 +73,12 @@ def differing_settings(runs: Sequence[RunRecord]) -> list[str]:
     """The config keys whose values differ between `runs`, apart from IGNORED_SETTINGS, in a stable order."""
     flats = [flat_settings(run.config) for run in runs]
     keys = sorted({key for flat in flats for key in flat})
-    keep = [k for k in keys if not any(k == i or k.startswith(f"{i}.") for i in IGNORED_SETTINGS)]
+    keep = [
+        k
+        for k in keys
+        if not k.rsplit(".", 1)[-1].endswith("seed")
+        and not any(k == i or k.startswith(f"{i}.") for i in IGNORED_SETTINGS)
+    ]
     return [k for k in keep if len({flat.get(k) for flat in flats}) > 1]
 
 
