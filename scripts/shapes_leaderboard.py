@@ -80,7 +80,8 @@ def entries(quick: bool) -> list[Entry]:
     return [
         Entry("pca", "pca", ["method=pca"], [0, 1, 2, 3, 4, 6, 8], 5),
         Entry("random", "random", ["method=random"], [0, 1, 2, 3, 4, 6, 8], 5),
-        Entry("jacobian", "jacobian", ["method=jacobian"], [0, 2, 4, 8, 16, 32, 64], 3),
+        # The reference scaling (per-step singular values, scale_mode=sigma_t) is about 1e-3 to 3e-2 on this model.
+        Entry("jacobian", "jacobian", ["method=jacobian"], [0, 3000, 10000, 20000, 30000, 60000, 100000], 3),
         # LOCO's x_t directions of one sample, transferred to every edited sample as the paper evaluates them.
         Entry("loco", "loco", ["method=loco", "edit=xt_shift"], [0, 4, 8, 12, 16, 24, 32], 3),
         Entry(

@@ -24,7 +24,7 @@ done
 # LOCO transferred: sample 0's direction applied to every sample (most objects lie elsewhere).
 run loco_transfer method=loco edit=xt_shift method.sample_seed=0 num_samples=$samples num_directions=1 "$loco_strengths"
 # The h-space Jacobian directions of sample 0 (Haas et al.), applied at every step, and the class means.
-run jacobian method=jacobian method.sample_seed=0 num_samples=$samples num_directions=3 'edit.strengths=[-64.0,-32.0,0.0,32.0,64.0]'
+run jacobian method=jacobian method.sample_seed=0 num_samples=$samples num_directions=3 'edit.strengths=[-60000.0,-30000.0,0.0,30000.0,60000.0]'
 run class_mean method=class_mean 'method.attributes=[large,left,circle]' num_samples=$samples num_directions=3 \
   'edit.strengths=[-1.0,-0.5,0.0,0.5,1.0]'
 
