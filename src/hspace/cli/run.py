@@ -177,6 +177,7 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
             evaluation_trainer=evaluation_trainer(cfg.trainer),
             timer=timer,
             factor_images=composed.factor_images,
+            collection_processes=collection_processes(cfg.trainer),
         )
         metrics = run_edit_job(job, loggers)
         record_config(cfg, run_dir)
@@ -223,6 +224,21 @@ def disentanglement_count(cfg: DictConfig) -> int:
             "set it to 0 for this data"
         )
     return count
+
+
+def collection_processes(trainer: DictConfig) -> int:
+    """How many processes share a method's collection over samples: one per device under a `ddp` strategy
+    (devices -1: every visible GPU), else one."""
+    import torch
+
+    if not str(trainer.get("strategy") or "").startswith("ddp"):
+        return 1
+    devices = trainer.get("devices", 1)
+    if devices == -1 or devices == "auto":
+        return max(1, torch.cuda.device_count()) if str(trainer.accelerator) in ("gpu", "cuda", "auto") else 1
+    if isinstance(devices, int):
+        return max(1, devices)
+    return max(1, len(devices))  # a list of device indices
 
 
 def evaluation_trainer(trainer: DictConfig) -> dict:

@@ -30,6 +30,7 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
+from hspace.distributed import Shard
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes
 from hspace.progress import bar
@@ -130,11 +131,14 @@ def generated_bank(
     threshold: float = 0.5,
 ):
     """For each grid index, x_t (N, D_x) and h_t (N, D_h) of generated samples (deterministic DDIM; h_t
-    from the call at (x_t, t)), and their labels in {-1, +1} from the classifier's decision on x_0."""
+    from the call at (x_t, t)), and their labels in {-1, +1} from the classifier's decision on x_0. Across
+    processes, each rank samples its block of the seeds and the ranks gather the bank in seed order."""
     xs = {i: [] for i in t_indices}
     hs = {i: [] for i in t_indices}
     labels = []
     column = classifier.attributes.index(attribute)
+    shard = Shard.current()
+    seeds = shard.take(seeds)
     for start in bar(range(0, len(seeds), batch_size), "boundary bank", unit="batch"):
         x_T, _ = noise_for(seeds[start : start + batch_size], model, schedule)
         trajectory = sample(model, schedule, x_T, record_x=True, record_h=True)
@@ -142,9 +146,8 @@ def generated_bank(
             xs[i].append(trajectory.x_t[:, i].flatten(1))
             hs[i].append(trajectory.h[:, i].flatten(1))
         p = classifier.probabilities(trajectory.x0)[:, column]
-        labels.append(torch.where(p >= threshold, 1, -1))
-    stack = lambda parts: {i: torch.cat(v).double().numpy() for i, v in parts.items()}  # noqa: E731
-    return stack(xs), stack(hs), torch.cat(labels).numpy()
+        labels.append(torch.where(p >= threshold, 1, -1).cpu())
+    return gathered_bank(xs, hs, labels, shard)
 
 
 @torch.no_grad()
@@ -165,8 +168,10 @@ def inverted_bank(
     xs = {i: [] for i in t_indices}
     hs = {i: [] for i in t_indices}
     labels = []
-    for start in bar(range(0, count, batch_size), "boundary bank (inverted)", unit="batch"):
-        items = [dataset[i] for i in range(start, min(start + batch_size, count))]
+    shard = Shard.current()  # each rank inverts its block of images; the ranks gather the bank in order
+    first, stop = shard.bounds(count)
+    for start in bar(range(first, stop, batch_size), "boundary bank (inverted)", unit="batch"):
+        items = [dataset[i] for i in range(start, min(start + batch_size, stop))]
         images = torch.stack([it["image"] for it in items])
         x_t = ddim_invert(model, schedule, images, record_h=False, record_x=True).x_t
         for i in t_indices:
@@ -176,8 +181,22 @@ def inverted_bank(
         labels.append(
             torch.where(torch.stack([it["attributes"] for it in items])[:, names.index(attribute)] > 0.5, 1, -1)
         )
-    stack = lambda parts: {i: torch.cat(v).double().numpy() for i, v in parts.items()}  # noqa: E731
-    return stack(xs), stack(hs), torch.cat(labels).numpy()
+    return gathered_bank(xs, hs, labels, shard)
+
+
+def gathered_bank(xs: dict, hs: dict, labels: list, shard: Shard):
+    """The bank as arrays ({index: (N, D_x)}, {index: (N, D_h)}, (N,) labels), every rank's rows in rank order."""
+
+    def stack(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+        local = torch.cat(parts).double().cpu() if parts else torch.zeros(0, width, dtype=torch.float64)
+        return shard.gather(local)
+
+    widths = {i: (v[0].shape[1] if v else 0) for i, v in xs.items()}
+    h_widths = {i: (v[0].shape[1] if v else 0) for i, v in hs.items()}
+    x_bank = {i: stack(v, widths[i]).numpy() for i, v in xs.items()}
+    h_bank = {i: stack(v, h_widths[i]).numpy() for i, v in hs.items()}
+    local_labels = torch.cat(labels).long() if labels else torch.zeros(0, dtype=torch.long)
+    return x_bank, h_bank, shard.gather(local_labels).numpy()
 
 
 def save_bank(bank, path) -> None:
@@ -219,6 +238,7 @@ class BoundaryDirections(DirectionMethod):
     batch_size: int = 64
 
     name = "boundary"
+    collects_across_processes = True
     provides = ("x_normal", "offsets")
 
     def __post_init__(self):

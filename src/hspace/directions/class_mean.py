@@ -29,6 +29,7 @@ from hspace.directions.container import Directions
 from hspace.directions.disentangle import project_out
 from hspace.directions.h_collection import collect_h
 from hspace.directions.method import DirectionMethod
+from hspace.distributed import Shard
 from hspace.errors import UserError
 from hspace.progress import bar
 
@@ -46,6 +47,21 @@ class ClassSums:
         total = h.double().sum(dim=0)
         self.sums[key] = self.sums[key] + total if key in self.sums else total
         self.counts[key] += h.shape[0]
+
+    def merged(self, shard: Shard, shape: tuple[int, ...]) -> ClassSums:
+        """The sums and counts of every rank (each rank's h of shape `shape`)."""
+        if not shard.is_split:
+            return self
+        keys = sorted(self.counts)
+        sums = torch.stack([self.sums.get(key, torch.zeros(shape, dtype=torch.float64)) for key in keys])
+        sums = shard.sum(sums)
+        counts = shard.sum(torch.tensor([self.counts[key] for key in keys], dtype=torch.long)).tolist()
+        merged = ClassSums(self.attributes)
+        for key, total, count in zip(keys, sums, counts):
+            merged.counts[key] = int(count)
+            if count:
+                merged.sums[key] = total
+        return merged
 
     def difference(self, attribute: str) -> torch.Tensor:
         for c, name in ((1, "positive"), (0, "negative")):
@@ -73,6 +89,7 @@ class ClassMeanDirections(DirectionMethod):
     keep_original: bool = False  # with condition_on: also keep the raw directions
 
     name = "class_mean"
+    collects_across_processes = True
 
     def __post_init__(self):
         if not self.attributes or not all(isinstance(a, str) for a in self.attributes):
@@ -126,19 +143,22 @@ class ClassMeanDirections(DirectionMethod):
                 f"{self.num_index}"
             )
         seeds = list(range(self.first_seed, self.first_seed + self.num_index))
+        shard = Shard.current()  # each rank scores and collects its block; the ranks merge scores and sums
+        own = shard.take(seeds)
         scores = []
-        batches = range(0, len(seeds), self.batch_size)
+        batches = range(0, len(own), self.batch_size)
         for start in bar(batches, "class means: scoring the index", unit="batch"):  # pass 1: (seed, scores) only
-            x_T, z = noise_for(seeds[start : start + self.batch_size], model, schedule)
+            x_T, z = noise_for(own[start : start + self.batch_size], model, schedule)
             scores.append(self.classifier.probabilities(sample(model, schedule, x_T, z).x0).cpu())
-        scores = torch.cat(scores)
+        scores = shard.gather(torch.cat(scores) if scores else torch.zeros(0, len(self.classifier.attributes)))
         sums = ClassSums(attributes)
         for attribute in bar(attributes, "class means: h of the selected", unit="attribute"):  # pass 2: h
-            order = scores[:, self.classifier.attributes.index(attribute)].argsort(descending=True)
+            order = scores[:, self.classifier.attributes.index(attribute)].argsort(descending=True, stable=True)
             for positive, chosen in ((True, order[: self.top_k]), (False, order[-self.top_k :])):
-                for h in collect_h(model, schedule, [seeds[i] for i in chosen.tolist()], self.batch_size, cache):
+                chosen_seeds = shard.take([seeds[i] for i in chosen.tolist()])
+                for h in collect_h(model, schedule, chosen_seeds, self.batch_size, cache):
                     sums.add(attribute, positive, h)
-        return sums
+        return sums.merged(shard, (schedule.num_steps, *model.h_shape))
 
     def dataset_sums(self, model, schedule, attributes) -> ClassSums:
         if self.data is None:
@@ -153,9 +173,11 @@ class ClassMeanDirections(DirectionMethod):
             )
         dataset = self.data.datasets[self.split]
         count = min(len(dataset), self.max_images)
+        shard = Shard.current()  # each rank inverts its block of images; the ranks merge their sums
+        first, stop = shard.bounds(count)
         sums = ClassSums(attributes)
-        for start in bar(range(0, count, self.batch_size), "class means: labelled images", unit="batch"):
-            items = [dataset[i] for i in range(start, min(start + self.batch_size, count))]
+        for start in bar(range(first, stop, self.batch_size), "class means: labelled images", unit="batch"):
+            items = [dataset[i] for i in range(start, min(start + self.batch_size, stop))]
             images = torch.stack([it["image"] for it in items]).to(model.device, model.dtype)
             labels = torch.stack([it["attributes"] for it in items])
             if schedule.is_deterministic:
@@ -171,7 +193,7 @@ class ClassMeanDirections(DirectionMethod):
                     sums.add(attribute, True, h[positive])
                 if (~positive).any():
                     sums.add(attribute, False, h[~positive])
-        return sums
+        return sums.merged(shard, (schedule.num_steps, *model.h_shape))
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         # the index and the inverted images walk the run's grid and eta

@@ -4,7 +4,9 @@ A method is a dataclass of settings that subclasses DirectionMethod, with
 - `name`: its config name (`method=<name>`, conf/method/<name>.yaml);
 - `provides`: the names of the Directions.extra tensors its directions carry (an edit states what it
   requires, and the run refuses a pairing that lacks them before any work);
-- `find(model, sampler, cache)`: its Directions on the run's sampling grid, built with `directions()`.
+- `find(model, sampler, cache)`: its Directions on the run's sampling grid, built with `directions()`;
+- `collects_across_processes`: True where `find` takes its block of the samples from `Shard.current()` and
+  merges with the other ranks (`hspace-run trainer=ddp` then runs it in one process per device).
 
 `identity()` is what the cache keys its directions by: every field, where a field holding an object (a
 classifier, a datamodule) contributes that object's own identity (the hash of its weights, the content of
@@ -34,6 +36,8 @@ BUILT_IN = ("pca", "random", "jacobian", "class_mean", "boundary", "loco")
 class DirectionMethod(ABC):
     name: ClassVar[str]
     provides: ClassVar[tuple[str, ...]] = ()
+    # whether find() splits its collection over samples across the ranks of a process group (hspace.distributed)
+    collects_across_processes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -21,6 +21,7 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.h_collection import collect_h
 from hspace.directions.method import DirectionMethod
+from hspace.distributed import Shard
 from hspace.errors import UserError
 
 
@@ -88,7 +89,7 @@ class StreamingPCA:
             for t, model in enumerate(self.models):
                 model.partial_fit(x[:, t])
 
-    def result(self, num_steps: int) -> PCAResult:
+    def _flush(self) -> None:
         rows = np.concatenate(self.pending)
         if rows.shape[0]:
             if rows.shape[0] < self.tracked:
@@ -98,6 +99,21 @@ class StreamingPCA:
                 )
             self._fit(rows)
             self.pending = []
+
+    def sketch(self, num_steps: int) -> PCASketch:
+        """This stream's axes and statistics as a mergeable sketch (the joint mode as one step)."""
+        self._flush()
+        singular = np.stack([m.singular_values_ for m in self.models], axis=1)  # (m, S)
+        components = np.stack([m.components_ for m in self.models], axis=1)  # (m, S, D)
+        return PCASketch(
+            self.num_samples,
+            np.stack([m.mean_ for m in self.models]),
+            singular[..., None] * components,
+            np.stack([m.var_.sum() * m.n_samples_seen_ for m in self.models]),
+        )
+
+    def result(self, num_steps: int) -> PCAResult:
+        self._flush()
         k = self.k
         if self.joint:
             (m,) = self.models
@@ -109,6 +125,82 @@ class StreamingPCA:
             std = np.stack([np.sqrt(m.explained_variance_[:k]) for m in self.models], axis=1)
             ratio = np.stack([m.explained_variance_ratio_[:k] for m in self.models], axis=1)
         return PCAResult(axes, std, ratio, self.num_samples)
+
+
+@dataclass
+class PCASketch:
+    """What one process's PCA of its rows keeps, per step (S steps): enough to merge processes.
+
+    count: rows seen; mean (S, D); scaled (m, S, D): the kept axes times their singular values (S_j V_j);
+    sum_squares (S,): the rows' total sum of squares about their own mean. With every axis kept (m >= rows)
+    the merge is exact; with the top m (streaming), as exact as IncrementalPCA is within one process.
+    """
+
+    count: int
+    mean: np.ndarray
+    scaled: np.ndarray
+    sum_squares: np.ndarray
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "count": torch.tensor([self.count], dtype=torch.float64),
+            "mean": torch.from_numpy(self.mean)[None],
+            "scaled": torch.from_numpy(self.scaled),
+            "sum_squares": torch.from_numpy(self.sum_squares)[None],
+        }
+
+
+def sketch_of_rows(x: np.ndarray) -> PCASketch:
+    """The exact sketch of rows x (N, S, D): every axis of each step's centred rows."""
+    mean = x.mean(axis=0)
+    xc = x - mean
+    scaled = []
+    for t in range(x.shape[1]):
+        _, singular, vt = np.linalg.svd(xc[:, t], full_matrices=False)
+        scaled.append(singular[:, None] * vt)
+    return PCASketch(x.shape[0], mean, np.stack(scaled, axis=1), (xc**2).sum(axis=(0, 2)))
+
+
+def merge_sketches(parts: list[PCASketch]) -> PCASketch:
+    """One sketch of the union of the parts' rows: the pooled mean, and per step the top axes of the stacked
+    scaled axes plus each part's mean offset (sqrt(n_i) (mean_i - mean)), whose Gram matrix is the pooled
+    scatter matrix."""
+    count = sum(p.count for p in parts)
+    mean = sum(p.count * p.mean for p in parts) / count
+    offsets = [np.sqrt(p.count) * (p.mean - mean) for p in parts]
+    rows = np.concatenate([np.concatenate([p.scaled, o[None]]) for p, o in zip(parts, offsets)])
+    scaled = []
+    for t in range(mean.shape[0]):
+        _, singular, vt = np.linalg.svd(rows[:, t], full_matrices=False)
+        scaled.append(singular[:, None] * vt)
+    sum_squares = sum(p.sum_squares + (o**2).sum(axis=-1) for p, o in zip(parts, offsets))
+    return PCASketch(count, mean, np.stack(scaled, axis=1), sum_squares)
+
+
+def result_of_sketch(sketch: PCASketch, k: int) -> PCAResult:
+    """Top-k unit axes, standard deviations and explained variance ratios of a (merged) sketch."""
+    singular = np.linalg.norm(sketch.scaled[:k], axis=-1)  # (k, S)
+    axes = sketch.scaled[:k] / np.where(singular > 0, singular, 1)[..., None]
+    std = singular / np.sqrt(sketch.count - 1)
+    ratio = singular**2 / np.where(sketch.sum_squares > 0, sketch.sum_squares, 1)
+    return PCAResult(axes, std, ratio, sketch.count)
+
+
+def gathered_sketch(sketch: PCASketch, shard: Shard) -> PCASketch:
+    """The merge of every rank's sketch (ranks may keep different numbers of axes)."""
+    tensors = {key: shard.gather(value) for key, value in sketch.to_tensors().items()}
+    sizes = shard.gather(torch.tensor([sketch.scaled.shape[0]])).tolist()
+    bounds = np.cumsum([0, *sizes])
+    parts = [
+        PCASketch(
+            int(tensors["count"][r]),
+            tensors["mean"][r].numpy(),
+            tensors["scaled"][bounds[r] : bounds[r + 1]].numpy(),
+            tensors["sum_squares"][r].numpy(),
+        )
+        for r in range(shard.world_size)
+    ]
+    return merge_sketches(parts)
 
 
 def exact_per_step_pca(batches: Iterable[torch.Tensor], k: int, joint: bool = False) -> PCAResult:
@@ -172,6 +264,7 @@ class PCA(DirectionMethod):
     first_seed: int = 1_000_000  # collection seeds, kept apart from the seeds that are edited
 
     name = "pca"
+    collects_across_processes = True
 
     def __post_init__(self):
         integer(self.num_components, "method.num_components", 1)
@@ -203,12 +296,41 @@ class PCA(DirectionMethod):
         schedule = self.collection_sampler(sampler).schedule(model.alphas_cumprod)
         seeds = range(self.first_seed, self.first_seed + self.num_samples)
         batches = collect_h(model, schedule, seeds, self.batch_size, cache)
+        shard = Shard.current()
+        if shard.is_split:  # this rank's block of seeds; the ranks merge their sketches
+            return self.fit_shard(model, schedule, shard.take(seeds), shard, cache)
+        batches = collect_h(model, schedule, seeds, self.batch_size, cache)
         if self.num_samples <= self.exact_max_n:
             return exact_per_step_pca(batches, self.num_components, self.mode == "joint")
         stream = StreamingPCA(self.num_components, self.batch_size, self.mode == "joint", self.oversample)
         for h in batches:
             stream.update(h)
         return stream.result(schedule.num_steps)
+
+    def fit_shard(self, model, schedule, seeds: list[int], shard: Shard, cache) -> PCAResult:
+        """One rank's part of the fit: its seeds' sketch (exact below exact_max_n samples in all, else
+        streaming), merged with the other ranks'. Every rank returns the same result."""
+        joint = self.mode == "joint"
+        batches = collect_h(model, schedule, seeds, self.batch_size, cache)
+        if self.num_samples <= self.exact_max_n or len(seeds) < self.num_components + self.oversample:
+            h = torch.cat(list(batches)).double().numpy()
+            rows = h.reshape(h.shape[0], 1 if joint else h.shape[1], -1)
+            sketch = sketch_of_rows(rows)
+        else:
+            stream = StreamingPCA(self.num_components, self.batch_size, joint, self.oversample)
+            for h in batches:
+                stream.update(h)
+            sketch = stream.sketch(schedule.num_steps)
+        result = result_of_sketch(gathered_sketch(sketch, shard), self.num_components)
+        if joint:
+            k, num_steps = self.num_components, schedule.num_steps
+            return PCAResult(
+                result.axes.reshape(k, num_steps, -1),
+                np.repeat(result.std, num_steps, axis=1),
+                np.repeat(result.explained_variance_ratio, num_steps, axis=1),
+                result.num_samples,
+            )
+        return result
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         result = self.fit(model, sampler, cache)

@@ -49,6 +49,7 @@ class EditJob:
     evaluation_trainer: dict | None = None  # Trainer arguments of the evaluation loop
     timer: StageTimer = field(default_factory=StageTimer)  # stages timed before the job (the FID reference) count too
     factor_images: FactorImages | None = None  # images with known factors: DCI and MIG of the directions
+    collection_processes: int = 1  # >1: a collecting method splits its samples across this many processes
 
     def __post_init__(self):
         check_real_images(0 if self.real_images is None else len(self.real_images), self.sampler.clip_x0)
@@ -71,7 +72,9 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
     timer, model, edit, clip_x0 = job.timer, job.model, job.edit, job.sampler.clip_x0
     schedule = job.sampler.schedule(model.alphas_cumprod)
     with timer.stage("directions") as stage:
-        found = find_stage(job.method, model, job.sampler, job.num_directions, job.cache, job.directions_path)
+        found = find_stage(
+            job.method, model, job.sampler, job.num_directions, job.cache, job.directions_path, job.collection_processes
+        )
         origin = "found in this run" if found.computed_here else f"from {found.source}"
         stage.detail = f"{found.directions.method}, {len(found.directions.names)} directions {origin}"
     directions, names, count = found.directions, found.names, len(found.names)

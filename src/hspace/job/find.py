@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from hspace.cache import ArtifactCache
 from hspace.checks import note
@@ -11,6 +14,7 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import FORMAT_VERSION, Directions
 from hspace.directions.method import DirectionMethod
+from hspace.distributed import Shard, run_across_processes
 from hspace.errors import UserError
 
 
@@ -26,14 +30,54 @@ class FoundDirections:
         return self.source == "this run"
 
 
+def _find_on_rank(method: DirectionMethod, model: DiffusionModel, sampler, cache, path: str) -> None:
+    """One rank of find_across_processes: its own device, its share of the collection; rank 0 writes."""
+    shard = Shard.current()
+    if torch.cuda.is_available() and torch.cuda.device_count() >= shard.world_size:
+        model.unet.to(torch.device("cuda", shard.rank))
+    directions = method.find(model, sampler, cache)
+    if shard.rank == 0:
+        directions.save(path)
+
+
+def find_across_processes(
+    method: DirectionMethod,
+    model: DiffusionModel,
+    sampler: SamplerSettings,
+    cache: ArtifactCache | None,
+    processes: int,
+) -> Directions:
+    """The method's directions with its collection split across `processes` ranks (hspace.distributed):
+    the same directions as one process, to floating-point tolerance."""
+    device = model.device
+    model.unet.to("cpu")  # the ranks receive the weights through shared CPU memory and move them to their device
+    try:
+        with tempfile.TemporaryDirectory(prefix="hspace-find-") as tmp:
+            path = str(Path(tmp) / "directions.safetensors")
+            run_across_processes(_find_on_rank, (method, model, sampler, cache, path), processes)
+            return Directions.load(path)
+    finally:
+        model.unet.to(device)
+
+
 def directions_from_method(
-    method: DirectionMethod, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None
+    method: DirectionMethod,
+    model: DiffusionModel,
+    sampler: SamplerSettings,
+    cache: ArtifactCache | None,
+    processes: int = 1,
 ) -> tuple[Directions, bool]:
     """The method's directions for this model and grid, and whether they came from the cache (an identical
-    earlier run made them)."""
+    earlier run made them). With processes > 1, a method that collects over samples splits its collection
+    across that many processes; the others run in this process."""
 
     def compute():
-        directions = method.find(model, sampler, cache)
+        if processes > 1 and method.collects_across_processes:
+            directions = find_across_processes(method, model, sampler, cache, processes)
+        else:
+            if processes > 1:
+                note(f"method={method.name} does not split across processes: finding its directions in one")
+            directions = method.find(model, sampler, cache)
         if not directions.names:  # never cached: an empty set of directions is a failure, not a result
             raise UserError(f"method={method.name} found no directions with these settings: check its config")
         return directions
@@ -73,11 +117,12 @@ def find_stage(
     num_directions: int,
     cache: ArtifactCache | None,
     directions_path: str | Path | None = None,
+    processes: int = 1,
 ) -> FoundDirections:
     if directions_path is not None:
         directions, source = Directions.load(directions_path), str(directions_path)
     else:
-        directions, cached = directions_from_method(method, model, sampler, cache)
+        directions, cached = directions_from_method(method, model, sampler, cache, processes)
         source = "the cache" if cached else "this run"
     directions.check_compatible(
         model.weight_hash,
