@@ -138,3 +138,50 @@ def test_hspace_run_with_a_google_layout_model_on_celebahq(celebahq, tmp_path, m
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose(config_name="run", overrides=overrides))
     assert metrics["inversion/mse"] >= 0 and (tmp_path / "run" / "edits_real.safetensors").is_file()
+
+
+def test_loco_paper_setting_on_a_celebahq_image_and_its_celebamask_part(celebahq, tmp_path, monkeypatch):
+    """experiment=loco2024_celebahq on the real layouts: a CelebA-HQ image inverted to t_edit, its CelebAMask-HQ
+    part mask at twice the model's size (reduced to it), the same image edited, locality measured in that mask."""
+    from hspace.cli.run import run
+    from hspace.diffusion.google_ddpm import save_random_model
+    from tests.conftest import GOOGLE_LAYOUT
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    root, _ = celebahq
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    mask[40:64, 30:70] = 255  # the left eye's region, at CelebAMask-HQ's larger size
+    (root / "CelebAMask-HQ-mask-anno" / "0").mkdir(parents=True)
+    Image.fromarray(mask).save(root / "CelebAMask-HQ-mask-anno" / "0" / "00003_l_eye.png")
+    weights = save_random_model(tmp_path / "google_layout", GOOGLE_LAYOUT)
+    overrides = [
+        "experiment=loco2024_celebahq",
+        f"model.weights={weights}",
+        f"data.root={root}",
+        "data.resolution=64",
+        "data.num_workers=0",
+        "data.val_fraction=0.17",
+        "data.test_fraction=0.17",
+        f"method.image_file={root}/CelebA-HQ-img/3.jpg",
+        f"method.mask_file={root}/CelebAMask-HQ-mask-anno/0/00003_l_eye.png",
+        "method.null_rank=2",
+        "method.max_iters=4",
+        "method.chunk=null",
+        "sampler.num_steps=4",
+        "method.t_edit=500",
+        "num_samples=1",
+        "logger=none",
+        f"run_dir={tmp_path / 'run'}",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=overrides)
+        assert cfg.real_image_files == [f"{root}/CelebA-HQ-img/3.jpg"] and cfg.metrics.locality.region == "file"
+        metrics = run(cfg)
+    from safetensors.torch import load_file
+
+    assert load_file(tmp_path / "run" / "edits_real.safetensors")["images"].shape[:3] == (1, 1, 5)
+    for prefix in ("edit", "edit_real"):
+        assert metrics[f"{prefix}/loco0/locality/mse_in@0"] == 0 and metrics[f"{prefix}/loco0/locality/kept_out@0"] == 1
+        assert metrics[f"{prefix}/loco0/locality/mse_in@8"] > 0
+    assert metrics["directions/loco0/leak_ratio"] >= 0

@@ -119,6 +119,9 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     assert metrics["edit_real/pc0/factors/target"] == metrics["edit/pc0/factors/target"]  # judged on the same factor
     assert logged["edit/factor_matrix/_type"] == "table-file" and logged["edit/factor_matrix/nrows"] == 2 * 3
     assert logged["edit/pc0/factors/leakage"] == pytest.approx(metrics["edit/pc0/factors/leakage"])
+    # Locality against the unedited object, for the generated and the real images' edits.
+    assert metrics["edit/pc0/locality/mse_in@0"] == 0 and metrics["edit/pc0/locality/kept_out@0"] == 1
+    assert 0 <= metrics["edit/pc1/locality/outside_share@2"] <= 1 and "edit_real/pc1/locality/mse_out@2" in metrics
     # The directions as codes of the true factors of 64 inverted test images, beside the x_T baseline.
     assert metrics["disentangle/num_images"] == 64 and metrics["disentangle/num_codes"] == 2
     for key in ("dci_d", "dci_c", "dci_i", "mig", "x_T_pca/dci_d", "x_T_pca/mig"):

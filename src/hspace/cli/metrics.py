@@ -11,12 +11,14 @@ from hspace.classifiers import FeatureClassifier
 from hspace.errors import UserError
 from hspace.metrics.evaluation import EvaluationSettings
 from hspace.metrics.fid import cached_reference_statistics, classifier_backend, inception_backend
+from hspace.metrics.locality import LocalityRegion
 
 
 def evaluation_settings(metrics: DictConfig, device: torch.device) -> EvaluationSettings | None:
     backend_kind = metrics.fid.backend
     factors = bool(metrics.get("factors", False))
-    if metrics.classifier is None and backend_kind == "none" and not factors:
+    locality = locality_region(metrics.get("locality"))
+    if metrics.classifier is None and backend_kind == "none" and not factors and not locality.active:
         return None
     classifier = (
         hydra.utils.instantiate(metrics.classifier, device=device, _convert_="all")
@@ -51,6 +53,21 @@ def evaluation_settings(metrics: DictConfig, device: torch.device) -> Evaluation
         factor_targets=plain_dict(metrics.get("factor_targets")),
         threshold=metrics.get("threshold", 0.5),
         batch_size=metrics.get("batch_size", 16),
+        locality=locality,
+    )
+
+
+def locality_region(node) -> LocalityRegion:
+    """metrics.locality ({region, box, file, margin}) as a LocalityRegion; none where it is not set."""
+    if node is None:
+        return LocalityRegion()
+    settings = plain_dict(node)
+    box = settings.get("box")
+    return LocalityRegion(
+        kind=str(settings.get("region", "none")),
+        box=tuple(box) if box is not None else None,
+        file=settings.get("file"),
+        margin=int(settings.get("margin", 1)),
     )
 
 

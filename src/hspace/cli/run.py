@@ -108,19 +108,31 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
 
     ArtifactCache(cfg.cache_dir).check_writable()
     known_count = disentanglement_count(cfg)
+    files = [str(f) for f in (cfg.get("real_image_files") or [])]  # edited instead of the test split's first images
+    missing = [f for f in files if not Path(f).expanduser().is_file()]
+    if missing:
+        raise UserError(f"no image at {missing[0]} (real_image_files): fix the path or remove it from the list")
+    real_count = len(files) or cfg.real_images
     test_split = None
-    if cfg.real_images or known_count:
+    if real_count or known_count:
         test_split = hydra.utils.instantiate(cfg.data).datasets["test"]
-        for setting, count in (("real_images", cfg.real_images), ("metrics.disentanglement.num_images", known_count)):
+        counts = (("real_images", 0 if files else cfg.real_images), ("metrics.disentanglement.num_images", known_count))
+        for setting, count in counts:
             if count > len(test_split):
                 raise UserError(
                     f"{setting}={count} but the test split of data has {len(test_split)} images: give at most "
                     f"{len(test_split)}"
                 )
-    check_real_images(cfg.real_images, cfg.sampler.clip_x0)
-    note_small_fid_sets(cfg.metrics, {"num_samples": cfg.num_samples, "real_images": cfg.real_images})
+    check_real_images(real_count, cfg.sampler.clip_x0)
+    note_small_fid_sets(cfg.metrics, {"num_samples": cfg.num_samples, "real_images": real_count})
     evaluation = evaluation_settings(cfg.metrics, resolve_device(cfg.trainer.accelerator))
-    real = torch.stack([test_split[i]["image"] for i in range(cfg.real_images)]) if cfg.real_images else None
+    if files:  # at the data's resolution, like the test split's images
+        from hspace.data.image_files import load_image
+
+        size = test_split[0]["image"].shape[-1]
+        real = torch.stack([load_image(Path(f).expanduser(), size) for f in files])
+    else:
+        real = torch.stack([test_split[i]["image"] for i in range(cfg.real_images)]) if cfg.real_images else None
     known = shapes_factor_images(test_split, known_count, cfg.metrics.disentanglement.bins) if known_count else None
     return ComposedRun(method, edit, evaluation, real, known)
 
@@ -151,6 +163,8 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
         cache = ArtifactCache(cfg.cache_dir)
         timer = StageTimer()
         evaluation = composed.evaluation
+        if evaluation is not None:  # a box or mask image that does not fit the model's images stops here
+            evaluation.locality.fixed_mask(model.image_shape)
         if evaluation is not None and evaluation.fid_backend is not None:
             count, split = cfg.metrics.fid.reference_count, cfg.metrics.fid.reference_split
             with timer.stage("fid_reference", f"statistics of {count} {split} images"):

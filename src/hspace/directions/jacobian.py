@@ -34,47 +34,50 @@ SOLVERS = ("block", "sequential")
 
 
 def region_mask(
-    image_shape: tuple[int, int, int], box: list[int] | None = None, file: str | None = None
+    image_shape: tuple[int, int, int],
+    box: list[int] | None = None,
+    file: str | None = None,
+    settings: tuple[str, str] = ("method.mask_box", "method.mask_file"),
 ) -> torch.Tensor | None:
     """A binary (C, H, W) mask from a pixel box [top, left, bottom, right) or a grey-scale image file
-    (white = inside); None for no mask."""
+    (white = inside); None for no mask. `settings` names the two config keys in error messages."""
+    box_key, file_key = settings
     if box is not None and file is not None:
-        raise UserError("give method.mask_box or method.mask_file, not both")
+        raise UserError(f"give {box_key} or {file_key}, not both")
     c, h, w = image_shape
     if box is not None:
         top, left, bottom, right = box
         if not (0 <= top < bottom <= h and 0 <= left < right <= w):
-            raise UserError(
-                f"method.mask_box={list(box)} is not a box [top, left, bottom, right) inside the {h}x{w} image"
-            )
+            raise UserError(f"{box_key}={list(box)} is not a box [top, left, bottom, right) inside the {h}x{w} image")
         mask = torch.zeros(c, h, w)
         mask[:, top:bottom, left:right] = 1
         return mask
     if file is not None:
-        pixels = read_mask_image(file)
-        if pixels.shape != (h, w):
+        pixels = read_mask_image(file, file_key)
+        factor = pixels.shape[0] // h
+        if factor < 1 or pixels.shape != (h * factor, w * factor):
             raise UserError(
-                f"method.mask_file={file} is {pixels.shape[1]}x{pixels.shape[0]} pixels but the model's images are "
-                f"{w}x{h}: give a mask of the image size"
+                f"{file_key}={file} is {pixels.shape[1]}x{pixels.shape[0]} pixels but the model's images are "
+                f"{w}x{h}: give a mask of the image size or a whole multiple of it"
             )
-        return torch.from_numpy(pixels > 127).float().expand(c, h, w).clone()
+        # a larger mask (CelebAMask-HQ's are 512 pixels) is reduced by averaging each factor x factor block
+        inside = (pixels > 127).reshape(h, factor, w, factor).mean(axis=(1, 3)) >= 0.5
+        return torch.from_numpy(inside).float().expand(c, h, w).clone()
     return None
 
 
-def read_mask_image(file: str) -> np.ndarray:
+def read_mask_image(file: str, setting: str = "method.mask_file") -> np.ndarray:
     """A mask image as grey levels (H, W), or one line saying why it cannot be one."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(file).expanduser()
     if not path.is_file():
-        raise UserError(f"no mask image at method.mask_file={file}: give a grey-scale image, white inside the region")
+        raise UserError(f"no mask image at {setting}={file}: give a grey-scale image, white inside the region")
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("L"))
     except (UnidentifiedImageError, OSError) as error:
-        raise UserError(
-            f"method.mask_file={file} is not a readable image ({type(error).__name__}): give a PNG"
-        ) from None
+        raise UserError(f"{setting}={file} is not a readable image ({type(error).__name__}): give a PNG") from None
 
 
 def canonical_rows(rows: torch.Tensor) -> torch.Tensor:

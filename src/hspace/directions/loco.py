@@ -16,14 +16,18 @@ pixels), a pixel box, a mask image, or none.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer, number
+from hspace.data.image_files import load_image
 from hspace.diffusion.ddim import to_x0_eps
+from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
@@ -125,6 +129,7 @@ def project_out(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 @dataclass
 class LocoDirections(DirectionMethod):
     sample_seed: int = 0  # the generated sample whose Jacobian is used (edits transfer to every edited seed)
+    image_file: str | None = None  # instead: a real image, DDIM-inverted on the run's grid to t_edit (the paper)
     t_edit: int = 600  # training timestep of the edit (the nearest grid step)
     edit_rank: int = 3  # directions: top right singular vectors of the masked Jacobian
     null_rank: int = 5  # top right singular vectors of the complement's Jacobian projected out (0: none)
@@ -161,6 +166,32 @@ class LocoDirections(DirectionMethod):
             if self.mask_file is None:
                 raise UserError("method.mask=file needs method.mask_file=<a grey-scale image, white inside>")
             read_mask_image(self.mask_file)
+        if self.image_file is not None and not Path(self.image_file).expanduser().is_file():
+            raise UserError(
+                f"no image at method.image_file={self.image_file}: give an image file, or null for a sample"
+            )
+
+    def identity(self) -> dict:
+        """The settings, with the content of the image and mask files they name instead of their paths."""
+        identity = super().identity()
+        for key in ("image_file", "mask_file"):
+            path = getattr(self, key)
+            if path is not None:
+                identity[key] = hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+        return identity
+
+    def starting_point(self, model: DiffusionModel, schedule, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t at grid index `index` (C, H, W) and the image it leads to (C, H, W) in [-1, 1]: the generated
+        sample's own trajectory, or the real image's DDIM inversion."""
+        if self.image_file is None:
+            x_T, z = noise_for([self.sample_seed], model, schedule)
+            trajectory = sample(model, schedule, x_T, z, record_x=True)
+            return trajectory.x_t[0, index], trajectory.x0[0].cpu()
+        image = load_image(Path(self.image_file).expanduser(), model.image_shape[1])
+        inverted = ddim_invert(
+            model, schedule, image[None].to(model.device, model.dtype), record_h=False, record_x=True
+        )
+        return inverted.x_t[0, index], image
 
     def region(self, model: DiffusionModel, x0: torch.Tensor) -> torch.Tensor | None:
         """The (C, H, W) mask of the region to edit, for the sample x0 (C, H, W) in [-1, 1]."""
@@ -176,10 +207,9 @@ class LocoDirections(DirectionMethod):
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's grid: the edited samples walk the same path
         index = schedule.index_of(self.t_edit)
         tau = int(schedule.timesteps[index])
-        x_T, z = noise_for([self.sample_seed], model, schedule)
-        trajectory = sample(model, schedule, x_T, z, record_x=True)
-        x_t = trajectory.x_t[0, index].to(model.device, torch.float32)
-        mask = self.region(model, trajectory.x0[0].cpu())
+        x_t, image = self.starting_point(model, schedule, index)
+        x_t = x_t.to(model.device, torch.float32)
+        mask = self.region(model, image)
         mask = mask.to(model.device) if mask is not None else None
         n = x_t.numel()
         if self.edit_rank > n:

@@ -21,6 +21,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from hspace.classifiers import AttributeClassifier
 from hspace.metrics.edit_scores import EditScores
 from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
+from hspace.metrics.locality import LocalityRegion, LocalityScores, locality_metrics
 
 
 @dataclass
@@ -33,6 +34,7 @@ class EvaluationSettings:
     factor_targets: dict[str, str] = field(default_factory=dict)  # direction -> factor target, e.g. "-r", "colour=red"
     threshold: float = 0.5
     batch_size: int = 16
+    locality: LocalityRegion = field(default_factory=LocalityRegion)  # change inside vs outside a region
 
 
 def strength_label(strength: float) -> str:
@@ -77,6 +79,9 @@ class EditEvaluation(pl.LightningModule):
                 raise ValueError("FID needs reference statistics of the data (hspace.metrics.fid.reference_statistics)")
             self.fid_unedited = make_fid(settings.fid_backend)
             self.fid_edited = nn.ModuleList(make_fid(settings.fid_backend) for _ in range(len(names) * len(strengths)))
+        if settings.locality.active:
+            self.locality = LocalityScores(len(names), len(strengths))
+        self.fixed_mask: torch.Tensor | None = None  # the box or file region, read once
         self.results: dict = {}
 
     def on_test_start(self):
@@ -99,6 +104,13 @@ class EditEvaluation(pl.LightningModule):
             before = self.settings.classifier.probabilities(x0).to(self.device)
             after = self.settings.classifier.probabilities(flat).to(self.device).view(b, d, s, -1)
             self.scores.update(before, after, mse, ssim)
+        if self.settings.locality.active:
+            region = self.settings.locality
+            if self.fixed_mask is None:
+                self.fixed_mask = region.fixed_mask(tuple(originals.shape[1:]))
+            fixed = self.fixed_mask
+            masks, found = region.masks(originals.permute(0, 2, 3, 1).cpu().numpy(), fixed)
+            self.locality.update(originals, edits, masks, found)
         if self.settings.fid_backend is not None:
             self.fid_unedited.update(x0, real=False)
             for j in range(d):
@@ -116,6 +128,8 @@ class EditEvaluation(pl.LightningModule):
         head = headline_index(self.strengths)
         if self.settings.classifier is not None:
             metrics |= self.classifier_metrics(labels, head)
+        if self.settings.locality.active:
+            metrics |= locality_metrics(self.locality, self.names, labels, head)
         backend = self.settings.fid_backend
         if backend is not None:
             key = f"fid/{backend.name}"
