@@ -35,4 +35,23 @@ table() {  # table <name> <runs>
 }
 table locality "$runs/loco,$runs/jacobian,$runs/class_mean"
 table transfer "$runs/loco_transfer"
+# Pixels inside vs outside the unedited object (metrics.locality, every method alike).
+"$bin/hspace-table" "runs=[$runs/loco,$runs/loco_transfer,$runs/jacobian,$runs/class_mean]" group_by=[method] digits=3 \
+  plot.metric=null layout.name=pixels "output_dir=$here" \
+  "layout.pattern='^edit/(?P<row>[^/@]+)/locality/(?P<column>mse_in|mse_out|outside_share|kept_out)\$'" \
+  'layout.columns=[mse_in,mse_out,outside_share,kept_out]'
+# Cost: seconds to find one direction and per edited image (the runs' stage times).
+"$bin/python" - "$runs" > "$here/cost.md" <<'PY'
+import json, statistics, sys
+from pathlib import Path
+
+runs = Path(sys.argv[1])
+print("| runs | find one direction (s) | edit, per edited image (s) |")
+print("|---|---|---|")
+for name, pattern, directions in (("loco (16 runs)", "loco/*", 1), ("jacobian", "jacobian", 3), ("class_mean", "class_mean", 3)):
+    found = [json.loads(p.read_text()) for p in sorted(runs.glob(f"{pattern}/metrics.json"))]
+    find = statistics.median(m["time/directions_s"] / directions for m in found)
+    per = statistics.median(m["time/edit_s"] / (m["edit/num_samples"] * m["edit/num_directions"] * 5) for m in found)
+    print(f"| {name} | {find:.1f} | {per:.3f} |")
+PY
 "$bin/python" scripts/edit_grid.py "$runs/loco/0" loco0 "$here/loco_grid.png" --rows 1
