@@ -48,8 +48,9 @@ class Shard:
         start, stop = self.bounds(len(items))
         return list(items[start:stop])
 
-    def _device(self) -> torch.device:
-        if dist.get_backend() == "nccl":
+    def device(self) -> torch.device:
+        """Where this rank computes: its GPU under NCCL (run_across_processes gives each rank one), else the CPU."""
+        if self.is_split and dist.get_backend() == "nccl":
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
 
@@ -57,7 +58,7 @@ class Shard:
         """Every rank's `tensor` concatenated along dim 0 in rank order (sizes along dim 0 may differ)."""
         if not self.is_split:
             return tensor
-        device = self._device()
+        device = self.device()
         local = tensor.to(device).contiguous()
         sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(self.world_size)]
         dist.all_gather(sizes, torch.tensor([local.shape[0]], device=device))
@@ -72,7 +73,7 @@ class Shard:
         """The elementwise sum of `tensor` over the ranks."""
         if not self.is_split:
             return tensor
-        total = tensor.to(self._device()).clone()
+        total = tensor.to(self.device()).clone()
         dist.all_reduce(total)
         return total.to(tensor.device)
 

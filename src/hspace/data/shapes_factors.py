@@ -124,6 +124,19 @@ def background_and_object(pixels: np.ndarray) -> tuple[int, np.ndarray | None]:
     return background, largest_region(np.abs(image - GREYS[background]).max(axis=-1) > OBJECT_THRESHOLD)
 
 
+def object_region(pixels: np.ndarray, margin: int = 0) -> np.ndarray | None:
+    """The object's region of a Shapes image (H, W, 3) uint8 as an (H, W) bool mask, grown by `margin` pixels;
+    None when the image holds no object."""
+    _, region = background_and_object(pixels)
+    if region is None:
+        return None
+    if margin:
+        from scipy import ndimage
+
+        region = ndimage.binary_dilation(region, iterations=margin)
+    return np.asarray(region, dtype=bool)
+
+
 def measure(pixels: np.ndarray) -> ShapeMeasurement:
     """Measure the factors of one (H, W, 3) uint8 Shapes image (see the module docstring)."""
     valid = judge_sample(pixels).passed

@@ -187,16 +187,12 @@ def inverted_bank(
 def gathered_bank(xs: dict, hs: dict, labels: list, shard: Shard):
     """The bank as arrays ({index: (N, D_x)}, {index: (N, D_h)}, (N,) labels), every rank's rows in rank order."""
 
-    def stack(parts: list[torch.Tensor], width: int) -> torch.Tensor:
-        local = torch.cat(parts).double().cpu() if parts else torch.zeros(0, width, dtype=torch.float64)
-        return shard.gather(local)
+    def stack(parts: list[torch.Tensor]) -> np.ndarray:
+        return shard.gather(torch.cat(parts).cpu()).numpy()
 
-    widths = {i: (v[0].shape[1] if v else 0) for i, v in xs.items()}
-    h_widths = {i: (v[0].shape[1] if v else 0) for i, v in hs.items()}
-    x_bank = {i: stack(v, widths[i]).numpy() for i, v in xs.items()}
-    h_bank = {i: stack(v, h_widths[i]).numpy() for i, v in hs.items()}
-    local_labels = torch.cat(labels).long() if labels else torch.zeros(0, dtype=torch.long)
-    return x_bank, h_bank, shard.gather(local_labels).numpy()
+    x_bank = {i: stack(v).astype(np.float64) for i, v in xs.items()}
+    h_bank = {i: stack(v).astype(np.float64) for i, v in hs.items()}
+    return x_bank, h_bank, stack([label.long() for label in labels])
 
 
 def save_bank(bank, path) -> None:

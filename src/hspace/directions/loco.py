@@ -105,15 +105,11 @@ def posterior_products(
 
 def object_mask(pixels: np.ndarray, margin: int = 1) -> torch.Tensor:
     """The object's region of a Shapes image (H, W, 3) uint8, grown by `margin` pixels, as a (3, H, W) 0/1 mask."""
-    from scipy import ndimage
+    from hspace.data.shapes_factors import object_region
 
-    from hspace.data.shapes_factors import background_and_object
-
-    _, region = background_and_object(pixels)
+    region = object_region(pixels, margin)
     if region is None:
         raise UserError("method.mask=object: the sample has no object to edit; choose another method.sample_seed")
-    if margin:
-        region = ndimage.binary_dilation(region, iterations=margin)
     return torch.from_numpy(region).float().expand(3, *region.shape).clone()
 
 

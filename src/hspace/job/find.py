@@ -6,8 +6,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from hspace.cache import ArtifactCache
 from hspace.checks import note
 from hspace.diffusion.model import DiffusionModel
@@ -33,8 +31,7 @@ class FoundDirections:
 def _find_on_rank(method: DirectionMethod, model: DiffusionModel, sampler, cache, path: str) -> None:
     """One rank of find_across_processes: its own device, its share of the collection; rank 0 writes."""
     shard = Shard.current()
-    if torch.cuda.is_available() and torch.cuda.device_count() >= shard.world_size:
-        model.unet.to(torch.device("cuda", shard.rank))
+    model.unet.to(shard.device())
     directions = method.find(model, sampler, cache)
     if shard.rank == 0:
         directions.save(path)

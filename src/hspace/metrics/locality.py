@@ -71,20 +71,12 @@ class LocalityRegion:
         """Masks (B, H, W) bool of the unedited samples (uint8 (B, H, W, 3)) and which samples have one (B,)."""
         if fixed is not None:
             return fixed.expand(len(originals), *fixed.shape), torch.ones(len(originals), dtype=torch.bool)
-        from scipy import ndimage
+        from hspace.data.shapes_factors import object_region
 
-        from hspace.data.shapes_factors import background_and_object
-
-        masks, found = [], []
-        for pixels in originals:
-            _, region = background_and_object(pixels)
-            found.append(region is not None)
-            if region is None:
-                region = np.zeros(pixels.shape[:2], dtype=bool)
-            elif self.margin:
-                region = ndimage.binary_dilation(region, iterations=self.margin)
-            masks.append(torch.from_numpy(np.asarray(region, dtype=bool)))
-        return torch.stack(masks), torch.tensor(found)
+        regions = [object_region(pixels, self.margin) for pixels in originals]
+        empty = np.zeros(originals.shape[1:3], dtype=bool)
+        masks = torch.stack([torch.from_numpy(empty if r is None else r) for r in regions])
+        return masks, torch.tensor([r is not None for r in regions])
 
 
 class LocalityScores(Metric):
