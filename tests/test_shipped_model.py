@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from hspace.data.shapes import ShapesDataset
-from hspace.data.shapes_quality import quality_report
+from hspace.data.shapes import SHAPES, ShapesDataset
 from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
 from hspace.diffusion.loading import load_model
-from hspace.diffusion.sampler import initial_noise, sample
+from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import make_schedule
-from hspace.images import to_uint8
+from hspace.metrics.model_quality import model_quality
 
 # DDIM inversion with 50 trailing steps reconstructs Shapes test images to this mean squared error,
 # measured like the metric inversion/mse: on images scaled to [0, 1].
@@ -28,12 +27,22 @@ def real_images():
 
 
 def test_quality_of_64_deterministic_samples(shapes32):
-    """At least 85% pass the pixel judge (tolerances in hspace.data.shapes_quality), both greys appear."""
-    schedule = make_schedule(shapes32.alphas_cumprod, 50, "trailing")
-    x_T, _ = initial_noise(range(64), shapes32.image_shape, 50, with_z=False)
-    report = quality_report(to_uint8(sample(shapes32, schedule, x_T).x0))
-    assert report["pass_fraction"] >= 0.85, report
-    assert 0.2 <= report["light_background_share"] <= 0.8, report
+    """Judge and shape clarity of seeds 0..63 (measured: 96.9% pass, 82.8% fill ratio in its class's band)."""
+    report, _ = model_quality(shapes32, num_samples=64, with_h_swap=False)
+    assert report["judge"]["pass_fraction"] >= 0.95, report
+    assert 0.2 <= report["judge"]["light_background_share"] <= 0.8, report
+    assert report["clarity"]["fill_in_band_fraction"] >= 0.78, report
+    assert min(report["clarity"][f"{s}_share"] for s in SHAPES) >= 0.15, report
+
+
+@pytest.mark.slow
+def test_quality_of_256_deterministic_samples(shapes32):
+    """The model card's numbers (measured: 95.7% pass, 77.7% in band; v1: 87.1% and 68.4%). Issue targets of
+    97% and 95% are not reached yet."""
+    report, _ = model_quality(shapes32, num_samples=256, with_h_swap=False)
+    assert report["judge"]["pass_fraction"] >= 0.95, report
+    assert report["clarity"]["fill_in_band_fraction"] >= 0.75, report
+    assert report["clarity"]["median_fit_error"] <= 0.1, report
 
 
 def test_ddim_inversion_reconstructs_shapes_images(shapes32, real_images):
@@ -53,10 +62,10 @@ def test_edit_friendly_inversion_reconstructs_shapes_images(shapes32, real_image
 
 def test_decoder_reads_h(shapes32):
     """The shipped model's coarse skips are cut, so swapping h between samples changes the prediction
-    (by 6-30% at the timesteps below; the earlier model without cut skips: at most 0.3%)."""
+    (measured on 16 samples: 26% at tau 599, 37% at 399; a model with all skips: at most 0.3%)."""
     from hspace.diffusion.skips import skip_weight_norm
     from hspace.metrics.h_dependence import h_swap_change
 
     assert skip_weight_norm(shapes32.unet, 3) == 0
-    changes = h_swap_change(shapes32, num_samples=8, timesteps=(799, 599, 399))
-    assert min(changes.values()) > 0.03 and max(changes.values()) > 0.15, changes
+    changes = h_swap_change(shapes32, num_samples=8, timesteps=(599, 399))
+    assert min(changes.values()) >= 0.10, changes
