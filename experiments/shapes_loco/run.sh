@@ -36,7 +36,7 @@ table() {  # table <name> <runs>
 table locality "$runs/loco,$runs/jacobian,$runs/class_mean"
 table transfer "$runs/loco_transfer"
 # Pixels inside vs outside the unedited object (metrics.locality, every method alike).
-"$bin/hspace-table" "runs=[$runs/loco,$runs/loco_transfer,$runs/jacobian,$runs/class_mean]" group_by=[method] digits=3 \
+"$bin/hspace-table" "runs=[$runs/loco,$runs/loco_transfer,$runs/jacobian,$runs/class_mean]" group_by=[method,num_samples] digits=3 \
   plot.metric=null layout.name=pixels "output_dir=$here" \
   "layout.pattern='^edit/(?P<row>[^/@]+)/locality/(?P<column>mse_in|mse_out|outside_share|kept_out)\$'" \
   'layout.columns=[mse_in,mse_out,outside_share,kept_out]'
