@@ -344,6 +344,7 @@ def test_bank_is_cached_and_a_one_sided_bank_is_refused_before_inverting(tmp_pat
     assert "a boundary needs at least 20 of each" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_shapes_background_target_at_the_chosen_strength(tmp_path, monkeypatch):
     """The experiment's setting (experiments/boundarydiffusion2023) on 64 samples: darkening the background
     flips at least 90% of light backgrounds and keeps at least 90% of the other decisions."""

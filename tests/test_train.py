@@ -228,6 +228,7 @@ def test_bad_training_settings_are_one_line():
             DDPMTraining(unet=unet, scheduler={}, **bad)
 
 
+@pytest.mark.slow
 def test_the_gpu_training_script_trains_exports_and_measures(tmp_path):
     """scripts/train_shapes_gpu.sh end to end with a tiny UNet, on the CPU (bf16 autocast included)."""
     import json
