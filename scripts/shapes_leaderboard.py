@@ -211,7 +211,8 @@ def leaderboard(results: dict[str, tuple[Entry, list[dict]]], scores: dict, base
 
     for entry, seed_metrics in results.values():
         first = seed_metrics[0]
-        names = [k.split("/")[1] for k in first if k.startswith("edit/") and k.endswith("/factors/target")]
+        # In name order: a run read back from metrics.json (sorted keys) and one just finished list them alike.
+        names = sorted(k.split("/")[1] for k in first if k.startswith("edit/") and k.endswith("/factors/target"))
         for name in names:
             row = (entry.method, name, first[f"edit/{name}/factors/target"])
             rows.append(row)
@@ -244,21 +245,37 @@ def plot(table: Table, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
-    markers = dict(zip(["pca", "random", "jacobian", "loco", "class_mean", "boundary"], "osDP^v", strict=True))
+    methods = ["pca", "random", "jacobian", "loco", "class_mean", "boundary"]
+    markers = dict(zip(methods, "osDP^v", strict=True))
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
     for row in table.rows:
         success, leakage = table.cell(row, "success"), table.cell(row, "leakage")
         if not success.values:
             continue
-        ax.scatter(leakage.mean, success.mean, marker=markers.get(row[0], "x"), label=row[0])
+        reached = table.cell(row, "reached").mean >= 0.5  # on most seeds
+        colour = colours.get(row[0], "k")
+        ax.scatter(
+            leakage.mean,
+            success.mean,
+            marker=markers.get(row[0], "x"),
+            facecolors=colour if reached else "none",
+            edgecolors=colour,
+        )
         ax.annotate(
             f"{row[1]} ({row[2]})", (leakage.mean, success.mean), fontsize=6, xytext=(3, 3), textcoords="offset points"
         )
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=7)
+    from matplotlib.lines import Line2D
+
+    shown = dict.fromkeys(row[0] for row in table.rows if row[0] in markers)
+    handles = [Line2D([], [], ls="", marker=markers[m], color=colours[m]) for m in shown]
+    ax.legend(handles, list(shown), fontsize=7)
     ax.set_xlabel("worst leakage into another factor (at the matched effect)")
     ax.set_ylabel("success on the target factor")
-    ax.set_title(f"Shapes leaderboard: directions at a matched effect of {MATCHED_EFFECT}", fontsize=9)
+    ax.set_title(
+        f"Shapes leaderboard: directions at a matched effect of {MATCHED_EFFECT} (hollow: never reached; "
+        "shown at the largest strength)",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -52,3 +52,14 @@ def test_a_run_direction_point_uses_the_non_negative_strengths():
     point = direction_point(grows, "d", [-1.0, 0.0, 1.0, 2.0])
     assert point.reached and point.strength == pytest.approx(1.5)
     assert point.values["success"] == pytest.approx(0.6) and point.values["valid"] == pytest.approx(0.85)
+
+
+def test_a_run_read_back_from_metrics_json_gives_the_same_point():
+    from hspace.run_record import finite
+
+    std = DATA_STD["r"]
+    grows = metrics_of("r", {0.0: 0.0, 1.0: 0.75 * std, 2.0: std}, {0.0: math.nan, 1.0: 0.3, 2.0: 0.9})
+    read_back = finite(grows)  # what a resumed leaderboard reads from metrics.json: NaN written as null
+    assert read_back["edit/d/factors/success@0"] is None
+    point = direction_point(read_back, "d", [0.0, 1.0, 2.0])  # between 0 (success not measured) and 1
+    assert point == direction_point(grows, "d", [0.0, 1.0, 2.0]) and point.values["success"] == 0.3

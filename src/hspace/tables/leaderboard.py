@@ -44,9 +44,14 @@ def target_effect(metrics: dict, direction: str, strength: float, prefix: str = 
         return 0.0
     target = FactorTarget.parse(metrics[f"{key}/target"], f"{key}/target")
     if target.factor in CATEGORICAL:
-        return metrics[f"{key}/success@{label}"]
+        return measured(metrics[f"{key}/success@{label}"])
     sign = target.sign * (1 if strength > 0 else -1)
-    return sign * metrics[f"{key}/change/{target.factor}@{label}"] / DATA_STD[target.factor]
+    return sign * measured(metrics[f"{key}/change/{target.factor}@{label}"]) / DATA_STD[target.factor]
+
+
+def measured(value: float | None) -> float:
+    """A metric as a float: NaN where it was not measured (null in metrics.json, NaN in memory)."""
+    return math.nan if value is None else float(value)
 
 
 def matched_point(
@@ -85,5 +90,5 @@ def direction_point(metrics: dict, direction: str, strengths: Sequence[float]) -
     grid = [s for s in strengths if s >= 0]
     effects = [target_effect(metrics, direction, s) for s in grid]
     key = f"edit/{direction}/factors"
-    values = {name: [metrics[f"{key}/{name}@{strength_label(s)}"] for s in grid] for name in COMPARED}
+    values = {name: [measured(metrics[f"{key}/{name}@{strength_label(s)}"]) for s in grid] for name in COMPARED}
     return matched_point(grid, effects, values)
