@@ -61,27 +61,21 @@ def block_subspace_iteration(
     log = []
     converged = False
     for iteration in range(1, max_iters + 1):
-        U = jvp(V)
-        W = vjp(U)
+        # Rayleigh-Ritz in span(V): the SVD of J V^T gives the best triplets there, ordered by sigma.
+        u_left, sigma, vh = torch.linalg.svd(jvp(V).T.double(), full_matrices=False)
+        ritz = (vh @ V.double()).to(dtype)  # (width, n) Ritz right vectors, J r_j = sigma_j u_j
+        left = u_left.T.to(dtype)
+        W = vjp(left)  # J^T u_j = sigma_j r_j exactly when r_j is a singular vector
         jvps, vjps = jvps + width, vjps + width
-        rho = (V * W).sum(dim=1)
-        residual = (W - rho[:, None] * V).norm(dim=1) / rho.clamp(min=torch.finfo(rho.dtype).tiny)
-        log.append(
-            {"iteration": iteration, "sigma": rho[:k].clamp(min=0).sqrt().tolist(), "residual": residual[:k].tolist()}
-        )
+        sigma = sigma.to(dtype)
+        # ||J^T J r_j - sigma_j^2 r_j|| / sigma_j^2 = ||J^T u_j - sigma_j r_j|| / sigma_j
+        residual = (W - sigma[:, None] * ritz).norm(dim=1) / sigma.clamp(min=torch.finfo(sigma.dtype).tiny)
+        log.append({"iteration": iteration, "sigma": sigma[:k].tolist(), "residual": residual[:k].tolist()})
         if iteration >= min_iters and float(residual[:k].max()) < tol:
             converged = True
             break
-        left, _, _ = torch.linalg.svd(W.T.double(), full_matrices=False)  # ordered basis of span(J^T J V)
-        V = left.T.to(dtype)
-    # Rayleigh-Ritz on the final V: the SVD of J V gives the best triplets within span(V).
-    U = jvp(V)
-    jvps += width
-    u_left, sigma, vh = torch.linalg.svd(U.T.double(), full_matrices=False)  # U^T = (m, width)
-    right = (vh @ V.double()).to(dtype)
-    return SingularTriplets(
-        right[:k], sigma[:k].to(dtype), u_left.T[:k].to(dtype), iteration, converged, jvps, vjps, log
-    )
+        V = orthonormal_rows(W.double()).to(dtype)  # span(J^T J V): one step of subspace iteration
+    return SingularTriplets(ritz[:k], sigma[:k], left[:k], iteration, converged, jvps, vjps, log)
 
 
 def sequential_power_iteration(
