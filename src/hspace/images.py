@@ -89,19 +89,19 @@ def save_edit_grid(
     import matplotlib.pyplot as plt
 
     pixels = pixels[:max_rows]
-    n, s = pixels.shape[:2]
+    n, s, h, w, c = pixels.shape
+    pad = 1
     height = 1.1 * n + 0.5
-    fig, axes = plt.subplots(n, s, figsize=(1.1 * s + 0.6, height), squeeze=False)
-    for r in range(n):
-        for c in range(s):
-            ax = axes[r, c]
-            ax.imshow(pixels[r, c], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"{strengths[c]:+g}", fontsize=8)
-            if c == 0 and row_labels is not None:
-                ax.set_ylabel(str(row_labels[r]), fontsize=7)
+    # One image of all tiles in one axes: a figure of n x s axes takes seconds to lay out and draw.
+    fig, ax = plt.subplots(figsize=(1.1 * s + 0.6, height))
+    ax.imshow(image_grid(pixels.reshape(n * s, h, w, c), s, pad=pad), interpolation="nearest")
+    ax.set_xticks([pad + q * (w + pad) + (w - 1) / 2 for q in range(s)], [f"{v:+g}" for v in strengths], fontsize=8)
+    ax.xaxis.tick_top()
+    labels = [] if row_labels is None else [str(x) for x in row_labels[:n]]
+    ax.set_yticks([pad + r * (h + pad) + (h - 1) / 2 for r in range(len(labels))], labels, fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")  # a fixed 0.08 in from the top, however tall
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
     buffer = io.BytesIO()
