@@ -4,8 +4,8 @@ The map J: R^n -> R^m is given by `jvp(V)` (rows of V (b, n) -> rows of J v (b, 
 (rows (b, m) -> rows of J^T u (b, n)). Two solvers:
 
 - `block_subspace_iteration` (paper Alg. 1, the default): V <- orth(J^T J V) with k + p columns at a
-  time, stopping when every relative eigen-residual ||J^T J v_j - rho_j v_j|| / rho_j of the top k is
-  below `tol` (after `min_iters`), or at `max_iters`.
+  time, stopping when every relative eigen-residual ||J^T J r_j - sigma_j^2 r_j|| / sigma_j^2 of the top k
+  Ritz vectors r_j of span(V) is below `tol` (after `min_iters`), or at `max_iters`.
 - `sequential_power_iteration` (paper Alg. 2 with b = 1, the reference code's method): one vector at a
   time in output space, deflated against the left vectors already found, with the same residual test.
 
