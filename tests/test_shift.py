@@ -81,3 +81,16 @@ def test_edit_grids_show_the_first_rows_with_the_title_above_them(tmp_path):
     assert tall.size == short.size
     ink = (np.asarray(tall.convert("L")) < 128).any(axis=1)
     assert ink[: int(0.1 * 110)].any()  # the title is drawn within the top 0.1 inch (dpi 100)
+
+
+def test_a_long_title_on_a_narrow_grid_is_not_cut_off(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from hspace.images import save_edit_grid
+
+    pixels = np.zeros((2, 3, 8, 8, 3), dtype=np.uint8)
+    title = "class_mean light_background (edits background=light); columns: strength in units of its scale; rows: seeds"
+    grid = np.asarray(Image.open(save_edit_grid(pixels, [-1, 0, 1], title, tmp_path / "g.png")).convert("L"))
+    band = grid[:30] < 128  # the title's band, above the strength labels (dpi 100)
+    assert band.any() and not band[:, :3].any() and not band[:, -3:].any()  # drawn, and inside the image

@@ -102,7 +102,9 @@ def save_edit_grid(
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")  # a fixed 0.08 in from the top, however tall
+    # One line, a fixed 0.08 in from the top however tall; smaller type where a long title would be cut off.
+    fontsize = min(9.0, 9.0 * 13 * (1.1 * s + 0.6) / max(len(title), 1))
+    fig.suptitle(title, fontsize=fontsize, y=1 - 0.08 / height, va="top")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
