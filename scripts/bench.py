@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+HSPACE_RUN = str(Path(sys.executable).parent / "hspace-run")
 GOALS = {"P1": (">=", 0.97), "P2": (">=", 3.0), "P3": ("<=", 1.1), "P4": ("<=", 1.2), "P7": ("<=", 1.15)}
 
 
@@ -138,10 +139,9 @@ def p3_sweep(model, work: Path) -> dict:
     from hspace.job.edit import edit_generated
 
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    script = str(Path(sys.executable).parent / "hspace-run")
     args = ["-m", f"edit.strengths={','.join(SWEEP)}", *SMALL, f"cache_dir={work / 'cache'}"]
     start = time.perf_counter()
-    subprocess.run([script, *args, f"hydra.sweep.dir={work / 'sweep'}"], env=env, check=True, capture_output=True)
+    subprocess.run([HSPACE_RUN, *args, f"hydra.sweep.dir={work / 'sweep'}"], env=env, check=True, capture_output=True)
     sweep = time.perf_counter() - start
 
     sampler = SamplerSettings(num_steps=20, spacing="trailing")
@@ -203,11 +203,10 @@ def p5_batched_strengths(model) -> dict:
 
 def p6_main_job(work: Path) -> dict:
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    script = str(Path(sys.executable).parent / "hspace-run")
     run_dir = work / "main_job"
     start = time.perf_counter()
     subprocess.run(
-        [script, f"run_dir={run_dir}", f"cache_dir={work / 'main_cache'}", "logger=none"],
+        [HSPACE_RUN, f"run_dir={run_dir}", f"cache_dir={work / 'main_cache'}", "logger=none"],
         env=env,
         check=True,
         capture_output=True,
@@ -219,18 +218,25 @@ def p6_main_job(work: Path) -> dict:
 
 
 # Two jobs of equal size that share nothing in the cache: PCA over two different sets of collection seeds.
-PAIR = ["method=pca", "method.first_seed=1000000,2000000", *SMALL]
+PAIR_SEEDS = ["1000000", "2000000"]
+PAIR = ["method=pca", f"method.first_seed={','.join(PAIR_SEEDS)}", *SMALL]
 
 
 def p7_parallel_jobs(work: Path) -> dict:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     env.pop("OMP_NUM_THREADS", None)
-    script = str(Path(sys.executable).parent / "hspace-run")
 
     def sweep(name: str, *launcher: str) -> float:
         start = time.perf_counter()
         subprocess.run(
-            [script, "-m", *PAIR, *launcher, f"cache_dir={work / name}", f"hydra.sweep.dir={work / name / 'sweep'}"],
+            [
+                HSPACE_RUN,
+                "-m",
+                *PAIR,
+                *launcher,
+                f"cache_dir={work / name}",
+                f"hydra.sweep.dir={work / name / 'sweep'}",
+            ],
             env=env,
             check=True,
             capture_output=True,
@@ -240,11 +246,10 @@ def p7_parallel_jobs(work: Path) -> dict:
     sequential = sweep("p7_sequential")
     parallel = sweep("p7_parallel", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     start = time.perf_counter()
-    seeds = PAIR[1].split("=")[1].split(",")
     jobs = [
         subprocess.Popen(
             [
-                script,
+                HSPACE_RUN,
                 "method=pca",
                 f"method.first_seed={seed}",
                 *SMALL,
@@ -255,7 +260,7 @@ def p7_parallel_jobs(work: Path) -> dict:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for seed in seeds
+        for seed in PAIR_SEEDS
     ]
     if any(job.wait() for job in jobs):
         raise RuntimeError("a plain parallel job of P7 failed")
