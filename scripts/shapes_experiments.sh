@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Every Shapes experiment of experiments/ against the shipped Shapes DDPM, one after the other, in one command:
+# the model's quality (experiments/shapes32_ddpm/quality.json), the default run's factor effects, then each
+# experiment's own run.sh (PCA evaluation, Haas et al. Table I, BoundaryDiffusion, LOCO) and the leaderboard.
+# Their tables and plots are written into their folders; the runs go to <runs_root>/<experiment>. Finished runs
+# are kept, so a stopped re-run resumes where it stopped. About 3 hours on 2 CPU cores, alone on the machine
+# (the experiments record their own timings). The prose numbers of each experiment's README are edited by hand.
+#   bash scripts/shapes_experiments.sh [runs_root]          (default outputs/shapes_experiments)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=${1:-outputs/shapes_experiments}
+bin=.venv/bin
+export HF_HUB_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
+mkdir -p "$root"
+
+step() {  # step <name> <command...>: run it, with its start and duration on stdout and its output in <root>/<name>.log
+  local name=$1 start
+  shift
+  start=$(date +%s)
+  echo "$(date +%T) $name"
+  if ! "$@" > "$root/$name.log" 2>&1; then
+    echo "$name failed; its output is in $root/$name.log" >&2
+    exit 1
+  fi
+  echo "$(date +%T) $name done in $(( $(date +%s) - start )) s"
+}
+
+quality() {
+  local out=experiments/shapes32_ddpm
+  "$bin/python" scripts/shapes_model_quality.py --weights shapes32 --num-samples 256 --classifier shapes_attributes \
+    --grid "$out/quality_samples.png" > "$root/quality.json"
+  cp "$root/quality.json" "$out/quality.json"
+}
+
+default_run() {  # the default hspace-run and which factor each of its PCA directions changes (scripts/shapes_edit_factors.py)
+  [ -f "$root/default/metrics.json" ] || "$bin/hspace-run" logger=csv "run_dir=$root/default"
+  "$bin/python" scripts/shapes_edit_factors.py "$root/default" | tee "$root/default_factors.txt"
+}
+
+step quality quality
+step default_run default_run
+step shapes_pca_eval bash experiments/shapes_pca_eval/run.sh "$root/shapes_pca_eval"
+step haas2023_table1 bash experiments/haas2023_table1/run.sh "$root/haas2023_table1"
+step boundarydiffusion2023 bash experiments/boundarydiffusion2023/run.sh "$root/boundarydiffusion2023"
+step shapes_loco bash experiments/shapes_loco/run.sh "$root/shapes_loco"
+step shapes_leaderboard "$bin/python" scripts/shapes_leaderboard.py --runs "$root/shapes_leaderboard"
+echo "every Shapes experiment re-ran; runs in $root"
