@@ -10,7 +10,7 @@ from hspace.cli.run import run
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
 from hspace.diffusion.step_rules import ReplaceH
-from hspace.directions.boundary import check_labels, fit_boundary, stratified_split
+from hspace.directions.boundary import LatentBank, check_labels, fit_boundary, load_bank, save_bank, stratified_split
 from hspace.directions.container import Directions
 from hspace.edits.boundary_step import BoundaryStep, move
 from hspace.errors import UserError
@@ -53,6 +53,18 @@ def test_placement_puts_the_projection_at_d_and_d_equal_to_the_distance_is_the_i
     torch.testing.assert_close(pushed[2:], v[2:])
     torch.testing.assert_close(move(v, n, 0.7, -distance, "push") @ n + 0.7, -distance)  # across the boundary
     torch.testing.assert_close(move(v, n, 0.7, torch.zeros(4, dtype=torch.float64), "push"), v)
+
+
+def test_a_bank_labels_each_attribute_it_scores_and_survives_its_file(tmp_path):
+    scores = np.array([[0.9, 0.1], [0.5, 0.7], [0.2, 0.49]], dtype=np.float32)
+    bank = LatentBank({3: np.arange(6.0).reshape(3, 2)}, {3: np.ones((3, 4))}, scores, ["light", "red"])
+    assert bank.labels("light").tolist() == [1, 1, -1] and bank.labels("red").tolist() == [-1, 1, -1]
+    with pytest.raises(UserError, match="scores no attribute 'blue'"):
+        bank.labels("blue")
+    save_bank(bank, tmp_path / "bank.safetensors")
+    again = load_bank(tmp_path / "bank.safetensors")
+    assert again.attributes == ["light", "red"] and np.array_equal(again.scores, scores)
+    assert np.array_equal(again.x[3], bank.x[3]) and np.array_equal(again.h[3], bank.h[3])
 
 
 def test_single_class_bank_is_refused():
@@ -322,6 +334,11 @@ def test_bank_is_cached_and_a_one_sided_bank_is_refused_before_inverting(tmp_pat
         # new SVM, same bank
         second = run(compose(config_name="run", overrides=[*base, "method.C=0.5", f"run_dir={tmp_path / 'b'}"]))
         assert second["cache/hits"] == 1 and second["cache/misses"] == 1
+        # another attribute, the same bank: only its boundaries are new
+        large = [*base, "method.attribute=large", f"run_dir={tmp_path / 'd'}"]
+        other = run(compose(config_name="run", overrides=large))
+        assert other["cache/hits"] == 1 and other["cache/misses"] == 1
+        assert Directions.load(tmp_path / "d" / "directions.safetensors").names == ["large"]
         import hspace.directions.boundary as boundary
 
         monkeypatch.setattr(

@@ -11,11 +11,13 @@ test split. The unit normals and offsets b / ||w|| are saved as plain tensors.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from hspace.bottleneck import capture_h
@@ -119,24 +121,39 @@ def fit_boundary(
     )
 
 
+@dataclass
+class LatentBank:
+    """Latents of labelled images at some grid indices: x_t (N, D_x) and h_t (N, D_h) per index, and every
+    attribute's score of each image (N, A): a classifier's probability, or a dataset's label. One bank serves
+    every attribute it scores; `labels` picks one."""
+
+    x: dict[int, np.ndarray]
+    h: dict[int, np.ndarray]
+    scores: np.ndarray
+    attributes: list[str]
+
+    def labels(self, attribute: str, threshold: float = 0.5) -> np.ndarray:
+        """(N,) labels in {-1, +1}: +1 where the attribute's score reaches `threshold`."""
+        if attribute not in self.attributes:
+            raise UserError(f"the bank scores no attribute {attribute!r}: it has {', '.join(self.attributes)}")
+        return np.where(self.scores[:, self.attributes.index(attribute)] >= threshold, 1, -1)
+
+
 @torch.no_grad()
 def generated_bank(
     model: DiffusionModel,
     schedule,
     t_indices: list[int],
     seeds: list[int],
-    classifier,
-    attribute: str,
+    classifier: AttributeClassifier,
     batch_size: int = 64,
-    threshold: float = 0.5,
-):
-    """For each grid index, x_t (N, D_x) and h_t (N, D_h) of generated samples (deterministic DDIM; h_t
-    from the call at (x_t, t)), and their labels in {-1, +1} from the classifier's decision on x_0. Across
-    processes, each rank samples its block of the seeds and the ranks gather the bank in seed order."""
+) -> LatentBank:
+    """For each grid index, x_t and h_t of generated samples (deterministic DDIM; h_t from the call at
+    (x_t, t)), scored by the classifier's probabilities on x_0. Across processes, each rank samples its block
+    of the seeds and the ranks gather the bank in seed order."""
     xs = {i: [] for i in t_indices}
     hs = {i: [] for i in t_indices}
-    labels = []
-    column = classifier.attributes.index(attribute)
+    scores = []
     shard = Shard.current()
     seeds = shard.take(seeds)
     for start in bar(range(0, len(seeds), batch_size), "boundary bank", unit="batch"):
@@ -145,9 +162,8 @@ def generated_bank(
         for i in t_indices:
             xs[i].append(trajectory.x_t[:, i].flatten(1))
             hs[i].append(trajectory.h[:, i].flatten(1))
-        p = classifier.probabilities(trajectory.x0)[:, column]
-        labels.append(torch.where(p >= threshold, 1, -1).cpu())
-    return gathered_bank(xs, hs, labels, shard)
+        scores.append(classifier.probabilities(trajectory.x0).float().cpu())
+    return gathered_bank(xs, hs, scores, list(classifier.attributes), shard)
 
 
 @torch.no_grad()
@@ -156,18 +172,16 @@ def inverted_bank(
     schedule,
     t_indices: list[int],
     dataset,
-    attribute: str,
     names: list[str],
     count: int,
     batch_size: int = 64,
-):
+) -> LatentBank:
     """Like generated_bank, for labelled real images DDIM-inverted up the grid: x_t at each index and
-    h_t = mid-block output of the call at (x_t, t) (pitfall B6: not the last inversion call's)."""
-    if attribute not in names:
-        raise UserError(f"the data has no label {attribute!r}: its attributes are {', '.join(names) or 'none'}")
+    h_t = mid-block output of the call at (x_t, t) (pitfall B6: not the last inversion call's), scored by
+    the dataset's labels (`names`)."""
     xs = {i: [] for i in t_indices}
     hs = {i: [] for i in t_indices}
-    labels = []
+    scores = []
     shard = Shard.current()  # each rank inverts its block of images; the ranks gather the bank in order
     first, stop = shard.bounds(count)
     for start in bar(range(first, stop, batch_size), "boundary bank (inverted)", unit="batch"):
@@ -178,36 +192,40 @@ def inverted_bank(
             x = x_t[:, i].to(model.device, model.dtype)
             xs[i].append(x.flatten(1).cpu())
             hs[i].append(capture_h(model, x, schedule.timesteps[i]).flatten(1).cpu())
-        labels.append(
-            torch.where(torch.stack([it["attributes"] for it in items])[:, names.index(attribute)] > 0.5, 1, -1)
-        )
-    return gathered_bank(xs, hs, labels, shard)
+        scores.append(torch.stack([it["attributes"] for it in items]).float())
+    return gathered_bank(xs, hs, scores, names, shard)
 
 
-def gathered_bank(xs: dict, hs: dict, labels: list, shard: Shard):
-    """The bank as arrays ({index: (N, D_x)}, {index: (N, D_h)}, (N,) labels), every rank's rows in rank order."""
+def gathered_bank(xs: dict, hs: dict, scores: list, attributes: list[str], shard: Shard) -> LatentBank:
+    """The bank as arrays, every rank's rows in rank order."""
 
     def stack(parts: list[torch.Tensor]) -> np.ndarray:
         return shard.gather(torch.cat(parts).cpu()).numpy()
 
-    x_bank = {i: stack(v).astype(np.float64) for i, v in xs.items()}
-    h_bank = {i: stack(v).astype(np.float64) for i, v in hs.items()}
-    return x_bank, h_bank, stack([label.long() for label in labels])
+    return LatentBank(
+        x={i: stack(v).astype(np.float64) for i, v in xs.items()},
+        h={i: stack(v).astype(np.float64) for i, v in hs.items()},
+        scores=stack(scores).astype(np.float32),
+        attributes=list(attributes),
+    )
 
 
-def save_bank(bank, path) -> None:
-    xs, hs, labels = bank
-    tensors = {f"x.{i}": torch.from_numpy(v) for i, v in xs.items()} | {
-        f"h.{i}": torch.from_numpy(v) for i, v in hs.items()
+def save_bank(bank: LatentBank, path) -> None:
+    tensors = {f"x.{i}": torch.from_numpy(v) for i, v in bank.x.items()} | {
+        f"h.{i}": torch.from_numpy(v) for i, v in bank.h.items()
     }
-    data = save({**tensors, "labels": torch.from_numpy(labels)})
+    data = save(
+        {**tensors, "scores": torch.from_numpy(bank.scores)}, metadata={"attributes": json.dumps(bank.attributes)}
+    )
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
-def load_bank(path):
+def load_bank(path) -> LatentBank:
+    with safe_open(str(path), "pt") as f:
+        attributes = json.loads(f.metadata()["attributes"])
     tensors = load_file(path)
     pick = lambda prefix: {int(k.split(".")[1]): v.numpy() for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
-    return pick("x."), pick("h."), tensors["labels"].numpy()
+    return LatentBank(pick("x."), pick("h."), tensors["scores"].numpy(), attributes)
 
 
 @dataclass
@@ -259,32 +277,34 @@ class BoundaryDirections(DirectionMethod):
         if self.bank == "inverted" and self.data is None:
             raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
 
-    def make_bank(self, model, schedule, t_indices, seeds, cache: ArtifactCache | None = None):
-        """The labelled latents at each grid index, from the cache when an identical bank was built."""
+    def make_bank(self, model, schedule, t_indices, seeds, cache: ArtifactCache | None = None) -> LatentBank:
+        """The latents at each grid index with every attribute's scores, from the cache when an identical bank
+        was built (for any of the attributes it scores)."""
         if self.bank == "generated":
             source = {"seeds": [seeds[0], len(seeds)], "classifier": self.classifier.identity()}
 
             def compute():
-                return generated_bank(
-                    model, schedule, t_indices, seeds, self.classifier, self.attribute, self.batch_size
-                )
+                return generated_bank(model, schedule, t_indices, seeds, self.classifier, self.batch_size)
         elif self.bank == "inverted":
             if self.data is None:
                 raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
             dataset = self.data.datasets["train"]
             names = list(self.data.attributes)
-            count = min(len(dataset), self.num_bank)
-            if self.attribute in names:  # refuse a one-sided bank before inverting anything
-                column = names.index(self.attribute)
-                check_labels(
-                    np.array([1 if dataset[i]["attributes"][column] > 0.5 else -1 for i in range(count)]),
-                    self.min_per_class,
-                    f"the bank of {self.attribute!r}",
+            if self.attribute not in names:
+                raise UserError(
+                    f"the data has no label {self.attribute!r}: its attributes are {', '.join(names) or 'none'}"
                 )
+            count = min(len(dataset), self.num_bank)
+            column = names.index(self.attribute)  # refuse a one-sided bank before inverting anything
+            check_labels(
+                np.array([1 if dataset[i]["attributes"][column] >= 0.5 else -1 for i in range(count)]),
+                self.min_per_class,
+                f"the bank of {self.attribute!r}",
+            )
             source = {"data": self.data.identity(), "count": count, "type": type(dataset).__name__}
 
             def compute():
-                return inverted_bank(model, schedule, t_indices, dataset, self.attribute, names, count, self.batch_size)
+                return inverted_bank(model, schedule, t_indices, dataset, names, count, self.batch_size)
         else:
             raise UserError(f"method.bank must be generated or inverted, not {self.bank!r}")
         if cache is None:
@@ -294,7 +314,6 @@ class BoundaryDirections(DirectionMethod):
             "timesteps": schedule.timesteps[t_indices].tolist(),
             "grid": schedule.timesteps.tolist(),
             "bank": self.bank,
-            "attribute": self.attribute,
             **source,
         }
         return cache.get("boundary_bank", parts, compute, save=save_bank, load=load_bank)
@@ -326,9 +345,10 @@ class BoundaryDirections(DirectionMethod):
         )
         fine = fine_schedule(model, candidates, settings["stride"])
         indices = [int((fine.timesteps == t).nonzero()[0]) for t in candidates]
-        xs, hs, labels = self.make_bank(model, fine, indices, seeds, cache)
+        bank = self.make_bank(model, fine, indices, seeds, cache)
+        labels = bank.labels(self.attribute)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
-        fits = [self.fit_spaces(xs[i], hs[i], labels) for i in indices]
+        fits = [self.fit_spaces(bank.x[i], bank.h[i], labels) for i in indices]
         curve.accuracy = {space: [f[space].val_acc for f in fits] for space in ("x", "h")}
         if settings["select"] == "accuracy":
             admissible = [j for j, t in enumerate(candidates) if t <= curve.t_mix]
@@ -355,11 +375,12 @@ class BoundaryDirections(DirectionMethod):
         t_index = schedule.index_of(curve.t_mix if curve else int(self.t_mix))
         timer = {}
         start = time.perf_counter()
-        xs, hs, labels = self.make_bank(model, schedule, [t_index], seeds, cache)
+        bank = self.make_bank(model, schedule, [t_index], seeds, cache)
+        labels = bank.labels(self.attribute)
         timer["time/bank_s"] = round(time.perf_counter() - start, 3)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
         start = time.perf_counter()
-        fits = self.fit_spaces(xs[t_index], hs[t_index], labels)
+        fits = self.fit_spaces(bank.x[t_index], bank.h[t_index], labels)
         timer["time/svm_fit_s"] = round(time.perf_counter() - start, 3)
         vectors = torch.zeros(1, num_steps, *model.h_shape)
         vectors[0, t_index] = torch.from_numpy(fits["h"].normal).float().view(model.h_shape)
