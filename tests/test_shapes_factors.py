@@ -70,6 +70,12 @@ def test_clarity_report_counts():
     assert report["shape_clear_fraction"] == pytest.approx(12 / 14)
     assert report["valid_fraction"] == pytest.approx(13 / 14)  # the blob passes the judge: one object of one colour
     assert sum(report[f"{s}_share"] for s in SHAPES) == pytest.approx(1.0)
+    # per class: the 12 rendered images lie in their bands, the blob is read as a triangle inside the triangles'
+    # band, and the uniform image of a grey that is no Shapes grey is one object filling its box, read as a
+    # circle outside the circles' band
+    circles = sum(SHAPES[m.shape] == "circle" for m in measure_all(pixels))
+    assert report["circle_in_band"] == pytest.approx(circles / (circles + 1))
+    assert report["triangle_in_band"] == report["square_in_band"] == 1.0
 
 
 def test_the_shipped_classifier_agrees_with_the_pixels_of_rendered_images():

@@ -174,8 +174,9 @@ def measure_all(pixels: np.ndarray) -> list[ShapeMeasurement]:
 
 
 def clarity_report(measurements: list[ShapeMeasurement]) -> dict[str, float]:
-    """Shares of valid and shape-clear images, of fill ratios inside their class's band, the shape classes
-    found, and the median fit error."""
+    """Shares of valid and shape-clear images, of fill ratios inside their class's band (over all images, and
+    per class over the images found to be of it: `<shape>_in_band`, NaN when none is), the shape classes found,
+    and the median fit error."""
     found = [m for m in measurements if m.shape >= 0]
     in_band = [FILL_BANDS[SHAPES[m.shape]][0] <= m.fill <= FILL_BANDS[SHAPES[m.shape]][1] for m in found]
     report = {
@@ -186,4 +187,7 @@ def clarity_report(measurements: list[ShapeMeasurement]) -> dict[str, float]:
     }
     for index, shape in enumerate(SHAPES):
         report[f"{shape}_share"] = float(np.mean([m.shape == index for m in found])) if found else 0.0
+    for index, shape in enumerate(SHAPES):
+        of_class = [band for m, band in zip(found, in_band) if m.shape == index]
+        report[f"{shape}_in_band"] = float(np.mean(of_class)) if of_class else float("nan")
     return report
