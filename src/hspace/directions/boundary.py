@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from hspace.bottleneck import capture_h
 from hspace.cache import ArtifactCache
@@ -221,11 +221,11 @@ def save_bank(bank: LatentBank, path) -> None:
 
 
 def load_bank(path) -> LatentBank:
-    with safe_open(str(path), "pt") as f:
+    with safe_open(str(path), "pt") as f:  # the tensors and the attribute names in one read
+        tensors = {key: f.get_tensor(key).numpy() for key in f.keys()}
         attributes = json.loads(f.metadata()["attributes"])
-    tensors = load_file(path)
-    pick = lambda prefix: {int(k.split(".")[1]): v.numpy() for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
-    return LatentBank(pick("x."), pick("h."), tensors["scores"].numpy(), attributes)
+    pick = lambda prefix: {int(k.split(".")[1]): v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    return LatentBank(pick("x."), pick("h."), tensors["scores"], attributes)
 
 
 @dataclass
