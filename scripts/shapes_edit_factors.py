@@ -4,7 +4,9 @@ For every direction of `<run_dir>/edits.safetensors` and strength, compares each
 strength-0 sample, both measured by hspace.data.shapes_factors, and prints the normalised effect on each
 factor (hspace.metrics.factor_effects: flip rates of background, colour and shape; mean |change| of r, cx,
 cy over their data standard deviation), the dominant factor, whether the edit changes it predominantly
-(at least twice any other effect), and the share of edited images that are still valid Shapes images.
+(at least twice any other effect), the share of edited images that are still valid Shapes images, and the
+mean signed change of r, cx and cy in pixels (a direction that moves a factor one way has a signed change near
+its mean absolute change; one that jitters it has a signed change near 0).
 The last line counts the directions that change one factor predominantly at the largest strengths of
 either sign.
 With --classifier, also the two attributes whose probability the shipped Shapes classifier sees change
@@ -21,7 +23,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from hspace.data.shapes_factors import measure_all
-from hspace.metrics.factor_effects import FACTORS, factor_effects
+from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects
 
 
 def main() -> None:
@@ -65,7 +67,8 @@ def main() -> None:
     print(
         f"{'direction':>10} {'strength':>8} "
         + " ".join(f"{f:>10}" for f in FACTORS)
-        + f" {'dominant':>10} {'alone':>5} {'valid':>5}"
+        + f" {'dominant':>10} {'alone':>5} {'valid':>5} "
+        + " ".join(f"{f + ' px':>7}" for f in CONTINUOUS)
     )
     predominant = []
     for d, name in enumerate(names):
@@ -78,9 +81,10 @@ def main() -> None:
             if strength in (max(strengths), min(strengths)):
                 alone = alone and effects.predominant
             cells = " ".join(f"{effects.normalised[f]:>10.2f}" for f in FACTORS)
+            signed = " ".join(f"{effects.change[f] * resolution:>+7.2f}" for f in CONTINUOUS)
             print(
                 f"{name:>10} {strength:>+8g} {cells} {effects.dominant:>10} "
-                f"{'yes' if effects.predominant else 'no':>5} {effects.valid_fraction:>5.2f}"
+                f"{'yes' if effects.predominant else 'no':>5} {effects.valid_fraction:>5.2f} {signed}"
             )
         if alone:
             predominant.append(name)

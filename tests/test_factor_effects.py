@@ -57,3 +57,35 @@ def test_lost_objects_are_left_out_and_mismatched_lengths_refused(originals):
     assert effects.count == 0 and math.isnan(effects.normalised["r"]) and effects.valid_fraction == 0.0
     with pytest.raises(ValueError, match="same samples"):
         factor_effects(measure_all(renders(originals)), measure_all(blank[:3]), 32)
+
+
+def test_edit_factors_script_reports_signed_moves(originals, tmp_path):
+    """scripts/shapes_edit_factors.py on an edits file whose one direction moves every object 3 pixels right
+    per unit of strength and shrinks it by 1.5 pixels at -1: cx changes predominantly at +1, nothing does at -1
+    (the size leak is as large as the move in data standard deviations), and the signed columns give the moves
+    in pixels."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    columns = [
+        [replace(f, cx=f.cx - 3.0, r=f.r - 1.5) for f in originals],
+        originals,
+        [replace(f, cx=f.cx + 3.0) for f in originals],
+    ]
+    images = np.stack([renders(c) for c in columns], axis=1)[None]  # (D, N, S, H, W, C)
+    tensors = {
+        "images": torch.from_numpy(images).permute(0, 1, 2, 5, 3, 4).contiguous(),
+        "strengths": torch.tensor([-1.0, 0.0, 1.0]),
+    }
+    save_file(tensors, str(tmp_path / "edits.safetensors"), metadata={"directions": "pc0"})
+    script = Path(__file__).parents[1] / "scripts" / "shapes_edit_factors.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True)
+    rows = {line.split()[1]: line.split() for line in out.stdout.splitlines() if line.split()[:1] == ["pc0"]}
+    assert rows["+1"][8:10] == ["cx", "yes"] and rows["-1"][9] == "no", out.stdout
+    assert [float(v) for v in rows["+1"][-3:]] == pytest.approx([0.0, 3.0, 0.0], abs=0.1)
+    assert [float(v) for v in rows["-1"][-3:]] == pytest.approx([-1.5, -3.0, 0.0], abs=0.1)
+    assert "at strengths -1 and +1: 0 of 1 (none)" in out.stdout
