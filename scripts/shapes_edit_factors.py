@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from safetensors.torch import load_file
+from safetensors import safe_open
 
 from hspace.data.shapes_factors import measure_all
 from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects
@@ -33,11 +33,11 @@ def main() -> None:
     parser.add_argument("--classifier", default=None, help="e.g. shapes_attributes")
     args = parser.parse_args()
     path = args.run_dir / args.file
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: pass the run_dir of a finished hspace-run (it writes {args.file})")
+    with safe_open(str(path), "pt") as f:  # the tensors and the direction names in one read
+        data = {key: f.get_tensor(key) for key in f.keys()}
         names = f.metadata()["directions"].split(",")
-    data = load_file(path)
     images = data["images"].permute(0, 1, 2, 4, 5, 3).numpy()  # (D, N, S, H, W, C)
     strengths = data["strengths"].tolist()
     if 0.0 not in strengths:

@@ -6,18 +6,23 @@ Draws seeds 0..N-1 with deterministic 50-step DDIM on the trailing grid and repo
   well as rendered images do, the share whose fill ratio lies in its class's band, the median fit error
   and the shape classes found;
 - the dependence of the output on h (hspace.metrics.h_dependence) at six timesteps;
-and writes the first 64 samples as a grid when asked; with --classifier, that classifier's agreement with
-the factors measured from the pixels of the valid samples.
+and writes the first 64 samples as a grid when asked, and the first 64 samples whose object's fill ratio
+lies outside its class's band as another (--outside-band-grid: what keeps the model short of the clarity
+target); with --classifier, that classifier's agreement with the factors measured from the pixels of the
+valid samples.
 
     python scripts/shapes_model_quality.py --weights shapes32
     python scripts/shapes_model_quality.py --checkpoint <run_dir>/checkpoints/last.ckpt --grid samples.png
+    python scripts/shapes_model_quality.py --outside-band-grid outside_band.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from hspace.data.shapes_factors import measure_all
 from hspace.diffusion.loading import load_model
 from hspace.images import image_grid, save_png
 from hspace.lightning.ddpm import ema_model_from_checkpoint
@@ -30,6 +35,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="a training checkpoint (its EMA weights)")
     parser.add_argument("--num-samples", type=int, default=256)
     parser.add_argument("--grid", default=None, help="write the first 64 samples to this PNG")
+    parser.add_argument(
+        "--outside-band-grid", default=None, help="write the first 64 samples whose fill ratio is outside its band"
+    )
     parser.add_argument("--classifier", default=None, help="also its agreement with the pixels, e.g. shapes_attributes")
     args = parser.parse_args()
     if args.num_samples < 1:
@@ -42,6 +50,12 @@ def main() -> None:
         report["classifier_agreement"] = classifier_agreement(pixels, AttributeCNN.load(args.classifier))
     if args.grid:
         save_png(image_grid(pixels[:64], ncols=8), args.grid, scale=3)
+    if args.outside_band_grid:
+        outside = [i for i, m in enumerate(measure_all(pixels)) if m.shape >= 0 and not m.fill_in_band][:64]
+        if outside:
+            save_png(image_grid(pixels[outside], ncols=8), args.outside_band_grid, scale=3)
+        else:
+            print(f"no fill ratio outside its band; {args.outside_band_grid} not written", file=sys.stderr)
     print(json.dumps(report, indent=2))
 
 

@@ -89,3 +89,18 @@ def test_edit_factors_script_reports_signed_moves(originals, tmp_path):
     assert [float(v) for v in rows["+1"][-3:]] == pytest.approx([0.0, 3.0, 0.0], abs=0.1)
     assert [float(v) for v in rows["-1"][-3:]] == pytest.approx([-1.5, -3.0, 0.0], abs=0.1)
     assert "at strengths -1 and +1: 0 of 1 (none)" in out.stdout
+
+
+def test_edit_factors_script_names_a_missing_edits_file(tmp_path):
+    """A run directory without edits.safetensors gets one line naming it and a non-zero exit, no traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "shapes_edit_factors.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        f"{tmp_path / 'edits.safetensors'} does not exist: pass the run_dir of a finished hspace-run "
+        "(it writes edits.safetensors)"
+    ]

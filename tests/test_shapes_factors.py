@@ -26,7 +26,7 @@ def test_rendered_images_give_back_their_factors(resolution, n):
         assert max(abs(m.r - f.r), abs(m.cx - f.cx), abs(m.cy - f.cy)) < 0.25, (f, m)
         assert m.valid and m.shape_clear and m.fit_error <= CLEAR_FIT_ERROR
         low, high = FILL_BANDS[f.shape]
-        assert low <= m.fill <= high
+        assert low <= m.fill <= high and m.fill_in_band
         assert m.factors.shape == f.shape and m.factors.colour == f.colour
 
 
@@ -42,6 +42,19 @@ def test_a_blob_between_two_shapes_is_not_clear_but_its_factors_are_read():
     assert not m.shape_clear and m.fit_error > 1.5 * CLEAR_FIT_ERROR
     assert SHAPES[m.shape] in ("circle", "square") and abs(m.cx - 16) < 0.5 and abs(m.cy - 16) < 0.5
     assert m.colour == 0 and m.background == 0
+
+
+def test_a_square_with_cut_corners_is_still_a_square_but_outside_its_fill_band():
+    """A 2x2 block off each corner of a 16-pixel square: the fit still reads a square of about that size, while
+    its fill ratio (240/256) falls below the band of rendered squares (from 0.95)."""
+    pixels = render(ShapesFactors("dark", "blue", "square", 8.0, 16.0, 16.0), 32)
+    for y in (8, 9, 22, 23):
+        for x in (8, 9, 22, 23):
+            pixels[y, x] = BACKGROUNDS["dark"]
+    m = measure(pixels)
+    assert SHAPES[m.shape] == "square" and m.valid and m.r == pytest.approx(7.75, abs=0.05)
+    assert m.fill == pytest.approx(240 / 256) and not m.fill_in_band and not m.shape_clear
+    assert not measure(np.full((32, 32, 3), 40, dtype=np.uint8)).fill_in_band  # no object, no band
 
 
 def test_size_and_position_follow_the_object():

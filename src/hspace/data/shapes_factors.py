@@ -57,12 +57,17 @@ class ShapeMeasurement:
     fit_error: float  # L1 difference to the best rendering over the coverage's area
 
     @property
-    def shape_clear(self) -> bool:
-        """The object fits its class as well as rendered images do, and its fill lies in that class's band."""
+    def fill_in_band(self) -> bool:
+        """The object's fill ratio lies in the band that rendered images of its measured class occupy."""
         if self.shape < 0:
             return False
         low, high = FILL_BANDS[SHAPES[self.shape]]
-        return self.fit_error <= CLEAR_FIT_ERROR and low <= self.fill <= high
+        return low <= self.fill <= high
+
+    @property
+    def shape_clear(self) -> bool:
+        """The object fits its class as well as rendered images do, and its fill lies in that class's band."""
+        return self.fill_in_band and self.fit_error <= CLEAR_FIT_ERROR
 
     @property
     def factors(self) -> ShapesFactors | None:
@@ -178,7 +183,7 @@ def clarity_report(measurements: list[ShapeMeasurement]) -> dict[str, float]:
     per class over the images found to be of it: `<shape>_in_band`, NaN when none is), the shape classes found,
     and the median fit error."""
     found = [m for m in measurements if m.shape >= 0]
-    in_band = [FILL_BANDS[SHAPES[m.shape]][0] <= m.fill <= FILL_BANDS[SHAPES[m.shape]][1] for m in found]
+    in_band = [m.fill_in_band for m in found]
     report = {
         "valid_fraction": float(np.mean([m.valid for m in measurements])),
         "shape_clear_fraction": float(np.mean([m.shape_clear for m in measurements])),
