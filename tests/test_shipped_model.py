@@ -27,22 +27,24 @@ def real_images():
 
 
 def test_quality_of_64_deterministic_samples(shapes32):
-    """Judge and shape clarity of seeds 0..63 (measured: 96.9% pass, 82.8% fill ratio in its class's band)."""
+    """Judge and shape clarity of seeds 0..63 (measured: 98.4% pass, 90.6% fill ratio in its class's band)."""
     report, _ = model_quality(shapes32, num_samples=64, with_h_swap=False)
-    assert report["judge"]["pass_fraction"] >= 0.95, report
+    assert report["judge"]["pass_fraction"] >= 0.96, report
     assert 0.2 <= report["judge"]["light_background_share"] <= 0.8, report
-    assert report["clarity"]["fill_in_band_fraction"] >= 0.78, report
+    assert report["clarity"]["fill_in_band_fraction"] >= 0.86, report
     assert min(report["clarity"][f"{s}_share"] for s in SHAPES) >= 0.15, report
 
 
 @pytest.mark.slow
 def test_quality_of_256_deterministic_samples(shapes32):
-    """The model card's numbers (measured: 95.7% pass, 77.7% in band; v1: 87.1% and 68.4%). Issue targets of
-    97% and 95% are not reached yet."""
+    """The model card's numbers (measured: 99.6% pass, 89.1% in band, 53.1% fit as tightly as renders, median
+    fit error 0.048; v2: 95.7%, 77.7%, 3.1%, 0.084). The issue's judge target of 97% is met; its 95% in band
+    is not (squares: 68.8%)."""
     report, _ = model_quality(shapes32, num_samples=256, with_h_swap=False)
-    assert report["judge"]["pass_fraction"] >= 0.95, report
-    assert report["clarity"]["fill_in_band_fraction"] >= 0.75, report
-    assert report["clarity"]["median_fit_error"] <= 0.1, report
+    assert report["judge"]["pass_fraction"] >= 0.97, report
+    assert report["clarity"]["fill_in_band_fraction"] >= 0.87, report
+    assert report["clarity"]["shape_clear_fraction"] >= 0.45, report
+    assert report["clarity"]["median_fit_error"] <= 0.06, report
 
 
 def test_ddim_inversion_reconstructs_shapes_images(shapes32, real_images):
@@ -62,7 +64,7 @@ def test_edit_friendly_inversion_reconstructs_shapes_images(shapes32, real_image
 
 def test_decoder_reads_h(shapes32):
     """The shipped model's coarse skips are cut, so swapping h between samples changes the prediction
-    (measured on 16 samples: 26% at tau 599, 37% at 399; a model with all skips: at most 0.3%)."""
+    (measured on 16 samples: 28% at tau 599, 42% at 399; a model with all skips: at most 0.3%)."""
     from hspace.diffusion.skips import skip_weight_norm
     from hspace.metrics.h_dependence import h_swap_change
 
