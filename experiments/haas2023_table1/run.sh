@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Haas et al. Table I on Shapes (experiments/haas2023_table1/README.md): five class means, each original and
 # disentangled, three seeds of 100 samples, scored by the classifier and by the factors measured from pixels;
-# the two tables are written here. About 12 minutes on 2 CPU cores; runs whose metrics.json exists are kept.
+# the two tables are written here. About 6 minutes on 2 CPU cores; runs whose metrics.json exists are kept.
 #   bash experiments/haas2023_table1/run.sh [runs_dir]          (default outputs/haas2023_table1)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

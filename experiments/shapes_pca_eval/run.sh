@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The default PCA against the random control on the shipped Shapes DDPM (experiments/shapes_pca_eval/README.md):
 # three seeds of 64 edited samples each, then the summary table and the success-vs-strength plot written here.
-# About 32 minutes on 2 CPU cores; runs whose metrics.json exists are not repeated.
+# About 20 minutes on 2 CPU cores; runs whose metrics.json exists are not repeated.
 #   bash experiments/shapes_pca_eval/run.sh [runs_dir]          (default outputs/shapes_pca_eval)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
