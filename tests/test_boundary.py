@@ -209,12 +209,16 @@ def test_conditional_mode_scores_the_real_image_edits_and_cached_directions_carr
         again = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'b'}"]))
     for key in ("success@1", "preserve@1", "preserve@0", "mse@0", "target"):
         assert f"edit_real/light_background/{key}" in first, key
-    # relative 0: the unedited path
-    assert first["edit_real/light_background/preserve@0"] == 1.0 and first["edit_real/light_background/mse@0"] == 0.0
+    # relative 0: the unedited path, up to rounding (the edits run as one batch over strengths, the unedited path
+    # alone, and a CPU's kernels may round the two batch sizes differently)
+    assert first["edit_real/light_background/preserve@0"] == 1.0 and first["edit_real/light_background/mse@0"] < 1e-6
     assert first["time/evaluate_real_s"] >= 0 and first["time/bank_s"] > 0 and first["time/svm_fit_s"] >= 0
     assert again["cache/hits"] >= 1 and "time/bank_s" not in again and "time/svm_fit_s" not in again
     assert again["boundary/x/val_acc"] == first["boundary/x/val_acc"]
-    assert again["edit_real/light_background/success@1"] == first["edit_real/light_background/success@1"]
+    for key in ("success@1", "mse@1"):  # success is NaN when no real image was on the wrong side
+        real = f"edit_real/light_background/{key}"
+        assert again[real] == pytest.approx(first[real], rel=0, abs=0, nan_ok=True), key
+    assert first["edit_real/light_background/target"] == first["edit/light_background/target"]
 
 
 def test_conditional_mode_with_eta_one_departs_from_the_real_image(tmp_path, monkeypatch):

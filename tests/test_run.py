@@ -116,7 +116,9 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     for key in ("success@2", "leakage@-2", "valid@2", "change/r@2", "change/shape@-2", "success", "leakage"):
         assert f"edit/pc1/factors/{key}" in metrics, key
     assert metrics["edit/pc0/factors/change/cx@0"] == 0 and metrics["edit/pc0/factors/leakage@0"] == 0
-    assert metrics["edit_real/pc0/factors/target"] == metrics["edit/pc0/factors/target"]  # judged on the same factor
+    # judged on the same classifier attribute and factor as the generated samples
+    assert metrics["edit_real/pc0/target"] == metrics["edit/pc0/target"]
+    assert metrics["edit_real/pc0/factors/target"] == metrics["edit/pc0/factors/target"]
     assert logged["edit/factor_matrix/_type"] == "table-file" and logged["edit/factor_matrix/nrows"] == 2 * 3
     assert logged["edit/pc0/factors/leakage"] == pytest.approx(metrics["edit/pc0/factors/leakage"])
     # Locality against the unedited object, for the generated and the real images' edits.

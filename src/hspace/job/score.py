@@ -59,10 +59,17 @@ def rename(key: str, prefix: str) -> str:
 
 
 def with_generated_targets(evaluation: EvaluationSettings, metrics: dict, names: Sequence[str]) -> EvaluationSettings:
-    """The settings for scoring real-image edits: the factor targets found on the generated samples, so that
-    both sets are judged on the same factor (targets given in the config still win)."""
-    found = {name: metrics[f"edit/{name}/factors/target"] for name in names if f"edit/{name}/factors/target" in metrics}
-    return replace(evaluation, factor_targets=found | evaluation.factor_targets)
+    """The settings for scoring real-image edits: the classifier and factor targets found on the generated
+    samples, so that both sets are judged on the same attribute and factor (targets given in the config win)."""
+
+    def found(key: str) -> dict[str, str]:
+        return {name: metrics[f"edit/{name}/{key}"] for name in names if f"edit/{name}/{key}" in metrics}
+
+    return replace(
+        evaluation,
+        targets=found("target") | evaluation.targets,
+        factor_targets=found("factors/target") | evaluation.factor_targets,
+    )
 
 
 def score_stage(
