@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every run and table of experiments/boundarydiffusion2023 (about 25 minutes on 2 CPU cores):
+# Every run and table of experiments/boundarydiffusion2023 (about 39 minutes on 2 CPU cores):
 #   bash experiments/boundarydiffusion2023/run.sh [runs_dir]     (default outputs/boundarydiffusion2023)
 # A run whose metrics.json exists is not repeated; the tables and plots are written next to this script.
 set -euo pipefail
@@ -15,7 +15,7 @@ run() {  # run <name> <overrides...>
 }
 
 boundary=(experiment=boundary_shapes_unconditional)
-paper_strengths='edit.strengths=[-10.0,-8.0,-7.0,-6.0,-5.0,-4.0,0.0,4.0,5.0,6.0,7.0,8.0,10.0]'
+paper_strengths='edit.strengths=[-10.0,-8.0,-7.0,-6.0,-5.0,-4.0,0.0,4.0,5.0,6.0,7.0,8.0,10.0,12.0,14.0]'
 object_strengths='edit.strengths=[-30.0,-20.0,-15.0,-10.0,-5.0,0.0,5.0,10.0,15.0,20.0,30.0]'
 x_relative=(method.t_mix=500 edit.mode=relative edit.x_scale=1.0 edit.h_scale=null)
 
@@ -52,3 +52,10 @@ table large_h_only "$r/large_h_only" large '[method]'
 "$bin/hspace-table" "runs=[$r/conditional]" group_by=[method] digits=2 layout.row_name=strength plot.metric=null \
   "layout.pattern='^edit_real/light_background/(?P<column>success|preserve|mse|ssim)@(?P<row>-?[0-9.]+)\$'" \
   'layout.columns=[success,preserve,mse,ssim]' "output_dir=$here/conditional"
+# The grids of the README (first 12 samples at the headline strengths) and the mixing-step search's curve.
+grid() { "$bin/python" scripts/edit_grid.py "$@" --rows 12; }
+grid "$r/light_push_keep_h" light_background "$here/light_background_grid.png" --strengths -6 0 12
+grid "$r/light_paper" light_background "$here/light_background_paper_grid.png" --strengths -6 0 12
+grid "$r/conditional" light_background "$here/conditional_grid.png" --real --strengths -10 0 10
+grid "$r/red_keep_h" red "$here/red_grid.png" --strengths -20 0 30
+cp "$r/light_paper/grids/mixing_curve.png" "$here/mixing_curve.png"
