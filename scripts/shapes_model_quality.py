@@ -3,8 +3,8 @@
 Draws seeds 0..N-1 with deterministic 50-step DDIM on the trailing grid and reports
 - the pixel judge (hspace.data.shapes_quality): pass fraction and each criterion;
 - shape clarity (hspace.data.shapes_factors): the share of samples whose object fits a rendered shape as
-  well as rendered images do, the share whose fill ratio lies in its class's band, the median fit error
-  and the shape classes found;
+  well as rendered images do, the shares whose fill ratio and whose sub-pixel fill ratio lie in their
+  class's band, the median fit error and the shape classes found;
 - the dependence of the output on h (hspace.metrics.h_dependence) at six timesteps;
 and writes the first 64 samples as a grid when asked, and the first 64 samples whose object's fill ratio
 lies outside its class's band as another (--outside-band-grid: what keeps the model short of the clarity

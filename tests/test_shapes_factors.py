@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesDataset, ShapesFactors, render
-from hspace.data.shapes_factors import CLEAR_FIT_ERROR, FILL_BANDS, clarity_report, measure, measure_all
+from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesDataset, ShapesFactors, object_mask, render
+from hspace.data.shapes_factors import (
+    CLEAR_FIT_ERROR,
+    EXTENT_FILL_BANDS,
+    FILL_BANDS,
+    clarity_report,
+    extent_fill,
+    measure,
+    measure_all,
+)
 from hspace.images import to_uint8
 
 
@@ -27,6 +35,8 @@ def test_rendered_images_give_back_their_factors(resolution, n):
         assert m.valid and m.shape_clear and m.fit_error <= CLEAR_FIT_ERROR
         low, high = FILL_BANDS[f.shape]
         assert low <= m.fill <= high and m.fill_in_band
+        low, high = EXTENT_FILL_BANDS[f.shape]
+        assert low <= m.extent_fill <= high and m.extent_fill_in_band
         assert m.factors.shape == f.shape and m.factors.colour == f.colour
 
 
@@ -54,7 +64,55 @@ def test_a_square_with_cut_corners_is_still_a_square_but_outside_its_fill_band()
     m = measure(pixels)
     assert SHAPES[m.shape] == "square" and m.valid and m.r == pytest.approx(7.75, abs=0.05)
     assert m.fill == pytest.approx(240 / 256) and not m.fill_in_band and not m.shape_clear
+    assert m.extent_fill == pytest.approx(240 / 256, abs=0.002) and not m.extent_fill_in_band
     assert not measure(np.full((32, 32, 3), 40, dtype=np.uint8)).fill_in_band  # no object, no band
+
+
+@pytest.mark.parametrize(
+    "shape, r, cx, cy",
+    [
+        ("square", 9.3, 15.6, 16.2),
+        ("square", 4.1, 9.5, 20.25),
+        ("circle", 10.2, 15.3, 16.7),
+        ("circle", 5.6, 20.1, 11.4),
+    ],
+)
+def test_extent_fill_is_the_bounding_box_fill_counted_on_a_fine_grid(shape, r, cx, cy):
+    """The sub-pixel fill of a 32-pixel coverage (16x16 sub-pixels each) against the plain count: the object's
+    area over its bounding box's on the 512-pixel grid of those sub-pixels. Exact for squares; within 0.005 for
+    circles, whose widest pixel column averages chords a little shorter than the diameter."""
+    factors = ShapesFactors("dark", "red", shape, r, cx, cy)
+    grid = object_mask(ShapesFactors("dark", "red", shape, 16 * r, 16 * cx, 16 * cy), 512, supersampling=1) > 0.5
+    ys, xs = np.nonzero(grid)
+    plain = grid.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+    tolerance = 1e-9 if shape == "square" else 0.005
+    assert extent_fill(object_mask(factors, 32, supersampling=16)) == pytest.approx(plain, abs=tolerance)
+
+
+def test_extent_fill_of_a_triangle_reads_fuller_than_its_box():
+    """The widest pixel row of an upright triangle lies up to a pixel above its base, so its sub-pixel fill
+    reads above the fine-grid count (about 1/2): its widest row is at least 2r - 1.5 pixels wide, its tallest
+    column at least 2r - 1 pixels tall."""
+    for r, cx, cy in [(9.0, 16.0, 15.0), (7.3, 14.2, 17.6)]:
+        grid = object_mask(ShapesFactors("dark", "red", "triangle", 16 * r, 16 * cx, 16 * cy), 512, supersampling=1)
+        plain = (grid > 0.5).sum() / (16 * 2 * r) ** 2
+        coverage = object_mask(ShapesFactors("dark", "red", "triangle", r, cx, cy), 32, supersampling=16)
+        assert plain == pytest.approx(0.5, abs=0.01)
+        assert plain < extent_fill(coverage) < plain * (2 * r) ** 2 / ((2 * r - 1.5) * (2 * r - 1))
+
+
+def test_noise_moves_the_thresholded_fill_of_squares_out_of_band_but_not_the_sub_pixel_fill():
+    """Gaussian noise of 6 (of 255) per channel: edges that fall near the middle of a pixel row step by a pixel
+    under the half-coverage threshold, so about a quarter of rendered squares leave the fill band, while their
+    sub-pixel fill stays in its band."""
+    ds = ShapesDataset(400, "val")
+    squares = [f for f in (ds.factors(i) for i in range(400)) if f.shape == "square"][:100]
+    clean = np.stack([render(f, 32) for f in squares]).astype(float)
+    noisy = np.clip(np.rint(clean + np.random.default_rng(0).normal(0, 6, clean.shape)), 0, 255).astype(np.uint8)
+    measured = measure_all(noisy)
+    assert all(SHAPES[m.shape] == "square" for m in measured)
+    assert np.mean([m.extent_fill_in_band for m in measured]) >= 0.98
+    assert np.mean([m.fill_in_band for m in measured]) <= 0.85
 
 
 def test_size_and_position_follow_the_object():
@@ -89,6 +147,13 @@ def test_clarity_report_counts():
     circles = sum(SHAPES[m.shape] == "circle" for m in measure_all(pixels))
     assert report["circle_in_band"] == pytest.approx(circles / (circles + 1))
     assert report["triangle_in_band"] == report["square_in_band"] == 1.0
+    # the sub-pixel fill is stricter: the blob's fill lies outside the triangles' band
+    triangles = sum(SHAPES[m.shape] == "triangle" for m in measure_all(pixels))
+    assert report["square_extent_in_band"] == 1.0
+    assert report["triangle_extent_in_band"] == pytest.approx(triangles / (triangles + 1))
+    assert report["circle_extent_in_band"] == pytest.approx(circles / (circles + 1))
+    assert report["extent_fill_in_band_fraction"] == pytest.approx(12 / 14)
+    assert report["square_extent_fill"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_the_shipped_classifier_agrees_with_the_pixels_of_rendered_images():

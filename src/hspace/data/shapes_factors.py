@@ -19,6 +19,14 @@ under-trained model: 0.1-0.5). `fill` is the thresholded object's area over its 
 images of each class occupy a band of it (FILL_BANDS; small circles reach into the triangles' band, so
 fill alone does not decide a class). A shape is clear when it fits its class as well as rendered images
 do (fit_error <= CLEAR_FIT_ERROR) and its fill lies in that class's band.
+
+`fill` is decided pixel by pixel at half coverage, so an edge that falls near the middle of a pixel row steps
+by a pixel under any noise: rendered squares with Gaussian noise of 2 (of 255) per channel added keep
+their fill in band in only 70% of images (scripts/shapes_clarity_calibration.py). `extent_fill` measures the
+same ratio at sub-pixel precision, without a threshold: the coverage's area over the product of its largest
+column sum and largest row sum, which for a square and a circle are its bounding box's height and width (fill
+1 and pi / 4). The upright triangle's widest pixel row lies up to a pixel above its base, so it reads fuller
+than 1 / 2 (0.525-0.639 at 32 pixels); rendered images of each class occupy EXTENT_FILL_BANDS.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ from hspace.data.shapes_quality import GREYS, PALETTE, judge_sample
 # 64-pixel images lie inside. The fit error of those images reaches 0.036; the bound leaves room for 8-bit
 # rounding of a model's output.
 FILL_BANDS = {"circle": (0.62, 0.94), "square": (0.95, 1.0), "triangle": (0.49, 0.68)}
+# The range of `extent_fill` over the same 20,000 rendered images (circle 0.765-0.818, square 0.990-1.000,
+# triangle 0.525-0.639) and 3,000 at 64 pixels (whose triangles reach down to 0.5125, nearer the exact 1/2),
+# widened by 0.01.
+EXTENT_FILL_BANDS = {"circle": (0.755, 0.828), "square": (0.98, 1.01), "triangle": (0.5025, 0.649)}
 CLEAR_FIT_ERROR = 0.05
 COVERAGE_THRESHOLD = 0.5
 OBJECT_THRESHOLD = 60  # as the pixel judge: a pixel this far from the grey in some channel is the object's
@@ -54,6 +66,7 @@ class ShapeMeasurement:
     cy: float
     area: float  # the coverage's sum, in pixels
     fill: float  # area of the thresholded object over its bounding box's
+    extent_fill: float  # the coverage's area over its largest column sum times its largest row sum
     fit_error: float  # L1 difference to the best rendering over the coverage's area
 
     @property
@@ -63,6 +76,14 @@ class ShapeMeasurement:
             return False
         low, high = FILL_BANDS[SHAPES[self.shape]]
         return low <= self.fill <= high
+
+    @property
+    def extent_fill_in_band(self) -> bool:
+        """The object's sub-pixel fill ratio lies in the band that rendered images of its measured class occupy."""
+        if self.shape < 0:
+            return False
+        low, high = EXTENT_FILL_BANDS[SHAPES[self.shape]]
+        return low <= self.extent_fill <= high
 
     @property
     def shape_clear(self) -> bool:
@@ -120,6 +141,13 @@ def fill_ratio(mask: np.ndarray) -> float:
     return float(mask.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)))
 
 
+def extent_fill(alpha: np.ndarray) -> float:
+    """The coverage's area over the product of its largest column sum (the object's height) and largest row sum
+    (its width): the fill ratio of the bounding box at sub-pixel precision for shapes whose tallest column and
+    widest pixel row span the box, as squares and circles do (see the module docstring for triangles)."""
+    return float(alpha.sum() / (alpha.sum(axis=0).max() * alpha.sum(axis=1).max()))
+
+
 def background_and_object(pixels: np.ndarray) -> tuple[int, np.ndarray | None]:
     """The index of the background grey nearest the median border pixel of an (H, W, 3) uint8 image, and the
     largest connected region of pixels far from that grey (the object; None when there is none)."""
@@ -148,7 +176,7 @@ def measure(pixels: np.ndarray) -> ShapeMeasurement:
     image = pixels.astype(np.float64)
     background, largest = background_and_object(pixels)
     grey = GREYS[background]
-    missing = ShapeMeasurement(valid, background, -1, -1, *(float("nan"),) * 6)
+    missing = ShapeMeasurement(valid, background, -1, -1, *(float("nan"),) * 7)
     if largest is None:
         return missing
     interior = ndimage.binary_erosion(largest)
@@ -156,12 +184,14 @@ def measure(pixels: np.ndarray) -> ShapeMeasurement:
     alpha = coverage(pixels, grey, PALETTE[colour])
     main = largest_region(alpha > COVERAGE_THRESHOLD)
     if main is None:
-        return ShapeMeasurement(valid, background, colour, -1, *(float("nan"),) * 6)
+        return ShapeMeasurement(valid, background, colour, -1, *(float("nan"),) * 7)
     alpha = np.where(ndimage.binary_dilation(main), alpha, 0.0)
     fits = [fit_shape(alpha, shape) for shape in SHAPES]
     best = int(np.argmin([error for _, error in fits]))
     (r, cx, cy), error = fits[best]
-    return ShapeMeasurement(valid, background, colour, best, r, cx, cy, float(alpha.sum()), fill_ratio(main), error)
+    return ShapeMeasurement(
+        valid, background, colour, best, r, cx, cy, float(alpha.sum()), fill_ratio(main), extent_fill(alpha), error
+    )
 
 
 def largest_region(mask: np.ndarray) -> np.ndarray | None:
@@ -180,14 +210,17 @@ def measure_all(pixels: np.ndarray) -> list[ShapeMeasurement]:
 
 def clarity_report(measurements: list[ShapeMeasurement]) -> dict[str, float]:
     """Shares of valid and shape-clear images, of fill ratios inside their class's band (over all images, and
-    per class over the images found to be of it: `<shape>_in_band`, NaN when none is), the shape classes found,
-    and the median fit error."""
+    per class over the images found to be of it: `<shape>_in_band`, NaN when none is), the same for the
+    sub-pixel fill ratio (`extent_fill_in_band_fraction`, `<shape>_extent_in_band`, and each class's median
+    `<shape>_extent_fill`), the shape classes found, and the median fit error."""
     found = [m for m in measurements if m.shape >= 0]
     in_band = [m.fill_in_band for m in found]
+    extent_in_band = [m.extent_fill_in_band for m in found]
     report = {
         "valid_fraction": float(np.mean([m.valid for m in measurements])),
         "shape_clear_fraction": float(np.mean([m.shape_clear for m in measurements])),
         "fill_in_band_fraction": float(np.sum(in_band) / len(measurements)),
+        "extent_fill_in_band_fraction": float(np.sum(extent_in_band) / len(measurements)),
         "median_fit_error": float(np.median([m.fit_error for m in found])) if found else float("nan"),
     }
     for index, shape in enumerate(SHAPES):
@@ -195,4 +228,9 @@ def clarity_report(measurements: list[ShapeMeasurement]) -> dict[str, float]:
     for index, shape in enumerate(SHAPES):
         of_class = [band for m, band in zip(found, in_band) if m.shape == index]
         report[f"{shape}_in_band"] = float(np.mean(of_class)) if of_class else float("nan")
+    for index, shape in enumerate(SHAPES):
+        of_class = [band for m, band in zip(found, extent_in_band) if m.shape == index]
+        report[f"{shape}_extent_in_band"] = float(np.mean(of_class)) if of_class else float("nan")
+        fills = [m.extent_fill for m in found if m.shape == index]
+        report[f"{shape}_extent_fill"] = float(np.median(fills)) if fills else float("nan")
     return report

@@ -2,9 +2,10 @@
 
 Seeds 0..N-1 are drawn with deterministic 50-step DDIM on the trailing grid and judged by
 - the pixel judge (hspace.data.shapes_quality): pass fraction and each criterion;
-- shape clarity (hspace.data.shapes_factors): the share of samples whose object's fill ratio lies in the band
-  that rendered images of its shape class occupy, the share that also fits a rendered shape as well as rendered
-  images do, the median fit error and the shape classes found;
+- shape clarity (hspace.data.shapes_factors): the shares of samples whose object's fill ratio and whose
+  sub-pixel fill ratio lie in the band that rendered images of its shape class occupy, the share whose fill
+  ratio does and that also fits a rendered shape as well as rendered images do, the median fit error and the
+  shape classes found;
 - the dependence of the output on h (hspace.metrics.h_dependence) at six timesteps;
 - optionally, how often an attribute classifier agrees with the factors measured from the pixels of the valid
   samples (whether the shipped classifier still judges this model's samples correctly).
