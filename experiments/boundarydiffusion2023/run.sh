@@ -18,21 +18,25 @@ boundary=(experiment=boundary_shapes_unconditional)
 paper_strengths='edit.strengths=[-10.0,-8.0,-7.0,-6.0,-5.0,-4.0,0.0,4.0,5.0,6.0,7.0,8.0,10.0,12.0,14.0]'
 object_strengths='edit.strengths=[-30.0,-20.0,-15.0,-10.0,-5.0,0.0,5.0,10.0,15.0,20.0,30.0]'
 x_relative=(method.t_mix=500 edit.mode=relative edit.x_scale=1.0 edit.h_scale=null)
+# The factor each edit should change, for the pixel-measured success and leakage (without it, the factor the
+# edit moved most at the headline strength is taken, which names r for the edits that also resize the object).
+light_factor=("+metrics.factor_targets.light_background='background=light'")
+red_factor=("+metrics.factor_targets.red='colour=red'")
 
 # light_background: the paper's placement with intercept, then each extension alone and both.
-run light_paper "${boundary[@]}" edit.mode=placement_intercept edit.keep_h=false "$paper_strengths" +metrics.targets.light_background=light_background
-run light_paper_keep_h "${boundary[@]}" edit.mode=placement_intercept edit.keep_h=true "$paper_strengths" +metrics.targets.light_background=light_background
-run light_push "${boundary[@]}" edit.keep_h=false +metrics.targets.light_background=light_background
-run light_push_keep_h "${boundary[@]}" +metrics.targets.light_background=light_background
+run light_paper "${boundary[@]}" edit.mode=placement_intercept edit.keep_h=false "$paper_strengths" +metrics.targets.light_background=light_background "${light_factor[@]}"
+run light_paper_keep_h "${boundary[@]}" edit.mode=placement_intercept edit.keep_h=true "$paper_strengths" +metrics.targets.light_background=light_background "${light_factor[@]}"
+run light_push "${boundary[@]}" edit.keep_h=false +metrics.targets.light_background=light_background "${light_factor[@]}"
+run light_push_keep_h "${boundary[@]}" +metrics.targets.light_background=light_background "${light_factor[@]}"
 # large and red: the x_t boundary with the relative step (h holds size, so keep_h stays off for large).
 run large "${boundary[@]}" "${x_relative[@]}" method.attribute=large edit.keep_h=false "$object_strengths" +metrics.targets.large=large
-run red_keep_h "${boundary[@]}" "${x_relative[@]}" method.attribute=red edit.keep_h=true "$object_strengths" +metrics.targets.red=red
-run red "${boundary[@]}" "${x_relative[@]}" method.attribute=red edit.keep_h=false "$object_strengths" +metrics.targets.red=red
+run red_keep_h "${boundary[@]}" "${x_relative[@]}" method.attribute=red edit.keep_h=true "$object_strengths" +metrics.targets.red=red "${red_factor[@]}"
+run red "${boundary[@]}" "${x_relative[@]}" method.attribute=red edit.keep_h=false "$object_strengths" +metrics.targets.red=red "${red_factor[@]}"
 # h alone at t_m, with steps up to 40% of |h|.
 run large_h_only "${boundary[@]}" method.t_mix=500 edit.mode=relative edit.x_scale=null edit.h_scale=1.0 edit.keep_h=false num_samples=64 \
   'edit.strengths=[-200.0,-100.0,-50.0,0.0,50.0,100.0,200.0]' method.attribute=large +metrics.targets.large=large metrics.fid.backend=none
 # The conditional mode: 100 inverted test images, scored under edit_real/.
-run conditional experiment=boundary_shapes_conditional real_images=100 num_samples=16 +metrics.targets.light_background=light_background
+run conditional experiment=boundary_shapes_conditional real_images=100 num_samples=16 +metrics.targets.light_background=light_background "${light_factor[@]}"
 # The h-space directions of the same attributes: class means (Haas et al. eq. 11) and the default PCA (its pc4 makes objects smaller).
 run class_mean experiment=haas2023_table1_shapes method.condition_on=null method.keep_original=false 'method.attributes=[large,red,light_background]' \
   num_samples=200 num_directions=3 'edit.strengths=[0.0,0.5,1.0,1.5,2.0,3.0]' metrics.fid.backend=classifier
