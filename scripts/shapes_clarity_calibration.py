@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=256)
     args = parser.parse_args()
     if args.num_images < 1 or args.num_samples < 1:
-        raise SystemExit("--num-images and --num-samples must be at least 1")
+        raise SystemExit(f"--num-images ({args.num_images}) and --num-samples ({args.num_samples}) must be at least 1")
     if min(args.sigmas) < 0:
         raise SystemExit(f"--sigmas must not be negative, not {min(args.sigmas)}")
     model = None

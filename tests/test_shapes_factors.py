@@ -164,3 +164,40 @@ def test_the_shipped_classifier_agrees_with_the_pixels_of_rendered_images():
     agreement = classifier_agreement(pixels, AttributeCNN.load("shapes_attributes"))
     assert len(agreement) == 11 and min(agreement.values()) >= 0.95, agreement
     assert agreement["light_background"] == agreement["red"] == 1.0
+
+
+def test_clarity_calibration_script_separates_the_two_fills_under_noise():
+    """scripts/shapes_clarity_calibration.py on 150 renders: without noise every class is fully in both bands;
+    with noise of 6 levels the squares' thresholded fill leaves its band for some while the sub-pixel one keeps."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "shapes_clarity_calibration.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--num-images", "150", "--sigmas", "0", "6"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = out.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["sigma", "0"], ["sigma", "6"]]
+    shares = [
+        {shape: re.search(rf"{shape} \(n=\d+\): fill (\d+)% extent (\d+)%", line).groups() for shape in SHAPES}
+        for line in lines
+    ]
+    assert all(v == ("100", "100") for v in shares[0].values()), lines[0]
+    fill, extent = (int(v) for v in shares[1]["square"])
+    assert fill <= 90 and extent == 100, lines[1]
+
+
+def test_clarity_calibration_script_refuses_negative_noise_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "shapes_clarity_calibration.py"
+    out = subprocess.run([sys.executable, str(script), "--sigmas", "2", "-3"], capture_output=True, text=True)
+    assert out.returncode != 0 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == ["--sigmas must not be negative, not -3.0"]

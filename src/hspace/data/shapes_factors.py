@@ -22,7 +22,7 @@ do (fit_error <= CLEAR_FIT_ERROR) and its fill lies in that class's band.
 
 `fill` is decided pixel by pixel at half coverage, so an edge that falls near the middle of a pixel row steps
 by a pixel under any noise: rendered squares with Gaussian noise of 2 (of 255) per channel added keep
-their fill in band in only 70% of images (scripts/shapes_clarity_calibration.py). `extent_fill` measures the
+their fill in band in only 72% of images (scripts/shapes_clarity_calibration.py). `extent_fill` measures the
 same ratio at sub-pixel precision, without a threshold: the coverage's area over the product of its largest
 column sum and largest row sum, which for a square and a circle are its bounding box's height and width (fill
 1 and pi / 4). The upright triangle's widest pixel row lies up to a pixel above its base, so it reads fuller
@@ -69,21 +69,22 @@ class ShapeMeasurement:
     extent_fill: float  # the coverage's area over its largest column sum times its largest row sum
     fit_error: float  # L1 difference to the best rendering over the coverage's area
 
+    def in_band(self, value: float, bands: dict[str, tuple[float, float]]) -> bool:
+        """`value` lies in the band of the measured class in `bands` (False without a shape)."""
+        if self.shape < 0:
+            return False
+        low, high = bands[SHAPES[self.shape]]
+        return low <= value <= high
+
     @property
     def fill_in_band(self) -> bool:
         """The object's fill ratio lies in the band that rendered images of its measured class occupy."""
-        if self.shape < 0:
-            return False
-        low, high = FILL_BANDS[SHAPES[self.shape]]
-        return low <= self.fill <= high
+        return self.in_band(self.fill, FILL_BANDS)
 
     @property
     def extent_fill_in_band(self) -> bool:
         """The object's sub-pixel fill ratio lies in the band that rendered images of its measured class occupy."""
-        if self.shape < 0:
-            return False
-        low, high = EXTENT_FILL_BANDS[SHAPES[self.shape]]
-        return low <= self.extent_fill <= high
+        return self.in_band(self.extent_fill, EXTENT_FILL_BANDS)
 
     @property
     def shape_clear(self) -> bool:
@@ -225,12 +226,12 @@ def clarity_report(measurements: list[ShapeMeasurement]) -> dict[str, float]:
     }
     for index, shape in enumerate(SHAPES):
         report[f"{shape}_share"] = float(np.mean([m.shape == index for m in found])) if found else 0.0
-    for index, shape in enumerate(SHAPES):
-        of_class = [band for m, band in zip(found, in_band) if m.shape == index]
-        report[f"{shape}_in_band"] = float(np.mean(of_class)) if of_class else float("nan")
-    for index, shape in enumerate(SHAPES):
-        of_class = [band for m, band in zip(found, extent_in_band) if m.shape == index]
-        report[f"{shape}_extent_in_band"] = float(np.mean(of_class)) if of_class else float("nan")
-        fills = [m.extent_fill for m in found if m.shape == index]
-        report[f"{shape}_extent_fill"] = float(np.median(fills)) if fills else float("nan")
+    for suffix, values, statistic in (
+        ("in_band", in_band, np.mean),
+        ("extent_in_band", extent_in_band, np.mean),
+        ("extent_fill", [m.extent_fill for m in found], np.median),
+    ):
+        for index, shape in enumerate(SHAPES):
+            of_class = [value for m, value in zip(found, values) if m.shape == index]
+            report[f"{shape}_{suffix}"] = float(statistic(of_class)) if of_class else float("nan")
     return report
