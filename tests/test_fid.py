@@ -12,6 +12,7 @@ from hspace.errors import UserError
 from hspace.metrics.fid import (
     cached_reference_statistics,
     classifier_backend,
+    frechet_distance,
     inception_backend,
     load_reference,
     make_fid,
@@ -64,6 +65,40 @@ def check_zero_and_growing(backend, images):
         value = fid_between(backend, images, noisy)
         assert value > previous + 1e-3
         previous = value
+
+
+def gaussian_sets(n, d, seed, shift=0.1):
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(d, d, generator=generator, dtype=torch.float64) / d**0.5
+    x = torch.randn(n, d, generator=generator, dtype=torch.float64) @ mixing
+    y = torch.randn(n, d, generator=generator, dtype=torch.float64) @ mixing + shift
+    return x, y
+
+
+@pytest.mark.parametrize("n,d", [(400, 24), (60, 40)])
+def test_frechet_distance_is_the_textbook_formula(n, d):
+    """Against scipy's dense matrix square root of sigma1 sigma2, on full-rank covariances."""
+    from scipy.linalg import sqrtm
+
+    for seed in range(3):
+        x, y = gaussian_sets(n, d, seed)
+        mu1, mu2, s1, s2 = x.mean(0), y.mean(0), torch.cov(x.T), torch.cov(y.T)
+        cross = sqrtm((s1 @ s2).numpy()).real.trace()
+        textbook = float((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * cross)
+        assert float(frechet_distance(mu1, s1, mu2, s2)) == pytest.approx(textbook, rel=1e-7)
+
+
+def test_frechet_distance_of_equal_rank_deficient_sets_is_zero_however_summed():
+    """16 samples in 256 features, the covariance summed in one go or in two halves (as two processes would):
+    the distance of a set to itself stays at 0, where the eigenvalues of the unsymmetric product could drift."""
+    for seed in range(5):
+        x, _ = gaussian_sets(16, 256, seed)
+        mean = x.mean(0, keepdim=True)
+        whole = (x.T @ x - 16 * mean.T @ mean) / 15
+        halves = (x[:8].T @ x[:8] + x[8:].T @ x[8:] - 16 * mean.T @ mean) / 15
+        for sigma in (whole, halves):
+            assert float(frechet_distance(mean[0], whole, mean[0], sigma)) == pytest.approx(0, abs=1e-8)
+        assert float(frechet_distance(mean[0], whole, mean[0] + 0.5, halves)) == pytest.approx(0.25 * 256, rel=1e-9)
 
 
 def test_classifier_backend_self_zero_and_grows():

@@ -24,15 +24,7 @@ class EditScores(Metric):
         super().__init__(**kwargs)
         self.attributes, self.threshold = list(attributes), threshold
         d, s, a = num_directions, num_strengths, len(self.attributes)
-        for name in (
-            "delta_sum",
-            "abs_delta_sum",
-            "below_before",
-            "below_to_above",
-            "above_before",
-            "above_to_below",
-            "flips",
-        ):
+        for name in ("delta_sum", "abs_delta_sum", *DECISION_COUNTS):
             self.add_state(name, torch.zeros(d, s, a, dtype=torch.float64), dist_reduce_fx="sum")
         for name in ("count", "mse_sum", "ssim_sum"):
             self.add_state(name, torch.zeros(d, s, dtype=torch.float64), dist_reduce_fx="sum")
@@ -56,27 +48,36 @@ class EditScores(Metric):
         self.ssim_sum += ssim.double().sum(0)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """Means (score changes, mse, ssim) and the decision counts, reduced across processes. Read success and
+        preservation from these (`success`, `preserve`), not from the states: outside compute() a process's
+        states hold its own samples only."""
         n = self.count.clamp(min=1)
         return {
             "score_delta": self.delta_sum / n[..., None],
             "score_abs_delta": self.abs_delta_sum / n[..., None],
             "mse": self.mse_sum / n,
             "ssim": self.ssim_sum / n,
-            "count": self.count,
+            "count": self.count.clone(),
+            **{name: getattr(self, name).clone() for name in DECISION_COUNTS},
         }
 
-    def success(self, d: int, s: int, target: int, sign: int) -> float:
-        """Of the samples on the wrong side of the threshold for `target` before the edit, the fraction
-        on the intended side after it; NaN when there were none."""
-        wrong, moved = (
-            (self.below_before, self.below_to_above) if sign > 0 else (self.above_before, self.above_to_below)
-        )
-        total = wrong[d, s, target]
-        return float(moved[d, s, target] / total) if total > 0 else float("nan")
 
-    def preserve(self, d: int, s: int, target: int) -> float:
-        """The fraction of (sample, other attribute) pairs whose decision the edit left unchanged."""
-        others = [i for i in range(len(self.attributes)) if i != target]
-        if not others or self.count[d, s] == 0:
-            return float("nan")
-        return float(1 - self.flips[d, s, others].sum() / (self.count[d, s] * len(others)))
+DECISION_COUNTS = ("below_before", "below_to_above", "above_before", "above_to_below", "flips")
+PER_ATTRIBUTE = ("score_delta", "score_abs_delta", *DECISION_COUNTS)
+
+
+def success(totals: dict[str, torch.Tensor], d: int, s: int, target: int, sign: int) -> float:
+    """Of the samples on the wrong side of the threshold for `target` before the edit, the fraction on the intended
+    side after it; NaN when there were none. `totals`: EditScores.compute() shaped (D, S[, A])."""
+    wrong, moved = ("below_before", "below_to_above") if sign > 0 else ("above_before", "above_to_below")
+    total = totals[wrong][d, s, target]
+    return float(totals[moved][d, s, target] / total) if total > 0 else float("nan")
+
+
+def preserve(totals: dict[str, torch.Tensor], d: int, s: int, target: int) -> float:
+    """The fraction of (sample, other attribute) pairs whose decision the edit left unchanged."""
+    num_attributes = totals["flips"].shape[-1]
+    others = [i for i in range(num_attributes) if i != target]
+    if not others or totals["count"][d, s] == 0:
+        return float("nan")
+    return float(1 - totals["flips"][d, s, others].sum() / (totals["count"][d, s] * len(others)))

@@ -16,10 +16,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from hspace.classifiers import AttributeClassifier
-from hspace.metrics.edit_scores import EditScores
+from hspace.metrics.edit_scores import PER_ATTRIBUTE, EditScores, preserve, success
 from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
 from hspace.metrics.locality import LocalityRegion, LocalityScores, locality_metrics
 
@@ -85,6 +86,12 @@ class EditEvaluation(pl.LightningModule):
         self.results: dict = {}
 
     def on_test_start(self):
+        # Fresh states in every process: ddp_spawn on CPU hands this module to its processes through shared
+        # memory, so without them every process would add into the same tensors and the reduction would count
+        # each sample once per process.
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
         # The reference enters once: FID states are summed across processes, so only rank 0 holds it.
         if self.settings.fid_backend is not None and self.trainer.is_global_zero:
             for fid in [self.fid_unedited, *self.fid_edited]:
@@ -134,14 +141,13 @@ class EditEvaluation(pl.LightningModule):
         if backend is not None:
             key = f"fid/{backend.name}"
             metrics[key] = float(self.fid_unedited.compute())
-            metrics[f"{key}/num_samples"] = int(self.fid_unedited.fake_features_num_samples)
-            metrics[f"{key}/num_reference"] = int(self.fid_unedited.real_features_num_samples)
+            metrics[f"{key}/num_reference"], metrics[f"{key}/num_samples"] = self.fid_unedited.sample_counts()
             for j, name in enumerate(self.names):
                 for k, label in enumerate(labels):
                     fid = self.fid_edited[j * len(labels) + k]
                     metrics[f"edit/{name}/{key}@{label}"] = float(fid.compute())
                 metrics[f"edit/{name}/{key}"] = metrics[f"edit/{name}/{key}@{labels[head]}"]
-            metrics[f"edit/{key}/num_samples"] = int(self.fid_edited[0].fake_features_num_samples)
+            metrics[f"edit/{key}/num_samples"] = self.fid_edited[0].sample_counts()[1]
         return metrics
 
     def target_of(self, j: int, delta: torch.Tensor, head: int) -> tuple[int, int]:
@@ -166,10 +172,7 @@ class EditEvaluation(pl.LightningModule):
         """The EditScores results as (D, S[, A]): torchmetrics squeezes one-element results to scalars."""
         d, s, a = len(self.names), len(self.strengths), len(self.scores.attributes)
         scores = self.scores.compute()
-        return {
-            key: scores[key].reshape(d, s, a) if key.startswith("score") else scores[key].reshape(d, s)
-            for key in ("score_delta", "score_abs_delta", "mse", "ssim")
-        }
+        return {key: value.reshape((d, s, a) if key in PER_ATTRIBUTE else (d, s)) for key, value in scores.items()}
 
     def classifier_metrics(self, labels: list[str], head: int) -> dict:
         scores = self.shaped_scores()
@@ -183,8 +186,8 @@ class EditEvaluation(pl.LightningModule):
                 strength = self.strengths[k]
                 if strength != 0:
                     sign = target_sign * (1 if strength > 0 else -1)
-                    metrics[f"edit/{name}/success@{label}"] = self.scores.success(j, k, t, sign)
-                metrics[f"edit/{name}/preserve@{label}"] = self.scores.preserve(j, k, t)
+                    metrics[f"edit/{name}/success@{label}"] = success(scores, j, k, t, sign)
+                metrics[f"edit/{name}/preserve@{label}"] = preserve(scores, j, k, t)
                 metrics[f"edit/{name}/mse@{label}"] = float(mse[j, k])
                 metrics[f"edit/{name}/ssim@{label}"] = float(ssim[j, k])
                 for a, attribute in enumerate(attributes):

@@ -125,9 +125,62 @@ def inception_backend(
     )
 
 
-def make_fid(backend: FeatureBackend) -> FrechetInceptionDistance:
+def psd_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues and eigenvectors of a symmetric positive semi-definite matrix, the eigenvalues that rounding
+    alone can produce (below the largest times the size times the float epsilon, as numpy's matrix_rank takes it)
+    set to zero: their square roots would otherwise add up over a rank-deficient matrix's null space."""
+    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    tolerance = values.abs().max() * len(values) * torch.finfo(values.dtype).eps
+    return torch.where(values > tolerance, values, torch.zeros_like(values)), vectors
+
+
+def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """The symmetric square root of a symmetric positive semi-definite matrix (psd_eigh)."""
+    values, vectors = psd_eigh(matrix)
+    return (vectors * values.sqrt()) @ vectors.T
+
+
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    """||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^1/2), in float64.
+
+    tr((sigma1 sigma2)^1/2) is taken as the sum of the square roots of the eigenvalues of the symmetric
+    sigma1^1/2 sigma2 sigma1^1/2 (the same eigenvalues as sigma1 sigma2). torchmetrics takes the eigenvalues of the
+    unsymmetric product itself; when the covariances are rank-deficient (fewer samples than features), rounding
+    gives that product spurious complex eigenvalues, and a FID of two equal sets could come out as -11 instead of 0
+    depending on how the features were summed (e.g. by how many processes).
+    """
+    mu1, sigma1, mu2, sigma2 = (t.double() for t in (mu1, sigma1, mu2, sigma2))
+    root = psd_sqrt(sigma1)
+    inner = root @ sigma2 @ root
+    cross = psd_eigh(inner)[0].sqrt().sum()
+    return (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * cross
+
+
+class StableFID(FrechetInceptionDistance):
+    """torchmetrics' FrechetInceptionDistance with the distance computed by `frechet_distance`."""
+
+    def compute(self) -> torch.Tensor:
+        if self.real_features_num_samples < 2 or self.fake_features_num_samples < 2:
+            raise RuntimeError("FID needs at least two samples in each set")
+        statistics = []
+        for total, outer, count in (
+            (self.real_features_sum, self.real_features_cov_sum, self.real_features_num_samples),
+            (self.fake_features_sum, self.fake_features_cov_sum, self.fake_features_num_samples),
+        ):
+            mean = (total / count).unsqueeze(0)
+            statistics += [mean.squeeze(0), (outer - count * mean.T @ mean) / (count - 1)]
+        return frechet_distance(*statistics).to(self.orig_dtype)
+
+    def sample_counts(self) -> tuple[int, int]:
+        """(reference, generated) samples over all processes; a process's own states count only its samples.
+        Every process must call it (it reduces across them, as compute() does)."""
+        with self.sync_context():
+            return int(self.real_features_num_samples), int(self.fake_features_num_samples)
+
+
+def make_fid(backend: FeatureBackend) -> StableFID:
     """A FID metric over `backend` that keeps its reference (real) statistics across resets."""
-    return FrechetInceptionDistance(feature=backend, reset_real_features=False)
+    return StableFID(feature=backend, reset_real_features=False)
 
 
 def reference_statistics(
