@@ -5,10 +5,12 @@ Renders the first N images of the Shapes validation split, adds Gaussian noise o
 lies in its band (`fill`), whose sub-pixel fill ratio does (`extent`), and whose object fits a rendered shape
 as tightly as rendered images do (`fit`), with the median sub-pixel fill. A model's deterministic 50-step
 samples are reported on the same lines when --weights is given, so a model's shortfall can be told apart
-from what noise of its size does to perfect renders.
+from what noise of its size does to perfect renders. With --restore-from, the model also takes the renders
+noised to each of those training timesteps (the nearest step of its 50-step grid, noise seed 0) back to
+images by deterministic DDIM: whether it keeps a perfect outline it is handed, or rounds it.
 
     python scripts/shapes_clarity_calibration.py
-    python scripts/shapes_clarity_calibration.py --weights shapes32 --num-samples 256
+    python scripts/shapes_clarity_calibration.py --weights shapes32 --num-samples 256 --restore-from 99 199 399
 """
 
 from __future__ import annotations
@@ -31,9 +33,33 @@ def noisy_renders(num_images: int, sigma: float, seed: int = 0) -> tuple[list[st
     return [f.shape for f in factors], np.clip(np.rint(clean + noise), 0, 255).astype(np.uint8)
 
 
-def class_line(label: str, shapes: list[str], measurements: list[ShapeMeasurement]) -> str:
+def restored_renders(model, num_images: int, timestep: int) -> tuple[int, list[str], np.ndarray]:
+    """The grid step nearest `timestep`, the shape classes of the first `num_images` validation renders, and the
+    model's deterministic 50-step DDIM output from those renders noised to that step (noise seed 0)."""
+    import torch
+
+    from hspace.diffusion.sampler import sample
+    from hspace.diffusion.schedule import make_schedule
+    from hspace.images import to_uint8
+
+    shapes, pixels = noisy_renders(num_images, 0)
+    schedule = make_schedule(model.alphas_cumprod, 50, "trailing")
+    index = schedule.index_of(timestep)
+    a = float(schedule.alpha_bar[index])
+    x0 = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    restored = []
+    with torch.no_grad():
+        for rows in torch.arange(num_images).split(128):
+            x_t = a**0.5 * x0[rows] + (1 - a) ** 0.5 * noise[rows]
+            restored.append(to_uint8(sample(model, schedule.steps(index), x_t).x0))
+    return int(schedule.timesteps[index]), shapes, np.concatenate(restored)
+
+
+def class_line(label: str, shapes: list[str], measurements: list[ShapeMeasurement], with_kept: bool = False) -> str:
     """One line: per class, the shares in the fill band, in the sub-pixel fill band and fitting as renders do,
-    and the median sub-pixel fill, over the images of that class (`shapes`, one name per image)."""
+    and the median sub-pixel fill, over the images of that class (`shapes`, one name per image); `with_kept`
+    adds the share measured as that class (when `shapes` are the classes rendered, not measured)."""
     cells = []
     for shape in SHAPES:
         of_class = [m for s, m in zip(shapes, measurements) if s == shape]
@@ -44,8 +70,9 @@ def class_line(label: str, shapes: list[str], measurements: list[ShapeMeasuremen
         extent = np.mean([m.extent_fill_in_band for m in of_class])
         fit = np.mean([m.fit_error <= CLEAR_FIT_ERROR for m in of_class])
         median = np.nanmedian([m.extent_fill for m in of_class])
+        kept = f" kept {np.mean([m.shape == SHAPES.index(shape) for m in of_class]):.0%}" if with_kept else ""
         cells.append(
-            f"{shape} (n={len(of_class)}): fill {fill:.0%} extent {extent:.0%} fit {fit:.0%} median {median:.3f}"
+            f"{shape} (n={len(of_class)}):{kept} fill {fill:.0%} extent {extent:.0%} fit {fit:.0%} median {median:.3f}"
         )
     return f"{label:>12}  " + "  ".join(cells)
 
@@ -56,11 +83,18 @@ def main() -> None:
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0, 2, 6, 12], help="noise, 8-bit levels")
     parser.add_argument("--weights", default=None, help="also a model's samples: a shipped name or a directory")
     parser.add_argument("--num-samples", type=int, default=256)
+    parser.add_argument(
+        "--restore-from", type=int, nargs="*", default=[], help="training timesteps to restore renders from"
+    )
     args = parser.parse_args()
     if args.num_images < 1 or args.num_samples < 1:
         raise SystemExit(f"--num-images ({args.num_images}) and --num-samples ({args.num_samples}) must be at least 1")
     if min(args.sigmas) < 0:
         raise SystemExit(f"--sigmas must not be negative, not {min(args.sigmas)}")
+    if args.restore_from and not args.weights:
+        raise SystemExit("--restore-from needs a model: pass --weights")
+    if any(not 0 <= t < 1000 for t in args.restore_from):
+        raise SystemExit(f"--restore-from takes training timesteps in 0..999, not {args.restore_from}")
     model = None
     if args.weights:
         from hspace.diffusion.loading import load_model
@@ -74,6 +108,9 @@ def main() -> None:
 
         measurements = [m for m in measure_all(draw_samples(model, args.num_samples)) if m.shape >= 0]
         print(class_line("samples", [SHAPES[m.shape] for m in measurements], measurements))
+    for timestep in args.restore_from:
+        step, shapes, pixels = restored_renders(model, args.num_images, timestep)
+        print(class_line(f"from t={step}", shapes, measure_all(pixels), with_kept=True))
 
 
 if __name__ == "__main__":

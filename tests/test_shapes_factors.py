@@ -201,3 +201,27 @@ def test_clarity_calibration_script_refuses_negative_noise_in_one_line():
     out = subprocess.run([sys.executable, str(script), "--sigmas", "2", "-3"], capture_output=True, text=True)
     assert out.returncode != 0 and out.stdout == ""
     assert out.stderr.strip().splitlines() == ["--sigmas must not be negative, not -3.0"]
+
+
+def test_clarity_calibration_script_restores_renders_with_a_model():
+    """--restore-from: the shipped model takes 30 renders noised to the last grid step back to images; it keeps
+    every shape it is handed. Without --weights the option is refused in one line, before any work."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "shapes_clarity_calibration.py"
+    refused = subprocess.run([sys.executable, str(script), "--restore-from", "99"], capture_output=True, text=True)
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == ["--restore-from needs a model: pass --weights"]
+    out = subprocess.run(
+        [sys.executable, str(script), "--weights", "shapes32", "--num-images", "30", "--sigmas", "0"]
+        + ["--num-samples", "1", "--restore-from", "10"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = out.stdout.splitlines()[-1]
+    assert line.split()[:2] == ["from", "t=19"], line
+    assert [int(k) for k in re.findall(r"kept (\d+)%", line)] == [100, 100, 100], line
