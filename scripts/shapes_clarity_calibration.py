@@ -33,16 +33,16 @@ def noisy_renders(num_images: int, sigma: float, seed: int = 0) -> tuple[list[st
     return [f.shape for f in factors], np.clip(np.rint(clean + noise), 0, 255).astype(np.uint8)
 
 
-def restored_renders(model, num_images: int, timestep: int) -> tuple[int, list[str], np.ndarray]:
-    """The grid step nearest `timestep`, the shape classes of the first `num_images` validation renders, and the
-    model's deterministic 50-step DDIM output from those renders noised to that step (noise seed 0)."""
+def restored_renders(model, pixels: np.ndarray, timestep: int) -> tuple[int, np.ndarray]:
+    """The grid step nearest `timestep`, and the model's deterministic 50-step DDIM output from rendered `pixels`
+    (N, H, W, 3) uint8 noised to that step (noise seed 0)."""
     import torch
 
     from hspace.diffusion.sampler import sample
     from hspace.diffusion.schedule import make_schedule
     from hspace.images import to_uint8
+    from hspace.progress import bar
 
-    shapes, pixels = noisy_renders(num_images, 0)
     schedule = make_schedule(model.alphas_cumprod, 50, "trailing")
     index = schedule.index_of(timestep)
     a = float(schedule.alpha_bar[index])
@@ -50,10 +50,10 @@ def restored_renders(model, num_images: int, timestep: int) -> tuple[int, list[s
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     restored = []
     with torch.no_grad():
-        for rows in torch.arange(num_images).split(128):
+        for rows in bar(torch.arange(len(x0)).split(128), f"restore from t={timestep}", unit="batch"):
             x_t = a**0.5 * x0[rows] + (1 - a) ** 0.5 * noise[rows]
             restored.append(to_uint8(sample(model, schedule.steps(index), x_t).x0))
-    return int(schedule.timesteps[index]), shapes, np.concatenate(restored)
+    return int(schedule.timesteps[index]), np.concatenate(restored)
 
 
 def class_line(label: str, shapes: list[str], measurements: list[ShapeMeasurement], with_kept: bool = False) -> str:
@@ -108,8 +108,10 @@ def main() -> None:
 
         measurements = [m for m in measure_all(draw_samples(model, args.num_samples)) if m.shape >= 0]
         print(class_line("samples", [SHAPES[m.shape] for m in measurements], measurements))
+    if args.restore_from:
+        shapes, renders = noisy_renders(args.num_images, 0)
     for timestep in args.restore_from:
-        step, shapes, pixels = restored_renders(model, args.num_images, timestep)
+        step, pixels = restored_renders(model, renders, timestep)
         print(class_line(f"from t={step}", shapes, measure_all(pixels), with_kept=True))
 
 
