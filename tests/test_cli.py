@@ -139,3 +139,69 @@ def test_every_experiment_config_composes():
         for name in names:
             cfg = compose(config_name="train" if name in training else "run", overrides=[f"experiment={name}"])
             assert OmegaConf.to_container(cfg, resolve=False)["model"]["name"], name
+            # A ??? merged onto a value a group sets leaves that value: the experiment must use ${required:...}.
+            for path in missing_in(OmegaConf.load(Path(CONFIG_DIR) / "experiment" / f"{name}.yaml")):
+                parent, _, key = path.rpartition(".")
+                assert OmegaConf.is_missing(OmegaConf.select(cfg, parent) if parent else cfg, key), (name, path)
+
+
+def missing_in(node, prefix: str = ""):
+    """The dotted paths of the values left at ??? in a loaded config file."""
+    from omegaconf import OmegaConf
+
+    for key in node.keys():
+        if OmegaConf.is_missing(node, key):
+            yield f"{prefix}{key}"
+        elif OmegaConf.is_dict(node._get_node(key)):
+            yield from missing_in(node._get_node(key), f"{prefix}{key}.")
+
+
+def test_stage_recipes_refuse_to_start_without_their_init_weights():
+    """Every Shapes DDPM stage recipe continues from earlier weights; without module.init_weights it would train from
+    scratch, so it is refused, naming the weights it needs, and runs as given with them."""
+    from pathlib import Path
+
+    import pytest
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from hspace.cli import CONFIG_DIR, require_complete, user_error_in
+    from hspace.errors import UserError
+
+    stages = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("shapes32_ddpm_v*.yaml"))
+    assert len(stages) >= 7
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for name in stages:
+            cfg = compose(config_name="train", overrides=[f"experiment={name}"])
+            with pytest.raises(UserError, match=r"^not set: module\.init_weights \(the v\d weights[^)]*\): give it on"):
+                require_complete(cfg)
+            # Resolved anywhere else, the marker still refuses in one line rather than meaning "from scratch".
+            with pytest.raises(Exception) as resolved:
+                OmegaConf.to_container(cfg.module, resolve=True)
+            assert str(user_error_in(resolved.value)).startswith("not set: the v")
+            given = compose(config_name="train", overrides=[f"experiment={name}", "module.init_weights=/weights/v5"])
+            require_complete(given)
+            assert given.module.init_weights == "/weights/v5"
+
+
+def test_a_stage_recipe_without_its_weights_exits_in_one_line_before_any_work(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "hspace-train"),
+            "experiment=shapes32_ddpm_v6_polish",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: not set: module.init_weights (the v5 weights, git archive f015013 src/hspace/assets/shapes32): give it "
+        "on the command line, e.g. module.init_weights=..."
+    )
+    assert not run_dir.exists()

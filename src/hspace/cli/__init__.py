@@ -4,6 +4,7 @@ so `--help` and `--cfg job` answer quickly."""
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
 
@@ -47,8 +48,31 @@ def user_error_in(error: BaseException | None):
     return None
 
 
+REQUIRED = re.compile(r"""\$\{required:\s*(?:"([^"]*)"|'([^']*)')?\s*\}""")
+
+
+def refuse_unset(hint: str = "") -> None:
+    """The `required` resolver: `${required:"what to give"}` marks a value that must come from the command line. An
+    experiment needs it where a group already sets the value, since a ??? merged onto a set value leaves it as it
+    was. require_complete finds these before any work; resolving one anywhere else raises this one line."""
+    from hspace.errors import UserError
+
+    raise UserError(f"not set: {hint or 'a required value'}: give it on the command line")
+
+
+def register_resolvers() -> None:
+    """The resolvers configs may use: `required` (refuse_unset)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("required"):
+        OmegaConf.register_new_resolver("required", refuse_unset)
+
+
+register_resolvers()
+
+
 def require_complete(cfg) -> None:
-    """Refuse a config with values left at ??? before any work starts, naming them."""
+    """Refuse a config with values left at ??? or marked ${required:...} before any work starts, naming them."""
     from omegaconf import OmegaConf
 
     from hspace.errors import UserError
@@ -57,16 +81,20 @@ def require_complete(cfg) -> None:
         keys = range(len(node)) if OmegaConf.is_list(node) else node.keys()
         for key in keys:
             path = f"{prefix}{key}"
+            child = node._get_node(key)
             if OmegaConf.is_missing(node, key):
-                yield path
-            elif not OmegaConf.is_interpolation(node, key) and OmegaConf.is_config(child := node._get_node(key)):
+                yield path, "??? in the config"
+            elif OmegaConf.is_interpolation(node, key):
+                if isinstance(raw := child._value(), str) and (marker := REQUIRED.fullmatch(raw.strip())):
+                    yield path, marker.group(1) or marker.group(2) or "required"
+            elif OmegaConf.is_config(child):
                 yield from walk(child, f"{path}.")
 
     missing = sorted(walk(cfg, ""))
     if missing:
         raise UserError(
-            f"not set: {', '.join(missing)} (??? in the config): give {'them' if len(missing) > 1 else 'it'} on the "
-            f"command line, e.g. {missing[0]}=..."
+            f"not set: {', '.join(f'{path} ({why})' for path, why in missing)}: give "
+            f"{'them' if len(missing) > 1 else 'it'} on the command line, e.g. {missing[0][0]}=..."
         )
 
 
