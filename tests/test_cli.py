@@ -87,19 +87,8 @@ def test_sampling_on_cuda_matches_cpu():
 
 
 def test_values_left_at_missing_are_named_in_one_line(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "hspace-run"),
-            "experiment=haas2023_table1_celebahq",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run(
+        [str(SCRIPTS / "hspace-run"), "experiment=haas2023_table1_celebahq", f"hydra.run.dir={tmp_path}"], cwd=tmp_path
     )
     assert result.returncode == 2 and result.stderr.strip() == (
         "error: not set: celeba_classifier (??? in the config): give it on the command line, e.g. celeba_classifier=..."
@@ -159,9 +148,6 @@ def missing_in(node, prefix: str = ""):
 def test_stage_recipes_refuse_to_start_without_their_init_weights():
     """Every Shapes DDPM stage recipe continues from earlier weights; without module.init_weights it would train from
     scratch, so it is refused, naming the weights it needs, and runs as given with them."""
-    from pathlib import Path
-
-    import pytest
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -185,20 +171,9 @@ def test_stage_recipes_refuse_to_start_without_their_init_weights():
 
 
 def test_a_stage_recipe_without_its_weights_exits_in_one_line_before_any_work(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "hspace-train"),
-            "experiment=shapes32_ddpm_v6_polish",
-            f"hydra.run.dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run(
+        [str(SCRIPTS / "hspace-train"), "experiment=shapes32_ddpm_v6_polish", f"hydra.run.dir={run_dir}"], cwd=tmp_path
     )
     assert result.returncode == 2 and result.stderr.strip() == (
         "error: not set: module.init_weights (the v5 weights, git archive f015013 src/hspace/assets/shapes32): give it "
