@@ -3,8 +3,8 @@
 # the model's quality (experiments/shapes32_ddpm/quality.json), the default run's factor effects, then each
 # experiment's own run.sh (PCA evaluation, Haas et al. Table I, BoundaryDiffusion, LOCO) and the leaderboard.
 # Their tables and plots are written into their folders; the runs go to <runs_root>/<experiment>. Finished runs
-# are kept, so a stopped re-run resumes where it stopped. 1 hour 35 minutes on 2 CPU cores, alone on the machine
-# (v6: quality 1 min, default run 2, PCA evaluation 17, Table I 6, BoundaryDiffusion 34, LOCO 6, leaderboard 29; the
+# are kept, so a stopped re-run resumes where it stopped. 1 hour 27 minutes on 2 CPU cores, alone on the machine
+# (v8: quality 1 min, default run 1, PCA evaluation 16, Table I 6, BoundaryDiffusion 31, LOCO 6, leaderboard 26; the
 # experiments record their own timings). The prose numbers of each experiment's README are edited by hand.
 #   bash scripts/shapes_experiments.sh [runs_root]          (default outputs/shapes_experiments)
 set -euo pipefail
