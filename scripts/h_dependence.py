@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from hspace.diffusion.loading import load_model
-from hspace.lightning.ddpm import ema_model_from_checkpoint
+from hspace.lightning.ddpm import model_from_checkpoint
 from hspace.metrics.h_dependence import h_swap_change
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--num-samples", type=int, default=16)
     args = parser.parse_args()
-    model = ema_model_from_checkpoint(args.checkpoint) if args.checkpoint else load_model(args.weights)
+    model = model_from_checkpoint(args.checkpoint) if args.checkpoint else load_model(args.weights)
     for tau, change in h_swap_change(model, args.num_samples).items():
         print(f"tau {tau:4d}: relative change of the output with h swapped {change:.3f}")
 

@@ -1,6 +1,7 @@
 """The quality of a Shapes DDPM, measured from pixels: the numbers of its model card.
 
-Draws seeds 0..N-1 with deterministic 50-step DDIM on the trailing grid and reports
+Draws seeds 0..N-1 with deterministic 50-step DDIM on the trailing grid (--first-seed and --steps draw others:
+held-out seeds for choosing between weights, finer grids for the sampler's share of an error) and reports
 - the pixel judge (hspace.data.shapes_quality): pass fraction and each criterion;
 - shape clarity (hspace.data.shapes_factors): the share of samples whose object fits a rendered shape as
   well as rendered images do, the shares whose fill ratio and whose sub-pixel fill ratio lie in their
@@ -14,6 +15,7 @@ valid samples.
     python scripts/shapes_model_quality.py --weights shapes32
     python scripts/shapes_model_quality.py --checkpoint <run_dir>/checkpoints/last.ckpt --grid samples.png
     python scripts/shapes_model_quality.py --outside-band-grid outside_band.png
+    python scripts/shapes_model_quality.py --checkpoint <ckpt> --trained-weights --first-seed 256 --num-samples 1024
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sys
 from hspace.data.shapes_factors import measure_all
 from hspace.diffusion.loading import load_model
 from hspace.images import image_grid, save_png
-from hspace.lightning.ddpm import ema_model_from_checkpoint
+from hspace.lightning.ddpm import model_from_checkpoint
 from hspace.metrics.model_quality import classifier_agreement, model_quality
 
 
@@ -33,7 +35,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="shapes32", help="a shipped model name or a save_pretrained directory")
     parser.add_argument("--checkpoint", default=None, help="a training checkpoint (its EMA weights)")
+    parser.add_argument(
+        "--trained-weights", action="store_true", help="with --checkpoint: its trained weights instead of the EMA's"
+    )
     parser.add_argument("--num-samples", type=int, default=256)
+    parser.add_argument("--first-seed", type=int, default=0, help="draw seeds first-seed..first-seed+num-samples-1")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (the model card's numbers use 50)")
     parser.add_argument("--grid", default=None, help="write the first 64 samples to this PNG")
     parser.add_argument(
         "--outside-band-grid", default=None, help="write the first 64 samples whose fill ratio is outside its band"
@@ -42,8 +49,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.num_samples < 1:
         raise SystemExit(f"--num-samples must be at least 1, not {args.num_samples}")
-    model = ema_model_from_checkpoint(args.checkpoint) if args.checkpoint else load_model(args.weights)
-    report, pixels = model_quality(model, args.num_samples)
+    if args.first_seed < 0:
+        raise SystemExit(f"--first-seed must not be negative, not {args.first_seed}")
+    if not 1 <= args.steps <= 1000:
+        raise SystemExit(f"--steps must be between 1 and 1000, not {args.steps}")
+    if args.trained_weights and not args.checkpoint:
+        raise SystemExit(
+            "--trained-weights reads a training checkpoint: add --checkpoint <run_dir>/checkpoints/last.ckpt"
+        )
+    if args.checkpoint:
+        model = model_from_checkpoint(args.checkpoint, ema=not args.trained_weights)
+    else:
+        model = load_model(args.weights)
+    report, pixels = model_quality(model, args.num_samples, first_seed=args.first_seed, num_steps=args.steps)
     if args.classifier:
         from hspace.classifiers.cnn import AttributeCNN
 

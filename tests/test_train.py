@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -13,7 +14,8 @@ from hspace.cli.train import train
 from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.loading import load_model
 from hspace.diffusion.skips import skip_weight_norm
-from hspace.lightning.ddpm import DDPMTraining, ema_model_from_checkpoint
+from hspace.lightning.ddpm import DDPMTraining, model_from_checkpoint
+from hspace.metrics.model_quality import draw_samples
 
 TINY = [
     "model.unet.block_out_channels=[8,8]",
@@ -49,6 +51,9 @@ def test_train_writes_checkpoints_exports_and_resumes(tmp_path):
     assert model.prediction_type == "v_prediction"
     assert skip_weight_norm(model.unet, 1) == 0  # the cut skips stayed cut through training, EMA and export
     assert skip_weight_norm(model.unet, 2) > 0
+    three = draw_samples(model, 3, num_steps=3)
+    assert np.array_equal(draw_samples(model, 2, batch_size=1, first_seed=1, num_steps=3), three[1:])  # seeds 1, 2
+    assert not np.array_equal(draw_samples(model, 3, num_steps=4), three)
 
     resumed_dir = tmp_path / "resumed"
     train(
@@ -58,9 +63,13 @@ def test_train_writes_checkpoints_exports_and_resumes(tmp_path):
     )
     checkpoint = torch.load(resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 6 and "ema" in checkpoint
-    from_checkpoint = ema_model_from_checkpoint(resumed_dir / "checkpoints" / "last.ckpt").unet.state_dict()
+    from_checkpoint = model_from_checkpoint(resumed_dir / "checkpoints" / "last.ckpt").unet.state_dict()
     exported = load_model(str(resumed_dir / "model")).unet.state_dict()
     assert all(torch.equal(exported[k], v) for k, v in from_checkpoint.items())  # the same EMA weights
+    trained = model_from_checkpoint(resumed_dir / "checkpoints" / "last.ckpt", ema=False).unet.state_dict()
+    unet_state = {k.removeprefix("unet."): v for k, v in checkpoint["state_dict"].items() if k.startswith("unet.")}
+    assert unet_state.keys() == trained.keys() and all(torch.equal(trained[k], v) for k, v in unet_state.items())
+    assert not all(torch.equal(trained[k], v) for k, v in from_checkpoint.items())
     # Resuming continued from step 4: only steps 5 and 6 were trained, so the first grid drawn is step 6.
     assert sorted(p.name for p in (resumed_dir / "samples").glob("*.png")) == ["step_0000006.png"]
 

@@ -220,16 +220,18 @@ class DDPMTraining(pl.LightningModule):
         return atomic_write_directory(directory, fill)
 
 
-def ema_model_from_checkpoint(path: str | Path) -> DiffusionModel:
-    """The EMA weights of a training checkpoint as a frozen DiffusionModel. The checkpoint is read with
-    torch.load(weights_only=True): tensors and plain containers only, nothing else is unpickled."""
+def model_from_checkpoint(path: str | Path, ema: bool = True) -> DiffusionModel:
+    """The EMA weights (or with ema=False the trained weights) of a training checkpoint as a frozen
+    DiffusionModel. The checkpoint is read with torch.load(weights_only=True): tensors and plain containers only,
+    nothing else is unpickled."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}: point it at a .ckpt file, e.g. <run_dir>/checkpoints/last.ckpt")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     module = DDPMTraining(**{**checkpoint["hyper_parameters"], "init_weights": None})
     module.load_state_dict(checkpoint["state_dict"])
-    module.ema.load_state_dict(checkpoint["ema"])
-    module.ema.copy_to(module.unet.parameters())
+    if ema:
+        module.ema.load_state_dict(checkpoint["ema"])
+        module.ema.copy_to(module.unet.parameters())
     module.unet.eval().requires_grad_(False)
     return module.diffusion

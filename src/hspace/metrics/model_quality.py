@@ -1,6 +1,7 @@
 """The quality of a Shapes DDPM, measured from pixels: the numbers of its model card (scripts/shapes_model_quality.py).
 
-Seeds 0..N-1 are drawn with deterministic 50-step DDIM on the trailing grid and judged by
+Seeds 0..N-1 are drawn with deterministic 50-step DDIM on the trailing grid (other seeds and step counts on
+request) and judged by
 - the pixel judge (hspace.data.shapes_quality): pass fraction and each criterion;
 - shape clarity (hspace.data.shapes_factors): the shares of samples whose object's fill ratio and whose
   sub-pixel fill ratio lie in the band that rendered images of its shape class occupy, the share whose fill
@@ -25,24 +26,35 @@ from hspace.metrics.h_dependence import h_swap_change
 from hspace.progress import bar
 
 
-def draw_samples(model: DiffusionModel, num_samples: int, batch_size: int = 128) -> np.ndarray:
-    """Seeds 0..num_samples-1 by deterministic 50-step DDIM on the trailing grid. (N, H, W, 3) uint8"""
-    schedule = make_schedule(model.alphas_cumprod, 50, "trailing")
+def draw_samples(
+    model: DiffusionModel, num_samples: int, batch_size: int = 128, first_seed: int = 0, num_steps: int = 50
+) -> np.ndarray:
+    """Seeds first_seed..first_seed+num_samples-1 by deterministic DDIM of `num_steps` steps (the model card's
+    50 by default) on the trailing grid. (N, H, W, 3) uint8"""
+    schedule = make_schedule(model.alphas_cumprod, num_steps, "trailing")
+    end = first_seed + num_samples
     pixels = []
-    for start in bar(range(0, num_samples, batch_size), "samples", unit="batch"):
-        x_T, _ = noise_for(range(start, min(start + batch_size, num_samples)), model, schedule)
+    for start in bar(range(first_seed, end, batch_size), "samples", unit="batch"):
+        x_T, _ = noise_for(range(start, min(start + batch_size, end)), model, schedule)
         pixels.append(to_uint8(sample(model, schedule, x_T).x0))
     return np.concatenate(pixels)
 
 
 def model_quality(
-    model: DiffusionModel, num_samples: int = 256, batch_size: int = 128, with_h_swap: bool = True
+    model: DiffusionModel,
+    num_samples: int = 256,
+    batch_size: int = 128,
+    with_h_swap: bool = True,
+    first_seed: int = 0,
+    num_steps: int = 50,
 ) -> tuple[dict, np.ndarray]:
-    """The judge, clarity and (unless with_h_swap is false) h-dependence numbers of `model`, and the sample
-    pixels (N, H, W, 3)."""
-    pixels = draw_samples(model, num_samples, batch_size)
+    """The judge, clarity and (unless with_h_swap is false) h-dependence numbers of the samples draw_samples()
+    draws from `model`, and their pixels (N, H, W, 3)."""
+    pixels = draw_samples(model, num_samples, batch_size, first_seed, num_steps)
     report = {
         "num_samples": num_samples,
+        "first_seed": first_seed,
+        "num_steps": num_steps,
         "judge": quality_report(pixels),
         "clarity": clarity_report(measure_all(pixels)),
     }
