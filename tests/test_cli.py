@@ -159,7 +159,7 @@ def test_stage_recipes_refuse_to_start_without_their_init_weights():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for name in stages:
             cfg = compose(config_name="train", overrides=[f"experiment={name}"])
-            with pytest.raises(UserError, match=r"^not set: module\.init_weights \(the v\d weights[^)]*\): give it on"):
+            with pytest.raises(UserError, match=r"^not set: module\.init_weights \(the v\d+ weights[^)]*\): give it"):
                 require_complete(cfg)
             # Resolved anywhere else, the marker still refuses in one line rather than meaning "from scratch".
             with pytest.raises(Exception) as resolved:

@@ -218,6 +218,21 @@ def test_cosine_decay_reaches_its_minimum_and_min_snr_trains(tmp_path):
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
+def test_max_timestep_bounds_the_training_timesteps():
+    unet = dict(
+        sample_size=16,
+        block_out_channels=[8, 16],
+        down_block_types=["DownBlock2D"] * 2,
+        up_block_types=["UpBlock2D"] * 2,
+        norm_num_groups=4,
+    )
+    torch.manual_seed(0)
+    low = DDPMTraining(unet=unet, scheduler={}, max_timestep=199).draw_timesteps(20_000)
+    assert low.min() == 0 and low.max() == 199  # every timestep of the range, none above it
+    every = DDPMTraining(unet=unet, scheduler={}).draw_timesteps(20_000)
+    assert every.max() == 999
+
+
 def test_bad_training_settings_are_one_line():
     from hspace.errors import UserError
 
@@ -232,6 +247,8 @@ def test_bad_training_settings_are_one_line():
         ({"lr_schedule": "linear"}, "module.lr_schedule"),
         ({"loss_weighting": "p2"}, "module.loss_weighting"),
         ({"min_lr_ratio": 2.0}, "module.min_lr_ratio"),
+        ({"max_timestep": 1000}, "module.max_timestep"),
+        ({"max_timestep": -1}, "module.max_timestep"),
     ]:
         with pytest.raises(UserError, match=message):
             DDPMTraining(unet=unet, scheduler={}, **bad)

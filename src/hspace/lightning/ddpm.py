@@ -94,10 +94,12 @@ class DDPMTraining(pl.LightningModule):
     `loss_weighting="min_snr"` weights each timestep's error by Min-SNR-gamma (v_loss_weights, eps_loss_weights).
     AdamW with linear warm-up, then a constant or cosine learning rate (`lr_schedule`; the cosine runs from
     `decay_start`, default the end of the warm-up, to `min_lr_ratio * lr` at `decay_steps`, default the trainer's
-    max_steps); EMA of the weights, saved in every checkpoint. `init_weights` starts from the weights of a
-    pretrained model of the same architecture (a shipped name or a save_pretrained directory; the EMA starts there
-    too). `cut_skip_levels` > 0 cuts the skip connections of that many coarsest up blocks (hspace.diffusion.skips),
-    so everything coarser than the remaining skips passes through the bottleneck h.
+    max_steps); EMA of the weights, saved in every checkpoint. Timesteps are drawn uniformly, from all of them or
+    (`max_timestep`) from 0..max_timestep only, to train the nearly clean end of the trajectory alone.
+    `init_weights` starts from the weights of a pretrained model of the same architecture (a shipped name or a
+    save_pretrained directory; the EMA starts there too). `cut_skip_levels` > 0 cuts the skip connections of that
+    many coarsest up blocks (hspace.diffusion.skips), so everything coarser than the remaining skips passes through
+    the bottleneck h.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class DDPMTraining(pl.LightningModule):
         min_lr_ratio: float = 0.0,
         loss_weighting: str = "none",
         min_snr_gamma: float = 5.0,
+        max_timestep: int | None = None,
         init_weights: str | None = None,
     ):
         super().__init__()
@@ -137,6 +140,11 @@ class DDPMTraining(pl.LightningModule):
         self.scheduler_config = dict(DDPMScheduler(**scheduler).config)
         self.diffusion = DiffusionModel(self.unet, self.scheduler_config, name=name)
         self.register_buffer("alphas_cumprod", self.diffusion.alphas_cumprod.float(), persistent=False)
+        if max_timestep is not None and not 0 <= max_timestep < len(self.alphas_cumprod):
+            raise UserError(
+                f"module.max_timestep={max_timestep} must lie in [0, {len(self.alphas_cumprod) - 1}] "
+                "(null trains on every timestep)"
+            )
         weights = {"v_prediction": v_loss_weights, "epsilon": eps_loss_weights}.get(self.diffusion.prediction_type)
         if loss_weighting == "min_snr" and weights is None:
             raise UserError(
@@ -152,7 +160,7 @@ class DDPMTraining(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x0 = batch_images(batch)
-        tau = torch.randint(0, len(self.alphas_cumprod), (x0.shape[0],), device=x0.device)
+        tau = self.draw_timesteps(x0.shape[0], x0.device)
         a = self.alphas_cumprod[tau].view(-1, 1, 1, 1)
         eps = torch.randn_like(x0)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -163,6 +171,11 @@ class DDPMTraining(pl.LightningModule):
         if self.hparams.loss_weighting != "none":
             self.log("train/unweighted_loss", error.mean())
         return loss
+
+    def draw_timesteps(self, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """`count` training timesteps, uniform over 0..max_timestep (every timestep when it is None)."""
+        high = len(self.alphas_cumprod) if self.hparams.max_timestep is None else self.hparams.max_timestep + 1
+        return torch.randint(0, high, (count,), device=device)
 
     def optimizer_step(self, *args, **kwargs):
         # The EMA steps with the optimiser, before any callback's on_train_batch_end, so that a checkpoint
