@@ -35,6 +35,15 @@ TINY = [
     "module.warmup_steps=2",
 ]
 
+# A UNet small enough to build and train in a test, for DDPMTraining directly.
+TINY_UNET = dict(
+    sample_size=16,
+    block_out_channels=[8, 16],
+    down_block_types=["DownBlock2D"] * 2,
+    up_block_types=["UpBlock2D"] * 2,
+    norm_num_groups=4,
+)
+
 
 def compose_train(overrides):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -91,14 +100,7 @@ def test_training_works_on_any_image_datamodule(tmp_path):
     images = torch.rand(16, 3, 16, 16) * 2 - 1
     data = ImageDataModule(TensorDataset(images), TensorDataset(images), TensorDataset(images), batch_size=4)
     module = DDPMTraining(
-        unet=dict(
-            sample_size=16,
-            block_out_channels=[8, 16],
-            down_block_types=["DownBlock2D"] * 2,
-            up_block_types=["UpBlock2D"] * 2,
-            norm_num_groups=4,
-            layers_per_block=1,
-        ),
+        unet={**TINY_UNET, "layers_per_block": 1},
         scheduler=dict(prediction_type="epsilon"),
         warmup_steps=1,
     )
@@ -196,14 +198,7 @@ def test_cosine_decay_reaches_its_minimum_and_min_snr_trains(tmp_path):
     images = torch.rand(16, 3, 16, 16) * 2 - 1
     data = ImageDataModule(TensorDataset(images), TensorDataset(images), TensorDataset(images), batch_size=4)
     module = DDPMTraining(
-        unet=dict(
-            sample_size=16,
-            block_out_channels=[8, 16],
-            down_block_types=["DownBlock2D"] * 2,
-            up_block_types=["UpBlock2D"] * 2,
-            norm_num_groups=4,
-            layers_per_block=1,
-        ),
+        unet={**TINY_UNET, "layers_per_block": 1},
         scheduler=dict(prediction_type="v_prediction", rescale_betas_zero_snr=True),
         lr=1e-3,
         warmup_steps=1,
@@ -219,30 +214,17 @@ def test_cosine_decay_reaches_its_minimum_and_min_snr_trains(tmp_path):
 
 
 def test_max_timestep_bounds_the_training_timesteps():
-    unet = dict(
-        sample_size=16,
-        block_out_channels=[8, 16],
-        down_block_types=["DownBlock2D"] * 2,
-        up_block_types=["UpBlock2D"] * 2,
-        norm_num_groups=4,
-    )
+
     torch.manual_seed(0)
-    low = DDPMTraining(unet=unet, scheduler={}, max_timestep=199).draw_timesteps(20_000)
+    low = DDPMTraining(unet=TINY_UNET, scheduler={}, max_timestep=199).draw_timesteps(20_000)
     assert low.min() == 0 and low.max() == 199  # every timestep of the range, none above it
-    every = DDPMTraining(unet=unet, scheduler={}).draw_timesteps(20_000)
+    every = DDPMTraining(unet=TINY_UNET, scheduler={}).draw_timesteps(20_000)
     assert every.max() == 999
 
 
 def test_bad_training_settings_are_one_line():
     from hspace.errors import UserError
 
-    unet = dict(
-        sample_size=16,
-        block_out_channels=[8, 16],
-        down_block_types=["DownBlock2D"] * 2,
-        up_block_types=["UpBlock2D"] * 2,
-        norm_num_groups=4,
-    )
     for bad, message in [
         ({"lr_schedule": "linear"}, "module.lr_schedule"),
         ({"loss_weighting": "p2"}, "module.loss_weighting"),
@@ -251,7 +233,7 @@ def test_bad_training_settings_are_one_line():
         ({"max_timestep": -1}, "module.max_timestep"),
     ]:
         with pytest.raises(UserError, match=message):
-            DDPMTraining(unet=unet, scheduler={}, **bad)
+            DDPMTraining(unet=TINY_UNET, scheduler={}, **bad)
 
 
 @pytest.mark.slow

@@ -132,19 +132,20 @@ class DDPMTraining(pl.LightningModule):
             raise UserError(f"module.min_lr_ratio={min_lr_ratio} must lie in [0, 1]")
         if min_snr_gamma <= 0:
             raise UserError(f"module.min_snr_gamma={min_snr_gamma} must be positive")
+        self.scheduler_config = dict(DDPMScheduler(**scheduler).config)
+        num_timesteps = self.scheduler_config["num_train_timesteps"]
+        if max_timestep is not None and not 0 <= max_timestep < num_timesteps:
+            raise UserError(
+                f"module.max_timestep={max_timestep} must lie in [0, {num_timesteps - 1}] "
+                "(null trains on every timestep)"
+            )
         self.save_hyperparameters()
         self.unet = UNet2DModel(**unet)
         if init_weights is not None:
             load_matching_weights(self.unet, init_weights)
         cut_skips(self.unet, cut_skip_levels)
-        self.scheduler_config = dict(DDPMScheduler(**scheduler).config)
         self.diffusion = DiffusionModel(self.unet, self.scheduler_config, name=name)
         self.register_buffer("alphas_cumprod", self.diffusion.alphas_cumprod.float(), persistent=False)
-        if max_timestep is not None and not 0 <= max_timestep < len(self.alphas_cumprod):
-            raise UserError(
-                f"module.max_timestep={max_timestep} must lie in [0, {len(self.alphas_cumprod) - 1}] "
-                "(null trains on every timestep)"
-            )
         weights = {"v_prediction": v_loss_weights, "epsilon": eps_loss_weights}.get(self.diffusion.prediction_type)
         if loss_weighting == "min_snr" and weights is None:
             raise UserError(
