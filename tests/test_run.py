@@ -103,7 +103,9 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     assert metrics["edit/pc0/mse@0"] == 0 and metrics["edit/pc0/preserve@0"] == 1
     assert metrics["edit/pc0/target"].lstrip("-") in ATTRIBUTES
     # The inverted real images' edits, scored the same way against their reconstructions.
-    assert metrics["edit_real/pc0/mse@0"] == 0 and "edit_real/pc1/success@2" in metrics
+    # Strength 0 is the reconstruction, computed in another batch: a float that lands on a grey-level boundary may
+    # round the other way (one channel of one pixel of the two images moves the MSE by 2.5e-9).
+    assert metrics["edit_real/pc0/mse@0"] < 1e-7 and "edit_real/pc1/success@2" in metrics
     assert (
         metrics["edit_real/unedited/fid/shapes_classifier/num_samples"] == 2
         and metrics["edit_real/fid/shapes_classifier/num_samples"] == 2

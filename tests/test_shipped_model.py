@@ -11,7 +11,7 @@ from hspace.diffusion.schedule import make_schedule
 from hspace.metrics.model_quality import model_quality
 
 # DDIM inversion with 50 trailing steps reconstructs Shapes test images to this mean squared error,
-# measured like the metric inversion/mse: on images scaled to [0, 1].
+# measured like the metric inversion/mse: on images scaled to [0, 1] (measured: 2.1e-4; v8: 4.9e-4).
 DDIM_INVERSION_MSE_BOUND = 1e-3
 
 
@@ -27,25 +27,26 @@ def real_images():
 
 
 def test_quality_of_64_deterministic_samples(shapes32):
-    """Judge and shape clarity of seeds 0..63 (measured: 100% pass, 96.9% fill ratio in its class's band)."""
+    """Judge and shape clarity of seeds 0..63 (measured: 100% pass, 98.4% fill ratio in its class's band, one
+    sample of 64 outside it; v8: 96.9%)."""
     report, _ = model_quality(shapes32, num_samples=64, with_h_swap=False)
     assert report["judge"]["pass_fraction"] >= 0.96, report
     assert 0.2 <= report["judge"]["light_background_share"] <= 0.8, report
-    assert report["clarity"]["fill_in_band_fraction"] >= 0.92, report
+    assert report["clarity"]["fill_in_band_fraction"] >= 0.95, report
     assert min(report["clarity"][f"{s}_share"] for s in SHAPES) >= 0.15, report
 
 
 @pytest.mark.slow
 def test_quality_of_256_deterministic_samples(shapes32):
-    """The model card's numbers (measured: 99.6% pass, 94.5% in band, 84.4% in the sub-pixel band, 72.3% fit as
-    tightly as renders, median fit error 0.039; v6: 99.6%, 89.8%, 82.0%, 63.3%, 0.041; v2: 95.7%, 77.7%, -, 3.1%,
-    0.084). The issue's judge target of 97% is met; its 95% in band is not, by two samples (squares: 82.9%)."""
+    """The model card's numbers and the issue's targets of 97% pass and 95% in band (measured: 99.6% pass, 95.3%
+    in band, one sample above the target, 91.8% in the sub-pixel band, 80.5% fit as tightly as renders, median fit
+    error 0.035; v8: 99.6%, 94.5%, 84.4%, 72.3%, 0.039; v2: 95.7%, 77.7%, -, 3.1%, 0.084)."""
     report, _ = model_quality(shapes32, num_samples=256, with_h_swap=False)
     assert report["judge"]["pass_fraction"] >= 0.97, report
-    assert report["clarity"]["fill_in_band_fraction"] >= 0.92, report
-    assert report["clarity"]["extent_fill_in_band_fraction"] >= 0.80, report
-    assert report["clarity"]["shape_clear_fraction"] >= 0.65, report
-    assert report["clarity"]["median_fit_error"] <= 0.05, report
+    assert report["clarity"]["fill_in_band_fraction"] >= 0.95, report
+    assert report["clarity"]["extent_fill_in_band_fraction"] >= 0.88, report
+    assert report["clarity"]["shape_clear_fraction"] >= 0.75, report
+    assert report["clarity"]["median_fit_error"] <= 0.04, report
 
 
 def test_ddim_inversion_reconstructs_shapes_images(shapes32, real_images):
@@ -65,7 +66,7 @@ def test_edit_friendly_inversion_reconstructs_shapes_images(shapes32, real_image
 
 def test_decoder_reads_h(shapes32):
     """The shipped model's coarse skips are cut, so swapping h between samples changes the prediction
-    (measured on 16 samples: 29% at tau 599, 44% at 399; a model with all skips: at most 0.3%)."""
+    (measured on 16 samples: 28% at tau 599, 43% at 399; a model with all skips: at most 0.3%)."""
     from hspace.diffusion.skips import skip_weight_norm
     from hspace.metrics.h_dependence import h_swap_change
 
