@@ -5,7 +5,7 @@
 # Their tables and plots are written into their folders; the runs go to <runs_root>/<experiment>. Finished runs
 # are kept, so a stopped re-run resumes where it stopped. 1 hour 27 minutes on 2 CPU cores, alone on the machine
 # (v8: quality 1 min, default run 1, PCA evaluation 16, Table I 6, BoundaryDiffusion 31, LOCO 6, leaderboard 26;
-# stage 12, on a host where the same work took longer: quality 1, default run 3, PCA evaluation 35, Table I 12; the experiments
+# stage 12, on a host where the same work took longer: quality 1, default run 3, PCA evaluation 35, Table I 12, BoundaryDiffusion 73, LOCO 9; the experiments
 # record their own timings). The prose numbers of each experiment's README are edited by hand.
 #   bash scripts/shapes_experiments.sh [runs_root [step ...]]     (default outputs/shapes_experiments, every step)
 # Naming steps runs only those, e.g. `bash scripts/shapes_experiments.sh outputs/x shapes_loco shapes_leaderboard`.
@@ -61,4 +61,4 @@ step haas2023_table1 bash experiments/haas2023_table1/run.sh "$root/haas2023_tab
 step boundarydiffusion2023 bash experiments/boundarydiffusion2023/run.sh "$root/boundarydiffusion2023"
 step shapes_loco bash experiments/shapes_loco/run.sh "$root/shapes_loco"
 step shapes_leaderboard "$bin/python" scripts/shapes_leaderboard.py --runs "$root/shapes_leaderboard"
-echo "every Shapes experiment re-ran; runs in $root"
+echo "${only[*]:-every Shapes experiment} re-ran; runs in $root"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every run and table of experiments/boundarydiffusion2023 (about 39 minutes on 2 CPU cores):
+# Every run and table of experiments/boundarydiffusion2023 (31-73 minutes on 2 CPU cores):
 #   bash experiments/boundarydiffusion2023/run.sh [runs_dir]     (default outputs/boundarydiffusion2023)
 # A run whose metrics.json exists is not repeated; the tables and plots are written next to this script.
 set -euo pipefail
@@ -58,8 +58,8 @@ table large_h_only "$r/large_h_only" large '[method]'
   'layout.columns=[success,preserve,mse,ssim]' "output_dir=$here/conditional"
 # The grids of the README (first 12 samples at the headline strengths) and the mixing-step search's curve.
 grid() { "$bin/python" scripts/edit_grid.py "$@" --rows 12; }
-grid "$r/light_push_keep_h" light_background "$here/light_background_grid.png" --strengths -6 0 12
-grid "$r/light_paper" light_background "$here/light_background_paper_grid.png" --strengths -6 0 12
+grid "$r/light_push_keep_h" light_background "$here/light_background_grid.png" --strengths -8 0 8
+grid "$r/light_paper" light_background "$here/light_background_paper_grid.png" --strengths -8 0 8
 grid "$r/conditional" light_background "$here/conditional_grid.png" --real --strengths -10 0 10
 grid "$r/red_keep_h" red "$here/red_grid.png" --strengths -20 0 30
 cp "$r/light_paper/grids/mixing_curve.png" "$here/mixing_curve.png"
