@@ -5,8 +5,8 @@
 # Their tables and plots are written into their folders; the runs go to <runs_root>/<experiment>. Finished runs
 # are kept, so a stopped re-run resumes where it stopped. 1 hour 27 minutes on 2 CPU cores, alone on the machine
 # (v8: quality 1 min, default run 1, PCA evaluation 16, Table I 6, BoundaryDiffusion 31, LOCO 6, leaderboard 26;
-# stage 12, on a host where the same work took longer: quality 1, default run 3, PCA evaluation 35, Table I 12, BoundaryDiffusion 73, LOCO 9; the experiments
-# record their own timings). The prose numbers of each experiment's README are edited by hand.
+# stage 12, on a host where the same work took longer: quality 1, default run 3, PCA evaluation 35, Table I 12,
+# BoundaryDiffusion 73, LOCO 9; the experiments record their own timings). The prose numbers of each experiment's README are edited by hand.
 #   bash scripts/shapes_experiments.sh [runs_root [step ...]]     (default outputs/shapes_experiments, every step)
 # Naming steps runs only those, e.g. `bash scripts/shapes_experiments.sh outputs/x shapes_loco shapes_leaderboard`.
 set -euo pipefail
@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 root=${1:-outputs/shapes_experiments}
 steps=(quality default_run shapes_pca_eval haas2023_table1 boundarydiffusion2023 shapes_loco shapes_leaderboard)
 only=("${@:2}")
+listed() { [[ " ${*:2} " == *" $1 "* ]]; }  # listed <name> <names...>: whether name is one of names
 for name in "${only[@]}"; do
-  if [[ " ${steps[*]} " != *" $name "* ]]; then
+  if ! listed "$name" "${steps[@]}"; then
     echo "error: unknown step '$name'; the steps are: ${steps[*]}" >&2
     exit 2
   fi
@@ -29,7 +30,7 @@ mkdir -p "$root"
 step() {  # step <name> <command...>: run it, with its start and duration on stdout and its output in <root>/<name>.log
   local name=$1 start
   shift
-  if [ ${#only[@]} -gt 0 ] && [[ " ${only[*]} " != *" $name "* ]]; then
+  if [ ${#only[@]} -gt 0 ] && ! listed "$name" "${only[@]}"; then
     return 0
   fi
   start=$(date +%s)

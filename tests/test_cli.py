@@ -180,3 +180,15 @@ def test_a_stage_recipe_without_its_weights_exits_in_one_line_before_any_work(tm
         "on the command line, e.g. module.init_weights=..."
     )
     assert not run_dir.exists()
+
+
+def test_shapes_experiments_refuses_an_unknown_step_before_any_work(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "shapes_experiments.sh"
+    root = tmp_path / "runs"
+    result = run(["bash", str(script), str(root), "shapes_loco", "loco"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown step 'loco'; the steps are: quality default_run shapes_pca_eval haas2023_table1 "
+        "boundarydiffusion2023 shapes_loco shapes_leaderboard"
+    ]
+    assert not root.exists()
