@@ -5,8 +5,9 @@
 # Their tables and plots are written into their folders; the runs go to <runs_root>/<experiment>. Finished runs
 # are kept, so a stopped re-run resumes where it stopped. 1 hour 27 minutes on 2 CPU cores, alone on the machine
 # (v8: quality 1 min, default run 1, PCA evaluation 16, Table I 6, BoundaryDiffusion 31, LOCO 6, leaderboard 26;
-# stage 12, on a host where the same work took longer: quality 1, default run 3, PCA evaluation 35, Table I 12,
-# BoundaryDiffusion 73, LOCO 9; the experiments record their own timings). The prose numbers of each experiment's README are edited by hand.
+# stage 12, on a host where the same work took about 2.2x longer: quality 1, default run 3, PCA evaluation 35,
+# Table I 12, BoundaryDiffusion 73, LOCO 9, leaderboard 56; the experiments record their own timings).
+# The prose numbers of each experiment's README are edited by hand.
 #   bash scripts/shapes_experiments.sh [runs_root [step ...]]     (default outputs/shapes_experiments, every step)
 # Naming steps runs only those, e.g. `bash scripts/shapes_experiments.sh outputs/x shapes_loco shapes_leaderboard`.
 set -euo pipefail
