@@ -312,3 +312,28 @@ def test_a_short_cli_training_shows_its_steps_logs_its_loss_and_resumes_in_its_o
     assert not (tmp_path / "elsewhere").exists()
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 24
+
+
+def test_the_global_h_recipe_builds_a_48x1x1_bottleneck_that_only_the_32x32_skip_bypasses():
+    """conf/experiment/shapes32_ddpm_h1.yaml: h is one vector per sample, and every skip coarser than 32x32 is cut,
+    so the decoder's only input besides h is the finest skip."""
+    from omegaconf import OmegaConf
+
+    from hspace.bottleneck import HSpace
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=shapes32_ddpm_h1"])
+    model = cfg.model
+    assert model.cut_skip_levels == 5
+    torch.manual_seed(0)
+    module = DDPMTraining(
+        unet=OmegaConf.to_container(model.unet),
+        scheduler=OmegaConf.to_container(model.scheduler),
+        cut_skip_levels=model.cut_skip_levels,
+    )
+    unet = module.unet
+    assert len(unet.up_blocks) == 6 and skip_weight_norm(unet, 5) == 0.0
+    assert skip_weight_norm(unet, 6) > 0  # the 32x32 skips are kept
+    with torch.no_grad(), HSpace(unet, capture=True) as hs:
+        unet(torch.randn(2, 3, 32, 32), torch.tensor([500, 500]))
+    assert tuple(hs.captured[0].shape) == (2, 48, 1, 1)
