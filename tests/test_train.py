@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -9,6 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import TensorDataset
 
+from hspace.bottleneck import HSpace
 from hspace.cli import CONFIG_DIR
 from hspace.cli.train import train
 from hspace.data.datamodule import ImageDataModule
@@ -317,21 +319,10 @@ def test_a_short_cli_training_shows_its_steps_logs_its_loss_and_resumes_in_its_o
 def test_the_global_h_recipe_builds_a_48x1x1_bottleneck_that_only_the_32x32_skip_bypasses():
     """conf/experiment/shapes32_ddpm_h1.yaml: h is one vector per sample, and every skip coarser than 32x32 is cut,
     so the decoder's only input besides h is the finest skip."""
-    from omegaconf import OmegaConf
-
-    from hspace.bottleneck import HSpace
-
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=shapes32_ddpm_h1"])
-    model = cfg.model
-    assert model.cut_skip_levels == 5
     torch.manual_seed(0)
-    module = DDPMTraining(
-        unet=OmegaConf.to_container(model.unet),
-        scheduler=OmegaConf.to_container(model.scheduler),
-        cut_skip_levels=model.cut_skip_levels,
-    )
-    unet = module.unet
+    unet = hydra.utils.instantiate(cfg.module, _convert_="all").unet  # as hspace-train builds it
     assert len(unet.up_blocks) == 6 and skip_weight_norm(unet, 5) == 0.0
     assert skip_weight_norm(unet, 6) > 0  # the 32x32 skips are kept
     with torch.no_grad(), HSpace(unet, capture=True) as hs:
