@@ -1,0 +1,67 @@
+"""Add coarse levels under the bottleneck of a trained Shapes DDPM (hspace.diffusion.deepen) and save it as a
+save_pretrained directory, to start a model with a smaller h from what the shallower one learned:
+
+    python scripts/deepen_shapes_model.py --weights shapes32 --levels 2 --out outputs/shapes32_h1_init
+    hspace-train experiment=shapes32_ddpm_h1 module.init_weights=outputs/shapes32_h1_init
+
+Prints the new h's shape, how many parameters are new, and how far the deepened model's output moves from the
+original's on 64 noised training images (everything below the old coarsest up block is new).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default="shapes32", help="a shipped model name or a save_pretrained directory")
+    parser.add_argument("--levels", type=int, default=2, help="how many coarser levels to add")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the new levels' initialisation")
+    parser.add_argument("--out", required=True, help="the save_pretrained directory to write")
+    args = parser.parse_args()
+    if args.levels < 1:
+        raise SystemExit(f"--levels must be at least 1, not {args.levels}")
+
+    import torch
+    from diffusers import DDPMScheduler
+
+    from hspace.diffusion.deepen import deepen_bottleneck, deepened_config, new_parameters
+    from hspace.diffusion.loading import load_model
+    from hspace.images import atomic_write_directory
+
+    model = load_model(args.weights)
+    try:
+        deepened_config(model.unet, args.levels)
+    except ValueError as error:
+        raise SystemExit(f"--levels {args.levels}: {error}") from None
+    deep = deepen_bottleneck(model.unet, args.levels, seed=args.seed).eval()
+
+    def fill(staging) -> None:
+        deep.save_pretrained(staging, safe_serialization=True)
+        DDPMScheduler.from_config(model.scheduler_config).save_pretrained(staging)
+
+    atomic_write_directory(args.out, fill)
+    from hspace.data.shapes import ShapesDataset
+
+    generator = torch.Generator().manual_seed(0)
+    dataset = ShapesDataset(64, "train", resolution=32)
+    x0 = torch.stack([dataset[i]["image"] for i in range(64)])
+    t = torch.randint(0, model.num_train_timesteps, (64,), generator=generator)
+    a = model.alphas_cumprod.float()[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)
+    with torch.no_grad():
+        before, after = model.unet(x_t, t).sample, deep(x_t, t).sample
+    moved = float((after - before).pow(2).mean().sqrt() / before.pow(2).mean().sqrt())
+    state = deep.state_dict()
+    fresh = sum(state[k].numel() for k in new_parameters(model.unet, deep, args.levels))
+    total = sum(p.numel() for p in deep.parameters())
+    side = deep.config.sample_size // 2 ** (len(deep.config.block_out_channels) - 1)
+    print(
+        f"wrote {args.out}: h {deep.config.block_out_channels[-1]}x{side}x{side}, {total:,} parameters "
+        f"({fresh:,} new); output moved by {moved:.1%} (relative RMS) on 64 noised images"
+    )
+
+
+if __name__ == "__main__":
+    main()
