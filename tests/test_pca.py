@@ -70,6 +70,40 @@ def test_streaming_pca_is_exact_when_the_data_has_rank_k():
     assert_matches_sklearn(stream.result(2), h, 4, atol=1e-6)
 
 
+def test_streaming_pca_keeps_an_h_smaller_than_its_tracked_axes_whole():
+    """A 48x1x1 h has fewer dimensions than the 25 + 40 axes the default tracks: every axis is kept, and the
+    top ones are sklearn's."""
+    g = torch.Generator().manual_seed(2)
+    h = (torch.randn(200, 2, 12, generator=g) @ torch.randn(12, 12, generator=g)).reshape(200, 2, 12, 1, 1)
+    for joint in (False, True):
+        stream = StreamingPCA(k=5, batch_size=70, joint=joint, oversample=40)
+        for start in range(0, 200, 64):
+            stream.update(h[start : start + 64])
+        result = stream.result(2)
+        assert all(model.n_components == (24 if joint else 12) for model in stream.models)
+        if not joint:
+            assert_matches_sklearn(result, h, 5, atol=1e-6)
+        else:
+            reference = SklearnPCA(5, svd_solver="full").fit(h.reshape(200, -1).double().numpy())
+            cos = np.abs(np.einsum("kd,kd->k", result.axes.reshape(5, -1), reference.components_))
+            np.testing.assert_allclose(cos, 1, atol=1e-6)
+
+
+def test_more_components_than_h_has_dimensions_are_refused_before_any_sampling(monkeypatch):
+    from diffusers import DDPMScheduler
+
+    from hspace.diffusion.model import DiffusionModel
+    from hspace.errors import UserError
+    from tests.conftest import GOOGLE_SCHEDULER, tiny_unet
+
+    model = DiffusionModel(tiny_unet(), dict(DDPMScheduler(**GOOGLE_SCHEDULER).config))
+    dimensions = int(np.prod(model.h_shape))
+    monkeypatch.setattr("hspace.directions.pca.collect_h", lambda *a, **k: pytest.fail("sampled before refusing"))
+    method = PCA(num_samples=dimensions + 1, num_components=dimensions + 1, batch_size=dimensions + 1, oversample=0)
+    with pytest.raises(UserError, match=f"method.num_components={dimensions + 1} exceeds the {dimensions} dimensions"):
+        method.find(model, SamplerSettings(num_steps=3))
+
+
 def test_joint_pca_equals_sklearn_on_the_flattened_h(activations):
     result = exact_per_step_pca([activations], 4, joint=True)
     reference = SklearnPCA(4, svd_solver="full").fit(activations.reshape(96, -1).double().numpy())

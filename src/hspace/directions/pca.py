@@ -7,6 +7,7 @@ and edit with dh_t = gamma * s_{j,t} * u_{j,t} (gamma in per-step standard devia
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -81,8 +82,10 @@ class StreamingPCA:
         self.pending = [rows]
 
     def _fit(self, x: np.ndarray) -> None:
-        if self.models is None:
-            self.models = [IncrementalPCA(self.tracked) for _ in range(1 if self.joint else x.shape[1])]
+        if self.models is None:  # an h with fewer dimensions than tracked axes is kept whole
+            features = x.shape[1] * x.shape[2] if self.joint else x.shape[2]
+            axes = min(self.tracked, features)
+            self.models = [IncrementalPCA(axes) for _ in range(1 if self.joint else x.shape[1])]
         if self.joint:
             self.models[0].partial_fit(x.reshape(x.shape[0], -1))
         else:
@@ -294,8 +297,14 @@ class PCA(DirectionMethod):
         if self.mode not in ("per_step", "joint"):
             raise ValueError(f"pca mode must be 'per_step' or 'joint', not {self.mode!r}")
         schedule = self.collection_sampler(sampler).schedule(model.alphas_cumprod)
+        dimensions = math.prod(model.h_shape) * (schedule.num_steps if self.mode == "joint" else 1)
+        if self.num_components > dimensions:
+            raise UserError(
+                f"method.num_components={self.num_components} exceeds the {dimensions} dimensions of "
+                f"{'h over all steps' if self.mode == 'joint' else 'h'} {tuple(model.h_shape)}: "
+                f"ask for at most {dimensions}"
+            )
         seeds = range(self.first_seed, self.first_seed + self.num_samples)
-        batches = collect_h(model, schedule, seeds, self.batch_size, cache)
         shard = Shard.current()
         if shard.is_split:  # this rank's block of seeds; the ranks merge their sketches
             return self.fit_shard(model, schedule, shard.take(seeds), shard, cache)
