@@ -23,12 +23,9 @@ def main() -> None:
     if args.levels < 1:
         raise SystemExit(f"--levels must be at least 1, not {args.levels}")
 
-    import torch
-    from diffusers import DDPMScheduler
-
     from hspace.diffusion.deepen import deepen_bottleneck, deepened_config, new_parameters
+    from hspace.diffusion.derived import output_change, save_derived
     from hspace.diffusion.loading import load_model
-    from hspace.images import atomic_write_directory
 
     model = load_model(args.weights)
     try:
@@ -37,22 +34,8 @@ def main() -> None:
         raise SystemExit(f"--levels {args.levels}: {error}") from None
     deep = deepen_bottleneck(model.unet, args.levels, seed=args.seed).eval()
 
-    def fill(staging) -> None:
-        deep.save_pretrained(staging, safe_serialization=True)
-        DDPMScheduler.from_config(model.scheduler_config).save_pretrained(staging)
-
-    atomic_write_directory(args.out, fill)
-    from hspace.data.shapes import ShapesDataset
-
-    generator = torch.Generator().manual_seed(0)
-    dataset = ShapesDataset(64, "train", resolution=32)
-    x0 = torch.stack([dataset[i]["image"] for i in range(64)])
-    t = torch.randint(0, model.num_train_timesteps, (64,), generator=generator)
-    a = model.alphas_cumprod.float()[t].view(-1, 1, 1, 1)
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)
-    with torch.no_grad():
-        before, after = model.unet(x_t, t).sample, deep(x_t, t).sample
-    moved = float((after - before).pow(2).mean().sqrt() / before.pow(2).mean().sqrt())
+    save_derived(deep, model, args.out)
+    moved = output_change(model, deep)
     state = deep.state_dict()
     fresh = sum(state[k].numel() for k in new_parameters(model.unet, deep, args.levels))
     total = sum(p.numel() for p in deep.parameters())

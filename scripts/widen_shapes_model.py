@@ -12,7 +12,6 @@ from a 1x1 convolution into the identity, are not carried over exactly).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def main() -> None:
@@ -26,12 +25,9 @@ def main() -> None:
     if args.noise < 0:
         raise SystemExit(f"--noise must not be negative, not {args.noise}")
 
-    import torch
-    from diffusers import DDPMScheduler
-
+    from hspace.diffusion.derived import output_change, save_derived
     from hspace.diffusion.loading import load_model
     from hspace.diffusion.widen import check_widenable, widen_finest_level
-    from hspace.images import atomic_write_directory
 
     model = load_model(args.weights)
     try:
@@ -40,22 +36,8 @@ def main() -> None:
         raise SystemExit(f"--channels {args.channels}: {error}") from None
     wide = widen_finest_level(model.unet, args.channels, noise=args.noise, seed=args.seed).eval()
 
-    def fill(staging: Path) -> None:
-        wide.save_pretrained(staging, safe_serialization=True)
-        DDPMScheduler.from_config(model.scheduler_config).save_pretrained(staging)
-
-    atomic_write_directory(args.out, fill)
-    from hspace.data.shapes import ShapesDataset
-
-    generator = torch.Generator().manual_seed(0)
-    dataset = ShapesDataset(64, "train", resolution=32)
-    x0 = torch.stack([dataset[i]["image"] for i in range(64)])
-    t = torch.randint(0, model.num_train_timesteps, (64,), generator=generator)
-    a = model.alphas_cumprod.float()[t].view(-1, 1, 1, 1)
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)
-    with torch.no_grad():
-        before, after = model.unet(x_t, t).sample, wide(x_t, t).sample
-    moved = float((after - before).pow(2).mean().sqrt() / before.pow(2).mean().sqrt())
+    save_derived(wide, model, args.out)
+    moved = output_change(model, wide)
     params = sum(p.numel() for p in wide.parameters())
     print(f"wrote {args.out}: {params:,} parameters; output moved by {moved:.1%} (relative RMS) on 64 noised images")
 

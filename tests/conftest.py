@@ -33,6 +33,22 @@ def tiny_unet(seed: int = 0, sample_size: int = 16) -> UNet2DModel:
     return unet.eval().requires_grad_(False)
 
 
+def tiny_plain_unet(seed: int = 0) -> UNet2DModel:
+    """Three levels of plain DownBlock2D / UpBlock2D (8, 24, 24 channels): what widening and deepening take."""
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(8, 24, 24),
+        down_block_types=("DownBlock2D",) * 3,
+        up_block_types=("UpBlock2D",) * 3,
+        norm_num_groups=4,
+        attention_head_dim=24,
+    ).eval()
+
+
 @pytest.fixture
 def unet() -> UNet2DModel:
     return tiny_unet()

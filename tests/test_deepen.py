@@ -3,25 +3,10 @@ import sys
 
 import pytest
 import torch
-from diffusers import UNet2DModel
 
 from hspace.diffusion.deepen import deepen_bottleneck, deepened_config, new_parameters
 from hspace.diffusion.skips import cut_skips, skip_inputs
-
-
-def tiny_unet(seed=0):
-    torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=16,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(8, 24, 24),
-        down_block_types=("DownBlock2D",) * 3,
-        up_block_types=("UpBlock2D",) * 3,
-        norm_num_groups=4,
-        attention_head_dim=24,
-    ).eval()
+from tests.conftest import tiny_plain_unet
 
 
 def record_blocks(unet, seen, name):
@@ -35,7 +20,7 @@ def record_blocks(unet, seen, name):
 
 
 def test_deepening_adds_coarse_levels_and_keeps_every_old_block_in_its_place():
-    old = tiny_unet()
+    old = tiny_plain_unet()
     deep = deepen_bottleneck(old, 1)
     assert list(deep.config.block_out_channels) == [8, 24, 24, 24]
     assert len(deep.down_blocks) == len(deep.up_blocks) == 4
@@ -63,7 +48,7 @@ def test_deepening_adds_coarse_levels_and_keeps_every_old_block_in_its_place():
 
 
 def test_deepening_draws_only_the_new_levels_fresh():
-    old = tiny_unet()
+    old = tiny_plain_unet()
     deep = deepen_bottleneck(old, 2, seed=5)
     fresh = new_parameters(old, deep, 2)
     assert "down_blocks.2.downsamplers.0.conv.weight" in fresh  # the old coarsest block now downsamples
@@ -86,7 +71,7 @@ def test_deepening_draws_only_the_new_levels_fresh():
 
 def test_a_deepened_model_keeps_its_cut_skips_cut():
     """The old cut levels keep their zero skip weights where they move, and the new levels can be cut too."""
-    old = tiny_unet()
+    old = tiny_plain_unet()
     cut_skips(old, 2)
     deep = deepen_bottleneck(old, 2)
     for entry in skip_inputs(deep, 4)[3 * 2 :]:  # up blocks 2 and 3 were the old cut levels 0 and 1
@@ -98,9 +83,9 @@ def test_a_deepened_model_keeps_its_cut_skips_cut():
 
 def test_deepening_refuses_an_h_smaller_than_one_pixel():
     with pytest.raises(ValueError, match="halve evenly 4 times: add at most 2 levels"):
-        deepened_config(tiny_unet(), 3)
+        deepened_config(tiny_plain_unet(), 3)
     with pytest.raises(ValueError, match="at least one level"):
-        deepened_config(tiny_unet(), 0)
+        deepened_config(tiny_plain_unet(), 0)
 
 
 def test_the_deepening_script_refuses_bad_levels_in_one_line(tmp_path):
@@ -113,3 +98,17 @@ def test_the_deepening_script_refuses_bad_levels_in_one_line(tmp_path):
         assert done.returncode != 0
         assert done.stderr.strip().splitlines() == [done.stderr.strip()] and message in done.stderr
         assert not (tmp_path / "x").exists()
+
+
+def test_a_derived_unet_is_saved_beside_its_models_scheduler_and_its_output_change_is_measured(model, tmp_path):
+    from hspace.diffusion.derived import output_change, save_derived
+    from hspace.diffusion.loading import load_model
+
+    deep = deepen_bottleneck(model.unet, 1)
+    assert output_change(model, model.unet) == 0
+    assert output_change(model, deep) > 0
+    saved = load_model(str(save_derived(deep, model, tmp_path / "deep")))
+    assert torch.equal(saved.alphas_cumprod, model.alphas_cumprod)
+    assert saved.prediction_type == model.prediction_type
+    key = "up_blocks.1.resnets.0.conv1.weight"
+    assert torch.equal(saved.unet.state_dict()[key], deep.state_dict()[key])

@@ -4,24 +4,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DModel
 
 from hspace.diffusion.widen import check_widenable, group_copies, widen_finest_level
-
-
-def tiny_unet(seed=0):
-    torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=16,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(8, 24, 24),
-        down_block_types=("DownBlock2D",) * 3,
-        up_block_types=("UpBlock2D",) * 3,
-        norm_num_groups=4,
-        attention_head_dim=24,
-    ).eval()
+from tests.conftest import tiny_plain_unet
 
 
 def test_group_copies_keep_every_group_norm_statistic():
@@ -36,7 +21,7 @@ def test_group_copies_keep_every_group_norm_statistic():
 def test_widening_keeps_the_time_embedding_and_the_whole_down_path():
     """Up to the bottleneck a widened UNet computes copies of the old activations exactly: the time embedding
     through the sinusoid's shared frequencies, every group norm through group-wise copies."""
-    old = tiny_unet()
+    old = tiny_plain_unet()
     new = widen_finest_level(old, 16)
     assert new.config.block_out_channels == (16, 24, 24) or list(new.config.block_out_channels) == [16, 24, 24]
     copies = torch.as_tensor(group_copies(8, 2, 2))
@@ -56,7 +41,7 @@ def test_widening_keeps_the_time_embedding_and_the_whole_down_path():
 
 
 def test_widening_noise_touches_only_widened_tensors():
-    old = tiny_unet()
+    old = tiny_plain_unet()
     plain, noisy = widen_finest_level(old, 16), widen_finest_level(old, 16, noise=0.01, seed=3)
     changed = {k for k, v in noisy.state_dict().items() if not torch.equal(v, plain.state_dict()[k])}
     reshaped = {k for k, v in plain.state_dict().items() if v.ndim > 1 and v.shape != old.state_dict()[k].shape}
@@ -67,7 +52,7 @@ def test_widening_noise_touches_only_widened_tensors():
 @pytest.mark.parametrize("channels,message", [(12, "larger multiple"), (8, "larger multiple"), (4, "larger multiple")])
 def test_widening_refuses_widths_it_cannot_copy_to(channels, message):
     with pytest.raises(ValueError, match=message):
-        check_widenable(tiny_unet(), channels)
+        check_widenable(tiny_plain_unet(), channels)
 
 
 def test_the_widening_script_writes_a_loadable_model_and_refuses_bad_widths(tmp_path):

@@ -1,0 +1,41 @@
+"""A UNet derived from a trained model (widened, deepened): saved beside the model's scheduler, and how far its
+output has moved from the model's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from hspace.diffusion.model import DiffusionModel
+
+
+def save_derived(unet: UNet2DModel, model: DiffusionModel, out: str | Path) -> Path:
+    """Write `unet` with `model`'s scheduler config as a save_pretrained directory, atomically."""
+    from hspace.images import atomic_write_directory
+
+    def fill(staging: Path) -> None:
+        unet.save_pretrained(staging, safe_serialization=True)
+        DDPMScheduler.from_config(model.scheduler_config).save_pretrained(staging)
+
+    return atomic_write_directory(out, fill)
+
+
+def output_change(
+    model: DiffusionModel, unet: UNet2DModel, num_images: int = 64, resolution: int = 32, seed: int = 0
+) -> float:
+    """Relative RMS change from `model`'s prediction to `unet`'s on `num_images` Shapes training images of
+    `resolution` pixels, each noised to a random timestep."""
+    from hspace.data.shapes import ShapesDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    dataset = ShapesDataset(num_images, "train", resolution=resolution)
+    x0 = torch.stack([dataset[i]["image"] for i in range(num_images)])
+    t = torch.randint(0, model.num_train_timesteps, (num_images,), generator=generator)
+    a = model.alphas_cumprod.float()[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)
+    with torch.no_grad():
+        before, after = model.unet(x_t, t).sample, unet(x_t, t).sample
+    return float((after - before).pow(2).mean().sqrt() / before.pow(2).mean().sqrt())
