@@ -1,0 +1,110 @@
+"""Noise stability: the perturbation of x_T, the reference map's effects against their closed forms and dense
+integrals, and the script end to end on the shipped model."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal, norm
+
+from hspace.diffusion.sampler import initial_noise
+from hspace.metrics.noise_stability import noise_stability, perturbed_noise, reference_effects
+
+AMOUNTS = (0.05, 0.3)
+
+
+def same_class_probability(rho: float, k: int) -> float:
+    """P(u and u' fall in the same k-quantile of N(0, 1)), u, u' standard normal with correlation rho, from the
+    bivariate normal distribution function over the k squares on the diagonal."""
+    cuts = norm.ppf(np.linspace(0, 1, k + 1)).clip(-12, 12)
+    joint = multivariate_normal(mean=[0, 0], cov=[[1, rho], [rho, 1]])
+    total = 0.0
+    for low, high in zip(cuts[:-1], cuts[1:]):
+        total += joint.cdf([high, high]) - joint.cdf([low, high]) - joint.cdf([high, low]) + joint.cdf([low, low])
+    return total
+
+
+@pytest.mark.parametrize("amount", AMOUNTS)
+def test_reference_binary_flip_rate_is_sheppards(amount):
+    rho = math.sqrt(1 - amount**2)
+    assert reference_effects(amount)["background"] == pytest.approx(math.acos(rho) / math.pi, abs=2e-3)
+
+
+@pytest.mark.parametrize("amount", AMOUNTS)
+def test_reference_categorical_flip_rates_match_the_bivariate_normal(amount):
+    rho = math.sqrt(1 - amount**2)
+    effects = reference_effects(amount)
+    assert effects["shape"] == pytest.approx(1 - same_class_probability(rho, 3), abs=2e-3)
+    assert effects["colour"] == pytest.approx(1 - same_class_probability(rho, 4), abs=2e-3)
+
+
+@pytest.mark.parametrize("amount", AMOUNTS)
+def test_reference_continuous_effect_matches_a_dense_integral(amount):
+    """E|Phi(u) - Phi(rho u + a v)| * sqrt(12) by the trapezoid rule on a dense grid of (u, v)."""
+    rho = math.sqrt(1 - amount**2)
+    grid = np.linspace(-7, 7, 1401)
+    u, v = np.meshgrid(grid, grid, indexing="ij")
+    weight = norm.pdf(u) * norm.pdf(v)
+    integrand = np.abs(norm.cdf(u) - norm.cdf(rho * u + amount * v)) * weight
+    dense = np.trapezoid(np.trapezoid(integrand, grid, axis=1), grid) * math.sqrt(12)
+    effects = reference_effects(amount)
+    assert effects["r"] == effects["cx"] == effects["cy"]
+    assert effects["r"] == pytest.approx(dense, abs=2e-3)
+
+
+def test_perturbed_noise_keeps_the_distribution_and_does_not_depend_on_the_batch():
+    seeds = [3, 4, 5]
+    x_T, _ = initial_noise(seeds, (3, 32, 32), 1, with_z=False)
+    assert torch.equal(perturbed_noise(x_T, seeds, 0.0), x_T)
+    moved = perturbed_noise(x_T, seeds, 0.3)
+    assert torch.equal(perturbed_noise(x_T[1:2], seeds[1:2], 0.3)[0], moved[1])
+    # the fresh part is each seed's own stream: amount 1 gives the same noise whatever x_T was
+    assert torch.equal(perturbed_noise(x_T, seeds, 1.0), perturbed_noise(torch.zeros_like(x_T), seeds, 1.0))
+    big, _ = initial_noise([7], (3, 256, 256), 1, with_z=False)
+    moved = perturbed_noise(big, [7], 0.3)
+    assert float(moved.std()) == pytest.approx(1.0, abs=0.01)
+    assert float(torch.corrcoef(torch.stack([big.flatten(), moved.flatten()]))[0, 1]) == pytest.approx(
+        math.sqrt(1 - 0.09), abs=0.01
+    )
+
+
+@pytest.mark.parametrize("amounts", [[0.0], [1.5], [-0.1]])
+def test_noise_stability_refuses_bad_amounts_before_sampling(amounts):
+    with pytest.raises(ValueError, match="amount"):
+        noise_stability(None, amounts)  # no model is touched before the check
+
+
+def test_the_script_measures_the_shipped_model_and_writes_its_record(tmp_path):
+    out = tmp_path / "stability.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/shapes_noise_stability.py", "--num-samples", "4", "--steps", "10"]
+        + ["--amounts", "0.5", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "reference" in done.stdout and "ratio" in done.stdout
+    record = json.loads(out.read_text())
+    row = record["amounts"]["0.5"]
+    assert row["reference"] == pytest.approx(reference_effects(0.5))
+    assert 0 < row["pairs"] <= 4
+    assert set(row["model"]) == {"background", "colour", "shape", "r", "cx", "cy"}
+    # half of the noise replaced redraws the samples: some factor moves
+    assert max(row["model"].values()) > 0
+
+
+@pytest.mark.parametrize("args", [["--amounts", "0"], ["--amounts", "1.2"], ["--num-samples", "0"]])
+def test_the_script_refuses_bad_arguments_in_one_line(tmp_path, args):
+    out = tmp_path / "stability.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/shapes_noise_stability.py", *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not out.exists()
