@@ -3,10 +3,13 @@
 Draws seeds first-seed.. by deterministic DDIM from their noise x_T and from sqrt(1 - a^2) x_T + a n for each
 amount a, measures both from pixels and prints, per factor, the normalised effect (flip rate; mean |change|
 over the data std) beside the reference map's, where each factor reads its own coordinate of the noise, and
-their ratio (1: as stable as the reference; larger: rougher).
+their ratio (1: as stable as the reference; larger: rougher). With --empirical N the map is not a network's but
+that of the exact denoiser of N rendered training images on the model's schedule (hspace.diffusion.empirical):
+what the data's own probability-flow map does.
 
     python scripts/shapes_noise_stability.py                       # the shipped model, 64 samples
     python scripts/shapes_noise_stability.py --weights <dir> --amounts 0.03 0.1 0.2 --json stability.json
+    python scripts/shapes_noise_stability.py --empirical 20000 --num-samples 256
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--amounts", type=float, nargs="+", default=[0.03, 0.1, 0.2])
+    parser.add_argument(
+        "--empirical", type=int, default=None, help="the exact denoiser of this many rendered training images"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     args = parser.parse_args()
     if args.num_samples < 1:
         raise SystemExit(f"--num-samples must be at least 1, not {args.num_samples}")
     if args.steps < 1:
         raise SystemExit(f"--steps must be at least 1, not {args.steps}")
+    if args.empirical is not None and args.empirical < 1:
+        raise SystemExit(f"--empirical must be at least 1 image, not {args.empirical}")
     bad = [a for a in args.amounts if not 0.0 < a <= 1.0]
     if bad:
         raise SystemExit(f"--amounts must lie in (0, 1], not {bad}: a is the weight of fresh noise in x_T")
@@ -36,10 +44,23 @@ def main() -> None:
     from hspace.diffusion.loading import load_model
     from hspace.images import atomic_write_bytes
     from hspace.metrics.factor_effects import FACTORS
-    from hspace.metrics.noise_stability import noise_stability
+    from hspace.metrics.noise_stability import empirical_noise_stability, noise_stability
 
     model = load_model(args.weights)
-    rows = noise_stability(model, args.amounts, args.num_samples, args.first_seed, args.steps)
+    if args.empirical is None:
+        rows = noise_stability(model, args.amounts, args.num_samples, args.first_seed, args.steps)
+    else:
+        import torch
+
+        from hspace.data.shapes import ShapesDataset
+        from hspace.diffusion.empirical import EmpiricalDenoiser
+
+        resolution = model.image_shape[-1]
+        dataset = ShapesDataset(args.empirical, "train", resolution=resolution)
+        denoiser = EmpiricalDenoiser(torch.stack([dataset[i]["image"] for i in range(len(dataset))]))
+        rows = empirical_noise_stability(
+            denoiser, model.alphas_cumprod, args.amounts, args.num_samples, args.first_seed, args.steps
+        )
     print(f"{'amount':>6} {'':>9} " + " ".join(f"{f:>10}" for f in FACTORS))
     for row in rows:
         print(f"{row.amount:>6g} {'model':>9} " + " ".join(f"{row.measured.normalised[f]:>10.3f}" for f in FACTORS))
@@ -50,6 +71,7 @@ def main() -> None:
     if args.json is not None:
         record = {
             "weights": args.weights,
+            "empirical": args.empirical,
             "num_samples": args.num_samples,
             "first_seed": args.first_seed,
             "steps": args.steps,
