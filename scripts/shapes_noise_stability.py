@@ -44,23 +44,20 @@ def main() -> None:
     from hspace.diffusion.loading import load_model
     from hspace.images import atomic_write_bytes
     from hspace.metrics.factor_effects import FACTORS
-    from hspace.metrics.noise_stability import empirical_noise_stability, noise_stability
+    from hspace.metrics.noise_stability import noise_stability
 
     model = load_model(args.weights)
-    if args.empirical is None:
-        rows = noise_stability(model, args.amounts, args.num_samples, args.first_seed, args.steps)
-    else:
+    source = model
+    if args.empirical is not None:
         import torch
 
         from hspace.data.shapes import ShapesDataset
         from hspace.diffusion.empirical import EmpiricalDenoiser
 
-        resolution = model.image_shape[-1]
-        dataset = ShapesDataset(args.empirical, "train", resolution=resolution)
-        denoiser = EmpiricalDenoiser(torch.stack([dataset[i]["image"] for i in range(len(dataset))]))
-        rows = empirical_noise_stability(
-            denoiser, model.alphas_cumprod, args.amounts, args.num_samples, args.first_seed, args.steps
-        )
+        dataset = ShapesDataset(args.empirical, "train", resolution=model.image_shape[-1])
+        images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+        source = EmpiricalDenoiser(images, model.alphas_cumprod)
+    rows = noise_stability(source, args.amounts, args.num_samples, args.first_seed, args.steps)
     print(f"{'amount':>6} {'':>9} " + " ".join(f"{f:>10}" for f in FACTORS))
     for row in rows:
         print(f"{row.amount:>6g} {'model':>9} " + " ".join(f"{row.measured.normalised[f]:>10.3f}" for f in FACTORS))

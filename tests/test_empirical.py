@@ -9,6 +9,8 @@ import torch
 from hspace.diffusion.empirical import EmpiricalDenoiser
 from hspace.diffusion.schedule import make_schedule, training_alphas_cumprod
 
+CONFIG = {"num_train_timesteps": 1000, "beta_schedule": "linear", "rescale_betas_zero_snr": True}
+
 
 @pytest.fixture(scope="module")
 def images():
@@ -26,7 +28,9 @@ def posterior_mean_by_loop(x_t: np.ndarray, images: np.ndarray, a: float) -> np.
 @pytest.mark.parametrize("a", [0.0, 0.2, 0.9, 0.999])
 def test_posterior_mean_matches_the_loop(images, a):
     x_t = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    denoiser = EmpiricalDenoiser(images, chunk=2)  # chunks of 2 samples: the split must not matter
+    denoiser = EmpiricalDenoiser(
+        images, training_alphas_cumprod(CONFIG), chunk=2
+    )  # chunks of 2 samples: the split must not matter
     got = denoiser.x0(x_t, a).double().numpy()
     for b in range(5):
         want = posterior_mean_by_loop(x_t[b].double().numpy(), images.double().numpy(), a)
@@ -35,14 +39,13 @@ def test_posterior_mean_matches_the_loop(images, a):
 
 
 def test_pure_noise_gives_the_mean_image(images):
-    x0 = EmpiricalDenoiser(images).x0(torch.randn(2, 3, 8, 8), 0.0)
+    x0 = EmpiricalDenoiser(images, training_alphas_cumprod(CONFIG)).x0(torch.randn(2, 3, 8, 8), 0.0)
     assert torch.allclose(x0, images.mean(dim=0).expand(2, -1, -1, -1), atol=1e-6)
 
 
 def test_deterministic_sampling_ends_on_an_image_of_the_set(images):
-    config = {"num_train_timesteps": 1000, "beta_schedule": "linear", "rescale_betas_zero_snr": True}
-    schedule = make_schedule(training_alphas_cumprod(config), 20, "trailing")
-    out = EmpiricalDenoiser(images).sample(
+    schedule = make_schedule(training_alphas_cumprod(CONFIG), 20, "trailing")
+    out = EmpiricalDenoiser(images, training_alphas_cumprod(CONFIG)).sample(
         schedule, torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     )
     distance = ((out[:, None] - images[None]) ** 2).flatten(2).sum(dim=2).min(dim=1).values
@@ -50,12 +53,11 @@ def test_deterministic_sampling_ends_on_an_image_of_the_set(images):
 
 
 def test_refuses_what_it_cannot_do(images):
-    denoiser = EmpiricalDenoiser(images)
+    denoiser = EmpiricalDenoiser(images, training_alphas_cumprod(CONFIG))
     with pytest.raises(ValueError, match="alpha_bar"):
         denoiser.x0(torch.zeros(1, 3, 8, 8), 1.0)
-    config = {"num_train_timesteps": 1000, "beta_schedule": "linear", "rescale_betas_zero_snr": True}
-    stochastic = make_schedule(training_alphas_cumprod(config), 10, "trailing", eta=1.0)
+    stochastic = make_schedule(training_alphas_cumprod(CONFIG), 10, "trailing", eta=1.0)
     with pytest.raises(ValueError, match="deterministic"):
         denoiser.sample(stochastic, torch.zeros(1, 3, 8, 8))
     with pytest.raises(ValueError, match="non-empty"):
-        EmpiricalDenoiser(torch.zeros(0, 3, 8, 8))
+        EmpiricalDenoiser(torch.zeros(0, 3, 8, 8), training_alphas_cumprod(CONFIG))

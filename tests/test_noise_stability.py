@@ -15,12 +15,7 @@ from hspace.data.shapes import ShapesDataset
 from hspace.diffusion.empirical import EmpiricalDenoiser
 from hspace.diffusion.sampler import initial_noise
 from hspace.diffusion.schedule import training_alphas_cumprod
-from hspace.metrics.noise_stability import (
-    empirical_noise_stability,
-    noise_stability,
-    perturbed_noise,
-    reference_effects,
-)
+from hspace.metrics.noise_stability import noise_stability, perturbed_noise, reference_effects
 
 AMOUNTS = (0.05, 0.3)
 
@@ -120,9 +115,11 @@ def test_the_script_refuses_bad_arguments_in_one_line(tmp_path, args):
 
 def test_the_exact_denoiser_of_a_rendered_set_draws_its_images():
     dataset = ShapesDataset(300, "train")
-    denoiser = EmpiricalDenoiser(torch.stack([dataset[i]["image"] for i in range(300)]))
     config = {"num_train_timesteps": 1000, "beta_schedule": "linear", "rescale_betas_zero_snr": True}
-    (row,) = empirical_noise_stability(denoiser, training_alphas_cumprod(config), [1.0], num_samples=4, num_steps=10)
+    denoiser = EmpiricalDenoiser(
+        torch.stack([dataset[i]["image"] for i in range(300)]), training_alphas_cumprod(config)
+    )
+    (row,) = noise_stability(denoiser, [1.0], num_samples=4, num_steps=10)
     # every sample is one of the rendered images: one object, a valid Shapes image
     assert row.measured.count == 4 and row.measured.valid_fraction == 1.0
     assert row.reference == reference_effects(1.0)

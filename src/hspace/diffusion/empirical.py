@@ -22,12 +22,14 @@ from hspace.diffusion.schedule import SamplingSchedule
 
 
 class EmpiricalDenoiser:
-    """E[x0 | x_t] over `images` (N, C, H, W) in [-1, 1], each image equally likely."""
+    """E[x0 | x_t] over `images` (N, C, H, W) in [-1, 1], each image equally likely, on the training schedule
+    `alphas_cumprod` (N_train,) that a sampler's grid is drawn from (as a DiffusionModel carries its own)."""
 
-    def __init__(self, images: Tensor, chunk: int = 128):
+    def __init__(self, images: Tensor, alphas_cumprod: Tensor, chunk: int = 128):
         if images.ndim != 4 or images.shape[0] < 1:
             raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, not of shape {tuple(images.shape)}")
         self.image_shape = tuple(images.shape[1:])
+        self.alphas_cumprod = alphas_cumprod
         self.flat = images.flatten(1).float()
         self.squared_norms = (self.flat**2).sum(dim=1)
         self.chunk = chunk

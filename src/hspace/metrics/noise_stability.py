@@ -21,7 +21,7 @@ boundaries.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +83,7 @@ class NoiseStability:
 
 
 def noise_stability(
-    model: DiffusionModel,
+    source: DiffusionModel | EmpiricalDenoiser,
     amounts: Sequence[float],
     num_samples: int = 64,
     first_seed: int = 0,
@@ -91,59 +91,30 @@ def noise_stability(
     batch_size: int = 128,
 ) -> list[NoiseStability]:
     """Seeds first_seed..first_seed+num_samples-1 drawn by deterministic DDIM of `num_steps` trailing steps from
-    their noise and from their noise perturbed by each amount, compared factor by factor."""
-    check_arguments(amounts, num_samples)
-    schedule = make_schedule(model.alphas_cumprod, num_steps, "trailing")
-    return map_stability(
-        lambda x_T: sample(model, schedule, x_T).x0, model.image_shape, amounts, num_samples, first_seed, batch_size
-    )
-
-
-def empirical_noise_stability(
-    denoiser: EmpiricalDenoiser,
-    alphas_cumprod: Tensor,
-    amounts: Sequence[float],
-    num_samples: int = 64,
-    first_seed: int = 0,
-    num_steps: int = 50,
-    batch_size: int = 128,
-) -> list[NoiseStability]:
-    """The same for the exact denoiser of a finite image set (hspace.diffusion.empirical) on the training
-    schedule `alphas_cumprod`: what the data's own probability-flow map does, with no network in between."""
-    check_arguments(amounts, num_samples)
-    schedule = make_schedule(alphas_cumprod, num_steps, "trailing")
-    return map_stability(
-        lambda x_T: denoiser.sample(schedule, x_T), denoiser.image_shape, amounts, num_samples, first_seed, batch_size
-    )
-
-
-def check_arguments(amounts: Sequence[float], num_samples: int) -> None:
+    their noise and from their noise perturbed by each amount, compared factor by factor. `source` is a network
+    or the exact denoiser of a finite image set (hspace.diffusion.empirical): the data's own probability-flow
+    map, with no network in between."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, not {num_samples}")
     for amount in amounts:
         if not 0.0 < amount <= 1.0:
             raise ValueError(f"each amount must lie in (0, 1], not {amount}")
+    schedule = make_schedule(source.alphas_cumprod, num_steps, "trailing")
 
+    def draw(x_T: Tensor) -> Tensor:
+        if isinstance(source, EmpiricalDenoiser):
+            return source.sample(schedule, x_T)
+        return sample(source, schedule, x_T).x0
 
-def map_stability(
-    draw: Callable[[Tensor], Tensor],
-    image_shape: Sequence[int],
-    amounts: Sequence[float],
-    num_samples: int,
-    first_seed: int,
-    batch_size: int,
-) -> list[NoiseStability]:
-    """Compare the images `draw` makes (x_T -> images in [-1, 1]) from each seed's noise and from that noise
-    perturbed by each amount."""
     seeds = list(range(first_seed, first_seed + num_samples))
     batches = [seeds[i : i + batch_size] for i in range(0, num_samples, batch_size)]
     reference, perturbed = [], {amount: [] for amount in amounts}
     for batch in bar(batches, "samples", unit="batch"):
-        x_T, _ = initial_noise(batch, image_shape, 1, with_z=False)
+        x_T, _ = initial_noise(batch, source.image_shape, 1, with_z=False)
         reference += measure_all(to_uint8(draw(x_T)))
         for amount in amounts:
             perturbed[amount] += measure_all(to_uint8(draw(perturbed_noise(x_T, batch, amount))))
-    resolution = image_shape[-1]
+    resolution = source.image_shape[-1]
     return [
         NoiseStability(amount, factor_effects(reference, perturbed[amount], resolution), reference_effects(amount))
         for amount in amounts
