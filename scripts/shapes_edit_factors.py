@@ -7,8 +7,9 @@ cy over their data standard deviation), the dominant factor, whether the edit ch
 (at least twice any other effect), the share of edited images that are still valid Shapes images, and the
 mean signed change of r, cx and cy in pixels (a direction that moves a factor one way has a signed change near
 its mean absolute change; one that jitters it has a signed change near 0).
-The last line counts the directions that change one factor predominantly at the largest strengths of
-either sign.
+The last lines count the directions that change one factor predominantly at the largest strengths of
+either sign, and those that move one continuous factor one way there (each way at one sign, whatever else
+changes; hspace.metrics.factor_effects.moves_one_way).
 With --classifier, also the two attributes whose probability the shipped Shapes classifier sees change
 most at each strength (mean signed change).
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from hspace.data.shapes_factors import measure_all
-from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects
+from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects, moves_one_way
 
 
 def main() -> None:
@@ -70,16 +71,18 @@ def main() -> None:
         + f" {'dominant':>10} {'alone':>5} {'valid':>5} "
         + " ".join(f"{f + ' px':>7}" for f in CONTINUOUS)
     )
-    predominant = []
+    predominant, one_way = [], []
     for d, name in enumerate(names):
         reference = measure_all(images[d, :, zero])
         alone = True
+        ends = {}
         for s, strength in enumerate(strengths):
             if s == zero:
                 continue
             effects = factor_effects(reference, measure_all(images[d, :, s]), resolution)
             if strength in (max(strengths), min(strengths)):
                 alone = alone and effects.predominant
+                ends[strength] = effects
             cells = " ".join(f"{effects.normalised[f]:>10.2f}" for f in FACTORS)
             signed = " ".join(f"{effects.change[f] * resolution:>+7.2f}" for f in CONTINUOUS)
             print(
@@ -88,10 +91,20 @@ def main() -> None:
             )
         if alone:
             predominant.append(name)
+        if min(strengths) < 0 < max(strengths):
+            moved = moves_one_way(ends[min(strengths)], ends[max(strengths)])
+            if moved:
+                one_way.append(f"{name}: {moved}")
+    ends_label = f"at strengths {min(strengths):+g} and {max(strengths):+g}"
     print(
-        f"directions changing one factor predominantly at strengths {min(strengths):+g} and {max(strengths):+g}: "
+        f"directions changing one factor predominantly {ends_label}: "
         f"{len(predominant)} of {len(names)} ({', '.join(predominant) or 'none'})"
     )
+    if min(strengths) < 0 < max(strengths):
+        print(
+            f"directions moving one factor one way {ends_label}: "
+            f"{len(one_way)} of {len(names)} ({', '.join(one_way) or 'none'})"
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 
 from hspace.data.shapes import ShapesDataset, render
 from hspace.data.shapes_factors import measure_all
-from hspace.metrics.factor_effects import DATA_STD, factor_effects
+from hspace.metrics.factor_effects import DATA_STD, factor_effects, moves_one_way
 
 
 def renders(factors):
@@ -51,6 +51,27 @@ def test_two_factors_at_once_are_not_predominant(originals):
     assert effects.normalised["background"] == 1.0 and effects.normalised["shape"] == 1.0 and not effects.predominant
 
 
+def test_a_move_one_way_is_told_from_a_jitter_and_from_a_move_the_same_way_at_both_signs(originals):
+    reference = measure_all(renders(originals))
+
+    def effects(shift):
+        return factor_effects(
+            reference, measure_all(renders([replace(f, cx=f.cx + shift(i)) for i, f in enumerate(originals)])), 32
+        )
+
+    left, right = effects(lambda i: -2.0), effects(lambda i: 2.0)
+    jitter = effects(lambda i: 2.0 if i % 2 else -2.0)  # as large a move, half each way
+    assert left.directed and right.directed and not jitter.directed and jitter.dominant == "cx"
+    assert moves_one_way(left, right) == "cx" and moves_one_way(right, left) == "cx"
+    assert moves_one_way(right, right) is None and moves_one_way(left, jitter) is None
+    recoloured = factor_effects(
+        reference,
+        measure_all(renders([replace(f, colour="red" if f.colour != "red" else "blue") for f in originals])),
+        32,
+    )
+    assert not recoloured.directed and moves_one_way(left, recoloured) is None  # a categorical factor has no way
+
+
 def test_lost_objects_are_left_out_and_mismatched_lengths_refused(originals):
     blank = np.full((24, 32, 32, 3), 40, dtype=np.uint8)
     effects = factor_effects(measure_all(renders(originals)), measure_all(blank), 32)
@@ -60,10 +81,12 @@ def test_lost_objects_are_left_out_and_mismatched_lengths_refused(originals):
 
 
 def test_edit_factors_script_reports_signed_moves(originals, tmp_path):
-    """scripts/shapes_edit_factors.py on an edits file whose one direction moves every object 3 pixels right
+    """scripts/shapes_edit_factors.py on an edits file whose first direction moves every object 3 pixels right
     per unit of strength and shrinks it by 1.5 pixels at -1: cx changes predominantly at +1, nothing does at -1
     (the size leak is as large as the move in data standard deviations), and the signed columns give the moves
-    in pixels."""
+    in pixels. Its second direction moves objects 3 pixels up at -1 and down at +1 and grows them by 1 pixel at
+    -1: y dominates at both ends but not predominantly, and moves one way at each, so it alone moves one factor
+    one way."""
     import subprocess
     import sys
     from pathlib import Path
@@ -76,19 +99,25 @@ def test_edit_factors_script_reports_signed_moves(originals, tmp_path):
         originals,
         [replace(f, cx=f.cx + 3.0) for f in originals],
     ]
-    images = np.stack([renders(c) for c in columns], axis=1)[None]  # (D, N, S, H, W, C)
+    second = [
+        [replace(f, cy=f.cy - 3.0, r=f.r + 1.0) for f in originals],
+        originals,
+        [replace(f, cy=f.cy + 3.0) for f in originals],
+    ]
+    images = np.stack([np.stack([renders(c) for c in d], axis=1) for d in (columns, second)])  # (D, N, S, H, W, C)
     tensors = {
         "images": torch.from_numpy(images).permute(0, 1, 2, 5, 3, 4).contiguous(),
         "strengths": torch.tensor([-1.0, 0.0, 1.0]),
     }
-    save_file(tensors, str(tmp_path / "edits.safetensors"), metadata={"directions": "pc0"})
+    save_file(tensors, str(tmp_path / "edits.safetensors"), metadata={"directions": "pc0,pc1"})
     script = Path(__file__).parents[1] / "scripts" / "shapes_edit_factors.py"
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True)
     rows = {line.split()[1]: line.split() for line in out.stdout.splitlines() if line.split()[:1] == ["pc0"]}
     assert rows["+1"][8:10] == ["cx", "yes"] and rows["-1"][9] == "no", out.stdout
     assert [float(v) for v in rows["+1"][-3:]] == pytest.approx([0.0, 3.0, 0.0], abs=0.1)
     assert [float(v) for v in rows["-1"][-3:]] == pytest.approx([-1.5, -3.0, 0.0], abs=0.1)
-    assert "at strengths -1 and +1: 0 of 1 (none)" in out.stdout
+    assert "predominantly at strengths -1 and +1: 0 of 2 (none)" in out.stdout
+    assert "one way at strengths -1 and +1: 1 of 2 (pc1: cy)" in out.stdout
 
 
 def test_edit_factors_script_names_a_missing_edits_file(tmp_path):

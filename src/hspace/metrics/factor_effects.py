@@ -9,6 +9,12 @@ continuous factor's mean absolute change is divided by its standard deviation in
 are uniform over ranges of 0.17 and 0.40 image sizes: std = range / sqrt(12)), so 1 means an edit moves
 the factor by one data standard deviation on average. The dominant factor has the largest normalised
 effect; an edit changes it predominantly when that effect is at least PREDOMINANCE times the next one.
+
+Predominance asks an edit to leave the other factors alone. A weaker question is whether it moves its
+dominant factor one way: a continuous factor moves one way when its mean signed change is at least
+DIRECTEDNESS times its mean absolute change (near 0 for a factor that only jitters), whatever the other
+factors do. `moves_one_way` asks that of a direction at two strengths of opposite sign: the same continuous
+dominant factor at both, moved one way at each, in opposite directions.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ DATA_STD = {  # in image sizes
     "cy": (CENTRE_RANGE[1] - CENTRE_RANGE[0]) / math.sqrt(12),
 }
 PREDOMINANCE = 2.0
+DIRECTEDNESS = 0.7
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,24 @@ class FactorEffects:
         """The dominant factor's effect is at least PREDOMINANCE times every other factor's."""
         first, second = sorted(self.normalised.values(), reverse=True)[:2]
         return first > 0 and first >= PREDOMINANCE * second
+
+    @property
+    def directed(self) -> bool:
+        """The dominant factor is continuous and moves one way: |mean signed change| >= DIRECTEDNESS times its
+        mean absolute change."""
+        name = self.dominant
+        if name not in CONTINUOUS or not self.normalised[name] > 0:
+            return False
+        return abs(self.change[name]) >= DIRECTEDNESS * self.normalised[name] * DATA_STD[name]
+
+
+def moves_one_way(negative: FactorEffects, positive: FactorEffects) -> str | None:
+    """The continuous factor a direction moves one way at a negative and a positive strength (the same dominant
+    factor at both, directed at each, with opposite signs), or None."""
+    name = negative.dominant
+    if positive.dominant != name or not (negative.directed and positive.directed):
+        return None
+    return name if negative.change[name] * positive.change[name] < 0 else None
 
 
 def factor_effects(reference: list[ShapeMeasurement], edited: list[ShapeMeasurement], resolution: int) -> FactorEffects:
