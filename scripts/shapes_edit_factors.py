@@ -71,17 +71,17 @@ def main() -> None:
         + f" {'dominant':>10} {'alone':>5} {'valid':>5} "
         + " ".join(f"{f + ' px':>7}" for f in CONTINUOUS)
     )
+    lowest, highest = min(strengths), max(strengths)
+    both_signs = lowest < 0 < highest
     predominant, one_way = [], []
     for d, name in enumerate(names):
         reference = measure_all(images[d, :, zero])
-        alone = True
-        ends = {}
+        ends = {}  # the effects at the largest strengths of either sign
         for s, strength in enumerate(strengths):
             if s == zero:
                 continue
             effects = factor_effects(reference, measure_all(images[d, :, s]), resolution)
-            if strength in (max(strengths), min(strengths)):
-                alone = alone and effects.predominant
+            if strength in (lowest, highest):
                 ends[strength] = effects
             cells = " ".join(f"{effects.normalised[f]:>10.2f}" for f in FACTORS)
             signed = " ".join(f"{effects.change[f] * resolution:>+7.2f}" for f in CONTINUOUS)
@@ -89,18 +89,17 @@ def main() -> None:
                 f"{name:>10} {strength:>+8g} {cells} {effects.dominant:>10} "
                 f"{'yes' if effects.predominant else 'no':>5} {effects.valid_fraction:>5.2f} {signed}"
             )
-        if alone:
+        if all(effects.predominant for effects in ends.values()):
             predominant.append(name)
-        if min(strengths) < 0 < max(strengths):
-            moved = moves_one_way(ends[min(strengths)], ends[max(strengths)])
-            if moved:
-                one_way.append(f"{name}: {moved}")
-    ends_label = f"at strengths {min(strengths):+g} and {max(strengths):+g}"
+        moved = moves_one_way(ends[lowest], ends[highest]) if both_signs else None
+        if moved:
+            one_way.append(f"{name}: {moved}")
+    ends_label = f"at strengths {lowest:+g} and {highest:+g}"
     print(
         f"directions changing one factor predominantly {ends_label}: "
         f"{len(predominant)} of {len(names)} ({', '.join(predominant) or 'none'})"
     )
-    if min(strengths) < 0 < max(strengths):
+    if both_signs:
         print(
             f"directions moving one factor one way {ends_label}: "
             f"{len(one_way)} of {len(names)} ({', '.join(one_way) or 'none'})"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hspace.diffusion.ddim import ddim_step
+from hspace.diffusion.ddim import ddim_step, to_x0_eps
 from hspace.diffusion.schedule import SamplingSchedule
 
 
@@ -55,7 +55,6 @@ class EmpiricalDenoiser:
         x = x_T.float()
         for idx in range(schedule.num_steps):
             a = float(schedule.alpha_bar[idx])
-            x0 = self.x0(x, a)
-            eps = (x - a**0.5 * x0) / (1 - a) ** 0.5
+            x0, eps = to_x0_eps(self.x0(x, a), x, a, "sample")
             x = ddim_step(x0, eps, schedule.alpha_bar_prev[idx], 0.0, None)
         return x
