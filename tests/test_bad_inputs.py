@@ -201,3 +201,32 @@ def test_an_added_setting_that_nothing_reads_is_named(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip().splitlines()
     notes = [line for line in err if line.startswith("note:")]
     assert len(notes) == 1 and "+metrics.threshhold adds a setting that nothing reads" in notes[0], err
+
+
+# A fresh interpreter per command: the test process has imported Lightning long before.
+REFUSED_EARLY = [
+    ("run", "num_samples=-1", "num_samples=-1"),
+    ("run", "sampler.eta=-1", "sampler.eta=-1"),
+    ("sample", "num_samples=0", "num_samples=0"),
+    ("train", "ckpt_path={tmp}/none.ckpt", "ckpt_path="),
+]
+
+
+@pytest.mark.parametrize("command,override,words", REFUSED_EARLY)
+def test_a_bad_setting_is_refused_before_lightning_is_imported(command, override, words, tmp_path):
+    import os
+    import subprocess
+
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('lightning imported:', 'pytorch_lightning' in sys.modules))\n"
+        f"from hspace.cli.{command} import main\n"
+        f"sys.argv = ['hspace-{command}', {override.format(tmp=tmp_path)!r}, 'run_dir={tmp_path / 'run'}']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+    assert "lightning imported: False" in result.stdout
+    assert not (tmp_path / "run").exists()

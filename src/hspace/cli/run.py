@@ -1,7 +1,8 @@
 """hspace-run: the main job (conf/run.yaml). Find directions, edit samples, write and log the results.
 
-The config is checked and every object built before any model runs (`compose_job`): a bad setting ends in
-one line and leaves nothing behind. A run that fails later leaves only run_info.json, marked failed with
+The settings are checked first, before the libraries a run needs are imported (`check_settings`: a bad one
+is refused in about a second), then every object is built before any model runs (`compose_job`): a bad setting
+ends in one line and leaves nothing behind. A run that fails later leaves only run_info.json, marked failed with
 the reason; its outputs are written when every stage has succeeded.
 """
 
@@ -44,8 +45,13 @@ class ComposedRun:
 
 @user_errors_exit
 def run(cfg: DictConfig) -> dict:
-    console(cfg)
     run_dir = Path(cfg.run_dir)
+    try:
+        check_settings(cfg)
+    except Exception:
+        remove_if_empty(run_dir)  # the directory Hydra made for this run: nothing was written into it
+        raise
+    console(cfg)
     if cfg.get("skip_done") and completed(run_dir):
         from hspace.checks import note
 
@@ -54,31 +60,21 @@ def run(cfg: DictConfig) -> dict:
     try:
         composed = compose_job(cfg)
     except Exception:
-        remove_if_empty(run_dir)  # the directory Hydra made for this run: nothing was written into it
+        remove_if_empty(run_dir)
         raise
     return execute(cfg, composed, run_dir)
 
 
-def compose_job(cfg: DictConfig) -> ComposedRun:
-    """Check every setting and build the method, edit, evaluation settings and image sets (no model runs)."""
-    import torch
-
-    from hspace.cache import ArtifactCache
-    from hspace.cli.metrics import evaluation_settings
+def check_settings(cfg: DictConfig) -> None:
+    """The settings that the config alone decides, checked before torch, Lightning or the data are imported."""
     from hspace.cli.validate import (
         check_metrics,
         check_run,
         check_sampler,
-        note_small_fid_sets,
         overrides_of_this_run,
         warn_unread_overrides,
     )
-    from hspace.directions.container import Directions
-    from hspace.directions.method import DirectionMethod
-    from hspace.edits.strategy import EditStrategy, check_pairing
     from hspace.errors import UserError
-    from hspace.job import check_real_images
-    from hspace.job.disentangle import shapes_factor_images
 
     warn_unread_overrides(overrides_of_this_run())
     require_complete(cfg)
@@ -90,6 +86,23 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
             f"no directions file at directions_path={cfg.directions_path}: fix the path or leave it null to run the "
             "method"
         )
+
+
+def compose_job(cfg: DictConfig) -> ComposedRun:
+    """Build the method, edit, evaluation settings and image sets, checking what needs them built (no model
+    runs); the settings themselves are checked by `check_settings` first."""
+    import torch
+
+    from hspace.cache import ArtifactCache
+    from hspace.cli.metrics import evaluation_settings
+    from hspace.cli.validate import note_small_fid_sets
+    from hspace.directions.container import Directions
+    from hspace.directions.method import DirectionMethod
+    from hspace.edits.strategy import EditStrategy, check_pairing
+    from hspace.errors import UserError
+    from hspace.job import check_real_images
+    from hspace.job.disentangle import shapes_factor_images
+
     method = hydra.utils.instantiate(cfg.method, _convert_="all")
     edit = hydra.utils.instantiate(cfg.edit, _convert_="all")
     if not isinstance(method, DirectionMethod):

@@ -21,12 +21,12 @@ from hspace.progress import bar
 
 @user_errors_exit
 def run_sample(cfg: DictConfig) -> Path:
-    console(cfg)
     try:
         check_sample(cfg)
     except Exception:
         remove_if_empty(cfg.run_dir)
         raise
+    console(cfg)
     import torch
 
     from hspace.data.shapes_quality import quality_report

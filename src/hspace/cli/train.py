@@ -22,7 +22,6 @@ from hspace.cli import (
 def train(cfg: DictConfig) -> Path:
     from hspace.errors import UserError
 
-    console(cfg)
     try:
         require_complete(cfg)
         if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
@@ -33,6 +32,7 @@ def train(cfg: DictConfig) -> Path:
     except Exception:
         remove_if_empty(cfg.run_dir)
         raise
+    console(cfg)
     resume_in_checkpoint_run(cfg)
     record_config(cfg, cfg.run_dir)
 
