@@ -32,6 +32,15 @@ def test_sample_console_script_from_any_directory(tmp_path):
     assert Image.open(png).size == (2 * (2 * 33 + 1), 2 * (2 * 33 + 1))
 
 
+@pytest.mark.parametrize("extra", [[], ["num_samples=0"]], ids=["finished", "refused"])
+def test_a_job_written_elsewhere_leaves_no_empty_directory_behind(tmp_path, extra):
+    args = ["num_samples=1", "sampler.num_steps=2", f"run_dir={tmp_path / 'mine'}", *extra]
+    result = run([str(SCRIPTS / "hspace-sample"), *args], cwd=tmp_path)
+    assert result.returncode == (2 if extra else 0), result.stderr
+    assert (tmp_path / "mine" / "samples.png").is_file() != bool(extra)
+    assert not list((tmp_path / "outputs").rglob("*-*-*-*"))  # the job directory Hydra made under outputs/sample
+
+
 def test_module_entry_point_prints_the_composed_config(tmp_path):
     result = run([sys.executable, "-m", "hspace.cli.sample", "--cfg", "job", "sampler.eta=1.0"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr

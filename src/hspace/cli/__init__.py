@@ -126,6 +126,17 @@ def remove_if_empty(run_dir) -> None:
         run_dir.rmdir()
 
 
+def remove_unused_job_dir(used) -> None:
+    """Remove the directory Hydra made for this job when the job wrote elsewhere (`run_dir=...`) and left it empty."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    made = Path(HydraConfig.get().runtime.output_dir)
+    if made.resolve() != Path(used).expanduser().resolve():
+        remove_if_empty(made)
+
+
 def record_config(cfg, run_dir) -> None:
     """config.yaml (resolved) and overrides.yaml (the command line) in the run directory."""
     from omegaconf import OmegaConf

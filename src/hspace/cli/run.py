@@ -23,6 +23,7 @@ from hspace.cli import (
     make_loggers,
     record_config,
     remove_if_empty,
+    remove_unused_job_dir,
     require_complete,
     resolve_device,
     sampler_settings,
@@ -281,7 +282,10 @@ def evaluation_trainer(trainer: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="run")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    finally:
+        remove_unused_job_dir(cfg.run_dir)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from hspace.cli import (
     console,
     record_config,
     remove_if_empty,
+    remove_unused_job_dir,
     resolve_device,
     sampler_settings,
     user_errors_exit,
@@ -67,7 +68,10 @@ def check_sample(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
-    run_sample(cfg)
+    try:
+        run_sample(cfg)
+    finally:
+        remove_unused_job_dir(cfg.run_dir)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.cli import CONFIG_DIR, user_errors_exit
+from hspace.cli import CONFIG_DIR, remove_unused_job_dir, user_errors_exit
 
 
 @user_errors_exit
@@ -46,7 +46,10 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="table")
 def main(cfg: DictConfig) -> None:
-    make_table(cfg)
+    try:
+        make_table(cfg)
+    finally:
+        remove_unused_job_dir(cfg.output_dir)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from hspace.cli import (
     make_loggers,
     record_config,
     remove_if_empty,
+    remove_unused_job_dir,
     require_complete,
     user_errors_exit,
 )
@@ -107,7 +108,10 @@ def resume_in_checkpoint_run(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    finally:
+        remove_unused_job_dir(cfg.run_dir)
 
 
 if __name__ == "__main__":
