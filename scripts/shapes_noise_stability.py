@@ -49,14 +49,13 @@ def main() -> None:
     model = load_model(args.weights)
     source = model
     if args.empirical is not None:
-        import torch
-
+        from hspace.data.batch import image_batch
         from hspace.data.shapes import ShapesDataset
         from hspace.diffusion.empirical import EmpiricalDenoiser
         from hspace.progress import bar
 
         dataset = ShapesDataset(args.empirical, "train", resolution=model.image_shape[-1])
-        images = torch.stack([dataset[i]["image"] for i in bar(range(len(dataset)), "render", unit="image")])
+        images = image_batch(dataset, bar(range(len(dataset)), "render", unit="image"))
         source = EmpiricalDenoiser(images, model.alphas_cumprod)
     rows = noise_stability(source, args.amounts, args.num_samples, args.first_seed, args.steps)
     print(f"{'amount':>6} {'':>9} " + " ".join(f"{f:>10}" for f in FACTORS))

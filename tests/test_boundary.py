@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
+from hspace.data.batch import image_batch
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
 from hspace.diffusion.step_rules import ReplaceH
@@ -248,7 +249,7 @@ def test_conditional_mode_with_eta_one_departs_from_the_real_image(tmp_path, mon
         metrics = run(cfg)
     data = hydra.utils.instantiate(OmegaConf.to_container(cfg.data, resolve=True))
     data.setup("test")
-    real = torch.stack([data.datasets["test"][i]["image"] for i in range(8)])
+    real = image_batch(data.datasets["test"], range(8))
     unedited = load_file(tmp_path / "run" / "edits_real.safetensors")["images"][0, :, 0].float() / 127.5 - 1
     mse = float((((unedited - real) / 2) ** 2).mean())
     assert mse < 0.03 and metrics["inversion/mse"] == pytest.approx(mse, abs=2e-4)  # uint8 rounding

@@ -7,6 +7,7 @@ from torch import nn
 
 from hspace.cache import ArtifactCache
 from hspace.classifiers.cnn import AttributeCNN
+from hspace.data.batch import image_batch
 from hspace.data.shapes import ShapesDataset
 from hspace.errors import UserError
 from hspace.metrics.fid import (
@@ -21,7 +22,7 @@ from hspace.metrics.fid import (
 
 def shapes_images(n, seed=7):
     ds = ShapesDataset(n, "test", seed=seed)
-    return torch.stack([ds[i]["image"] for i in range(n)])
+    return image_batch(ds, range(n))
 
 
 def fid_between(backend, real, fake):

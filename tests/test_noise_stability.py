@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal, norm
 
+from hspace.data.batch import image_batch
 from hspace.data.shapes import ShapesDataset
 from hspace.diffusion.empirical import EmpiricalDenoiser
 from hspace.diffusion.sampler import initial_noise
@@ -116,9 +117,7 @@ def test_the_script_refuses_bad_arguments_in_one_line(tmp_path, args):
 def test_the_exact_denoiser_of_a_rendered_set_draws_its_images():
     dataset = ShapesDataset(300, "train")
     config = {"num_train_timesteps": 1000, "beta_schedule": "linear", "rescale_betas_zero_snr": True}
-    denoiser = EmpiricalDenoiser(
-        torch.stack([dataset[i]["image"] for i in range(300)]), training_alphas_cumprod(config)
-    )
+    denoiser = EmpiricalDenoiser(image_batch(dataset, range(300)), training_alphas_cumprod(config))
     (row,) = noise_stability(denoiser, [1.0], num_samples=4, num_steps=10)
     # every sample is one of the rendered images: one object, a valid Shapes image
     assert row.measured.count == 4 and row.measured.valid_fraction == 1.0

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from hspace.data.batch import image_batch
 from hspace.data.datamodule import ShapesDataModule
 from hspace.data.shapes import ATTRIBUTES, BACKGROUNDS, COLOURS, ShapesDataset, draw_factors, object_mask
 from hspace.data.shapes_quality import judge_sample, quality_report
@@ -60,7 +61,7 @@ def test_bad_split_and_resolution_are_clear():
 
 
 def test_the_judge_passes_real_shapes_and_fails_broken_ones():
-    images = torch.stack([ShapesDataset(64)[i]["image"] for i in range(64)])
+    images = image_batch(ShapesDataset(64), range(64))
     pixels = to_uint8(images)
     assert quality_report(pixels)["pass_fraction"] == 1.0
     grey = np.full_like(pixels[0], 125)  # mid-grey background: the collapse the judge must catch

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-import torch
 
+from hspace.data.batch import image_batch
 from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesDataset, ShapesFactors, object_mask, render
 from hspace.data.shapes_factors import (
     CLEAR_FIT_ERROR,
@@ -19,7 +19,7 @@ from hspace.images import to_uint8
 
 def rendered(n: int, split: str = "val", resolution: int = 32):
     ds = ShapesDataset(n, split, resolution=resolution)
-    return [ds.factors(i) for i in range(n)], to_uint8(torch.stack([ds[i]["image"] for i in range(n)]))
+    return [ds.factors(i) for i in range(n)], to_uint8(image_batch(ds, range(n)))
 
 
 @pytest.mark.parametrize("resolution, n", [(32, 500), (64, 40)])

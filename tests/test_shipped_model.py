@@ -1,8 +1,8 @@
 """The shipped Shapes DDPM: sample quality judged from pixels, and inversion on real Shapes images."""
 
 import pytest
-import torch
 
+from hspace.data.batch import image_batch
 from hspace.data.shapes import SHAPES, ShapesDataset
 from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
 from hspace.diffusion.loading import load_model
@@ -23,7 +23,7 @@ def shapes32():
 @pytest.fixture(scope="module")
 def real_images():
     ds = ShapesDataset(16, "test")
-    return torch.stack([ds[i]["image"] for i in range(16)])
+    return image_batch(ds, range(16))
 
 
 def test_quality_of_64_deterministic_samples(shapes32):

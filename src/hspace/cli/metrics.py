@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hspace.cache import ArtifactCache
 from hspace.classifiers import FeatureClassifier
+from hspace.data.batch import image_batch
 from hspace.errors import UserError
 from hspace.metrics.evaluation import EvaluationSettings
 from hspace.metrics.fid import cached_reference_statistics, classifier_backend, inception_backend
@@ -96,7 +97,7 @@ def fid_reference(
                 "count"
             )
         for start in range(0, count, batch_size):
-            yield torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, count))])
+            yield image_batch(dataset, range(start, min(start + batch_size, count)))
 
     dataset_id = {"data": OmegaConf.to_container(data_cfg, resolve=True), "split": split}
     for key in ("batch_size", "num_workers"):  # loading settings do not change the images

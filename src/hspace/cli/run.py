@@ -97,6 +97,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     from hspace.cache import ArtifactCache
     from hspace.cli.metrics import evaluation_settings
     from hspace.cli.validate import note_small_fid_sets
+    from hspace.data.batch import image_batch
     from hspace.directions.container import Directions
     from hspace.directions.method import DirectionMethod
     from hspace.edits.strategy import EditStrategy, check_pairing
@@ -146,7 +147,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
         size = test_split[0]["image"].shape[-1]
         real = torch.stack([load_image(Path(f).expanduser(), size) for f in files])
     else:
-        real = torch.stack([test_split[i]["image"] for i in range(cfg.real_images)]) if cfg.real_images else None
+        real = image_batch(test_split, range(cfg.real_images)) if cfg.real_images else None
     known = shapes_factor_images(test_split, known_count, cfg.metrics.disentanglement.bins) if known_count else None
     return ComposedRun(method, edit, evaluation, real, known)
 

@@ -28,11 +28,12 @@ def output_change(
 ) -> float:
     """Relative RMS change from `model`'s prediction to `unet`'s on `num_images` Shapes training images of
     `resolution` pixels, each noised to a random timestep."""
+    from hspace.data.batch import image_batch
     from hspace.data.shapes import ShapesDataset
 
     generator = torch.Generator().manual_seed(seed)
     dataset = ShapesDataset(num_images, "train", resolution=resolution)
-    x0 = torch.stack([dataset[i]["image"] for i in range(num_images)])
+    x0 = image_batch(dataset, range(num_images))
     t = torch.randint(0, model.num_train_timesteps, (num_images,), generator=generator)
     a = model.alphas_cumprod.float()[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)

@@ -24,6 +24,7 @@ from hspace.bottleneck import capture_h
 from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer, number
 from hspace.classifiers import AttributeClassifier
+from hspace.data.batch import image_batch
 from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
@@ -332,7 +333,7 @@ class BoundaryDirections(DirectionMethod):
             raise UserError("method.t_mix=auto needs method.data (real images to invert), e.g. method.data=${data}")
         dataset = self.data.datasets["test"]
         count = min(len(dataset), settings["num_real"])
-        real = torch.stack([dataset[i]["image"] for i in range(count)])
+        real = image_batch(dataset, range(count))
         candidates = list(settings["candidates"])
         curve = search_t_mix(
             model,

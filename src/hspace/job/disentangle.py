@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hspace.data.batch import image_batch
 from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesDataset
 from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
@@ -44,7 +45,7 @@ def shapes_factor_images(dataset: ShapesDataset, count: int, bins: int = 10) -> 
         ]
     )
     continuous = discretise(np.array([[f.r, f.cx, f.cy] for f in factors]), bins)
-    images = torch.stack([dataset[i]["image"] for i in range(count)])
+    images = image_batch(dataset, range(count))
     return FactorImages(images, np.concatenate([categorical, continuous], axis=1))
 
 
