@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """The settings that the config alone decides, checked before torch, Lightning or the data are imported."""
+    """The settings that the config alone decides, checked before Lightning or the data are imported."""
     from hspace.cli.validate import (
         check_metrics,
         check_run,
