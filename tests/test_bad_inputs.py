@@ -4,6 +4,8 @@ run_info.json marked failed) and nothing in the cache."""
 
 import json
 import logging
+import os
+import subprocess
 import sys
 
 import pytest
@@ -214,9 +216,6 @@ REFUSED_EARLY = [
 
 @pytest.mark.parametrize("command,override,words", REFUSED_EARLY)
 def test_a_bad_setting_is_refused_before_lightning_is_imported(command, override, words, tmp_path):
-    import os
-    import subprocess
-
     script = (
         "import atexit, sys\n"
         "atexit.register(lambda: print('lightning imported:', 'pytorch_lightning' in sys.modules))\n"

@@ -126,15 +126,13 @@ def remove_if_empty(run_dir) -> None:
         run_dir.rmdir()
 
 
-def remove_unused_job_dir(used) -> None:
-    """Remove the directory Hydra made for this job when the job wrote elsewhere (`run_dir=...`) and left it empty."""
+def remove_job_dir_if_empty() -> None:
+    """Remove the directory Hydra made for this job if nothing was written into it: the command was refused
+    before any work, or it wrote elsewhere (`run_dir=...`, or a resumed training run's own directory)."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return
-    made = Path(HydraConfig.get().runtime.output_dir)
-    if made.resolve() != Path(used).expanduser().resolve():
-        remove_if_empty(made)
+    if HydraConfig.initialized():
+        remove_if_empty(HydraConfig.get().runtime.output_dir)
 
 
 def record_config(cfg, run_dir) -> None:

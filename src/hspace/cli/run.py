@@ -22,8 +22,7 @@ from hspace.cli import (
     flat_config,
     make_loggers,
     record_config,
-    remove_if_empty,
-    remove_unused_job_dir,
+    remove_job_dir_if_empty,
     require_complete,
     resolve_device,
     sampler_settings,
@@ -47,23 +46,14 @@ class ComposedRun:
 @user_errors_exit
 def run(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
-    try:
-        check_settings(cfg)
-    except Exception:
-        remove_if_empty(run_dir)  # the directory Hydra made for this run: nothing was written into it
-        raise
+    check_settings(cfg)
     console(cfg)
     if cfg.get("skip_done") and completed(run_dir):
         from hspace.checks import note
 
         note(f"{run_dir} already holds a completed run (skip_done=true): not running it again")
         return json.loads((run_dir / "metrics.json").read_text())
-    try:
-        composed = compose_job(cfg)
-    except Exception:
-        remove_if_empty(run_dir)
-        raise
-    return execute(cfg, composed, run_dir)
+    return execute(cfg, compose_job(cfg), run_dir)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -286,7 +276,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     finally:
-        remove_unused_job_dir(cfg.run_dir)
+        remove_job_dir_if_empty()
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ from hspace.cli import (
     CONFIG_DIR,
     console,
     record_config,
-    remove_if_empty,
-    remove_unused_job_dir,
+    remove_job_dir_if_empty,
     resolve_device,
     sampler_settings,
     user_errors_exit,
@@ -22,11 +21,7 @@ from hspace.progress import bar
 
 @user_errors_exit
 def run_sample(cfg: DictConfig) -> Path:
-    try:
-        check_sample(cfg)
-    except Exception:
-        remove_if_empty(cfg.run_dir)
-        raise
+    check_sample(cfg)
     console(cfg)
     import torch
 
@@ -71,7 +66,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run_sample(cfg)
     finally:
-        remove_unused_job_dir(cfg.run_dir)
+        remove_job_dir_if_empty()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.cli import CONFIG_DIR, remove_unused_job_dir, user_errors_exit
+from hspace.cli import CONFIG_DIR, remove_job_dir_if_empty, user_errors_exit
 
 
 @user_errors_exit
@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> None:
     try:
         make_table(cfg)
     finally:
-        remove_unused_job_dir(cfg.output_dir)
+        remove_job_dir_if_empty()
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ from hspace.cli import (
     console,
     make_loggers,
     record_config,
-    remove_if_empty,
-    remove_unused_job_dir,
+    remove_job_dir_if_empty,
     require_complete,
     user_errors_exit,
 )
@@ -23,16 +22,12 @@ from hspace.cli import (
 def train(cfg: DictConfig) -> Path:
     from hspace.errors import UserError
 
-    try:
-        require_complete(cfg)
-        if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-            raise UserError(
-                f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. "
-                "<run_dir>/checkpoints/last.ckpt"
-            )
-    except Exception:
-        remove_if_empty(cfg.run_dir)
-        raise
+    require_complete(cfg)
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise UserError(
+            f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. "
+            "<run_dir>/checkpoints/last.ckpt"
+        )
     console(cfg)
     resume_in_checkpoint_run(cfg)
     record_config(cfg, cfg.run_dir)
@@ -89,7 +84,7 @@ def trainer_options(trainer: DictConfig) -> dict:
 
 def resume_in_checkpoint_run(cfg: DictConfig) -> None:
     """Resuming from <run>/checkpoints/*.ckpt without run_dir= continues in <run> (said in a note), not in a new
-    directory; Hydra's new, still empty one is removed."""
+    directory; Hydra's new one stays empty and is removed at the end (`remove_job_dir_if_empty`)."""
     from hspace.checks import note
     from hspace.cli.validate import overrides_of_this_run
 
@@ -100,7 +95,6 @@ def resume_in_checkpoint_run(cfg: DictConfig) -> None:
     if checkpoint.parent.name != "checkpoints":
         note(f"ckpt_path={cfg.ckpt_path} is not in a run's checkpoints/ folder: this run writes to {cfg.run_dir}")
         return
-    remove_if_empty(cfg.run_dir)
     with open_dict(cfg):
         cfg.run_dir = str(checkpoint.parent.parent)
     note(f"resuming the run in {cfg.run_dir}")
@@ -111,7 +105,7 @@ def main(cfg: DictConfig) -> None:
     try:
         train(cfg)
     finally:
-        remove_unused_job_dir(cfg.run_dir)
+        remove_job_dir_if_empty()
 
 
 if __name__ == "__main__":
