@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -224,6 +224,37 @@ def test_a_method_holding_a_classifier_is_keyed_by_its_weights(model, tmp_path):
     assert (cached_a, cached_b, cached_c) == (False, True, False)
     assert torch.equal(a.vectors, b.vectors) and not torch.equal(a.vectors, c.vectors)
     assert a.config["classifier"] == {"type": "AttributeCNN", "identity": first.identity()}
+
+
+@dataclass
+class EtaSum(DirectionMethod):
+    """A method whose directions depend on the eta it samples with, as every sampling method's do."""
+
+    fixed_eta: float | None = None
+
+    name = "test_eta_sum"
+
+    def walked_sampler(self, sampler):
+        return sampler if self.fixed_eta is None else replace(sampler, eta=self.fixed_eta)
+
+    def find(self, model, sampler, cache=None):
+        walked = self.walked_sampler(sampler)
+        schedule = walked.schedule(model.alphas_cumprod)
+        vectors = torch.full((1, schedule.num_steps, *model.h_shape), 1.0 + float(schedule.eta.sum()))
+        return self.directions(model, walked, vectors, torch.ones(1, schedule.num_steps), ["w"])
+
+
+def test_directions_are_cached_by_the_eta_their_method_walks(model, tmp_path):
+    cache = ArtifactCache(tmp_path)
+    deterministic, stochastic = SamplerSettings(num_steps=3), SamplerSettings(num_steps=3, eta=1.0)
+    a, cached_a = directions_from_method(EtaSum(), model, deterministic, cache)
+    b, cached_b = directions_from_method(EtaSum(), model, stochastic, cache)
+    assert (cached_a, cached_b) == (False, False)  # a run at another eta walks other trajectories
+    assert not torch.equal(a.vectors, b.vectors) and b.sampler["eta"] == 1.0
+    # a method that fixes its eta (PCA's collection_eta, the boundary bank's DDIM) is reused at any run eta
+    c, cached_c = directions_from_method(EtaSum(fixed_eta=0.5), model, deterministic, cache)
+    d, cached_d = directions_from_method(EtaSum(fixed_eta=0.5), model, stochastic, cache)
+    assert (cached_c, cached_d) == (False, True) and torch.equal(c.vectors, d.vectors)
 
 
 def test_a_setting_without_an_identity_is_refused():

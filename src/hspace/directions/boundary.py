@@ -361,9 +361,12 @@ class BoundaryDirections(DirectionMethod):
                 )
         return curve
 
+    def walked_sampler(self, sampler: SamplerSettings) -> SamplerSettings:
+        """The run's grid, deterministic: the bank reaches t_m by DDIM, whatever the run's eta after it."""
+        return replace(sampler, eta=0.0)
+
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
-        # the bank reaches t_m by deterministic DDIM, whatever the run's eta after it
-        walked = replace(sampler, eta=0.0)
+        walked = self.walked_sampler(sampler)
         schedule = walked.schedule(model.alphas_cumprod)
         num_steps = schedule.num_steps
         low, high = int(schedule.timesteps.min()), int(schedule.timesteps.max())

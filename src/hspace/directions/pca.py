@@ -289,14 +289,14 @@ class PCA(DirectionMethod):
                     f"least {tracked}: raise them or lower the two"
                 )
 
-    def collection_sampler(self, sampler: SamplerSettings) -> SamplerSettings:
+    def walked_sampler(self, sampler: SamplerSettings) -> SamplerSettings:
         """The run's grid with the collection's eta."""
         return sampler if self.collection_eta is None else replace(sampler, eta=self.collection_eta)
 
     def fit(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> PCAResult:
         if self.mode not in ("per_step", "joint"):
             raise ValueError(f"pca mode must be 'per_step' or 'joint', not {self.mode!r}")
-        schedule = self.collection_sampler(sampler).schedule(model.alphas_cumprod)
+        schedule = self.walked_sampler(sampler).schedule(model.alphas_cumprod)
         dimensions = math.prod(model.h_shape) * (schedule.num_steps if self.mode == "joint" else 1)
         if self.num_components > dimensions:
             raise UserError(
@@ -352,7 +352,7 @@ class PCA(DirectionMethod):
         ratio = result.explained_variance_ratio.tolist()
         return self.directions(
             model,
-            self.collection_sampler(sampler),
+            self.walked_sampler(sampler),
             torch.from_numpy(axes).float().reshape(self.num_components, sampler.num_steps, *model.h_shape),
             torch.from_numpy(result.std).float(),
             names,

@@ -81,11 +81,17 @@ def directions_from_method(
 
     if cache is None:
         return compute(), False
+    walked = method.walked_sampler(sampler)
     parts = {
         "method": method.name,
         "config": method.identity(),
         "model": model.identity(),
-        "grid": {"num_steps": sampler.num_steps, "spacing": sampler.spacing, "final_alpha": sampler.final_alpha},
+        "grid": {
+            "num_steps": walked.num_steps,
+            "spacing": walked.spacing,
+            "final_alpha": walked.final_alpha,
+            "eta": walked.eta,
+        },
         "format": FORMAT_VERSION,
     }
     seen = len(cache.hits)
