@@ -119,20 +119,22 @@ def sampler_settings(cfg):
     return SamplerSettings(**settings)
 
 
-def remove_if_empty(run_dir) -> None:
-    """Remove the directory Hydra made for a command that was refused before writing anything."""
-    run_dir = Path(run_dir)
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
-
-
 def remove_job_dir_if_empty() -> None:
-    """Remove the directory Hydra made for this job if nothing was written into it: the command was refused
-    before any work, or it wrote elsewhere (`run_dir=...`, or a resumed training run's own directory)."""
+    """Remove the directory Hydra made for this job if nothing was written into it (the command was refused
+    before any work, or it wrote elsewhere: `run_dir=...`, or a resumed training run's own directory), and the
+    folders above it under the working directory that are left empty (outputs/<command>/<date>)."""
     from hydra.core.hydra_config import HydraConfig
 
-    if HydraConfig.initialized():
-        remove_if_empty(HydraConfig.get().runtime.output_dir)
+    if not HydraConfig.initialized():
+        return
+    runtime = HydraConfig.get().runtime
+    job_dir, cwd = Path(runtime.output_dir).resolve(), Path(runtime.cwd).resolve()
+    for folder in (job_dir, *job_dir.parents):
+        if folder == cwd or (folder != job_dir and cwd not in folder.parents):
+            return
+        if not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
 
 
 def record_config(cfg, run_dir) -> None:
