@@ -211,6 +211,7 @@ REFUSED_EARLY = [
     ("run", "sampler.eta=-1", "sampler.eta=-1"),
     ("sample", "num_samples=0", "num_samples=0"),
     ("train", "ckpt_path={tmp}/none.ckpt", "ckpt_path="),
+    ("train", "export_dir={tmp}/run", "export_dir="),  # the export would replace the run's checkpoints
 ]
 
 

@@ -1,5 +1,6 @@
 """A writer killed with SIGKILL in the middle of a cache write leaves the cache usable: the next run reuses every
-valid entry, recomputes the interrupted one and removes the killed writer's temporary file."""
+valid entry, recomputes the interrupted one and removes the killed writer's temporary file. And the other
+atomic writes' contracts."""
 
 import os
 import signal
@@ -7,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
 
 from hspace.cache import ArtifactCache
 from hspace.images import atomic_write_bytes
@@ -94,3 +97,22 @@ def test_a_cache_that_cannot_be_written_is_one_line(tmp_path):
         readonly.mkdir(mode=0o555)
         with pytest.raises(UserError, match="cannot be written"):
             ArtifactCache(readonly).check_writable()
+
+
+def test_a_directory_write_replaces_an_earlier_one_but_not_a_folder_of_other_files(tmp_path):
+    from hspace.errors import UserError
+    from hspace.images import atomic_write_directory
+
+    def fill(version):
+        return lambda staging: (staging / "weights.bin").write_text(version)
+
+    target = tmp_path / "model"
+    atomic_write_directory(target, fill("1"))
+    atomic_write_directory(target, fill("2"))  # an earlier write of the same kind is replaced
+    assert (target / "weights.bin").read_text() == "2"
+    (target / "last.ckpt").write_text("a checkpoint")
+    with pytest.raises(UserError, match=r"model already exists and holds last.ckpt, which this write would delete"):
+        atomic_write_directory(target, fill("3"))
+    assert sorted(p.name for p in target.iterdir()) == ["last.ckpt", "weights.bin"]
+    assert (target / "weights.bin").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left beside it

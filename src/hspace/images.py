@@ -51,9 +51,13 @@ def atomic_write_bytes(path: str | Path, write) -> Path:
 
 
 def atomic_write_directory(directory: str | Path, fill) -> Path:
-    """Call fill(staging_dir) on a new directory beside `directory`, then rename it into place
-    (replacing an earlier one), so a reader never sees a half-written directory."""
+    """Call fill(staging_dir) on a new directory beside `directory`, then rename it into place, so a reader
+    never sees a half-written directory. An existing `directory` is replaced only if it holds nothing but
+    files the new one also has (an earlier write of the same kind); anything else is refused with a
+    UserError before it is touched, since replacing it would delete files that are not this write's."""
     import shutil
+
+    from hspace.errors import UserError
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +65,13 @@ def atomic_write_directory(directory: str | Path, fill) -> Path:
     try:
         fill(staging)
         if directory.exists():
+            foreign = sorted({p.name for p in directory.iterdir()} - {p.name for p in staging.iterdir()})
+            if foreign or not directory.is_dir():
+                held = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+                raise UserError(
+                    f"{directory} already exists and holds {held or 'a file'}, which this write would delete: "
+                    "choose a new or empty folder"
+                )
             shutil.rmtree(directory)
         staging.rename(directory)
     except BaseException:

@@ -28,8 +28,14 @@ def train(cfg: DictConfig) -> Path:
             f"no checkpoint at ckpt_path={cfg.ckpt_path}: point it at a .ckpt file, e.g. "
             "<run_dir>/checkpoints/last.ckpt"
         )
-    console(cfg)
     resume_in_checkpoint_run(cfg)
+    export_dir, run_dir = Path(cfg.export_dir).expanduser().resolve(), Path(cfg.run_dir).expanduser().resolve()
+    if export_dir == run_dir or export_dir in run_dir.parents:
+        raise UserError(
+            f"export_dir={cfg.export_dir} holds the run directory {cfg.run_dir}, which the export would replace: "
+            "choose a folder inside or beside it (the default is <run_dir>/model)"
+        )
+    console(cfg)
     record_config(cfg, cfg.run_dir)
 
     import pytorch_lightning as pl
