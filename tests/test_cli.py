@@ -201,3 +201,14 @@ def test_shapes_experiments_refuses_an_unknown_step_before_any_work(tmp_path):
         "boundarydiffusion2023 shapes_loco shapes_leaderboard"
     ]
     assert not root.exists()
+
+
+def test_objects_built_from_a_config_receive_plain_lists_and_dicts():
+    from omegaconf import OmegaConf
+
+    from hspace.cli import build
+
+    node = OmegaConf.create({"_target_": "builtins.dict", "classes": ["cat", "dog"], "nested": {"tags": ["a"]}})
+    settings = build(node, extra=["x"])
+    assert type(settings["classes"]) is list and type(settings["nested"]) is dict
+    assert type(settings["nested"]["tags"]) is list and settings["extra"] == ["x"]

@@ -137,6 +137,14 @@ def remove_job_dir_if_empty() -> None:
         folder.rmdir()
 
 
+def build(node, **extra):
+    """The object a config node's `_target_` names, its settings converted to plain lists and dicts: library
+    code never sees an omegaconf container."""
+    import hydra
+
+    return hydra.utils.instantiate(node, **extra, _convert_="all")
+
+
 def record_config(cfg, run_dir) -> None:
     """config.yaml (resolved) and overrides.yaml (the command line) in the run directory."""
     from omegaconf import OmegaConf
@@ -198,8 +206,6 @@ def share_cores() -> None:
 def make_loggers(cfg, job_type: str) -> list:
     """The loggers of the `logger` group. W&B runs get the sweep as their group (in a multirun), `job_type`, and
     tags from the chosen config options (method=pca, model=shapes32, ...), unless the config sets them."""
-    import hydra
-
     loggers = []
     for node in (cfg.logger or {}).values():
         extra = {}
@@ -207,7 +213,7 @@ def make_loggers(cfg, job_type: str) -> list:
             choices = config_choices()
             extra = {"job_type": job_type, "group": node.get("group") or sweep_group()}
             extra["tags"] = list(node.get("tags") or []) or [f"{k}={v}" for k, v in choices.items() if v]
-        loggers.append(hydra.utils.instantiate(node, **extra))
+        loggers.append(build(node, **extra))
     return loggers
 
 

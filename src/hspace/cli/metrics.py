@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hspace.cache import ArtifactCache
 from hspace.classifiers import FeatureClassifier
+from hspace.cli import build
 from hspace.data.batch import image_batch
 from hspace.errors import UserError
 from hspace.metrics.evaluation import EvaluationSettings
@@ -21,11 +21,7 @@ def evaluation_settings(metrics: DictConfig, device: torch.device) -> Evaluation
     locality = locality_region(metrics.get("locality"))
     if metrics.classifier is None and backend_kind == "none" and not factors and not locality.active:
         return None
-    classifier = (
-        hydra.utils.instantiate(metrics.classifier, device=device, _convert_="all")
-        if metrics.classifier is not None
-        else None
-    )
+    classifier = build(metrics.classifier, device=device) if metrics.classifier is not None else None
     if backend_kind == "classifier":
         if not isinstance(classifier, FeatureClassifier):
             raise UserError(
@@ -90,7 +86,7 @@ def fid_reference(
     once per (backend, data, count) and cached; the data are identified by their config."""
 
     def batches():
-        dataset = hydra.utils.instantiate(data_cfg).datasets[split]
+        dataset = build(data_cfg).datasets[split]
         if len(dataset) < count:
             raise UserError(
                 f"metrics.fid.reference_count={count} but the {split} split has only {len(dataset)} images: lower the "

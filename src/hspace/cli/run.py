@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hspace.cli import (
     CONFIG_DIR,
+    build,
     console,
     flat_config,
     make_loggers,
@@ -95,8 +96,8 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     from hspace.job import check_real_images
     from hspace.job.disentangle import shapes_factor_images
 
-    method = hydra.utils.instantiate(cfg.method, _convert_="all")
-    edit = hydra.utils.instantiate(cfg.edit, _convert_="all")
+    method = build(cfg.method)
+    edit = build(cfg.edit)
     if not isinstance(method, DirectionMethod):
         raise UserError(
             f"method={cfg.method.get('_target_')} is not a DirectionMethod: subclass "
@@ -120,7 +121,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     real_count = len(files) or cfg.real_images
     test_split = None
     if real_count or known_count:
-        test_split = hydra.utils.instantiate(cfg.data).datasets["test"]
+        test_split = build(cfg.data).datasets["test"]
         counts = (("real_images", 0 if files else cfg.real_images), ("metrics.disentanglement.num_images", known_count))
         for setting, count in counts:
             if count > len(test_split):

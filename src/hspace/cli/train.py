@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hspace.cli import (
     CONFIG_DIR,
+    build,
     console,
     make_loggers,
     record_config,
@@ -45,8 +46,8 @@ def train(cfg: DictConfig) -> Path:
 
     run_dir = Path(cfg.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    module = hydra.utils.instantiate(cfg.module, _convert_="all")
+    datamodule = build(cfg.data)
+    module = build(cfg.module)
     callbacks = [
         # No "=" in checkpoint names: they are passed back as ckpt_path=... overrides.
         ModelCheckpoint(
@@ -56,7 +57,7 @@ def train(cfg: DictConfig) -> Path:
             save_last=True,
             auto_insert_metric_name=False,
         ),
-        *(hydra.utils.instantiate(c) for c in cfg.callbacks.values()),
+        *(build(c) for c in cfg.callbacks.values()),
     ]
     options = trainer_options(cfg.trainer)
     if options["enable_progress_bar"]:
