@@ -68,6 +68,8 @@ CASES = [
     ("run", ["metrics.locality.region=box", "metrics.locality.box=[0,0,40,4]"], "inside the 32x32 image"),
     ("run", ["metrics.fid=classifier"], "metrics.fid='classifier'"),
     ("run", ["metrics.fid.backend=bogus"], "metrics.fid.backend='bogus'"),
+    ("run", ["metrics.fid.reference_split=bogus"], "metrics.fid.reference_split='bogus'"),
+    ("run", ["metrics.fid.reference_split=val", "metrics.fid.reference_count=5000"], "but the val split of data"),
     ("run", ["metrics.disentanglement.num_images=5"], "metrics.disentanglement.num_images=5"),
     ("run", ["metrics.disentanglement.num_images=5000"], "metrics.disentanglement.num_images=5000"),
     ("run", ["directions_path={tmp}/none.safetensors"], "directions_path="),

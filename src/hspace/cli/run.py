@@ -119,15 +119,23 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     if missing:
         raise UserError(f"no image at {missing[0]} (real_image_files): fix the path or remove it from the list")
     real_count = len(files) or cfg.real_images
+    fid = cfg.metrics.get("fid")
+    fid_reference = None if fid is None or fid.backend == "none" else (fid.reference_split, fid.reference_count)
     test_split = None
-    if real_count or known_count:
-        test_split = build(cfg.data).datasets["test"]
-        counts = (("real_images", 0 if files else cfg.real_images), ("metrics.disentanglement.num_images", known_count))
-        for setting, count in counts:
-            if count > len(test_split):
+    if real_count or known_count or fid_reference:
+        datasets = build(cfg.data).datasets
+        test_split = datasets["test"]
+        counts = [
+            ("real_images", "test", 0 if files else cfg.real_images),
+            ("metrics.disentanglement.num_images", "test", known_count),
+        ]
+        if fid_reference:
+            counts.append(("metrics.fid.reference_count", *fid_reference))
+        for setting, split, count in counts:
+            if count > len(datasets[split]):
                 raise UserError(
-                    f"{setting}={count} but the test split of data has {len(test_split)} images: give at most "
-                    f"{len(test_split)}"
+                    f"{setting}={count} but the {split} split of data has {len(datasets[split])} images: give at "
+                    f"most {len(datasets[split])}"
                 )
     check_real_images(real_count, cfg.sampler.clip_x0)
     note_small_fid_sets(cfg.metrics, {"num_samples": cfg.num_samples, "real_images": real_count})

@@ -71,6 +71,7 @@ def check_metrics(metrics: DictConfig) -> None:
         choice(fid.get("backend"), "metrics.fid.backend", FID_BACKENDS)
         if fid.backend != "none":
             integer(fid.get("reference_count"), "metrics.fid.reference_count", 2)
+            choice(fid.get("reference_split"), "metrics.fid.reference_split", ("train", "val", "test"))
     for key in ("targets", "factor_targets"):
         value = metrics.get(key)
         if value is not None and not isinstance(value, DictConfig):
