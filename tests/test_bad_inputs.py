@@ -2,6 +2,7 @@
 and exactly one line on stderr that names the setting, no traceback, nothing in the run directory (or only
 run_info.json marked failed) and nothing in the cache."""
 
+import datetime
 import json
 import logging
 import os
@@ -81,6 +82,8 @@ CASES = [
     ("table", ["runs=[{tmp}/nowhere]"], "no runs at"),
     ("table", ["runs=[{tmp}/empty]"], "no finished runs"),
     ("train", ["ckpt_path={tmp}/none.ckpt"], "ckpt_path="),
+    ("train", ["ckpt_path={tmp}/pickled.ckpt"], "does not load as weights only (it pickles datetime.date)"),
+    ("train", ["ckpt_path={tmp}/mask.txt"], "does not load as weights only (it is damaged or not a torch checkpoint)"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("run", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"))
@@ -113,6 +116,7 @@ def call_main(command: str, overrides: list[str], monkeypatch) -> int:
 def test_bad_input_is_one_line_before_any_work(command, overrides, words, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     (tmp_path / "mask.txt").write_text("not an image")
+    torch.save({"state_dict": {}, "made": datetime.date(2026, 1, 1)}, tmp_path / "pickled.ckpt")  # not weights only
     (tmp_path / "empty").mkdir()
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     args = [o.format(tmp=tmp_path) for o in overrides]
