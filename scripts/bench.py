@@ -323,7 +323,9 @@ def main() -> None:
         lines.append(f"| {name} | {result['value']:.3f} | {verdict(name, result['value'])} | {details} |")
     print("\n".join(lines))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+        from hspace.images import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"machine": machine, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from hspace.images import atomic_write_bytes, atomic_write_text
 from hspace.tables.build import Cell, Table, to_csv, to_latex, to_markdown
 from hspace.tables.leaderboard import MATCHED_EFFECT, direction_point
 
@@ -277,7 +278,7 @@ def plot(table: Table, path: Path) -> None:
         fontsize=8,
     )
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
 
 
@@ -315,9 +316,9 @@ def main() -> None:
         f"target factor; {len(args.seeds)} seeds x {args.samples} samples, {args.steps} DDIM steps; DCI and MIG on "
         f"{args.images} inverted test images"
     )
-    (out / "leaderboard.md").write_text(to_markdown(table, digits=2))
-    (out / "leaderboard.tex").write_text(to_latex(table, digits=2, caption=caption))
-    (out / "leaderboard.csv").write_text(to_csv(table))
+    atomic_write_text(out / "leaderboard.md", to_markdown(table, digits=2))
+    atomic_write_text(out / "leaderboard.tex", to_latex(table, digits=2, caption=caption))
+    atomic_write_text(out / "leaderboard.csv", to_csv(table))
     plot(table, out / "leaderboard.png")
     print(caption)
     print(to_markdown(table, digits=2))

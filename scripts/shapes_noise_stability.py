@@ -42,7 +42,7 @@ def main() -> None:
         raise SystemExit(f"--amounts must lie in (0, 1], not {bad}: a is the weight of fresh noise in x_T")
 
     from hspace.diffusion.loading import load_model
-    from hspace.images import atomic_write_bytes
+    from hspace.images import atomic_write_text
     from hspace.metrics.factor_effects import FACTORS
     from hspace.metrics.noise_stability import noise_stability
 
@@ -82,7 +82,7 @@ def main() -> None:
             },
         }
         text = json.dumps(record, indent=2) + "\n"
-        atomic_write_bytes(args.json, lambda f: f.write(text.encode()))
+        atomic_write_text(args.json, text)
 
 
 if __name__ == "__main__":

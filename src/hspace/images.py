@@ -50,6 +50,11 @@ def atomic_write_bytes(path: str | Path, write) -> Path:
     return path
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
+    return atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
 def atomic_write_directory(directory: str | Path, fill) -> Path:
     """Call fill(staging_dir) on a new directory beside `directory`, then rename it into place, so a reader
     never sees a half-written directory. An existing `directory` is replaced only if it holds nothing but

@@ -10,7 +10,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from hspace.images import atomic_write_bytes
+from hspace.images import atomic_write_text
 
 PACKAGES = (
     "hspace",
@@ -70,7 +70,7 @@ def run_info() -> dict:
 def write_json(path: str | Path, value) -> Path:
     """Strict JSON (atomically): a number that is not finite (NaN, inf: not measured) is written as null."""
     text = json.dumps(finite(value), indent=2, sort_keys=True, allow_nan=False)
-    return atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    return atomic_write_text(path, text)
 
 
 def finite(value):

@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from hspace.errors import UserError
+from hspace.images import atomic_write_bytes, atomic_write_text
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets"
 WEIGHTS_FILE = "classifier.safetensors"
@@ -86,8 +87,9 @@ class AttributeCNN(nn.Module):
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        weights = save({k: v.contiguous() for k, v in self.state_dict().items()})
+        atomic_write_bytes(directory / WEIGHTS_FILE, lambda f: f.write(weights))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(asdict(self.config), indent=2))
         return directory
 
     @classmethod

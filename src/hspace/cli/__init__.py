@@ -150,11 +150,12 @@ def record_config(cfg, run_dir) -> None:
     from omegaconf import OmegaConf
 
     from hspace.cli.validate import overrides_of_this_run
+    from hspace.images import atomic_write_text
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides_of_this_run()))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(overrides_of_this_run()))
 
 
 def console(cfg) -> None:

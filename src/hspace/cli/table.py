@@ -12,7 +12,7 @@ from hspace.cli import CONFIG_DIR, remove_job_dir_if_empty, user_errors_exit
 
 @user_errors_exit
 def make_table(cfg: DictConfig) -> dict[str, Path]:
-    from hspace.images import atomic_write_bytes
+    from hspace.images import atomic_write_text
     from hspace.tables.build import build_table, to_csv, to_latex, to_markdown
     from hspace.tables.collect import local_runs, wandb_runs
     from hspace.tables.plot import plot_curves, strength_curves
@@ -34,7 +34,7 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
         (".tex", to_latex(table, cfg.digits, layout.caption)),
         (".csv", to_csv(table)),
     ):
-        written[suffix] = atomic_write_bytes(stem.with_suffix(suffix), lambda f, text=text: f.write(text.encode()))
+        written[suffix] = atomic_write_text(stem.with_suffix(suffix), text)
     if cfg.plot.metric:
         directions = list(cfg.plot.directions) if cfg.plot.directions else None
         curves = strength_curves(runs, cfg.plot.metric, group_by, directions)
