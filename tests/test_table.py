@@ -114,6 +114,13 @@ def test_rows_can_group_by_config_values(runs_dir):
     ]
 
 
+def test_one_name_stands_for_a_list_of_one(runs_dir, tmp_path):
+    listed = make_table(compose_table(runs_dir, tmp_path / "a", ["group_by=[method]", "plot.directions=[pc0]"]))
+    named = make_table(compose_table(runs_dir, tmp_path / "b", ["group_by=method", "plot.directions=pc0"]))
+    assert named[".md"].read_text() == listed[".md"].read_text() == EXPECTED_SUMMARY
+    assert named[".png"].read_bytes() == listed[".png"].read_bytes()
+
+
 def test_strength_rows_are_in_numeric_order(tmp_path):
     strengths = ["-10", "-4", "0", "10", "4"]  # the order of metrics.json's sorted keys
     run = tmp_path / "run"
@@ -160,6 +167,15 @@ def test_bad_input_is_one_line(tmp_path, runs_dir):
         text=True,
     )
     assert nomatch.returncode == 2 and "matches the table pattern" in nomatch.stderr
+    typo = subprocess.run(  # a folder the user names must exist, even beside one that does
+        [*command, f"runs=[{runs_dir},{tmp_path / 'nothing'}]", f"hydra.run.dir={tmp_path / 'o'}"],
+        capture_output=True,
+        text=True,
+    )
+    assert typo.returncode == 2 and typo.stderr.strip() == (
+        f"error: no runs at {tmp_path / 'nothing'}: give run directories or folders that contain them (each with "
+        "metrics.json and config.yaml)"
+    )
     assert RunRecord("x", {"a": {"b": 1}}, {}).value("a.b") == 1
 
 

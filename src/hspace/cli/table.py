@@ -12,18 +12,21 @@ from hspace.cli import CONFIG_DIR, remove_job_dir_if_empty, user_errors_exit
 
 @user_errors_exit
 def make_table(cfg: DictConfig) -> dict[str, Path]:
+    from hspace.cli.validate import overrides_of_this_run
     from hspace.images import atomic_write_text
     from hspace.tables.build import build_table, to_csv, to_latex, to_markdown
     from hspace.tables.collect import local_runs, wandb_runs
     from hspace.tables.plot import plot_curves, strength_curves
 
-    runs = local_runs([p for p in cfg.runs if Path(p).expanduser().exists()] or list(cfg.runs))
+    given = any(o.startswith("runs=") for o in overrides_of_this_run())
+    # the default folders are searched where they exist; a folder the user names must exist
+    runs = local_runs([p for p in cfg.runs if given or Path(p).expanduser().exists()] or list(cfg.runs))
     if cfg.wandb:
         runs += wandb_runs(cfg.wandb)
     layout = cfg.layout
     from hspace.tables.build import automatic_groups
 
-    group_by = automatic_groups(runs) if cfg.group_by == "auto" else list(cfg.group_by)
+    group_by = automatic_groups(runs) if cfg.group_by == "auto" else names(cfg.group_by)
     columns = OmegaConf.to_container(layout.columns) if layout.columns is not None else None
     table = build_table(runs, layout.pattern, group_by, layout.row_name, columns)
     out = Path(cfg.output_dir)
@@ -36,12 +39,17 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
     ):
         written[suffix] = atomic_write_text(stem.with_suffix(suffix), text)
     if cfg.plot.metric:
-        directions = list(cfg.plot.directions) if cfg.plot.directions else None
+        directions = names(cfg.plot.directions) if cfg.plot.directions else None
         curves = strength_curves(runs, cfg.plot.metric, group_by, directions)
         title = f"{cfg.plot.metric} against strength ({len(runs)} runs)"
         written[".png"] = plot_curves(curves, cfg.plot.metric, out / f"{cfg.plot.metric}_vs_strength.png", title)
     print(f"{len(runs)} runs -> {', '.join(str(p) for p in written.values())}\n\n{to_markdown(table, cfg.digits)}")
     return written
+
+
+def names(setting) -> list[str]:
+    """A list setting that may also be given as one name (`group_by=method` for `group_by=[method]`)."""
+    return [setting] if isinstance(setting, str) else [str(name) for name in setting]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="table")
