@@ -84,10 +84,12 @@ CASES = [
     ("train", ["ckpt_path={tmp}/none.ckpt"], "ckpt_path="),
     ("train", ["ckpt_path={tmp}/pickled.ckpt"], "does not load as weights only (it pickles datetime.date)"),
     ("train", ["ckpt_path={tmp}/mask.txt"], "does not load as weights only (it is damaged or not a torch checkpoint)"),
+    ("train", ["data=image_folder", "data.root={tmp}/empty"], "holds no .png, .jpg or .webp images"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("run", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"))
     CASES.append(("sample", ["device=cuda"], "device=cuda"))
+    CASES.append(("train", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"))
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from hspace.cli import (
 
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
+    from hspace.cli.validate import check_device
     from hspace.errors import UserError
 
     require_complete(cfg)
@@ -33,8 +34,8 @@ def train(cfg: DictConfig) -> Path:
             f"export_dir={cfg.export_dir} holds the run directory {cfg.run_dir}, which the export would replace: "
             "choose a folder inside or beside it (the default is <run_dir>/model)"
         )
+    check_device(cfg.trainer.accelerator, "trainer.accelerator")
     console(cfg)
-    record_config(cfg, cfg.run_dir)
 
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -64,6 +65,7 @@ def train(cfg: DictConfig) -> Path:
     trainer = pl.Trainer(
         **options, logger=make_loggers(cfg, "train") or False, callbacks=callbacks, default_root_dir=run_dir
     )
+    record_config(cfg, cfg.run_dir)  # once every piece is built: a refused setting leaves no run directory
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         export_dir = module.export(cfg.export_dir)
