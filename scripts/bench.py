@@ -293,7 +293,8 @@ def verdict(name: str, value: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", default=["P1", "P2", "P3", "P4", "P5", "P6", "P7"])
+    names = ["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
+    parser.add_argument("--only", nargs="+", default=names, choices=names)
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()

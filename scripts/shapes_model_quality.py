@@ -24,8 +24,10 @@ import argparse
 import json
 import sys
 
+from hspace.classifiers.cnn import AttributeCNN
 from hspace.data.shapes_factors import measure_all
 from hspace.diffusion.loading import load_model
+from hspace.errors import UserError
 from hspace.images import image_grid, save_png
 from hspace.lightning.ddpm import model_from_checkpoint
 from hspace.metrics.model_quality import classifier_agreement, model_quality
@@ -57,15 +59,17 @@ def main() -> None:
         raise SystemExit(
             "--trained-weights reads a training checkpoint: add --checkpoint <run_dir>/checkpoints/last.ckpt"
         )
-    if args.checkpoint:
-        model = model_from_checkpoint(args.checkpoint, ema=not args.trained_weights)
-    else:
-        model = load_model(args.weights)
+    try:  # a wrong name or path is one line, before any sampling
+        classifier = AttributeCNN.load(args.classifier) if args.classifier else None
+        if args.checkpoint:
+            model = model_from_checkpoint(args.checkpoint, ema=not args.trained_weights)
+        else:
+            model = load_model(args.weights)
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
     report, pixels = model_quality(model, args.num_samples, first_seed=args.first_seed, num_steps=args.steps)
-    if args.classifier:
-        from hspace.classifiers.cnn import AttributeCNN
-
-        report["classifier_agreement"] = classifier_agreement(pixels, AttributeCNN.load(args.classifier))
+    if classifier is not None:
+        report["classifier_agreement"] = classifier_agreement(pixels, classifier)
     if args.grid:
         save_png(image_grid(pixels[:64], ncols=8), args.grid, scale=3)
     if args.outside_band_grid:

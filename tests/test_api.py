@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -28,3 +29,7 @@ def test_the_readme_example_runs_and_the_pipeline_round_trip_gives_the_same_imag
     reloaded = again(seeds=[0, 1], directions=scope["directions"], index=0, strengths=[-4, 0, 4]).images
     np.testing.assert_array_equal(np.stack([np.asarray(i) for i in reloaded]), ours)
     assert (tmp_path / "hspace-pipeline" / "model_index.json").is_file()
+    # an unknown output type is refused before any sampling
+    monkeypatch.setattr("hspace.api.edit_seeds", lambda *args, **kwargs: pytest.fail("sampled before refusing"))
+    with pytest.raises(ValueError, match="output_type must be pil or pt, not 'np'"):
+        again(seeds=[0], directions=scope["directions"], output_type="np")

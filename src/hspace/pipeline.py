@@ -43,6 +43,8 @@ class HSpaceEditPipeline(DiffusionPipeline):
     ) -> ImagePipelineOutput:
         from hspace.api import Edited, edit_seeds
 
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type must be pil or pt, not {output_type!r}")
         if not isinstance(directions, Directions):
             directions = Directions.load(directions)
         model = DiffusionModel(
@@ -58,8 +60,6 @@ class HSpaceEditPipeline(DiffusionPipeline):
         edited: Edited = edit_seeds(model, directions, seeds, index, strengths, sampler=sampler)
         if output_type == "pil":
             images = [image for row in edited.pil() for image in row]
-        elif output_type == "pt":
-            images = edited.images.flatten(0, 1)
         else:
-            raise ValueError(f"output_type must be pil or pt, not {output_type!r}")
+            images = edited.images.flatten(0, 1)
         return ImagePipelineOutput(images=images)
