@@ -75,6 +75,7 @@ CASES = [
     ("run", ["metrics.disentanglement.num_images=5000"], "metrics.disentanglement.num_images=5000"),
     ("run", ["directions_path={tmp}/none.safetensors"], "directions_path="),
     ("run", ["cache_dir={tmp}/mask.txt"], "is a file"),
+    ("run", ["logger=wandb", "logger.wandb.mode=bogus"], "logger.wandb.mode='bogus' is not one of"),
     ("sample", ["num_samples=-1"], "num_samples=-1"),
     ("sample", ["sampler.num_steps=0"], "sampler.num_steps=0"),
     ("sample", ["batch_size=0"], "batch_size=0"),
@@ -85,6 +86,7 @@ CASES = [
     ("train", ["ckpt_path={tmp}/pickled.ckpt"], "does not load as weights only (it pickles datetime.date)"),
     ("train", ["ckpt_path={tmp}/mask.txt"], "does not load as weights only (it is damaged or not a torch checkpoint)"),
     ("train", ["data=image_folder", "data.root={tmp}/empty"], "holds no .png, .jpg or .webp images"),
+    ("train", ["logger=wandb", "logger.wandb.mode=bogus"], "logger.wandb.mode='bogus' is not one of"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("run", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"))

@@ -6,6 +6,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from hspace.errors import UserError
+
 
 def wandb_logged_in() -> bool:
     """Whether `wandb login` stored a key (in ~/.netrc, where it puts it) or WANDB_API_KEY is set."""
@@ -18,6 +20,9 @@ def wandb_logged_in() -> bool:
         return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
+
+
+WANDB_MODES = ("auto", "online", "offline")
 
 
 def wandb_logger(
@@ -33,8 +38,8 @@ def wandb_logger(
     of a sweep, `job_type` tells a run from a training, `tags` let the dashboard filter."""
     from pytorch_lightning.loggers import WandbLogger
 
-    if mode not in ("auto", "online", "offline"):
-        raise ValueError(f"W&B mode must be auto, online or offline, not {mode!r}")
+    if mode not in WANDB_MODES:
+        raise UserError(f"logger.wandb.mode={mode!r} must be one of {', '.join(WANDB_MODES)}")
     offline = mode == "offline" or (mode == "auto" and not wandb_logged_in())
     logger = WandbLogger(
         project=project, save_dir=save_dir, group=group, tags=list(tags), name=name, offline=offline, job_type=job_type

@@ -60,6 +60,7 @@ def run(cfg: DictConfig) -> dict:
 def check_settings(cfg: DictConfig) -> None:
     """The settings that the config alone decides, checked before Lightning or the data are imported."""
     from hspace.cli.validate import (
+        check_loggers,
         check_metrics,
         check_run,
         check_sampler,
@@ -73,6 +74,7 @@ def check_settings(cfg: DictConfig) -> None:
     check_run(cfg)
     check_sampler(cfg.sampler)
     check_metrics(cfg.metrics)
+    check_loggers(cfg.logger)
     if cfg.directions_path is not None and not Path(cfg.directions_path).is_file():
         raise UserError(
             f"no directions file at directions_path={cfg.directions_path}: fix the path or leave it null to run the "

@@ -21,7 +21,7 @@ from hspace.cli import (
 
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
-    from hspace.cli.validate import check_device
+    from hspace.cli.validate import check_device, check_loggers
     from hspace.errors import UserError
 
     require_complete(cfg)
@@ -35,6 +35,7 @@ def train(cfg: DictConfig) -> Path:
             "choose a folder inside or beside it (the default is <run_dir>/model)"
         )
     check_device(cfg.trainer.accelerator, "trainer.accelerator")
+    check_loggers(cfg.logger)
     console(cfg)
 
     import pytorch_lightning as pl

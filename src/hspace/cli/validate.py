@@ -49,6 +49,15 @@ def check_device(accelerator: str, setting: str) -> None:
         raise UserError(f"{setting}={accelerator} but this machine has no CUDA GPU: use {setting}=auto or cpu")
 
 
+def check_loggers(loggers: DictConfig | None) -> None:
+    """The logger group: the mode of each W&B logger."""
+    from hspace.loggers import WANDB_MODES
+
+    for key, node in (loggers or {}).items():
+        if str(node.get("_target_", "")).endswith("wandb_logger"):
+            choice(node.get("mode", "auto"), f"logger.{key}.mode", WANDB_MODES)
+
+
 def check_run(cfg: DictConfig) -> None:
     """The run-level settings of hspace-run."""
     integer(cfg.num_samples, "num_samples", 1)
