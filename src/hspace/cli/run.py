@@ -165,8 +165,8 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     from hspace.run_record import run_info, write_json
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    loggers = make_loggers(cfg, "run")
     try:
+        loggers = make_loggers(cfg, "run")  # a logger that cannot start fails the run with its record, like any stage
         for logger in loggers:
             logger.log_hyperparams(flat_config(cfg))
         device = resolve_device(cfg.trainer.accelerator)

@@ -68,7 +68,8 @@ def train(cfg: DictConfig) -> Path:
     )
     record_config(cfg, cfg.run_dir)  # once every piece is built: a refused setting leaves no run directory
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        checkpoint = None if cfg.ckpt_path is None else Path(cfg.ckpt_path).expanduser()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         export_dir = module.export(cfg.export_dir)
     finally:
         close_wandb()
