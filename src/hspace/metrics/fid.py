@@ -114,13 +114,14 @@ def inception_backend(
             "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's release) and set the path, or use "
             "metrics.fid=classifier"
         )
+    from hspace.diffusion.loading import file_sha256
+
     path = Path(weights_path).expanduser().resolve()
-    stat = path.stat()
     return FeatureBackend(
         "inception",
         build(path),
         num_features,
-        identity=f"inception:{path.name}:{stat.st_size}",
+        identity=f"inception:{file_sha256(path)}",  # the cached reference statistics follow the weights' content
         prepare=to_uint8_tensor,
     )
 
