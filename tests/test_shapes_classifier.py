@@ -36,3 +36,17 @@ def test_save_load_round_trip(tmp_path):
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     loaded = AttributeCNN.load(net.save(tmp_path / "c"))
     assert torch.equal(loaded(x), net(x)) and loaded.attributes == ["a", "b"]
+
+
+def test_training_on_data_with_other_attributes_is_refused_before_any_step(tmp_path):
+    import pytorch_lightning as pl
+
+    from hspace.data.datamodule import ShapesDataModule
+    from hspace.lightning.classifier import AttributeClassifierTraining
+
+    data = ShapesDataModule(resolution=32, n_train=8, n_val=8, n_test=8, batch_size=4)
+    module = AttributeClassifierTraining(list(reversed(ATTRIBUTES)), [8], hidden=8, resolution=32)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    with pytest.raises(UserError, match="differ from module.attributes"):
+        trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 0

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MultilabelAccuracy
 
 from hspace.classifiers.cnn import AttributeCNN, CNNConfig
+from hspace.data.datamodule import ImageDataModule
 from hspace.errors import UserError
 from hspace.images import atomic_write_directory
 
@@ -32,8 +33,11 @@ class AttributeClassifierTraining(pl.LightningModule):
         self.val_accuracy = MultilabelAccuracy(num_labels=len(attributes), average=None)
 
     def on_fit_start(self):
-        names = getattr(self.trainer.datamodule, "attributes", None)
-        if names is not None and list(names) != list(self.hparams.attributes):
+        data = self.trainer.datamodule
+        if not isinstance(data, ImageDataModule):  # data given as bare loaders name no attributes
+            return
+        names = data.attributes
+        if list(names) != list(self.hparams.attributes):
             raise UserError(
                 f"the data's attributes ({', '.join(names)}) differ from module.attributes "
                 f"({', '.join(self.hparams.attributes)}): make them the same list, in the same order"
