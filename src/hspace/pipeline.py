@@ -14,13 +14,13 @@ does not know the file it was loaded from); the h shape and grid are.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
 from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 
 
@@ -41,7 +41,7 @@ class HSpaceEditPipeline(DiffusionPipeline):
         eta: float = 0.0,
         output_type: str = "pil",
     ) -> ImagePipelineOutput:
-        from hspace.api import Edited, edit_seeds
+        from hspace.api import Edited, default_sampler, edit_seeds
 
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be pil or pt, not {output_type!r}")
@@ -50,13 +50,7 @@ class HSpaceEditPipeline(DiffusionPipeline):
         model = DiffusionModel(
             self.unet, dict(self.scheduler.config), name="pipeline", weight_hash=directions.weight_hash
         )
-        grid = directions.sampler
-        sampler = SamplerSettings(
-            num_steps=len(directions.timesteps),
-            eta=eta,
-            spacing=grid.get("spacing", "leading"),
-            final_alpha=grid.get("final_alpha", "one"),
-        )
+        sampler = replace(default_sampler(directions), eta=eta)
         edited: Edited = edit_seeds(model, directions, seeds, index, strengths, sampler=sampler)
         if output_type == "pil":
             images = [image for row in edited.pil() for image in row]

@@ -122,10 +122,6 @@ def moment_factors(shape: str, area: float, mx: float, my: float) -> tuple[float
     return r, mx, my - r / 3  # the triangle's centroid lies 2/3 of its height below the apex
 
 
-def rendered_coverage(shape: str, r: float, cx: float, cy: float, resolution: int) -> np.ndarray:
-    return object_mask(ShapesFactors("dark", "red", shape, r, cx, cy), resolution)
-
-
 def fit_shape(alpha: np.ndarray, shape: str) -> tuple[tuple[float, float, float], float]:
     """The (r, cx, cy) of the `shape` with the area and centroid of the coverage `alpha`, and the L1
     difference of its rendering to `alpha` over the coverage's area."""

@@ -95,3 +95,11 @@ def edit_friendly_invert(
     h = torch.stack([c.cpu() for c in hs.captured], dim=1) if record_h else None
     chain = torch.cat([x_t, x0[None]]).transpose(0, 1).cpu()
     return Inversion(x_t[0], z.transpose(0, 1).contiguous(), h, chain)
+
+
+def invert(model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, seeds: Sequence[int]) -> Inversion:
+    """The inversion that decoding with `schedule` reproduces: DDIM on a deterministic grid, edit-friendly
+    (with the noise streams of `seeds`) on a stochastic one. No h is recorded."""
+    if schedule.is_deterministic:
+        return ddim_invert(model, schedule, x0, record_h=False)
+    return edit_friendly_invert(model, schedule, x0, seeds=seeds, record_h=False)

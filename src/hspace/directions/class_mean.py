@@ -21,7 +21,7 @@ from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer
 from hspace.classifiers import AttributeClassifier
 from hspace.data.datamodule import ImageDataModule
-from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
+from hspace.diffusion.inversion import invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
@@ -180,12 +180,7 @@ class ClassMeanDirections(DirectionMethod):
             items = [dataset[i] for i in range(start, min(start + self.batch_size, stop))]
             images = torch.stack([it["image"] for it in items]).to(model.device, model.dtype)
             labels = torch.stack([it["attributes"] for it in items])
-            if schedule.is_deterministic:
-                inverted = ddim_invert(model, schedule, images, record_h=False)
-            else:
-                inverted = edit_friendly_invert(
-                    model, schedule, images, seeds=range(start, start + len(items)), record_h=False
-                )
+            inverted = invert(model, schedule, images, seeds=range(start, start + len(items)))
             h = sample(model, schedule, inverted.x_T, inverted.z, record_h=True).h
             for attribute in attributes:
                 positive = labels[:, names.index(attribute)] > 0.5

@@ -18,14 +18,19 @@ import numpy as np
 import torch
 
 from hspace.cache import ArtifactCache
-from hspace.checks import choice, integer, number
+from hspace.checks import choice, integer
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.jacobian_map import jacobian_products
 from hspace.directions.method import DirectionMethod
-from hspace.directions.subspace import SingularTriplets, block_subspace_iteration, sequential_power_iteration
+from hspace.directions.subspace import (
+    SingularTriplets,
+    block_subspace_iteration,
+    check_iteration_settings,
+    sequential_power_iteration,
+)
 from hspace.errors import UserError
 from hspace.progress import bar
 
@@ -111,12 +116,7 @@ class JacobianDirections(DirectionMethod):
         integer(self.tau, "method.tau", 0, 999)
         choice(self.scale_mode, "method.scale_mode", SCALE_MODES)
         choice(self.solver, "method.solver", SOLVERS)
-        integer(self.oversample, "method.oversample", 0)
-        number(self.tol, "method.tol", 0.0)
-        integer(self.min_iters, "method.min_iters", 1)
-        integer(self.max_iters, "method.max_iters", self.min_iters)
-        if self.chunk is not None:
-            integer(self.chunk, "method.chunk", 1)
+        check_iteration_settings(self.oversample, self.tol, self.min_iters, self.max_iters, self.chunk)
         if self.mask_box is not None and (
             not isinstance(self.mask_box, (list, tuple))
             or len(self.mask_box) != 4

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hspace.cache import ArtifactCache
-from hspace.checks import choice, integer, number
+from hspace.checks import choice, integer
 from hspace.data.image_files import load_image
 from hspace.diffusion.ddim import to_x0_eps
 from hspace.diffusion.inversion import ddim_invert
@@ -35,7 +35,7 @@ from hspace.directions.container import Directions
 from hspace.directions.jacobian import read_mask_image, region_mask
 from hspace.directions.jacobian_map import JacobianProducts
 from hspace.directions.method import DirectionMethod
-from hspace.directions.subspace import block_subspace_iteration
+from hspace.directions.subspace import block_subspace_iteration, check_iteration_settings
 from hspace.errors import UserError
 from hspace.images import to_uint8
 
@@ -150,12 +150,7 @@ class LocoDirections(DirectionMethod):
         integer(self.null_rank, "method.null_rank", 0)
         choice(self.mask, "method.mask", MASKS)
         integer(self.mask_margin, "method.mask_margin", 0)
-        integer(self.oversample, "method.oversample", 0)
-        number(self.tol, "method.tol", 0.0)
-        integer(self.min_iters, "method.min_iters", 1)
-        integer(self.max_iters, "method.max_iters", self.min_iters)
-        if self.chunk is not None:
-            integer(self.chunk, "method.chunk", 1)
+        check_iteration_settings(self.oversample, self.tol, self.min_iters, self.max_iters, self.chunk)
         if self.mask == "box" and (not isinstance(self.mask_box, (list, tuple)) or len(self.mask_box) != 4):
             raise UserError(f"method.mask=box needs method.mask_box=[top,left,bottom,right), not {self.mask_box!r}")
         if self.mask == "file":

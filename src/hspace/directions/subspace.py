@@ -34,6 +34,19 @@ class SingularTriplets:
     log: list[dict] = field(default_factory=list)  # per iteration: sigma, residual
 
 
+def check_iteration_settings(oversample: int, tol: float, min_iters: int, max_iters: int, chunk: int | None) -> None:
+    """The solver settings a method passes to the iterations here (method.oversample, tol, min_iters, max_iters,
+    chunk), each refused in one line when out of range."""
+    from hspace.checks import integer, number
+
+    integer(oversample, "method.oversample", 0)
+    number(tol, "method.tol", 0.0)
+    integer(min_iters, "method.min_iters", 1)
+    integer(max_iters, "method.max_iters", min_iters)
+    if chunk is not None:
+        integer(chunk, "method.chunk", 1)
+
+
 def orthonormal_rows(rows: torch.Tensor) -> torch.Tensor:
     q, _ = torch.linalg.qr(rows.T)
     return q.T

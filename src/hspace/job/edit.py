@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
+from hspace.diffusion.inversion import ddim_invert, invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for
 from hspace.diffusion.schedule import SamplingSchedule
@@ -80,11 +80,10 @@ def invert_for(
     exactly), except for an edit that walks DDIM to its step (`inverts_by_ddim`, e.g. boundary_step): DDIM
     inversion, so that path meets the inverted x_t, and fresh noise maps for the steps after it (the paper's
     conditional mode)."""
-    if schedule.is_deterministic or edit.inverts_by_ddim:
+    if edit.inverts_by_ddim and not schedule.is_deterministic:
         x_T = ddim_invert(model, schedule, images, record_h=False).x_T
-        z = None if schedule.is_deterministic else noise_for(range(len(images)), model, schedule)[1]
-        return x_T, z
-    inverted = edit_friendly_invert(model, schedule, images, seeds=range(len(images)), record_h=False)
+        return x_T, noise_for(range(len(images)), model, schedule)[1]
+    inverted = invert(model, schedule, images, seeds=range(len(images)))
     return inverted.x_T, inverted.z
 
 
