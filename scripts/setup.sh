@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install hspace (editable) with its test extras. Idempotent: it does nothing when
-# pyproject.toml has not changed since the last install. Where there is no NVIDIA GPU, the CPU build of
-# torch 2.13.0 goes in first, so the package's torch range is already met and no CUDA build is pulled.
+# pyproject.toml has not changed since the last install. Where there is no NVIDIA GPU, torch 2.13.0 goes in
+# first (the CPU build where pip's index offers it, as on the project's machines), so the package's torch range
+# is already met and no other build is pulled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from hspace.cli import CONFIG_DIR
+
 SCRIPTS = Path(sys.executable).parent
 
 
@@ -212,3 +214,15 @@ def test_objects_built_from_a_config_receive_plain_lists_and_dicts():
     settings = build(node, extra=["x"])
     assert type(settings["classes"]) is list and type(settings["nested"]) is dict
     assert type(settings["nested"]["tags"]) is list and settings["extra"] == ["x"]
+
+
+def test_train_help_lists_every_training_experiment():
+    help_text = (Path(CONFIG_DIR) / "hydra" / "help" / "train.yaml").read_text()
+    (line,) = [line for line in help_text.splitlines() if line.strip().startswith("experiment ")]
+    listed = {name.strip() for name in line.split(None, 1)[1].split(",")}
+    training = {
+        p.stem
+        for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml")
+        if p.stem.startswith("shapes32_ddpm") or p.stem.endswith("_classifier")
+    }
+    assert listed == training

@@ -38,7 +38,7 @@ def test_quality_of_64_deterministic_samples(shapes32):
 
 @pytest.mark.slow
 def test_quality_of_256_deterministic_samples(shapes32):
-    """The model card's numbers and the issue's targets of 97% pass and 95% in band (measured: 99.6% pass, 95.3%
+    """The model card's numbers and the model's bars of 97% pass and 95% in band (measured: 99.6% pass, 95.3%
     in band, one sample above the target, 91.8% in the sub-pixel band, 80.5% fit as tightly as renders, median fit
     error 0.035; v8: 99.6%, 94.5%, 84.4%, 72.3%, 0.039; v2: 95.7%, 77.7%, -, 3.1%, 0.084)."""
     report, _ = model_quality(shapes32, num_samples=256, with_h_swap=False)

@@ -4,7 +4,7 @@ checkpoints in the guided-diffusion format load by their original parameter name
 Only what inference needs: no gradient checkpointing, no fp16 conversion, no class conditioning.
 The output has 2 x in_channels channels when the variance is learned; `ADMUNet` returns eps as `.sample`
 (and the variance channels as `.variance`), so samplers treat it like a diffusers UNet2DModel, and it
-exposes `mid_block` (the middle block, whose output is h) for hspace.hspace.HSpace.
+exposes `mid_block` (the middle block, whose output is h) for hspace.bottleneck.HSpace.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ class ADMUNet(nn.Module):
 
     @property
     def mid_block(self) -> nn.Module:
-        """The middle block: its output is h (hspace.hspace.HSpace hooks it like a diffusers mid_block)."""
+        """The middle block: its output is h (hspace.bottleneck.HSpace hooks it like a diffusers mid_block)."""
         return self.middle_block
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int):
