@@ -209,10 +209,11 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
             factor_images=composed.factor_images,
             collection_processes=collection_processes(cfg.trainer),
         )
-        metrics = run_edit_job(job, loggers)
+        result = run_edit_job(job, loggers)
+        print("\n".join(result.summary()))
         record_config(cfg, run_dir)
         write_json(run_dir / "run_info.json", run_info() | {"status": "completed"})
-        return metrics
+        return result.metrics
     except BaseException as error:
         mark_failed(run_dir, error)
         raise

@@ -56,6 +56,28 @@ class EditJob:
         self.run_dir = Path(self.run_dir)
 
 
+@dataclass
+class JobResult:
+    """What a finished run measured and where it wrote it."""
+
+    metrics: dict
+    files: dict[str, Path]  # directions, edits (and edits_real), grids, metrics
+    names: list[str]  # the edited directions
+
+    def summary(self) -> list[str]:
+        """Where everything went, then one line per direction on the factor it edits (when Shapes factors
+        were scored): what hspace-run prints."""
+        edits = ", ".join(str(self.files[key]) for key in ("edits", "edits_real") if key in self.files)
+        where = [
+            f"run directory: {self.files['run_dir']}",
+            f"  directions: {self.files['directions']}",
+            f"  edits: {edits}",
+            f"  grids: {self.files['grids']}",
+            f"  metrics: {self.files['metrics']}",
+        ]
+        return where + factor_summary(self.metrics, self.names)
+
+
 def check_real_images(count: int, clip_x0: bool) -> None:
     """Real images are inverted, which clipping x0 would break."""
     if count and clip_x0:
@@ -65,10 +87,11 @@ def check_real_images(count: int, clip_x0: bool) -> None:
         )
 
 
-def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
-    """Run the stages and return the metrics. Writes into run_dir: directions.safetensors, edits.safetensors
-    (and edits_real.safetensors), grids/<direction>.png (and grids/real_<direction>.png, the method's plots),
-    metrics.json, all after every stage has succeeded (a failing run writes none of them)."""
+def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
+    """Run the stages and return the metrics with the files written (printing nothing). Writes into run_dir:
+    directions.safetensors, edits.safetensors (and edits_real.safetensors), grids/<direction>.png (and
+    grids/real_<direction>.png, the method's plots), metrics.json, all after every stage has succeeded (a
+    failing run writes none of them)."""
     timer, model, edit, clip_x0 = job.timer, job.model, job.edit, job.sampler.clip_x0
     schedule = job.sampler.schedule(model.alphas_cumprod)
     with timer.stage("directions") as stage:
@@ -133,10 +156,5 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> dict:
         metrics |= {"cache/hits": len(job.cache.hits), "cache/misses": len(job.cache.misses)}
     metrics_file = write_metrics(job.run_dir, metrics)
     log_run(loggers, metrics, grids, scores, names, edit.strengths)
-    print(
-        f"run directory: {job.run_dir}\n  directions: {directions_file}\n  edits: "
-        f"{', '.join(str(p) for p in outputs.values())}\n  grids: {job.run_dir / 'grids'}\n  metrics: {metrics_file}"
-    )
-    for line in factor_summary(metrics, names):
-        print(line)
-    return metrics
+    files = {"run_dir": job.run_dir, "directions": directions_file, **outputs, "grids": job.run_dir / "grids"}
+    return JobResult(metrics, files | {"metrics": metrics_file}, list(names))
