@@ -328,3 +328,20 @@ def test_the_global_h_recipe_builds_a_48x1x1_bottleneck_that_only_the_32x32_skip
     with torch.no_grad(), HSpace(unet, capture=True) as hs:
         unet(torch.randn(2, 3, 32, 32), torch.tensor([500, 500]))
     assert tuple(hs.captured[0].shape) == (2, 48, 1, 1)
+
+
+def test_a_sample_grid_is_drawn_once_per_step_when_gradients_accumulate(monkeypatch):
+    from types import SimpleNamespace
+
+    from hspace.lightning.sample_grid import SampleGrid
+
+    grid, drawn = SampleGrid(every_n_steps=2), []
+
+    def draw(trainer, module):
+        grid.last_drawn_step = trainer.global_step
+        drawn.append(trainer.global_step)
+
+    monkeypatch.setattr(grid, "draw", draw)
+    for step in (0, 0, 1, 1, 2, 2, 3, 3, 4, 4):  # two micro-batches per optimizer step
+        grid.on_train_batch_end(SimpleNamespace(global_step=step), None, None, None, 0)
+    assert drawn == [0, 2, 4]

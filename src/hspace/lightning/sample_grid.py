@@ -34,7 +34,8 @@ class SampleGrid(pl.Callback):
         self.last_drawn_step = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+        step = trainer.global_step  # the same for every micro-batch of an accumulated step: draw it once
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self.last_drawn_step:
             self.draw(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module):
