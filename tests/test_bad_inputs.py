@@ -26,6 +26,8 @@ CASES = [
     ("run", ["sampler.num_steps=-3"], "sampler.num_steps=-3"),
     ("run", ["sampler.eta=[0.0,1.0]"], "sampler.eta has 2 entries"),
     ("run", ["sampler.eta=-1"], "sampler.eta=-1"),
+    ("run", ["sampler.eta=1.5"], "sampler.eta=1.5 is above 1.0"),
+    ("run", ["method.collection_eta=2"], "method.collection_eta=2 is above 1.0"),
     ("run", ["sampler.spacing=bogus"], "sampler.spacing='bogus'"),
     ("run", ["sampler.final_alpha=two"], "sampler.final_alpha='two'"),
     ("run", ["precision=fp64"], "precision='fp64'"),

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -12,6 +13,8 @@ def test_grids():
     assert timestep_grid(10, spacing="leading").tolist() == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
     assert timestep_grid(10, spacing="trailing").tolist() == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
     assert timestep_grid(4, spacing="linspace").tolist() == [999, 666, 333, 0]
+    # the obvious version, truncated (diffusers rounds: one step apart at about half the levels)
+    assert timestep_grid(50, spacing="linspace").tolist() == [int(s) for s in np.linspace(0, 999, 50)][::-1]
     with pytest.raises(ValueError, match="spacing"):
         timestep_grid(10, spacing="uniform")
 
@@ -21,6 +24,9 @@ def test_eta_vector():
     assert eta_vector([1, 0, 1], 3).tolist() == [1, 0, 1]
     with pytest.raises(ValueError, match="3 steps"):
         eta_vector([1, 0], 3)
+    for outside in (1.5, [1, -0.1, 0]):  # above 1 a step's noise would exceed what its level allows
+        with pytest.raises(ValueError, match=r"eta must lie in \[0, 1\]"):
+            eta_vector(outside, 3)
 
 
 def test_final_alpha(model):

@@ -20,12 +20,14 @@ def integer(value, setting: str, minimum: int | None = None, maximum: int | None
     return value
 
 
-def number(value, setting: str, minimum: float | None = None) -> float:
-    """`value` as a finite float (at least `minimum`), or one line naming the setting."""
+def number(value, setting: str, minimum: float | None = None, maximum: float | None = None) -> float:
+    """`value` as a finite float within [minimum, maximum], or one line naming the setting."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UserError(f"{setting}={value!r} is not a finite number: give one, e.g. {setting}=1.0")
     if minimum is not None and value < minimum:
         raise UserError(f"{setting}={value} is below {minimum}: give at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise UserError(f"{setting}={value} is above {maximum}: give at most {maximum}")
     return float(value)
 
 

@@ -31,9 +31,9 @@ def check_sampler(sampler: DictConfig, setting: str = "sampler") -> None:
                 "a single number"
             )
         for i, value in enumerate(eta):
-            number(value, f"{setting}.eta[{i}]", 0.0)
+            number(value, f"{setting}.eta[{i}]", 0.0, 1.0)
     else:
-        number(eta, f"{setting}.eta", 0.0)
+        number(eta, f"{setting}.eta", 0.0, 1.0)  # above 1 the step's noise would exceed what its level allows
     choice(sampler.spacing, f"{setting}.spacing", SPACINGS)
     choice(sampler.final_alpha, f"{setting}.final_alpha", FINAL_ALPHAS)
     if not isinstance(sampler.clip_x0, bool):

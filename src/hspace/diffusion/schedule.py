@@ -30,7 +30,8 @@ def timestep_grid(num_steps: int, num_train_timesteps: int = 1000, spacing: Spac
 
     leading:  (T-1)*N/T, ..., N/T, 0 (diffusers "leading", the Haas grid)
     trailing: N-1, N-1-N/T, ..., N/T-1 (starts at the last training step, for zero terminal SNR)
-    linspace: int(linspace(0, N-1, T)) reversed
+    linspace: int(linspace(0, N-1, T)) reversed, truncated toward zero (diffusers' "linspace" rounds instead:
+              the two differ by one at about half the steps of a 50-step grid)
     """
     if num_steps < 1 or num_steps > num_train_timesteps:
         raise ValueError(f"num_steps must be in 1..{num_train_timesteps}, not {num_steps}")
@@ -51,9 +52,11 @@ def eta_vector(eta: float | Sequence[float], num_steps: int) -> Tensor:
     """eta_t as a (T,) float64 vector, noisiest step first; a scalar applies to every step."""
     vector = torch.as_tensor(eta, dtype=torch.float64).flatten()
     if vector.numel() == 1:
-        return vector.expand(num_steps).clone()
+        vector = vector.expand(num_steps).clone()
     if vector.numel() != num_steps:
         raise ValueError(f"eta has {vector.numel()} entries but the grid has {num_steps} steps")
+    if not ((vector >= 0) & (vector <= 1)).all():
+        raise ValueError(f"eta must lie in [0, 1] at every step (1: DDPM's noise), not {vector.tolist()}")
     return vector
 
 

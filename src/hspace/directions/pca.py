@@ -278,7 +278,7 @@ class PCA(DirectionMethod):
         choice(self.mode, "method.mode", ("per_step", "joint"))
         choice(self.sign_reference, "method.sign_reference", ("noisiest", "chain"))
         if self.collection_eta is not None:
-            number(self.collection_eta, "method.collection_eta", 0.0)
+            number(self.collection_eta, "method.collection_eta", 0.0, 1.0)
         integer(self.num_samples, "method.num_samples", 2)
         if self.num_samples > self.exact_max_n:  # the streaming path: each batch must hold the tracked axes
             tracked = self.num_components + self.oversample
