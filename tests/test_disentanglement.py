@@ -81,3 +81,16 @@ def test_shapes_factor_images_hold_the_rendered_factors():
     first = dataset.factors(0)
     assert known.factors[0, 2] == ("circle", "square", "triangle").index(first.shape)
     assert known.factors[:, 3:].min() >= 0 and known.factors[:, 3:].max() <= 3
+
+
+def test_dci_scores_of_a_hand_built_importance_matrix():
+    from hspace.metrics.disentanglement import dci_scores
+
+    # code 0 spreads over the three factors, code 1 holds factor 2 only; factor 2 is shared by both codes
+    importance = np.array([[0.5, 0.5, 0.5], [0.0, 0.0, 0.5]])
+    scores = dci_scores(importance, np.array([0.9, 0.8, 0.7]))
+    # D: code 0's row has entropy 1 (base F = 3), code 1's 0; weights 0.75 and 0.25
+    assert scores["dci_d"] == pytest.approx(0.25)
+    # C: factors 0 and 1 sit in one code (1 each), factor 2 evenly in two (entropy 1 in base K = 2)
+    assert scores["dci_c"] == pytest.approx(2 / 3)
+    assert scores["dci_i"] == pytest.approx(0.8)

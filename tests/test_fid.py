@@ -89,6 +89,20 @@ def test_frechet_distance_is_the_textbook_formula(n, d):
         assert float(frechet_distance(mu1, s1, mu2, s2)) == pytest.approx(textbook, rel=1e-7)
 
 
+@pytest.mark.parametrize("n1,n2,d", [(16, 24, 256), (40, 30, 64)])
+def test_frechet_distance_of_unequal_rank_deficient_sets(n1, n2, d):
+    """Fewer samples than features and different covariances: with centred data X1, X2 the cross term
+    tr((S1 S2)^1/2) is the nuclear norm of X1 X2^T over sqrt((n1 - 1)(n2 - 1)), an independent route."""
+    for seed in range(3):
+        x, _ = gaussian_sets(n1, d, seed)
+        y = gaussian_sets(n2, d, seed + 10)[1] * torch.linspace(0.5, 2.0, d, dtype=x.dtype)
+        xc, yc = x - x.mean(0), y - y.mean(0)
+        s1, s2 = xc.T @ xc / (n1 - 1), yc.T @ yc / (n2 - 1)
+        cross = torch.linalg.matrix_norm(xc @ yc.T, ord="nuc") / ((n1 - 1) * (n2 - 1)) ** 0.5
+        expected = float((x.mean(0) - y.mean(0)).square().sum() + s1.trace() + s2.trace() - 2 * cross)
+        assert float(frechet_distance(x.mean(0), s1, y.mean(0), s2)) == pytest.approx(expected, rel=1e-9)
+
+
 def test_frechet_distance_of_equal_rank_deficient_sets_is_zero_however_summed():
     """16 samples in 256 features, the covariance summed in one go or in two halves (as two processes would):
     the distance of a set to itself stays at 0, where the eigenvalues of the unsymmetric product could drift."""

@@ -65,3 +65,44 @@ def test_ddim_inversion_round_trip_is_exact_for_a_constant_eps(model):
     schedule = make_schedule(const.alphas_cumprod, 20, "trailing")
     inv = ddim_invert(const, schedule, x0)
     torch.testing.assert_close(sample(const, schedule, inv.x_T).x0, x0, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["model", "v_model"])
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_ddim_inversion_matches_a_hand_written_loop_at_every_level(fixture, spacing, request):
+    """Every inverted state and every recorded h against the textbook loop written out here: the UNet called at
+    the level whose alpha the step uses, h read by a plain forward hook on the middle block."""
+    from hspace.diffusion.schedule import timestep_grid
+
+    model = request.getfixturevalue(fixture)
+    steps, x0 = 6, images()
+    taus = timestep_grid(steps, spacing=spacing).flip(0).tolist()  # tau_1 < ... < tau_T
+    alphas = [float(model.alphas_cumprod[t]) for t in taus]
+    seen = []
+    handle = model.unet.mid_block.register_forward_hook(lambda module, args, out: seen.append(out.detach().clone()))
+
+    def x0_and_eps(x, t, a):
+        out = model.unet(x, torch.full((len(x),), t)).sample
+        if model.prediction_type == "v_prediction":
+            return a**0.5 * x - (1 - a) ** 0.5 * out, (1 - a) ** 0.5 * x + a**0.5 * out
+        return (x - (1 - a) ** 0.5 * out) / a**0.5, out
+
+    try:
+        with torch.no_grad():
+            x = x0
+            if taus[0] > 0:  # lift the image to the first level
+                x = alphas[0] ** 0.5 * x0 + (1 - alphas[0]) ** 0.5 * x0_and_eps(x0, taus[0], alphas[0])[1]
+            seen.clear()
+            states = [x]
+            for t in range(steps - 1):
+                x0_hat, eps = x0_and_eps(x, taus[t], alphas[t])
+                x = alphas[t + 1] ** 0.5 * x0_hat + (1 - alphas[t + 1]) ** 0.5 * eps
+                states.append(x)
+            model.unet(x, torch.full((len(x),), taus[-1]))  # the h the first decoding step sees
+            expected_h = torch.stack(seen[::-1], dim=1)
+        inv = ddim_invert(model, make_schedule(model.alphas_cumprod, steps, spacing), x0, record_x=True)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(inv.x_T, states[-1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(inv.x_t[:, :-1], torch.stack(states[::-1], dim=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(inv.h, expected_h, rtol=1e-5, atol=1e-5)

@@ -57,6 +57,13 @@ def dci(codes: np.ndarray, factors: np.ndarray, train_fraction: float = 0.75, se
     train = np.zeros(n, dtype=bool)
     train[np.random.default_rng(seed).permutation(n)[: int(round(train_fraction * n))]] = True
     importance, accuracy = importance_matrix(codes, factors, train, seed)
+    return dci_scores(importance, accuracy)
+
+
+def dci_scores(importance: np.ndarray, accuracy: np.ndarray) -> dict[str, float]:
+    """D, C and I from an importance matrix (K codes, F factors) and the per-factor held-out accuracies:
+    D weights each code's 1 - entropy (base F) of its row by the code's share of the importance, C averages
+    each factor's 1 - entropy (base K) of its column."""
     k, f = importance.shape
     total = importance.sum()
     if total == 0:
