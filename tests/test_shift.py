@@ -94,3 +94,29 @@ def test_a_long_title_on_a_narrow_grid_is_not_cut_off(tmp_path):
     grid = np.asarray(Image.open(save_edit_grid(pixels, [-1, 0, 1], title, tmp_path / "g.png")).convert("L"))
     band = grid[:30] < 128  # the title's band, above the strength labels (dpi 100)
     assert band.any() and not band[:, :3].any() and not band[:, -3:].any()  # drawn, and inside the image
+
+
+def test_asymmetric_step_takes_x0_from_the_edited_call_and_eps_from_the_unedited_one(model):
+    from hspace.bottleneck import HSpace
+    from hspace.diffusion.ddim import to_x0_eps
+    from hspace.diffusion.step_rules import AsymmetricAddH
+
+    schedule = make_schedule(model.alphas_cumprod, 5)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    offset = torch.randn(2, *model.h_shape, generator=torch.Generator().manual_seed(4))
+    idx, t, a = 2, schedule.timesteps[2], schedule.alpha_bar[2]
+
+    def by_hand(shift):  # the UNet with `shift` added to the middle block's output by a plain hook
+        handle = model.unet.mid_block.register_forward_hook(lambda module, args, out: out + shift)
+        try:
+            return to_x0_eps(model.unet(x, t.expand(2)).sample, x, a, model.prediction_type)
+        finally:
+            handle.remove()
+
+    with torch.no_grad():
+        edited, natural = by_hand(offset), by_hand(0.0)
+        with HSpace(model.unet) as hs:
+            x0, eps = AsymmetricAddH(lambda i: offset if i == idx else None).predict(model, hs, x, idx, schedule)
+    torch.testing.assert_close(x0, edited[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(eps, natural[1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(edited[0], natural[0], atol=1e-3)  # the offset does move the prediction
