@@ -11,7 +11,7 @@ def make_directions(model, schedule, k=2):
     g = torch.Generator().manual_seed(0)
     return Directions(
         vectors=torch.randn(k, schedule.num_steps, *model.h_shape, generator=g),
-        scales=torch.ones(k, schedule.num_steps),
+        scales=0.5 + torch.rand(k, schedule.num_steps, generator=g),  # per-step scales that the edit must apply
         timesteps=schedule.timesteps,
         names=[f"d{j}" for j in range(k)],
         method="test",
