@@ -112,3 +112,39 @@ def test_jacobian_method_end_to_end(tmp_path, monkeypatch):
         Image.fromarray(torch.full((32, 32), 255).byte().numpy()).save(mask)  # same path, new mask: recomputed
         third = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'c'}"]))
         assert third["cache/misses"] == 1
+
+
+@pytest.mark.parametrize("fixture", ["model", "v_model"])
+def test_jacobian_products_match_central_differences_of_the_unet(fixture, request):
+    """J v against (eps(h + d v) - eps(h - d v)) / 2d, with h moved by a plain forward hook on the middle block
+    and eps read off the raw UNet output by hand, in float64; and u^T J against the same J v."""
+    import copy
+
+    from hspace.diffusion.model import DiffusionModel
+
+    base = request.getfixturevalue(fixture)
+    unet = copy.deepcopy(base.unet).double().eval()
+    model = DiffusionModel(unet, base.scheduler_config, name="tiny-64")
+    g = torch.Generator().manual_seed(5)
+    tau, a = 400, float(base.alphas_cumprod[400])
+    x_t = torch.randn(3, 16, 16, generator=g, dtype=torch.float64)
+    mask = (torch.rand(3, 16, 16, generator=g) > 0.5).double()
+    v = torch.randn(model.h_shape, generator=g, dtype=torch.float64)
+    u = torch.randn(mask.numel(), generator=g, dtype=torch.float64)
+
+    def eps_moved(shift):
+        handle = unet.mid_block.register_forward_hook(lambda module, args, out: out + shift)
+        try:
+            with torch.no_grad():
+                out = unet(x_t[None], torch.tensor([tau])).sample[0]
+        finally:
+            handle.remove()
+        eps = (1 - a) ** 0.5 * x_t + a**0.5 * out if model.prediction_type == "v_prediction" else out
+        return (eps * mask).flatten()
+
+    delta = 1e-4
+    central = (eps_moved(delta * v) - eps_moved(-delta * v)) / (2 * delta)
+    products = jacobian_products(model, x_t, tau, mask)
+    jv = products.jvp(v.flatten()[None])[0]
+    torch.testing.assert_close(jv, central, rtol=1e-5, atol=1e-7)  # central differences: O(d^2)
+    torch.testing.assert_close(products.vjp(u[None])[0] @ v.flatten(), u @ central, rtol=1e-5, atol=1e-7)
