@@ -87,6 +87,7 @@ CASES = [
     ("train", ["ckpt_path={tmp}/none.ckpt"], "ckpt_path="),
     ("train", ["ckpt_path={tmp}/pickled.ckpt"], "does not load as weights only (it pickles datetime.date)"),
     ("train", ["ckpt_path={tmp}/mask.txt"], "does not load as weights only (it is damaged or not a torch checkpoint)"),
+    ("train", ["ckpt_path={tmp}/words.ckpt"], "(it is damaged or not a torch checkpoint)"),
     ("train", ["data=image_folder", "data.root={tmp}/empty"], "holds no .png, .jpg or .webp images"),
     ("train", ["logger=wandb", "logger.wandb.mode=bogus"], "logger.wandb.mode='bogus' is not one of"),
 ]
@@ -122,6 +123,7 @@ def call_main(command: str, overrides: list[str], monkeypatch) -> int:
 def test_bad_input_is_one_line_before_any_work(command, overrides, words, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     (tmp_path / "mask.txt").write_text("not an image")
+    (tmp_path / "words.ckpt").write_text("hello world, just text\n")  # unpickles to a KeyError
     torch.save({"state_dict": {}, "made": datetime.date(2026, 1, 1)}, tmp_path / "pickled.ckpt")  # not weights only
     (tmp_path / "empty").mkdir()
     run_dir, cache = tmp_path / "run", tmp_path / "cache"

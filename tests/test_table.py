@@ -156,6 +156,7 @@ def test_bad_input_is_one_line(tmp_path, runs_dir):
         and missing.stderr.strip().startswith("error: no runs at")
         and missing.stderr.strip().count("\n") == 0
     )
+    assert not (tmp_path / "o").exists()  # a refused table leaves no folder (no .hydra/, no log file)
     nomatch = subprocess.run(
         [
             *command,

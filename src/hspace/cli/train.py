@@ -105,7 +105,7 @@ def check_checkpoint(path: Path, setting: str) -> None:
         raise UserError(f"no checkpoint at {setting}: point it at a .ckpt file, e.g. <run_dir>/checkpoints/last.ckpt")
     try:
         torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         reason = f"it pickles {unsafe.group(1)}" if unsafe else "it is damaged or not a torch checkpoint"
         raise UserError(

@@ -94,7 +94,8 @@ class Directions:
             plots = {name: LinePlot(**plot) for name, plot in meta.get("plots", {}).items()}
         except (SafetensorError, KeyError, ValueError, TypeError, OSError) as error:
             raise UserError(
-                f"{path} is not a readable hspace directions file ({error}); delete it and recompute"
+                f"{path} is not a readable hspace directions file ({error}): give a directions.safetensors that "
+                "hspace-run wrote"
             ) from None
         return cls(
             vectors=tensors["directions"],
