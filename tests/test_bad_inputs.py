@@ -63,6 +63,7 @@ CASES = [
     ("run", ["method=class_mean", "method.attributes=[bogus]"], "bogus"),
     ("run", ["method=class_mean", "method.top_k=600"], "method.num_index=512"),
     ("run", ["method=pca", "edit=boundary_step"], "method=pca does not provide"),
+    ("run", ["experiment=quick", "method=class_mean"], "ClassMeanDirections takes no setting 'num_samples'"),
     ("run", ["+metrics.targets.pc0=bogus"], "metrics.targets.pc0='bogus'"),
     ("run", ["+metrics.factor_targets.pc0=size"], "metrics.factor_targets.pc0='size'"),
     ("run", ["metrics.locality.region=box"], "metrics.locality.box"),

@@ -139,10 +139,23 @@ def remove_job_dir_if_empty() -> None:
 
 def build(node, **extra):
     """The object a config node's `_target_` names, its settings converted to plain lists and dicts: library
-    code never sees an omegaconf container."""
+    code never sees an omegaconf container. A setting the class does not take is one line naming it."""
     import hydra
+    from hydra.errors import InstantiationException
 
-    return hydra.utils.instantiate(node, **extra, _convert_="all")
+    from hspace.errors import UserError
+
+    try:
+        return hydra.utils.instantiate(node, **extra, _convert_="all")
+    except InstantiationException as error:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error.__cause__ or ""))
+        if not isinstance(error.__cause__, TypeError) or unknown is None:
+            raise
+        target = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+        raise UserError(
+            f"{target} takes no setting {unknown.group(1)!r} (set by an experiment or a +key on the command "
+            "line): remove it, or choose the option it was written for"
+        ) from None
 
 
 def record_config(cfg, run_dir) -> None:
