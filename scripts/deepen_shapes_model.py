@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 
+from hspace.cli import user_errors_exit
 
+
+@user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="shapes32", help="a shipped model name or a save_pretrained directory")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 
+from hspace.cli import user_errors_exit
 from hspace.diffusion.loading import load_model
 from hspace.lightning.ddpm import model_from_checkpoint
 from hspace.metrics.h_dependence import h_swap_change
 
 
+@user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="shapes32")

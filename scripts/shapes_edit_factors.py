@@ -23,10 +23,12 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from hspace.cli import user_errors_exit
 from hspace.data.shapes_factors import measure_all
 from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects, moves_one_way
 
 
+@user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)

@@ -25,14 +25,15 @@ import json
 import sys
 
 from hspace.classifiers.cnn import AttributeCNN
+from hspace.cli import user_errors_exit
 from hspace.data.shapes_factors import measure_all
 from hspace.diffusion.loading import load_model
-from hspace.errors import UserError
 from hspace.images import image_grid, save_png
 from hspace.lightning.ddpm import model_from_checkpoint
 from hspace.metrics.model_quality import classifier_agreement, model_quality
 
 
+@user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="shapes32", help="a shipped model name or a save_pretrained directory")
@@ -59,14 +60,11 @@ def main() -> None:
         raise SystemExit(
             "--trained-weights reads a training checkpoint: add --checkpoint <run_dir>/checkpoints/last.ckpt"
         )
-    try:  # a wrong name or path is one line, before any sampling
-        classifier = AttributeCNN.load(args.classifier) if args.classifier else None
-        if args.checkpoint:
-            model = model_from_checkpoint(args.checkpoint, ema=not args.trained_weights)
-        else:
-            model = load_model(args.weights)
-    except UserError as error:
-        raise SystemExit(f"error: {error}") from None
+    classifier = AttributeCNN.load(args.classifier) if args.classifier else None  # a wrong name: before sampling
+    if args.checkpoint:
+        model = model_from_checkpoint(args.checkpoint, ema=not args.trained_weights)
+    else:
+        model = load_model(args.weights)
     report, pixels = model_quality(model, args.num_samples, first_seed=args.first_seed, num_steps=args.steps)
     if classifier is not None:
         report["classifier_agreement"] = classifier_agreement(pixels, classifier)

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -245,3 +246,22 @@ def test_a_bad_setting_is_refused_before_lightning_is_imported(command, override
     assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
     assert "lightning imported: False" in result.stdout
     assert not (tmp_path / "run").exists()
+
+
+SCRIPT_CASES = [
+    ["h_dependence.py", "--weights", "{tmp}/none"],
+    ["shapes_noise_stability.py", "--weights", "{tmp}/none"],
+    ["widen_shapes_model.py", "--weights", "{tmp}/none", "--out", "{tmp}/out"],
+    ["shapes_model_quality.py", "--classifier", "{tmp}/none"],
+]
+
+
+@pytest.mark.parametrize("args", SCRIPT_CASES, ids=[case[0] for case in SCRIPT_CASES])
+def test_a_script_given_a_bad_path_says_so_in_one_line(args, tmp_path):
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    command = [sys.executable, str(scripts / args[0]), *(a.format(tmp=tmp_path) for a in args[1:])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and str(tmp_path) in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
