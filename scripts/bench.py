@@ -31,6 +31,9 @@ from pathlib import Path
 
 import torch
 
+from hspace.checks import output_path
+from hspace.cli import user_errors_exit
+
 ROOT = Path(__file__).resolve().parents[1]
 HSPACE_RUN = str(Path(sys.executable).parent / "hspace-run")
 GOALS = {"P1": (">=", 0.97), "P2": (">=", 3.0), "P3": ("<=", 1.1), "P4": ("<=", 1.2), "P7": ("<=", 1.15)}
@@ -291,6 +294,7 @@ def verdict(name: str, value: float) -> str:
     return f"{op} {goal}: {'met' if met else 'not met'}"
 
 
+@user_errors_exit  # a bad --json path is one line and exit 2, before any benchmark runs
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = ["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
@@ -298,6 +302,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if args.json is not None:
+        output_path(args.json, "--json", "file")
     from hspace.diffusion.loading import load_model
 
     model = load_model("shapes32", device=args.device)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+from hspace.checks import output_path
 from hspace.cli import user_errors_exit
+from hspace.errors import UserError
 
 
 @user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
@@ -23,8 +25,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the new levels' initialisation")
     parser.add_argument("--out", required=True, help="the save_pretrained directory to write")
     args = parser.parse_args()
+    output_path(args.out, "--out", "folder")
     if args.levels < 1:
-        raise SystemExit(f"--levels must be at least 1, not {args.levels}")
+        raise UserError(f"--levels must be at least 1, not {args.levels}")
 
     from hspace.diffusion.deepen import deepen_bottleneck, deepened_config, new_parameters
     from hspace.diffusion.derived import output_change, save_derived
@@ -34,7 +37,7 @@ def main() -> None:
     try:
         deepened_config(model.unet, args.levels)
     except ValueError as error:
-        raise SystemExit(f"--levels {args.levels}: {error}") from None
+        raise UserError(f"--levels {args.levels}: {error}") from None
     deep = deepen_bottleneck(model.unet, args.levels, seed=args.seed).eval()
 
     save_derived(deep, model, args.out)

@@ -12,9 +12,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from hspace.checks import output_path
+from hspace.cli import user_errors_exit
 from hspace.images import save_edit_grid
 
 
+@user_errors_exit  # a bad output path is one line and exit 2
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
@@ -26,6 +29,7 @@ def main() -> None:
     parser.add_argument("--title", default=None)
     args = parser.parse_args()
 
+    output_path(args.out, "out", "file")
     path = args.run_dir / ("edits_real.safetensors" if args.real else "edits.safetensors")
     if not path.is_file():
         parser.exit(2, f"error: no {path.name} in {args.run_dir}: give a finished hspace-run directory\n")

@@ -19,8 +19,10 @@ import argparse
 
 import numpy as np
 
+from hspace.cli import user_errors_exit
 from hspace.data.shapes import SHAPES, ShapesDataset, render
 from hspace.data.shapes_factors import CLEAR_FIT_ERROR, ShapeMeasurement, measure_all
+from hspace.errors import UserError
 
 
 def noisy_renders(num_images: int, sigma: float, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -77,6 +79,7 @@ def class_line(label: str, shapes: list[str], measurements: list[ShapeMeasuremen
     return f"{label:>12}  " + "  ".join(cells)
 
 
+@user_errors_exit  # a UserError (a bad argument or path) is one line and exit 2, not a traceback
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-images", type=int, default=600, help="rendered images per noise level")
@@ -88,13 +91,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.num_images < 1 or args.num_samples < 1:
-        raise SystemExit(f"--num-images ({args.num_images}) and --num-samples ({args.num_samples}) must be at least 1")
+        raise UserError(f"--num-images ({args.num_images}) and --num-samples ({args.num_samples}) must be at least 1")
     if min(args.sigmas) < 0:
-        raise SystemExit(f"--sigmas must not be negative, not {min(args.sigmas)}")
+        raise UserError(f"--sigmas must not be negative, not {min(args.sigmas)}")
     if args.restore_from and not args.weights:
-        raise SystemExit("--restore-from needs a model: pass --weights")
+        raise UserError("--restore-from needs a model: pass --weights")
     if any(not 0 <= t < 1000 for t in args.restore_from):
-        raise SystemExit(f"--restore-from takes training timesteps in 0..999, not {args.restore_from}")
+        raise UserError(f"--restore-from takes training timesteps in 0..999, not {args.restore_from}")
     model = None
     if args.weights:
         from hspace.diffusion.loading import load_model

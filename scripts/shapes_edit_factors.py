@@ -25,6 +25,7 @@ from safetensors import safe_open
 
 from hspace.cli import user_errors_exit
 from hspace.data.shapes_factors import measure_all
+from hspace.errors import UserError
 from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects, moves_one_way
 
 
@@ -37,14 +38,14 @@ def main() -> None:
     args = parser.parse_args()
     path = args.run_dir / args.file
     if not path.is_file():
-        raise SystemExit(f"{path} does not exist: pass the run_dir of a finished hspace-run (it writes {args.file})")
+        raise UserError(f"{path} does not exist: pass the run_dir of a finished hspace-run (it writes {args.file})")
     with safe_open(str(path), "pt") as f:  # the tensors and the direction names in one read
         data = {key: f.get_tensor(key) for key in f.keys()}
         names = f.metadata()["directions"].split(",")
     images = data["images"].permute(0, 1, 2, 4, 5, 3).numpy()  # (D, N, S, H, W, C)
     strengths = data["strengths"].tolist()
     if 0.0 not in strengths:
-        raise SystemExit(f"{path} has no strength-0 column to compare with: strengths are {strengths}")
+        raise UserError(f"{path} has no strength-0 column to compare with: strengths are {strengths}")
     zero = strengths.index(0.0)
     if args.classifier:
         import torch

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from hspace.cli import user_errors_exit
+from hspace.errors import UserError
 from hspace.images import atomic_write_bytes, atomic_write_text
 from hspace.tables.build import Cell, Table, to_csv, to_latex, to_markdown
 from hspace.tables.leaderboard import MATCHED_EFFECT, direction_point
@@ -282,6 +284,7 @@ def plot(table: Table, path: Path) -> None:
     plt.close(fig)
 
 
+@user_errors_exit  # a UserError (a bad argument or path) is one line and exit 2, not a traceback
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "experiments" / "shapes_leaderboard"), help="where the tables go")
@@ -295,7 +298,7 @@ def main() -> None:
     if args.quick:
         args.seeds, args.samples, args.images = args.seeds[:1], 16, 128
     if args.samples < 2 or args.images < 16 or not args.seeds:
-        raise SystemExit("--samples must be at least 2, --images at least 16, and one seed given")
+        raise UserError("--samples must be at least 2, --images at least 16, and one seed given")
     runs, out = Path(args.runs), Path(args.out)
     cache = runs / "cache"
     results: dict[str, tuple[Entry, list[dict]]] = {}

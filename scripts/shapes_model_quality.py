@@ -24,10 +24,12 @@ import argparse
 import json
 import sys
 
+from hspace.checks import output_path
 from hspace.classifiers.cnn import AttributeCNN
 from hspace.cli import user_errors_exit
 from hspace.data.shapes_factors import measure_all
 from hspace.diffusion.loading import load_model
+from hspace.errors import UserError
 from hspace.images import image_grid, save_png
 from hspace.lightning.ddpm import model_from_checkpoint
 from hspace.metrics.model_quality import classifier_agreement, model_quality
@@ -51,13 +53,16 @@ def main() -> None:
     parser.add_argument("--classifier", default=None, help="also its agreement with the pixels, e.g. shapes_attributes")
     args = parser.parse_args()
     if args.num_samples < 1:
-        raise SystemExit(f"--num-samples must be at least 1, not {args.num_samples}")
+        raise UserError(f"--num-samples must be at least 1, not {args.num_samples}")
     if args.first_seed < 0:
-        raise SystemExit(f"--first-seed must not be negative, not {args.first_seed}")
+        raise UserError(f"--first-seed must not be negative, not {args.first_seed}")
     if not 1 <= args.steps <= 1000:
-        raise SystemExit(f"--steps must be between 1 and 1000, not {args.steps}")
+        raise UserError(f"--steps must be between 1 and 1000, not {args.steps}")
+    for option, path in (("--grid", args.grid), ("--outside-band-grid", args.outside_band_grid)):
+        if path is not None:
+            output_path(path, option, "file")
     if args.trained_weights and not args.checkpoint:
-        raise SystemExit(
+        raise UserError(
             "--trained-weights reads a training checkpoint: add --checkpoint <run_dir>/checkpoints/last.ckpt"
         )
     classifier = AttributeCNN.load(args.classifier) if args.classifier else None  # a wrong name: before sampling

@@ -18,7 +18,9 @@ import argparse
 import json
 from pathlib import Path
 
+from hspace.checks import output_path
 from hspace.cli import user_errors_exit
+from hspace.errors import UserError
 
 
 @user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
@@ -35,14 +37,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     args = parser.parse_args()
     if args.num_samples < 1:
-        raise SystemExit(f"--num-samples must be at least 1, not {args.num_samples}")
+        raise UserError(f"--num-samples must be at least 1, not {args.num_samples}")
     if args.steps < 1:
-        raise SystemExit(f"--steps must be at least 1, not {args.steps}")
+        raise UserError(f"--steps must be at least 1, not {args.steps}")
     if args.empirical is not None and args.empirical < 1:
-        raise SystemExit(f"--empirical must be at least 1 image, not {args.empirical}")
+        raise UserError(f"--empirical must be at least 1 image, not {args.empirical}")
+    if args.json is not None:
+        output_path(args.json, "--json", "file")
     bad = [a for a in args.amounts if not 0.0 < a <= 1.0]
     if bad:
-        raise SystemExit(f"--amounts must lie in (0, 1], not {bad}: a is the weight of fresh noise in x_T")
+        raise UserError(f"--amounts must lie in (0, 1], not {bad}: a is the weight of fresh noise in x_T")
 
     from hspace.diffusion.loading import load_model
     from hspace.images import atomic_write_text

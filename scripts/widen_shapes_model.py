@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 
+from hspace.checks import output_path
 from hspace.cli import user_errors_exit
+from hspace.errors import UserError
 
 
 @user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
@@ -25,8 +27,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="the save_pretrained directory to write")
     args = parser.parse_args()
+    output_path(args.out, "--out", "folder")
     if args.noise < 0:
-        raise SystemExit(f"--noise must not be negative, not {args.noise}")
+        raise UserError(f"--noise must not be negative, not {args.noise}")
 
     from hspace.diffusion.derived import output_change, save_derived
     from hspace.diffusion.loading import load_model
@@ -36,7 +39,7 @@ def main() -> None:
     try:
         check_widenable(model.unet, args.channels)
     except ValueError as error:
-        raise SystemExit(f"--channels {args.channels}: {error}") from None
+        raise UserError(f"--channels {args.channels}: {error}") from None
     wide = widen_finest_level(model.unet, args.channels, noise=args.noise, seed=args.seed).eval()
 
     save_derived(wide, model, args.out)

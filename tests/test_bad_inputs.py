@@ -92,6 +92,39 @@ CASES = [
     ("train", ["ckpt_path={tmp}/words.ckpt"], "(it is damaged or not a torch checkpoint)"),
     ("train", ["data=image_folder", "data.root={tmp}/empty"], "holds no .png, .jpg or .webp images"),
     ("train", ["logger=wandb", "logger.wandb.mode=bogus"], "logger.wandb.mode='bogus' is not one of"),
+    ("train", ["data.batch_size=0"], "data.batch_size=0 is below 1"),
+    ("train", ["data.num_workers=-1"], "data.num_workers=-1 is below 0"),
+    ("train", ["data.n_train=0"], "data.n_train=0 is below 1"),
+    ("train", ["data.n_train=10", "data.batch_size=16"], "data.batch_size=16 is more than the 10 training images"),
+    ("train", ["data.resolution=48"], "data.resolution=48 is not a Shapes resolution"),
+    ("train", ["module.lr=-1"], "module.lr=-1 must be greater than 0"),
+    ("train", ["module.ema_decay=2"], "module.ema_decay=2 is above 1"),
+    ("train", ["module.warmup_steps=-5"], "module.warmup_steps=-5 is below 0"),
+    ("train", ["model.unet.block_out_channels=[16,16]"], "model.unet does not make a UNet2DModel"),
+    ("train", ["module=shapes_classifier", "module.channels=[32,64,128,256,256,256]"], "give 1 to 5 blocks"),
+    ("train", ["module=shapes_classifier", "module.hidden=0"], "module.hidden=0 is below 1"),
+    ("train", ["trainer.max_steps=0"], "trainer.max_steps=0 trains nothing"),
+    ("train", ["trainer.max_steps=-1"], "trainer.max_steps=-1 sets no step limit"),
+    ("train", ["trainer.max_steps=-2"], "trainer.max_steps=-2 is below -1"),
+    ("train", ["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is below 0"),
+    ("train", ["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 is below 1"),
+    ("train", ["checkpoint_every_n_steps=0"], "checkpoint_every_n_steps=0 is below 1"),
+    ("train", ["seed=-1"], "seed=-1 is below 0"),
+    ("train", ["progress=maybe"], "progress='maybe' is not true or false"),
+    ("train", ["export_dir={tmp}/mask.txt"], "export_dir={tmp}/mask.txt is a file"),
+    ("train", ["run_dir={tmp}/mask.txt/run"], "{tmp}/mask.txt is a file, not a folder"),
+    ("run", ["skip_done=maybe"], "skip_done='maybe' is not true or false"),
+    ("run", ["verbose=maybe"], "verbose='maybe' is not true or false"),
+    ("run", ["run_dir={tmp}/mask.txt"], "run_dir={tmp}/mask.txt is a file"),
+    ("run", ["real_image_files={tmp}/none.png"], "no image at {tmp}/none.png (real_image_files)"),
+    ("sample", ["output={tmp}/empty"], "output={tmp}/empty is a folder"),
+    ("sample", ["shapes_quality=maybe"], "shapes_quality='maybe' is not true or false"),
+    ("sample", ["sampler.clip_x0=maybe"], "sampler.clip_x0='maybe' is not true or false"),
+    ("table", ["runs={tmp}/nowhere"], "no runs at {tmp}/nowhere:"),
+    ("table", ["runs=[{tmp}/finished]", "digits=-1"], "digits=-1 is below 0"),
+    ("table", ["runs=[{tmp}/finished]", "group_by=[methd]"], "group_by key 'methd' is neither"),
+    ("table", ["runs=[{tmp}/finished]", "plot.metric=sucess"], "no run has per-strength values of 'sucess'"),
+    ("table", ["runs=[{tmp}/finished]", "output_dir={tmp}/mask.txt"], "output_dir={tmp}/mask.txt is a file"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("run", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"))
@@ -128,10 +161,15 @@ def test_bad_input_is_one_line_before_any_work(command, overrides, words, tmp_pa
     (tmp_path / "words.ckpt").write_text("hello world, just text\n")  # unpickles to a KeyError
     torch.save({"state_dict": {}, "made": datetime.date(2026, 1, 1)}, tmp_path / "pickled.ckpt")  # not weights only
     (tmp_path / "empty").mkdir()
+    finished = tmp_path / "finished"  # a finished run for the table
+    finished.mkdir()
+    (finished / "metrics.json").write_text(
+        json.dumps({"method": "pca", "edit/pc0/success": 0.5, "edit/pc0/success@1": 0.5})
+    )
+    (finished / "config.yaml").write_text("method:\n  num_samples: 8\n")
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     args = [o.format(tmp=tmp_path) for o in overrides]
-    if command != "table":
-        args.append(f"hydra.run.dir={run_dir}")
+    args.append(f"hydra.run.dir={run_dir}")
     if command == "run":
         args = [f"cache_dir={cache}", "logger=none", *args]  # a later cache_dir= wins
     code = call_main(command, args, monkeypatch)
@@ -248,20 +286,28 @@ def test_a_bad_setting_is_refused_before_lightning_is_imported(command, override
     assert not (tmp_path / "run").exists()
 
 
+# (script and arguments, words the one line must contain); {tmp} is the test's empty temporary directory.
 SCRIPT_CASES = [
-    ["h_dependence.py", "--weights", "{tmp}/none"],
-    ["shapes_noise_stability.py", "--weights", "{tmp}/none"],
-    ["widen_shapes_model.py", "--weights", "{tmp}/none", "--out", "{tmp}/out"],
-    ["shapes_model_quality.py", "--classifier", "{tmp}/none"],
+    (["h_dependence.py", "--weights", "{tmp}/none"], "{tmp}/none"),
+    (["shapes_noise_stability.py", "--weights", "{tmp}/none"], "{tmp}/none"),
+    (["shapes_noise_stability.py", "--json", "{tmp}"], "--json={tmp} is a folder"),
+    (["shapes_noise_stability.py", "--steps", "0"], "--steps must be at least 1"),
+    (["widen_shapes_model.py", "--weights", "{tmp}/none", "--out", "{tmp}/out"], "{tmp}/none"),
+    (["shapes_model_quality.py", "--classifier", "{tmp}/none"], "{tmp}/none"),
+    (["shapes_model_quality.py", "--grid", "{tmp}"], "--grid={tmp} is a folder"),
+    (["shapes_model_quality.py", "--num-samples", "0"], "--num-samples must be at least 1"),
+    (["edit_grid.py", "{tmp}", "pc0", "{tmp}"], "out={tmp} is a folder"),
+    (["bench.py", "--json", "{tmp}"], "--json={tmp} is a folder"),
 ]
 
 
-@pytest.mark.parametrize("args", SCRIPT_CASES, ids=[case[0] for case in SCRIPT_CASES])
-def test_a_script_given_a_bad_path_says_so_in_one_line(args, tmp_path):
+@pytest.mark.parametrize("args, words", SCRIPT_CASES, ids=[" ".join(case[0]) for case in SCRIPT_CASES])
+def test_a_script_given_a_bad_argument_says_so_in_one_line(args, words, tmp_path):
     scripts = Path(__file__).resolve().parents[1] / "scripts"
     command = [sys.executable, str(scripts / args[0]), *(a.format(tmp=tmp_path) for a in args[1:])]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and str(tmp_path) in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert words.format(tmp=tmp_path) in result.stderr, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

@@ -226,3 +226,10 @@ def test_train_help_lists_every_training_experiment():
         if p.stem.startswith("shapes32_ddpm") or p.stem.endswith("_classifier")
     }
     assert listed == training
+
+
+def test_table_help_lists_every_layout():
+    help_text = (Path(CONFIG_DIR) / "hydra" / "help" / "table.yaml").read_text()
+    (line,) = [line for line in help_text.splitlines() if line.strip().startswith("layout ")]
+    listed = {name.strip().removesuffix(" (default)") for name in line.split(None, 1)[1].split(",")}
+    assert listed == {p.stem for p in (Path(CONFIG_DIR) / "layout").glob("*.yaml")}

@@ -6,6 +6,7 @@ from hspace.data.batch import image_batch
 from hspace.data.datamodule import ShapesDataModule
 from hspace.data.shapes import ATTRIBUTES, BACKGROUNDS, COLOURS, ShapesDataset, draw_factors, object_mask
 from hspace.data.shapes_quality import judge_sample, quality_report
+from hspace.errors import UserError
 from hspace.images import to_uint8
 
 
@@ -56,7 +57,7 @@ def test_splits_are_disjoint_and_sized():
 def test_bad_split_and_resolution_are_clear():
     with pytest.raises(ValueError, match="split"):
         ShapesDataset(4, "holdout")
-    with pytest.raises(ValueError, match="32 or 64"):
+    with pytest.raises(UserError, match="data.resolution=48 .*32 or 64"):
         ShapesDataset(4, resolution=48)
 
 

@@ -233,9 +233,19 @@ def test_bad_training_settings_are_one_line():
         ({"min_lr_ratio": 2.0}, "module.min_lr_ratio"),
         ({"max_timestep": 1000}, "module.max_timestep"),
         ({"max_timestep": -1}, "module.max_timestep"),
+        ({"lr": -1.0}, "module.lr=-1.0 must be greater than 0"),
+        ({"lr": 0}, "module.lr=0 must be greater than 0"),
+        ({"weight_decay": -0.1}, "module.weight_decay=-0.1 is below 0"),
+        ({"warmup_steps": -5}, "module.warmup_steps=-5 is below 0"),
+        ({"warmup_steps": 2.5}, "module.warmup_steps=2.5 is not a whole number"),
+        ({"ema_decay": 2}, "module.ema_decay=2 is above 1"),
+        ({"cut_skip_levels": -1}, "module.cut_skip_levels=-1 is below 0"),
+        ({"decay_steps": -3}, "module.decay_steps=-3 is below 0"),
+        ({"min_snr_gamma": 0}, "module.min_snr_gamma=0 must be greater than 0"),
+        ({"unet": {**TINY_UNET, "block_out_channels": [8]}}, r"model.unet does not make a UNet2DModel \(Must provide"),
     ]:
         with pytest.raises(UserError, match=message):
-            DDPMTraining(unet=TINY_UNET, scheduler={}, **bad)
+            DDPMTraining(**{"unet": TINY_UNET, "scheduler": {}, **bad})
 
 
 @pytest.mark.slow

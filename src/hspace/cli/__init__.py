@@ -158,6 +158,14 @@ def build(node, **extra):
         ) from None
 
 
+def as_list(setting) -> list[str]:
+    """A list setting that may also be given as one name or path (`group_by=method` for `group_by=[method]`,
+    `runs=/a/b` for `runs=[/a/b]`), as strings; null is an empty list."""
+    if setting is None:
+        return []
+    return [setting] if isinstance(setting, str) else [str(name) for name in setting]
+
+
 def record_config(cfg, run_dir) -> None:
     """config.yaml (resolved) and overrides.yaml (the command line) in the run directory."""
     from omegaconf import OmegaConf
@@ -174,11 +182,13 @@ def record_config(cfg, run_dir) -> None:
 def console(cfg) -> None:
     """Quiet third-party output unless `verbose`, progress bars as `progress` says (see hspace.progress), and a
     fair share of the CPU cores when parallel jobs run side by side."""
+    from hspace.checks import boolean
     from hspace.progress import show_progress
     from hspace.quiet import quiet
 
-    quiet(bool(cfg.get("verbose", False)))
-    show_progress(cfg.get("progress"))
+    quiet(boolean(cfg.get("verbose", False), "verbose"))
+    progress = cfg.get("progress")
+    show_progress(None if progress is None else boolean(progress, "progress"))
     share_cores()
 
 

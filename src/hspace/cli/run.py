@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hspace.cli import (
     CONFIG_DIR,
+    as_list,
     build,
     console,
     flat_config,
@@ -116,7 +117,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
 
     ArtifactCache(cfg.cache_dir).check_writable()
     known_count = disentanglement_count(cfg)
-    files = [str(f) for f in (cfg.get("real_image_files") or [])]  # edited instead of the test split's first images
+    files = as_list(cfg.get("real_image_files"))  # edited instead of the test split's first images
     missing = [f for f in files if not Path(f).expanduser().is_file()]
     if missing:
         raise UserError(f"no image at {missing[0]} (real_image_files): fix the path or remove it from the list")

@@ -50,9 +50,12 @@ def run_sample(cfg: DictConfig) -> Path:
 
 def check_sample(cfg: DictConfig) -> None:
     """Every setting of hspace-sample, before the model is loaded."""
-    from hspace.checks import integer
+    from hspace.checks import boolean, integer, output_path
     from hspace.cli.validate import check_device, check_sampler
 
+    output_path(cfg.run_dir, "run_dir", "folder")
+    output_path(cfg.output, "output", "file")
+    boolean(cfg.shapes_quality, "shapes_quality")
     integer(cfg.num_samples, "num_samples", 1)
     integer(cfg.batch_size, "batch_size", 1)
     integer(cfg.ncols, "ncols", 1)

@@ -7,29 +7,34 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.cli import CONFIG_DIR, remove_job_dir_if_empty, user_errors_exit
+from hspace.cli import CONFIG_DIR, as_list, remove_job_dir_if_empty, user_errors_exit
 
 
 @user_errors_exit
 def make_table(cfg: DictConfig) -> dict[str, Path]:
+    from hspace.checks import integer, output_path
     from hspace.cli.validate import overrides_of_this_run
     from hspace.images import atomic_write_text
-    from hspace.tables.build import build_table, to_csv, to_latex, to_markdown
+    from hspace.tables.build import automatic_groups, build_table, check_group_keys, to_csv, to_latex, to_markdown
     from hspace.tables.collect import local_runs, wandb_runs
     from hspace.tables.plot import plot_curves, strength_curves
 
+    integer(cfg.digits, "digits", 0, 12)
+    out = output_path(cfg.output_dir, "output_dir", "folder")
     given = any(o.startswith("runs=") for o in overrides_of_this_run())
     # the default folders are searched where they exist; a folder the user names must exist
-    runs = local_runs([p for p in cfg.runs if given or Path(p).expanduser().exists()] or list(cfg.runs))
+    paths = as_list(cfg.runs)
+    runs = local_runs([p for p in paths if given or Path(p).expanduser().exists()] or paths)
     if cfg.wandb:
         runs += wandb_runs(cfg.wandb)
     layout = cfg.layout
-    from hspace.tables.build import automatic_groups
-
-    group_by = automatic_groups(runs) if cfg.group_by == "auto" else names(cfg.group_by)
+    group_by = automatic_groups(runs) if cfg.group_by == "auto" else check_group_keys(runs, as_list(cfg.group_by))
     columns = OmegaConf.to_container(layout.columns) if layout.columns is not None else None
     table = build_table(runs, layout.pattern, group_by, layout.row_name, columns)
-    out = Path(cfg.output_dir)
+    curves = None
+    if cfg.plot.metric:  # before anything is written: a metric no run has is refused with nothing left behind
+        directions = as_list(cfg.plot.directions) if cfg.plot.directions else None
+        curves = strength_curves(runs, cfg.plot.metric, group_by, directions)
     stem = out / layout.name
     written = {}
     for suffix, text in (
@@ -38,18 +43,11 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
         (".csv", to_csv(table)),
     ):
         written[suffix] = atomic_write_text(stem.with_suffix(suffix), text)
-    if cfg.plot.metric:
-        directions = names(cfg.plot.directions) if cfg.plot.directions else None
-        curves = strength_curves(runs, cfg.plot.metric, group_by, directions)
+    if curves is not None:
         title = f"{cfg.plot.metric} against strength ({len(runs)} runs)"
         written[".png"] = plot_curves(curves, cfg.plot.metric, out / f"{cfg.plot.metric}_vs_strength.png", title)
     print(f"{len(runs)} runs -> {', '.join(str(p) for p in written.values())}\n\n{to_markdown(table, cfg.digits)}")
     return written
-
-
-def names(setting) -> list[str]:
-    """A list setting that may also be given as one name (`group_by=method` for `group_by=[method]`)."""
-    return [setting] if isinstance(setting, str) else [str(name) for name in setting]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="table")

@@ -21,10 +21,12 @@ from hspace.cli import (
 
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
-    from hspace.cli.validate import check_device, check_loggers
+    from hspace.cli.validate import check_loggers, check_training
     from hspace.errors import UserError
 
     require_complete(cfg)
+    check_training(cfg)
+    check_loggers(cfg.logger)
     if cfg.ckpt_path is not None:
         check_checkpoint(Path(cfg.ckpt_path).expanduser(), f"ckpt_path={cfg.ckpt_path}")
     resume_in_checkpoint_run(cfg)
@@ -34,18 +36,19 @@ def train(cfg: DictConfig) -> Path:
             f"export_dir={cfg.export_dir} holds the run directory {cfg.run_dir}, which the export would replace: "
             "choose a folder inside or beside it (the default is <run_dir>/model)"
         )
-    check_device(cfg.trainer.accelerator, "trainer.accelerator")
-    check_loggers(cfg.logger)
     console(cfg)
 
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from hspace.data.datamodule import ImageDataModule
     from hspace.loggers import close_wandb
 
     run_dir = Path(cfg.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data)
+    if isinstance(datamodule, ImageDataModule):
+        datamodule.check_trainable()
     module = build(cfg.module)
     callbacks = [
         # No "=" in checkpoint names: they are passed back as ckpt_path=... overrides.

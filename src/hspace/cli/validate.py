@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, ListConfig
 
-from hspace.checks import choice, integer, note, number
+from hspace.checks import boolean, choice, integer, note, number, output_path
 from hspace.errors import UserError
 
 SPACINGS = ("leading", "trailing", "linspace")
@@ -36,8 +36,7 @@ def check_sampler(sampler: DictConfig, setting: str = "sampler") -> None:
         number(eta, f"{setting}.eta", 0.0, 1.0)  # above 1 the step's noise would exceed what its level allows
     choice(sampler.spacing, f"{setting}.spacing", SPACINGS)
     choice(sampler.final_alpha, f"{setting}.final_alpha", FINAL_ALPHAS)
-    if not isinstance(sampler.clip_x0, bool):
-        raise UserError(f"{setting}.clip_x0={sampler.clip_x0!r} must be true or false")
+    boolean(sampler.clip_x0, f"{setting}.clip_x0")
 
 
 def check_device(accelerator: str, setting: str) -> None:
@@ -58,8 +57,39 @@ def check_loggers(loggers: DictConfig | None) -> None:
             choice(node.get("mode", "auto"), f"logger.{key}.mode", WANDB_MODES)
 
 
+def check_training(cfg: DictConfig) -> None:
+    """hspace-train's own settings and the Trainer's: a run that would stop at once, never stop, or log and
+    checkpoint never is refused before anything is built."""
+    output_path(cfg.run_dir, "run_dir", "folder")
+    output_path(cfg.export_dir, "export_dir", "folder")
+    integer(cfg.seed, "seed", 0)
+    integer(cfg.checkpoint_every_n_steps, "checkpoint_every_n_steps", 1)
+    trainer = cfg.trainer
+    max_steps = integer(trainer.get("max_steps", -1), "trainer.max_steps", -1)
+    if max_steps == 0:
+        raise UserError("trainer.max_steps=0 trains nothing: give the number of optimiser steps, e.g. 2000")
+    if max_steps == -1 and trainer.get("max_time") is None and trainer.get("max_epochs") in (None, -1):
+        raise UserError(
+            "trainer.max_steps=-1 sets no step limit and neither trainer.max_time nor trainer.max_epochs sets "
+            'another: give a step count, or a time limit such as trainer.max_time="00:02:00:00"'
+        )
+    if trainer.get("max_epochs") is not None:
+        integer(trainer.max_epochs, "trainer.max_epochs", -1)
+    integer(trainer.get("log_every_n_steps", 50), "trainer.log_every_n_steps", 1)
+    if trainer.get("gradient_clip_val") is not None:
+        number(trainer.gradient_clip_val, "trainer.gradient_clip_val", 0.0)
+    if trainer.get("accumulate_grad_batches") is not None:
+        integer(trainer.accumulate_grad_batches, "trainer.accumulate_grad_batches", 1)
+    if "enable_progress_bar" in trainer:
+        boolean(trainer.enable_progress_bar, "trainer.enable_progress_bar")
+    check_device(trainer.accelerator, "trainer.accelerator")
+
+
 def check_run(cfg: DictConfig) -> None:
     """The run-level settings of hspace-run."""
+    output_path(cfg.run_dir, "run_dir", "folder")
+    output_path(cfg.cache_dir, "cache_dir", "folder")
+    boolean(cfg.skip_done, "skip_done")
     integer(cfg.num_samples, "num_samples", 1)
     integer(cfg.first_seed, "first_seed", 0)
     integer(cfg.num_directions, "num_directions", 1)

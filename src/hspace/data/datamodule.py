@@ -8,7 +8,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hspace.checks import integer
 from hspace.data.shapes import ATTRIBUTES, ShapesDataset
+from hspace.errors import UserError
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -18,7 +20,8 @@ class ImageDataModule(pl.LightningDataModule):
     def __init__(self, train: Dataset, val: Dataset, test: Dataset, batch_size: int = 64, num_workers: int = 0):
         super().__init__()
         self.datasets = {"train": train, "val": val, "test": test}
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size = integer(batch_size, "data.batch_size", 1)
+        self.num_workers = integer(num_workers, "data.num_workers", 0)
         self.attributes: list[str] = []
 
     def identity(self) -> str:
@@ -44,7 +47,17 @@ class ImageDataModule(pl.LightningDataModule):
             drop_last=shuffle,
         )
 
+    def check_trainable(self) -> None:
+        """Training drops the last partial batch: a train split smaller than one batch would give none."""
+        count = len(self.datasets["train"])
+        if count < self.batch_size:
+            raise UserError(
+                f"data.batch_size={self.batch_size} is more than the {count} training images: "
+                f"give data.batch_size={max(count, 1)} or less, or more training data"
+            )
+
     def train_dataloader(self) -> DataLoader:
+        self.check_trainable()
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -67,6 +80,10 @@ class ShapesDataModule(ImageDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
     ):
+        integer(n_train, "data.n_train", 1)
+        integer(n_val, "data.n_val", 0)
+        integer(n_test, "data.n_test", 0)
+        integer(seed, "data.seed", 0)
         super().__init__(
             ShapesDataset(n_train, "train", seed, resolution),
             ShapesDataset(n_val, "val", seed, resolution),

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hspace.errors import UserError
+
 BACKGROUNDS = {"dark": (40, 40, 40), "light": (210, 210, 210)}
 COLOURS = {
     "red": (220, 50, 50),
@@ -112,7 +114,7 @@ class ShapesDataset(Dataset):
         if split not in SPLITS:
             raise ValueError(f"unknown Shapes split {split!r}: use one of {', '.join(SPLITS)}")
         if resolution not in (32, 64):
-            raise ValueError(f"Shapes resolution {resolution} is not supported: use 32 or 64")
+            raise UserError(f"data.resolution={resolution} is not a Shapes resolution: use 32 or 64")
         self.length, self.split, self.seed, self.resolution = length, split, seed, resolution
 
     def __len__(self) -> int:

@@ -9,10 +9,35 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MultilabelAccuracy
 
+from hspace.checks import integer, number
 from hspace.classifiers.cnn import AttributeCNN, CNNConfig
 from hspace.data.datamodule import ImageDataModule
 from hspace.errors import UserError
 from hspace.images import atomic_write_directory
+
+
+def check_classifier_settings(
+    attributes: list[str], channels: list[int], hidden: int, resolution: int, lr: float, weight_decay: float
+) -> None:
+    """The module group's settings, each refused in one line naming it."""
+    if not attributes:
+        raise UserError("module.attributes is empty: list the attributes the classifier predicts")
+    for i, width in enumerate(channels):
+        integer(width, f"module.channels[{i}]", 8)  # GroupNorm(8, width) after every convolution
+        if width % 8:
+            raise UserError(f"module.channels[{i}]={width} is not a multiple of 8: each block normalises in 8 groups")
+    integer(hidden, "module.hidden", 1)
+    integer(resolution, "module.resolution", 2)
+    halvings = (resolution & -resolution).bit_length() - 1  # how often the side halves without a remainder
+    if halvings == 0:
+        raise UserError(f"module.resolution={resolution} is odd: each block halves the side, so give an even one")
+    if not 1 <= len(channels) <= halvings:
+        raise UserError(
+            f"module.channels has {len(channels)} blocks, each halving the side of {resolution} pixels: "
+            f"give 1 to {halvings} blocks"
+        )
+    number(lr, "module.lr", above=0.0)
+    number(weight_decay, "module.weight_decay", 0.0)
 
 
 class AttributeClassifierTraining(pl.LightningModule):
@@ -28,6 +53,7 @@ class AttributeClassifierTraining(pl.LightningModule):
         weight_decay: float = 1e-4,
     ):
         super().__init__()
+        check_classifier_settings(attributes, channels, hidden, resolution, lr, weight_decay)
         self.save_hyperparameters()
         self.net = AttributeCNN(CNNConfig(list(attributes), list(channels), hidden, resolution))
         self.val_accuracy = MultilabelAccuracy(num_labels=len(attributes), average=None)

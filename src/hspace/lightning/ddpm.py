@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
+from hspace.checks import integer, number
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.skips import cut_skips
 from hspace.errors import UserError
@@ -87,6 +88,18 @@ def load_matching_weights(unet: UNet2DModel, source: str) -> None:
     unet.load_state_dict(state)
 
 
+def unet_from_settings(settings: dict) -> UNet2DModel:
+    """A new UNet2DModel from the model.unet settings; settings diffusers refuses are one line naming model.unet."""
+    try:
+        return UNet2DModel(**settings)
+    except (ValueError, TypeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"model.unet does not make a UNet2DModel ({reason}): fix the setting it names, e.g. one "
+            "block_out_channels entry per down block"
+        ) from None
+
+
 class DDPMTraining(pl.LightningModule):
     """Denoising training: x_t = sqrt(a) x_0 + sqrt(1 - a) eps with tau ~ U{0..N-1}, MSE on the target.
 
@@ -128,10 +141,16 @@ class DDPMTraining(pl.LightningModule):
             raise UserError(
                 f"module.loss_weighting={loss_weighting!r} is unknown: use one of {', '.join(LOSS_WEIGHTINGS)}"
             )
-        if not 0 <= min_lr_ratio <= 1:
-            raise UserError(f"module.min_lr_ratio={min_lr_ratio} must lie in [0, 1]")
-        if min_snr_gamma <= 0:
-            raise UserError(f"module.min_snr_gamma={min_snr_gamma} must be positive")
+        number(lr, "module.lr", above=0.0)
+        number(weight_decay, "module.weight_decay", 0.0)
+        integer(warmup_steps, "module.warmup_steps", 0)
+        number(ema_decay, "module.ema_decay", 0.0, 1.0)
+        integer(cut_skip_levels, "module.cut_skip_levels", 0, len(unet.get("up_block_types", ())) or None)
+        for key, value in (("decay_start", decay_start), ("decay_steps", decay_steps)):
+            if value is not None:
+                integer(value, f"module.{key}", 0)
+        number(min_lr_ratio, "module.min_lr_ratio", 0.0, 1.0)
+        number(min_snr_gamma, "module.min_snr_gamma", above=0.0)
         self.scheduler_config = dict(DDPMScheduler(**scheduler).config)
         num_timesteps = self.scheduler_config["num_train_timesteps"]
         if max_timestep is not None and not 0 <= max_timestep < num_timesteps:
@@ -140,7 +159,7 @@ class DDPMTraining(pl.LightningModule):
                 "(null trains on every timestep)"
             )
         self.save_hyperparameters()
-        self.unet = UNet2DModel(**unet)
+        self.unet = unet_from_settings(unet)
         if init_weights is not None:
             load_matching_weights(self.unet, init_weights)
         cut_skips(self.unet, cut_skip_levels)

@@ -91,6 +91,18 @@ def automatic_groups(runs: Sequence[RunRecord]) -> list[str]:
     return keys
 
 
+def check_group_keys(runs: Sequence[RunRecord], group_by: Sequence[str]) -> list[str]:
+    """`group_by` as given, refusing in one line a key that is neither a metric nor a config key of any run (a
+    typo would otherwise give a column of None and average runs that should stay apart)."""
+    for key in group_by:
+        if not any(run.has(key) for run in runs):
+            raise UserError(
+                f"group_by key {key!r} is neither a metric nor a config key of any of the {len(runs)} runs: check its "
+                "spelling (config keys are dotted, e.g. method.num_samples) or use group_by=auto"
+            )
+    return list(group_by)
+
+
 def check_averaged_runs(cell: tuple, runs: Sequence[RunRecord], group_by: Sequence[str]) -> None:
     """Refuse to average into one cell runs that differ in settings other than `group_by`, naming them."""
     differing = [k for k in differing_settings(runs) if k not in group_by]

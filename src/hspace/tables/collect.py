@@ -21,14 +21,20 @@ class RunRecord:
 
     def value(self, key: str):
         """A metric by its name, else a config value by its dotted path; None when neither exists."""
-        if key in self.metrics:
-            return self.metrics[key]
+        return self.metrics[key] if key in self.metrics else self.lookup(key)[1]
+
+    def has(self, key: str) -> bool:
+        """Whether `key` names a metric or a config value of this run (a value of null counts)."""
+        return key in self.metrics or self.lookup(key)[0]
+
+    def lookup(self, key: str) -> tuple[bool, object]:
+        """(found, value) of the config value at the dotted path `key`."""
         node = self.config
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
-                return None
+                return False, None
             node = node[part]
-        return node
+        return True, node
 
 
 def run_directories(paths: Iterable[str | Path]) -> list[Path]:
