@@ -30,6 +30,12 @@ CASES = [
     ("run", ["sampler.eta=1.5"], "sampler.eta=1.5 is above 1.0"),
     ("run", ["method.collection_eta=2"], "method.collection_eta=2 is above 1.0"),
     ("run", ["sampler.spacing=bogus"], "sampler.spacing='bogus'"),
+    ("run", ["+sampler.num_step=10"], "sampler.num_step is not a sampler setting"),
+    ("run", ["sampler.num_step=10"], "sampler.num_step is not a setting of hspace-run"),
+    ("run", ["method=pcaa"], "method=pcaa is not an option of method: choose one of boundary"),
+    ("run", ["num_samples=1,2"], "num_samples=1,2 gives several values"),
+    ("run", ["+num_samples=3"], "+num_samples adds a setting that already exists"),
+    ("run", ["num_samples=[1"], "no viable alternative at input '[1'"),
     ("run", ["sampler.final_alpha=two"], "sampler.final_alpha='two'"),
     ("run", ["precision=fp64"], "precision='fp64'"),
     ("run", ["edit.strengths=[]"], "edit.strengths=[]"),
@@ -84,6 +90,9 @@ CASES = [
     ("sample", ["sampler.num_steps=0"], "sampler.num_steps=0"),
     ("sample", ["batch_size=0"], "batch_size=0"),
     ("sample", ["sampler.eta=[1,1]"], "sampler.eta has 2 entries"),
+    ("sample", ["model=shapes"], "model=shapes is not an option of model"),
+    ("train", ["trainer.max_step=3"], "trainer.max_step is not a setting of hspace-train"),
+    ("table", ["layout=sumary"], "layout=sumary is not an option of layout"),
     ("table", ["runs=[{tmp}/nowhere]"], "no runs at"),
     ("table", ["runs=[{tmp}/empty]"], "no finished runs"),
     ("train", ["ckpt_path={tmp}/none.ckpt"], "ckpt_path="),
@@ -311,3 +320,25 @@ def test_a_script_given_a_bad_argument_says_so_in_one_line(args, words, tmp_path
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
     assert words.format(tmp=tmp_path) in result.stderr, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("overrides, words", [(["num_samples=-1"], "num_samples=-1"), (["method=pca,pcaa"], "pcaa")])
+def test_a_refused_sweep_leaves_no_sweep_folder(overrides, words, tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *overrides, "logger=none", f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"]
+    code = call_main("run", args, monkeypatch)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error")]
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    assert not sweep.exists()  # neither multirun.yaml nor the job's folder
+
+
+def test_a_sweep_is_checked_with_every_value_of_each_key():
+    from hspace.cli.command_line import override_sets
+
+    sets = override_sets(["method=pca,jacobian", "num_samples=2", "first_seed=range(0,3)"])
+    assert sets == [
+        ["method=pca", "num_samples=2", "first_seed=0"],
+        ["method=jacobian", "num_samples=2", "first_seed=0"],
+        ["method=pca", "num_samples=2", "first_seed=1"],
+        ["method=pca", "num_samples=2", "first_seed=2"],
+    ]

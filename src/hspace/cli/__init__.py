@@ -11,6 +11,34 @@ from pathlib import Path
 CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
+def make_main(config_name: str, task):
+    """The console script of a command: its command line checked against the config tree (one line and exit 2 for
+    a misspelled option or key, hspace.cli.command_line), then `task` run as a Hydra job. The job's folder is
+    removed when nothing was written into it, and a sweep refused in its first job leaves no sweep folder."""
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
+    @functools.wraps(task)  # Hydra names the job after the task's module (run, train, sample, table)
+    def job(cfg) -> None:
+        try:
+            task(cfg)
+        except SystemExit as exit_:
+            if exit_.code == 2:
+                remove_refused_sweep_record()
+            raise
+        finally:
+            remove_job_dir_if_empty()
+
+    @user_errors_exit
+    def check_and_run() -> None:
+        from hspace.cli.command_line import check_command_line
+
+        check_command_line(CONFIG_DIR, config_name, f"hspace-{config_name}", sys.argv[1:])
+        job()
+
+    return check_and_run
+
+
 def user_errors_exit(task):
     """Print a UserError as one line on stderr and exit with status 2 instead of a traceback, also when
     it was raised inside hydra.utils.instantiate (which wraps it)."""
@@ -133,6 +161,32 @@ def remove_job_dir_if_empty() -> None:
         if folder == cwd or (folder != job_dir and cwd not in folder.parents):
             return
         if not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
+
+
+def remove_refused_sweep_record() -> None:
+    """A sweep whose job was refused stops there: if its folder holds nothing but Hydra's multirun.yaml (this was
+    its first job), remove both, as a refused single run leaves nothing."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    runtime = HydraConfig.get().runtime
+    sweep_dir, cwd = Path(HydraConfig.get().sweep.dir).resolve(), Path(runtime.cwd).resolve()
+    job_dir = Path(runtime.output_dir).resolve()
+    if sweep_dir == cwd or not sweep_dir.is_dir():
+        return
+    others = [p for p in sweep_dir.iterdir() if p.name != "multirun.yaml" and p.resolve() != job_dir]
+    if others or (job_dir.is_dir() and any(job_dir.iterdir())):
+        return
+    if job_dir.is_dir() and job_dir.parent == sweep_dir:
+        job_dir.rmdir()
+    (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+    sweep_dir.rmdir()
+    for folder in sweep_dir.parents:  # multirun/<command>/<date>, left empty, under the working directory
+        if folder == cwd or cwd not in folder.parents or any(folder.iterdir()):
             return
         folder.rmdir()
 

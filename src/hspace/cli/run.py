@@ -13,18 +13,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from hspace.cli import (
-    CONFIG_DIR,
     as_list,
     build,
     console,
     flat_config,
     make_loggers,
+    make_main,
     record_config,
-    remove_job_dir_if_empty,
     require_complete,
     resolve_device,
     sampler_settings,
@@ -284,12 +282,7 @@ def evaluation_trainer(trainer: DictConfig) -> dict:
     return options
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="run")
-def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    finally:
-        remove_job_dir_if_empty()
+main = make_main("run", run)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from hspace.cli import (
-    CONFIG_DIR,
     console,
+    make_main,
     record_config,
-    remove_job_dir_if_empty,
     resolve_device,
     sampler_settings,
     user_errors_exit,
@@ -64,12 +62,7 @@ def check_sample(cfg: DictConfig) -> None:
     check_device(cfg.device, "device")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
-def main(cfg: DictConfig) -> None:
-    try:
-        run_sample(cfg)
-    finally:
-        remove_job_dir_if_empty()
+main = make_main("sample", run_sample)
 
 
 if __name__ == "__main__":

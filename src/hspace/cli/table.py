@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hspace.cli import CONFIG_DIR, as_list, remove_job_dir_if_empty, user_errors_exit
+from hspace.cli import as_list, make_main, user_errors_exit
 
 
 @user_errors_exit
@@ -50,12 +49,7 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
     return written
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="table")
-def main(cfg: DictConfig) -> None:
-    try:
-        make_table(cfg)
-    finally:
-        remove_job_dir_if_empty()
+main = make_main("table", make_table)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hspace.cli import (
-    CONFIG_DIR,
     build,
     console,
     make_loggers,
+    make_main,
     record_config,
-    remove_job_dir_if_empty,
     require_complete,
     user_errors_exit,
 )
@@ -134,12 +132,7 @@ def resume_in_checkpoint_run(cfg: DictConfig) -> None:
     note(f"resuming the run in {cfg.run_dir}")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    finally:
-        remove_job_dir_if_empty()
+main = make_main("train", train)
 
 
 if __name__ == "__main__":

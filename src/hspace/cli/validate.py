@@ -21,7 +21,18 @@ OPEN_MAPPINGS = ("metrics.targets.", "metrics.factor_targets.")
 
 
 def check_sampler(sampler: DictConfig, setting: str = "sampler") -> None:
-    """num_steps, eta (a number or one per step), spacing, final_alpha, clip_x0."""
+    """num_steps, eta (a number or one per step), spacing, final_alpha, clip_x0, and no other key."""
+    from dataclasses import fields
+
+    from hspace.diffusion.schedule import SamplerSettings
+
+    known = [field.name for field in fields(SamplerSettings)]
+    unknown = [key for key in sampler if key not in known]
+    if unknown:
+        raise UserError(
+            f"{setting}.{unknown[0]} is not a sampler setting: the sampler takes {', '.join(known)} "
+            "(check the spelling)"
+        )
     steps = integer(sampler.num_steps, f"{setting}.num_steps", 1, 1000)
     eta = sampler.eta
     if isinstance(eta, ListConfig):

@@ -1,0 +1,104 @@
+"""The command line checked against the config tree before Hydra runs a job: a misspelled group option, a key that
+does not exist or an override Hydra cannot parse is one line and exit 2, like every other bad setting, instead of
+Hydra's multi-line report. The check composes the config as Hydra will (command-line and config search paths
+included); a sweep (-m) is checked with every value of each swept key. Command lines with other Hydra flags
+(--help, --cfg, --config-dir, ...) are left to Hydra."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from hspace.errors import UserError
+
+SWEEP_FLAGS = ("-m", "--multirun")
+
+
+def check_command_line(config_dir: str, config_name: str, command: str, args: Sequence[str]) -> None:
+    """Refuse, as a UserError naming the override, a command line whose config cannot be composed."""
+    from hydra.errors import HydraException, OverrideParseException
+
+    if any(arg.startswith("-") and arg not in SWEEP_FLAGS for arg in args):
+        return
+    overrides = [arg for arg in args if arg not in SWEEP_FLAGS]
+    try:
+        candidates = override_sets(overrides) if len(overrides) < len(args) else [overrides]
+    except OverrideParseException as error:
+        raise UserError(describe(error, command)) from None
+    if candidates is None:
+        return
+    for candidate in candidates:
+        try:
+            compose(config_dir, config_name, candidate)
+        except HydraException as error:
+            raise UserError(describe(error, command)) from None
+
+
+def override_sets(overrides: list[str]) -> list[list[str]] | None:
+    """The override lists that cover a sweep: every swept key at its first value, then each other value of one
+    key with the rest at their first; None where a sweep cannot be listed without the config (glob)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    values: list[list[str]] = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            values.append([override.input_line])
+            continue
+        try:
+            swept = list(override.sweep_string_iterator())
+        except HydraException:
+            return None
+        values.append([f"{override.get_key_element()}={value}" for value in swept] or [override.input_line])
+    first = [options[0] for options in values]
+    sets = [first]
+    for index, options in enumerate(values):
+        sets += [[*first[:index], option, *first[index + 1 :]] for option in options[1:]]
+    return sets
+
+
+def compose(config_dir: str, config_name: str, overrides: list[str]) -> None:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            hydra_compose(config_name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def describe(error: Exception, command: str) -> str:
+    """One line for a composition error: what was wrong with which override, and what to do."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(error, MissingConfigException) and error.options and error.missing_cfg_file:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        return f"{group}={option} is not an option of {group}: choose one of {', '.join(error.options)}"
+    text = str(error)
+    if match := re.match(r"Could not override '([^']+)'", text):
+        key = match[1]
+        return (
+            f"{key} is not a setting of {command}: check its spelling ({command} --cfg job prints every setting), "
+            f"or add a new one with +{key}=..."
+        )
+    if match := re.match(r"Could not append to config\. An item is already at '([^']+)'", text):
+        return f"+{match[1]} adds a setting that already exists: change it without the +, e.g. {match[1]}=..."
+    if match := re.match(r"Could not delete from config\. '([^']+)' does not exist", text):
+        return f"~{match[1]} removes a setting that does not exist: check its spelling ({command} --cfg job)"
+    if match := re.match(r"Ambiguous value for argument '([^']+)'", text):
+        return (
+            f"{match[1]} gives several values: add -m to sweep over them, or write key=[a,b] for a list or "
+            "key='a,b' for text"
+        )
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("See https") and "search path" not in line and "provider=" not in line
+    ]
+    if isinstance(error, OverrideParseException):
+        lines.append("write key=value (https://hydra.cc/docs/advanced/override_grammar/basic)")
+    return "; ".join(lines)
