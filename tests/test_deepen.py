@@ -95,7 +95,7 @@ def test_the_deepening_script_refuses_bad_levels_in_one_line(tmp_path):
             capture_output=True,
             text=True,
         )
-        assert done.returncode != 0
+        assert done.returncode == 2
         assert done.stderr.strip().splitlines() == [done.stderr.strip()] and message in done.stderr
         assert not (tmp_path / "x").exists()
 

@@ -87,6 +87,12 @@ def test_streaming_sketches_merge_like_one_stream():
     single = one.result(1)
     np.testing.assert_allclose(np.abs((merged.axes * single.axes).sum(-1)), 1, atol=1e-3)
     np.testing.assert_allclose(merged.std, single.std, rtol=1e-2)
+    # the explained variance ratio: the share of the total variance, whose sum of squares each part tracks
+    # exactly, so the merged ratio matches exact PCA of all rows as closely as the axes' variances do
+    _, exact_std, exact_ratio = exact_pca(rows[:, 0].numpy(), 3)
+    np.testing.assert_allclose(merged.std[:, 0], exact_std, rtol=1e-2)
+    np.testing.assert_allclose(merged.explained_variance_ratio[:, 0], exact_ratio, rtol=2e-2)
+    np.testing.assert_allclose(single.explained_variance_ratio, merged.explained_variance_ratio, rtol=2e-2)
 
 
 PCA_SETTINGS = {

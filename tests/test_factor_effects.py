@@ -128,8 +128,8 @@ def test_edit_factors_script_names_a_missing_edits_file(tmp_path):
 
     script = Path(__file__).parents[1] / "scripts" / "shapes_edit_factors.py"
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
-    assert out.returncode != 0
+    assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        f"{tmp_path / 'edits.safetensors'} does not exist: pass the run_dir of a finished hspace-run "
+        f"error: {tmp_path / 'edits.safetensors'} does not exist: pass the run_dir of a finished hspace-run "
         "(it writes edits.safetensors)"
     ]

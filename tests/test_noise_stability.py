@@ -109,7 +109,7 @@ def test_the_script_refuses_bad_arguments_in_one_line(tmp_path, args):
         capture_output=True,
         text=True,
     )
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not out.exists()
 

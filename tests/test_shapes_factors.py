@@ -199,8 +199,8 @@ def test_clarity_calibration_script_refuses_negative_noise_in_one_line():
 
     script = Path(__file__).parents[1] / "scripts" / "shapes_clarity_calibration.py"
     out = subprocess.run([sys.executable, str(script), "--sigmas", "2", "-3"], capture_output=True, text=True)
-    assert out.returncode != 0 and out.stdout == ""
-    assert out.stderr.strip().splitlines() == ["--sigmas must not be negative, not -3.0"]
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == ["error: --sigmas must not be negative, not -3.0"]
 
 
 def test_clarity_calibration_script_restores_renders_with_a_model():
@@ -213,8 +213,8 @@ def test_clarity_calibration_script_restores_renders_with_a_model():
 
     script = Path(__file__).parents[1] / "scripts" / "shapes_clarity_calibration.py"
     refused = subprocess.run([sys.executable, str(script), "--restore-from", "99"], capture_output=True, text=True)
-    assert refused.returncode != 0 and refused.stdout == ""
-    assert refused.stderr.strip().splitlines() == ["--restore-from needs a model: pass --weights"]
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == ["error: --restore-from needs a model: pass --weights"]
     out = subprocess.run(
         [sys.executable, str(script), "--weights", "shapes32", "--num-images", "30", "--sigmas", "0"]
         + ["--num-samples", "1", "--restore-from", "10"],

@@ -63,7 +63,7 @@ def test_the_widening_script_writes_a_loadable_model_and_refuses_bad_widths(tmp_
     bad = subprocess.run(
         [sys.executable, script, "--channels", "40", "--out", str(out)], capture_output=True, text=True
     )
-    assert bad.returncode != 0 and "--channels 40" in bad.stderr.strip().splitlines()[-1] and not out.exists()
+    assert bad.returncode == 2 and "--channels 40" in bad.stderr.strip().splitlines()[-1] and not out.exists()
     done = subprocess.run(
         [sys.executable, script, "--channels", "32", "--out", str(out)], capture_output=True, text=True
     )
