@@ -272,6 +272,9 @@ def test_an_added_setting_that_nothing_reads_is_named(tmp_path, monkeypatch, cap
 REFUSED_EARLY = [
     ("run", "num_samples=-1", "num_samples=-1"),
     ("run", "sampler.eta=-1", "sampler.eta=-1"),
+    ("run", "method.num_components=0", "method.num_components=0"),  # the method is built before Lightning loads
+    ("run", "edit.batch_size=0", "edit.batch_size=0"),
+    ("run", "method=pcaa", "method=pcaa is not an option"),
     ("sample", "num_samples=0", "num_samples=0"),
     ("train", "ckpt_path={tmp}/none.ckpt", "ckpt_path="),
     ("train", "export_dir={tmp}/run", "export_dir="),  # the export would replace the run's checkpoints

@@ -19,15 +19,30 @@ HARMLESS = (
 )
 
 
+class LibraryInfoFilter(logging.Filter):
+    """Drops the libraries' records below WARNING; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] not in LIBRARY_LOGGERS
+
+
 def quiet(verbose: bool = False) -> None:
     """Silence library INFO chatter (Lightning's tips and device lines), W&B's banners and known-harmless
     warnings, unless `verbose`."""
     if verbose:
         return
-    import pytorch_lightning  # noqa: F401  (it sets its loggers to INFO when imported: import it first)
+    root = logging.getLogger()
+    if root.handlers:
+        # Lightning sets its logger to INFO when it is imported and then hands its records to the root's
+        # handlers: filtering there holds whenever it is imported, so it need not be imported here (5 s)
+        for handler in root.handlers:
+            if not any(isinstance(f, LibraryInfoFilter) for f in handler.filters):
+                handler.addFilter(LibraryInfoFilter())
+    else:
+        import pytorch_lightning  # noqa: F401  (it sets its loggers to INFO when imported: import it first)
 
-    for name in LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("WANDB_SILENT", "true")
     for pattern in HARMLESS:
         warnings.filterwarnings("ignore", message=pattern)

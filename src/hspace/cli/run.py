@@ -84,19 +84,13 @@ def check_settings(cfg: DictConfig) -> None:
 def compose_job(cfg: DictConfig) -> ComposedRun:
     """Build the method, edit, evaluation settings and image sets, checking what needs them built (no model
     runs); the settings themselves are checked by `check_settings` first."""
-    import torch
-
     from hspace.cache import ArtifactCache
-    from hspace.cli.metrics import evaluation_settings
-    from hspace.cli.validate import note_small_fid_sets
-    from hspace.data.batch import image_batch
     from hspace.directions.container import Directions
     from hspace.directions.method import DirectionMethod
     from hspace.edits.strategy import EditStrategy, check_pairing
     from hspace.errors import UserError
-    from hspace.job import check_real_images
-    from hspace.job.disentangle import shapes_factor_images
 
+    # the method and edit first: their settings are refused before the evaluation's libraries (Lightning) load
     method = build(cfg.method)
     edit = build(cfg.edit)
     if not isinstance(method, DirectionMethod):
@@ -114,6 +108,15 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
         check_pairing(edit, method.provides, f"method={method.name}")
 
     ArtifactCache(cfg.cache_dir).check_writable()
+
+    import torch
+
+    from hspace.cli.metrics import evaluation_settings
+    from hspace.cli.validate import note_small_fid_sets
+    from hspace.data.batch import image_batch
+    from hspace.job import check_real_images
+    from hspace.job.disentangle import shapes_factor_images
+
     known_count = disentanglement_count(cfg)
     files = as_list(cfg.get("real_image_files"))  # edited instead of the test split's first images
     missing = [f for f in files if not Path(f).expanduser().is_file()]
