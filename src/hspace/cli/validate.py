@@ -138,6 +138,7 @@ def check_metrics(metrics: DictConfig) -> None:
             integer(disentanglement.get("num_images"), "metrics.disentanglement.num_images", 16)
             integer(disentanglement.get("bins"), "metrics.disentanglement.bins", 2)
     integer(metrics.get("batch_size", 16), "metrics.batch_size", 1)
+    boolean(metrics.get("factors", False), "metrics.factors")
     number(metrics.get("threshold", 0.5), "metrics.threshold", 0.0)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hspace.cache import ArtifactCache
-from hspace.checks import choice, integer
+from hspace.checks import boolean, choice, integer
 from hspace.classifiers import AttributeClassifier
 from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.inversion import invert
@@ -95,6 +95,7 @@ class ClassMeanDirections(DirectionMethod):
         if not self.attributes or not all(isinstance(a, str) for a in self.attributes):
             raise UserError(f"method.attributes={self.attributes!r}: name the attributes to find directions for")
         choice(self.label_source, "method.label_source", ("classifier", "dataset"))
+        boolean(self.keep_original, "method.keep_original")
         integer(self.top_k, "method.top_k", 1)
         integer(self.num_index, "method.num_index", 2 * self.top_k)
         integer(self.max_images, "method.max_images", 2)

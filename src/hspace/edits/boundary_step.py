@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from hspace.bottleneck import capture_h
-from hspace.checks import choice, integer, number
+from hspace.checks import boolean, choice, integer, number
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import SamplingSchedule
@@ -66,6 +66,7 @@ class BoundaryStep(EditStrategy):
         check_strengths(self.strengths)
         choice(self.mode, "edit.mode", MODES)
         integer(self.batch_size, "edit.batch_size", 1)
+        boolean(self.keep_h, "edit.keep_h")
         for name in ("x_scale", "h_scale"):
             if getattr(self, name) is not None:
                 number(getattr(self, name), f"edit.{name}")

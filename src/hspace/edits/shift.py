@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hspace.checks import integer
+from hspace.checks import boolean, integer
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import SamplingSchedule
@@ -51,6 +51,7 @@ class ShiftEdit(EditStrategy):
     def __post_init__(self):
         check_strengths(self.strengths)
         integer(self.batch_size, "edit.batch_size", 1)
+        boolean(self.asymmetric, "edit.asymmetric")
         if self.window is not None:
             if not isinstance(self.window, (list, tuple)) or len(self.window) != 2:
                 raise UserError(f"edit.window={self.window!r} must be [t_start, t_stop] (training timesteps) or null")
