@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from hspace.cli import run as run_cli
@@ -19,6 +20,14 @@ from hspace.cli import table as table_cli
 from hspace.cli import train as train_cli
 
 MAINS = {"run": run_cli.main, "sample": sample_cli.main, "train": train_cli.main, "table": table_cli.main}
+
+
+class ModuleWithoutExport(pl.LightningModule):
+    """A LightningModule that takes any settings and has no export: hspace-train must refuse it before training."""
+
+    def __init__(self, **settings):
+        super().__init__()
+
 
 # (command, overrides, words the one line must contain); {tmp} is the test's temporary directory.
 CASES = [
@@ -123,6 +132,8 @@ CASES = [
     ("train", ["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 is below 1"),
     ("train", ["checkpoint_every_n_steps=0"], "checkpoint_every_n_steps=0 is below 1"),
     ("train", ["seed=-1"], "seed=-1 is below 0"),
+    ("train", [f"module._target_={__name__}.ModuleWithoutExport"], "has no export to write what it trains"),
+    ("train", ["data._target_=builtins.dict"], "data=builtins.dict is not a LightningDataModule"),
     ("train", ["progress=maybe"], "progress='maybe' is not true or false"),
     ("train", ["export_dir={tmp}/mask.txt"], "export_dir={tmp}/mask.txt is a file"),
     ("train", ["run_dir={tmp}/mask.txt/run"], "{tmp}/mask.txt is a file, not a folder"),

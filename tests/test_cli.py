@@ -120,6 +120,10 @@ def test_trainer_configs_for_one_and_several_gpus():
         assert (
             evaluation_trainer(compose(config_name="run", overrides=["trainer=ddp"]).trainer)["strategy"] == "ddp_spawn"
         )
+        listed = evaluation_trainer(
+            compose(config_name="run", overrides=["trainer=ddp", "trainer.devices=[0,1]"]).trainer
+        )
+        assert type(listed["devices"]) is list and listed["devices"] == [0, 1]  # a plain list reaches Lightning
         train = compose(config_name="train", overrides=["trainer=ddp"]).trainer
     assert train.strategy == "ddp" and train.precision == "bf16-mixed" and train.max_steps == 20000
 

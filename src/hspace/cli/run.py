@@ -278,8 +278,9 @@ def evaluation_trainer(trainer: DictConfig) -> dict:
     """Trainer arguments of the evaluation loop. Only that loop is distributed in hspace-run, over edits
     already in memory, so a `ddp` strategy runs it as `ddp_spawn` (workers receive the edits) instead of
     re-launching the whole job per rank."""
-    options = {"accelerator": trainer.accelerator, "devices": trainer.devices}
-    strategy = trainer.get("strategy")
+    settings = OmegaConf.to_container(trainer, resolve=True)  # devices may be a list: a plain one
+    options = {"accelerator": settings["accelerator"], "devices": settings["devices"]}
+    strategy = settings.get("strategy")
     if strategy:
         options["strategy"] = "ddp_spawn" if strategy == "ddp" else strategy
     return options

@@ -1,4 +1,5 @@
-"""hspace-train: train a LightningModule with an `export(directory)` on a datamodule (conf/train.yaml)."""
+"""hspace-train: train an ExportableModule (a LightningModule with `export(directory)`) on a datamodule
+(conf/train.yaml)."""
 
 from __future__ import annotations
 
@@ -40,14 +41,22 @@ def train(cfg: DictConfig) -> Path:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from hspace.data.datamodule import ImageDataModule
+    from hspace.lightning.exportable import ExportableModule
     from hspace.loggers import close_wandb
 
     run_dir = Path(cfg.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data)
+    if not isinstance(datamodule, pl.LightningDataModule):
+        raise UserError(f"data={cfg.data.get('_target_')} is not a LightningDataModule: name one as data._target_")
     if isinstance(datamodule, ImageDataModule):
         datamodule.check_trainable()
     module = build(cfg.module)
+    if not isinstance(module, ExportableModule):  # its export runs when training has ended: refuse it now
+        raise UserError(
+            f"module={cfg.module.get('_target_')} has no export to write what it trains: subclass "
+            "hspace.lightning.exportable.ExportableModule"
+        )
     callbacks = [
         # No "=" in checkpoint names: they are passed back as ckpt_path=... overrides.
         ModelCheckpoint(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MultilabelAccuracy
@@ -14,6 +13,7 @@ from hspace.classifiers.cnn import AttributeCNN, CNNConfig
 from hspace.data.datamodule import ImageDataModule
 from hspace.errors import UserError
 from hspace.images import atomic_write_directory
+from hspace.lightning.exportable import ExportableModule
 
 
 def check_classifier_settings(
@@ -40,7 +40,7 @@ def check_classifier_settings(
     number(weight_decay, "module.weight_decay", 0.0)
 
 
-class AttributeClassifierTraining(pl.LightningModule):
+class AttributeClassifierTraining(ExportableModule):
     """Binary cross-entropy on every attribute; validation logs `val/acc/<attribute>` and `val/acc_min`."""
 
     def __init__(

@@ -7,7 +7,6 @@ import math
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
@@ -18,6 +17,7 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.skips import cut_skips
 from hspace.errors import UserError
 from hspace.images import atomic_write_directory
+from hspace.lightning.exportable import ExportableModule
 
 
 def batch_images(batch) -> torch.Tensor:
@@ -100,7 +100,7 @@ def unet_from_settings(settings: dict) -> UNet2DModel:
         ) from None
 
 
-class DDPMTraining(pl.LightningModule):
+class DDPMTraining(ExportableModule):
     """Denoising training: x_t = sqrt(a) x_0 + sqrt(1 - a) eps with tau ~ U{0..N-1}, MSE on the target.
 
     The target is eps ("epsilon") or v = sqrt(a) eps - sqrt(1 - a) x_0 ("v_prediction"), as the scheduler config says;
