@@ -33,3 +33,55 @@ def test_the_readme_example_runs_and_the_pipeline_round_trip_gives_the_same_imag
     monkeypatch.setattr("hspace.api.edit_seeds", lambda *args, **kwargs: pytest.fail("sampled before refusing"))
     with pytest.raises(ValueError, match="output_type must be pil or pt, not 'np'"):
         again(seeds=[0], directions=scope["directions"], output_type="np")
+
+
+def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypatch):
+    """Each bad argument of edit_seeds / edit_images is a UserError naming it, raised before sampling or inversion
+    (the model's UNet fails if it is called)."""
+    from PIL import Image
+
+    from hspace import api
+    from hspace.directions.container import Directions
+    from hspace.edits.shift import ShiftEdit
+    from hspace.errors import UserError
+
+    model = api.load_model("shapes32")
+    sampler = api.SamplerSettings(num_steps=4, spacing="trailing")
+    grid = sampler.schedule(model.alphas_cumprod).timesteps
+    directions = Directions(
+        torch.zeros(2, 4, *model.h_shape), torch.ones(2, 4), grid, ["a", "b"], "test", "shapes32", model.weight_hash,
+        {"num_steps": 4, "spacing": "trailing", "final_alpha": "one"},
+    )  # fmt: skip
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the UNet ran before the bad input was refused")
+
+    monkeypatch.setattr(model.unet, "forward", ran)
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "red.png")
+    cases = [
+        (lambda: api.edit_seeds(model, directions, seeds=3), "seeds=3 is one number"),
+        (lambda: api.edit_seeds(model, directions, seeds=[]), "seeds is empty"),
+        (lambda: api.edit_seeds(model, directions, seeds=[0.0, 1.0]), r"seeds\[0\]=0.0 is not a whole number"),
+        (lambda: api.edit_seeds(model, directions, seeds=[0], index=2), "index=2 is above 1"),
+        (lambda: api.edit_images(model, directions, torch.zeros(1, 3, 64, 64)), r"shape \(1, 3, 64, 64\)"),
+        (lambda: api.edit_images(model, directions, torch.zeros(1, 3, 32, 32, dtype=torch.uint8)), "torch.uint8"),
+        (lambda: api.edit_images(model, directions, torch.full((1, 3, 32, 32), 255.0)), "range over"),
+        (lambda: api.edit_images(model, directions, []), "images is empty"),
+        (lambda: api.edit_images(model, directions, [tmp_path / "none.png"]), "cannot read the image"),
+        (lambda: api.edit_images(model, directions, [1, 2]), r"images\[0\] is a int"),
+        (lambda: api.edit_images(model, directions, tmp_path / "red.png", index=5), "index=5 is above 1"),
+    ]
+    for call, words in cases:
+        with pytest.raises(UserError, match=words):
+            call()
+    # one image (a path, a PIL image, or (C, H, W)) is a batch of one, at the model's size
+    one = api.as_tensor(tmp_path / "red.png", model.image_shape)
+    assert one.shape == (1, 3, 32, 32) and one[0, 0].mean() > 0.5 > one[0, 1].mean()
+    assert api.as_tensor(Image.open(tmp_path / "red.png"), model.image_shape).shape == (1, 3, 32, 32)
+    assert api.as_tensor(torch.zeros(3, 32, 32), model.image_shape).shape == (1, 3, 32, 32)
+    # an edit's own strengths are kept unless strengths= is given
+    edit, _ = api.prepared(model, directions, 0, None, ShiftEdit(strengths=[-8.0, 8.0]), sampler)
+    assert edit.strengths == [-8.0, 8.0]
+    edit, _ = api.prepared(model, directions, 0, [1.0], ShiftEdit(strengths=[-8.0, 8.0]), sampler)
+    assert edit.strengths == [1.0]
+    assert api.prepared(model, directions, 0, None, None, sampler)[0].strengths == [-4.0, 0.0, 4.0]

@@ -129,3 +129,24 @@ def test_bf16_autocast_sampling_stays_close_to_fp32(model):
         model.autocast = "fp32"
     assert mixed.dtype == torch.float32 and not torch.equal(mixed, reference)
     assert (mixed - reference).abs().max() < 0.05 * reference.abs().max()  # bf16 rounding, relative to the scale
+
+
+def test_sampler_settings_refuse_bad_values_in_one_line():
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.errors import UserError
+
+    for settings, words in [
+        ({"num_steps": 0}, "sampler.num_steps=0 is below 1"),
+        ({"num_steps": 2.5}, "sampler.num_steps=2.5 is not a whole number"),
+        ({"spacing": "Trailing"}, "sampler.spacing='Trailing' is not one of leading, trailing, linspace"),
+        ({"eta": 2}, "sampler.eta=2 is above 1.0"),
+        ({"eta": None}, "sampler.eta=None is not a finite number"),
+        ({"num_steps": 2, "eta": [0.0, 0.5, 1.0]}, "sampler.eta has 3 entries but sampler.num_steps=2"),
+        ({"num_steps": 2, "eta": [0.0, -1.0]}, r"sampler.eta\[1\]=-1.0 is below 0.0"),
+        ({"final_alpha": "zero"}, "sampler.final_alpha='zero'"),
+        ({"clip_x0": "yes"}, "sampler.clip_x0='yes' is not true or false"),
+    ]:
+        with pytest.raises(UserError, match=words):
+            SamplerSettings(**settings)
+    listed = SamplerSettings(num_steps=2, eta=[0.0, 1.0])
+    assert listed.eta == (0.0, 1.0) and hash(listed) == hash(SamplerSettings(num_steps=2, eta=(0.0, 1.0)))

@@ -24,6 +24,8 @@ import torch
 from PIL import Image
 
 from hspace.cache import ArtifactCache
+from hspace.checks import integer
+from hspace.data.image_files import load_image
 from hspace.diffusion.loading import load_model as _load_model
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for
@@ -32,6 +34,7 @@ from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod
 from hspace.edits.shift import ShiftEdit
 from hspace.edits.strategy import EditStrategy, check_pairing
+from hspace.errors import UserError
 from hspace.images import image_grid, to_uint8
 from hspace.job.edit import invert_for
 
@@ -87,15 +90,25 @@ def find_directions(
     return method.find(model, sampler, ArtifactCache(cache_dir) if cache_dir else None)
 
 
+DEFAULT_STRENGTHS = (-4.0, 0.0, 4.0)
+
+
 def prepared(
     model: DiffusionModel,
     directions: Directions,
-    strengths: Sequence[float],
+    index: int,
+    strengths: Sequence[float] | None,
     edit: EditStrategy | None,
     sampler: SamplerSettings | None,
 ) -> tuple[EditStrategy, SamplerSettings]:
+    """The edit (its own strengths unless `strengths` is given; ShiftEdit at -4, 0, 4 by default) and the sampler,
+    checked against the directions and `index` before any model runs."""
+    integer(index, "index", 0, len(directions.names) - 1)
     sampler = sampler or default_sampler(directions)
-    edit = replace(edit, strengths=list(strengths)) if edit is not None else ShiftEdit(strengths=list(strengths))
+    if edit is None:
+        edit = ShiftEdit(strengths=list(DEFAULT_STRENGTHS if strengths is None else strengths))
+    elif strengths is not None:
+        edit = replace(edit, strengths=list(strengths))
     check_pairing(edit, directions.extra, "these directions")
     schedule = sampler.schedule(model.alphas_cumprod)
     directions.check_compatible(model.weight_hash, model.h_shape, schedule.timesteps)
@@ -107,25 +120,76 @@ def edit_seeds(
     directions: Directions,
     seeds: Sequence[int],
     index: int = 0,
-    strengths: Sequence[float] = (-4.0, 0.0, 4.0),
+    strengths: Sequence[float] | None = None,
     edit: EditStrategy | None = None,
     sampler: SamplerSettings | None = None,
 ) -> Edited:
-    """Generated samples (one per seed) edited along direction `index` at every strength (ShiftEdit by default)."""
-    edit, sampler = prepared(model, directions, strengths, edit, sampler)
+    """Generated samples (one per seed) edited along direction `index` at every strength: `strengths`, else the
+    edit's own, else -4, 0, 4 (ShiftEdit by default)."""
+    seeds = seed_list(seeds)
+    edit, sampler = prepared(model, directions, index, strengths, edit, sampler)
     schedule = sampler.schedule(model.alphas_cumprod)
-    x_T, z = noise_for(list(seeds), model, schedule)
+    x_T, z = noise_for(seeds, model, schedule)
     edited = edit.apply(model, schedule, directions, index, x_T, z, sampler.clip_x0)
     unedited = edit.unedited(model, schedule, directions, index, x_T, z, sampler.clip_x0).cpu()
     return Edited(edited, unedited, list(edit.strengths))
 
 
-def as_tensor(images, size: int) -> torch.Tensor:
-    """PIL images or a tensor (N, C, H, W) in [-1, 1] as a tensor at the model's size."""
+def seed_list(seeds) -> list[int]:
+    """`seeds` as a non-empty list of whole numbers (numpy integers too; 1.0 is not a seed: seeds are hashed)."""
+    if isinstance(seeds, (int, np.integer)):
+        raise UserError(f"seeds={seeds} is one number: give a list of seeds, e.g. seeds=[{seeds}] or range({seeds})")
+    listed = list(seeds)
+    if not listed:
+        raise UserError("seeds is empty: give at least one seed, e.g. seeds=[0, 1]")
+    return [integer(seed, f"seeds[{i}]", 0) for i, seed in enumerate(listed)]
+
+
+def as_tensor(images, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Images as an (N, C, H, W) float tensor in [-1, 1] at the model's `shape`: a tensor of that shape (one image
+    of (C, H, W) too), or PIL images or image files (one or a list), resized to it. Anything else is one line."""
+    size = shape[-1]
     if isinstance(images, torch.Tensor):
-        return images.float()
-    arrays = [np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)) for image in images]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return checked_pixels(images.unsqueeze(0) if images.dim() == 3 else images, shape)
+    if isinstance(images, (str, Path, Image.Image)):
+        images = [images]
+    try:
+        listed = list(images)
+    except TypeError:
+        raise UserError(
+            f"images of type {type(images).__name__}: give a tensor (N, C, H, W) in [-1, 1], PIL images or image files"
+        ) from None
+    if not listed:
+        raise UserError("images is empty: give at least one image")
+    tensors = []
+    for i, image in enumerate(listed):
+        if isinstance(image, (str, Path)):
+            tensors.append(load_image(Path(image).expanduser(), size))
+        elif isinstance(image, Image.Image):
+            pixels = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+            tensors.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1)
+        else:
+            raise UserError(f"images[{i}] is a {type(image).__name__}: give PIL images or image file paths")
+    return torch.stack(tensors)
+
+
+def checked_pixels(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """An image tensor the model can invert: floats in [-1, 1] of (N, *shape), else one line saying what differs."""
+    if not images.is_floating_point():
+        raise UserError(
+            f"images is a {images.dtype} tensor: give floats in [-1, 1], e.g. images.float() / 127.5 - 1 for 0..255"
+        )
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(shape):
+        raise UserError(
+            f"images has shape {tuple(images.shape)} but the model takes (N, {', '.join(map(str, shape))}): "
+            "resize them, or pass PIL images (resized for you)"
+        )
+    if len(images) == 0:
+        raise UserError("images is empty: give at least one image")
+    low, high = images.min().item(), images.max().item()
+    if low < -1.01 or high > 1.01:
+        raise UserError(f"images range over [{low:.3g}, {high:.3g}]: give pixels in [-1, 1] (x / 127.5 - 1 for 0..255)")
+    return images.float()
 
 
 def edit_images(
@@ -133,15 +197,16 @@ def edit_images(
     directions: Directions,
     images,
     index: int = 0,
-    strengths: Sequence[float] = (-4.0, 0.0, 4.0),
+    strengths: Sequence[float] | None = None,
     edit: EditStrategy | None = None,
     sampler: SamplerSettings | None = None,
 ) -> Edited:
-    """Real images (PIL images, or a tensor (N, C, H, W) in [-1, 1]) inverted and edited along direction `index`;
-    `unedited` holds their reconstructions."""
-    edit, sampler = prepared(model, directions, strengths, edit, sampler)
+    """Real images (PIL images or image files, one or a list, or a tensor (N, C, H, W) in [-1, 1]) inverted and
+    edited along direction `index` at `strengths` (as edit_seeds); `unedited` holds their reconstructions."""
+    pixels = as_tensor(images, model.image_shape)
+    edit, sampler = prepared(model, directions, index, strengths, edit, sampler)
     schedule = sampler.schedule(model.alphas_cumprod)
-    x_T, z = invert_for(edit, model, schedule, as_tensor(images, model.image_shape[-1]).to(model.device))
+    x_T, z = invert_for(edit, model, schedule, pixels.to(model.device))
     edited = edit.apply(model, schedule, directions, index, x_T, z, sampler.clip_x0)
     unedited = edit.unedited(model, schedule, directions, index, x_T, z, sampler.clip_x0).cpu()
     return Edited(edited, unedited, list(edit.strengths))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,14 +12,14 @@ from hspace.errors import UserError
 
 
 def integer(value, setting: str, minimum: int | None = None, maximum: int | None = None) -> int:
-    """`value` as an int within [minimum, maximum], or one line naming the setting."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """`value` as an int within [minimum, maximum] (numpy integers included), or one line naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise UserError(f"{setting}={value!r} is not a whole number: give an integer, e.g. {setting}={minimum or 1}")
     if minimum is not None and value < minimum:
         raise UserError(f"{setting}={value} is below {minimum}: give at least {minimum}")
     if maximum is not None and value > maximum:
         raise UserError(f"{setting}={value} is above {maximum}: give at most {maximum}")
-    return value
+    return int(value)
 
 
 def number(

@@ -141,10 +141,7 @@ def sampler_settings(cfg):
 
     from hspace.diffusion.schedule import SamplerSettings
 
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    if isinstance(settings["eta"], list):
-        settings["eta"] = tuple(settings["eta"])
-    return SamplerSettings(**settings)
+    return SamplerSettings(**OmegaConf.to_container(cfg, resolve=True))
 
 
 def remove_job_dir_if_empty() -> None:

@@ -7,47 +7,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from hspace.checks import boolean, choice, integer, note, number, output_path
 from hspace.errors import UserError
 
-SPACINGS = ("leading", "trailing", "linspace")
-FINAL_ALPHAS = ("one", "alpha_bar0")
 PRECISIONS = ("fp32", "bf16", "fp16")
 FID_BACKENDS = ("classifier", "inception", "none")
 # Keys a user may add with + that code reads: per-direction targets.
 OPEN_MAPPINGS = ("metrics.targets.", "metrics.factor_targets.")
 
 
-def check_sampler(sampler: DictConfig, setting: str = "sampler") -> None:
-    """num_steps, eta (a number or one per step), spacing, final_alpha, clip_x0, and no other key."""
+def check_sampler(sampler: DictConfig) -> None:
+    """The sampler group: no key that SamplerSettings lacks, and the values it checks itself (num_steps, eta as a
+    number or one per step, spacing, final_alpha, clip_x0)."""
     from dataclasses import fields
 
+    from hspace.cli import sampler_settings
     from hspace.diffusion.schedule import SamplerSettings
 
     known = [field.name for field in fields(SamplerSettings)]
     unknown = [key for key in sampler if key not in known]
     if unknown:
         raise UserError(
-            f"{setting}.{unknown[0]} is not a sampler setting: the sampler takes {', '.join(known)} "
-            "(check the spelling)"
+            f"sampler.{unknown[0]} is not a sampler setting: the sampler takes {', '.join(known)} (check the spelling)"
         )
-    steps = integer(sampler.num_steps, f"{setting}.num_steps", 1, 1000)
-    eta = sampler.eta
-    if isinstance(eta, ListConfig):
-        if len(eta) != steps:
-            raise UserError(
-                f"{setting}.eta has {len(eta)} entries but {setting}.num_steps={steps}: give one eta per step or "
-                "a single number"
-            )
-        for i, value in enumerate(eta):
-            number(value, f"{setting}.eta[{i}]", 0.0, 1.0)
-    else:
-        number(eta, f"{setting}.eta", 0.0, 1.0)  # above 1 the step's noise would exceed what its level allows
-    choice(sampler.spacing, f"{setting}.spacing", SPACINGS)
-    choice(sampler.final_alpha, f"{setting}.final_alpha", FINAL_ALPHAS)
-    boolean(sampler.clip_x0, f"{setting}.clip_x0")
+    sampler_settings(sampler)
 
 
 def check_device(accelerator: str, setting: str) -> None:

@@ -13,8 +13,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hspace.checks import boolean, choice, integer, number
+from hspace.errors import UserError
+
 Spacing = Literal["leading", "trailing", "linspace"]
 FinalAlpha = Literal["one", "alpha_bar0"]
+SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace")
+FINAL_ALPHAS: tuple[str, ...] = ("one", "alpha_bar0")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
@@ -140,6 +145,25 @@ class SamplerSettings:
     spacing: Spacing = "leading"
     final_alpha: FinalAlpha = "one"
     clip_x0: bool = False
+
+    def __post_init__(self):
+        """Each setting in one line naming it (`sampler.<name>`), also when built from Python; an eta list
+        becomes a tuple (the settings are hashable)."""
+        steps = integer(self.num_steps, "sampler.num_steps", 1, 1000)
+        if isinstance(self.eta, (list, tuple)):
+            if len(self.eta) != steps:
+                raise UserError(
+                    f"sampler.eta has {len(self.eta)} entries but sampler.num_steps={steps}: give one eta per step "
+                    "or a single number"
+                )
+            for i, value in enumerate(self.eta):
+                number(value, f"sampler.eta[{i}]", 0.0, 1.0)
+            object.__setattr__(self, "eta", tuple(float(value) for value in self.eta))
+        else:  # above 1 the step's noise would exceed what its level allows
+            number(self.eta, "sampler.eta", 0.0, 1.0)
+        choice(self.spacing, "sampler.spacing", SPACINGS)
+        choice(self.final_alpha, "sampler.final_alpha", FINAL_ALPHAS)
+        boolean(self.clip_x0, "sampler.clip_x0")
 
     def schedule(self, alphas_cumprod: Tensor) -> SamplingSchedule:
         return make_schedule(alphas_cumprod, self.num_steps, self.spacing, self.eta, self.final_alpha)
