@@ -99,3 +99,20 @@ def test_a_failed_write_leaves_no_entry(directions, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         cache.get("directions", {"k": 1}, lambda: directions, broken_save, Directions.load)
     assert [p.name for p in (tmp_path / "cache" / "directions").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_paths_expand_home_and_a_folder_or_bad_metadata_is_one_line(directions, tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    saved = directions.save("~/d.safetensors")
+    assert saved == tmp_path / "d.safetensors" and Directions.load("~/d.safetensors").names == directions.names
+    with pytest.raises(UserError, match="is a folder"):
+        directions.save(tmp_path)
+    tensors = {"directions": directions.vectors, "scales": directions.scales, "timesteps": directions.timesteps}
+    for meta in ({"names": ["a"]}, None, {**directions.metadata(), "names": ["only one"]}):
+        save_file(tensors, tmp_path / "bad.safetensors", metadata={"hspace": json.dumps(meta)})
+        with pytest.raises(UserError, match="not a readable hspace directions file"):
+            Directions.load(tmp_path / "bad.safetensors")

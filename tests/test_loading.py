@@ -42,3 +42,17 @@ def test_directory_without_safetensors_is_refused(google_layout_dir):
     (google_layout_dir / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(UserError, match="has no diffusion_pytorch_model.safetensors"):
         load_model(str(google_layout_dir))
+
+
+def test_a_path_loads_and_a_bad_device_or_dtype_is_one_line_before_the_weights_are_read(tmp_path, monkeypatch):
+    from hspace.diffusion import loading
+
+    model = load_model(loading.SHIPPED_DIR / "shapes32")  # a Path, not only its text
+    assert model.image_shape == (3, 32, 32)
+    monkeypatch.setattr(loading, "resolve_weights", lambda *args, **kwargs: pytest.fail("the weights were read"))
+    bad = [({"device": "gpu"}, "device='gpu' is not a torch device"), ({"dtype": "float16"}, "dtype='float16'")]
+    if not torch.cuda.is_available():
+        bad.append(({"device": "cuda"}, "device=cuda but this machine has no CUDA GPU"))
+    for settings, words in bad:
+        with pytest.raises(UserError, match=words):
+            load_model("shapes32", **settings)

@@ -40,6 +40,7 @@ def resolve_weights(
     """The directory holding the weights of `source`: a local path, then a shipped model, then the
     Hugging Face cache, then (unless offline) the hub. `patterns` are the files fetched from the hub;
     `setting` is the config key named in the error."""
+    source = str(source)  # a Path works as well as its text
     path = Path(source).expanduser()
     if path.is_dir():
         return path
@@ -72,11 +73,18 @@ def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
 
 
 def load_model(
-    source: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, cache_dir: str | None = None
+    source: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | None = None,
 ) -> DiffusionModel:
-    """Load a UNet2DModel and its scheduler config from `source` (see resolve_weights), frozen, in eval mode."""
+    """Load a UNet2DModel and its scheduler config from `source` (see resolve_weights), frozen, in eval mode. The
+    device and dtype are checked before the weights are read."""
     from diffusers import UNet2DModel
 
+    device = checked_device(device)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise UserError(f"dtype={dtype!r} is not a floating torch dtype: give e.g. dtype=torch.float32")
     directory = resolve_weights(source, cache_dir)
     for name in HUB_FILES:
         if not (directory / name).is_file():
@@ -99,7 +107,18 @@ def load_model(
             "config.json; download or export it again"
         ) from None
     unet = unet.to(device).eval().requires_grad_(False)
-    return DiffusionModel(unet, scheduler_config, name=source, weight_hash=file_sha256(directory / WEIGHTS_FILE))
+    return DiffusionModel(unet, scheduler_config, name=str(source), weight_hash=file_sha256(directory / WEIGHTS_FILE))
+
+
+def checked_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device this machine has, or one line naming it."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device={device!r} is not a torch device: give cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={device} but this machine has no CUDA GPU: give device=cpu")
+    return device
 
 
 def read_json(path: Path) -> dict:

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from hspace.checks import output_path
 from hspace.errors import UserError
 from hspace.images import atomic_write_bytes
 from hspace.plots import LinePlot
@@ -74,6 +75,8 @@ class Directions:
         }
 
     def save(self, path: str | Path) -> Path:
+        """The directions file at `path` (`~` expanded), written atomically."""
+        path = output_path(path, "path", "file")
         tensors = {"directions": self.vectors, "scales": self.scales, "timesteps": self.timesteps}
         tensors |= {f"extra.{k}": v for k, v in self.extra.items()}
         data = save(
@@ -83,7 +86,7 @@ class Directions:
 
     @classmethod
     def load(cls, path: str | Path) -> Directions:
-        path = Path(path)
+        path = Path(path).expanduser()
         if not path.is_file():
             raise UserError(f"no directions file at {path}: run the method first or fix the path")
         try:
@@ -92,26 +95,26 @@ class Directions:
                 header_len = int.from_bytes(f.read(8), "little")
                 meta = json.loads(json.loads(f.read(header_len))["__metadata__"]["hspace"])
             plots = {name: LinePlot(**plot) for name, plot in meta.get("plots", {}).items()}
-        except (SafetensorError, KeyError, ValueError, TypeError, OSError) as error:
+            return cls(
+                vectors=tensors["directions"],
+                scales=tensors["scales"],
+                timesteps=tensors["timesteps"],
+                names=meta["names"],
+                method=meta["method"],
+                model_id=meta["model_id"],
+                weight_hash=meta["weight_hash"],
+                sampler=meta["sampler"],
+                config=meta["config"],
+                extra={k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")},
+                info=meta.get("info", {}),
+                metrics=meta.get("metrics", {}),
+                plots=plots,
+            )
+        except (SafetensorError, KeyError, ValueError, TypeError, AttributeError, OSError) as error:
             raise UserError(
-                f"{path} is not a readable hspace directions file ({error}): give a directions.safetensors that "
-                "hspace-run wrote"
+                f"{path} is not a readable hspace directions file ({type(error).__name__}: {error}): give a "
+                "directions.safetensors that hspace-run wrote"
             ) from None
-        return cls(
-            vectors=tensors["directions"],
-            scales=tensors["scales"],
-            timesteps=tensors["timesteps"],
-            names=meta["names"],
-            method=meta["method"],
-            model_id=meta["model_id"],
-            weight_hash=meta["weight_hash"],
-            sampler=meta["sampler"],
-            config=meta["config"],
-            extra={k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")},
-            info=meta.get("info", {}),
-            metrics=meta.get("metrics", {}),
-            plots=plots,
-        )
 
     def check_compatible(
         self, weight_hash: str, h_shape: tuple[int, ...], timesteps: torch.Tensor, source: str = "directions"
