@@ -185,3 +185,26 @@ def test_loco_paper_setting_on_a_celebahq_image_and_its_celebamask_part(celebahq
         assert metrics[f"{prefix}/loco0/locality/mse_in@0"] == 0 and metrics[f"{prefix}/loco0/locality/kept_out@0"] == 1
         assert metrics[f"{prefix}/loco0/locality/mse_in@8"] > 0
     assert metrics["directions/loco0/leak_ratio"] >= 0
+
+
+def test_splits_never_share_an_image_and_bad_settings_are_one_line(celebahq):
+    from hspace.data.datamodule import split_sizes
+    from hspace.errors import UserError
+
+    root, _ = celebahq
+    for val, test in ((0.0, 0.0), (0.2, 0.3), (0.5, 0.5), (0.0, 1.0), (0.34, 0.34)):
+        splits = [CelebAHQDataset(root, s, 32, val, test).files for s in ("train", "val", "test")]
+        assert sorted(sum(splits, [])) == sorted(CelebAHQDataset(root, "train", 32, 0.0, 0.0).files)  # each once
+    for n in range(0, 12):  # rounding never hands out more images than there are
+        for val, test in ((0.5, 0.5), (0.25, 0.75), (0.15, 0.85)):
+            sizes = split_sizes(n, val, test)
+            assert sum(sizes) == n and min(sizes) >= 0, (n, val, test, sizes)
+    for settings, words in [
+        ({"val_fraction": 0.6, "test_fraction": 0.6}, "add up to more than 1"),
+        ({"val_fraction": -0.1}, "data.val_fraction=-0.1 is below 0.0"),
+        ({"test_fraction": 5}, "data.test_fraction=5 is above 1.0"),
+        ({"resolution": 0}, "data.resolution=0 is below 1"),
+        ({"split": "validation"}, "split='validation' is not one of train, val, test"),
+    ]:
+        with pytest.raises(UserError, match=words):
+            CelebAHQDataset(root, **{"split": "train", "resolution": 32, **settings})

@@ -12,6 +12,7 @@ from PIL import Image
 from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
 from hspace.data.folders import AFHQDataModule, ImageFolderDataModule, LMDBDataModule
+from hspace.errors import UserError
 
 
 def save_images(folder, names, size=40, seed=0):
@@ -68,6 +69,18 @@ def test_image_folder_with_labels(labelled_folder):
     assert item["image"].shape == (3, 32, 32) and item["attributes"].tolist() in ([0, 0], [1, 0], [0, 1], [1, 1])
 
 
+def test_labels_from_a_spreadsheet_and_macos_side_files_are_read(labelled_folder):
+    root, labels = labelled_folder
+    rows = labels.read_text().splitlines()
+    labels.write_bytes(("\ufeff" + "file, smile, hat\n" + "\n".join(rows[1:]) + "\n").encode())  # BOM, spaces
+    (root / "a" / "._0.png").write_bytes(b"AppleDouble")  # not an image: skipped
+    data = ImageFolderDataModule(str(root), resolution=32, labels_csv=str(labels), val_fraction=0, test_fraction=0)
+    assert data.attributes == ["smile", "hat"] and len(data.datasets["train"]) == 8
+    labels.write_bytes(b"file,smile\n\xff\xfe,1\n")
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        ImageFolderDataModule(str(root), resolution=32, labels_csv=str(labels))
+
+
 def test_afhq_and_lmdb(afhq, lsun_lmdb):
     data = AFHQDataModule(str(afhq), resolution=32)
     assert len(data.datasets["train"]) == 6 and data.attributes == ["cat", "dog", "wild"]
@@ -75,6 +88,7 @@ def test_afhq_and_lmdb(afhq, lsun_lmdb):
     assert item["label"] == 2 and item["attributes"].tolist() == [0, 0, 1]
     dogs = AFHQDataModule(str(afhq), resolution=32, classes=["dog"])
     assert len(dogs.datasets["train"]) == 2
+    assert AFHQDataModule(str(afhq), resolution=32, classes="dog").attributes == ["dog"]  # one name, not d, o, g
     lsun = LMDBDataModule(str(lsun_lmdb), resolution=32, val_fraction=1 / 6, test_fraction=1 / 6)
     assert [len(lsun.datasets[s]) for s in ("train", "val", "test")] == [4, 1, 1]
     assert lsun.datasets["test"][0]["image"].shape == (3, 32, 32)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hspace.data.datamodule import ImageDataModule
+from hspace.checks import choice, integer
+from hspace.data.datamodule import ImageDataModule, check_split_fractions, split_sizes
 from hspace.data.image_files import load_image
 from hspace.errors import UserError
 
@@ -42,7 +43,10 @@ def read_attribute_file(path: str | Path) -> tuple[list[str], dict[str, np.ndarr
         raise UserError(
             f"no attribute annotation file at {path}: expected {ANNOTATION_FILE} from the CelebAMask-HQ release"
         )
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: use the annotation file of the CelebAMask-HQ release") from None
     expected = (
         "line 1: the image count; line 2: the attribute names; then '<file> <one value of -1 or 1 per attribute>'"
     )
@@ -77,6 +81,9 @@ class CelebAHQDataset(Dataset):
         test_fraction: float = 0.05,
         annotation_file: str | Path | None = None,
     ):
+        choice(split, "split", ("train", "val", "test"))
+        integer(resolution, "data.resolution", 1)
+        check_split_fractions(val_fraction, test_fraction)  # before any file is read
         root = Path(root).expanduser()
         image_dir = root / IMAGE_DIR
         if not image_dir.is_dir():
@@ -98,10 +105,8 @@ class CelebAHQDataset(Dataset):
                 "the annotation file of this image set"
             )
         n = len(files)
-        n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-        ranges = {"train": (0, n - n_val - n_test), "val": (n - n_val - n_test, n - n_test), "test": (n - n_test, n)}
-        if split not in ranges:
-            raise ValueError(f"unknown split {split!r}: use one of {', '.join(ranges)}")
+        n_train, n_val, _ = split_sizes(n, val_fraction, test_fraction)
+        ranges = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
         start, stop = ranges[split]
         self.files = files[start:stop]
         self.labels = labels

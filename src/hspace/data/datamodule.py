@@ -8,9 +8,29 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hspace.checks import integer
+from hspace.checks import integer, number
 from hspace.data.shapes import ATTRIBUTES, ShapesDataset
 from hspace.errors import UserError
+
+
+def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Fractions in [0, 1] that add up to at most 1: more would put images in two splits. (All of them in val and
+    test, leaving no training set, serves a run that only edits or scores; training refuses an empty split.)"""
+    number(val_fraction, "data.val_fraction", 0.0, 1.0)
+    number(test_fraction, "data.test_fraction", 0.0, 1.0)
+    if val_fraction + test_fraction > 1:
+        raise UserError(
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} add up to more than 1, which "
+            "would put images in two splits: give fractions of the images, e.g. 0.05 each"
+        )
+
+
+def split_sizes(count: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """(train, val, test) sizes of `count` images split by the fractions (rounded; never more than `count`)."""
+    check_split_fractions(val_fraction, test_fraction)
+    n_test = min(round(count * test_fraction), count)
+    n_val = min(round(count * val_fraction), count - n_test)
+    return count - n_val - n_test, n_val, n_test
 
 
 class ImageDataModule(pl.LightningDataModule):

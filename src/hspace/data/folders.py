@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hspace.data.datamodule import ImageDataModule
+from hspace.checks import choice, integer
+from hspace.data.datamodule import ImageDataModule, check_split_fractions, split_sizes
 from hspace.data.image_files import load_image
 from hspace.errors import UserError
 
@@ -32,7 +33,11 @@ AFHQ_CLASSES = ("cat", "dog", "wild")
 def list_images(root: Path) -> list[Path]:
     if not root.is_dir():
         raise UserError(f"no image folder at {root}: set data.root to a folder of .png/.jpg/.webp images")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")  # macOS ._ files
+    )
     if not files:
         raise UserError(f"{root} holds no .png, .jpg or .webp images")
     return files
@@ -42,8 +47,11 @@ def read_label_csv(path: Path, files: list[Path], root: Path) -> tuple[list[str]
     """Attribute names and relative path -> labels in {0, 1} from a CSV with a `file` column."""
     if not path.is_file():
         raise UserError(f"no labels file at {path}: expected a CSV with a header 'file,<attribute>,...'")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a spreadsheet's byte-order mark
+            rows = [[value.strip() for value in row] for row in csv.reader(f)]
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: save the labels as a UTF-8 CSV") from None
     if not rows or not rows[0] or rows[0][0] != "file" or len(rows[0]) < 2:
         raise UserError(
             f"{path} line 1 must be a header 'file,<attribute>,...', got {','.join(rows[0]) if rows else 'nothing'}"
@@ -76,9 +84,9 @@ class ImageFolderDataset(Dataset):
         labels_csv: str | Path | None = None,
         files: list[Path] | None = None,
     ):
+        self.resolution = integer(resolution, "data.resolution", 1)
         self.root = Path(root).expanduser()
         self.files = files if files is not None else list_images(self.root)
-        self.resolution = resolution
         self.attributes: list[str] = []
         self.labels: dict[str, np.ndarray] | None = None
         if labels_csv is not None:
@@ -96,9 +104,9 @@ class ImageFolderDataset(Dataset):
 
 
 def split_files(files: list, val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, list]:
-    """A fixed random split of a file list into train/val/test."""
+    """A fixed random split of a file list into train/val/test (sizes from `split_sizes`)."""
+    _, n_val, n_test = split_sizes(len(files), val_fraction, test_fraction)
     order = np.random.default_rng(seed).permutation(len(files))
-    n_test, n_val = round(len(files) * test_fraction), round(len(files) * val_fraction)
     pick = lambda idx: [files[i] for i in sorted(idx)]  # noqa: E731
     return {
         "test": pick(order[:n_test]),
@@ -121,6 +129,7 @@ class ImageFolderDataModule(ImageDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
     ):
+        check_split_fractions(val_fraction, test_fraction)  # before the folder is listed
         root_path = Path(root).expanduser()
         splits = split_files(list_images(root_path), val_fraction, test_fraction, seed)
         datasets = {
@@ -135,6 +144,8 @@ class AFHQDataset(Dataset):
     def __init__(
         self, root: str | Path, split: str = "train", resolution: int = 256, classes: tuple[str, ...] = AFHQ_CLASSES
     ):
+        choice(split, "split", ("train", "val"))
+        integer(resolution, "data.resolution", 1)
         base = Path(root).expanduser() / split
         if not base.is_dir():
             raise UserError(
@@ -174,7 +185,7 @@ class AFHQDataModule(ImageDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
     ):
-        classes = tuple(classes or AFHQ_CLASSES)
+        classes = (classes,) if isinstance(classes, str) else tuple(classes or AFHQ_CLASSES)  # "dog": one class
         train, val = AFHQDataset(root, "train", resolution, classes), AFHQDataset(root, "val", resolution, classes)
         super().__init__(train, val, val, batch_size, num_workers)
         self.attributes = list(classes)
@@ -191,6 +202,7 @@ class LMDBImageDataset(Dataset):
             raise UserError(
                 "reading an LMDB export needs the lmdb package: pip install lmdb, or export the images to a folder"
             ) from None
+        integer(resolution, "data.resolution", 1)
         self.root = Path(root).expanduser()
         if not (self.root / "data.mdb").is_file():
             raise UserError(f"no LMDB export at {self.root}: expected data.mdb (and lock.mdb) from the LSUN download")
@@ -247,6 +259,7 @@ class LMDBDataModule(ImageDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
     ):
+        check_split_fractions(val_fraction, test_fraction)  # before the keys are listed
         keys = LMDBImageDataset(root, resolution).keys
         splits = split_files(keys, val_fraction, test_fraction, seed)
         datasets = {name: LMDBImageDataset(root, resolution, part) for name, part in splits.items()}
