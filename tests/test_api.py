@@ -11,6 +11,8 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def test_the_readme_example_runs_and_the_pipeline_round_trip_gives_the_same_images(tmp_path, monkeypatch):
+    from hspace.errors import UserError
+
     section = README.split("### Python API and diffusers pipeline\n", 1)[1].split("\n### ", 1)[0]
     (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
     monkeypatch.chdir(tmp_path)
@@ -31,7 +33,7 @@ def test_the_readme_example_runs_and_the_pipeline_round_trip_gives_the_same_imag
     assert (tmp_path / "hspace-pipeline" / "model_index.json").is_file()
     # an unknown output type is refused before any sampling
     monkeypatch.setattr("hspace.api.edit_seeds", lambda *args, **kwargs: pytest.fail("sampled before refusing"))
-    with pytest.raises(ValueError, match="output_type must be pil or pt, not 'np'"):
+    with pytest.raises(UserError, match="output_type='np' is not one of pil, pt"):
         again(seeds=[0], directions=scope["directions"], output_type="np")
 
 
@@ -50,7 +52,7 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
     grid = sampler.schedule(model.alphas_cumprod).timesteps
     directions = Directions(
         torch.zeros(2, 4, *model.h_shape), torch.ones(2, 4), grid, ["a", "b"], "test", "shapes32", model.weight_hash,
-        {"num_steps": 4, "spacing": "trailing", "final_alpha": "one"},
+        {"num_steps": 4, "spacing": "trailing", "final_alpha": "one"}, noise_schedule=model.noise_schedule,
     )  # fmt: skip
 
     def ran(*args, **kwargs):
@@ -71,6 +73,13 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
         (lambda: api.edit_images(model, directions, [1, 2]), r"images\[0\] is a int"),
         (lambda: api.edit_images(model, directions, tmp_path / "red.png", index=5), "index=5 is above 1"),
     ]
+    # a pipeline handed a scheduler other than the model's own (epsilon, linear betas) would draw other images
+    from diffusers import DDIMScheduler
+
+    from hspace.pipeline import HSpaceEditPipeline
+
+    foreign = HSpaceEditPipeline(unet=model.unet, scheduler=DDIMScheduler())
+    cases.append((lambda: foreign(seeds=[0], directions=directions), "were found under schedule .* prediction_type"))
     for call, words in cases:
         with pytest.raises(UserError, match=words):
             call()

@@ -8,7 +8,8 @@
 The scheduler contributes its training noise schedule and parameterisation; the sampling itself is hspace's
 DDIM loop on the directions' own grid (hspace.api), so the images equal those of hspace-run for the same
 seeds, directions and strengths. The weights are not checked against the directions' weight hash (a pipeline
-does not know the file it was loaded from); the h shape and grid are.
+does not know the file it was loaded from); the h shape, the grid, and the scheduler's training schedule and
+prediction type (against the model the directions were found for) are.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 
 from hspace.diffusion.model import DiffusionModel
 from hspace.directions.container import Directions
+from hspace.errors import UserError
 
 
 class HSpaceEditPipeline(DiffusionPipeline):
@@ -44,7 +46,7 @@ class HSpaceEditPipeline(DiffusionPipeline):
         from hspace.api import Edited, default_sampler, edit_seeds
 
         if output_type not in ("pil", "pt"):
-            raise ValueError(f"output_type must be pil or pt, not {output_type!r}")
+            raise UserError(f"output_type={output_type!r} is not one of pil, pt: choose one of them")
         if not isinstance(directions, Directions):
             directions = Directions.load(directions)
         model = DiffusionModel(

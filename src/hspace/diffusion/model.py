@@ -66,13 +66,17 @@ class DiffusionModel:
         size = (size, size) if isinstance(size, int) else tuple(size)
         return (self.unet.config.in_channels, *size)
 
+    @property
+    def noise_schedule(self) -> dict[str, str]:
+        """What the output means: the training schedule (a hash of alpha_bar) and the prediction type."""
+        schedule = hashlib.sha256(self.alphas_cumprod.numpy().tobytes()).hexdigest()[:16]
+        return {"schedule": schedule, "prediction_type": self.prediction_type}
+
     def identity(self) -> dict:
         """Everything about the model that determines what it computes: for cache keys."""
-        schedule = hashlib.sha256(self.alphas_cumprod.numpy().tobytes()).hexdigest()[:16]
         return {
             "weight_hash": self.weight_hash,
-            "schedule": schedule,
-            "prediction_type": self.prediction_type,
+            **self.noise_schedule,
             "dtype": str(self.dtype),
             "autocast": self.autocast,
         }

@@ -42,6 +42,8 @@ class Directions:
     # numbers a run logs; time/* only by the run that computed them
     metrics: dict[str, float] = field(default_factory=dict)
     plots: dict[str, LinePlot] = field(default_factory=dict)  # figures a run draws into grids/<name>.png
+    # the model's training schedule and prediction type (DiffusionModel.noise_schedule); empty in older files
+    noise_schedule: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         k, T = self.vectors.shape[:2]
@@ -72,6 +74,7 @@ class Directions:
             "info": self.info,
             "metrics": self.metrics,
             "plots": {name: asdict(plot) for name, plot in self.plots.items()},
+            "noise_schedule": self.noise_schedule,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -109,6 +112,7 @@ class Directions:
                 info=meta.get("info", {}),
                 metrics=meta.get("metrics", {}),
                 plots=plots,
+                noise_schedule=meta.get("noise_schedule", {}),
             )
         except (SafetensorError, KeyError, ValueError, TypeError, AttributeError, OSError) as error:
             raise UserError(
@@ -136,4 +140,15 @@ class Directions:
                 "run's "
                 f"{len(timesteps)}-step grid {timesteps[:3].tolist()}...: set sampler.num_steps/spacing to match or "
                 "recompute"
+            )
+
+    def check_noise_schedule(self, noise_schedule: dict[str, str], source: str = "directions") -> None:
+        """Refuse directions found under another training schedule or prediction type (a pipeline given a scheduler
+        other than the model's own samples other images); files that predate the record pass."""
+        differ = [key for key in self.noise_schedule if self.noise_schedule[key] != noise_schedule.get(key)]
+        if differ:
+            raise UserError(
+                f"{source} were found under {', '.join(f'{k} {self.noise_schedule[k]}' for k in differ)}, but this "
+                f"model has {', '.join(f'{k} {noise_schedule.get(k)}' for k in differ)}: use the scheduler config "
+                "saved with the model's weights (scheduler_config.json)"
             )

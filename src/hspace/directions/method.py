@@ -101,6 +101,7 @@ class DirectionMethod(ABC):
             info=info or {},
             metrics=metrics or {},
             plots=plots or {},
+            noise_schedule=model.noise_schedule,
         )
 
 
