@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 
 from hspace.cli import run as run_cli
 from hspace.cli import sample as sample_cli
@@ -96,6 +97,11 @@ CASES = [
     ("run", ["metrics.fid.reference_split=val", "metrics.fid.reference_count=5000"], "but the val split of data"),
     ("run", ["metrics.disentanglement.num_images=5"], "metrics.disentanglement.num_images=5"),
     ("run", ["metrics.disentanglement.num_images=5000"], "metrics.disentanglement.num_images=5000"),
+    (
+        "run",
+        ["data=image_folder", "data.root={tmp}/images", "metrics.disentanglement.num_images=16"],
+        "needs images with known factors",
+    ),
     ("run", ["directions_path={tmp}/none.safetensors"], "directions_path="),
     ("run", ["cache_dir={tmp}/mask.txt"], "is a file"),
     ("run", ["logger=wandb", "logger.wandb.mode=bogus"], "logger.wandb.mode='bogus' is not one of"),
@@ -185,6 +191,8 @@ def test_bad_input_is_one_line_before_any_work(command, overrides, words, tmp_pa
     (tmp_path / "words.ckpt").write_text("hello world, just text\n")  # unpickles to a KeyError
     torch.save({"state_dict": {}, "made": datetime.date(2026, 1, 1)}, tmp_path / "pickled.ckpt")  # not weights only
     (tmp_path / "empty").mkdir()
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
     finished = tmp_path / "finished"  # a finished run for the table
     finished.mkdir()
     (finished / "metrics.json").write_text(

@@ -284,12 +284,17 @@ def make_loggers(cfg, job_type: str) -> list:
     loggers = []
     for node in (cfg.logger or {}).values():
         extra = {}
-        if str(node.get("_target_", "")).endswith("wandb_logger"):
+        if is_wandb_logger(node):
             choices = config_choices()
             extra = {"job_type": job_type, "group": node.get("group") or sweep_group()}
             extra["tags"] = list(node.get("tags") or []) or [f"{k}={v}" for k, v in choices.items() if v]
         loggers.append(build(node, **extra))
     return loggers
+
+
+def is_wandb_logger(node) -> bool:
+    """Whether a logger config node builds hspace's W&B logger (read before it is built)."""
+    return str(node.get("_target_", "")).endswith("wandb_logger")
 
 
 def config_choices() -> dict[str, str]:

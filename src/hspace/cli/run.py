@@ -117,7 +117,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     from hspace.job import check_real_images
     from hspace.job.disentangle import shapes_factor_images
 
-    known_count = disentanglement_count(cfg)
+    known_count = int(cfg.metrics.get("disentanglement", {}).get("num_images", 0) or 0)
     files = as_list(cfg.get("real_image_files"))  # edited instead of the test split's first images
     missing = [f for f in files if not Path(f).expanduser().is_file()]
     if missing:
@@ -127,7 +127,9 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     fid_reference = None if fid is None or fid.backend == "none" else (fid.reference_split, fid.reference_count)
     test_split = None
     if real_count or known_count or fid_reference:
-        datasets = build(cfg.data).datasets
+        datamodule = build(cfg.data)
+        check_known_factors(datamodule, known_count)
+        datasets = datamodule.datasets
         test_split = datasets["test"]
         counts = [
             ("real_images", "test", 0 if files else cfg.real_images),
@@ -245,18 +247,17 @@ def mark_failed(run_dir: Path, error: BaseException) -> None:
     write_json(run_dir / "run_info.json", run_info() | {"status": "failed", "reason": reason})
 
 
-def disentanglement_count(cfg: DictConfig) -> int:
-    """How many rendered images with known factors score the directions by DCI and MIG (0: none); refused
-    in one line where the data have no known factors."""
+def check_known_factors(datamodule, count: int) -> None:
+    """Scoring directions by DCI and MIG on `count` rendered images needs data whose factors are known (Shapes):
+    refused in one line for other data."""
+    from hspace.data.datamodule import ShapesDataModule
     from hspace.errors import UserError
 
-    count = int(cfg.metrics.get("disentanglement", {}).get("num_images", 0) or 0)
-    if count and not str(cfg.data.get("_target_", "")).endswith("ShapesDataModule"):
+    if count and not isinstance(datamodule, ShapesDataModule):
         raise UserError(
             f"metrics.disentanglement.num_images={count} needs images with known factors (data=shapes): "
             "set it to 0 for this data"
         )
-    return count
 
 
 def collection_processes(trainer: DictConfig) -> int:

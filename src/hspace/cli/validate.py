@@ -46,10 +46,11 @@ def check_device(accelerator: str, setting: str) -> None:
 
 def check_loggers(loggers: DictConfig | None) -> None:
     """The logger group: the mode of each W&B logger."""
+    from hspace.cli import is_wandb_logger
     from hspace.loggers import WANDB_MODES
 
     for key, node in (loggers or {}).items():
-        if str(node.get("_target_", "")).endswith("wandb_logger"):
+        if is_wandb_logger(node):
             choice(node.get("mode", "auto"), f"logger.{key}.mode", WANDB_MODES)
 
 
