@@ -42,13 +42,13 @@ def restored_renders(model, pixels: np.ndarray, timestep: int) -> tuple[int, np.
 
     from hspace.diffusion.sampler import sample
     from hspace.diffusion.schedule import make_schedule
-    from hspace.images import to_uint8
+    from hspace.images import from_pixels, to_uint8
     from hspace.progress import bar
 
     schedule = make_schedule(model.alphas_cumprod, 50, "trailing")
     index = schedule.index_of(timestep)
     a = float(schedule.alpha_bar[index])
-    x0 = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x0 = from_pixels(pixels)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     restored = []
     with torch.no_grad():

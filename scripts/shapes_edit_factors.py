@@ -26,6 +26,7 @@ from safetensors import safe_open
 from hspace.cli import user_errors_exit
 from hspace.data.shapes_factors import measure_all
 from hspace.errors import UserError
+from hspace.images import uint8_to_unit
 from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects, moves_one_way
 
 
@@ -53,7 +54,7 @@ def main() -> None:
         from hspace.classifiers.cnn import AttributeCNN
 
         classifier = AttributeCNN.load(args.classifier)
-        pixels = data["images"].float() / 127.5 - 1  # (D, N, S, C, H, W)
+        pixels = uint8_to_unit(data["images"])  # (D, N, S, C, H, W)
         probs = classifier.probabilities(pixels.flatten(0, 2)).view(*pixels.shape[:3], -1)
         print("classifier: the two attributes changing most (mean change of probability)")
         for d, name in enumerate(names):

@@ -35,7 +35,7 @@ from hspace.directions.method import DirectionMethod
 from hspace.edits.shift import ShiftEdit
 from hspace.edits.strategy import EditStrategy, check_pairing
 from hspace.errors import UserError
-from hspace.images import image_grid, to_uint8
+from hspace.images import from_pixels, image_grid, to_uint8
 from hspace.job.edit import invert_for
 
 
@@ -167,8 +167,7 @@ def as_tensor(images, shape: tuple[int, int, int]) -> torch.Tensor:
         if isinstance(image, (str, Path)):
             tensors.append(load_image(Path(image).expanduser(), size))
         elif isinstance(image, Image.Image):
-            pixels = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
-            tensors.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1)
+            tensors.append(from_pixels(np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC))))
         else:
             raise UserError(f"images[{i}] is a {type(image).__name__}: give PIL images or image file paths")
     return torch.stack(tensors)

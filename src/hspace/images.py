@@ -11,10 +11,25 @@ import torch
 from PIL import Image
 
 
+def unit_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Model images in [-1, 1] (..., C, H, W) as uint8 (..., C, H, W), rounded as the PNGs are, on their device."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (..., C, H, W) as model images in [-1, 1] (float32, same layout)."""
+    return images.float() / 127.5 - 1
+
+
+def from_pixels(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """RGB pixels (..., H, W, C) uint8 (a PIL image's array, a render) as model images (..., C, H, W) in [-1, 1]."""
+    tensor = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.array(pixels, dtype=np.uint8))
+    return uint8_to_unit(tensor.movedim(-1, -3))
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """Images in [-1, 1] (B, C, H, W) as RGB pixels (B, H, W, C) uint8."""
-    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).numpy()
+    return unit_to_uint8(images).cpu().permute(0, 2, 3, 1).numpy()
 
 
 def image_grid(pixels: np.ndarray, ncols: int, pad: int = 1, pad_value: int = 255) -> np.ndarray:

@@ -25,6 +25,7 @@ from hspace.checks import choice, integer
 from hspace.data.datamodule import ImageDataModule, check_split_fractions, split_sizes
 from hspace.data.image_files import load_image
 from hspace.errors import UserError
+from hspace.images import from_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 AFHQ_CLASSES = ("cat", "dog", "wild")
@@ -245,7 +246,7 @@ class LMDBImageDataset(Dataset):
                 pixels = np.asarray(image)
         except (OSError, UnidentifiedImageError) as error:
             raise UserError(f"cannot decode the image under key {self.keys[index]!r} in {self.root}: {error}") from None
-        return {"image": torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1, "index": index}
+        return {"image": from_pixels(pixels), "index": index}
 
 
 class LMDBDataModule(ImageDataModule):

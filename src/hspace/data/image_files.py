@@ -9,6 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from hspace.errors import UserError
+from hspace.images import from_pixels
 
 
 def load_image(path: Path, resolution: int) -> torch.Tensor:
@@ -21,4 +22,4 @@ def load_image(path: Path, resolution: int) -> torch.Tensor:
             pixels = np.asarray(image)
     except (OSError, UnidentifiedImageError) as error:
         raise UserError(f"cannot read the image {path}: {error}; replace or remove the file") from None
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1
+    return from_pixels(pixels)

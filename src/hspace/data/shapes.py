@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hspace.errors import UserError
+from hspace.images import from_pixels
 
 BACKGROUNDS = {"dark": (40, 40, 40), "light": (210, 210, 210)}
 COLOURS = {
@@ -127,7 +128,7 @@ class ShapesDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")
         factors = self.factors(index)
-        image = torch.from_numpy(render(factors, self.resolution)).permute(2, 0, 1).float() / 127.5 - 1
+        image = from_pixels(render(factors, self.resolution))
         return {
             "image": image,
             "attributes": torch.from_numpy(factors.attributes(self.resolution)),

@@ -14,9 +14,9 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from safetensors.torch import save
 
 from hspace.directions.container import Directions
-from hspace.images import atomic_write_bytes, save_edit_grid, to_uint8
+from hspace.images import atomic_write_bytes, save_edit_grid, to_uint8, unit_to_uint8
 from hspace.job.edit import EditedSet
-from hspace.job.score import Scores, uint8_images
+from hspace.job.score import Scores
 from hspace.plots import draw_line_plot
 from hspace.progress import stage_line
 from hspace.run_record import write_json
@@ -49,7 +49,7 @@ class StageRecord:
 def save_edits(path: Path, edits: EditedSet, strengths: Sequence[float], names: Sequence[str]) -> Path:
     """The edits as uint8 (D, N, S, C, H, W), with the strengths and the seeds (or image indices)."""
     tensors = {
-        "images": uint8_images(edits.edited),
+        "images": unit_to_uint8(edits.edited).cpu().contiguous(),
         "strengths": torch.tensor(list(strengths), dtype=torch.float32),
         edits.id_kind: torch.tensor(list(edits.ids)),
     }

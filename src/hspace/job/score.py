@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from hspace.images import to_uint8
+from hspace.images import unit_to_uint8
 from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index, strength_label
 from hspace.metrics.factor_scores import factor_scores
 
@@ -21,12 +21,6 @@ class Scores:
         self.metrics |= other.metrics
         self.tables |= other.tables
         return self
-
-
-def uint8_images(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] images (..., C, H, W) as uint8 (..., C, H, W), rounded as the PNGs are."""
-    pixels = torch.from_numpy(to_uint8(images.flatten(0, -4))).permute(0, 3, 1, 2)
-    return pixels.reshape(images.shape).contiguous()
 
 
 def strength_table(
@@ -83,7 +77,7 @@ def score_stage(
 ) -> Scores:
     """Metrics and W&B tables of edits (D, N, S, C, H, W) against their unedited samples (N, C, H, W); keys
     start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""
-    originals, edited = uint8_images(originals), uint8_images(edited)
+    originals, edited = unit_to_uint8(originals), unit_to_uint8(edited)
     results, tables = {}, {}
     if evaluation.fid_backend is not None and len(originals) < 2:  # FID compares sets (noted before the run)
         results[rename(f"fid/{evaluation.fid_backend.name}", prefix)] = None

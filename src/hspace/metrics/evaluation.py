@@ -20,6 +20,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from hspace.classifiers import AttributeClassifier
+from hspace.images import uint8_to_unit
 from hspace.metrics.edit_scores import PER_ATTRIBUTE, EditScores, preserve, success
 from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
 from hspace.metrics.locality import LocalityRegion, LocalityScores, locality_metrics
@@ -62,11 +63,6 @@ class EditSamples(Dataset):
         return self.originals[n], self.edits[:, n]
 
 
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float() / 127.5 - 1
-
-
 class EditEvaluation(pl.LightningModule):
     def __init__(self, settings: EvaluationSettings, names: Sequence[str], strengths: Sequence[float]):
         super().__init__()
@@ -100,7 +96,7 @@ class EditEvaluation(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         originals, edits = batch
         b, d, s = edits.shape[:3]
-        x0, xe = to_unit(originals), to_unit(edits)
+        x0, xe = uint8_to_unit(originals), uint8_to_unit(edits)
         flat = xe.flatten(0, 2)
         repeated = x0[:, None, None].expand_as(xe).flatten(0, 2)
         mse = (((flat - repeated) / 2) ** 2).mean(dim=(1, 2, 3)).view(b, d, s)

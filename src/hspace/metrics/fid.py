@@ -26,7 +26,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from hspace.cache import ArtifactCache
 from hspace.classifiers import FeatureClassifier
 from hspace.errors import UserError
-from hspace.images import atomic_write_bytes
+from hspace.images import atomic_write_bytes, unit_to_uint8
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
@@ -79,11 +79,6 @@ def classifier_backend(classifier: FeatureClassifier, name: str) -> FeatureBacke
     return FeatureBackend(name, Penultimate(classifier), num_features, identity=f"classifier:{classifier.identity()}")
 
 
-def to_uint8_tensor(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> [0, 255] uint8, as Inception networks for FID expect."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def torch_fidelity_inception(weights_path: Path) -> nn.Module:
     """Inception-v3 as used for FID (2048 pool features), weights from a local file."""
     try:
@@ -122,7 +117,7 @@ def inception_backend(
         build(path),
         num_features,
         identity=f"inception:{file_sha256(path)}",  # the cached reference statistics follow the weights' content
-        prepare=to_uint8_tensor,
+        prepare=unit_to_uint8,  # Inception networks for FID take uint8 pixels
     )
 
 

@@ -21,7 +21,7 @@ from hspace.data.shapes_quality import quality_report
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
-from hspace.images import to_uint8
+from hspace.images import from_pixels, to_uint8
 from hspace.metrics.h_dependence import h_swap_change
 from hspace.progress import bar
 
@@ -75,7 +75,7 @@ def classifier_agreement(pixels: np.ndarray, classifier) -> dict[str, float]:
     if not keep:
         return {}
     truth = np.stack([measured[i].factors.attributes(pixels.shape[1]) for i in keep]) > 0.5
-    images = torch.from_numpy(pixels[keep]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = from_pixels(pixels[keep])
     with torch.no_grad():
         decided = classifier.probabilities(images).cpu().numpy() >= 0.5
     names = list(classifier.attributes)
