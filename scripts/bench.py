@@ -106,7 +106,7 @@ def p2_jacobian(model) -> dict:
     schedule = make_schedule(model.alphas_cumprod, 50, "trailing")
     x_T, _ = noise_for([0], model, schedule)
     trajectory = sample(model, schedule, x_T, record_x=True)
-    idx = int((schedule.timesteps - 500).abs().argmin())
+    idx = schedule.index_of(500)
     products = jacobian_products(model, trajectory.x_t[0, idx].to(model.device), int(schedule.timesteps[idx]))
     result = {}
     for k in (1, 1, 3, 8):  # the first k=1 pair warms up the products (linearize, vmap) and is not kept

@@ -39,7 +39,7 @@ def main() -> None:
     schedule = make_schedule(model.alphas_cumprod, args.steps, "trailing")
     x_T, _ = noise_for([args.seed], model, schedule)
     trajectory = sample(model, schedule, x_T, record_x=True)
-    idx = int((schedule.timesteps - args.tau).abs().argmin())
+    idx = schedule.index_of(args.tau)
     tau = int(schedule.timesteps[idx])
     products = jacobian_products(model, trajectory.x_t[0, idx], tau)
     print(f"{args.weights}: J at tau {tau} is {products.m} x {products.n}; torch threads {torch.get_num_threads()}")

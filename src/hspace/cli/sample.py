@@ -14,29 +14,23 @@ from hspace.cli import (
     sampler_settings,
     user_errors_exit,
 )
-from hspace.progress import bar
 
 
 @user_errors_exit
 def run_sample(cfg: DictConfig) -> Path:
     check_sample(cfg)
     console(cfg)
-    import torch
 
     from hspace.data.shapes_quality import quality_report
     from hspace.diffusion.loading import load_configured_model
-    from hspace.diffusion.sampler import noise_for, sample
+    from hspace.diffusion.sampler import sample_seeds
     from hspace.images import image_grid, save_png, to_uint8
 
     model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=resolve_device(cfg.device))
     s = sampler_settings(cfg.sampler)
     schedule = s.schedule(model.alphas_cumprod)
-    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.num_samples))
-    batches = []
-    for start in bar(range(0, len(seeds), cfg.batch_size), "sample", unit="batch"):
-        x_T, z = noise_for(seeds[start : start + cfg.batch_size], model, schedule)
-        batches.append(sample(model, schedule, x_T, z, clip_x0=s.clip_x0).x0.cpu())
-    pixels = to_uint8(torch.cat(batches))
+    seeds = range(cfg.first_seed, cfg.first_seed + cfg.num_samples)
+    pixels = to_uint8(sample_seeds(model, schedule, seeds, cfg.batch_size, clip_x0=s.clip_x0))
     path = save_png(image_grid(pixels, ncols=cfg.ncols), cfg.output, scale=2)
     record_config(cfg, cfg.run_dir)
     if cfg.shapes_quality:

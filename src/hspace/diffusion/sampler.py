@@ -84,3 +84,17 @@ def sample(
                 xs.append(x.cpu())
     h = torch.stack([c[: x.shape[0]].cpu() for c in hs.captured], dim=1) if record_h else None
     return Trajectory(x, h, torch.stack(xs, dim=1) if record_x else None)
+
+
+def sample_seeds(
+    model: DiffusionModel, schedule: SamplingSchedule, seeds: Sequence[int], batch_size: int = 64, clip_x0: bool = False
+) -> Tensor:
+    """One sample per seed, drawn `batch_size` seeds at a time with a progress bar: x0 (N, C, H, W) on the CPU."""
+    from hspace.progress import bar
+
+    seeds = list(seeds)
+    samples = []
+    for start in bar(range(0, len(seeds), batch_size), "sample", unit="batch"):
+        x_T, z = noise_for(seeds[start : start + batch_size], model, schedule)
+        samples.append(sample(model, schedule, x_T, z, clip_x0=clip_x0).x0.cpu())
+    return torch.cat(samples)

@@ -173,7 +173,7 @@ class JacobianDirections(DirectionMethod):
         num_steps = schedule.num_steps
         x_T, z = noise_for([self.sample_seed], model, schedule)
         trajectory = sample(model, schedule, x_T, z, record_x=True)
-        at = int((schedule.timesteps - self.tau).abs().argmin())
+        at = schedule.index_of(self.tau)
         steps = range(num_steps) if self.scale_mode == "sigma_t" else [at]
         sigma = torch.ones(k, num_steps)
         log = {"iterations": {}, "converged": {}, "jvp_count": 0, "vjp_count": 0}

@@ -19,11 +19,10 @@ import numpy as np
 from hspace.data.shapes_factors import clarity_report, measure_all
 from hspace.data.shapes_quality import quality_report
 from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.sampler import noise_for, sample
+from hspace.diffusion.sampler import sample_seeds
 from hspace.diffusion.schedule import make_schedule
 from hspace.images import from_pixels, to_uint8
 from hspace.metrics.h_dependence import h_swap_change
-from hspace.progress import bar
 
 
 def draw_samples(
@@ -32,12 +31,7 @@ def draw_samples(
     """Seeds first_seed..first_seed+num_samples-1 by deterministic DDIM of `num_steps` steps (the model card's
     50 by default) on the trailing grid. (N, H, W, 3) uint8"""
     schedule = make_schedule(model.alphas_cumprod, num_steps, "trailing")
-    end = first_seed + num_samples
-    pixels = []
-    for start in bar(range(first_seed, end, batch_size), "samples", unit="batch"):
-        x_T, _ = noise_for(range(start, min(start + batch_size, end)), model, schedule)
-        pixels.append(to_uint8(sample(model, schedule, x_T).x0))
-    return np.concatenate(pixels)
+    return to_uint8(sample_seeds(model, schedule, range(first_seed, first_seed + num_samples), batch_size))
 
 
 def model_quality(
