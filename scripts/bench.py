@@ -330,7 +330,7 @@ def main() -> None:
         lines.append(f"| {name} | {result['value']:.3f} | {verdict(name, result['value'])} | {details} |")
     print("\n".join(lines))
     if args.json:
-        from hspace.images import atomic_write_text
+        from hspace.files import atomic_write_text
 
         atomic_write_text(args.json, json.dumps({"machine": machine, "results": results}, indent=2))
 

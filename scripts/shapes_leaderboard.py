@@ -25,7 +25,7 @@ import torch
 
 from hspace.cli import user_errors_exit
 from hspace.errors import UserError
-from hspace.images import atomic_write_bytes, atomic_write_text
+from hspace.files import atomic_write_bytes, atomic_write_text
 from hspace.tables.build import Cell, Table, to_csv, to_latex, to_markdown
 from hspace.tables.leaderboard import MATCHED_EFFECT, direction_point
 

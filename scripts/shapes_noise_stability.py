@@ -49,7 +49,7 @@ def main() -> None:
         raise UserError(f"--amounts must lie in (0, 1], not {bad}: a is the weight of fresh noise in x_T")
 
     from hspace.diffusion.loading import load_model
-    from hspace.images import atomic_write_text
+    from hspace.files import atomic_write_text
     from hspace.metrics.factor_effects import FACTORS
     from hspace.metrics.noise_stability import noise_stability
 

@@ -12,13 +12,13 @@ import time
 import pytest
 
 from hspace.cache import ArtifactCache
-from hspace.images import atomic_write_bytes
+from hspace.files import atomic_write_bytes
 
 WRITER = textwrap.dedent(
     """
     import sys, time
     from hspace.cache import ArtifactCache
-    from hspace.images import atomic_write_bytes
+    from hspace.files import atomic_write_bytes
 
     def slow_save(value, path):
         def write(f):
@@ -101,7 +101,7 @@ def test_a_cache_that_cannot_be_written_is_one_line(tmp_path):
 
 def test_a_directory_write_replaces_an_earlier_one_but_not_a_folder_of_other_files(tmp_path):
     from hspace.errors import UserError
-    from hspace.images import atomic_write_directory
+    from hspace.files import atomic_write_directory
 
     def fill(version):
         return lambda staging: (staging / "weights.bin").write_text(version)

@@ -88,7 +88,7 @@ def test_a_failed_write_leaves_no_entry(directions, tmp_path):
     cache = ArtifactCache(tmp_path / "cache")
 
     def broken_save(value, path):
-        from hspace.images import atomic_write_bytes
+        from hspace.files import atomic_write_bytes
 
         def write(f):
             f.write(b"partial")

@@ -64,7 +64,7 @@ class ArtifactCache:
     ) -> T:
         """The entry for `parts`: loaded when present and readable, else computed, saved and returned.
 
-        `save` must write atomically (see hspace.images.atomic_write_bytes); `load` must raise on a
+        `save` must write atomically (see hspace.files.atomic_write_bytes); `load` must raise on a
         damaged file. Temporary files that a killed writer of this key left behind are removed.
         """
         path = self.path(kind, parts)

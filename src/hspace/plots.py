@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hspace.images import atomic_write_bytes
+from hspace.files import atomic_write_bytes
 
 
 @dataclass

@@ -10,7 +10,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from hspace.images import atomic_write_text
+from hspace.files import atomic_write_text
 
 PACKAGES = (
     "hspace",

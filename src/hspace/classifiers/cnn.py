@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 
 from hspace.errors import UserError
-from hspace.images import atomic_write_bytes, atomic_write_text
+from hspace.files import atomic_write_safetensors, atomic_write_text
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets"
 WEIGHTS_FILE = "classifier.safetensors"
@@ -87,8 +87,7 @@ class AttributeCNN(nn.Module):
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        weights = save({k: v.contiguous() for k, v in self.state_dict().items()})
-        atomic_write_bytes(directory / WEIGHTS_FILE, lambda f: f.write(weights))
+        atomic_write_safetensors(directory / WEIGHTS_FILE, self.state_dict())
         atomic_write_text(directory / CONFIG_FILE, json.dumps(asdict(self.config), indent=2))
         return directory
 

@@ -222,7 +222,7 @@ def record_config(cfg, run_dir) -> None:
     from omegaconf import OmegaConf
 
     from hspace.cli.validate import overrides_of_this_run
-    from hspace.images import atomic_write_text
+    from hspace.files import atomic_write_text
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from hspace.cli import as_list, make_main, user_errors_exit
 def make_table(cfg: DictConfig) -> dict[str, Path]:
     from hspace.checks import integer, output_path
     from hspace.cli.validate import overrides_of_this_run
-    from hspace.images import atomic_write_text
+    from hspace.files import atomic_write_text
     from hspace.tables.build import automatic_groups, build_table, check_group_keys, to_csv, to_latex, to_markdown
     from hspace.tables.collect import local_runs, wandb_runs
     from hspace.tables.plot import plot_curves, strength_curves

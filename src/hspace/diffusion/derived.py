@@ -14,7 +14,7 @@ from hspace.diffusion.model import DiffusionModel
 
 def save_derived(unet: UNet2DModel, model: DiffusionModel, out: str | Path) -> Path:
     """Write `unet` with `model`'s scheduler config as a save_pretrained directory, atomically."""
-    from hspace.images import atomic_write_directory
+    from hspace.files import atomic_write_directory
 
     def fill(staging: Path) -> None:
         unet.save_pretrained(staging, safe_serialization=True)

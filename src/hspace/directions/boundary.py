@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save
 
 from hspace.bottleneck import capture_h
 from hspace.cache import ArtifactCache
@@ -35,7 +34,7 @@ from hspace.directions.method import DirectionMethod
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
 from hspace.distributed import Shard
 from hspace.errors import UserError
-from hspace.images import atomic_write_bytes
+from hspace.files import atomic_write_safetensors
 from hspace.progress import bar
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -215,10 +214,8 @@ def save_bank(bank: LatentBank, path) -> None:
     tensors = {f"x.{i}": torch.from_numpy(v) for i, v in bank.x.items()} | {
         f"h.{i}": torch.from_numpy(v) for i, v in bank.h.items()
     }
-    data = save(
-        {**tensors, "scores": torch.from_numpy(bank.scores)}, metadata={"attributes": json.dumps(bank.attributes)}
-    )
-    atomic_write_bytes(path, lambda f: f.write(data))
+    tensors["scores"] = torch.from_numpy(bank.scores)
+    atomic_write_safetensors(path, tensors, {"attributes": json.dumps(bank.attributes)})
 
 
 def load_bank(path) -> LatentBank:

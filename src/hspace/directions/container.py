@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
 from hspace.checks import output_path
 from hspace.errors import UserError
-from hspace.images import atomic_write_bytes
+from hspace.files import atomic_write_safetensors
 from hspace.plots import LinePlot
 
 FORMAT_VERSION = 2  # 2: metrics and plots in the metadata; version 1 files load without them
@@ -82,10 +82,7 @@ class Directions:
         path = output_path(path, "path", "file")
         tensors = {"directions": self.vectors, "scales": self.scales, "timesteps": self.timesteps}
         tensors |= {f"extra.{k}": v for k, v in self.extra.items()}
-        data = save(
-            {k: v.contiguous().cpu() for k, v in tensors.items()}, metadata={"hspace": json.dumps(self.metadata())}
-        )
-        return atomic_write_bytes(path, lambda f: f.write(data))
+        return atomic_write_safetensors(path, tensors, {"hspace": json.dumps(self.metadata())})
 
     @classmethod
     def load(cls, path: str | Path) -> Directions:

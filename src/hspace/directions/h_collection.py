@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
 from hspace.cache import ArtifactCache
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplingSchedule
-from hspace.images import atomic_write_bytes
+from hspace.files import atomic_write_safetensors
 from hspace.progress import bar
 
 
@@ -57,6 +57,6 @@ def collect_h(
             "h",
             parts,
             compute,
-            save=lambda h, path: atomic_write_bytes(path, lambda f: f.write(save({"h": h.contiguous()}))),
+            save=lambda h, path: atomic_write_safetensors(path, {"h": h}),
             load=lambda path: load_file(path)["h"],
         )

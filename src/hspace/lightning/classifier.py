@@ -12,7 +12,7 @@ from hspace.checks import integer, number
 from hspace.classifiers.cnn import AttributeCNN, CNNConfig
 from hspace.data.datamodule import ImageDataModule
 from hspace.errors import UserError
-from hspace.images import atomic_write_directory
+from hspace.files import atomic_write_directory
 from hspace.lightning.exportable import ExportableModule
 
 

@@ -16,7 +16,7 @@ from hspace.checks import integer, number
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.skips import cut_skips
 from hspace.errors import UserError
-from hspace.images import atomic_write_directory
+from hspace.files import atomic_write_directory
 from hspace.lightning.exportable import ExportableModule
 
 

@@ -19,14 +19,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from hspace.cache import ArtifactCache
 from hspace.classifiers import FeatureClassifier
 from hspace.errors import UserError
-from hspace.images import atomic_write_bytes, unit_to_uint8
+from hspace.files import atomic_write_safetensors
+from hspace.images import unit_to_uint8
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
@@ -220,7 +221,6 @@ def cached_reference_statistics(
     parts = {"backend": backend.identity, "dataset": dataset_id, "count": count}
 
     def write(stats, path):
-        data = save({k: v.contiguous() for k, v in stats.items()})
-        atomic_write_bytes(path, lambda f: f.write(data))
+        atomic_write_safetensors(path, stats)
 
     return cache.get("fid_reference", parts, compute, save=write, load=lambda path: load_file(path))

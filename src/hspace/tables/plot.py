@@ -12,7 +12,7 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from hspace.errors import UserError
-from hspace.images import atomic_write_bytes
+from hspace.files import atomic_write_bytes
 from hspace.tables.collect import RunRecord
 
 
