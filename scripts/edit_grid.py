@@ -10,10 +10,10 @@ import argparse
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from hspace.checks import output_path
 from hspace.cli import user_errors_exit
+from hspace.edits_file import load_edits
 from hspace.images import save_edit_grid
 
 
@@ -33,10 +33,8 @@ def main() -> None:
     path = args.run_dir / ("edits_real.safetensors" if args.real else "edits.safetensors")
     if not path.is_file():
         parser.exit(2, f"error: no {path.name} in {args.run_dir}: give a finished hspace-run directory\n")
-    with safe_open(path, "pt") as f:
-        names = f.metadata()["directions"].split(",")
-        images, strengths = f.get_tensor("images"), f.get_tensor("strengths").tolist()
-        ids = f.get_tensor("indices" if args.real else "seeds").tolist()
+    edits = load_edits(path)
+    names, images, strengths, ids = edits.names, edits.images, edits.strengths, edits.ids
     if args.direction not in names:
         parser.exit(2, f"error: {path} has no direction {args.direction!r}; it has {', '.join(names)}\n")
     if args.rows < 1 or args.strengths == []:

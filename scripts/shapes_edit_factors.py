@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from safetensors import safe_open
-
 from hspace.cli import user_errors_exit
 from hspace.data.shapes_factors import measure_all
+from hspace.edits_file import load_edits
 from hspace.errors import UserError
 from hspace.images import uint8_to_unit
 from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects, moves_one_way
@@ -40,11 +39,9 @@ def main() -> None:
     path = args.run_dir / args.file
     if not path.is_file():
         raise UserError(f"{path} does not exist: pass the run_dir of a finished hspace-run (it writes {args.file})")
-    with safe_open(str(path), "pt") as f:  # the tensors and the direction names in one read
-        data = {key: f.get_tensor(key) for key in f.keys()}
-        names = f.metadata()["directions"].split(",")
-    images = data["images"].permute(0, 1, 2, 4, 5, 3).numpy()  # (D, N, S, H, W, C)
-    strengths = data["strengths"].tolist()
+    edits = load_edits(path)
+    names, strengths = edits.names, edits.strengths
+    images = edits.images.permute(0, 1, 2, 4, 5, 3).numpy()  # (D, N, S, H, W, C)
     if 0.0 not in strengths:
         raise UserError(f"{path} has no strength-0 column to compare with: strengths are {strengths}")
     zero = strengths.index(0.0)
@@ -54,7 +51,7 @@ def main() -> None:
         from hspace.classifiers.cnn import AttributeCNN
 
         classifier = AttributeCNN.load(args.classifier)
-        pixels = uint8_to_unit(data["images"])  # (D, N, S, C, H, W)
+        pixels = uint8_to_unit(edits.images)  # (D, N, S, C, H, W)
         probs = classifier.probabilities(pixels.flatten(0, 2)).view(*pixels.shape[:3], -1)
         print("classifier: the two attributes changing most (mean change of probability)")
         for d, name in enumerate(names):

@@ -92,7 +92,9 @@ def test_edit_factors_script_reports_signed_moves(originals, tmp_path):
     from pathlib import Path
 
     import torch
-    from safetensors.torch import save_file
+
+    from hspace.edits_file import save_edits
+    from hspace.images import uint8_to_unit
 
     columns = [
         [replace(f, cx=f.cx - 3.0, r=f.r - 1.5) for f in originals],
@@ -105,11 +107,8 @@ def test_edit_factors_script_reports_signed_moves(originals, tmp_path):
         [replace(f, cy=f.cy + 3.0) for f in originals],
     ]
     images = np.stack([np.stack([renders(c) for c in d], axis=1) for d in (columns, second)])  # (D, N, S, H, W, C)
-    tensors = {
-        "images": torch.from_numpy(images).permute(0, 1, 2, 5, 3, 4).contiguous(),
-        "strengths": torch.tensor([-1.0, 0.0, 1.0]),
-    }
-    save_file(tensors, str(tmp_path / "edits.safetensors"), metadata={"directions": "pc0,pc1"})
+    edited = uint8_to_unit(torch.from_numpy(images).permute(0, 1, 2, 5, 3, 4))  # as a run's edits, in [-1, 1]
+    save_edits(tmp_path / "edits.safetensors", edited, [-1.0, 0.0, 1.0], range(len(originals)), "seeds", ["pc0", "pc1"])
     script = Path(__file__).parents[1] / "scripts" / "shapes_edit_factors.py"
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True)
     rows = {line.split()[1]: line.split() for line in out.stdout.splitlines() if line.split()[:1] == ["pc0"]}

@@ -26,7 +26,7 @@ from hspace.errors import UserError
 from hspace.job.disentangle import FactorImages, disentangle_stage
 from hspace.job.edit import edit_generated, edit_real, invert_real, unedited
 from hspace.job.find import find_stage
-from hspace.job.outputs import StageTimer, factor_summary, log_run, save_edits, write_grids, write_metrics
+from hspace.job.outputs import StageTimer, factor_summary, log_run, write_grids, write_metrics
 from hspace.job.score import Scores, score_stage, with_generated_targets
 from hspace.metrics.evaluation import EvaluationSettings
 
@@ -144,9 +144,9 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
 
     with timer.stage("write", f"directions, edits and {count} grids in {job.run_dir}"):
         directions_file = directions.save(job.run_dir / "directions.safetensors")
-        outputs = {"edits": save_edits(job.run_dir / "edits.safetensors", generated, edit.strengths, names)}
+        outputs = {"edits": generated.save(job.run_dir / "edits.safetensors", edit.strengths, names)}
         if real is not None:
-            outputs["edits_real"] = save_edits(job.run_dir / "edits_real.safetensors", real, edit.strengths, names)
+            outputs["edits_real"] = real.save(job.run_dir / "edits_real.safetensors", edit.strengths, names)
         targets = {
             n: scores.metrics[f"edit/{n}/factors/target"] for n in names if f"edit/{n}/factors/target" in scores.metrics
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -13,6 +14,7 @@ from hspace.diffusion.sampler import noise_for
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.directions.container import Directions
 from hspace.edits.strategy import EditStrategy
+from hspace.edits_file import save_edits
 from hspace.progress import bar
 
 
@@ -25,6 +27,10 @@ class EditedSet:
     id_kind: str  # "seeds" | "indices"
     x_T: torch.Tensor
     z: torch.Tensor | None
+
+    def save(self, path: Path, strengths: Sequence[float], names: Sequence[str]) -> Path:
+        """The run's edits file (hspace.edits_file)."""
+        return save_edits(path, self.edited, strengths, self.ids, self.id_kind, names)
 
 
 def edit_all(

@@ -9,12 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from hspace.directions.container import Directions
-from hspace.files import atomic_write_safetensors
-from hspace.images import save_edit_grid, to_uint8, unit_to_uint8
+from hspace.images import save_edit_grid, to_uint8
 from hspace.job.edit import EditedSet
 from hspace.job.score import Scores
 from hspace.plots import draw_line_plot
@@ -44,17 +42,6 @@ class StageTimer:
 @dataclass
 class StageRecord:
     detail: str
-
-
-def save_edits(path: Path, edits: EditedSet, strengths: Sequence[float], names: Sequence[str]) -> Path:
-    """The edits as uint8 (D, N, S, C, H, W), with the strengths and the seeds (or image indices)."""
-    tensors = {
-        "images": unit_to_uint8(edits.edited),
-        "strengths": torch.tensor(list(strengths), dtype=torch.float32),
-        edits.id_kind: torch.tensor(list(edits.ids)),
-    }
-    metadata = {"directions": ",".join(names), "layout": "direction,sample,strength,channel,height,width"}
-    return atomic_write_safetensors(path, tensors, metadata)
 
 
 def write_grids(

@@ -1,0 +1,27 @@
+"""The edits file: what hspace-run writes is what the analysis scripts read, and a foreign file is one line."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from hspace.edits_file import load_edits, save_edits
+from hspace.errors import UserError
+from hspace.images import unit_to_uint8
+
+
+def test_edits_round_trip_as_the_pngs_round_them(tmp_path):
+    edited = torch.rand(2, 3, 4, 3, 8, 8) * 2.2 - 1.1  # (D, N, S, C, H, W), a little outside [-1, 1]
+    path = save_edits(tmp_path / "edits.safetensors", edited, [-2.0, 0.0, 1.5, 2.0], [7, 8, 9], "indices", ["a", "b"])
+    loaded = load_edits(path)
+    assert torch.equal(loaded.images, unit_to_uint8(edited)) and loaded.images.dtype == torch.uint8
+    assert loaded.strengths == [-2.0, 0.0, 1.5, 2.0] and loaded.ids == [7, 8, 9]
+    assert loaded.id_kind == "indices" and loaded.names == ["a", "b"]
+
+
+def test_a_missing_or_foreign_file_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="no edits file at"):
+        load_edits(tmp_path / "none.safetensors")
+    save_file({"images": torch.zeros(1, 1, 1, 3, 2, 2, dtype=torch.uint8)}, tmp_path / "x.safetensors")
+    with pytest.raises(UserError, match="is not a readable edits file") as error:
+        load_edits(tmp_path / "x.safetensors")
+    assert "\n" not in str(error.value)
