@@ -25,8 +25,7 @@ import torch
 
 from hspace.cli import user_errors_exit
 from hspace.errors import UserError
-from hspace.files import atomic_write_bytes, atomic_write_text
-from hspace.tables.build import Cell, Table, to_csv, to_latex, to_markdown
+from hspace.tables.build import Cell, Table, to_markdown, write_table
 from hspace.tables.leaderboard import MATCHED_EFFECT, direction_point
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,12 +241,9 @@ def leaderboard(results: dict[str, tuple[Entry, list[dict]]], scores: dict, base
 
 
 def plot(table: Table, path: Path) -> None:
-    import matplotlib
+    from hspace.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.5), dpi=120)
     methods = ["pca", "random", "jacobian", "loco", "class_mean", "boundary"]
     markers = dict(zip(methods, "osDP^v", strict=True))
     colours = {m: f"C{i}" for i, m in enumerate(methods)}
@@ -280,8 +276,7 @@ def plot(table: Table, path: Path) -> None:
         fontsize=8,
     )
     fig.tight_layout()
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @user_errors_exit  # a UserError (a bad argument or path) is one line and exit 2, not a traceback
@@ -319,9 +314,7 @@ def main() -> None:
         f"target factor; {len(args.seeds)} seeds x {args.samples} samples, {args.steps} DDIM steps; DCI and MIG on "
         f"{args.images} inverted test images"
     )
-    atomic_write_text(out / "leaderboard.md", to_markdown(table, digits=2))
-    atomic_write_text(out / "leaderboard.tex", to_latex(table, digits=2, caption=caption))
-    atomic_write_text(out / "leaderboard.csv", to_csv(table))
+    write_table(table, out / "leaderboard", digits=2, caption=caption)
     plot(table, out / "leaderboard.png")
     print(caption)
     print(to_markdown(table, digits=2))

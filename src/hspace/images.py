@@ -55,19 +55,15 @@ def save_edit_grid(
     pixels: np.ndarray, strengths, title: str, path: str | Path, row_labels=None, max_rows: int = 16
 ) -> Path:
     """A labelled edit grid: rows are the first `max_rows` samples, columns strengths. pixels: (N, S, H, W, C) uint8."""
-    import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from hspace.plots import pyplot, save_figure
 
     pixels = pixels[:max_rows]
     n, s, h, w, c = pixels.shape
     pad = 1
     height = 1.1 * n + 0.5
     # One image of all tiles in one axes: a figure of n x s axes takes seconds to lay out and draw.
-    fig, ax = plt.subplots(figsize=(1.1 * s + 0.6, height))
+    fig, ax = pyplot().subplots(figsize=(1.1 * s + 0.6, height))
     ax.imshow(image_grid(pixels.reshape(n * s, h, w, c), s, pad=pad), interpolation="nearest")
     ax.set_xticks([pad + q * (w + pad) + (w - 1) / 2 for q in range(s)], [f"{v:+g}" for v in strengths], fontsize=8)
     ax.xaxis.tick_top()
@@ -80,7 +76,4 @@ def save_edit_grid(
     fontsize = min(9.0, 9.0 * 13 * (1.1 * s + 0.6) / max(len(title), 1))
     fig.suptitle(title, fontsize=fontsize, y=1 - 0.08 / height, va="top")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
+    return save_figure(fig, path, dpi=100)

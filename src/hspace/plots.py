@@ -1,5 +1,6 @@
-"""Line plots that travel as data: a method describes a figure (LinePlot, saved in its directions file),
-and the run draws it (draw_line_plot) without knowing which method made it."""
+"""Figures: line plots that travel as data (a method describes a figure as a LinePlot, saved in its directions
+file, and the run draws it with draw_line_plot without knowing which method made it), and the two steps every
+figure of the project shares: `pyplot` (matplotlib on the file-only Agg backend) and `save_figure`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hspace.files import atomic_write_bytes
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: figures are written to files and need no display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: float | str = "figure") -> Path:
+    """`fig` as a PNG at `path`, written atomically; the figure is closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    pyplot().close(fig)
+    return atomic_write_bytes(Path(path), lambda f: f.write(buffer.getvalue()))
 
 
 @dataclass
@@ -25,12 +44,7 @@ class LinePlot:
 
 def draw_line_plot(plot: LinePlot, path: str | Path) -> Path:
     """Write `plot` as a PNG (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, left = plt.subplots(figsize=(5.5, 3.5), dpi=120)
+    fig, left = pyplot().subplots(figsize=(5.5, 3.5), dpi=120)
     left_colours = iter(("tab:blue", "tab:purple", "tab:brown"))
     for label, values in plot.series.items():
         left.plot(plot.x, values, marker="o", color=next(left_colours), label=label)
@@ -46,7 +60,4 @@ def draw_line_plot(plot: LinePlot, path: str | Path) -> Path:
         left.axvline(x, color="grey", linestyle="--")
     fig.legend(loc="lower center", ncol=3, fontsize=7)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return atomic_write_bytes(Path(path), lambda f: f.write(buffer.getvalue()))
+    return save_figure(fig, path)

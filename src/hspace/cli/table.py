@@ -13,8 +13,7 @@ from hspace.cli import as_list, make_main, user_errors_exit
 def make_table(cfg: DictConfig) -> dict[str, Path]:
     from hspace.checks import integer, output_path
     from hspace.cli.validate import overrides_of_this_run
-    from hspace.files import atomic_write_text
-    from hspace.tables.build import automatic_groups, build_table, check_group_keys, to_csv, to_latex, to_markdown
+    from hspace.tables.build import automatic_groups, build_table, check_group_keys, to_markdown, write_table
     from hspace.tables.collect import local_runs, wandb_runs
     from hspace.tables.plot import plot_curves, strength_curves
 
@@ -34,14 +33,7 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
     if cfg.plot.metric:  # before anything is written: a metric no run has is refused with nothing left behind
         directions = as_list(cfg.plot.directions) if cfg.plot.directions else None
         curves = strength_curves(runs, cfg.plot.metric, group_by, directions)
-    stem = out / layout.name
-    written = {}
-    for suffix, text in (
-        (".md", to_markdown(table, cfg.digits)),
-        (".tex", to_latex(table, cfg.digits, layout.caption)),
-        (".csv", to_csv(table)),
-    ):
-        written[suffix] = atomic_write_text(stem.with_suffix(suffix), text)
+    written = write_table(table, out / layout.name, cfg.digits, layout.caption)
     if curves is not None:
         title = f"{cfg.plot.metric} against strength ({len(runs)} runs)"
         written[".png"] = plot_curves(curves, cfg.plot.metric, out / f"{cfg.plot.metric}_vs_strength.png", title)

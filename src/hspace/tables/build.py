@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from statistics import mean, stdev
 
 from hspace.errors import UserError
@@ -205,3 +206,12 @@ def to_csv(table: Table) -> str:
             values += [cell.mean, cell.std, len(cell.values)]
         writer.writerow([*row, *values])
     return out.getvalue()
+
+
+def write_table(table: Table, stem: str | Path, digits: int = 3, caption: str = "") -> dict[str, Path]:
+    """The table as <stem>.md, .tex and .csv, each written atomically; suffix -> path."""
+    from hspace.files import atomic_write_text
+
+    stem = Path(stem)
+    texts = {".md": to_markdown(table, digits), ".tex": to_latex(table, digits, caption), ".csv": to_csv(table)}
+    return {suffix: atomic_write_text(stem.with_suffix(suffix), text) for suffix, text in texts.items()}

@@ -3,7 +3,6 @@ metrics `edit/<direction>/<metric>@<strength>`; the band is the std over runs.""
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections import defaultdict
@@ -12,7 +11,6 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from hspace.errors import UserError
-from hspace.files import atomic_write_bytes
 from hspace.tables.collect import RunRecord
 
 
@@ -51,12 +49,9 @@ def strength_curves(
 def plot_curves(
     curves: dict[str, dict[float, tuple[float, float]]], metric: str, path: str | Path, title: str = ""
 ) -> Path:
-    import matplotlib
+    from hspace.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(5, 3.5), dpi=120)
     for label, points in curves.items():
         xs = sorted(points)
         ys = [points[x][0] for x in xs]
@@ -69,7 +64,4 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return atomic_write_bytes(Path(path), lambda f: f.write(buffer.getvalue()))
+    return save_figure(fig, path)
