@@ -165,5 +165,10 @@ class SamplerSettings:
         choice(self.final_alpha, "sampler.final_alpha", FINAL_ALPHAS)
         boolean(self.clip_x0, "sampler.clip_x0")
 
+    def walk(self) -> dict:
+        """The settings that decide the trajectory (the grid and its noise; clipping aside), as recorded with
+        directions and keyed in the cache."""
+        return {"num_steps": self.num_steps, "spacing": self.spacing, "final_alpha": self.final_alpha, "eta": self.eta}
+
     def schedule(self, alphas_cumprod: Tensor) -> SamplingSchedule:
         return make_schedule(alphas_cumprod, self.num_steps, self.spacing, self.eta, self.final_alpha)

@@ -90,12 +90,7 @@ class DirectionMethod(ABC):
             method=self.name,
             model_id=model.name,
             weight_hash=model.weight_hash,
-            sampler={
-                "num_steps": sampler.num_steps,
-                "spacing": sampler.spacing,
-                "final_alpha": sampler.final_alpha,
-                "eta": sampler.eta,
-            },
+            sampler=sampler.walk(),
             config=self.identity(),
             extra=extra,
             info=info or {},

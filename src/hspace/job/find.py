@@ -86,12 +86,7 @@ def directions_from_method(
         "method": method.name,
         "config": method.identity(),
         "model": model.identity(),
-        "grid": {
-            "num_steps": walked.num_steps,
-            "spacing": walked.spacing,
-            "final_alpha": walked.final_alpha,
-            "eta": walked.eta,
-        },
+        "grid": walked.walk(),
         "format": FORMAT_VERSION,
     }
     seen = len(cache.hits)
