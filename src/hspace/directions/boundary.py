@@ -23,7 +23,7 @@ from hspace.bottleneck import capture_h
 from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer, number
 from hspace.classifiers import AttributeClassifier
-from hspace.data.batch import image_batch
+from hspace.data.batch import image_batch, labelled_batches
 from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
@@ -184,15 +184,13 @@ def inverted_bank(
     scores = []
     shard = Shard.current()  # each rank inverts its block of images; the ranks gather the bank in order
     first, stop = shard.bounds(count)
-    for start in bar(range(first, stop, batch_size), "boundary bank (inverted)", unit="batch"):
-        items = [dataset[i] for i in range(start, min(start + batch_size, stop))]
-        images = torch.stack([it["image"] for it in items])
+    for _, images, labels in labelled_batches(dataset, first, stop, batch_size, "boundary bank (inverted)"):
         x_t = ddim_invert(model, schedule, images, record_h=False, record_x=True).x_t
         for i in t_indices:
             x = x_t[:, i].to(model.device, model.dtype)
             xs[i].append(x.flatten(1).cpu())
             hs[i].append(capture_h(model, x, schedule.timesteps[i]).flatten(1).cpu())
-        scores.append(torch.stack([it["attributes"] for it in items]).float())
+        scores.append(labels)
     return gathered_bank(xs, hs, scores, names, shard)
 
 

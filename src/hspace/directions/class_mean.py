@@ -20,6 +20,7 @@ import torch
 from hspace.cache import ArtifactCache
 from hspace.checks import boolean, choice, integer
 from hspace.classifiers import AttributeClassifier
+from hspace.data.batch import labelled_batches
 from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.inversion import invert
 from hspace.diffusion.model import DiffusionModel
@@ -177,11 +178,9 @@ class ClassMeanDirections(DirectionMethod):
         shard = Shard.current()  # each rank inverts its block of images; the ranks merge their sums
         first, stop = shard.bounds(count)
         sums = ClassSums(attributes)
-        for start in bar(range(first, stop, self.batch_size), "class means: labelled images", unit="batch"):
-            items = [dataset[i] for i in range(start, min(start + self.batch_size, stop))]
-            images = torch.stack([it["image"] for it in items]).to(model.device, model.dtype)
-            labels = torch.stack([it["attributes"] for it in items])
-            inverted = invert(model, schedule, images, seeds=range(start, start + len(items)))
+        batches = labelled_batches(dataset, first, stop, self.batch_size, "class means: labelled images")
+        for indices, images, labels in batches:
+            inverted = invert(model, schedule, images.to(model.device, model.dtype), seeds=indices)
             h = sample(model, schedule, inverted.x_T, inverted.z, record_h=True).h
             for attribute in attributes:
                 positive = labels[:, names.index(attribute)] > 0.5
