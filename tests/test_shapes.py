@@ -74,3 +74,10 @@ def test_the_judge_passes_real_shapes_and_fails_broken_ones():
     mask = np.abs(off.astype(int) - off[0, 0].astype(int)).max(-1) > 60
     off[mask] = (130, 40, 200)  # an object of no Shapes colour
     assert not judge_sample(off).colour_ok
+
+
+def test_a_label_the_data_lacks_is_one_line_naming_the_labels():
+    data = ShapesDataModule(n_train=8, n_val=0, n_test=0, batch_size=4)
+    assert data.label_column("red") == ATTRIBUTES.index("red")
+    with pytest.raises(UserError, match="the data has no label 'smiling': its attributes are light_background, red"):
+        data.label_column("smiling")

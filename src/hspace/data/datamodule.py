@@ -57,6 +57,14 @@ class ImageDataModule(pl.LightningDataModule):
                         digest.update(torch.as_tensor(item[key]).float().contiguous().numpy().tobytes())
         return digest.hexdigest()[:32]
 
+    def label_column(self, attribute: str) -> int:
+        """The column of `attribute` in the items' `attributes`, or one line naming the labels there are."""
+        if attribute not in self.attributes:
+            raise UserError(
+                f"the data has no label {attribute!r}: its attributes are {', '.join(self.attributes) or 'none'}"
+            )
+        return self.attributes.index(attribute)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
             self.datasets[split],

@@ -281,17 +281,12 @@ class BoundaryDirections(DirectionMethod):
 
             def compute():
                 return generated_bank(model, schedule, t_indices, seeds, self.classifier, self.batch_size)
-        elif self.bank == "inverted":
-            if self.data is None:
-                raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
+        elif self.bank == "inverted":  # __post_init__ made sure there is data
             dataset = self.data.datasets["train"]
             names = list(self.data.attributes)
-            if self.attribute not in names:
-                raise UserError(
-                    f"the data has no label {self.attribute!r}: its attributes are {', '.join(names) or 'none'}"
-                )
+            column = self.data.label_column(self.attribute)
             count = min(len(dataset), self.num_bank)
-            column = names.index(self.attribute)  # refuse a one-sided bank before inverting anything
+            # refuse a one-sided bank before inverting anything
             check_labels(
                 np.array([1 if dataset[i]["attributes"][column] >= 0.5 else -1 for i in range(count)]),
                 self.min_per_class,

@@ -167,12 +167,7 @@ class ClassMeanDirections(DirectionMethod):
             raise UserError(
                 "method.label_source=dataset needs method.data: a datamodule whose items carry attribute labels"
             )
-        names = list(self.data.attributes)
-        missing = [a for a in attributes if a not in names]
-        if missing:
-            raise UserError(
-                f"the dataset has no labels for {', '.join(missing)}: its attributes are {', '.join(names) or 'none'}"
-            )
+        columns = {attribute: self.data.label_column(attribute) for attribute in attributes}
         dataset = self.data.datasets[self.split]
         count = min(len(dataset), self.max_images)
         shard = Shard.current()  # each rank inverts its block of images; the ranks merge their sums
@@ -183,7 +178,7 @@ class ClassMeanDirections(DirectionMethod):
             inverted = invert(model, schedule, images.to(model.device, model.dtype), seeds=indices)
             h = sample(model, schedule, inverted.x_T, inverted.z, record_h=True).h
             for attribute in attributes:
-                positive = labels[:, names.index(attribute)] > 0.5
+                positive = labels[:, columns[attribute]] > 0.5
                 if positive.any():
                     sums.add(attribute, True, h[positive])
                 if (~positive).any():
