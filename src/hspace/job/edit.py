@@ -19,14 +19,20 @@ from hspace.progress import bar
 
 
 @dataclass
-class EditedSet:
-    """Edits (D, N, S, C, H, W) in [-1, 1] of N images, one row per id (a seed or a dataset index)."""
+class StartingPoints:
+    """Where the paths of N images start: x_T and the noise maps z, one row per id (a seed or a dataset index)."""
 
-    edited: torch.Tensor
     ids: list[int]
     id_kind: str  # "seeds" | "indices"
     x_T: torch.Tensor
     z: torch.Tensor | None
+
+
+@dataclass
+class EditedSet(StartingPoints):
+    """Edits (D, N, S, C, H, W) in [-1, 1] of the N images whose paths start at these points."""
+
+    edited: torch.Tensor
 
     def save(self, path: Path, strengths: Sequence[float], names: Sequence[str]) -> Path:
         """The run's edits file (hspace.edits_file)."""
@@ -62,7 +68,8 @@ def edit_generated(
     clip_x0: bool,
 ) -> EditedSet:
     x_T, z = noise_for(seeds, model, schedule)
-    return EditedSet(edit_all(edit, model, schedule, directions, count, x_T, z, clip_x0), list(seeds), "seeds", x_T, z)
+    edited = edit_all(edit, model, schedule, directions, count, x_T, z, clip_x0)
+    return EditedSet(list(seeds), "seeds", x_T, z, edited=edited)
 
 
 def unedited(
@@ -70,11 +77,11 @@ def unedited(
     model: DiffusionModel,
     schedule: SamplingSchedule,
     directions: Directions,
-    edits: EditedSet,
+    start: StartingPoints,
     clip_x0: bool,
 ) -> torch.Tensor:
-    """What the edits of a set depart from, on the CPU. (N, C, H, W)"""
-    return edit.unedited(model, schedule, directions, 0, edits.x_T, edits.z, clip_x0).cpu()
+    """What the edits of paths from these starting points depart from, on the CPU. (N, C, H, W)"""
+    return edit.unedited(model, schedule, directions, 0, start.x_T, start.z, clip_x0).cpu()
 
 
 def invert_for(
@@ -100,11 +107,11 @@ def invert_real(
     directions: Directions,
     images: torch.Tensor,
     clip_x0: bool,
-) -> tuple[EditedSet, torch.Tensor]:
-    """The inverted real images' starting points and their reconstructions by the edit's unedited path;
-    the set's edits are filled in by edit_real."""
+) -> tuple[StartingPoints, torch.Tensor]:
+    """The inverted real images' starting points and their reconstructions by the edit's unedited path (edit_real
+    edits them)."""
     x_T, z = invert_for(edit, model, schedule, images)
-    inverted = EditedSet(torch.empty(0), list(range(len(images))), "indices", x_T, z)
+    inverted = StartingPoints(list(range(len(images))), "indices", x_T, z)
     return inverted, unedited(edit, model, schedule, directions, inverted, clip_x0)
 
 
@@ -114,8 +121,8 @@ def edit_real(
     schedule: SamplingSchedule,
     directions: Directions,
     count: int,
-    inverted: EditedSet,
+    inverted: StartingPoints,
     clip_x0: bool,
 ) -> EditedSet:
     edited = edit_all(edit, model, schedule, directions, count, inverted.x_T, inverted.z, clip_x0)
-    return EditedSet(edited, inverted.ids, inverted.id_kind, inverted.x_T, inverted.z)
+    return EditedSet(inverted.ids, inverted.id_kind, inverted.x_T, inverted.z, edited=edited)
