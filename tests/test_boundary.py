@@ -11,7 +11,8 @@ from hspace.data.batch import image_batch
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
 from hspace.diffusion.step_rules import ReplaceH
-from hspace.directions.boundary import LatentBank, check_labels, fit_boundary, load_bank, save_bank, stratified_split
+from hspace.directions.boundary import check_labels, fit_boundary, stratified_split
+from hspace.directions.boundary_bank import LatentBank, load_bank, save_bank
 from hspace.directions.container import Directions
 from hspace.edits.boundary_step import BoundaryStep, move
 from hspace.errors import UserError

@@ -10,7 +10,7 @@ from diffusers import DDPMScheduler
 
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplerSettings
-from hspace.directions.boundary import generated_bank
+from hspace.directions.boundary_bank import generated_bank
 from hspace.directions.class_mean import ClassMeanDirections
 from hspace.directions.pca import (
     PCA,

@@ -11,31 +11,24 @@ test split. The unit normals and offsets b / ||w|| are saved as plain tensors.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
-from hspace.bottleneck import capture_h
 from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer, number
 from hspace.classifiers import AttributeClassifier
-from hspace.data.batch import image_batch, labelled_batches
+from hspace.data.batch import image_batch
 from hspace.data.datamodule import ImageDataModule
-from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
-from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.boundary_bank import LatentBank, generated_bank, inverted_bank, load_bank, save_bank
 from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
-from hspace.distributed import Shard
 from hspace.errors import UserError
-from hspace.files import atomic_write_safetensors
-from hspace.progress import bar
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 MIXING_DEFAULTS = {
@@ -119,109 +112,6 @@ def fit_boundary(
             "negative": int((labels == -1).sum()),
         },
     )
-
-
-@dataclass
-class LatentBank:
-    """Latents of labelled images at some grid indices: x_t (N, D_x) and h_t (N, D_h) per index, and every
-    attribute's score of each image (N, A): a classifier's probability, or a dataset's label. One bank serves
-    every attribute it scores; `labels` picks one."""
-
-    x: dict[int, np.ndarray]
-    h: dict[int, np.ndarray]
-    scores: np.ndarray
-    attributes: list[str]
-
-    def labels(self, attribute: str, threshold: float = 0.5) -> np.ndarray:
-        """(N,) labels in {-1, +1}: +1 where the attribute's score reaches `threshold`."""
-        if attribute not in self.attributes:
-            raise UserError(f"the bank scores no attribute {attribute!r}: it has {', '.join(self.attributes)}")
-        return np.where(self.scores[:, self.attributes.index(attribute)] >= threshold, 1, -1)
-
-
-@torch.no_grad()
-def generated_bank(
-    model: DiffusionModel,
-    schedule,
-    t_indices: list[int],
-    seeds: list[int],
-    classifier: AttributeClassifier,
-    batch_size: int = 64,
-) -> LatentBank:
-    """For each grid index, x_t and h_t of generated samples (deterministic DDIM; h_t from the call at
-    (x_t, t)), scored by the classifier's probabilities on x_0. Across processes, each rank samples its block
-    of the seeds and the ranks gather the bank in seed order."""
-    xs = {i: [] for i in t_indices}
-    hs = {i: [] for i in t_indices}
-    scores = []
-    shard = Shard.current()
-    seeds = shard.take(seeds)
-    for start in bar(range(0, len(seeds), batch_size), "boundary bank", unit="batch"):
-        x_T, _ = noise_for(seeds[start : start + batch_size], model, schedule)
-        trajectory = sample(model, schedule, x_T, record_x=True, record_h=True)
-        for i in t_indices:
-            xs[i].append(trajectory.x_t[:, i].flatten(1))
-            hs[i].append(trajectory.h[:, i].flatten(1))
-        scores.append(classifier.probabilities(trajectory.x0).float().cpu())
-    return gathered_bank(xs, hs, scores, list(classifier.attributes), shard)
-
-
-@torch.no_grad()
-def inverted_bank(
-    model: DiffusionModel,
-    schedule,
-    t_indices: list[int],
-    dataset,
-    names: list[str],
-    count: int,
-    batch_size: int = 64,
-) -> LatentBank:
-    """Like generated_bank, for labelled real images DDIM-inverted up the grid: x_t at each index and
-    h_t = mid-block output of the call at (x_t, t) (pitfall B6: not the last inversion call's), scored by
-    the dataset's labels (`names`)."""
-    xs = {i: [] for i in t_indices}
-    hs = {i: [] for i in t_indices}
-    scores = []
-    shard = Shard.current()  # each rank inverts its block of images; the ranks gather the bank in order
-    first, stop = shard.bounds(count)
-    for _, images, labels in labelled_batches(dataset, first, stop, batch_size, "boundary bank (inverted)"):
-        x_t = ddim_invert(model, schedule, images, record_h=False, record_x=True).x_t
-        for i in t_indices:
-            x = x_t[:, i].to(model.device, model.dtype)
-            xs[i].append(x.flatten(1).cpu())
-            hs[i].append(capture_h(model, x, schedule.timesteps[i]).flatten(1).cpu())
-        scores.append(labels)
-    return gathered_bank(xs, hs, scores, names, shard)
-
-
-def gathered_bank(xs: dict, hs: dict, scores: list, attributes: list[str], shard: Shard) -> LatentBank:
-    """The bank as arrays, every rank's rows in rank order."""
-
-    def stack(parts: list[torch.Tensor]) -> np.ndarray:
-        return shard.gather(torch.cat(parts).cpu()).numpy()
-
-    return LatentBank(
-        x={i: stack(v).astype(np.float64) for i, v in xs.items()},
-        h={i: stack(v).astype(np.float64) for i, v in hs.items()},
-        scores=stack(scores).astype(np.float32),
-        attributes=list(attributes),
-    )
-
-
-def save_bank(bank: LatentBank, path) -> None:
-    tensors = {f"x.{i}": torch.from_numpy(v) for i, v in bank.x.items()} | {
-        f"h.{i}": torch.from_numpy(v) for i, v in bank.h.items()
-    }
-    tensors["scores"] = torch.from_numpy(bank.scores)
-    atomic_write_safetensors(path, tensors, {"attributes": json.dumps(bank.attributes)})
-
-
-def load_bank(path) -> LatentBank:
-    with safe_open(str(path), "pt") as f:  # the tensors and the attribute names in one read
-        tensors = {key: f.get_tensor(key).numpy() for key in f.keys()}
-        attributes = json.loads(f.metadata()["attributes"])
-    pick = lambda prefix: {int(k.split(".")[1]): v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
-    return LatentBank(pick("x."), pick("h."), tensors["scores"], attributes)
 
 
 @dataclass
