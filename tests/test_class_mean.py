@@ -8,7 +8,7 @@ from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
 from hspace.directions.class_mean import ClassSums
 from hspace.directions.container import Directions
-from hspace.directions.disentangle import project_out
+from hspace.directions.projection import project_out
 from hspace.errors import UserError
 
 

@@ -27,9 +27,9 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
-from hspace.directions.disentangle import project_out
 from hspace.directions.h_collection import collect_h
 from hspace.directions.method import DirectionMethod
+from hspace.directions.projection import project_out
 from hspace.distributed import Shard
 from hspace.errors import UserError
 from hspace.progress import bar
