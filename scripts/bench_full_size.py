@@ -21,11 +21,13 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from hspace.cli import CONFIG_DIR
+from hspace.checks import choice, integer
+from hspace.cli import CONFIG_DIR, user_errors_exit
 from hspace.cli.run import run
 from hspace.diffusion.google_ddpm import save_random_model
 
 
+@user_errors_exit  # a bad argument is one line and exit 2, before any run starts
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
@@ -39,6 +41,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="edit batch size")
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for every run, e.g. method.batch_size=64")
     args = parser.parse_args()
+    choice(args.device, "--device", ("auto", "cuda", "cpu"))
+    for option, value, minimum in (("--steps", args.steps, 1), ("--pca-samples", args.pca_samples, 2),
+                                   ("--samples", args.samples, 1), ("--directions", args.directions, 1),
+                                   ("--batch-size", args.batch_size, 1)):  # fmt: skip
+        integer(value, option, minimum)
 
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     accelerator = "cuda" if cuda else "cpu"

@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from hspace.checks import integer, number
+from hspace.cli import user_errors_exit
 from hspace.diffusion.loading import load_model
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
@@ -24,6 +26,7 @@ from hspace.directions.jacobian_map import jacobian_products
 from hspace.directions.subspace import block_subspace_iteration, sequential_power_iteration
 
 
+@user_errors_exit  # a bad argument or --weights is one line and exit 2, not a traceback
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="shapes32")
@@ -34,6 +37,13 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--oversample", type=int, default=2)
     args = parser.parse_args()
+    for i, k in enumerate(args.k):
+        integer(k, f"--k[{i}]", 1)
+    integer(args.tau, "--tau", 0, 999)
+    integer(args.seed, "--seed", 0)
+    integer(args.steps, "--steps", 1, 1000)
+    number(args.tol, "--tol", above=0.0)
+    integer(args.oversample, "--oversample", 0)
 
     model = load_model(args.weights)
     schedule = make_schedule(model.alphas_cumprod, args.steps, "trailing")

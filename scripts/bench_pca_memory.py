@@ -19,6 +19,9 @@ import subprocess
 import sys
 import time
 
+from hspace.checks import integer
+from hspace.cli import user_errors_exit
+
 CHILD = """
 import json, resource, sys, time
 import torch
@@ -43,6 +46,7 @@ print(json.dumps(result))
 """
 
 
+@user_errors_exit  # a bad argument is one line and exit 2, before any child runs
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[128, 512, 1024])
@@ -51,6 +55,12 @@ def main() -> None:
     parser.add_argument("--oversample", type=int, default=40)
     parser.add_argument("--batch", type=int, default=96)
     args = parser.parse_args()
+    for i, n in enumerate(args.n):
+        integer(n, f"--n[{i}]", 2)
+    integer(args.steps, "--steps", 1, 1000)
+    integer(args.k, "--k", 1)
+    integer(args.oversample, "--oversample", 0)
+    integer(args.batch, "--batch", 1)
     print(f"{'N':>6} {'seconds':>8} {'peak RSS MiB':>13} {'after load MiB':>15} {'bound MiB':>10}")
     for n in args.n:
         out = subprocess.run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from hspace.checks import integer
 from hspace.cli import user_errors_exit
 from hspace.diffusion.loading import load_model
 from hspace.lightning.ddpm import model_from_checkpoint
@@ -21,6 +22,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--num-samples", type=int, default=16)
     args = parser.parse_args()
+    integer(args.num_samples, "--num-samples", 2)  # h is swapped between samples
     model = model_from_checkpoint(args.checkpoint) if args.checkpoint else load_model(args.weights)
     for tau, change in h_swap_change(model, args.num_samples).items():
         print(f"tau {tau:4d}: relative change of the output with h swapped {change:.3f}")

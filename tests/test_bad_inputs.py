@@ -333,6 +333,10 @@ SCRIPT_CASES = [
     (["shapes_model_quality.py", "--num-samples", "0"], "--num-samples must be at least 1"),
     (["edit_grid.py", "{tmp}", "pc0", "{tmp}"], "out={tmp} is a folder"),
     (["bench.py", "--json", "{tmp}"], "--json={tmp} is a folder"),
+    (["bench_jacobian.py", "--tau", "1000"], "--tau=1000 is above 999"),
+    (["bench_pca_memory.py", "--n", "64", "1"], "--n[1]=1 is below 2"),
+    (["bench_full_size.py", "--device", "gpu"], "--device='gpu' is not one of auto, cuda, cpu"),
+    (["h_dependence.py", "--num-samples", "1"], "--num-samples=1 is below 2"),
 ]
 
 
