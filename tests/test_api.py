@@ -67,7 +67,7 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
         (lambda: api.edit_seeds(model, directions, seeds=[0], index=2), "index=2 is above 1"),
         (lambda: api.edit_images(model, directions, torch.zeros(1, 3, 64, 64)), r"shape \(1, 3, 64, 64\)"),
         (lambda: api.edit_images(model, directions, torch.zeros(1, 3, 32, 32, dtype=torch.uint8)), "torch.uint8"),
-        (lambda: api.edit_images(model, directions, torch.full((1, 3, 32, 32), 255.0)), "range over"),
+        (lambda: api.edit_images(model, directions, torch.full((1, 3, 32, 32), 2.0)), "range over"),
         (lambda: api.edit_images(model, directions, []), "images is empty"),
         (lambda: api.edit_images(model, directions, [tmp_path / "none.png"]), "cannot read the image"),
         (lambda: api.edit_images(model, directions, [1, 2]), r"images\[0\] is a int"),
@@ -89,8 +89,11 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
     assert api.as_tensor(Image.open(tmp_path / "red.png"), model.image_shape).shape == (1, 3, 32, 32)
     assert api.as_tensor(torch.zeros(3, 32, 32), model.image_shape).shape == (1, 3, 32, 32)
     # an edit's own strengths are kept unless strengths= is given
-    edit, _ = api.prepared(model, directions, 0, None, ShiftEdit(strengths=[-8.0, 8.0]), sampler)
+    edit, _, _ = api.prepared(model, directions, 0, None, ShiftEdit(strengths=[-8.0, 8.0]), sampler)
     assert edit.strengths == [-8.0, 8.0]
-    edit, _ = api.prepared(model, directions, 0, [1.0], ShiftEdit(strengths=[-8.0, 8.0]), sampler)
+    edit, _, _ = api.prepared(model, directions, 0, [1.0], ShiftEdit(strengths=[-8.0, 8.0]), sampler)
     assert edit.strengths == [1.0]
     assert api.prepared(model, directions, 0, None, None, sampler)[0].strengths == [-4.0, 0.0, 4.0]
+    assert api.prepared(model, directions, -1, None, None, sampler)[2] == 1  # from the end, as in a list
+    with pytest.raises(UserError, match="index=-3 is below -2"):
+        api.prepared(model, directions, -3, None, None, sampler)

@@ -362,13 +362,28 @@ def test_a_refused_sweep_leaves_no_sweep_folder(overrides, words, tmp_path, monk
     assert not sweep.exists()  # neither multirun.yaml nor the job's folder
 
 
-def test_a_sweep_is_checked_with_every_value_of_each_key():
-    from hspace.cli.command_line import override_sets
+def test_a_sweep_is_checked_with_every_option_of_each_swept_group():
+    from hspace.cli import CONFIG_DIR
+    from hspace.cli.command_line import check_command_line, override_sets
 
-    sets = override_sets(["method=pca,jacobian", "num_samples=2", "first_seed=range(0,3)"])
-    assert sets == [
-        ["method=pca", "num_samples=2", "first_seed=0"],
-        ["method=jacobian", "num_samples=2", "first_seed=0"],
-        ["method=pca", "num_samples=2", "first_seed=1"],
-        ["method=pca", "num_samples=2", "first_seed=2"],
+    sets = override_sets(["method=pca,jacobian", "num_samples=2", "first_seed=range(0,1000)", "edit=shift"], CONFIG_DIR)
+    assert sets == [  # a swept value composes like its first: only the group's options are composed each
+        ["method=pca", "num_samples=2", "first_seed=0", "edit=shift"],
+        ["method=jacobian", "num_samples=2", "first_seed=0", "edit=shift"],
     ]
+    assert override_sets(["first_seed=range(0,4,0)"], CONFIG_DIR) is None  # not a range: Hydra says so
+    check_command_line(CONFIG_DIR, "run", "hspace-run", ["hydra.mode=MULTIRUN", "method=pca,random"])  # a sweep too
+
+
+def test_a_sweep_refused_in_a_later_job_keeps_the_finished_jobs(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "finished"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"method": "pca", "edit/pc0/success": 0.5}))
+    (run / "config.yaml").write_text("method:\n  num_samples: 8\n")
+    sweep = tmp_path / "sweep"
+    args = ["-m", "digits=3,-1", f"runs=[{run}]", "plot.metric=null", f"hydra.sweep.dir={sweep}"]
+    code = call_main("table", args, monkeypatch)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error")]
+    assert code == 2 and err == ["error: digits=-1 is below 0: give at least 0"], err
+    assert (sweep / "0" / "summary.md").is_file() and (sweep / "multirun.yaml").is_file()  # job 0's tables stay
+    assert not (sweep / "1").exists()

@@ -150,3 +150,10 @@ def test_sampler_settings_refuse_bad_values_in_one_line():
             SamplerSettings(**settings)
     listed = SamplerSettings(num_steps=2, eta=[0.0, 1.0])
     assert listed.eta == (0.0, 1.0) and hash(listed) == hash(SamplerSettings(num_steps=2, eta=(0.0, 1.0)))
+    import json
+
+    import numpy as np
+
+    numpy_values = SamplerSettings(num_steps=np.int64(4), eta=np.float32(0.5))  # stored as plain numbers
+    assert type(numpy_values.num_steps) is int and type(numpy_values.eta) is float and json.dumps(numpy_values.walk())
+    assert SamplerSettings(num_steps=2, eta=np.array([0.0, 1.0])).eta == (0.0, 1.0)

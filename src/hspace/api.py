@@ -100,10 +100,12 @@ def prepared(
     strengths: Sequence[float] | None,
     edit: EditStrategy | None,
     sampler: SamplerSettings | None,
-) -> tuple[EditStrategy, SamplerSettings]:
-    """The edit (its own strengths unless `strengths` is given; ShiftEdit at -4, 0, 4 by default) and the sampler,
-    checked against the directions and `index` before any model runs."""
-    integer(index, "index", 0, len(directions.names) - 1)
+) -> tuple[EditStrategy, SamplerSettings, int]:
+    """The edit (its own strengths unless `strengths` is given; ShiftEdit at -4, 0, 4 by default), the sampler and
+    the direction's index (a negative one counts from the end), checked against the directions before any model
+    runs."""
+    count = len(directions.names)
+    index = integer(index, "index", -count, count - 1) % count
     sampler = sampler or default_sampler(directions)
     if edit is None:
         edit = ShiftEdit(strengths=list(DEFAULT_STRENGTHS if strengths is None else strengths))
@@ -113,7 +115,7 @@ def prepared(
     schedule = sampler.schedule(model.alphas_cumprod)
     directions.check_noise_schedule(model.noise_schedule)
     directions.check_compatible(model.weight_hash, model.h_shape, schedule.timesteps)
-    return edit, sampler
+    return edit, sampler, index
 
 
 def edit_seeds(
@@ -128,7 +130,7 @@ def edit_seeds(
     """Generated samples (one per seed) edited along direction `index` at every strength: `strengths`, else the
     edit's own, else -4, 0, 4 (ShiftEdit by default)."""
     seeds = seed_list(seeds)
-    edit, sampler = prepared(model, directions, index, strengths, edit, sampler)
+    edit, sampler, index = prepared(model, directions, index, strengths, edit, sampler)
     schedule = sampler.schedule(model.alphas_cumprod)
     x_T, z = noise_for(seeds, model, schedule)
     edited = edit.apply(model, schedule, directions, index, x_T, z, sampler.clip_x0)
@@ -187,7 +189,7 @@ def checked_pixels(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.T
     if len(images) == 0:
         raise UserError("images is empty: give at least one image")
     low, high = images.min().item(), images.max().item()
-    if low < -1.01 or high > 1.01:
+    if low < -1.5 or high > 1.5:  # samples overshoot [-1, 1] a little (sampling does not clip); 0..255 does not
         raise UserError(f"images range over [{low:.3g}, {high:.3g}]: give pixels in [-1, 1] (x / 127.5 - 1 for 0..255)")
     return images.float()
 
@@ -204,7 +206,7 @@ def edit_images(
     """Real images (PIL images or image files, one or a list, or a tensor (N, C, H, W) in [-1, 1]) inverted and
     edited along direction `index` at `strengths` (as edit_seeds); `unedited` holds their reconstructions."""
     pixels = as_tensor(images, model.image_shape)
-    edit, sampler = prepared(model, directions, index, strengths, edit, sampler)
+    edit, sampler, index = prepared(model, directions, index, strengths, edit, sampler)
     schedule = sampler.schedule(model.alphas_cumprod)
     x_T, z = invert_for(edit, model, schedule, pixels.to(model.device))
     edited = edit.apply(model, schedule, directions, index, x_T, z, sampler.clip_x0)

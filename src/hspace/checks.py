@@ -27,7 +27,7 @@ def number(
 ) -> float:
     """`value` as a finite float within [minimum, maximum] and, if `above` is given, greater than it, or one line
     naming the setting."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise UserError(f"{setting}={value!r} is not a finite number: give one, e.g. {setting}=1.0")
     if above is not None and value <= above:
         raise UserError(f"{setting}={value} must be greater than {above}: give a larger value")

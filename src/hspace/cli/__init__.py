@@ -173,7 +173,7 @@ def remove_refused_sweep_record() -> None:
     runtime = HydraConfig.get().runtime
     sweep_dir, cwd = Path(HydraConfig.get().sweep.dir).resolve(), Path(runtime.cwd).resolve()
     job_dir = Path(runtime.output_dir).resolve()
-    if sweep_dir == cwd or not sweep_dir.is_dir():
+    if sweep_dir == cwd or not sweep_dir.is_dir() or sweep_dir not in job_dir.parents:
         return
     others = [p for p in sweep_dir.iterdir() if p.name != "multirun.yaml" and p.resolve() != job_dir]
     if others or (job_dir.is_dir() and any(job_dir.iterdir())):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from hspace.errors import UserError
 
 SWEEP_FLAGS = ("-m", "--multirun")
+SWEEP_MODE = "hydra.mode=MULTIRUN"
 
 
 def check_command_line(config_dir: str, config_name: str, command: str, args: Sequence[str]) -> None:
@@ -21,8 +23,9 @@ def check_command_line(config_dir: str, config_name: str, command: str, args: Se
     if any(arg.startswith("-") and arg not in SWEEP_FLAGS for arg in args):
         return
     overrides = [arg for arg in args if arg not in SWEEP_FLAGS]
+    sweep = len(overrides) < len(args) or SWEEP_MODE in overrides
     try:
-        candidates = override_sets(overrides) if len(overrides) < len(args) else [overrides]
+        candidates = override_sets(overrides, config_dir) if sweep else [overrides]
     except OverrideParseException as error:
         raise UserError(describe(error, command)) from None
     if candidates is None:
@@ -34,11 +37,12 @@ def check_command_line(config_dir: str, config_name: str, command: str, args: Se
             raise UserError(describe(error, command)) from None
 
 
-def override_sets(overrides: list[str]) -> list[list[str]] | None:
-    """The override lists that cover a sweep: every swept key at its first value, then each other value of one
-    key with the rest at their first; None where a sweep cannot be listed without the config (glob)."""
+def override_sets(overrides: list[str], config_dir: str) -> list[list[str]] | None:
+    """The override lists that cover a sweep: every swept key at its first value, then each other option of a
+    swept config group (method=pca,jacobian: each option is its own file) with the rest at their first. A swept
+    value (first_seed=range(0,1000)) cannot change what composes, so only its first is composed. None where a
+    sweep cannot be listed without the config (glob), or its values are not valid: Hydra reports those."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     values: list[list[str]] = []
@@ -48,14 +52,22 @@ def override_sets(overrides: list[str]) -> list[list[str]] | None:
             continue
         try:
             swept = list(override.sweep_string_iterator())
-        except HydraException:
+        except Exception:  # a glob needs the config; range(0, 4, 0) is not a range
             return None
-        values.append([f"{override.get_key_element()}={value}" for value in swept] or [override.input_line])
+        key = override.get_key_element()
+        options = [f"{key}={value}" for value in swept] or [override.input_line]
+        values.append(options if is_config_group(key, config_dir) else options[:1])
     first = [options[0] for options in values]
     sets = [first]
     for index, options in enumerate(values):
         sets += [[*first[:index], option, *first[index + 1 :]] for option in options[1:]]
     return sets
+
+
+def is_config_group(key: str, config_dir: str) -> bool:
+    """Whether an override key chooses a config group option (method, hydra/launcher) rather than sets a value."""
+    name = key.lstrip("+~")
+    return "/" in name or (Path(config_dir) / name).is_dir()
 
 
 def compose(config_dir: str, config_name: str, overrides: list[str]) -> None:

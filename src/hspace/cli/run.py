@@ -118,6 +118,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     from hspace.job.disentangle import shapes_factor_images
 
     known_count = int(cfg.metrics.get("disentanglement", {}).get("num_images", 0) or 0)
+    check_known_factors(cfg.data, known_count)
     files = as_list(cfg.get("real_image_files"))  # edited instead of the test split's first images
     missing = [f for f in files if not Path(f).expanduser().is_file()]
     if missing:
@@ -127,9 +128,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     fid_reference = None if fid is None or fid.backend == "none" else (fid.reference_split, fid.reference_count)
     test_split = None
     if real_count or known_count or fid_reference:
-        datamodule = build(cfg.data)
-        check_known_factors(datamodule, known_count)
-        datasets = datamodule.datasets
+        datasets = build(cfg.data).datasets
         test_split = datasets["test"]
         counts = [
             ("real_images", "test", 0 if files else cfg.real_images),
@@ -247,13 +246,15 @@ def mark_failed(run_dir: Path, error: BaseException) -> None:
     write_json(run_dir / "run_info.json", run_info() | {"status": "failed", "reason": reason})
 
 
-def check_known_factors(datamodule, count: int) -> None:
-    """Scoring directions by DCI and MIG on `count` rendered images needs data whose factors are known (Shapes):
-    refused in one line for other data."""
+def check_known_factors(data: DictConfig, count: int) -> None:
+    """Scoring directions by DCI and MIG on `count` rendered images needs data whose factors are known (a
+    ShapesDataModule, by its class): refused in one line for other data, before the data is read."""
+    from hydra.utils import get_class
+
     from hspace.data.datamodule import ShapesDataModule
     from hspace.errors import UserError
 
-    if count and not isinstance(datamodule, ShapesDataModule):
+    if count and not issubclass(get_class(data._target_), ShapesDataModule):
         raise UserError(
             f"metrics.disentanglement.num_images={count} needs images with known factors (data=shapes): "
             "set it to 0 for this data"

@@ -150,17 +150,18 @@ class SamplerSettings:
         """Each setting in one line naming it (`sampler.<name>`), also when built from Python; an eta list
         becomes a tuple (the settings are hashable)."""
         steps = integer(self.num_steps, "sampler.num_steps", 1, 1000)
-        if isinstance(self.eta, (list, tuple)):
-            if len(self.eta) != steps:
+        object.__setattr__(self, "num_steps", steps)  # a plain int (numpy integers are accepted)
+        eta = self.eta.tolist() if isinstance(self.eta, (np.ndarray, Tensor)) else self.eta
+        if isinstance(eta, (list, tuple)):
+            if len(eta) != steps:
                 raise UserError(
-                    f"sampler.eta has {len(self.eta)} entries but sampler.num_steps={steps}: give one eta per step "
+                    f"sampler.eta has {len(eta)} entries but sampler.num_steps={steps}: give one eta per step "
                     "or a single number"
                 )
-            for i, value in enumerate(self.eta):
-                number(value, f"sampler.eta[{i}]", 0.0, 1.0)
-            object.__setattr__(self, "eta", tuple(float(value) for value in self.eta))
+            eta = tuple(number(value, f"sampler.eta[{i}]", 0.0, 1.0) for i, value in enumerate(eta))
         else:  # above 1 the step's noise would exceed what its level allows
-            number(self.eta, "sampler.eta", 0.0, 1.0)
+            eta = number(eta, "sampler.eta", 0.0, 1.0)
+        object.__setattr__(self, "eta", eta)
         choice(self.spacing, "sampler.spacing", SPACINGS)
         choice(self.final_alpha, "sampler.final_alpha", FINAL_ALPHAS)
         boolean(self.clip_x0, "sampler.clip_x0")

@@ -28,7 +28,9 @@ class RunRecord:
         return key in self.metrics or self.lookup(key)[0]
 
     def lookup(self, key: str) -> tuple[bool, object]:
-        """(found, value) of the config value at the dotted path `key`."""
+        """(found, value) of the config value at the dotted path `key` (W&B configs hold the dotted keys flat)."""
+        if key in self.config:
+            return True, self.config[key]
         node = self.config
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
