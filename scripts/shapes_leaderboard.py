@@ -25,6 +25,7 @@ import torch
 
 from hspace.cli import user_errors_exit
 from hspace.errors import UserError
+from hspace.metrics.keys import direction_values
 from hspace.tables.build import Cell, Table, to_markdown, write_table
 from hspace.tables.leaderboard import MATCHED_EFFECT, direction_point
 
@@ -214,7 +215,7 @@ def leaderboard(results: dict[str, tuple[Entry, list[dict]]], scores: dict, base
     for entry, seed_metrics in results.values():
         first = seed_metrics[0]
         # In name order: a run read back from metrics.json (sorted keys) and one just finished list them alike.
-        names = sorted(k.split("/")[1] for k in first if k.startswith("edit/") and k.endswith("/factors/target"))
+        names = sorted(direction_values(first, "factors/target"))
         for name in names:
             row = (entry.method, name, first[f"edit/{name}/factors/target"])
             rows.append(row)
@@ -300,10 +301,7 @@ def main() -> None:
     for entry in entries(args.quick):
         first = run_one(entry, args.seeds[0], runs / entry.run / str(args.seeds[0]), cache, entry.targets, args)
         # Unsupervised directions keep the target found on the first seed, so every seed is judged alike.
-        found = {
-            k.split("/")[1]: v for k, v in first.items() if k.startswith("edit/") and k.endswith("/factors/target")
-        }
-        targets = found | entry.targets
+        targets = direction_values(first, "factors/target") | entry.targets
         rest = [run_one(entry, s, runs / entry.run / str(s), cache, targets, args) for s in args.seeds[1:]]
         results[entry.run] = (entry, [first, *rest])
     scores, baseline = disentanglement(direction_sets(results, runs, args.seeds[0]), args)

@@ -194,3 +194,18 @@ def test_runs_with_other_settings_are_kept_apart_or_refused(tmp_path, capsys):
         make_table(compose_table(tmp_path / "runs", tmp_path / "out2", ["plot.metric=null", "group_by=[method]"]))
     err = capsys.readouterr().err
     assert "would be averaged" in err and "differ in edit.strengths" in err and "group_by=auto" in err
+
+
+def test_per_direction_values_are_read_by_name_or_found():
+    from hspace.metrics.keys import direction_values
+
+    metrics = {
+        "edit/pc1/factors/target": "cx",
+        "edit/pc0/factors/target": "r",
+        "edit/pc0/target": "large",
+        "edit/score_delta/pc0/red": 0.1,  # a per-attribute table, not a direction
+        "edit/pc0/factors/target@4": "no",
+    }
+    assert direction_values(metrics, "factors/target") == {"pc1": "cx", "pc0": "r"}
+    assert direction_values(metrics, "factors/target", ["pc0", "pc9"]) == {"pc0": "r"}
+    assert direction_values(metrics, "target") == {"pc0": "large"}

@@ -29,6 +29,7 @@ from hspace.job.find import find_stage
 from hspace.job.outputs import StageTimer, factor_summary, log_run, write_grids, write_metrics
 from hspace.job.score import Scores, score_stage, with_generated_targets
 from hspace.metrics.evaluation import EvaluationSettings
+from hspace.metrics.keys import direction_values
 
 
 @dataclass
@@ -147,9 +148,7 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
         outputs = {"edits": generated.save(job.run_dir / "edits.safetensors", edit.strengths, names)}
         if real is not None:
             outputs["edits_real"] = real.save(job.run_dir / "edits_real.safetensors", edit.strengths, names)
-        targets = {
-            n: scores.metrics[f"edit/{n}/factors/target"] for n in names if f"edit/{n}/factors/target" in scores.metrics
-        }
+        targets = direction_values(scores.metrics, "factors/target", names)
         grids = write_grids(job.run_dir, directions, names, edit.strengths, generated, real, targets)
     metrics |= scores.metrics | timer.metrics
     if job.cache is not None:

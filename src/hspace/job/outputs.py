@@ -15,6 +15,7 @@ from hspace.directions.container import Directions
 from hspace.images import save_edit_grid, to_uint8
 from hspace.job.edit import EditedSet
 from hspace.job.score import Scores
+from hspace.metrics.keys import direction_values
 from hspace.plots import draw_line_plot
 from hspace.progress import stage_line
 from hspace.run_record import write_json
@@ -134,7 +135,7 @@ def log_run(
 
 def factor_summary(metrics: dict, names: Sequence[str]) -> list[str]:
     """One line per direction on what it edits, measured from pixels (when the run scored Shapes factors)."""
-    scored = [name for name in names if f"edit/{name}/factors/target" in metrics]
+    scored = list(direction_values(metrics, "factors/target", names))
     if not scored:
         return []
     lines = ["Shapes factors at the headline strength (target: success, worst leakage, valid edits):"]

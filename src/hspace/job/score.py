@@ -10,6 +10,7 @@ import torch
 from hspace.images import unit_to_uint8
 from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index, strength_label
 from hspace.metrics.factor_scores import factor_scores
+from hspace.metrics.keys import direction_values
 
 
 @dataclass
@@ -55,14 +56,10 @@ def rename(key: str, prefix: str) -> str:
 def with_generated_targets(evaluation: EvaluationSettings, metrics: dict, names: Sequence[str]) -> EvaluationSettings:
     """The settings for scoring real-image edits: the classifier and factor targets found on the generated
     samples, so that both sets are judged on the same attribute and factor (targets given in the config win)."""
-
-    def found(key: str) -> dict[str, str]:
-        return {name: metrics[f"edit/{name}/{key}"] for name in names if f"edit/{name}/{key}" in metrics}
-
     return replace(
         evaluation,
-        targets=found("target") | evaluation.targets,
-        factor_targets=found("factors/target") | evaluation.factor_targets,
+        targets=direction_values(metrics, "target", names) | evaluation.targets,
+        factor_targets=direction_values(metrics, "factors/target", names) | evaluation.factor_targets,
     )
 
 
