@@ -25,7 +25,7 @@ from PIL import Image
 
 from hspace.cache import ArtifactCache
 from hspace.checks import integer
-from hspace.data.image_files import load_image
+from hspace.data.image_files import image_tensor, load_image
 from hspace.diffusion.loading import load_model as _load_model
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for
@@ -35,7 +35,7 @@ from hspace.directions.method import DirectionMethod
 from hspace.edits.shift import ShiftEdit
 from hspace.edits.strategy import EditStrategy, check_pairing
 from hspace.errors import UserError
-from hspace.images import from_pixels, image_grid, to_uint8
+from hspace.images import image_grid, to_uint8
 from hspace.job.edit import invert_for
 
 
@@ -169,7 +169,7 @@ def as_tensor(images, shape: tuple[int, int, int]) -> torch.Tensor:
         if isinstance(image, (str, Path)):
             tensors.append(load_image(Path(image).expanduser(), size))
         elif isinstance(image, Image.Image):
-            tensors.append(from_pixels(np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC))))
+            tensors.append(image_tensor(image, size))
         else:
             raise UserError(f"images[{i}] is a {type(image).__name__}: give PIL images or image file paths")
     return torch.stack(tensors)

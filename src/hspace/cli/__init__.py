@@ -153,13 +153,18 @@ def remove_job_dir_if_empty() -> None:
     if not HydraConfig.initialized():
         return
     runtime = HydraConfig.get().runtime
-    job_dir, cwd = Path(runtime.output_dir).resolve(), Path(runtime.cwd).resolve()
-    for folder in (job_dir, *job_dir.parents):
-        if folder == cwd or (folder != job_dir and cwd not in folder.parents):
+    prune_empty(Path(runtime.output_dir).resolve(), Path(runtime.cwd).resolve())
+
+
+def prune_empty(folder: Path, cwd: Path) -> None:
+    """Remove `folder` if it is empty (never the working directory), then the folders above it that are left
+    empty, up to the working directory."""
+    for current in (folder, *folder.parents):
+        if current == cwd or (current != folder and cwd not in current.parents):
             return
-        if not folder.is_dir() or any(folder.iterdir()):
+        if not current.is_dir() or any(current.iterdir()):
             return
-        folder.rmdir()
+        current.rmdir()
 
 
 def remove_refused_sweep_record() -> None:
@@ -181,11 +186,7 @@ def remove_refused_sweep_record() -> None:
     if job_dir.is_dir() and job_dir.parent == sweep_dir:
         job_dir.rmdir()
     (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
-    sweep_dir.rmdir()
-    for folder in sweep_dir.parents:  # multirun/<command>/<date>, left empty, under the working directory
-        if folder == cwd or cwd not in folder.parents or any(folder.iterdir()):
-            return
-        folder.rmdir()
+    prune_empty(sweep_dir, cwd)  # and multirun/<command>/<date> above it
 
 
 def build(node, **extra):

@@ -1,8 +1,8 @@
 """The command line checked against the config tree before Hydra runs a job: a misspelled group option, a key that
 does not exist or an override Hydra cannot parse is one line and exit 2, like every other bad setting, instead of
 Hydra's multi-line report. The check composes the config as Hydra will (command-line and config search paths
-included); a sweep (-m) is checked with every value of each swept key. Command lines with other Hydra flags
-(--help, --cfg, --config-dir, ...) are left to Hydra."""
+included); a sweep (-m) is composed with every option of each swept config group. Command lines with other Hydra
+flags (--help, --cfg, --config-dir, ...) are left to Hydra."""
 
 from __future__ import annotations
 

@@ -23,9 +23,8 @@ from torch.utils.data import Dataset
 
 from hspace.checks import choice, integer
 from hspace.data.datamodule import ImageDataModule, check_split_fractions, split_sizes
-from hspace.data.image_files import load_image
+from hspace.data.image_files import image_tensor, load_image
 from hspace.errors import UserError
-from hspace.images import from_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 AFHQ_CLASSES = ("cat", "dog", "wild")
@@ -242,11 +241,9 @@ class LMDBImageDataset(Dataset):
             data = txn.get(self.keys[index])
         try:
             with Image.open(io.BytesIO(data)) as image:
-                image = image.convert("RGB").resize((self.resolution, self.resolution), Image.Resampling.BICUBIC)
-                pixels = np.asarray(image)
+                return {"image": image_tensor(image, self.resolution), "index": index}
         except (OSError, UnidentifiedImageError) as error:
             raise UserError(f"cannot decode the image under key {self.keys[index]!r} in {self.root}: {error}") from None
-        return {"image": from_pixels(pixels), "index": index}
 
 
 class LMDBDataModule(ImageDataModule):

@@ -1,4 +1,4 @@
-"""Reading one image file as a model input."""
+"""Reading an image (a file, or a PIL image already open) as a model input."""
 
 from __future__ import annotations
 
@@ -12,14 +12,18 @@ from hspace.errors import UserError
 from hspace.images import from_pixels
 
 
+def image_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
+    """A PIL image as RGB, resized (bicubic) to resolution x resolution, as (3, R, R) in [-1, 1]."""
+    image = image.convert("RGB")
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
+    return from_pixels(np.asarray(image))
+
+
 def load_image(path: Path, resolution: int) -> torch.Tensor:
-    """An RGB image resized to resolution x resolution, as (3, R, R) in [-1, 1]."""
+    """The image file at `path` as image_tensor gives it, or one line naming the file it cannot read."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (resolution, resolution):
-                image = image.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
-            pixels = np.asarray(image)
+            return image_tensor(image, resolution)
     except (OSError, UnidentifiedImageError) as error:
         raise UserError(f"cannot read the image {path}: {error}; replace or remove the file") from None
-    return from_pixels(pixels)
