@@ -25,7 +25,7 @@ import torch
 
 from hspace.cli import user_errors_exit
 from hspace.errors import UserError
-from hspace.metrics.keys import direction_values
+from hspace.metrics.keys import direction_values, edit_key
 from hspace.tables.build import Cell, Table, to_markdown, write_table
 from hspace.tables.leaderboard import MATCHED_EFFECT, direction_point
 
@@ -217,7 +217,7 @@ def leaderboard(results: dict[str, tuple[Entry, list[dict]]], scores: dict, base
         # In name order: a run read back from metrics.json (sorted keys) and one just finished list them alike.
         names = sorted(direction_values(first, "factors/target"))
         for name in names:
-            row = (entry.method, name, first[f"edit/{name}/factors/target"])
+            row = (entry.method, name, first[edit_key(name, "factors", "target")])
             rows.append(row)
             for metrics in seed_metrics:
                 point = direction_point(metrics, name, entry.strengths)

@@ -62,8 +62,8 @@ def test_an_edit_inside_the_region_is_local_and_a_global_one_is_not():
     edits = torch.stack([inside_only, everywhere], dim=1)[:, :, None]  # (B, D=2, S=1, C, H, W)
     scores = LocalityScores(2, 1)
     scores.update(originals, edits, masks, torch.ones(2, dtype=torch.bool))
-    metrics = locality_metrics(scores, ["inside", "everywhere"], ["1"], 0)
-    assert metrics["edit/inside/locality/mse_out@1"] == 0 and metrics["edit/inside/locality/outside_share"] == 0
+    metrics = locality_metrics(scores, ["inside", "everywhere"], [1.0])
+    assert metrics["edit/inside/locality/mse_out@1"] == 0 and metrics["edit/inside/locality/outside_share@1"] == 0
     assert metrics["edit/inside/locality/kept_out@1"] == 1.0
     assert metrics["edit/inside/locality/mse_in@1"] == pytest.approx((100 / 255) ** 2)
     assert metrics["edit/everywhere/locality/outside_share@1"] == pytest.approx(1 - 16 / 256)

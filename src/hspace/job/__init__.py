@@ -29,7 +29,7 @@ from hspace.job.find import find_stage
 from hspace.job.outputs import StageTimer, factor_summary, log_run, write_grids, write_metrics
 from hspace.job.score import Scores, score_stage, with_generated_targets
 from hspace.metrics.evaluation import EvaluationSettings
-from hspace.metrics.keys import direction_values
+from hspace.metrics.keys import REAL_PREFIX, direction_values
 
 
 @dataclass
@@ -140,7 +140,7 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
                     names,
                     edit.strengths,
                     job.evaluation_trainer,
-                    prefix="edit_real/",
+                    prefix=REAL_PREFIX,
                 )
 
     with timer.stage("write", f"directions, edits and {count} grids in {job.run_dir}"):

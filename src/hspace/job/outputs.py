@@ -15,7 +15,8 @@ from hspace.directions.container import Directions
 from hspace.images import save_edit_grid, to_uint8
 from hspace.job.edit import EditedSet
 from hspace.job.score import Scores
-from hspace.metrics.keys import direction_values
+from hspace.metrics.factor_effects import FACTORS
+from hspace.metrics.keys import direction_values, edit_key
 from hspace.plots import draw_line_plot
 from hspace.progress import stage_line
 from hspace.run_record import write_json
@@ -89,11 +90,9 @@ CURVES = ("success", "preserve", "factors/success", "factors/leakage")  # drawn 
 
 def strength_series(metrics: dict, names: Sequence[str], strengths: Sequence[float], metric: str) -> dict[str, list]:
     """direction -> the metric at each strength (None where not measured), for the directions that have it."""
-    from hspace.metrics.evaluation import strength_label
-
     series = {}
     for name in names:
-        values = [metrics.get(f"edit/{name}/{metric}@{strength_label(s)}") for s in strengths]
+        values = [metrics.get(edit_key(name, metric, strength=s)) for s in strengths]
         if any(isinstance(v, (int, float)) for v in values):
             series[name] = [v if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
     return series
@@ -140,12 +139,12 @@ def factor_summary(metrics: dict, names: Sequence[str]) -> list[str]:
         return []
     lines = ["Shapes factors at the headline strength (target: success, worst leakage, valid edits):"]
     for name in scored:
-        key = f"edit/{name}/factors"
-        leaks = {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{key}/leakage/") and "@" not in k}
+        value = {m: metrics[edit_key(name, "factors", m)] for m in ("target", "success", "leakage", "valid")}
+        leaks = {f: metrics[key] for f in FACTORS if (key := edit_key(name, "factors", "leakage", f)) in metrics}
         worst = max(leaks, key=lambda f: leaks[f])
         lines.append(
-            f"  {name}: {metrics[f'{key}/target']}: success {metrics[f'{key}/success']:.2f}, "
-            f"leakage {metrics[f'{key}/leakage']:.2f} ({worst}), valid {metrics[f'{key}/valid']:.2f}"
+            f"  {name}: {value['target']}: success {value['success']:.2f}, "
+            f"leakage {value['leakage']:.2f} ({worst}), valid {value['valid']:.2f}"
         )
     return lines
 

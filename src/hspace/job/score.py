@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from hspace.images import unit_to_uint8
-from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index, strength_label
+from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index
 from hspace.metrics.factor_scores import factor_scores
-from hspace.metrics.keys import direction_values
+from hspace.metrics.keys import PREFIX, direction_values, edit_key, parse_edit_key
 
 
 @dataclass
@@ -25,20 +25,18 @@ class Scores:
 
 
 def strength_table(
-    metrics: dict, names: Sequence[str], strengths: Sequence[float], prefix: str = "edit/"
+    metrics: dict, names: Sequence[str], strengths: Sequence[float], prefix: str = PREFIX
 ) -> tuple[list[str], list[list]]:
     """One row per (direction, strength): target, success, preserve, MSE, SSIM and FID where measured."""
-    fid_keys = sorted(
-        {k.split("/", 2)[2].split("@")[0] for k in metrics if k.startswith(prefix) and "/fid/" in k and "@" in k}
-    )
+    parsed = [parse_edit_key(name, prefix) for name in metrics]
+    fid_keys = sorted({k.metric for k in parsed if k and k.strength is not None and k.metric.startswith("fid/")})
     columns = ["direction", "strength", "target", "success", "preserve", "mse", "ssim", *fid_keys]
     rows = []
     for name in names:
         for strength in strengths:
-            label = strength_label(strength)
-            row = [name, strength, metrics.get(f"{prefix}{name}/target")]
+            row = [name, strength, metrics.get(edit_key(name, "target", prefix=prefix))]
             row += [
-                metrics.get(f"{prefix}{name}/{metric}@{label}")
+                metrics.get(edit_key(name, metric, strength=strength, prefix=prefix))
                 for metric in ("success", "preserve", "mse", "ssim", *fid_keys)
             ]
             rows.append(row)
@@ -48,9 +46,9 @@ def strength_table(
 def rename(key: str, prefix: str) -> str:
     """An evaluation key under `prefix`: edit/<rest> -> <prefix><rest>; the unedited samples' own keys (their FID)
     stay as they are for generated samples and go under <prefix>unedited/ for others."""
-    if prefix == "edit/":
+    if prefix == PREFIX:
         return key
-    return prefix + key.removeprefix("edit/") if key.startswith("edit/") else f"{prefix}unedited/{key}"
+    return prefix + key.removeprefix(PREFIX) if key.startswith(PREFIX) else f"{prefix}unedited/{key}"
 
 
 def with_generated_targets(evaluation: EvaluationSettings, metrics: dict, names: Sequence[str]) -> EvaluationSettings:
@@ -70,7 +68,7 @@ def score_stage(
     names,
     strengths,
     trainer_kwargs: dict | None,
-    prefix: str = "edit/",
+    prefix: str = PREFIX,
 ) -> Scores:
     """Metrics and W&B tables of edits (D, N, S, C, H, W) against their unedited samples (N, C, H, W); keys
     start with `prefix` (edit/ for generated samples, edit_real/ for inverted real images)."""

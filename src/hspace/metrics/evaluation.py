@@ -23,6 +23,7 @@ from hspace.classifiers import AttributeClassifier
 from hspace.images import uint8_to_unit
 from hspace.metrics.edit_scores import PER_ATTRIBUTE, EditScores, preserve, success
 from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
+from hspace.metrics.keys import edit_key, with_headline
 from hspace.metrics.locality import LocalityRegion, LocalityScores, locality_metrics
 
 
@@ -37,10 +38,6 @@ class EvaluationSettings:
     threshold: float = 0.5
     batch_size: int = 16
     locality: LocalityRegion = field(default_factory=LocalityRegion)  # change inside vs outside a region
-
-
-def strength_label(strength: float) -> str:
-    return f"{strength:g}"
 
 
 def headline_index(strengths: Sequence[float]) -> int:
@@ -127,24 +124,22 @@ class EditEvaluation(pl.LightningModule):
 
     def summary(self) -> dict:
         metrics: dict = {}
-        labels = [strength_label(s) for s in self.strengths]
         head = headline_index(self.strengths)
         if self.settings.classifier is not None:
-            metrics |= self.classifier_metrics(labels, head)
+            metrics |= self.classifier_metrics(head)
         if self.settings.locality.active:
-            metrics |= locality_metrics(self.locality, self.names, labels, head)
+            metrics |= locality_metrics(self.locality, self.names, self.strengths)
         backend = self.settings.fid_backend
         if backend is not None:
             key = f"fid/{backend.name}"
             metrics[key] = float(self.fid_unedited.compute())
             metrics[f"{key}/num_reference"], metrics[f"{key}/num_samples"] = self.fid_unedited.sample_counts()
             for j, name in enumerate(self.names):
-                for k, label in enumerate(labels):
-                    fid = self.fid_edited[j * len(labels) + k]
-                    metrics[f"edit/{name}/{key}@{label}"] = float(fid.compute())
-                metrics[f"edit/{name}/{key}"] = metrics[f"edit/{name}/{key}@{labels[head]}"]
-            metrics[f"edit/{key}/num_samples"] = self.fid_edited[0].sample_counts()[1]
-        return metrics
+                for k, strength in enumerate(self.strengths):
+                    fid = self.fid_edited[j * len(self.strengths) + k]
+                    metrics[edit_key(name, key, strength=strength)] = float(fid.compute())
+            metrics[edit_key(key, "num_samples")] = self.fid_edited[0].sample_counts()[1]
+        return with_headline(metrics, self.strengths[head])
 
     def target_of(self, j: int, delta: torch.Tensor, head: int) -> tuple[int, int]:
         """(attribute index, sign) a direction edits: from `targets`, else the attribute whose score the
@@ -170,32 +165,26 @@ class EditEvaluation(pl.LightningModule):
         scores = self.scores.compute()
         return {key: value.reshape((d, s, a) if key in PER_ATTRIBUTE else (d, s)) for key, value in scores.items()}
 
-    def classifier_metrics(self, labels: list[str], head: int) -> dict:
+    def classifier_metrics(self, head: int) -> dict:
+        """The classifier's per-strength metrics; the headline strength (index `head`) picks each direction's
+        target."""
         scores = self.shaped_scores()
         delta, abs_delta, mse, ssim = scores["score_delta"], scores["score_abs_delta"], scores["mse"], scores["ssim"]
         attributes = self.scores.attributes
         metrics: dict = {}
         for j, name in enumerate(self.names):
             t, target_sign = self.target_of(j, delta, head)
-            metrics[f"edit/{name}/target"] = ("-" if target_sign < 0 else "") + attributes[t]
-            for k, label in enumerate(labels):
-                strength = self.strengths[k]
+            metrics[edit_key(name, "target")] = ("-" if target_sign < 0 else "") + attributes[t]
+            for k, strength in enumerate(self.strengths):
                 if strength != 0:
                     sign = target_sign * (1 if strength > 0 else -1)
-                    metrics[f"edit/{name}/success@{label}"] = success(scores, j, k, t, sign)
-                metrics[f"edit/{name}/preserve@{label}"] = preserve(scores, j, k, t)
-                metrics[f"edit/{name}/mse@{label}"] = float(mse[j, k])
-                metrics[f"edit/{name}/ssim@{label}"] = float(ssim[j, k])
+                    metrics[edit_key(name, "success", strength=strength)] = success(scores, j, k, t, sign)
+                metrics[edit_key(name, "preserve", strength=strength)] = preserve(scores, j, k, t)
+                metrics[edit_key(name, "mse", strength=strength)] = float(mse[j, k])
+                metrics[edit_key(name, "ssim", strength=strength)] = float(ssim[j, k])
                 for a, attribute in enumerate(attributes):
-                    metrics[f"edit/score_delta/{name}/{attribute}@{label}"] = float(delta[j, k, a])
-                    metrics[f"edit/score_abs_delta/{name}/{attribute}@{label}"] = float(abs_delta[j, k, a])
-            for metric in ("success", "preserve", "mse", "ssim"):
-                metrics[f"edit/{name}/{metric}"] = metrics[f"edit/{name}/{metric}@{labels[head]}"]
-            for attribute in attributes:
-                for kind in ("score_delta", "score_abs_delta"):
-                    metrics[f"edit/{kind}/{name}/{attribute}"] = metrics[
-                        f"edit/{kind}/{name}/{attribute}@{labels[head]}"
-                    ]
+                    metrics[edit_key("score_delta", name, attribute, strength=strength)] = float(delta[j, k, a])
+                    metrics[edit_key("score_abs_delta", name, attribute, strength=strength)] = float(abs_delta[j, k, a])
         metrics["edit/headline_strength"] = self.strengths[head]
         return metrics
 
@@ -204,7 +193,7 @@ class EditEvaluation(pl.LightningModule):
         which also hold the numbers of a loop that ran in spawned processes)."""
         attributes = self.scores.attributes
         rows = [
-            [name, *(round(float(self.results[f"edit/score_delta/{name}/{a}"]), 4) for a in attributes)]
+            [name, *(round(float(self.results[edit_key("score_delta", name, a)]), 4) for a in attributes)]
             for name in self.names
         ]
         return ["direction", *attributes], rows
@@ -214,16 +203,15 @@ class EditEvaluation(pl.LightningModule):
         if self.settings.classifier is None:
             return
         attributes = self.scores.attributes
-        labels = [strength_label(s) for s in self.strengths]
         delta = torch.tensor(
             [
-                [[self.results[f"edit/score_delta/{name}/{a}@{label}"] for a in attributes] for label in labels]
-                for name in self.names
+                [[self.results[edit_key("score_delta", d, a, strength=s)] for a in attributes] for s in self.strengths]
+                for d in self.names
             ]
         )
         for j, name in enumerate(self.names):
             t, sign = self.target_of(j, delta, headline_index(self.strengths))
-            self.results[f"edit/{name}/target"] = ("-" if sign < 0 else "") + attributes[t]
+            self.results[edit_key(name, "target")] = ("-" if sign < 0 else "") + attributes[t]
 
 
 def evaluate_edits(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES
 from hspace.data.shapes_factors import ShapeMeasurement, measure_all
 from hspace.errors import UserError
 from hspace.metrics.factor_effects import CATEGORICAL, CONTINUOUS, DATA_STD, FACTORS, FactorEffects, factor_effects
+from hspace.metrics.keys import PREFIX, edit_key, with_headline
 
 SUCCESS_STD = 0.5  # a continuous factor counts as moved when it changes by half a data standard deviation
 VALUES = {"background": tuple(BACKGROUNDS), "colour": tuple(COLOURS), "shape": SHAPES}
@@ -144,12 +146,10 @@ def factor_scores(
     strengths: Sequence[float],
     targets: dict[str, str],
     headline: int,
-    prefix: str = "edit/",
+    prefix: str = PREFIX,
 ) -> tuple[dict, tuple[list[str], list[list]]]:
     """Factor metrics of uint8 edits (D, N, S, C, H, W) against their unedited images (N, C, H, W), and the
     edit-by-factor table (one row per direction and strength: target, success, leakage, validity, changes)."""
-    from hspace.metrics.evaluation import strength_label
-
     resolution = originals.shape[-1]
     original_pixels, edited_pixels = pixels_of(originals), pixels_of(edits)
     reference = measure_all(original_pixels)
@@ -165,31 +165,21 @@ def factor_scores(
             target = FactorTarget.parse(targets[name], f"metrics.factor_targets.{name}")
         else:
             target = guess_target(effects[headline], reference, per_strength[headline], strengths[headline])
-        key = f"{prefix}{name}/factors"
-        metrics[f"{key}/target"] = str(target)
+        scored: dict = {edit_key(name, "factors", "target", prefix=prefix): str(target)}
         for k, strength in enumerate(strengths):
-            label = strength_label(strength)
+            key = partial(edit_key, name, "factors", strength=strength, prefix=prefix)
             leaks = {f: effects[k].normalised[f] for f in FACTORS if f != target.factor}
             worst = max(leaks.values()) if leaks else float("nan")
-            metrics[f"{key}/success@{label}"] = success(reference, per_strength[k], target, strength, resolution)
-            metrics[f"{key}/leakage@{label}"] = float(worst)
-            metrics[f"{key}/valid@{label}"] = effects[k].valid_fraction
+            scored[key("success")] = success(reference, per_strength[k], target, strength, resolution)
+            scored[key("leakage")] = float(worst)
+            scored[key("valid")] = effects[k].valid_fraction
             kept = [background_kept(original_pixels[i], edited_pixels[(j * n + i) * s + k]) for i in range(n)]
-            metrics[f"{key}/background_kept@{label}"] = float(np.nanmean(kept)) if not np.isnan(kept).all() else None
+            scored[key("background_kept")] = float(np.nanmean(kept)) if not np.isnan(kept).all() else None
             for factor in FACTORS:
-                metrics[f"{key}/change/{factor}@{label}"] = effects[k].change[factor]
+                scored[key("change", factor)] = effects[k].change[factor]
             for factor, value in leaks.items():
-                metrics[f"{key}/leakage/{factor}@{label}"] = value
-            row = [name, float(strength), str(target), metrics[f"{key}/success@{label}"], float(worst)]
+                scored[key("leakage", factor)] = value
+            row = [name, float(strength), str(target), scored[key("success")], float(worst)]
             rows.append([*row, effects[k].valid_fraction, *(round(effects[k].change[f], 4) for f in FACTORS)])
-        head = strength_label(strengths[headline])
-        for metric in (
-            "success",
-            "leakage",
-            "background_kept",
-            "valid",
-            *(f"change/{f}" for f in FACTORS),
-            *(f"leakage/{f}" for f in FACTORS if f != target.factor),
-        ):
-            metrics[f"{key}/{metric}"] = metrics[f"{key}/{metric}@{head}"]
+        metrics |= with_headline(scored, strengths[headline])
     return metrics, (columns, rows)

@@ -23,6 +23,7 @@ import torch
 from torchmetrics import Metric
 
 from hspace.errors import UserError
+from hspace.metrics.keys import edit_key
 
 KEPT_LEVELS = 10  # grey levels (of 255) a pixel outside the region may move and still count as kept
 REGIONS = ("object", "box", "file", "none")
@@ -116,15 +117,14 @@ class LocalityScores(Metric):
         }
 
 
-def locality_metrics(scores: LocalityScores, names: list[str], labels: list[str], head: int) -> dict[str, float]:
-    """The metric keys of the module docstring (the headline strength also without its suffix)."""
+def locality_metrics(scores: LocalityScores, names: list[str], strengths: list[float]) -> dict[str, float]:
+    """The per-strength metric keys of the module docstring (the evaluation adds the headline ones)."""
     if float(scores.in_pixels.sum() + scores.out_pixels.sum()) == 0:  # no sample had a region
         return {}
-    results = {key: value.reshape(len(names), len(labels)) for key, value in scores.compute().items()}
+    results = {key: value.reshape(len(names), len(strengths)) for key, value in scores.compute().items()}
     metrics: dict[str, float] = {}
     for j, name in enumerate(names):
         for key, values in results.items():
-            for k, label in enumerate(labels):
-                metrics[f"edit/{name}/locality/{key}@{label}"] = float(values[j, k])
-            metrics[f"edit/{name}/locality/{key}"] = float(values[j, head])
+            for k, strength in enumerate(strengths):
+                metrics[edit_key(name, "locality", key, strength=strength)] = float(values[j, k])
     return metrics

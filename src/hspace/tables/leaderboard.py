@@ -20,9 +20,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hspace.metrics.evaluation import strength_label
 from hspace.metrics.factor_effects import CATEGORICAL, DATA_STD
 from hspace.metrics.factor_scores import FactorTarget
+from hspace.metrics.keys import PREFIX, edit_key
 
 MATCHED_EFFECT = 0.5
 COMPARED = ("success", "leakage", "valid")
@@ -36,17 +36,18 @@ class MatchedPoint:
     values: dict[str, float]  # success, leakage, valid at `strength`
 
 
-def target_effect(metrics: dict, direction: str, strength: float, prefix: str = "edit/") -> float:
+def target_effect(metrics: dict, direction: str, strength: float, prefix: str = PREFIX) -> float:
     """The effect of `direction` at `strength` on its target factor: success for a categorical target, the
     mean change in the target's direction over the data's standard deviation for a continuous one."""
-    key, label = f"{prefix}{direction}/factors", strength_label(strength)
     if strength == 0:
         return 0.0
-    target = FactorTarget.parse(metrics[f"{key}/target"], f"{key}/target")
+    target_key = edit_key(direction, "factors", "target", prefix=prefix)
+    target = FactorTarget.parse(metrics[target_key], target_key)
     if target.factor in CATEGORICAL:
-        return measured(metrics[f"{key}/success@{label}"])
+        return measured(metrics[edit_key(direction, "factors", "success", strength=strength, prefix=prefix)])
     sign = target.sign * (1 if strength > 0 else -1)
-    return sign * measured(metrics[f"{key}/change/{target.factor}@{label}"]) / DATA_STD[target.factor]
+    change = metrics[edit_key(direction, "factors", "change", target.factor, strength=strength, prefix=prefix)]
+    return sign * measured(change) / DATA_STD[target.factor]
 
 
 def measured(value: float | None) -> float:
@@ -89,6 +90,7 @@ def direction_point(metrics: dict, direction: str, strengths: Sequence[float]) -
     """The matched point of one direction of a finished run (its metrics.json), over its non-negative strengths."""
     grid = [s for s in strengths if s >= 0]
     effects = [target_effect(metrics, direction, s) for s in grid]
-    key = f"edit/{direction}/factors"
-    values = {name: [measured(metrics[f"{key}/{name}@{strength_label(s)}"]) for s in grid] for name in COMPARED}
+    values = {
+        name: [measured(metrics[edit_key(direction, "factors", name, strength=s)]) for s in grid] for name in COMPARED
+    }
     return matched_point(grid, effects, values)

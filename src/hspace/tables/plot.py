@@ -4,13 +4,13 @@ metrics `edit/<direction>/<metric>@<strength>`; the band is the std over runs.""
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import mean, stdev
 
 from hspace.errors import UserError
+from hspace.metrics.keys import per_strength
 from hspace.tables.collect import RunRecord
 
 
@@ -18,19 +18,15 @@ def strength_curves(
     runs: Sequence[RunRecord], metric: str, group_by: Sequence[str], directions: Sequence[str] | None = None
 ) -> dict[str, dict[float, tuple[float, float]]]:
     """label -> strength -> (mean, std over runs) of the metric averaged over the chosen directions."""
-    regex = re.compile(rf"^edit/(?P<direction>[^/]+)/{re.escape(metric)}@(?P<strength>[-+0-9.e]+)$")
     per_run: dict[str, list[dict[float, float]]] = defaultdict(list)
     for run in runs:
         values: dict[float, list[float]] = defaultdict(list)
-        for name, value in run.metrics.items():
-            match = regex.match(name)
-            if (
-                match
-                and (not directions or match["direction"] in directions)
-                and isinstance(value, (int, float))
-                and not math.isnan(value)
-            ):
-                values[float(match["strength"])].append(float(value))
+        for direction, series in per_strength(run.metrics, metric).items():
+            if directions and direction not in directions:
+                continue
+            for strength, value in series.items():
+                if isinstance(value, (int, float)) and not math.isnan(value):
+                    values[strength].append(float(value))
         if values:
             label = " ".join(str(run.value(k)) for k in group_by) or "runs"
             per_run[label].append({s: mean(v) for s, v in values.items()})
