@@ -72,6 +72,10 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
         (lambda: api.edit_images(model, directions, [tmp_path / "none.png"]), "cannot read the image"),
         (lambda: api.edit_images(model, directions, [1, 2]), r"images\[0\] is a int"),
         (lambda: api.edit_images(model, directions, tmp_path / "red.png", index=5), "index=5 is above 1"),
+        (
+            lambda: api.edit_seeds(model, directions, [0], edit=ShiftEdit(strengths=[1.0], window=[100, 0])),
+            r"edit.window=\[100, 0\] holds no step of the 4-step grid",
+        ),
     ]
     # a pipeline handed a scheduler other than the model's own (epsilon, linear betas) would draw other images
     from diffusers import DDIMScheduler

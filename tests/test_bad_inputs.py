@@ -150,6 +150,45 @@ CASES = [
     ("sample", ["output={tmp}/empty"], "output={tmp}/empty is a folder"),
     ("sample", ["shapes_quality=maybe"], "shapes_quality='maybe' is not true or false"),
     ("sample", ["sampler.clip_x0=maybe"], "sampler.clip_x0='maybe' is not true or false"),
+    ("run", ["edit.window=[100,-1]"], "edit.window[1]=-1 is below 0"),
+    ("run", ["edit.window=[10,0]"], "edit.window=[10, 0] holds no step of the 50-step grid"),
+    ("run", ["metrics.threshold=50"], "metrics.threshold=50 must be smaller than 1.0"),
+    ("run", ["metrics.threshold=0"], "metrics.threshold=0 must be greater than 0.0"),
+    ("run", ["metrics.locality.region=object", "metrics.locality.margin=-1"], "metrics.locality.margin=-1 is below 0"),
+    ("run", ["trainer.devices=2"], "trainer.devices=2 spreads the evaluation over 2 devices"),
+    ("run", ["trainer.devices=0"], "trainer.devices=0 is below 1"),
+    ("run", ["trainer.devices=two"], "trainer.devices='two' is not a whole number"),
+    ("run", ["+trainer.strategy=fsdp"], "trainer.strategy='fsdp' is not one of"),
+    ("run", ["method=boundary", "edit=boundary_step", "method.mixing.stride=0"], "method.mixing.stride=0 is below 1"),
+    ("run", ["method=boundary", "edit=boundary_step", "method.mixing.select=best"], "method.mixing.select='best'"),
+    ("run", ["method=boundary", "edit=boundary_step", "method.mixing.candidates=[]"], "method.mixing.candidates=[]"),
+    ("run", ["method=boundary", "edit=boundary_step", "+method.mixing.selct=x"], "method.mixing.selct is not a"),
+    ("run", ["method=random", "method.seed=1.5"], "method.seed=1.5 is not a whole number"),
+    ("run", ["method=jacobian", "method.seed=-1"], "method.seed=-1 is below 0"),
+    ("run", ["method=class_mean", "method.split=tarin"], "method.split='tarin' is not one of"),
+    ("train", ["callbacks.sample_grid.num_steps=0"], "callbacks.sample_grid.num_steps=0 is below 1"),
+    ("train", ["callbacks.sample_grid.every_n_steps=often"], "callbacks.sample_grid.every_n_steps='often'"),
+    ("train", ["model.spacing=bogus"], "callbacks.sample_grid.spacing='bogus' is not one of"),
+    ("train", ["callbacks.sample_grid.shapes_quality=no"], "callbacks.sample_grid.shapes_quality='no' is not true"),
+    ("train", ["model.scheduler.rescale_betas_zero_snr=no"], "model.scheduler.rescale_betas_zero_snr='no' is not"),
+    ("train", ["model.scheduler.beta_schedule=cosine"], "model.scheduler.beta_schedule='cosine' is not one of"),
+    ("train", ["model.scheduler.beta_end=-0.02"], "model.scheduler.beta_end=-0.02 must be greater than 0"),
+    ("train", ["model.scheduler.beta_start=0.03"], "model.scheduler.beta_start=0.03 is above beta_end=0.02"),
+    ("train", ["model.scheduler.num_train_timesteps=0"], "model.scheduler.num_train_timesteps=0 is below 2"),
+    ("train", ["model.scheduler.prediction_type=sample"], "model.scheduler.prediction_type='sample' is not one of"),
+    ("train", ["module.max_timestep=299.5"], "module.max_timestep=299.5 is not a whole number"),
+    ("train", ["module.max_timestep=1000"], "module.max_timestep=1000 is above 999"),
+    (
+        "train",
+        ["module.lr_schedule=cosine", "module.decay_steps=100"],
+        "module.lr_schedule=cosine decays from step 500",
+    ),
+    (
+        "train",
+        ["module.lr_schedule=cosine", "trainer.max_steps=-1", "trainer.max_time=00:00:01:00"],
+        "module.lr_schedule=cosine decays from step 500",
+    ),
+    ("train", ["data=image_folder", "data.root={tmp}/images", "data.seed=-1"], "data.seed=-1 is below 0"),
     ("table", ["runs={tmp}/nowhere"], "no runs at {tmp}/nowhere:"),
     ("table", ["runs=[{tmp}/finished]", "digits=-1"], "digits=-1 is below 0"),
     ("table", ["runs=[{tmp}/finished]", "group_by=[methd]"], "group_by key 'methd' is neither"),
@@ -160,6 +199,7 @@ if not torch.cuda.is_available():
     CASES.append(("run", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"))
     CASES.append(("sample", ["device=cuda"], "device=cuda"))
     CASES.append(("train", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"))
+    CASES.append(("run", ["trainer.devices=[0]"], "trainer.devices=[0] lists GPUs but the run is on the CPU"))
 
 
 @pytest.fixture(autouse=True)

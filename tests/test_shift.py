@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from hspace.diffusion.sampler import initial_noise, sample
@@ -5,6 +6,7 @@ from hspace.diffusion.schedule import make_schedule
 from hspace.diffusion.step_rules import AddH
 from hspace.directions.container import Directions
 from hspace.edits.shift import ShiftEdit
+from hspace.errors import UserError
 
 
 def make_directions(model, schedule, k=2):
@@ -53,8 +55,14 @@ def test_window_limits_the_edit_to_its_steps(model):
     d = make_directions(model, schedule)
     outside = ShiftEdit(strengths=[5.0], window=[50, 0]).step_mask(schedule.timesteps)
     assert outside.tolist() == [False, False, False, False, True]  # grid 800..0: only tau = 0
-    nowhere = ShiftEdit(strengths=[5.0], window=[-1, -1]).apply(model, schedule, d, 0, x_T, None)
+    between_steps = ShiftEdit(strengths=[5.0], window=[3, 1])
+    nowhere = between_steps.apply(model, schedule, d, 0, x_T, None)
     torch.testing.assert_close(nowhere[:, 0], sample(model, schedule, x_T).x0, rtol=0, atol=1e-6)
+    # ... so the run and the API refuse such a window before any work, naming the grid it misses
+    with pytest.raises(UserError, match=r"edit.window=\[3, 1\] holds no step of the 5-step grid.* from 800 to 0"):
+        between_steps.check_schedule(schedule)
+    ShiftEdit(strengths=[5.0], window=[50, 0]).check_schedule(schedule)
+    ShiftEdit(strengths=[5.0]).check_schedule(schedule)
 
 
 def test_asymmetric_step_differs_and_keeps_zero_strength(model):

@@ -127,7 +127,7 @@ def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
 
 
 def test_learning_rate_schedules():
-    from hspace.lightning.ddpm import learning_rate_factor
+    from hspace.learning_rate import learning_rate_factor
 
     constant = [learning_rate_factor(s, 4, "constant", 4, 20, 0.0) for s in range(30)]
     assert constant[:4] == [0.25, 0.5, 0.75, 1.0] and set(constant[4:]) == {1.0}

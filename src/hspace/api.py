@@ -113,6 +113,7 @@ def prepared(
         edit = replace(edit, strengths=list(strengths))
     check_pairing(edit, directions.extra, "these directions")
     schedule = sampler.schedule(model.alphas_cumprod)
+    edit.check_schedule(schedule)
     directions.check_noise_schedule(model.noise_schedule)
     directions.check_compatible(model.weight_hash, model.h_shape, schedule.timesteps)
     return edit, sampler, index

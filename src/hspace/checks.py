@@ -23,14 +23,21 @@ def integer(value, setting: str, minimum: int | None = None, maximum: int | None
 
 
 def number(
-    value, setting: str, minimum: float | None = None, maximum: float | None = None, above: float | None = None
+    value,
+    setting: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
 ) -> float:
-    """`value` as a finite float within [minimum, maximum] and, if `above` is given, greater than it, or one line
-    naming the setting."""
+    """`value` as a finite float within [minimum, maximum] and, where `above` or `below` is given, strictly
+    greater or smaller than it, or one line naming the setting."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise UserError(f"{setting}={value!r} is not a finite number: give one, e.g. {setting}=1.0")
     if above is not None and value <= above:
         raise UserError(f"{setting}={value} must be greater than {above}: give a larger value")
+    if below is not None and value >= below:
+        raise UserError(f"{setting}={value} must be smaller than {below}: give a smaller value")
     if minimum is not None and value < minimum:
         raise UserError(f"{setting}={value} is below {minimum}: give at least {minimum}")
     if maximum is not None and value > maximum:

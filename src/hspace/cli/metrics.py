@@ -64,7 +64,7 @@ def locality_region(node) -> LocalityRegion:
         kind=str(settings.get("region", "none")),
         box=tuple(box) if box is not None else None,
         file=settings.get("file"),
-        margin=int(settings.get("margin", 1)),
+        margin=settings.get("margin", 1),
     )
 
 

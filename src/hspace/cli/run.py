@@ -175,10 +175,10 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
         device = resolve_device(cfg.trainer.accelerator)
         model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=device)
         model.autocast = cfg.precision
-        if cfg.directions_path is not None:  # a file for another model or grid stops here, before any work
-            Directions.load(cfg.directions_path).check_compatible(
-                model.weight_hash, model.h_shape, sampler_settings(cfg.sampler).schedule(model.alphas_cumprod).timesteps
-            )
+        schedule = sampler_settings(cfg.sampler).schedule(model.alphas_cumprod)
+        composed.edit.check_schedule(schedule)  # an edit window off the model's grid stops here, before any work
+        if cfg.directions_path is not None:  # so does a file for another model or grid
+            Directions.load(cfg.directions_path).check_compatible(model.weight_hash, model.h_shape, schedule.timesteps)
         cache = ArtifactCache(cfg.cache_dir)
         timer = StageTimer()
         evaluation = composed.evaluation

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from hspace.checks import boolean, choice, integer, note, number, output_path
 from hspace.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 FID_BACKENDS = ("classifier", "inception", "none")
+EVALUATION_STRATEGIES = ("auto", "ddp", "ddp_spawn")
 # Keys a user may add with + that code reads: per-direction targets.
 OPEN_MAPPINGS = ("metrics.targets.", "metrics.factor_targets.")
 
@@ -80,6 +81,21 @@ def check_training(cfg: DictConfig) -> None:
     if "enable_progress_bar" in trainer:
         boolean(trainer.enable_progress_bar, "trainer.enable_progress_bar")
     check_device(trainer.accelerator, "trainer.accelerator")
+    check_cosine_decay(cfg.module, max_steps)
+
+
+def check_cosine_decay(module: DictConfig, max_steps: int) -> None:
+    """A module with a cosine learning rate (module.lr_schedule) whose decay would end before it starts, which
+    the module itself learns only from the Trainer when training starts."""
+    from hspace.learning_rate import decay_range
+
+    if module.get("lr_schedule") != "cosine":
+        return
+    steps = {key: module.get(key) for key in ("decay_start", "decay_steps")}
+    for key, value in steps.items():
+        if value is not None:
+            integer(value, f"module.{key}", 0)
+    decay_range(integer(module.get("warmup_steps", 0), "module.warmup_steps", 0), **steps, max_steps=max_steps)
 
 
 def check_run(cfg: DictConfig) -> None:
@@ -93,6 +109,39 @@ def check_run(cfg: DictConfig) -> None:
     integer(cfg.real_images, "real_images", 0)
     choice(cfg.precision, "precision", PRECISIONS)
     check_device(cfg.trainer.accelerator, "trainer.accelerator")
+    check_evaluation_devices(cfg.trainer)
+
+
+def check_evaluation_devices(trainer: DictConfig) -> None:
+    """hspace-run's trainer.devices and trainer.strategy, which its evaluation loop reads only at the end of a
+    run: a count that is no count, more GPUs than the machine has, or several devices without a strategy that
+    spreads the loop over them (Lightning would launch the whole command again per device)."""
+    import torch
+
+    from hspace.cli import resolve_device
+
+    devices, strategy = trainer.get("devices", 1), trainer.get("strategy")
+    if strategy is not None:
+        choice(strategy, "trainer.strategy", EVALUATION_STRATEGIES)
+    gpus = torch.cuda.device_count() if resolve_device(trainer.accelerator).type == "cuda" else 0
+    if isinstance(devices, ListConfig):
+        if not gpus:
+            raise UserError(f"trainer.devices={devices} lists GPUs but the run is on the CPU: give a count, e.g. 1")
+        if not len(devices):
+            raise UserError("trainer.devices=[] names no device: give a count such as 1 or GPU indices")
+        count, highest = len(devices), max(integer(d, f"trainer.devices[{i}]", 0) for i, d in enumerate(devices))
+    elif devices == "auto" or (devices == -1 and gpus):
+        count, highest = max(gpus, 1), 0
+    else:
+        count = integer(devices, "trainer.devices", 1)
+        highest = count - 1 if gpus else 0
+    if gpus and highest >= gpus:
+        raise UserError(f"trainer.devices={devices} asks for more GPUs than the {gpus} this machine has: give fewer")
+    if count > 1 and strategy not in ("ddp", "ddp_spawn"):
+        raise UserError(
+            f"trainer.devices={devices} spreads the evaluation over {count} devices, which needs trainer.strategy=ddp:"
+            " add it (trainer=ddp sets both), or use trainer.devices=1"
+        )
 
 
 def check_metrics(metrics: DictConfig) -> None:
@@ -125,7 +174,8 @@ def check_metrics(metrics: DictConfig) -> None:
             integer(disentanglement.get("bins"), "metrics.disentanglement.bins", 2)
     integer(metrics.get("batch_size", 16), "metrics.batch_size", 1)
     boolean(metrics.get("factors", False), "metrics.factors")
-    number(metrics.get("threshold", 0.5), "metrics.threshold", 0.0)
+    # A probability threshold: at 0 or 1 every prediction is on one side, and 50 (a percentage) would be silent.
+    number(metrics.get("threshold", 0.5), "metrics.threshold", above=0.0, below=1.0)
 
 
 def note_small_fid_sets(metrics: DictConfig, counts: dict[str, int]) -> None:

@@ -130,6 +130,7 @@ class ImageFolderDataModule(ImageDataModule):
         num_workers: int = 0,
     ):
         check_split_fractions(val_fraction, test_fraction)  # before the folder is listed
+        integer(seed, "data.seed", 0)
         root_path = Path(root).expanduser()
         splits = split_files(list_images(root_path), val_fraction, test_fraction, seed)
         datasets = {
@@ -258,6 +259,7 @@ class LMDBDataModule(ImageDataModule):
         num_workers: int = 0,
     ):
         check_split_fractions(val_fraction, test_fraction)  # before the keys are listed
+        integer(seed, "data.seed", 0)
         keys = LMDBImageDataset(root, resolution).keys
         splits = split_files(keys, val_fraction, test_fraction, seed)
         datasets = {name: LMDBImageDataset(root, resolution, part) for name, part in splits.items()}

@@ -42,6 +42,31 @@ MIXING_DEFAULTS = {
 }
 
 
+def check_mixing(mixing) -> dict:
+    """The t_mix=auto search settings (method.mixing) with the defaults filled in, each checked: a bad one would
+    otherwise stop the search after sampling and inverting, or silently change it."""
+    if not isinstance(mixing, dict):
+        raise UserError(f"method.mixing={mixing!r} must map settings to values, e.g. method.mixing.stride=10")
+    unknown = [key for key in mixing if key not in MIXING_DEFAULTS]
+    if unknown:
+        raise UserError(
+            f"method.mixing.{unknown[0]} is not a mixing setting: they are {', '.join(MIXING_DEFAULTS)} (check the "
+            "spelling)"
+        )
+    settings = {**MIXING_DEFAULTS, **mixing}
+    candidates = settings["candidates"]
+    if isinstance(candidates, (str, bytes)) or not isinstance(candidates, (list, tuple)) or not candidates:
+        raise UserError(f"method.mixing.candidates={candidates!r} must be a non-empty list of training timesteps")
+    settings["candidates"] = [integer(t, f"method.mixing.candidates[{i}]", 0, 999) for i, t in enumerate(candidates)]
+    settings["stride"] = integer(settings["stride"], "method.mixing.stride", 1)
+    settings["num_sampled"] = integer(settings["num_sampled"], "method.mixing.num_sampled", 1)
+    settings["num_real"] = integer(settings["num_real"], "method.mixing.num_real", 1)
+    settings["epsilon"] = number(settings["epsilon"], "method.mixing.epsilon", 0.0)
+    settings["fallback"] = integer(settings["fallback"], "method.mixing.fallback", 0, 999)
+    choice(settings["select"], "method.mixing.select", ("radius", "accuracy"))
+    return settings
+
+
 @dataclass
 class Boundary:
     normal: np.ndarray  # (D,) unit normal, pointing to the positive class
@@ -162,6 +187,7 @@ class BoundaryDirections(DirectionMethod):
             )
         if self.bank == "inverted" and self.data is None:
             raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
+        check_mixing(self.mixing)  # the settings stay as given: they are part of the method's cache key
 
     def make_bank(self, model, schedule, t_indices, seeds, cache: ArtifactCache | None = None) -> LatentBank:
         """The latents at each grid index with every attribute's scores, from the cache when an identical bank
@@ -208,7 +234,7 @@ class BoundaryDirections(DirectionMethod):
 
     def search(self, model: DiffusionModel, seeds: list[int], cache: ArtifactCache | None = None) -> MixingCurve:
         """t_mix=auto: the radius criterion, plus the held-out SVM accuracy at every candidate."""
-        settings = {**MIXING_DEFAULTS, **self.mixing}
+        settings = check_mixing(self.mixing)
         if self.data is None:
             raise UserError("method.t_mix=auto needs method.data (real images to invert), e.g. method.data=${data}")
         dataset = self.data.datasets["test"]

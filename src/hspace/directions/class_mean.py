@@ -102,6 +102,7 @@ class ClassMeanDirections(DirectionMethod):
         integer(self.max_images, "method.max_images", 2)
         integer(self.batch_size, "method.batch_size", 1)
         integer(self.first_seed, "method.first_seed", 0)
+        choice(self.split, "method.split", ("train", "val", "test"))
         if self.condition_on not in (None, "others") and not isinstance(self.condition_on, (list, tuple)):
             raise UserError(f"method.condition_on={self.condition_on!r} must be null, others, or a list of attributes")
         if self.label_source == "classifier":

@@ -113,6 +113,7 @@ class JacobianDirections(DirectionMethod):
     def __post_init__(self):
         integer(self.num_directions, "method.num_directions", 1)
         integer(self.sample_seed, "method.sample_seed", 0)
+        integer(self.seed, "method.seed", 0)
         integer(self.tau, "method.tau", 0, 999)
         choice(self.scale_mode, "method.scale_mode", SCALE_MODES)
         choice(self.solver, "method.solver", SOLVERS)

@@ -145,6 +145,7 @@ class LocoDirections(DirectionMethod):
 
     def __post_init__(self):
         integer(self.sample_seed, "method.sample_seed", 0)
+        integer(self.seed, "method.seed", 0)
         integer(self.t_edit, "method.t_edit", 0, 999)
         integer(self.edit_rank, "method.edit_rank", 1)
         integer(self.null_rank, "method.null_rank", 0)

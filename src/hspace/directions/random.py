@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from hspace.cache import ArtifactCache
+from hspace.checks import integer
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
@@ -23,6 +24,10 @@ class RandomDirections(PCA):
     seed: int = 0
 
     name = "random"
+
+    def __post_init__(self):
+        super().__post_init__()
+        integer(self.seed, "method.seed", 0)  # before the PCA it rescales to is collected
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         reference = super().find(model, sampler, cache)

@@ -56,11 +56,21 @@ class ShiftEdit(EditStrategy):
             if not isinstance(self.window, (list, tuple)) or len(self.window) != 2:
                 raise UserError(f"edit.window={self.window!r} must be [t_start, t_stop] (training timesteps) or null")
             for i, value in enumerate(self.window):
-                integer(value, f"edit.window[{i}]")
+                integer(value, f"edit.window[{i}]", 0)
             if self.window[0] < self.window[1]:
                 raise UserError(
                     f"edit.window={list(self.window)} edits where t_start >= tau >= t_stop: give t_start first"
                 )
+
+    def check_schedule(self, schedule: SamplingSchedule) -> None:
+        """A window that holds no step of the grid would leave every edit equal to the unedited sample."""
+        mask = self.step_mask(schedule.timesteps)
+        if mask is not None and not bool(mask.any()):
+            steps = schedule.timesteps.tolist()
+            raise UserError(
+                f"edit.window={list(self.window)} holds no step of the {len(steps)}-step grid, whose timesteps run "
+                f"from {steps[0]} to {steps[-1]}: widen it, or set edit.window=null to edit at every step"
+            )
 
     def step_mask(self, timesteps: torch.Tensor) -> torch.Tensor | None:
         if self.window is None:

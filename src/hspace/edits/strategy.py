@@ -6,6 +6,7 @@ An edit is a dataclass of settings that subclasses EditStrategy, with
 - `requires`: the Directions.extra tensors it reads (the run refuses a method that does not provide
   them, naming the methods that do, before any work: check_pairing);
 - `apply(...)`: the edited samples at every strength;
+- `check_schedule(schedule)`: refuses settings that do not fit the model's sampling grid;
 - `unedited(...)`: what those edits depart from (by default the plain sample; an edit with a path of its
   own overrides it, and sets `inverts_by_ddim` when that path is deterministic DDIM up to the edit, so
   real images are inverted by DDIM and get fresh noise after the edit even on a stochastic grid).
@@ -46,6 +47,10 @@ class EditStrategy(ABC):
     ) -> torch.Tensor:
         """Edit samples (x_T (N, C, H, W), noise maps z (N, T, C, H, W) or None) along direction `index`
         at every strength. (N, S, C, H, W) in [-1, 1]"""
+
+    def check_schedule(self, schedule: SamplingSchedule) -> None:
+        """Refuse, in one line, settings that do not fit the sampling grid; called once the model's grid is
+        known, before any direction is found or edit drawn. By default every grid fits."""
 
     def unedited(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,11 +11,12 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from hspace.checks import integer, number
+from hspace.checks import boolean, choice, integer, number
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.skips import cut_skips
 from hspace.errors import UserError
 from hspace.files import atomic_write_directory
+from hspace.learning_rate import LR_SCHEDULES, decay_range, learning_rate_factor
 from hspace.lightning.exportable import ExportableModule
 
 
@@ -29,23 +29,9 @@ def batch_images(batch) -> torch.Tensor:
     return batch[0]
 
 
-LR_SCHEDULES = ("constant", "cosine")
 LOSS_WEIGHTINGS = ("none", "min_snr")
-
-
-def learning_rate_factor(
-    step: int, warmup_steps: int, schedule: str, decay_start: int, decay_steps: int, min_lr_ratio: float
-) -> float:
-    """The factor on the base learning rate at optimiser step `step` (0-based): a linear warm-up over
-    `warmup_steps`, then constant, or constant until `decay_start` and a cosine from 1 down to
-    `min_lr_ratio` at `decay_steps` (decay_start = warmup_steps is the usual cosine schedule; a late
-    decay_start is warm-up-stable-decay, whose stable phase can be resumed and annealed at any step)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant" or step < decay_start:
-        return 1.0
-    progress = min(1.0, (step - decay_start) / max(decay_steps - decay_start, 1))
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "laplace", "sigmoid")
+TRAINED_PREDICTIONS = ("epsilon", "v_prediction")  # the targets training_step computes
 
 
 def v_loss_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -100,6 +86,37 @@ def unet_from_settings(settings: dict) -> UNet2DModel:
         ) from None
 
 
+def scheduler_config(settings: dict) -> dict:
+    """The training noise schedule (model.scheduler, diffusers DDPMScheduler arguments) as the scheduler's full
+    config, each setting the schedule depends on checked in one line: diffusers takes a string for a boolean
+    as true, and betas outside (0, 1) as a schedule whose training turns to NaN."""
+    from hspace.diffusion.schedule import SPACINGS
+
+    checks = {
+        "num_train_timesteps": lambda v, s: integer(v, s, 2),
+        "beta_start": lambda v, s: number(v, s, above=0.0, below=1.0),
+        "beta_end": lambda v, s: number(v, s, above=0.0, below=1.0),
+        "beta_schedule": lambda v, s: choice(v, s, BETA_SCHEDULES),
+        "prediction_type": lambda v, s: choice(v, s, TRAINED_PREDICTIONS),
+        "timestep_spacing": lambda v, s: choice(v, s, SPACINGS),
+        "rescale_betas_zero_snr": boolean,
+        "clip_sample": boolean,
+        "thresholding": boolean,
+    }
+    for key, check in checks.items():
+        if key in settings:
+            check(settings[key], f"model.scheduler.{key}")
+    if settings.get("beta_start", 0.0) > settings.get("beta_end", 1.0):
+        raise UserError(
+            f"model.scheduler.beta_start={settings['beta_start']} is above beta_end={settings['beta_end']}: swap them"
+        )
+    try:
+        return dict(DDPMScheduler(**settings).config)
+    except (TypeError, ValueError, NotImplementedError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"model.scheduler does not make a DDPMScheduler ({reason}): fix the setting it names") from None
+
+
 class DDPMTraining(ExportableModule):
     """Denoising training: x_t = sqrt(a) x_0 + sqrt(1 - a) eps with tau ~ U{0..N-1}, MSE on the target.
 
@@ -151,13 +168,9 @@ class DDPMTraining(ExportableModule):
                 integer(value, f"module.{key}", 0)
         number(min_lr_ratio, "module.min_lr_ratio", 0.0, 1.0)
         number(min_snr_gamma, "module.min_snr_gamma", above=0.0)
-        self.scheduler_config = dict(DDPMScheduler(**scheduler).config)
-        num_timesteps = self.scheduler_config["num_train_timesteps"]
-        if max_timestep is not None and not 0 <= max_timestep < num_timesteps:
-            raise UserError(
-                f"module.max_timestep={max_timestep} must lie in [0, {num_timesteps - 1}] "
-                "(null trains on every timestep)"
-            )
+        self.scheduler_config = scheduler_config(scheduler)
+        if max_timestep is not None:
+            integer(max_timestep, "module.max_timestep", 0, self.scheduler_config["num_train_timesteps"] - 1)
         self.save_hyperparameters()
         self.unet = unet_from_settings(unet)
         if init_weights is not None:
@@ -207,13 +220,12 @@ class DDPMTraining(ExportableModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        decay_steps = hp.decay_steps or self.trainer.max_steps
-        decay_start = hp.warmup_steps if hp.decay_start is None else hp.decay_start
-        if hp.lr_schedule == "cosine" and (decay_steps is None or decay_steps <= decay_start):
-            raise UserError(
-                f"module.lr_schedule=cosine decays from step {decay_start} (module.decay_start) to module.decay_steps "
-                f"(default trainer.max_steps), which is {decay_steps}: set it after the decay start"
+        if hp.lr_schedule == "cosine":
+            decay_start, decay_steps = decay_range(
+                hp.warmup_steps, hp.decay_start, hp.decay_steps, self.trainer.max_steps
             )
+        else:
+            decay_start, decay_steps = 0, 0
         factor = functools.partial(
             learning_rate_factor,
             warmup_steps=hp.warmup_steps,

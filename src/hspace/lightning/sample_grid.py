@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import WandbLogger
 
+from hspace.checks import boolean, choice, integer
 from hspace.data.shapes_quality import quality_report
 from hspace.diffusion.sampler import noise_for, sample
-from hspace.diffusion.schedule import make_schedule
+from hspace.diffusion.schedule import SPACINGS, make_schedule
 from hspace.images import image_grid, save_png, to_uint8
+
+MAX_SAMPLES = 256  # a grid of 32 rows
+BATCH = 64  # samples per UNet batch
 
 
 class SampleGrid(pl.Callback):
@@ -29,8 +34,15 @@ class SampleGrid(pl.Callback):
         clip_x0: bool = False,
         shapes_quality: bool = False,
     ):
-        self.every_n_steps, self.num_samples, self.num_steps = every_n_steps, num_samples, num_steps
-        self.spacing, self.clip_x0, self.shapes_quality = spacing, clip_x0, shapes_quality
+        """Each setting is checked here, when hspace-train builds the callback: a bad one would otherwise stop
+        training at the first grid, before the checkpoint of that step is written."""
+        setting = "callbacks.sample_grid."
+        self.every_n_steps = integer(every_n_steps, setting + "every_n_steps", 0)
+        self.num_samples = integer(num_samples, setting + "num_samples", 1, MAX_SAMPLES)
+        self.num_steps = integer(num_steps, setting + "num_steps", 1, 1000)
+        self.spacing = choice(spacing, setting + "spacing", SPACINGS)
+        self.clip_x0 = boolean(clip_x0, setting + "clip_x0")
+        self.shapes_quality = boolean(shapes_quality, setting + "shapes_quality")
         self.last_drawn_step = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -51,7 +63,8 @@ class SampleGrid(pl.Callback):
             model.unet.eval()
             schedule = make_schedule(model.alphas_cumprod, self.num_steps, self.spacing)
             x_T, _ = noise_for(range(self.num_samples), model, schedule)
-            pixels = to_uint8(sample(model, schedule, x_T, clip_x0=self.clip_x0).x0)
+            parts = [sample(model, schedule, x, clip_x0=self.clip_x0).x0 for x in x_T.split(BATCH)]
+            pixels = to_uint8(torch.cat(parts))
             model.unet.train(was_training)
         path = save_png(
             image_grid(pixels, ncols=8), Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}.png", scale=2

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from hspace.checks import integer
 from hspace.errors import UserError
 from hspace.metrics.keys import edit_key
 
@@ -41,6 +42,8 @@ class LocalityRegion:
     def __post_init__(self):
         if self.kind not in REGIONS:
             raise UserError(f"metrics.locality.region must be one of {', '.join(REGIONS)}, not {self.kind!r}")
+        # A negative margin would grow the object's region until it covers the image (every edit "local").
+        object.__setattr__(self, "margin", integer(self.margin, "metrics.locality.margin", 0))
         if self.kind == "box" and self.box is None:
             raise UserError("metrics.locality.region=box needs metrics.locality.box: [top, left, bottom, right)")
         if self.kind == "file" and self.file is None:
