@@ -200,6 +200,7 @@ if not torch.cuda.is_available():
     CASES.append(("sample", ["device=cuda"], "device=cuda"))
     CASES.append(("train", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"))
     CASES.append(("run", ["trainer.devices=[0]"], "trainer.devices=[0] lists GPUs but the run is on the CPU"))
+    CASES.append(("run", ["trainer.devices=-1"], "trainer.devices=-1 means every GPU, but the run is on the CPU"))
 
 
 @pytest.fixture(autouse=True)
@@ -299,12 +300,24 @@ def test_damaged_weights_are_one_line(how, words, tmp_path, monkeypatch, capsys)
 
 
 def test_a_run_that_fails_after_it_started_keeps_only_its_failed_record(tmp_path, monkeypatch, capsys):
+    import hspace.job
+    from hspace.errors import UserError
+
     monkeypatch.setenv("WANDB_MODE", "disabled")
     run_dir = tmp_path / "run"
-    args = [f"model.weights={tmp_path / 'missing'}", "logger=none", f"cache_dir={tmp_path / 'cache'}"]
-    code = call_main("run", [*args, f"hydra.run.dir={run_dir}"], monkeypatch)
+    args = ["logger=none", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
+    # weights that are missing are found before the run starts: nothing is left
+    code = call_main("run", [f"model.weights={tmp_path / 'missing'}", *args], monkeypatch)
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "model.weights" in err[0], err
+    assert code == 2 and len(err) == 1 and "model.weights" in err[0] and not run_dir.exists(), err
+
+    def fails(job, loggers):
+        raise UserError("the directions stage ran out of disk: free some space")
+
+    monkeypatch.setattr(hspace.job, "run_edit_job", fails)
+    code = call_main("run", ["metrics=none", *args], monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "ran out of disk" in err[0], err
     assert sorted(p.name for p in run_dir.iterdir()) == ["run_info.json"]
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["status"] == "failed" and info["reason"] in err[0] and info["git_sha"] is not None

@@ -112,7 +112,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     import torch
 
     from hspace.cli.metrics import evaluation_settings
-    from hspace.cli.validate import note_small_fid_sets
+    from hspace.cli.validate import check_evaluation_devices, note_small_fid_sets
     from hspace.data.batch import image_batch
     from hspace.job import check_real_images
     from hspace.job.disentangle import shapes_factor_images
@@ -145,6 +145,8 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     check_real_images(real_count, cfg.sampler.clip_x0)
     note_small_fid_sets(cfg.metrics, {"num_samples": cfg.num_samples, "real_images": real_count})
     evaluation = evaluation_settings(cfg.metrics, resolve_device(cfg.trainer.accelerator))
+    if evaluation is not None and evaluation.uses_loop:
+        check_evaluation_devices(cfg.trainer)
     if files:  # at the data's resolution, like the test split's images
         from hspace.data.image_files import load_image
 
@@ -157,7 +159,8 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
 
 
 def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
-    """Load the model, run the job's stages, and record the run (or mark it failed)."""
+    """Load the model and refuse what does not fit it, then run the job's stages and record the run (or mark it
+    failed)."""
     from hspace.cache import ArtifactCache
     from hspace.cli.metrics import fid_reference
     from hspace.diffusion.loading import load_configured_model
@@ -167,23 +170,25 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     from hspace.loggers import close_wandb
     from hspace.run_record import run_info, write_json
 
+    # What needs the model to be checked is checked before the run starts: damaged weights, an edit window off
+    # the model's grid, a directions file of another model or grid, a region that does not fit its images.
+    device = resolve_device(cfg.trainer.accelerator)
+    model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=device)
+    model.autocast = cfg.precision
+    schedule = sampler_settings(cfg.sampler).schedule(model.alphas_cumprod)
+    composed.edit.check_schedule(schedule)
+    if cfg.directions_path is not None:
+        Directions.load(cfg.directions_path).check_compatible(model.weight_hash, model.h_shape, schedule.timesteps)
+    evaluation = composed.evaluation
+    if evaluation is not None:
+        evaluation.locality.fixed_mask(model.image_shape)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         loggers = make_loggers(cfg, "run")  # a logger that cannot start fails the run with its record, like any stage
         for logger in loggers:
             logger.log_hyperparams(flat_config(cfg))
-        device = resolve_device(cfg.trainer.accelerator)
-        model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=device)
-        model.autocast = cfg.precision
-        schedule = sampler_settings(cfg.sampler).schedule(model.alphas_cumprod)
-        composed.edit.check_schedule(schedule)  # an edit window off the model's grid stops here, before any work
-        if cfg.directions_path is not None:  # so does a file for another model or grid
-            Directions.load(cfg.directions_path).check_compatible(model.weight_hash, model.h_shape, schedule.timesteps)
         cache = ArtifactCache(cfg.cache_dir)
         timer = StageTimer()
-        evaluation = composed.evaluation
-        if evaluation is not None:  # a box or mask image that does not fit the model's images stops here
-            evaluation.locality.fixed_mask(model.image_shape)
         if evaluation is not None and evaluation.fid_backend is not None:
             count, split = cfg.metrics.fid.reference_count, cfg.metrics.fid.reference_split
             with timer.stage("fid_reference", f"statistics of {count} {split} images"):

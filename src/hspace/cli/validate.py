@@ -109,13 +109,13 @@ def check_run(cfg: DictConfig) -> None:
     integer(cfg.real_images, "real_images", 0)
     choice(cfg.precision, "precision", PRECISIONS)
     check_device(cfg.trainer.accelerator, "trainer.accelerator")
-    check_evaluation_devices(cfg.trainer)
 
 
 def check_evaluation_devices(trainer: DictConfig) -> None:
     """hspace-run's trainer.devices and trainer.strategy, which its evaluation loop reads only at the end of a
-    run: a count that is no count, more GPUs than the machine has, or several devices without a strategy that
-    spreads the loop over them (Lightning would launch the whole command again per device)."""
+    run (checked where the run has one): a count that is no count, more GPUs than the machine has, or several
+    devices without a strategy that spreads the loop over them (Lightning would launch the whole command again
+    per device). Lightning's forms are accepted: a count, -1 or "auto", GPU indices as a list or "0,1"."""
     import torch
 
     from hspace.cli import resolve_device
@@ -124,13 +124,20 @@ def check_evaluation_devices(trainer: DictConfig) -> None:
     if strategy is not None:
         choice(strategy, "trainer.strategy", EVALUATION_STRATEGIES)
     gpus = torch.cuda.device_count() if resolve_device(trainer.accelerator).type == "cuda" else 0
-    if isinstance(devices, ListConfig):
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    elif isinstance(devices, str) and "," in devices:
+        devices = [part.strip() for part in devices.split(",") if part.strip()]
+        devices = [int(part) if part.isdigit() else part for part in devices]
+    if isinstance(devices, (list, ListConfig)):
         if not gpus:
             raise UserError(f"trainer.devices={devices} lists GPUs but the run is on the CPU: give a count, e.g. 1")
         if not len(devices):
             raise UserError("trainer.devices=[] names no device: give a count such as 1 or GPU indices")
         count, highest = len(devices), max(integer(d, f"trainer.devices[{i}]", 0) for i, d in enumerate(devices))
-    elif devices == "auto" or (devices == -1 and gpus):
+    elif devices == -1 and not gpus:  # Lightning refuses it on the CPU
+        raise UserError("trainer.devices=-1 means every GPU, but the run is on the CPU: give a count, e.g. 1 or 2")
+    elif devices in ("auto", -1):  # every GPU; one process on the CPU
         count, highest = max(gpus, 1), 0
     else:
         count = integer(devices, "trainer.devices", 1)

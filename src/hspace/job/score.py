@@ -77,7 +77,7 @@ def score_stage(
     if evaluation.fid_backend is not None and len(originals) < 2:  # FID compares sets (noted before the run)
         results[rename(f"fid/{evaluation.fid_backend.name}", prefix)] = None
         evaluation = replace(evaluation, fid_backend=None)
-    if evaluation.classifier is not None or evaluation.fid_backend is not None or evaluation.locality.active:
+    if evaluation.uses_loop:
         evaluated = evaluate_edits(evaluation, originals, edited, names, strengths, trainer_kwargs)
         results |= {rename(k, prefix): v for k, v in evaluated.results.items()}
         if evaluation.classifier is not None:

@@ -31,6 +31,7 @@ def batch_images(batch) -> torch.Tensor:
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "laplace", "sigmoid")
+BETA_RANGE_SCHEDULES = ("linear", "scaled_linear", "sigmoid")  # those that run from beta_start to beta_end
 TRAINED_PREDICTIONS = ("epsilon", "v_prediction")  # the targets training_step computes
 
 
@@ -89,13 +90,11 @@ def unet_from_settings(settings: dict) -> UNet2DModel:
 def scheduler_config(settings: dict) -> dict:
     """The training noise schedule (model.scheduler, diffusers DDPMScheduler arguments) as the scheduler's full
     config, each setting the schedule depends on checked in one line: diffusers takes a string for a boolean
-    as true, and betas outside (0, 1) as a schedule whose training turns to NaN."""
+    as true, and betas outside (0, 1), or falling, as a schedule whose training turns to NaN or runs backwards."""
     from hspace.diffusion.schedule import SPACINGS
 
     checks = {
         "num_train_timesteps": lambda v, s: integer(v, s, 2),
-        "beta_start": lambda v, s: number(v, s, above=0.0, below=1.0),
-        "beta_end": lambda v, s: number(v, s, above=0.0, below=1.0),
         "beta_schedule": lambda v, s: choice(v, s, BETA_SCHEDULES),
         "prediction_type": lambda v, s: choice(v, s, TRAINED_PREDICTIONS),
         "timestep_spacing": lambda v, s: choice(v, s, SPACINGS),
@@ -106,15 +105,17 @@ def scheduler_config(settings: dict) -> dict:
     for key, check in checks.items():
         if key in settings:
             check(settings[key], f"model.scheduler.{key}")
-    if settings.get("beta_start", 0.0) > settings.get("beta_end", 1.0):
-        raise UserError(
-            f"model.scheduler.beta_start={settings['beta_start']} is above beta_end={settings['beta_end']}: swap them"
-        )
     try:
-        return dict(DDPMScheduler(**settings).config)
+        config = dict(DDPMScheduler(**settings).config)
     except (TypeError, ValueError, NotImplementedError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"model.scheduler does not make a DDPMScheduler ({reason}): fix the setting it names") from None
+    if config.get("trained_betas") is None and config["beta_schedule"] in BETA_RANGE_SCHEDULES:
+        start = number(config["beta_start"], "model.scheduler.beta_start", above=0.0, below=1.0)
+        end = number(config["beta_end"], "model.scheduler.beta_end", above=0.0, below=1.0)
+        if start > end:
+            raise UserError(f"model.scheduler.beta_start={start} is above beta_end={end}: swap them")
+    return config
 
 
 class DDPMTraining(ExportableModule):

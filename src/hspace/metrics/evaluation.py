@@ -39,6 +39,12 @@ class EvaluationSettings:
     batch_size: int = 16
     locality: LocalityRegion = field(default_factory=LocalityRegion)  # change inside vs outside a region
 
+    @property
+    def uses_loop(self) -> bool:
+        """Whether scoring runs the Lightning test loop (evaluate_edits), whose Trainer reads trainer.devices and
+        trainer.strategy; the Shapes factors alone are measured without it."""
+        return self.classifier is not None or self.fid_backend is not None or self.locality.active
+
 
 def headline_index(strengths: Sequence[float]) -> int:
     """The strength reported without a suffix: the largest positive one (else the largest in magnitude)."""
