@@ -351,6 +351,8 @@ REFUSED_EARLY = [
     ("run", "method.num_components=0", "method.num_components=0"),  # the method is built before Lightning loads
     ("run", "edit.batch_size=0", "edit.batch_size=0"),
     ("run", "method=pcaa", "method=pcaa is not an option"),
+    ("run", "method=boundary method.test_fraction=1.5", "method.test_fraction=1.5"),  # reads a datamodule's type only
+    ("run", "method=class_mean method.split=tarin", "method.split='tarin'"),
     ("sample", "num_samples=0", "num_samples=0"),
     ("train", "ckpt_path={tmp}/none.ckpt", "ckpt_path="),
     ("train", "export_dir={tmp}/run", "export_dir="),  # the export would replace the run's checkpoints
@@ -363,7 +365,7 @@ def test_a_bad_setting_is_refused_before_lightning_is_imported(command, override
         "import atexit, sys\n"
         "atexit.register(lambda: print('lightning imported:', 'pytorch_lightning' in sys.modules))\n"
         f"from hspace.cli.{command} import main\n"
-        f"sys.argv = ['hspace-{command}', {override.format(tmp=tmp_path)!r}, 'run_dir={tmp_path / 'run'}']\n"
+        f"sys.argv = ['hspace-{command}', *{override.format(tmp=tmp_path).split()!r}, 'run_dir={tmp_path / 'run'}']\n"
         "main()\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

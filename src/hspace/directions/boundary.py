@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,7 +22,6 @@ from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer, number
 from hspace.classifiers import AttributeClassifier
 from hspace.data.batch import image_batch
-from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.boundary_bank import LatentBank, generated_bank, inverted_bank, load_bank, save_bank
@@ -29,6 +29,9 @@ from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
 from hspace.errors import UserError
+
+if TYPE_CHECKING:  # a datamodule is handed in; importing its module would load Lightning
+    from hspace.data.datamodule import ImageDataModule
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 MIXING_DEFAULTS = {

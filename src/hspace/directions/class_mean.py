@@ -14,6 +14,7 @@ Label sources:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,7 +22,6 @@ from hspace.cache import ArtifactCache
 from hspace.checks import boolean, choice, integer
 from hspace.classifiers import AttributeClassifier
 from hspace.data.batch import labelled_batches
-from hspace.data.datamodule import ImageDataModule
 from hspace.diffusion.inversion import invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
@@ -33,6 +33,9 @@ from hspace.directions.projection import project_out
 from hspace.distributed import Shard
 from hspace.errors import UserError
 from hspace.progress import bar
+
+if TYPE_CHECKING:  # a datamodule is handed in; importing its module would load Lightning
+    from hspace.data.datamodule import ImageDataModule
 
 
 class ClassSums:
