@@ -93,11 +93,10 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
     assert api.as_tensor(Image.open(tmp_path / "red.png"), model.image_shape).shape == (1, 3, 32, 32)
     assert api.as_tensor(torch.zeros(3, 32, 32), model.image_shape).shape == (1, 3, 32, 32)
     # an edit's own strengths are kept unless strengths= is given
-    edit, _, _ = api.prepared(model, directions, 0, None, ShiftEdit(strengths=[-8.0, 8.0]), sampler)
-    assert edit.strengths == [-8.0, 8.0]
-    edit, _, _ = api.prepared(model, directions, 0, [1.0], ShiftEdit(strengths=[-8.0, 8.0]), sampler)
-    assert edit.strengths == [1.0]
-    assert api.prepared(model, directions, 0, None, None, sampler)[0].strengths == [-4.0, 0.0, 4.0]
-    assert api.prepared(model, directions, -1, None, None, sampler)[2] == 1  # from the end, as in a list
+    ready = api.prepared(model, directions, 0, None, ShiftEdit(strengths=[-8.0, 8.0]), sampler)
+    assert ready.edit.strengths == [-8.0, 8.0] and torch.equal(ready.schedule.timesteps, grid)
+    assert api.prepared(model, directions, 0, [1.0], ShiftEdit(strengths=[-8.0, 8.0]), sampler).edit.strengths == [1.0]
+    assert api.prepared(model, directions, 0, None, None, sampler).edit.strengths == [-4.0, 0.0, 4.0]
+    assert api.prepared(model, directions, -1, None, None, sampler).index == 1  # from the end, as in a list
     with pytest.raises(UserError, match="index=-3 is below -2"):
         api.prepared(model, directions, -3, None, None, sampler)

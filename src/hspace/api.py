@@ -29,7 +29,7 @@ from hspace.data.image_files import image_tensor, load_image
 from hspace.diffusion.loading import load_model as _load_model
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for
-from hspace.diffusion.schedule import SamplerSettings
+from hspace.diffusion.schedule import SamplerSettings, SamplingSchedule
 from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod
 from hspace.edits.shift import ShiftEdit
@@ -93,6 +93,16 @@ def find_directions(
 DEFAULT_STRENGTHS = (-4.0, 0.0, 4.0)
 
 
+@dataclass(frozen=True)
+class PreparedEdit:
+    """An edit checked against the model and the directions, ready to run."""
+
+    edit: EditStrategy
+    sampler: SamplerSettings
+    schedule: SamplingSchedule  # the sampler's grid on the model
+    index: int  # the direction, counted from the start
+
+
 def prepared(
     model: DiffusionModel,
     directions: Directions,
@@ -100,10 +110,10 @@ def prepared(
     strengths: Sequence[float] | None,
     edit: EditStrategy | None,
     sampler: SamplerSettings | None,
-) -> tuple[EditStrategy, SamplerSettings, int]:
-    """The edit (its own strengths unless `strengths` is given; ShiftEdit at -4, 0, 4 by default), the sampler and
-    the direction's index (a negative one counts from the end), checked against the directions before any model
-    runs."""
+) -> PreparedEdit:
+    """The edit (its own strengths unless `strengths` is given; ShiftEdit at -4, 0, 4 by default), the sampler, its
+    grid and the direction's index (a negative one counts from the end), checked against the model and the
+    directions before any model runs."""
     count = len(directions.names)
     index = integer(index, "index", -count, count - 1) % count
     sampler = sampler or default_sampler(directions)
@@ -116,7 +126,7 @@ def prepared(
     edit.check_schedule(schedule)
     directions.check_noise_schedule(model.noise_schedule)
     directions.check_compatible(model.weight_hash, model.h_shape, schedule.timesteps)
-    return edit, sampler, index
+    return PreparedEdit(edit, sampler, schedule, index)
 
 
 def edit_seeds(
@@ -131,11 +141,16 @@ def edit_seeds(
     """Generated samples (one per seed) edited along direction `index` at every strength: `strengths`, else the
     edit's own, else -4, 0, 4 (ShiftEdit by default)."""
     seeds = seed_list(seeds)
-    edit, sampler, index = prepared(model, directions, index, strengths, edit, sampler)
-    schedule = sampler.schedule(model.alphas_cumprod)
-    x_T, z = noise_for(seeds, model, schedule)
-    edited = edit.apply(model, schedule, directions, index, x_T, z, sampler.clip_x0)
-    unedited = edit.unedited(model, schedule, directions, index, x_T, z, sampler.clip_x0).cpu()
+    ready = prepared(model, directions, index, strengths, edit, sampler)
+    x_T, z = noise_for(seeds, model, ready.schedule)
+    return run_prepared(ready, model, directions, x_T, z)
+
+
+def run_prepared(ready: PreparedEdit, model: DiffusionModel, directions: Directions, x_T, z) -> Edited:
+    """The edits of x_T (with noise maps z, or None) and what they depart from."""
+    edit, schedule, index, clip_x0 = ready.edit, ready.schedule, ready.index, ready.sampler.clip_x0
+    edited = edit.apply(model, schedule, directions, index, x_T, z, clip_x0)
+    unedited = edit.unedited(model, schedule, directions, index, x_T, z, clip_x0).cpu()
     return Edited(edited, unedited, list(edit.strengths))
 
 
@@ -207,9 +222,6 @@ def edit_images(
     """Real images (PIL images or image files, one or a list, or a tensor (N, C, H, W) in [-1, 1]) inverted and
     edited along direction `index` at `strengths` (as edit_seeds); `unedited` holds their reconstructions."""
     pixels = as_tensor(images, model.image_shape)
-    edit, sampler, index = prepared(model, directions, index, strengths, edit, sampler)
-    schedule = sampler.schedule(model.alphas_cumprod)
-    x_T, z = invert_for(edit, model, schedule, pixels.to(model.device))
-    edited = edit.apply(model, schedule, directions, index, x_T, z, sampler.clip_x0)
-    unedited = edit.unedited(model, schedule, directions, index, x_T, z, sampler.clip_x0).cpu()
-    return Edited(edited, unedited, list(edit.strengths))
+    ready = prepared(model, directions, index, strengths, edit, sampler)
+    x_T, z = invert_for(ready.edit, model, ready.schedule, pixels.to(model.device))
+    return run_prepared(ready, model, directions, x_T, z)
