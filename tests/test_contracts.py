@@ -244,6 +244,55 @@ class EtaSum(DirectionMethod):
         return self.directions(model, walked, vectors, torch.ones(1, schedule.num_steps), ["w"])
 
 
+def test_cache_keys_follow_what_computes_the_numbers(unet, tmp_path):
+    """Models without a weights file, an architecture setting that keeps every weight's shape, a classifier's
+    attribute names and the code's version each change the key; equal numbers of other types do not."""
+    import numpy as np
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from hspace.cache import ALGORITHM_VERSIONS
+    from hspace.diffusion.model import DiffusionModel
+    from hspace.identity import identity_of
+    from tests.conftest import GOOGLE_SCHEDULER, tiny_unet
+
+    assert identity_of(np.int64(3)) == 3 and identity_of(np.float32(0.5)) == 0.5
+    assert content_key({"C": identity_of(1.0), "n": identity_of([2.0])}) == content_key({"C": 1, "n": [2]})
+
+    config = dict(DDPMScheduler(**GOOGLE_SCHEDULER).config)
+    first, same, other = (DiffusionModel(u, config) for u in (unet, tiny_unet(0), tiny_unet(1)))
+    assert first.weights_identity and first.identity() == same.identity() != other.identity()
+    loaded = DiffusionModel(unet, config, weight_hash="abc")  # a weights file's hash wins over the weights in memory
+    assert loaded.weights_identity == "abc"
+    heads = UNet2DModel.from_config({**unet.config, "attention_head_dim": 4})  # same shapes, other attention
+    heads.load_state_dict(unet.state_dict())
+    assert DiffusionModel(heads, config).weights_identity == first.weights_identity
+    assert DiffusionModel(heads, config).identity() != first.identity()
+
+    classifier = small_classifier(0)
+    swapped = AttributeCNN(CNNConfig(attributes=["b", "a"], resolution=32, channels=[8], hidden=8)).eval()
+    swapped.load_state_dict(classifier.state_dict())
+    assert classifier.identity() != swapped.identity()
+
+    cache = ArtifactCache(tmp_path)
+    before = cache.path("h", {"key": 1})
+    ALGORITHM_VERSIONS["h"] += 1
+    try:
+        assert cache.path("h", {"key": 1}) != before
+    finally:
+        ALGORITHM_VERSIONS["h"] -= 1
+
+
+def test_a_directions_file_of_another_noise_schedule_is_refused(model, tmp_path):
+    from hspace.errors import UserError
+    from hspace.job.find import find_stage
+
+    sampler = SamplerSettings(num_steps=3)
+    found = ScoreWeighted(small_classifier(0)).find(model, sampler)
+    replace(found, noise_schedule={**found.noise_schedule, "prediction_type": "v_prediction"}).save(tmp_path / "d.st")
+    with pytest.raises(UserError, match="were found under prediction_type v_prediction"):
+        find_stage(ScoreWeighted(small_classifier(0)), model, sampler, 1, None, tmp_path / "d.st")
+
+
 def test_directions_are_cached_by_the_eta_their_method_walks(model, tmp_path):
     cache = ArtifactCache(tmp_path)
     deterministic, stochastic = SamplerSettings(num_steps=3), SamplerSettings(num_steps=3, eta=1.0)

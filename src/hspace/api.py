@@ -125,7 +125,7 @@ def prepared(
     schedule = sampler.schedule(model.alphas_cumprod)
     edit.check_schedule(schedule)
     directions.check_noise_schedule(model.noise_schedule)
-    directions.check_compatible(model.weight_hash, model.h_shape, schedule.timesteps)
+    directions.check_compatible(model.weights_identity, model.h_shape, schedule.timesteps)
     return PreparedEdit(edit, sampler, schedule, index)
 
 

@@ -22,6 +22,11 @@ from hspace.errors import UserError
 
 T = TypeVar("T")
 
+# The version of the code that computes each kind of entry, part of every key: bump a kind's number when a change
+# makes the same inputs give other numbers (a fix to the sampler, the PCA or the statistics), so that entries
+# computed before the change are not served after it. Kinds not listed are at version 1.
+ALGORITHM_VERSIONS: dict[str, int] = {"h": 1, "directions": 1, "boundary_bank": 1, "fid_reference": 1}
+
 
 def content_key(parts: dict) -> str:
     """A stable hash of a JSON-able description of an artifact."""
@@ -37,7 +42,8 @@ class ArtifactCache:
         self.misses: list[str] = []
 
     def path(self, kind: str, parts: dict, suffix: str = ".safetensors") -> Path:
-        return self.root / kind / f"{content_key(parts)}{suffix}"
+        key = content_key({**parts, "algorithm_version": ALGORITHM_VERSIONS.get(kind, 1)})
+        return self.root / kind / f"{key}{suffix}"
 
     def check_writable(self) -> None:
         """Refuse, in one line, a cache root that is a file or cannot be written (before any work)."""

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 
 @runtime_checkable
@@ -24,6 +28,10 @@ class Identified(Protocol):
 
 def identity_of(value, where: str = "setting"):
     """A JSON-able description of `value` for a cache key; raises TypeError for an object without an identity."""
+    if isinstance(value, np.generic):  # numpy scalars, as settings checked by hspace.checks may be
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():  # 1.0 and 1 compute alike: one key for both
+        return int(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, enum.Enum):
@@ -42,3 +50,18 @@ def identity_of(value, where: str = "setting"):
         f"{where} holds a {type(value).__name__}, which has no identity(): give it one (hspace.identity.Identified) "
         "so cache keys follow its content"
     )
+
+
+def state_hash(module) -> str:
+    """A hash of a torch module's weights and buffers, in a fixed order: the identity of weights in memory."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def config_hash(config) -> str:
+    """A hash of a JSON-able mapping (an architecture's config), whatever its key order."""
+    canonical = json.dumps(dict(config), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hspace.classifiers.cnn import state_hash
 from hspace.diffusion.loading import file_sha256, resolve_weights
 from hspace.errors import UserError
+from hspace.identity import state_hash
 
 CLIP_FILES = [
     "config.json",
@@ -62,10 +62,17 @@ class CLIPZeroShot(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
     def identity(self) -> str:
-        """The weights' hash with the prompts and normalisation: everything the probabilities depend on."""
+        """The weights' hash with the prompts, their embeddings (what the tokenizer made of them) and the
+        normalisation: everything the probabilities depend on."""
         weights = self.weight_hash or state_hash(self.model)
+        embeddings = hashlib.sha256(self.text_embeddings.float().cpu().contiguous().numpy().tobytes()).hexdigest()
         settings = json.dumps(
-            {"prompts": self.prompts, "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()},
+            {
+                "prompts": self.prompts,
+                "mean": self.mean.flatten().tolist(),
+                "std": self.std.flatten().tolist(),
+                "text_embeddings": embeddings[:16],
+            },
             sort_keys=True,
         )
         return f"{weights}:{hashlib.sha256(settings.encode()).hexdigest()[:16]}"

@@ -17,6 +17,7 @@ from torch import nn
 
 from hspace.errors import UserError
 from hspace.files import atomic_write_safetensors, atomic_write_text
+from hspace.identity import config_hash, state_hash
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets"
 WEIGHTS_FILE = "classifier.safetensors"
@@ -62,8 +63,9 @@ class AttributeCNN(nn.Module):
         return self.config.resolution
 
     def identity(self) -> str:
-        """The hash of the weights (of the file it was loaded from, else of the weights in memory)."""
-        return self.weight_hash or state_hash(self)
+        """The hash of the weights (of the file it was loaded from, else of the weights in memory) with the
+        config: its attribute names say which score is which."""
+        return f"{self.weight_hash or state_hash(self)}:{config_hash(asdict(self.config))}"
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features. (B, hidden)"""
@@ -106,12 +108,3 @@ class AttributeCNN(nn.Module):
         model.load_state_dict(load_file(directory / WEIGHTS_FILE))
         model.weight_hash = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
         return model.to(device).eval().requires_grad_(False)
-
-
-def state_hash(module: nn.Module) -> str:
-    """A hash of a module's weights and buffers, in a fixed order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]

@@ -10,6 +10,7 @@ from hspace.classifiers import FeatureClassifier
 from hspace.cli import build
 from hspace.data.batch import image_batch
 from hspace.errors import UserError
+from hspace.identity import Identified
 from hspace.metrics.evaluation import EvaluationSettings
 from hspace.metrics.fid import cached_reference_statistics, classifier_backend, inception_backend
 from hspace.metrics.locality import LocalityRegion
@@ -83,10 +84,14 @@ def fid_reference(
     batch_size: int = 256,
 ) -> dict[str, torch.Tensor]:
     """FID reference statistics of the first `count` images of a split of the configured data, computed
-    once per (backend, data, count) and cached; the data are identified by their config."""
+    once per (backend, data, count) and cached; the data are identified by their config and by what the
+    datamodule says they are (split lengths and items, ImageDataModule.identity), so a folder whose content
+    changed at the same path is not served the old statistics."""
+
+    data = build(data_cfg)
 
     def batches():
-        dataset = build(data_cfg).datasets[split]
+        dataset = data.datasets[split]
         if len(dataset) < count:
             raise UserError(
                 f"metrics.fid.reference_count={count} but the {split} split has only {len(dataset)} images: lower the "
@@ -98,4 +103,6 @@ def fid_reference(
     dataset_id = {"data": OmegaConf.to_container(data_cfg, resolve=True), "split": split}
     for key in ("batch_size", "num_workers"):  # loading settings do not change the images
         dataset_id["data"].pop(key, None)
+    if isinstance(data, Identified):
+        dataset_id["content"] = data.identity()
     return cached_reference_statistics(evaluation.fid_backend, dataset_id, count, batches, cache, device)

@@ -178,7 +178,9 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     schedule = sampler_settings(cfg.sampler).schedule(model.alphas_cumprod)
     composed.edit.check_schedule(schedule)
     if cfg.directions_path is not None:
-        Directions.load(cfg.directions_path).check_compatible(model.weight_hash, model.h_shape, schedule.timesteps)
+        loaded = Directions.load(cfg.directions_path)
+        loaded.check_noise_schedule(model.noise_schedule)
+        loaded.check_compatible(model.weights_identity, model.h_shape, schedule.timesteps)
     evaluation = composed.evaluation
     if evaluation is not None:
         evaluation.locality.fixed_mask(model.image_shape)

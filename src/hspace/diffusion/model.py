@@ -11,6 +11,7 @@ from torch import Tensor
 
 from hspace.bottleneck import h_shape
 from hspace.diffusion.schedule import PREDICTION_TYPES, training_alphas_cumprod
+from hspace.identity import config_hash, state_hash
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -72,10 +73,19 @@ class DiffusionModel:
         schedule = hashlib.sha256(self.alphas_cumprod.numpy().tobytes()).hexdigest()[:16]
         return {"schedule": schedule, "prediction_type": self.prediction_type}
 
+    @property
+    def weights_identity(self) -> str:
+        """The hash of the weights file it was loaded from, else of the weights in memory (a model built from a
+        checkpoint or by hand), so that two models never share cache entries or directions by having none."""
+        return self.weight_hash or state_hash(self.unet)
+
     def identity(self) -> dict:
-        """Everything about the model that determines what it computes: for cache keys."""
+        """Everything about the model that determines what it computes: for cache keys. The architecture's
+        config counts as well as the weights: some settings (attention heads, norm epsilon) change the output
+        without changing a weight's shape."""
         return {
-            "weight_hash": self.weight_hash,
+            "weight_hash": self.weights_identity,
+            "architecture": config_hash(self.unet.config),
             **self.noise_schedule,
             "dtype": str(self.dtype),
             "autocast": self.autocast,

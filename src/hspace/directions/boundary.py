@@ -223,6 +223,7 @@ class BoundaryDirections(DirectionMethod):
             "model": model.identity(),
             "timesteps": schedule.timesteps[t_indices].tolist(),
             "grid": schedule.timesteps.tolist(),
+            "final_alpha": float(schedule.alpha_bar_prev[-1]),  # the generated bank is labelled on its x0
             "bank": self.bank,
             **source,
         }

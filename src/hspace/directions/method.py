@@ -89,7 +89,7 @@ class DirectionMethod(ABC):
             names=names,
             method=self.name,
             model_id=model.name,
-            weight_hash=model.weight_hash,
+            weight_hash=model.weights_identity,
             sampler=sampler.walk(),
             config=self.identity(),
             extra=extra,

@@ -122,8 +122,9 @@ def find_stage(
     else:
         directions, cached = directions_from_method(method, model, sampler, cache, processes)
         source = "the cache" if cached else "this run"
+    directions.check_noise_schedule(model.noise_schedule)
     directions.check_compatible(
-        model.weight_hash,
+        model.weights_identity,
         model.h_shape,
         sampler.schedule(model.alphas_cumprod).timesteps,
         source=f"directions from {source}",
