@@ -62,6 +62,6 @@ def state_hash(module) -> str:
 
 
 def config_hash(config) -> str:
-    """A hash of a JSON-able mapping (an architecture's config), whatever its key order."""
+    """A hash of a JSON-able mapping (an architecture's config, e.g. a UNet's `config`), whatever its key order."""
     canonical = json.dumps(dict(config), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

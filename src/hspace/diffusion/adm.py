@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from diffusers.configuration_utils import FrozenDict
 from torch import nn
 
 
@@ -187,7 +188,8 @@ class ADMUNet(nn.Module):
     def __init__(self, config: ADMConfig):
         super().__init__()
         self.adm_config = config
-        self.config = SimpleNamespace(**asdict(config), sample_size=config.image_size, out_channels=config.out_channels)
+        # read as diffusers' UNet2DModel.config is: by attribute (sample_size, in_channels) and as a mapping
+        self.config = FrozenDict(**asdict(config), sample_size=config.image_size, out_channels=config.out_channels)
         mc, mult = config.model_channels, config.multipliers()
         emb = mc * 4
         attention_at = {config.image_size // r for r in config.attention_resolutions}  # as downsampling factors
