@@ -21,11 +21,14 @@ def test_streaming_scores_equal_dense_definitions():
     n, d, s, attributes = 40, 2, 3, ["a", "b", "c", "d"]
     before = torch.rand(n, len(attributes), generator=g)
     after = torch.rand(n, d, s, len(attributes), generator=g)
+    mse, ssim = torch.rand(n, d, s, generator=g), torch.rand(n, d, s, generator=g)
     scores = EditScores(d, s, attributes)
     for rows in torch.arange(n).split(7):  # several batches
-        scores.update(before[rows], after[rows], torch.zeros(len(rows), d, s), torch.ones(len(rows), d, s))
+        scores.update(before[rows], after[rows], mse[rows], ssim[rows])
     totals = scores.compute()
     delta = totals["score_delta"]
+    torch.testing.assert_close(totals["mse"], mse.double().mean(0))
+    torch.testing.assert_close(totals["ssim"], ssim.double().mean(0))
     for j in range(d):
         for k in range(s):
             for t, target in enumerate(attributes):
@@ -34,6 +37,8 @@ def test_streaming_scores_equal_dense_definitions():
                     assert success(totals, j, k, t, sign) == pytest.approx(dense["success"])
                     assert preserve(totals, j, k, t) == pytest.approx(dense["preserve"])
             assert delta[j, k].tolist() == pytest.approx([dense[f"score_delta/{a}"] for a in attributes], abs=1e-6)
+            absolute = [dense[f"score_abs_delta/{a}"] for a in attributes]
+            assert totals["score_abs_delta"][j, k].tolist() == pytest.approx(absolute, abs=1e-6)
 
 
 def test_headline_strength():

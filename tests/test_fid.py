@@ -116,6 +116,24 @@ def test_frechet_distance_of_equal_rank_deficient_sets_is_zero_however_summed():
         assert float(frechet_distance(mean[0], whole, mean[0] + 0.5, halves)) == pytest.approx(0.25 * 256, rel=1e-9)
 
 
+def test_the_metric_equals_torchmetrics_fid_on_full_rank_features(tiny_inception_file):
+    """On more samples than features, where torchmetrics' own distance is well defined, StableFID's compute
+    (its means, its unbiased covariances and frechet_distance) gives torchmetrics' number, and the textbook
+    formula on the features themselves."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    backend = inception_backend(tiny_inception_file, num_features=16, build=build_tiny)
+    real, fake = shapes_images(200, seed=7), shapes_images(150, seed=8)
+    fid = make_fid(backend)
+    fid.update(real, real=True)
+    fid.update(fake, real=False)
+    ours = float(fid.compute())
+    assert ours == pytest.approx(float(FrechetInceptionDistance.compute(fid)), rel=1e-6)
+    x, y = (backend(images).double() for images in (real, fake))
+    dense = frechet_distance(x.mean(0), torch.cov(x.T), y.mean(0), torch.cov(y.T))
+    assert ours == pytest.approx(float(dense), rel=1e-6) and ours > 1e-3
+
+
 def test_classifier_backend_self_zero_and_grows():
     backend = classifier_backend(AttributeCNN.load("shapes_attributes"), "shapes_classifier")
     assert backend.num_features == 256

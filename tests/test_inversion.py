@@ -4,6 +4,7 @@ import torch
 from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
 from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import make_schedule
+from tests.conftest import GOOGLE_SCHEDULER, ZERO_SNR_V
 
 
 def images(n=2, size=16):
@@ -106,3 +107,37 @@ def test_ddim_inversion_matches_a_hand_written_loop_at_every_level(fixture, spac
     torch.testing.assert_close(inv.x_T, states[-1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(inv.x_t[:, :-1], torch.stack(states[::-1], dim=1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(inv.h, expected_h, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture, spacing", [("model", "leading"), ("v_model", "trailing")])
+def test_edit_friendly_inversion_is_the_paper_loop_with_diffusers_steps(fixture, spacing, request):
+    """Each x_t against sqrt(a_t) x_0 + sqrt(1 - a_t) n_t with the image's own noise stream, and each z_t against
+    (x_{t-1} - mu_t) / sigma_t, where diffusers' DDIMScheduler gives mu_t (its step with zero noise) and sigma_t,
+    on a grid whose step divides the training steps (where diffusers' previous level is the next grid step)."""
+    from diffusers import DDIMScheduler
+
+    from hspace.diffusion.sampler import seed_stream
+
+    model = request.getfixturevalue(fixture)
+    config = {"model": GOOGLE_SCHEDULER, "v_model": ZERO_SNR_V}[fixture]
+    steps, eta, x0, seeds = 8, 0.9, images(), [3, 5]  # at eta 1 diffusers rounds a zero-SNR step to NaN
+    reference = DDIMScheduler.from_config(
+        {**config, "clip_sample": False, "set_alpha_to_one": True, "timestep_spacing": spacing}
+    )
+    reference.set_timesteps(steps)
+    schedule = make_schedule(model.alphas_cumprod, steps, spacing, eta=eta)
+    assert reference.timesteps.tolist() == schedule.timesteps.tolist()
+    inv = edit_friendly_invert(model, schedule, x0, seeds=seeds, record_h=False)
+    noise = torch.stack([torch.randn((steps, *x0.shape[1:]), generator=seed_stream(s, "inversion")) for s in seeds])
+    levels = [float(reference.alphas_cumprod[t]) for t in reference.timesteps]
+    chain = [a**0.5 * x0 + (1 - a) ** 0.5 * noise[:, i] for i, a in enumerate(levels)] + [x0]
+    for i, t in enumerate(reference.timesteps.tolist()):
+        torch.testing.assert_close(inv.x_t[:, i], chain[i], rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            output = model.unet(chain[i], torch.full((len(x0),), t)).sample
+        step = reference.step(output, t, chain[i], eta=eta, variance_noise=torch.zeros_like(x0))
+        sigma = eta * float(reference._get_variance(t, t - 1000 // steps)) ** 0.5
+        if sigma > 0:
+            torch.testing.assert_close(inv.z[:, i], (chain[i + 1] - step.prev_sample) / sigma, rtol=1e-3, atol=1e-3)
+        else:  # the deterministic last step of final alpha one records no noise
+            assert not inv.z[:, i].any()

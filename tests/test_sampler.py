@@ -157,3 +157,26 @@ def test_sampler_settings_refuse_bad_values_in_one_line():
     numpy_values = SamplerSettings(num_steps=np.int64(4), eta=np.float32(0.5))  # stored as plain numbers
     assert type(numpy_values.num_steps) is int and type(numpy_values.eta) is float and json.dumps(numpy_values.walk())
     assert SamplerSettings(num_steps=2, eta=np.array([0.0, 1.0])).eta == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_a_grid_whose_step_does_not_divide_the_training_steps_steps_to_the_next_grid_level(spacing, v_model):
+    """On 7 steps of 1000 every step goes to the level of the next grid step, as the DDIM paper's sub-sequence
+    does (diffusers' DDIMScheduler steps to t - 1000 // 7 instead, off the grid), against the step written
+    out here from docs/algorithms.md ("The step"), with the same noise maps."""
+    model, steps, eta = v_model, 7, 0.5
+    schedule = make_schedule(model.alphas_cumprod, steps, spacing, eta=eta)
+    taus = schedule.timesteps.tolist()
+    assert len(set(taus)) == steps and sorted(taus, reverse=True) == taus
+    x_T, z = initial_noise([0, 1], model.image_shape, steps)
+    ours = sample(model, schedule, x_T, z, record_x=True).x_t
+    x = x_T.double()
+    for idx, tau in enumerate(taus):
+        a = float(model.alphas_cumprod[tau])
+        a_prev = float(model.alphas_cumprod[taus[idx + 1]]) if idx + 1 < steps else 1.0
+        with torch.no_grad():
+            v = model.unet(x.float(), torch.full((2,), tau)).sample.double()
+        x0_hat, eps = a**0.5 * x - (1 - a) ** 0.5 * v, (1 - a) ** 0.5 * x + a**0.5 * v
+        sigma = eta * ((1 - a_prev) / (1 - a)) ** 0.5 * (1 - a / a_prev) ** 0.5
+        x = a_prev**0.5 * x0_hat + (1 - a_prev - sigma**2) ** 0.5 * eps + sigma * z[:, idx].double()
+        torch.testing.assert_close(ours[:, idx + 1], x.float(), rtol=1e-4, atol=1e-4)

@@ -224,6 +224,27 @@ def test_max_timestep_bounds_the_training_timesteps():
     assert every.max() == 999
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_training_noises_and_targets_as_diffusers_does(prediction_type):
+    """x_t and the target against DDPMScheduler.add_noise and get_velocity, on the shipped model's schedule."""
+    from diffusers import DDPMScheduler
+
+    scheduler = {
+        "beta_schedule": "linear",
+        "rescale_betas_zero_snr": prediction_type == "v_prediction",
+        "prediction_type": prediction_type,
+    }
+    module = DDPMTraining(unet=TINY_UNET, scheduler=scheduler)
+    reference = DDPMScheduler(**scheduler)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(6, 3, 16, 16, generator=g), torch.randn(6, 3, 16, 16, generator=g)
+    tau = torch.tensor([0, 1, 250, 500, 998, 999])
+    x_t, target = module.noised(x0, eps, tau)
+    torch.testing.assert_close(x_t, reference.add_noise(x0, eps, tau), rtol=1e-5, atol=1e-5)
+    expected = eps if prediction_type == "epsilon" else reference.get_velocity(x0, eps, tau)
+    torch.testing.assert_close(target, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_bad_training_settings_are_one_line():
     from hspace.errors import UserError
 

@@ -195,16 +195,20 @@ class DDPMTraining(ExportableModule):
     def training_step(self, batch, batch_idx):
         x0 = batch_images(batch)
         tau = self.draw_timesteps(x0.shape[0], x0.device)
-        a = self.alphas_cumprod[tau].view(-1, 1, 1, 1)
-        eps = torch.randn_like(x0)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        target = eps if self.diffusion.prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
+        x_t, target = self.noised(x0, torch.randn_like(x0), tau)
         error = F.mse_loss(self.unet(x_t, tau).sample, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (self.timestep_weights[tau] * error).mean()
         self.log("train/loss", loss, prog_bar=True)
         if self.hparams.loss_weighting != "none":
             self.log("train/unweighted_loss", error.mean())
         return loss
+
+    def noised(self, x0: torch.Tensor, eps: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t = sqrt(a) x_0 + sqrt(1 - a) eps at training timesteps `tau`, and what the UNet is trained to
+        predict there: eps, or v = sqrt(a) eps - sqrt(1 - a) x_0."""
+        a = self.alphas_cumprod[tau].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        return x_t, eps if self.diffusion.prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
 
     def draw_timesteps(self, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """`count` training timesteps, uniform over 0..max_timestep (every timestep when it is None)."""
