@@ -94,3 +94,15 @@ def test_dci_scores_of_a_hand_built_importance_matrix():
     # C: factors 0 and 1 sit in one code (1 each), factor 2 evenly in two (entropy 1 in base K = 2)
     assert scores["dci_c"] == pytest.approx(2 / 3)
     assert scores["dci_i"] == pytest.approx(0.8)
+
+
+def test_mig_of_a_hand_computed_example():
+    """One binary factor, a code equal to it and a code that agrees with it on 7 of 8 samples: the gap between
+    their mutual informations over the factor's entropy, worked out by hand (natural logarithms)."""
+    factor = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    exact, partial = factor.astype(float), np.array([0, 0, 0, 1, 1, 1, 1, 1], dtype=float)
+    # joint of (factor, partial): (0,0) 3/8, (0,1) 1/8, (1,1) 4/8; marginals 1/2, 1/2 and 3/8, 5/8
+    information = 3 / 8 * np.log(2) + 1 / 8 * np.log(0.4) + 1 / 2 * np.log(1.6)
+    expected = (np.log(2) - information) / np.log(2)
+    assert mig(np.stack([exact, partial], axis=1), factor[:, None]) == pytest.approx(expected, rel=1e-12)
+    assert mig(np.stack([partial, exact], axis=1), factor[:, None]) == pytest.approx(expected, rel=1e-12)
