@@ -148,3 +148,26 @@ def test_jacobian_products_match_central_differences_of_the_unet(fixture, reques
     jv = products.jvp(v.flatten()[None])[0]
     torch.testing.assert_close(jv, central, rtol=1e-5, atol=1e-7)  # central differences: O(d^2)
     torch.testing.assert_close(products.vjp(u[None])[0] @ v.flatten(), u @ central, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow  # about 17 s: a solve and a dense Jacobian at every step
+def test_per_step_scales_are_the_dense_singular_values_of_every_step(model):
+    """scale_mode=sigma_t: at every step of the walked trajectory the scales are the top singular values of the
+    dense Jacobian there, and the directions are its top right singular vectors at tau."""
+    from hspace.diffusion.sampler import noise_for, sample
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.jacobian import JacobianDirections
+
+    sampler = SamplerSettings(num_steps=2)
+    method = JacobianDirections(num_directions=2, tau=500, scale_mode="sigma_t", oversample=4, max_iters=300)
+    found = method.find(model, sampler)
+    schedule = sampler.schedule(model.alphas_cumprod)
+    x_T, z = noise_for([method.sample_seed], model, schedule)
+    trajectory = sample(model, schedule, x_T, z, record_x=True).x_t[0]
+    at = schedule.index_of(500)
+    for idx, tau in enumerate(schedule.timesteps.tolist()):
+        _, s, vh = torch.linalg.svd(dense_jacobian(model, trajectory[idx], tau).double(), full_matrices=False)
+        torch.testing.assert_close(found.scales[:, idx].double(), s[:2], rtol=1e-3, atol=0)
+        if idx == at:
+            cos = (found.vectors[:, idx].flatten(1).double() * vh[:2]).sum(dim=1).abs()
+            assert (cos > 0.99).all(), cos
