@@ -81,6 +81,31 @@ def test_labels_from_a_spreadsheet_and_macos_side_files_are_read(labelled_folder
         ImageFolderDataModule(str(root), resolution=32, labels_csv=str(labels))
 
 
+def test_the_data_identity_changes_with_any_item_label_or_file(labelled_folder, afhq, lsun_lmdb):
+    """Cache keys follow the data's content: a label or an image changed in the middle of a split (not only at its
+    ends) gives another identity; the same content read again gives the same one."""
+    import os
+
+    root, labels = labelled_folder
+
+    def identity():
+        return ImageFolderDataModule(str(root), 32, str(labels), val_fraction=0, test_fraction=0).identity()
+
+    first = identity()
+    assert identity() == first
+    rows = labels.read_text().splitlines()
+    middle = 3  # a/2.png: neither the first nor the last training image
+    rows[middle] = rows[middle].replace(",0,", ",1,")
+    labels.write_text("\n".join(rows) + "\n")
+    relabelled = identity()
+    assert relabelled != first
+    image = root / "a" / "2.png"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # rewritten
+    assert identity() != relabelled
+    for build in (lambda: AFHQDataModule(str(afhq), 32), lambda: LMDBDataModule(str(lsun_lmdb), 32, 0.2, 0.2)):
+        assert build().identity() == build().identity()
+
+
 def test_afhq_and_lmdb(afhq, lsun_lmdb):
     data = AFHQDataModule(str(afhq), resolution=32)
     assert len(data.datasets["train"]) == 6 and data.attributes == ["cat", "dog", "wild"]

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hspace.checks import choice, integer
-from hspace.data.datamodule import ImageDataModule, check_split_fractions, split_sizes
+from hspace.data.datamodule import ImageDataModule, check_split_fractions, files_fingerprint, split_sizes
 from hspace.data.image_files import load_image
 from hspace.errors import UserError
 
@@ -114,6 +114,10 @@ class CelebAHQDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def fingerprint(self) -> str:
+        """Its image files (names, sizes, modification times) and their labels."""
+        return files_fingerprint(self.files, {p.name: self.labels[p.name] for p in self.files})
 
     def __getitem__(self, index: int) -> dict:
         path = self.files[index]

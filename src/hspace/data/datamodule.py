@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -33,6 +36,27 @@ def split_sizes(count: int, val_fraction: float, test_fraction: float) -> tuple[
     return count - n_val - n_test, n_val, n_test
 
 
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """A dataset that can say what every one of its items is without decoding them (file names, sizes and
+    modification times, labels), so that a cache keyed by the data misses when any item changes."""
+
+    def fingerprint(self) -> str: ...
+
+
+def files_fingerprint(files, labels=None) -> str:
+    """A hash of image files (their paths, sizes and modification times) and, where given, their labels: a
+    JSON-able mapping from a file's key to its label vector."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = Path(path).stat()
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    if labels is not None:
+        for key in sorted(labels):
+            digest.update(f"{key}:{np.asarray(labels[key], dtype=np.float64).tobytes().hex()};".encode())
+    return digest.hexdigest()[:32]
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Train/val/test loaders over three datasets whose items hold an `image` in [-1, 1] (and, for
     labelled data, `attributes` in {0, 1} named by `attributes`)."""
@@ -45,11 +69,14 @@ class ImageDataModule(pl.LightningDataModule):
         self.attributes: list[str] = []
 
     def identity(self) -> str:
-        """What the data are, for cache keys: the type, the attribute names, and per split its length
-        and a hash of the pixels and labels of its first and last items."""
+        """What the data are, for cache keys: the type, the attribute names, and per split its length, its
+        fingerprint (every item, without decoding an image: Fingerprinted) and the pixels and labels of its
+        first and last items (which cover the image size and the decoding)."""
         digest = hashlib.sha256(f"{type(self).__name__}:{','.join(self.attributes)}".encode())
         for name, dataset in self.datasets.items():
             digest.update(f"{name}:{len(dataset)}".encode())
+            if isinstance(dataset, Fingerprinted):
+                digest.update(dataset.fingerprint().encode())
             for index in sorted({0, len(dataset) - 1}) if len(dataset) else []:
                 item = dataset[index]
                 for key in ("image", "attributes"):

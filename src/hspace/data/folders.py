@@ -15,6 +15,8 @@ Layouts:
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hspace.checks import choice, integer
-from hspace.data.datamodule import ImageDataModule, check_split_fractions, split_sizes
+from hspace.data.datamodule import ImageDataModule, check_split_fractions, files_fingerprint, split_sizes
 from hspace.data.image_files import image_tensor, load_image
 from hspace.errors import UserError
 
@@ -94,6 +96,13 @@ class ImageFolderDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def fingerprint(self) -> str:
+        """Its image files (paths, sizes, modification times) and their labels."""
+        if self.labels is None:
+            return files_fingerprint(self.files)
+        keys = [str(path.relative_to(self.root)) for path in self.files]
+        return files_fingerprint(self.files, {key: self.labels[key] for key in keys})
 
     def __getitem__(self, index: int) -> dict:
         path = self.files[index]
@@ -168,6 +177,10 @@ class AFHQDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def fingerprint(self) -> str:
+        """Its image files (paths, sizes, modification times; a file's class is its folder)."""
+        return files_fingerprint([path for path, _ in self.files])
+
     def __getitem__(self, index: int) -> dict:
         path, label = self.files[index]
         onehot = torch.zeros(len(self.classes))
@@ -193,12 +206,29 @@ class AFHQDataModule(ImageDataModule):
         self.resolution = resolution
 
 
+_ENVIRONMENTS: dict[tuple[int, str], object] = {}
+
+
+def lmdb_environment(root: Path):
+    """The read-only environment of an LMDB export, one per export and process: LMDB refuses to open one twice
+    in a process (two datamodules over the same export, e.g. the run's and the FID reference's), and an
+    environment must not cross a fork (each DataLoader worker opens its own)."""
+    import lmdb
+
+    key = (os.getpid(), str(root.resolve()))
+    if key not in _ENVIRONMENTS:
+        _ENVIRONMENTS[key] = lmdb.open(
+            key[1], readonly=True, lock=False, readahead=False, meminit=False, max_readers=32
+        )
+    return _ENVIRONMENTS[key]
+
+
 class LMDBImageDataset(Dataset):
     """Read-only images of an LMDB export (the official LSUN format: key -> encoded image bytes)."""
 
     def __init__(self, root: str | Path, resolution: int = 256, keys: list[bytes] | None = None):
         try:
-            import lmdb
+            import lmdb  # noqa: F401 (opened by lmdb_environment; checked here, before any work)
         except ModuleNotFoundError:
             raise UserError(
                 "reading an LMDB export needs the lmdb package: pip install lmdb, or export the images to a folder"
@@ -208,30 +238,23 @@ class LMDBImageDataset(Dataset):
         if not (self.root / "data.mdb").is_file():
             raise UserError(f"no LMDB export at {self.root}: expected data.mdb (and lock.mdb) from the LSUN download")
         self.resolution = resolution
-        self._env = None
         if keys is None:
-            env = lmdb.open(str(self.root), readonly=True, lock=False, readahead=False, meminit=False, max_readers=32)
-            with env.begin(write=False) as txn:
+            with lmdb_environment(self.root).begin(write=False) as txn:
                 keys = [key for key, _ in txn.cursor()]
-            env.close()
         if not keys:
             raise UserError(f"the LMDB export at {self.root} holds no images")
         self.keys = keys
 
     def env(self):
-        if self._env is None:  # opened lazily, once per worker process
-            import lmdb
-
-            self._env = lmdb.open(
-                str(self.root), readonly=True, lock=False, readahead=False, meminit=False, max_readers=32
-            )
-        return self._env
-
-    def __getstate__(self):
-        return {**self.__dict__, "_env": None}
+        return lmdb_environment(self.root)
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def fingerprint(self) -> str:
+        """Its keys and the export's data file (size, modification time)."""
+        keys = hashlib.sha256(b"\0".join(self.keys)).hexdigest()
+        return f"{keys[:32]}:{files_fingerprint([self.root / 'data.mdb'])}"
 
     def __getitem__(self, index: int) -> dict:
         import io

@@ -121,6 +121,10 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def fingerprint(self) -> str:
+        """Every item is a function of (seed, split, index, resolution)."""
+        return f"shapes:{self.seed}:{self.split}:{self.length}:{self.resolution}"
+
     def factors(self, index: int) -> ShapesFactors:
         return draw_factors(self.seed, self.split, index, self.resolution)
 
