@@ -282,6 +282,25 @@ def test_cache_keys_follow_what_computes_the_numbers(unet, tmp_path):
         ALGORITHM_VERSIONS["h"] -= 1
 
 
+def test_a_model_keys_alike_however_it_was_loaded(unet, tmp_path):
+    """diffusers' private config keys (the load path, its version, and a list whose order follows the process's
+    string hashing) stay out of the model's identity."""
+    from diffusers import UNet2DModel
+
+    from hspace.identity import config_hash
+
+    unet.save_pretrained(tmp_path / "a")
+    unet.save_pretrained(tmp_path / "b")
+    loaded = [UNet2DModel.from_pretrained(tmp_path / name) for name in ("a", "b")]
+    assert loaded[0].config["_name_or_path"] != loaded[1].config["_name_or_path"]
+    assert config_hash(loaded[0].config) == config_hash(loaded[1].config) == config_hash(unet.config)
+    built = UNet2DModel.from_config({"sample_size": 16, "block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4})
+    defaults = list(built.config["_use_default_values"])  # built from a set: its order follows the string hashing
+    assert len(defaults) > 2
+    reordered = {**built.config, "_use_default_values": defaults[::-1]}
+    assert config_hash(reordered) == config_hash(built.config)
+
+
 def test_a_directions_file_of_another_noise_schedule_is_refused(model, tmp_path):
     from hspace.errors import UserError
     from hspace.job.find import find_stage

@@ -106,6 +106,15 @@ def test_the_data_identity_changes_with_any_item_label_or_file(labelled_folder, 
         assert build().identity() == build().identity()
 
 
+def test_an_lmdb_export_is_read_by_loader_workers_after_the_parent_read_it(lsun_lmdb):
+    data = LMDBDataModule(str(lsun_lmdb), 32, 0.0, 0.0, batch_size=2, num_workers=2)
+    data.identity()  # the parent has opened the export
+    again = LMDBDataModule(str(lsun_lmdb), 32, 0.0, 0.0)  # a second datamodule over it in the same process
+    assert again.identity() == data.identity()
+    batches = list(data.train_dataloader())  # forked workers open their own
+    assert sum(len(batch["image"]) for batch in batches) == 6
+
+
 def test_afhq_and_lmdb(afhq, lsun_lmdb):
     data = AFHQDataModule(str(afhq), resolution=32)
     assert len(data.datasets["train"]) == 6 and data.attributes == ["cat", "dog", "wild"]

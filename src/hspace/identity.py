@@ -62,6 +62,9 @@ def state_hash(module) -> str:
 
 
 def config_hash(config) -> str:
-    """A hash of a JSON-able mapping (an architecture's config, e.g. a UNet's `config`), whatever its key order."""
-    canonical = json.dumps(dict(config), sort_keys=True, default=str, separators=(",", ":"))
+    """A hash of a JSON-able mapping (an architecture's config, e.g. a UNet's `config`), whatever its key order.
+    diffusers' private keys are left out: where the weights were loaded from (`_name_or_path`), the library's
+    version, and `_use_default_values`, a list whose order changes from one process to the next."""
+    public = {key: value for key, value in dict(config).items() if not str(key).startswith("_")}
+    canonical = json.dumps(public, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -49,9 +49,11 @@ class HSpaceEditPipeline(DiffusionPipeline):
             raise UserError(f"output_type={output_type!r} is not one of pil, pt: choose one of them")
         if not isinstance(directions, Directions):
             directions = Directions.load(directions)
-        model = DiffusionModel(
-            self.unet, dict(self.scheduler.config), name="pipeline", weight_hash=directions.weight_hash
-        )
+        # The pipeline does not check the weights (its UNet may be any copy of them): the model takes the hash the
+        # directions recorded, or a placeholder for files that recorded none, so no weights are hashed either.
+        recorded = directions.weight_hash or "unrecorded"
+        directions = replace(directions, weight_hash=recorded)
+        model = DiffusionModel(self.unet, dict(self.scheduler.config), name="pipeline", weight_hash=recorded)
         sampler = replace(default_sampler(directions), eta=eta)
         edited: Edited = edit_seeds(model, directions, seeds, index, strengths, sampler=sampler)
         if output_type == "pil":

@@ -88,10 +88,15 @@ def fid_reference(
     datamodule says they are (split lengths and items, ImageDataModule.identity), so a folder whose content
     changed at the same path is not served the old statistics."""
 
-    data = build(data_cfg)
+    built = []  # the datamodule, built once: for the key (with a cache) and on a miss for the images
+
+    def data():
+        if not built:
+            built.append(build(data_cfg))
+        return built[0]
 
     def batches():
-        dataset = data.datasets[split]
+        dataset = data().datasets[split]
         if len(dataset) < count:
             raise UserError(
                 f"metrics.fid.reference_count={count} but the {split} split has only {len(dataset)} images: lower the "
@@ -103,6 +108,6 @@ def fid_reference(
     dataset_id = {"data": OmegaConf.to_container(data_cfg, resolve=True), "split": split}
     for key in ("batch_size", "num_workers"):  # loading settings do not change the images
         dataset_id["data"].pop(key, None)
-    if isinstance(data, Identified):
-        dataset_id["content"] = data.identity()
+    if cache is not None and isinstance(data(), Identified):
+        dataset_id["content"] = data().identity()
     return cached_reference_statistics(evaluation.fid_backend, dataset_id, count, batches, cache, device)

@@ -206,21 +206,29 @@ class AFHQDataModule(ImageDataModule):
         self.resolution = resolution
 
 
-_ENVIRONMENTS: dict[tuple[int, str], object] = {}
+_ENVIRONMENTS: dict[str, object] = {}
 
 
 def lmdb_environment(root: Path):
     """The read-only environment of an LMDB export, one per export and process: LMDB refuses to open one twice
-    in a process (two datamodules over the same export, e.g. the run's and the FID reference's), and an
-    environment must not cross a fork (each DataLoader worker opens its own)."""
+    in a process (two datamodules over the same export, e.g. the run's and the FID reference's)."""
     import lmdb
 
-    key = (os.getpid(), str(root.resolve()))
+    key = str(root.resolve())
     if key not in _ENVIRONMENTS:
-        _ENVIRONMENTS[key] = lmdb.open(
-            key[1], readonly=True, lock=False, readahead=False, meminit=False, max_readers=32
-        )
+        _ENVIRONMENTS[key] = lmdb.open(key, readonly=True, lock=False, readahead=False, meminit=False, max_readers=32)
     return _ENVIRONMENTS[key]
+
+
+def close_inherited_environments() -> None:
+    """In a forked child (a DataLoader worker): an environment must not cross a fork, and LMDB would refuse to
+    open the export again while the inherited one is registered, so the child closes them and opens its own."""
+    for environment in _ENVIRONMENTS.values():
+        environment.close()
+    _ENVIRONMENTS.clear()
+
+
+os.register_at_fork(after_in_child=close_inherited_environments)
 
 
 class LMDBImageDataset(Dataset):
@@ -238,11 +246,11 @@ class LMDBImageDataset(Dataset):
         if not (self.root / "data.mdb").is_file():
             raise UserError(f"no LMDB export at {self.root}: expected data.mdb (and lock.mdb) from the LSUN download")
         self.resolution = resolution
-        if keys is None:
+        if keys is None:  # the whole export (a split of it may be empty: val_fraction=0)
             with lmdb_environment(self.root).begin(write=False) as txn:
                 keys = [key for key, _ in txn.cursor()]
-        if not keys:
-            raise UserError(f"the LMDB export at {self.root} holds no images")
+            if not keys:
+                raise UserError(f"the LMDB export at {self.root} holds no images")
         self.keys = keys
 
     def env(self):

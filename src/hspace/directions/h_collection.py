@@ -37,6 +37,7 @@ def collect_h(
     (weights, noise schedule, parameterisation, dtype), the sampling schedule, the clip setting and the
     batch's seeds, so later runs skip the sampling.
     """
+    identity = model.identity() if cache is not None else None  # once: a model without a weights file hashes them
     for start in bar(range(0, len(seeds), batch_size), "collect h", unit="batch"):
         batch = list(seeds[start : start + batch_size])
 
@@ -48,7 +49,7 @@ def collect_h(
             yield compute()
             continue
         parts = {
-            "model": model.identity(),
+            "model": identity,
             "schedule": schedule_description(schedule),
             "clip_x0": clip_x0,
             "seeds": batch,
