@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -88,12 +90,7 @@ def fid_reference(
     datamodule says they are (split lengths and items, ImageDataModule.identity), so a folder whose content
     changed at the same path is not served the old statistics."""
 
-    built = []  # the datamodule, built once: for the key (with a cache) and on a miss for the images
-
-    def data():
-        if not built:
-            built.append(build(data_cfg))
-        return built[0]
+    data = functools.cache(lambda: build(data_cfg))  # built once: for the key (with a cache), on a miss for images
 
     def batches():
         dataset = data().datasets[split]

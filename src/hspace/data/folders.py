@@ -99,10 +99,8 @@ class ImageFolderDataset(Dataset):
 
     def fingerprint(self) -> str:
         """Its image files (paths, sizes, modification times) and their labels."""
-        if self.labels is None:
-            return files_fingerprint(self.files)
         keys = [str(path.relative_to(self.root)) for path in self.files]
-        return files_fingerprint(self.files, {key: self.labels[key] for key in keys})
+        return files_fingerprint(self.files, None if self.labels is None else {key: self.labels[key] for key in keys})
 
     def __getitem__(self, index: int) -> dict:
         path = self.files[index]
