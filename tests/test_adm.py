@@ -230,3 +230,13 @@ def test_bad_checkpoint_through_hspace_run_exits_with_one_line(tiny_checkpoint, 
             run(cfg)
         err = capsys.readouterr().err.strip()
         assert exit_.value.code == 2 and fragment in err and err.count("\n") == 0, err
+
+
+def test_the_default_channel_multipliers_key_like_the_same_list_spelled_out():
+    from hspace.identity import config_hash
+
+    settings = {**TINY, "channel_mult": None}
+    implied, spelled = ADMUNet(ADMConfig(**settings)), ADMUNet(ADMConfig(**{**TINY, "channel_mult": [1, 2, 2, 2]}))
+    assert list(implied.config["channel_mult"]) == [1, 2, 2, 2]
+    assert config_hash(implied.config) == config_hash(spelled.config)
+    assert config_hash(spelled.config) != config_hash(ADMUNet(ADMConfig(**TINY)).config)

@@ -376,3 +376,19 @@ def test_a_sample_grid_is_drawn_once_per_step_when_gradients_accumulate(monkeypa
     for step in (0, 0, 1, 1, 2, 2, 3, 3, 4, 4):  # two micro-batches per optimizer step
         grid.on_train_batch_end(SimpleNamespace(global_step=step), None, None, None, 0)
     assert drawn == [0, 2, 4]
+
+
+def test_a_warm_up_as_long_as_the_run_is_named(capsys):
+    from hspace.cli.validate import check_training
+
+    for overrides, named in (
+        (["trainer.max_steps=2"], True),  # TINY's warm-up of 2 steps
+        (["trainer.max_steps=500", "module.warmup_steps=500"], True),
+        (["trainer.max_steps=501", "module.warmup_steps=500"], False),
+        (["trainer.max_steps=4", "module.warmup_steps=0"], False),
+        (["trainer.max_steps=-1", "trainer.max_time=00:00:01:00"], False),  # no step count to compare with
+    ):
+        check_training(compose_train(["run_dir=unused", *overrides]))
+        notes = [line for line in capsys.readouterr().err.splitlines() if "module.warmup_steps" in line]
+        assert bool(notes) == named, overrides
+        assert not notes or notes[0].startswith("note: ") and "never" not in notes[0]

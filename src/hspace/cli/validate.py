@@ -82,6 +82,7 @@ def check_training(cfg: DictConfig) -> None:
         boolean(trainer.enable_progress_bar, "trainer.enable_progress_bar")
     check_device(trainer.accelerator, "trainer.accelerator")
     check_cosine_decay(cfg.module, max_steps)
+    note_long_warmup(cfg.module, max_steps)
 
 
 def check_cosine_decay(module: DictConfig, max_steps: int) -> None:
@@ -96,6 +97,19 @@ def check_cosine_decay(module: DictConfig, max_steps: int) -> None:
         if value is not None:
             integer(value, f"module.{key}", 0)
     decay_range(integer(module.get("warmup_steps", 0), "module.warmup_steps", 0), **steps, max_steps=max_steps)
+
+
+def note_long_warmup(module: DictConfig, max_steps: int) -> None:
+    """A warm-up as long as the run keeps the learning rate below module.lr throughout: likely a short trial run
+    with the default warm-up, said before any work (not refused: such a run still trains)."""
+    warmup = module.get("warmup_steps")
+    if warmup is None or max_steps < 1:
+        return
+    if integer(warmup, "module.warmup_steps", 0) >= max_steps:
+        note(
+            f"module.warmup_steps={warmup} is not shorter than trainer.max_steps={max_steps}: the learning rate "
+            f"stays below module.lr the whole run (module.warmup_steps=0 trains at it from the first step)"
+        )
 
 
 def check_run(cfg: DictConfig) -> None:

@@ -189,7 +189,8 @@ class ADMUNet(nn.Module):
         super().__init__()
         self.adm_config = config
         # read as diffusers' UNet2DModel.config is: by attribute (sample_size, in_channels) and as a mapping
-        self.config = FrozenDict(**asdict(config), sample_size=config.image_size, out_channels=config.out_channels)
+        settings = {**asdict(config), "channel_mult": list(config.multipliers())}  # the default spelled out: one key
+        self.config = FrozenDict(**settings, sample_size=config.image_size, out_channels=config.out_channels)
         mc, mult = config.model_channels, config.multipliers()
         emb = mc * 4
         attention_at = {config.image_size // r for r in config.attention_resolutions}  # as downsampling factors
