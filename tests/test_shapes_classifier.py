@@ -50,3 +50,19 @@ def test_training_on_data_with_other_attributes_is_refused_before_any_step(tmp_p
     with pytest.raises(UserError, match="differ from module.attributes"):
         trainer.fit(module, datamodule=data)
     assert trainer.global_step == 0
+
+
+def test_validation_accuracy_thresholds_probabilities_not_logits():
+    """Logits between 0 and 1 are probabilities above one half: a positive prediction. Read as probabilities
+    they would be thresholded at 0.5, and a batch of small positive logits would score 0 where it scores 1."""
+    from hspace.lightning.classifier import AttributeClassifierTraining
+
+    module = AttributeClassifierTraining(["a", "b", "c"], [8], hidden=8, resolution=8)
+    with torch.no_grad():
+        module.net.head.weight.zero_()
+        module.net.head.bias.copy_(torch.tensor([0.3, 0.2, 0.7]))  # all logits in [0, 1]: all predictions 1
+    labels = torch.tensor([[1.0, 0.0, 0.0]] * 3 + [[1.0, 1.0, 1.0]])
+    module.validation_step({"image": torch.zeros(4, 3, 8, 8), "attributes": labels}, 0)
+    accuracy = module.val_accuracy.compute()
+    expected = ((torch.sigmoid(module.net(torch.zeros(4, 3, 8, 8))) > 0.5).float() == labels).float().mean(0)
+    assert torch.equal(accuracy, expected) and accuracy.tolist() == [1.0, 0.25, 0.25]

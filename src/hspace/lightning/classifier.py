@@ -75,7 +75,8 @@ class AttributeClassifierTraining(ExportableModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.val_accuracy.update(self.net(batch["image"]), batch["attributes"].int())
+        # Probabilities: torchmetrics reads a batch of logits that all lie in [0, 1] as probabilities already.
+        self.val_accuracy.update(torch.sigmoid(self.net(batch["image"])), batch["attributes"].int())
 
     def on_validation_epoch_end(self):
         accuracy = self.val_accuracy.compute()
