@@ -83,6 +83,24 @@ def test_an_unreadable_entry_is_discarded_with_a_note(tmp_path, capsys):
     assert "discarding the unreadable cache entry" in capsys.readouterr().err
 
 
+def test_an_entry_the_disk_fails_to_read_is_kept(tmp_path):
+    """A read error of the disk (or of memory) is not the entry's fault: the run stops in one line and the entry,
+    which may have taken long to compute, stays."""
+    import pytest
+
+    from hspace.errors import UserError
+
+    cache = ArtifactCache(tmp_path)
+    cache.get("blob", {"key": "a"}, lambda: b"aaaaaaaaaa", save, load)
+
+    def failing_disk(path):
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(UserError, match=r"cannot read the cache entry .* \(Input/output error\)"):
+        cache.get("blob", {"key": "a"}, lambda: b"recomputed", save, failing_disk)
+    assert cache.get("blob", {"key": "a"}, lambda: b"recomputed", save, load) == b"aaaaaaaaaa"
+
+
 def test_a_cache_that_cannot_be_written_is_one_line(tmp_path):
     import pytest
 

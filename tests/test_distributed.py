@@ -196,3 +196,33 @@ def test_collection_processes_follow_the_trainer_config():
     assert collection_processes(trainer(strategy="ddp", devices=2)) == 2
     assert collection_processes(trainer(strategy="ddp_spawn", devices=[0, 1, 2])) == 3
     assert collection_processes(trainer(strategy="ddp", devices=-1)) == 1  # cpu: "all devices" is one process
+
+
+def cached_bank_then_refusal(model: DiffusionModel, root: str) -> None:
+    """Run in each of two processes: the boundary bank built together through the cache (rank 0 saves it),
+    then read back by every rank, then a refusal on rank 1 alone."""
+    from hspace.cache import ArtifactCache
+    from hspace.directions.boundary import BoundaryDirections
+    from hspace.errors import UserError
+
+    method = BoundaryDirections(attribute="bright", classifier=Brightness(), num_bank=7, batch_size=3)
+    schedule, cache = SAMPLER.schedule(model.alphas_cumprod), ArtifactCache(root)
+    for _ in range(2):
+        method.make_bank(model, schedule, [2], list(range(7)), cache)
+    if Shard.current().rank == 1:
+        raise UserError(f"rank 1 refused, its cache hits: {cache.hits} and misses: {cache.misses}")
+
+
+def test_ranks_share_a_cached_bank_and_a_rank_refusal_is_one_line(tmp_path):
+    """The ranks build a cached bank together without waiting on each other's lock, read it back, and a
+    UserError raised by one rank reaches the caller as itself, not as a traceback of the process group."""
+    from hspace.directions.boundary_bank import load_bank
+    from hspace.errors import UserError
+
+    model = tiny_model()
+    with pytest.raises(UserError, match=r"^rank 1 refused, its cache hits: \['boundary_bank/\w+") as refused:
+        run_across_processes(cached_bank_then_refusal, (model, str(tmp_path)), 2)
+    assert "misses: []" in str(refused.value)  # rank 0 alone writes the entry
+    (entry,) = (tmp_path / "boundary_bank").glob("*.safetensors")
+    one = bank(model)
+    torch.testing.assert_close(torch.from_numpy(load_bank(entry).h[2]), one["h"], rtol=1e-4, atol=1e-5)

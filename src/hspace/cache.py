@@ -11,14 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from filelock import FileLock
 
 from hspace.checks import note
 from hspace.errors import UserError
+
+if TYPE_CHECKING:
+    from hspace.distributed import Shard
 
 T = TypeVar("T")
 
@@ -74,9 +78,51 @@ class ArtifactCache:
         damaged file. Temporary files that a killed writer of this key left behind are removed.
         """
         path = self.path(kind, parts)
+        with self._holding(path):
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):  # only a writer holding the lock makes these
+                stale.unlink(missing_ok=True)
+            if path.exists():
+                value = self._read(path, load)
+                if value is not None:
+                    self.hits.append(f"{kind}/{path.name}")
+                    return value
+                path.unlink()
+            value = compute()
+            self._write(kind, path, value, save)
+            return value
+
+    def get_across_ranks(
+        self,
+        kind: str,
+        parts: dict,
+        compute: Callable[[], T],
+        save: Callable[[T, Path], object],
+        load: Callable[[Path], T],
+        shard: Shard,
+    ) -> T:
+        """`get` for a `compute` that every rank of `shard` runs together (it gathers across them), so no rank
+        may wait on another's lock while that one computes. The ranks use the entry only when every one of them
+        could read it; otherwise they all compute, and rank 0 saves the result before any rank goes on."""
+        if not shard.is_split:
+            return self.get(kind, parts, compute, save, load)
+        path = self.path(kind, parts)
+        value = self._read(path, load) if path.exists() else None  # a bad entry is rank 0's to replace
+        if shard.all_agree(value is not None):
+            self.hits.append(f"{kind}/{path.name}")
+            return value
+        value = compute()
+        if shard.rank == 0:
+            with self._holding(path):
+                self._write(kind, path, value, save)
+        shard.barrier()  # the entry is in place before any rank asks for it again
+        return value
+
+    @contextmanager
+    def _holding(self, path: Path) -> Iterator[None]:
+        """The entry's file lock, held: concurrent writers of one key compute it once."""
+        lock = FileLock(str(path) + ".lock")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(path) + ".lock")
             lock.acquire()
         except OSError as error:
             raise UserError(
@@ -84,25 +130,33 @@ class ArtifactCache:
                 "HSPACE_CACHE at a writable directory with free space"
             ) from None
         try:
-            for stale in path.parent.glob(f".{path.name}.*.tmp"):  # only a writer holding the lock makes these
-                stale.unlink(missing_ok=True)
-            if path.exists():
-                try:
-                    value = load(path)
-                    self.hits.append(f"{kind}/{path.name}")
-                    return value
-                except Exception as error:  # any failure to read means the entry is unusable
-                    note(f"discarding the unreadable cache entry {path} ({type(error).__name__}); recomputing it")
-                    path.unlink()
-            value = compute()
-            try:
-                save(value, path)
-            except OSError as error:
-                raise UserError(
-                    f"cannot write the cache entry {path} ({error.strerror or type(error).__name__}): free space or "
-                    "point cache_dir or HSPACE_CACHE elsewhere"
-                ) from None
-            self.misses.append(f"{kind}/{path.name}")
-            return value
+            yield
         finally:
             lock.release()
+
+    def _read(self, path: Path, load: Callable[[Path], T]) -> T | None:
+        """The entry at `path`, or None (with a note) when its content cannot be parsed. A failure of the disk or
+        of memory is not the entry's: it stops the run instead of discarding an entry that may be expensive."""
+        try:
+            value = load(path)
+        except MemoryError:
+            raise
+        except OSError as error:
+            raise UserError(
+                f"cannot read the cache entry {path} ({error.strerror or type(error).__name__}): check the disk, "
+                "or point cache_dir or HSPACE_CACHE elsewhere"
+            ) from None
+        except Exception as error:  # truncated, corrupt or of another layout: the entry is unusable
+            note(f"discarding the unreadable cache entry {path} ({type(error).__name__}); recomputing it")
+            return None
+        return value
+
+    def _write(self, kind: str, path: Path, value: T, save: Callable[[T, Path], object]) -> None:
+        try:
+            save(value, path)
+        except OSError as error:
+            raise UserError(
+                f"cannot write the cache entry {path} ({error.strerror or type(error).__name__}): free space or "
+                "point cache_dir or HSPACE_CACHE elsewhere"
+            ) from None
+        self.misses.append(f"{kind}/{path.name}")

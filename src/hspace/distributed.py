@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from hspace.errors import UserError
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -77,6 +79,15 @@ class Shard:
         dist.all_reduce(total)
         return total.to(tensor.device)
 
+    def barrier(self) -> None:
+        """Wait until every rank has come here."""
+        if self.is_split:
+            dist.barrier()
+
+    def all_agree(self, flag: bool) -> bool:
+        """Whether `flag` holds on every rank: one decision the ranks take together."""
+        return int(self.sum(torch.tensor([int(flag)]))) == self.world_size
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -92,7 +103,11 @@ def _worker(rank: int, world_size: int, port: int, threads: int, fn: Callable, a
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
     try:
-        result = fn(*args)
+        try:
+            result = fn(*args)
+        except UserError as error:  # the parent raises it again as the one line it is
+            Path(f"{out}.error{rank}").write_text(str(error))
+            raise
         if rank == 0:
             torch.save(result, out)  # a tensor dict or a torch-saveable result of this process group's own work
         dist.barrier()
@@ -113,5 +128,11 @@ def run_across_processes(fn: Callable, args: tuple, world_size: int) -> object:
     threads = max(1, (os.cpu_count() or 1) // world_size)
     with tempfile.TemporaryDirectory(prefix="hspace-ranks-") as tmp:
         out = str(Path(tmp) / "rank0.pt")
-        mp.spawn(_worker, args=(world_size, free_port(), threads, fn, args, out), nprocs=world_size, join=True)
+        try:
+            mp.spawn(_worker, args=(world_size, free_port(), threads, fn, args, out), nprocs=world_size, join=True)
+        except Exception:
+            refused = sorted(Path(tmp).glob("rank0.pt.error*"))
+            if refused:  # a rank refused its work: the others then fail in their collectives, not by themselves
+                raise UserError(refused[0].read_text()) from None
+            raise
         return torch.load(out, weights_only=True)

@@ -28,6 +28,7 @@ from hspace.directions.boundary_bank import LatentBank, generated_bank, inverted
 from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod
 from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
+from hspace.distributed import Shard
 from hspace.errors import UserError
 
 if TYPE_CHECKING:  # a datamodule is handed in; importing its module would load Lightning
@@ -227,7 +228,10 @@ class BoundaryDirections(DirectionMethod):
             "bank": self.bank,
             **source,
         }
-        return cache.get("boundary_bank", parts, compute, save=save_bank, load=load_bank)
+        # the ranks of a split collection build the bank together (they gather it): none may wait on a lock
+        return cache.get_across_ranks(
+            "boundary_bank", parts, compute, save=save_bank, load=load_bank, shard=Shard.current()
+        )
 
     def fit_spaces(self, x: np.ndarray, h: np.ndarray, labels: np.ndarray) -> dict[str, Boundary]:
         train, test = stratified_split(labels, self.test_fraction)
