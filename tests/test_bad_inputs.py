@@ -323,6 +323,55 @@ def test_a_run_that_fails_after_it_started_keeps_only_its_failed_record(tmp_path
     assert info["status"] == "failed" and info["reason"] in err[0] and info["git_sha"] is not None
 
 
+def test_a_run_directory_used_before_holds_only_the_new_run(tmp_path, monkeypatch, capsys):
+    """Once a run starts, the outputs of an earlier run in its directory are gone (a killed run cannot leave
+    them beside its own) and run_info.json says running; the directions file the run reads stays, also when
+    the run fails."""
+    import hspace.job
+    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.container import Directions
+    from hspace.errors import UserError
+
+    model = load_model("shapes32")
+    grid = SamplerSettings(num_steps=4, spacing="trailing").schedule(model.alphas_cumprod).timesteps
+    run_dir = tmp_path / "run"
+    (run_dir / "grids").mkdir(parents=True)
+    for name in ("edits_real.safetensors", "edits.safetensors", "metrics.json", "config.yaml", "overrides.yaml"):
+        (run_dir / name).write_text("an earlier run's")
+    (run_dir / "grids" / "real_pc0.png").write_text("an earlier run's")
+    (run_dir / "run_info.json").write_text(json.dumps({"status": "completed"}))
+    Directions(
+        torch.zeros(1, len(grid), *model.h_shape),
+        torch.ones(1, len(grid)),
+        grid,
+        ["pc0"],
+        "pca",
+        "shapes32",
+        model.weights_identity,
+        {},
+        noise_schedule=model.noise_schedule,
+    ).save(run_dir / "directions.safetensors")
+    seen = {}
+
+    def stops(job, loggers):
+        seen["files"] = sorted(p.name for p in run_dir.iterdir())
+        seen["status"] = json.loads((run_dir / "run_info.json").read_text())["status"]
+        raise UserError("stopped: the test looked at the run directory")
+
+    monkeypatch.setattr(hspace.job, "run_edit_job", stops)
+    args = [
+        "logger=none",
+        "metrics=none",
+        "sampler.num_steps=4",
+        f"directions_path={run_dir / 'directions.safetensors'}",
+    ]
+    code = call_main("run", [*args, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"], monkeypatch)
+    assert code == 2 and "stopped" in capsys.readouterr().err
+    assert seen == {"files": ["directions.safetensors", "run_info.json"], "status": "running"}
+    assert sorted(p.name for p in run_dir.iterdir()) == ["directions.safetensors", "run_info.json"]
+
+
 def test_the_table_skips_a_failed_run_with_a_note(tmp_path, monkeypatch, capsys):
     from hspace.tables.collect import run_directories
 
@@ -332,8 +381,14 @@ def test_the_table_skips_a_failed_run_with_a_note(tmp_path, monkeypatch, capsys)
     (good / "metrics.json").write_text("{}")
     (good / "config.yaml").write_text("method: {}")
     (failed / "run_info.json").write_text(json.dumps({"status": "failed", "reason": "error: something"}))
+    killed = tmp_path / "killed"  # an earlier run's metrics and config, its rerun killed before it finished
+    killed.mkdir()
+    (killed / "metrics.json").write_text("{}")
+    (killed / "config.yaml").write_text("method: {}")
+    (killed / "run_info.json").write_text(json.dumps({"status": "running"}))
     assert run_directories([tmp_path]) == [good]
-    assert "skipping the failed run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipping the failed run" in err and f"skipping the unfinished run {killed}" in err
 
 
 def test_an_added_setting_that_nothing_reads_is_named(tmp_path, monkeypatch, capsys):

@@ -184,7 +184,10 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     evaluation = composed.evaluation
     if evaluation is not None:
         evaluation.locality.fixed_mask(model.image_shape)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # A run directory used before holds only this run's files from here on: a killed run leaves status running.
+    keep = None if cfg.directions_path is None else Path(cfg.directions_path).expanduser()
+    clear_outputs(run_dir, keep)
+    write_json(run_dir / "run_info.json", run_info() | {"status": "running"})
     try:
         loggers = make_loggers(cfg, "run")  # a logger that cannot start fails the run with its record, like any stage
         for logger in loggers:
@@ -225,7 +228,7 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
         write_json(run_dir / "run_info.json", run_info() | {"status": "completed"})
         return result.metrics
     except BaseException as error:
-        mark_failed(run_dir, error)
+        mark_failed(run_dir, error, keep)
         raise
     finally:
         close_wandb()
@@ -240,14 +243,23 @@ def completed(run_dir: Path) -> bool:
     return isinstance(info, dict) and info.get("status") == "completed" and (run_dir / "metrics.json").is_file()
 
 
-def mark_failed(run_dir: Path, error: BaseException) -> None:
-    """Remove a failed run's outputs and record why it failed in run_info.json."""
+def clear_outputs(run_dir: Path, keep: Path | None = None) -> None:
+    """Remove what a run writes from `run_dir` (creating it if needed), except `keep` (the directions file this
+    run reads, which may be an earlier run's output in the same directory)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kept = None if keep is None else keep.resolve()
+    for name in (*OUTPUTS, "overrides.yaml"):
+        if (run_dir / name).resolve() != kept:
+            (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "grids", ignore_errors=True)
+
+
+def mark_failed(run_dir: Path, error: BaseException, keep: Path | None = None) -> None:
+    """Remove a failed run's outputs (but `keep`) and record why it failed in run_info.json."""
     from hspace.cli import user_error_in
     from hspace.run_record import run_info, write_json
 
-    for name in (*OUTPUTS, "overrides.yaml"):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "grids", ignore_errors=True)
+    clear_outputs(run_dir, keep)
     cause = user_error_in(error) if isinstance(error, Exception) else None
     reason = str(cause or error).strip().splitlines()[0] if str(cause or error).strip() else type(error).__name__
     write_json(run_dir / "run_info.json", run_info() | {"status": "failed", "reason": reason})

@@ -41,7 +41,7 @@ class RunRecord:
 
 def run_directories(paths: Iterable[str | Path]) -> list[Path]:
     """Every finished run (a directory holding metrics.json and config.yaml) at or below the given paths,
-    sorted; runs marked failed in their run_info.json are skipped with a note."""
+    sorted; runs marked failed or still running (killed) in their run_info.json are skipped with a note."""
     paths = [Path(path).expanduser() for path in paths]
     found = set()
     for path in paths:
@@ -56,6 +56,11 @@ def run_directories(paths: Iterable[str | Path]) -> list[Path]:
             status = read_status(info)
             if status.get("status") == "failed":
                 note(f"skipping the failed run {info.parent}: {status.get('reason', 'no reason recorded')}")
+            elif status.get("status") == "running":
+                note(f"skipping the unfinished run {info.parent}: it is still running or was killed")
+            else:
+                continue
+            found.discard(info.parent)
     if not found:
         raise UserError(
             f"no finished runs under {', '.join(str(p) for p in paths)}: point runs=[...] at hspace-run output "
