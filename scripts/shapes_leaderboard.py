@@ -6,7 +6,8 @@ matched effect size on its target factor (hspace.tables.leaderboard): success, w
 factor and validity at that point, mean ± std over seeds. Each method's set of directions is also scored as
 codes of the true factors of inverted test images (DCI, MIG), beside the principal components of the
 inverted x_T. Discovery time comes from the run that found the directions, edit time per edited image from
-every run. Finished runs are kept and not repeated (`--runs`), so the script resumes.
+every run. Finished runs are kept and not repeated while their settings stay the same (`--runs`), so the script
+resumes.
 
     python scripts/shapes_leaderboard.py                        # writes experiments/shapes_leaderboard
     python scripts/shapes_leaderboard.py --quick --out /tmp/lb  # a few minutes: fewer samples, one seed
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from hspace.checks import output_path
 from hspace.cli import user_errors_exit
 from hspace.errors import UserError
 from hspace.metrics.keys import direction_values, edit_key
@@ -119,14 +121,14 @@ def override(key: str, value: str) -> str:
 
 
 def run_one(entry: Entry, seed: int, run_dir: Path, cache: Path, targets: dict[str, str], args) -> dict:
-    """The run of one entry and seed (from its metrics.json when it already finished)."""
-    done = run_dir / "metrics.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    """The run of one entry and seed: its metrics.json when it finished with the same resolved config (so a
+    rerun with other --samples or --steps, or a killed run, is run again), else a fresh run."""
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
+    from hspace.checks import note
     from hspace.cli import CONFIG_DIR
-    from hspace.cli.run import run
+    from hspace.cli.run import completed, run
 
     overrides = [
         *entry.overrides,
@@ -145,6 +147,10 @@ def run_one(entry: Entry, seed: int, run_dir: Path, cache: Path, targets: dict[s
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="run", overrides=overrides)
+    if completed(run_dir):
+        if (run_dir / "config.yaml").read_text() == OmegaConf.to_yaml(cfg, resolve=True):
+            return json.loads((run_dir / "metrics.json").read_text())
+        note(f"running {run_dir} again: its finished run had other settings")
     start = time.perf_counter()
     metrics = run(cfg)
     print(f"{entry.run} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -284,7 +290,11 @@ def plot(table: Table, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "experiments" / "shapes_leaderboard"), help="where the tables go")
-    parser.add_argument("--runs", default="outputs/shapes_leaderboard", help="the runs (kept, so a rerun resumes)")
+    parser.add_argument(
+        "--runs",
+        help="the runs, kept so a rerun with the same settings resumes (default: outputs/shapes_leaderboard, "
+        "or outputs/shapes_leaderboard_quick with --quick)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1000, 2000])
     parser.add_argument("--samples", type=int, default=64, help="edited samples per seed")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps of every run")
@@ -295,7 +305,10 @@ def main() -> None:
         args.seeds, args.samples, args.images = args.seeds[:1], 16, 128
     if args.samples < 2 or args.images < 16 or not args.seeds:
         raise UserError("--samples must be at least 2, --images at least 16, and one seed given")
-    runs, out = Path(args.runs), Path(args.out)
+    if args.steps < 1 or args.steps > 1000:
+        raise UserError(f"--steps {args.steps} is not a number of DDIM steps: give 1 to 1000")
+    args.runs = args.runs or f"outputs/shapes_leaderboard{'_quick' if args.quick else ''}"
+    runs, out = output_path(args.runs, "--runs", "folder"), output_path(args.out, "--out", "folder")
     cache = runs / "cache"
     results: dict[str, tuple[Entry, list[dict]]] = {}
     for entry in entries(args.quick):

@@ -63,3 +63,43 @@ def test_a_run_read_back_from_metrics_json_gives_the_same_point():
     assert read_back["edit/d/factors/success@0"] is None
     point = direction_point(read_back, "d", [0.0, 1.0, 2.0])  # between 0 (success not measured) and 1
     assert point == direction_point(grows, "d", [0.0, 1.0, 2.0]) and point.values["success"] == 0.3
+
+
+def test_the_leaderboard_script_resumes_a_run_only_with_the_same_settings(tmp_path, monkeypatch, capsys):
+    """scripts/shapes_leaderboard.py keeps a finished run whose config is this one's, and runs again one with
+    other settings (a --quick run, other --steps) or one left unfinished."""
+    import importlib.util
+    import json
+    import sys
+    from argparse import Namespace
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    import hspace.cli.run
+
+    spec = importlib.util.spec_from_file_location(
+        "leaderboard", Path(__file__).parents[1] / "scripts/shapes_leaderboard.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "leaderboard", script)  # its dataclasses look their module up
+    spec.loader.exec_module(script)
+    ran = []
+
+    def fake_run(cfg):  # what hspace-run leaves behind, without running a model
+        ran.append(cfg.sampler.num_steps)
+        (Path(cfg.run_dir) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps({"steps": cfg.sampler.num_steps}))
+        (Path(cfg.run_dir) / "run_info.json").write_text(json.dumps({"status": "completed"}))
+        return {"steps": cfg.sampler.num_steps}
+
+    monkeypatch.setattr(hspace.cli.run, "run", fake_run)
+    entry = script.Entry("pca", "pca", [], [-1.0, 0.0, 1.0], 2)
+    run_dir = tmp_path / "pca" / "0"
+    run_dir.mkdir(parents=True)
+    once = lambda steps: script.run_one(entry, 0, run_dir, tmp_path / "cache", {}, Namespace(steps=steps, samples=4))  # noqa: E731
+    assert once(5) == {"steps": 5} and once(5) == {"steps": 5} and ran == [5]  # the second call resumed
+    assert once(7) == {"steps": 7} and ran == [5, 7]  # other settings: run again, with a note
+    assert f"running {run_dir} again" in capsys.readouterr().err
+    (run_dir / "run_info.json").write_text(json.dumps({"status": "running"}))  # killed
+    assert once(7) == {"steps": 7} and ran == [5, 7, 7]
