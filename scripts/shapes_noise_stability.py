@@ -38,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, not {args.num_samples}")
-    if args.steps < 1:
-        raise UserError(f"--steps must be at least 1, not {args.steps}")
+    if not 1 <= args.steps <= 1000:
+        raise UserError(f"--steps must be at least 1 and at most 1000 (the training timesteps), not {args.steps}")
     if args.empirical is not None and args.empirical < 1:
         raise UserError(f"--empirical must be at least 1 image, not {args.empirical}")
     if args.json is not None:

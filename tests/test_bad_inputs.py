@@ -142,6 +142,8 @@ CASES = [
     ("train", ["data._target_=builtins.dict"], "data=builtins.dict is not a LightningDataModule"),
     ("train", ["progress=maybe"], "progress='maybe' is not true or false"),
     ("train", ["export_dir={tmp}/mask.txt"], "export_dir={tmp}/mask.txt is a file"),
+    ("train", ["export_dir={tmp}/images"], "export_dir={tmp}/images already exists and holds a.png"),
+    ("train", ["module.init_weights={tmp}/images", "export_dir={tmp}/images"], "is module.init_weights"),
     ("train", ["run_dir={tmp}/mask.txt/run"], "{tmp}/mask.txt is a file, not a folder"),
     ("run", ["skip_done=maybe"], "skip_done='maybe' is not true or false"),
     ("run", ["verbose=maybe"], "verbose='maybe' is not true or false"),
@@ -432,12 +434,16 @@ def test_a_bad_setting_is_refused_before_lightning_is_imported(command, override
 
 
 # (script and arguments, words the one line must contain); {tmp} is the test's empty temporary directory.
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "src" / "hspace" / "assets"
 SCRIPT_CASES = [
     (["h_dependence.py", "--weights", "{tmp}/none"], "{tmp}/none"),
     (["shapes_noise_stability.py", "--weights", "{tmp}/none"], "{tmp}/none"),
     (["shapes_noise_stability.py", "--json", "{tmp}"], "--json={tmp} is a folder"),
     (["shapes_noise_stability.py", "--steps", "0"], "--steps must be at least 1"),
+    (["shapes_noise_stability.py", "--steps", "2000"], "at most 1000"),
     (["widen_shapes_model.py", "--weights", "{tmp}/none", "--out", "{tmp}/out"], "{tmp}/none"),
+    (["deepen_shapes_model.py", "--out", str(SHIPPED_DIR / "shapes32")], "is the model of --weights"),
+    (["widen_shapes_model.py", "--out", str(SHIPPED_DIR.parent)], "holds __init__.py"),
     (["shapes_model_quality.py", "--classifier", "{tmp}/none"], "{tmp}/none"),
     (["shapes_model_quality.py", "--grid", "{tmp}"], "--grid={tmp} is a folder"),
     (["shapes_model_quality.py", "--num-samples", "0"], "--num-samples must be at least 1"),

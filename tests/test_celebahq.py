@@ -67,8 +67,11 @@ def compose_classifier(root, run_dir, extra=()):
 
 
 def test_classifier_trains_on_celebahq_and_loads(celebahq, tmp_path):
+    from hspace.lightning.classifier import AttributeClassifierTraining
+
     root, _ = celebahq
     export = train(compose_classifier(root, tmp_path / "run"))
+    assert sorted(p.name for p in export.iterdir()) == sorted(AttributeClassifierTraining.exported_files)
     classifier = AttributeCNN.load(export)
     assert classifier.attributes == list(CELEBA_ATTRIBUTES)
     assert classifier.probabilities(torch.zeros(2, 3, 32, 32)).shape == (2, 40)

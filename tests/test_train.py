@@ -58,6 +58,7 @@ def test_train_writes_checkpoints_exports_and_resumes(tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "step_0000004.ckpt").is_file()
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_0000002.png", "step_0000004.png"]
     assert "samples/pass_fraction" in (run / "logs" / "version_0" / "metrics.csv").read_text()
+    assert sorted(p.name for p in export.iterdir()) == sorted(DDPMTraining.exported_files)
     model = load_model(str(export))  # the export loads through the pretrained-model path
     assert model.prediction_type == "v_prediction"
     assert skip_weight_norm(model.unet, 1) == 0  # the cut skips stayed cut through training, EMA and export

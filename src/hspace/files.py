@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 
 def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (setting and restoring it would
+    race with a thread that creates a file in between)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -37,30 +46,45 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
+def check_replaceable(directory: str | Path, names: Iterable[str], setting: str | None = None) -> None:
+    """Refuse (UserError), in one line, a `directory` that a write of the files `names` may not replace: a file,
+    or a folder holding anything else (an earlier write of the same kind is replaced; other files would be
+    deleted). Callable before the work that produces the files, so a long job is not refused at its end."""
+    from hspace.errors import UserError
+
+    directory = Path(directory)
+    where = f"{setting}={directory}" if setting else str(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{where} is a file, where the write needs a folder: choose a new or empty folder")
+    if directory.is_dir():
+        foreign = sorted({p.name for p in directory.iterdir()} - set(names))
+        if foreign:
+            held = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+            raise UserError(
+                f"{where} already exists and holds {held}, which this write would delete: choose a new or empty folder"
+            )
+
+
 def atomic_write_directory(directory: str | Path, fill) -> Path:
     """Call fill(staging_dir) on a new directory beside `directory`, then rename it into place, so a reader
     never sees a half-written directory. An existing `directory` is replaced only if it holds nothing but
-    files the new one also has (an earlier write of the same kind); anything else is refused with a
-    UserError before it is touched, since replacing it would delete files that are not this write's."""
+    files the new one also has (`check_replaceable`); anything else is refused with a UserError before it is
+    touched. The old directory is renamed aside before the new one takes its place, and removed after."""
     import shutil
-
-    from hspace.errors import UserError
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         fill(staging)
+        check_replaceable(directory, [p.name for p in staging.iterdir()])
+        old = None
         if directory.exists():
-            foreign = sorted({p.name for p in directory.iterdir()} - {p.name for p in staging.iterdir()})
-            if foreign or not directory.is_dir():
-                held = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
-                raise UserError(
-                    f"{directory} already exists and holds {held or 'a file'}, which this write would delete: "
-                    "choose a new or empty folder"
-                )
-            shutil.rmtree(directory)
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+            directory.rename(old / directory.name)
         staging.rename(directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

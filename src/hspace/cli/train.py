@@ -35,12 +35,19 @@ def train(cfg: DictConfig) -> Path:
             f"export_dir={cfg.export_dir} holds the run directory {cfg.run_dir}, which the export would replace: "
             "choose a folder inside or beside it (the default is <run_dir>/model)"
         )
+    init_weights = cfg.module.get("init_weights")
+    if init_weights is not None and Path(str(init_weights)).expanduser().resolve() == export_dir:
+        raise UserError(
+            f"export_dir={cfg.export_dir} is module.init_weights, which the export would replace with the trained "
+            "weights: choose another folder (the default is <run_dir>/model)"
+        )
     console(cfg)
 
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from hspace.data.datamodule import ImageDataModule
+    from hspace.files import check_replaceable
     from hspace.lightning.exportable import ExportableModule
     from hspace.loggers import close_wandb
 
@@ -57,6 +64,7 @@ def train(cfg: DictConfig) -> Path:
             f"module={cfg.module.get('_target_')} has no export to write what it trains: subclass "
             "hspace.lightning.exportable.ExportableModule"
         )
+    check_replaceable(export_dir, module.exported_files, "export_dir")
     callbacks = [
         # No "=" in checkpoint names: they are passed back as ckpt_path=... overrides.
         ModelCheckpoint(

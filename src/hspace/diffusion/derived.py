@@ -11,16 +11,36 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from hspace.diffusion.model import DiffusionModel
 
+# What a save_pretrained model directory holds: the UNet's config and weights, and the scheduler's config.
+PRETRAINED_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json")
 
-def save_derived(unet: UNet2DModel, model: DiffusionModel, out: str | Path) -> Path:
-    """Write `unet` with `model`'s scheduler config as a save_pretrained directory, atomically."""
+
+def save_pretrained_model(unet: UNet2DModel, scheduler_config: dict, out: str | Path) -> Path:
+    """Write `unet` and its scheduler config as a save_pretrained directory (PRETRAINED_FILES), atomically."""
     from hspace.files import atomic_write_directory
 
     def fill(staging: Path) -> None:
         unet.save_pretrained(staging, safe_serialization=True)
-        DDPMScheduler.from_config(model.scheduler_config).save_pretrained(staging)
+        DDPMScheduler.from_config(scheduler_config).save_pretrained(staging)
 
     return atomic_write_directory(out, fill)
+
+
+def save_derived(unet: UNet2DModel, model: DiffusionModel, out: str | Path) -> Path:
+    """Write `unet` with `model`'s scheduler config as a save_pretrained directory, atomically."""
+    return save_pretrained_model(unet, model.scheduler_config, out)
+
+
+def check_derived_output(weights: str, out: str) -> None:
+    """Refuse, before any work, an `--out` that is the model it derives from (`--weights`, which the write would
+    replace) or a folder holding other files than a model's."""
+    from hspace.diffusion.loading import resolve_weights
+    from hspace.errors import UserError
+    from hspace.files import check_replaceable
+
+    if resolve_weights(weights, setting="--weights").resolve() == Path(out).expanduser().resolve():
+        raise UserError(f"--out {out} is the model of --weights, which the write would replace: choose another folder")
+    check_replaceable(Path(out).expanduser(), PRETRAINED_FILES, "--out")
 
 
 def output_change(

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MultilabelAccuracy
 
 from hspace.checks import integer, number
-from hspace.classifiers.cnn import AttributeCNN, CNNConfig
+from hspace.classifiers.cnn import CONFIG_FILE, WEIGHTS_FILE, AttributeCNN, CNNConfig
 from hspace.data.datamodule import ImageDataModule
 from hspace.errors import UserError
 from hspace.files import atomic_write_directory
@@ -90,6 +90,8 @@ class AttributeClassifierTraining(ExportableModule):
             optimizer, max_lr=self.hparams.lr, total_steps=int(self.trainer.estimated_stepping_batches)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    exported_files = (CONFIG_FILE, WEIGHTS_FILE)
 
     def export(self, directory: str | Path) -> Path:
         """classifier.json and classifier.safetensors, written to a staging directory and renamed into place."""

@@ -12,10 +12,10 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from hspace.checks import boolean, choice, integer, number
+from hspace.diffusion.derived import PRETRAINED_FILES, save_pretrained_model
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.skips import cut_skips
 from hspace.errors import UserError
-from hspace.files import atomic_write_directory
 from hspace.learning_rate import LR_SCHEDULES, decay_range, learning_rate_factor
 from hspace.lightning.exportable import ExportableModule
 
@@ -258,16 +258,13 @@ class DDPMTraining(ExportableModule):
         finally:
             self.ema.restore(self.unet.parameters())
 
+    exported_files = PRETRAINED_FILES
+
     def export(self, directory: str | Path) -> Path:
         """Save the EMA weights and the scheduler config in diffusers `save_pretrained` layout
         (config.json, diffusion_pytorch_model.safetensors, scheduler_config.json), atomically."""
-
-        def fill(staging: Path) -> None:
-            with self.ema_weights():
-                self.unet.save_pretrained(staging, safe_serialization=True)
-            DDPMScheduler.from_config(self.scheduler_config).save_pretrained(staging)
-
-        return atomic_write_directory(directory, fill)
+        with self.ema_weights():
+            return save_pretrained_model(self.unet, self.scheduler_config, directory)
 
 
 def model_from_checkpoint(path: str | Path, ema: bool = True) -> DiffusionModel:
