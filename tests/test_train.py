@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -393,3 +394,22 @@ def test_a_warm_up_as_long_as_the_run_is_named(capsys):
         notes = [line for line in capsys.readouterr().err.splitlines() if "module.warmup_steps" in line]
         assert bool(notes) == named, overrides
         assert not notes or notes[0].startswith("note: ") and "never" not in notes[0]
+
+
+def test_a_file_that_is_not_a_ddpm_checkpoint_is_one_line(tmp_path):
+    """The scripts that read a training checkpoint (h_dependence, shapes_model_quality) refuse in one line what
+    is not one: text, a checkpoint without the EMA, a classifier's checkpoint."""
+    from hspace.errors import UserError
+
+    text, no_ema, classifier = tmp_path / "text.ckpt", tmp_path / "no_ema.ckpt", tmp_path / "classifier.ckpt"
+    text.write_text("just text\n")
+    torch.save({"hyper_parameters": {"unet": {}, "scheduler": {}}, "state_dict": {}}, no_ema)
+    torch.save({"hyper_parameters": {"attributes": ["a"]}, "state_dict": {}, "ema": {}}, classifier)
+    for path, words in (
+        (tmp_path / "none.ckpt", "no checkpoint at --checkpoint"),
+        (text, "does not load as weights only (it is damaged or not a torch checkpoint)"),
+        (no_ema, "is not a DDPM training checkpoint (it lacks ema)"),
+        (classifier, "is not a DDPM training checkpoint (it lacks a UNet config)"),
+    ):
+        with pytest.raises(UserError, match=re.escape(words)):
+            model_from_checkpoint(path)

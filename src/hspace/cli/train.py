@@ -20,6 +20,7 @@ from hspace.cli import (
 
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
+    from hspace.checkpoints import read_checkpoint
     from hspace.cli.validate import check_loggers, check_training
     from hspace.errors import UserError
 
@@ -27,7 +28,7 @@ def train(cfg: DictConfig) -> Path:
     check_training(cfg)
     check_loggers(cfg.logger)
     if cfg.ckpt_path is not None:
-        check_checkpoint(Path(cfg.ckpt_path).expanduser(), f"ckpt_path={cfg.ckpt_path}")
+        read_checkpoint(cfg.ckpt_path, f"ckpt_path={cfg.ckpt_path}")  # weights only, before anything is built
     resume_in_checkpoint_run(cfg)
     export_dir, run_dir = Path(cfg.export_dir).expanduser().resolve(), Path(cfg.run_dir).expanduser().resolve()
     if export_dir == run_dir or export_dir in run_dir.parents:
@@ -106,29 +107,6 @@ def trainer_options(trainer: DictConfig) -> dict:
     if max_steps > 0:
         options["log_every_n_steps"] = max(1, min(options.get("log_every_n_steps", 50), max_steps // 10))
     return options
-
-
-def check_checkpoint(path: Path, setting: str) -> None:
-    """A checkpoint to resume from exists and loads as weights only (tensors and plain values, nothing
-    unpickled that could run code), said in one line before any work."""
-    import pickle
-    import re
-    import zipfile
-
-    import torch
-
-    from hspace.errors import UserError
-
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {setting}: point it at a .ckpt file, e.g. <run_dir>/checkpoints/last.ckpt")
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        reason = f"it pickles {unsafe.group(1)}" if unsafe else "it is damaged or not a torch checkpoint"
-        raise UserError(
-            f"{setting} does not load as weights only ({reason}): resume from a checkpoint hspace-train wrote"
-        ) from None
 
 
 def resume_in_checkpoint_run(cfg: DictConfig) -> None:

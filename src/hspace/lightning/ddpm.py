@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
+from hspace.checkpoints import read_checkpoint
 from hspace.checks import boolean, choice, integer, number
 from hspace.diffusion.derived import PRETRAINED_FILES, save_pretrained_model
 from hspace.diffusion.model import DiffusionModel
@@ -267,18 +268,29 @@ class DDPMTraining(ExportableModule):
             return save_pretrained_model(self.unet, self.scheduler_config, directory)
 
 
-def model_from_checkpoint(path: str | Path, ema: bool = True) -> DiffusionModel:
+def model_from_checkpoint(path: str | Path, ema: bool = True, setting: str = "--checkpoint") -> DiffusionModel:
     """The EMA weights (or with ema=False the trained weights) of a training checkpoint as a frozen
     DiffusionModel. The checkpoint is read with torch.load(weights_only=True): tensors and plain containers only,
-    nothing else is unpickled."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}: point it at a .ckpt file, e.g. <run_dir>/checkpoints/last.ckpt")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    module = DDPMTraining(**{**checkpoint["hyper_parameters"], "init_weights": None})
-    module.load_state_dict(checkpoint["state_dict"])
-    if ema:
-        module.ema.load_state_dict(checkpoint["ema"])
-        module.ema.copy_to(module.unet.parameters())
+    nothing else is unpickled. One line (`setting` naming it) for a file that is not a DDPM training checkpoint."""
+    checkpoint = read_checkpoint(path, f"{setting} {path}")
+    needed = ("hyper_parameters", "state_dict", *(("ema",) if ema else ()))
+    missing = [key for key in needed if key not in checkpoint]
+    hyper_parameters = checkpoint.get("hyper_parameters") or {}
+    if missing or "unet" not in hyper_parameters or "scheduler" not in hyper_parameters:
+        raise UserError(
+            f"{setting} {path} is not a DDPM training checkpoint (it lacks {', '.join(missing) or 'a UNet config'}): "
+            "use one that hspace-train wrote for a diffusion model (e.g. <run_dir>/checkpoints/last.ckpt)"
+        )
+    module = DDPMTraining(**{**hyper_parameters, "init_weights": None})
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+        if ema:
+            module.ema.load_state_dict(checkpoint["ema"])
+            module.ema.copy_to(module.unet.parameters())
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise UserError(
+            f"{setting} {path} does not fit the model its settings describe ({type(error).__name__}): the checkpoint "
+            "is damaged"
+        ) from None
     module.unet.eval().requires_grad_(False)
     return module.diffusion
