@@ -33,10 +33,22 @@ import torch
 
 from hspace.checks import output_path
 from hspace.cli import user_errors_exit
+from hspace.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 HSPACE_RUN = str(Path(sys.executable).parent / "hspace-run")
 GOALS = {"P1": (">=", 0.97), "P2": (">=", 3.0), "P3": ("<=", 1.1), "P4": ("<=", 1.2), "P7": ("<=", 1.15)}
+
+
+def child(command: list[str], env: dict | None = None) -> str:
+    """Run one command to its end and return its stdout; a failure is one line with the command's own last
+    error line (its output is captured, so a traceback of the caller would hide it)."""
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no error output"])[-1]
+        shown = " ".join([Path(command[0]).name, *command[1:4]]) + (" ..." if len(command) > 4 else "")
+        raise UserError(f"{shown} failed with exit {result.returncode}: {last}")
+    return result.stdout
 
 
 def paired(fns, repeat: int = 3) -> list[float]:
@@ -144,7 +156,7 @@ def p3_sweep(model, work: Path) -> dict:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     args = ["-m", f"edit.strengths={','.join(SWEEP)}", *SMALL, f"cache_dir={work / 'cache'}"]
     start = time.perf_counter()
-    subprocess.run([HSPACE_RUN, *args, f"hydra.sweep.dir={work / 'sweep'}"], env=env, check=True, capture_output=True)
+    child([HSPACE_RUN, *args, f"hydra.sweep.dir={work / 'sweep'}"], env)
     sweep = time.perf_counter() - start
 
     sampler = SamplerSettings(num_steps=20, spacing="trailing")
@@ -167,13 +179,8 @@ def p4_pca_memory(n: int = 256) -> dict:
     spec.loader.exec_module(module)
     peaks = {}
     for count in (n, 10 * n):
-        out = subprocess.run(
-            [sys.executable, "-c", module.CHILD, str(count), "10", "25", "40", "96"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        peaks[count] = json.loads(out.stdout.strip().splitlines()[-1])
+        out = child([sys.executable, "-c", module.CHILD, str(count), "10", "25", "40", "96"])
+        peaks[count] = json.loads(out.strip().splitlines()[-1])
     small, large = peaks[n], peaks[10 * n]
     growth = {str(c): r["peak_mib"] - r["after_load_mib"] for c, r in peaks.items()}
     return {
@@ -208,12 +215,7 @@ def p6_main_job(work: Path) -> dict:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     run_dir = work / "main_job"
     start = time.perf_counter()
-    subprocess.run(
-        [HSPACE_RUN, f"run_dir={run_dir}", f"cache_dir={work / 'main_cache'}", "logger=none"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    child([HSPACE_RUN, f"run_dir={run_dir}", f"cache_dir={work / 'main_cache'}", "logger=none"], env)
     wall = time.perf_counter() - start
     metrics = json.loads((run_dir / "metrics.json").read_text())
     stages = {k.removeprefix("time/").removesuffix("_s"): v for k, v in metrics.items() if k.startswith("time/")}
@@ -231,19 +233,8 @@ def p7_parallel_jobs(work: Path) -> dict:
 
     def sweep(name: str, *launcher: str) -> float:
         start = time.perf_counter()
-        subprocess.run(
-            [
-                HSPACE_RUN,
-                "-m",
-                *PAIR,
-                *launcher,
-                f"cache_dir={work / name}",
-                f"hydra.sweep.dir={work / name / 'sweep'}",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        where = [f"cache_dir={work / name}", f"hydra.sweep.dir={work / name / 'sweep'}"]
+        child([HSPACE_RUN, "-m", *PAIR, *launcher, *where], env)
         return time.perf_counter() - start
 
     sequential = sweep("p7_sequential")
@@ -266,7 +257,7 @@ def p7_parallel_jobs(work: Path) -> dict:
         for seed in PAIR_SEEDS
     ]
     if any(job.wait() for job in jobs):
-        raise RuntimeError("a plain parallel job of P7 failed")
+        raise UserError("a plain parallel job of P7 failed: run it alone (hspace-run method=pca ...) to see why")
     fight = time.perf_counter() - start
     return {
         "value": parallel / sequential,
@@ -294,7 +285,7 @@ def verdict(name: str, value: float) -> str:
     return f"{op} {goal}: {'met' if met else 'not met'}"
 
 
-@user_errors_exit  # a bad --json path is one line and exit 2, before any benchmark runs
+@user_errors_exit  # a bad --json path (before any benchmark runs) or a failed child run is one line and exit 2
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = ["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
@@ -320,19 +311,21 @@ def main() -> None:
             "P6": lambda: p6_main_job(work),
             "P7": lambda: p7_parallel_jobs(work),
         }
-        for name in args.only:
-            results[name] = runners[name]()
-            print(f"{name}: {results[name]['value']:.3f}", file=sys.stderr, flush=True)
+        try:
+            for name in args.only:
+                results[name] = runners[name]()
+                print(f"{name}: {results[name]['value']:.3f}", file=sys.stderr, flush=True)
+        finally:  # what was measured before a failure is kept
+            if args.json and results:
+                from hspace.files import atomic_write_text
+
+                atomic_write_text(args.json, json.dumps({"machine": machine, "results": results}, indent=2))
     lines = [f"Measured on {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads.", ""]
     lines += ["| | value | goal | details |", "|---|---|---|---|"]
     for name, result in results.items():
         details = json.dumps(rounded({k: v for k, v in result.items() if k != "value"}))
         lines.append(f"| {name} | {result['value']:.3f} | {verdict(name, result['value'])} | {details} |")
     print("\n".join(lines))
-    if args.json:
-        from hspace.files import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps({"machine": machine, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from hydra import compose, initialize_config_dir
 
 from hspace.checks import choice, integer
 from hspace.cli import CONFIG_DIR, user_errors_exit
-from hspace.cli.run import run
+from hspace.cli.command_line import check_command_line
+from hspace.cli.run import check_settings, run
 from hspace.diffusion.google_ddpm import save_random_model
 
 
@@ -51,52 +52,63 @@ def main() -> None:
     accelerator = "cuda" if cuda else "cpu"
     num_strengths = len(args.strengths.strip("[]").split(","))
     edited = args.samples * args.directions * num_strengths
-    name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(
-        f"google/ddpm-ema-256 layout, random weights; {name}; torch {torch.__version__}; {args.steps} DDIM steps; "
-        f"{edited} edited images per run ({args.samples} samples x {args.directions} directions x {num_strengths} "
-        "strengths)"
-    )
-    print("| method | precision | directions s | edit s | s per edited image | peak GiB |")
-    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
-        weights = save_random_model(Path(scratch) / "ddpm-256")
-        for method in args.methods:
-            for precision in args.precisions:
-                overrides = [
-                    "model=ddpm_celebahq256",
-                    f"model.weights={weights}",
-                    f"method={method}",
-                    f"precision={precision}",
-                    f"trainer.accelerator={accelerator}",
-                    f"sampler.num_steps={args.steps}",
-                    f"num_samples={args.samples}",
-                    f"num_directions={args.directions}",
-                    f"edit.strengths={args.strengths}",
-                    f"edit.batch_size={args.batch_size}",
-                    "real_images=0",
-                    "metrics=none",
-                    "logger=none",
-                    f"run_dir={scratch}/{method}-{precision}",
-                    f"cache_dir={scratch}/cache-{method}-{precision}",
-                ]
-                overrides += (
-                    [f"method.num_samples={args.pca_samples}"]
-                    if method == "pca"
-                    else [f"method.num_directions={args.directions}"]
-                )
-                overrides += args.overrides
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
-                with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-                    metrics = run(compose(config_name="run", overrides=overrides))
-                peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if cuda else "-"
-                edit_s = metrics["time/edit_s"]
-                print(
-                    f"| {method} | {precision} | {metrics['time/directions_s']:.1f} | {edit_s:.1f} | "
-                    f"{edit_s / edited:.3f} | {peak} |",
-                    flush=True,
-                )
+        weights = Path(scratch) / "ddpm-256"
+        runs = {
+            (m, p): run_overrides(args, m, p, weights, accelerator, scratch)
+            for m in args.methods
+            for p in args.precisions
+        }
+        for overrides in runs.values():  # every run's settings, before the weights are written or a run starts
+            check_command_line(CONFIG_DIR, "run", "hspace-run", overrides)
+            with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+                check_settings(compose(config_name="run", overrides=overrides))
+        save_random_model(weights)
+        name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
+        print(
+            f"google/ddpm-ema-256 layout, random weights; {name}; torch {torch.__version__}; {args.steps} DDIM "
+            f"steps; {edited} edited images per run ({args.samples} samples x {args.directions} directions x "
+            f"{num_strengths} strengths)"
+        )
+        print("| method | precision | directions s | edit s | s per edited image | peak GiB |")
+        print("|---|---|---|---|---|---|")
+        for (method, precision), overrides in runs.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+                metrics = run(compose(config_name="run", overrides=overrides))
+            peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if cuda else "-"
+            edit_s = metrics["time/edit_s"]
+            print(
+                f"| {method} | {precision} | {metrics['time/directions_s']:.1f} | {edit_s:.1f} | "
+                f"{edit_s / edited:.3f} | {peak} |",
+                flush=True,
+            )
+
+
+def run_overrides(args, method: str, precision: str, weights: Path, accelerator: str, scratch: str) -> list[str]:
+    """The hspace-run overrides of one method and precision."""
+    overrides = [
+        "model=ddpm_celebahq256",
+        f"model.weights={weights}",
+        f"method={method}",
+        f"precision={precision}",
+        f"trainer.accelerator={accelerator}",
+        f"sampler.num_steps={args.steps}",
+        f"num_samples={args.samples}",
+        f"num_directions={args.directions}",
+        f"edit.strengths={args.strengths}",
+        f"edit.batch_size={args.batch_size}",
+        "real_images=0",
+        "metrics=none",
+        "logger=none",
+        f"run_dir={scratch}/{method}-{precision}",
+        f"cache_dir={scratch}/cache-{method}-{precision}",
+    ]
+    overrides += (
+        [f"method.num_samples={args.pca_samples}"] if method == "pca" else [f"method.num_directions={args.directions}"]
+    )
+    return overrides + args.overrides
 
 
 if __name__ == "__main__":

@@ -452,6 +452,7 @@ SCRIPT_CASES = [
     (["bench_jacobian.py", "--tau", "1000"], "--tau=1000 is above 999"),
     (["bench_pca_memory.py", "--n", "64", "1"], "--n[1]=1 is below 2"),
     (["bench_full_size.py", "--device", "gpu"], "--device='gpu' is not one of auto, cuda, cpu"),
+    (["bench_full_size.py", "--device", "cpu", "--methods", "pca", "jacobain"], "method=jacobain is not an option"),
     (["h_dependence.py", "--num-samples", "1"], "--num-samples=1 is below 2"),
 ]
 
