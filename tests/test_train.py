@@ -413,3 +413,13 @@ def test_a_file_that_is_not_a_ddpm_checkpoint_is_one_line(tmp_path):
     ):
         with pytest.raises(UserError, match=re.escape(words)):
             model_from_checkpoint(path)
+
+
+def test_a_resumed_training_keeps_the_first_trainings_record(tmp_path):
+    from hspace.cli.train import record_dir
+
+    assert record_dir(tmp_path) == tmp_path  # a new run records in its own directory
+    (tmp_path / "config.yaml").write_text("the first training's settings")
+    assert record_dir(tmp_path) == tmp_path / "resume_1"
+    (tmp_path / "resume_1").mkdir()
+    assert record_dir(tmp_path) == tmp_path / "resume_2"

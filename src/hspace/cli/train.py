@@ -85,7 +85,7 @@ def train(cfg: DictConfig) -> Path:
     trainer = pl.Trainer(
         **options, logger=make_loggers(cfg, "train") or False, callbacks=callbacks, default_root_dir=run_dir
     )
-    record_config(cfg, cfg.run_dir)  # once every piece is built: a refused setting leaves no run directory
+    record_config(cfg, record_dir(run_dir))  # once every piece is built: a refused setting leaves no run directory
     try:
         checkpoint = None if cfg.ckpt_path is None else Path(cfg.ckpt_path).expanduser()
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
@@ -107,6 +107,17 @@ def trainer_options(trainer: DictConfig) -> dict:
     if max_steps > 0:
         options["log_every_n_steps"] = max(1, min(options.get("log_every_n_steps", 50), max_steps // 10))
     return options
+
+
+def record_dir(run_dir: Path) -> Path:
+    """Where this training's config.yaml and overrides.yaml go: the run directory, or, when a resumed training
+    continues a run that has them, its next `resume_<n>` folder, so that the first training's record stays."""
+    if not (run_dir / "config.yaml").is_file():
+        return run_dir
+    n = 1
+    while (run_dir / f"resume_{n}").exists():
+        n += 1
+    return run_dir / f"resume_{n}"
 
 
 def resume_in_checkpoint_run(cfg: DictConfig) -> None:
