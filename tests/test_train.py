@@ -109,12 +109,31 @@ def test_training_works_on_any_image_datamodule(tmp_path):
         warmup_steps=1,
     )
     before = [p.detach().clone() for p in module.unet.parameters()]
+    trained = []  # the weights after each optimiser step
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            trained.append([p.detach().clone() for p in pl_module.unet.parameters()])
+
     pl.Trainer(
-        max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        callbacks=[Record()],
     ).fit(module, datamodule=data)
-    assert any(not torch.equal(a, b) for a, b in zip(before, module.unet.parameters()))
+    assert len(trained) == 3 and any(not torch.equal(a, b) for a, b in zip(before, module.unet.parameters()))
+    # The EMA, written out: after optimiser step k it moves by (1 - d_k) towards the weights, with the warm-up
+    # decay d_k = min(ema_decay, k / (9 + k)) from the second step on (d_1 = 0: the first step copies them).
+    expected = [p.clone() for p in before]
+    for k, weights in enumerate(trained, start=1):
+        decay = 0.0 if k == 1 else min(0.999, k / (9 + k))
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights)]
     with module.ema_weights():
         ema = [p.detach().clone() for p in module.unet.parameters()]
+    for got, want in zip(ema, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(ema, module.unet.parameters()))
 
 
