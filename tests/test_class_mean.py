@@ -13,6 +13,8 @@ from hspace.errors import UserError
 
 
 def test_planted_direction_is_recovered():
+    """The class sums give exactly mean(h+) - mean(h-) per step: a miscount would keep the direction but change
+    the norm, which becomes the edit scale."""
     g = torch.Generator().manual_seed(0)
     planted = torch.randn(5, 8, generator=g)  # (T, D)
     labels = torch.rand(400, generator=g) > 0.3
@@ -24,10 +26,59 @@ def test_planted_direction_is_recovered():
     found = sums.difference("a")
     cos = torch.nn.functional.cosine_similarity(found.flatten(), planted.double().flatten(), dim=0)
     assert cos > 0.98
+    direct = h[labels].double().mean(0) - h[~labels].double().mean(0)
+    torch.testing.assert_close(found, direct, rtol=1e-12, atol=1e-12)
     empty = ClassSums(["b"])
     empty.add("b", True, h[:3])
     with pytest.raises(UserError, match="no negative examples"):
         empty.difference("b")
+
+
+def test_classifier_directions_are_top_minus_bottom_k_means_as_unit_vectors_and_scales(monkeypatch):
+    """With generation stubbed by a table of h and scores, find() gives per step a unit vector and a scale whose
+    product is mean(h of the top_k scores) - mean(h of the bottom_k): the sign and the norm an edit uses."""
+    from types import SimpleNamespace
+
+    from diffusers import DDPMScheduler
+
+    from hspace.diffusion.model import DiffusionModel
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.class_mean import ClassMeanDirections
+    from tests.conftest import GOOGLE_SCHEDULER, tiny_unet
+
+    model = DiffusionModel(tiny_unet(), dict(DDPMScheduler(**GOOGLE_SCHEDULER).config))
+    g = torch.Generator().manual_seed(3)
+    first, n, k, steps = 100, 20, 5, 3
+    table = torch.randn(n, steps, *model.h_shape, generator=g)  # h of seed first + i
+    scores = torch.rand(n, 2, generator=g)  # columns: other, a
+
+    class Scores:
+        attributes = ["other", "a"]
+
+        def probabilities(self, images):
+            return scores[images.long() - first]
+
+        def identity(self):
+            return "stub"
+
+    def h_of(model, schedule, seeds, batch_size, cache=None):
+        for start in range(0, len(seeds), batch_size):
+            yield table[torch.tensor(seeds[start : start + batch_size]) - first]
+
+    where = "hspace.directions.class_mean"
+    monkeypatch.setattr(f"{where}.noise_for", lambda seeds, model, schedule: (torch.tensor(list(seeds)), None))
+    monkeypatch.setattr(f"{where}.sample", lambda model, schedule, x_T, z: SimpleNamespace(x0=x_T))
+    monkeypatch.setattr(f"{where}.collect_h", h_of)
+    method = ClassMeanDirections(
+        attributes=["a"], classifier=Scores(), num_index=n, top_k=k, first_seed=first, batch_size=8
+    )
+    d = method.find(model, SamplerSettings(num_steps=steps))
+    order = scores[:, 1].argsort(descending=True)
+    direct = table[order[:k]].double().mean(0) - table[order[-k:]].double().mean(0)  # (T, *h_shape)
+    torch.testing.assert_close(d.scales[0].double(), direct.flatten(1).norm(dim=1), rtol=1e-6, atol=0)
+    torch.testing.assert_close(d.vectors[0].flatten(1).norm(dim=1), torch.ones(steps), rtol=1e-6, atol=0)
+    torch.testing.assert_close(d.scaled(0).double(), direct, rtol=1e-5, atol=1e-6)
+    assert d.info["counts"] == {"a/pos": k, "a/neg": k}
 
 
 def test_projection_is_orthogonal_and_equals_eq12():

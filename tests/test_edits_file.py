@@ -18,6 +18,15 @@ def test_edits_round_trip_as_the_pngs_round_them(tmp_path):
     assert loaded.id_kind == "indices" and loaded.names == ["a", "b"]
 
 
+def test_unit_to_uint8_maps_hand_values_clamped_and_rounded():
+    """(x + 1) * 127.5 with x clamped to [-1, 1], rounded: -1 -> 0, 0 -> 127.5 -> 128, 1 -> 255, and
+    -0.5 -> 63.75 -> 64, not the 63 truncation would give."""
+    values = torch.tensor([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.2])
+    expected = torch.tensor([0, 0, 64, 128, 191, 255, 255], dtype=torch.uint8)
+    assert torch.equal(unit_to_uint8(values), expected)
+    assert torch.equal(unit_to_uint8(values.double().view(1, 7, 1, 1)), expected.view(1, 7, 1, 1))
+
+
 def test_a_missing_or_foreign_file_is_one_line(tmp_path):
     with pytest.raises(UserError, match="no edits file at"):
         load_edits(tmp_path / "none.safetensors")

@@ -100,6 +100,38 @@ def test_known_edits_give_known_answers():
     assert alone["edit/to_light/mse"] == pytest.approx(m["edit/to_light/mse"]) and alone["edit/to_light/success"] == 1.0
 
 
+def test_each_strength_of_each_direction_gets_its_own_numbers():
+    """Two directions at strengths [-2, 2], each column a known edit: the sign of a negative strength turns the
+    target the other way, and every per-strength number (success, pixel MSE, FID) lands on its own direction and
+    strength, where one strength alone could not tell a swapped index."""
+    classifier = AttributeCNN.load("shapes_attributes")
+    backend = classifier_backend(classifier, "shapes_classifier")
+    originals, to_light = scene_pairs(24, lambda f: replace(f, background="light"))
+    _, to_dark = scene_pairs(24, lambda f: replace(f, background="dark"))
+    _, to_red = scene_pairs(24, lambda f: replace(f, colour="red"))
+    _, unchanged = scene_pairs(24, lambda f: f)
+    # (2 directions, 24 samples, 2 strengths, C, H, W): "background" darkens at -2 and lightens at +2,
+    # "colour" leaves the image as it is at -2 and turns it red at +2
+    edits = torch.cat([torch.cat([to_dark, to_light], 2), torch.cat([unchanged, to_red], 2)])
+    reference = reference_statistics(backend, [originals.float() / 127.5 - 1])
+    settings = EvaluationSettings(classifier=classifier, fid_backend=backend, reference=reference, batch_size=8)
+    m = evaluate_edits(settings, originals, edits, ["background", "colour"], [-2.0, 2.0]).results
+    assert m["edit/background/target"] == "light_background" and m["edit/colour/target"] == "red"
+    assert m["edit/background/success@-2"] == 1.0 and m["edit/background/success@2"] == 1.0
+    light = sum(draw_factors(3, "test", i, 32).background == "light" for i in range(24))
+    assert m["edit/score_delta/background/light_background@-2"] == pytest.approx(-light / 24, abs=0.02)
+    assert m["edit/score_delta/background/light_background@2"] == pytest.approx((24 - light) / 24, abs=0.02)
+    for j, name in enumerate(["background", "colour"]):
+        for k, strength in enumerate(["-2", "2"]):
+            pixels = ((edits[j, :, k].double() - originals.double()) / 255).pow(2).mean()
+            assert m[f"edit/{name}/mse@{strength}"] == pytest.approx(float(pixels), rel=1e-6)
+    fid = {
+        key: m[f"edit/{key[0]}/fid/shapes_classifier@{key[1]}"]
+        for key in (("background", -2), ("background", 2), ("colour", 2))
+    }
+    assert m["edit/colour/fid/shapes_classifier@-2"] < 1e-3 < min(fid.values()), fid
+
+
 def test_two_processes_give_the_single_process_numbers():
     """DDP on two CPU processes (gloo): each sees half the samples; the reduced metrics equal one process's."""
     classifier = AttributeCNN.load("shapes_attributes")

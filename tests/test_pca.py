@@ -127,6 +127,24 @@ def test_sign_alignment():
     np.testing.assert_allclose(chained, aligned)
 
 
+def test_sign_alignment_chain_and_noisiest_differ_on_a_rotating_axis():
+    """u_t = cos(60° t) e1 + sin(60° t) e2: "chain" keeps u_2 (overlap +0.5 with u_1) while "noisiest" flips it
+    (overlap -0.5 with u_0), whatever signs the steps came with."""
+    import itertools
+
+    angles = np.deg2rad(60.0 * np.arange(3))
+    u = np.stack([np.cos(angles), np.sin(angles), np.zeros(3)], axis=-1)  # (T, D) = (3, 3), u_0 = e1
+    signs = np.array(list(itertools.product((1, -1), repeat=3)), dtype=float)  # every sign pattern, (8, T)
+    axes = signs[..., None] * u  # (k, T, D)
+    chained, chain_overlaps = align_signs(axes, "chain")
+    anchored, anchored_overlaps = align_signs(axes, "noisiest")
+    np.testing.assert_allclose(chained, np.broadcast_to(u, axes.shape), atol=1e-12)
+    np.testing.assert_allclose(anchored, np.broadcast_to(u * np.array([1, 1, -1])[:, None], axes.shape), atol=1e-12)
+    np.testing.assert_allclose(chain_overlaps, 0.5, atol=1e-12)
+    np.testing.assert_allclose(anchored_overlaps, 0.5, atol=1e-12)
+    np.testing.assert_allclose(axes, signs[..., None] * u)  # the input is left as it was
+
+
 def test_joint_streaming_pca_equals_sklearn_on_real_activations(shapes_activations):
     h = shapes_activations[:, :2]
     stream = StreamingPCA(k=3, batch_size=64, joint=True, oversample=40)
