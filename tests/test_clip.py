@@ -109,3 +109,28 @@ def test_hspace_run_scores_edits_with_clip(tmp_path, tiny_clip, monkeypatch):
     assert metrics["edit/pc0/target"].lstrip("-") in ("smile", "glasses", "old", "male", "hat")
     assert 0 <= metrics["edit/pc0/preserve"] <= 1 and "edit/score_delta/pc0/hat@-2" in metrics
     assert not any(k.startswith("fid/") for k in metrics)
+
+
+def test_preprocessing_matches_clips_own_image_processor(tiny_clip):
+    """Against transformers' CLIPImageProcessor on a 48x64 image of ramps: [-1, 1] to [0, 1], the shortest side
+    resized, the centre cropped (an off-centre crop or swapped sides would shift the ramps), and normalised
+    (exactly, on a constant image)."""
+    from transformers import CLIPImageProcessor
+
+    classifier = CLIPZeroShot.load(str(tiny_clip), PROMPTS)
+    size, mean, std = classifier.image_size, classifier.mean.flatten(), classifier.std.flatten()
+    ramp_x, ramp_y = torch.linspace(-1, 1, 64).expand(48, 64), torch.linspace(-1, 1, 48)[:, None].expand(48, 64)
+    uint8 = ((torch.stack([ramp_x, ramp_y, ramp_x * ramp_y]) + 1) * 127.5).round().to(torch.uint8)
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=mean.tolist(),
+        image_std=std.tolist(),
+        do_convert_rgb=False,
+    )
+    theirs = processor(images=uint8.permute(1, 2, 0).numpy(), return_tensors="pt").pixel_values
+    ours = classifier.preprocess(uint8[None].float() / 127.5 - 1)
+    assert ours.shape == theirs.shape == (1, 3, size, size)
+    assert (ours - theirs).abs().max() < 0.02  # PIL's bicubic against torch's, in normalised units
+    constant = classifier.preprocess(torch.full((1, 3, 48, 64), 0.5))
+    torch.testing.assert_close(constant, ((0.75 - mean) / std).view(1, 3, 1, 1).expand(1, 3, size, size))

@@ -81,10 +81,12 @@ class CLIPZeroShot(nn.Module):
         """[-1, 1] images -> CLIP input: shortest side resized to the model's size, centre crop, normalised."""
         x = (images.float() + 1) / 2
         h, w = x.shape[-2:]
-        scale = self.image_size / min(h, w)
-        if scale != 1:
+        if min(h, w) != self.image_size:
+            # the long side truncated, as CLIP's own preprocessing (torchvision's Resize, transformers') sizes it
+            long = int(self.image_size * max(h, w) / min(h, w))
+            size = (self.image_size, long) if h <= w else (long, self.image_size)
             x = F.interpolate(
-                x, size=(round(h * scale), round(w * scale)), mode="bicubic", align_corners=False, antialias=scale < 1
+                x, size=size, mode="bicubic", align_corners=False, antialias=min(h, w) > self.image_size
             ).clamp(0, 1)
         top, left = (x.shape[-2] - self.image_size) // 2, (x.shape[-1] - self.image_size) // 2
         x = x[..., top : top + self.image_size, left : left + self.image_size]
