@@ -122,3 +122,38 @@ def test_the_exact_denoiser_of_a_rendered_set_draws_its_images():
     # every sample is one of the rendered images: one object, a valid Shapes image
     assert row.measured.count == 4 and row.measured.valid_fraction == 1.0
     assert row.reference == reference_effects(1.0)
+
+
+def test_a_map_that_reads_each_factor_off_its_own_noise_coordinate_measures_as_the_reference(monkeypatch):
+    """A stand-in for sampling that renders each seed's image with every factor read off its own coordinate of
+    x_T, as the reference map does: the pipeline (perturbation, rendering to pixels, measurement, effects)
+    must give the reference's effects, up to sampling error and the pixel measurement of r, cx and cy."""
+    from types import SimpleNamespace
+
+    import hspace.metrics.noise_stability as module
+    from hspace.data.shapes import BACKGROUNDS, CENTRE_RANGE, COLOURS, SHAPES, SIZE_RANGE, ShapesFactors, render
+
+    def by_coordinates(source, schedule, x_T):
+        images = []
+        for u in norm.cdf(x_T[:, 0, 0, :6].double().numpy()):  # six coordinates of each noise image, as Phi(u)
+            factors = ShapesFactors(
+                tuple(BACKGROUNDS)[int(u[0] * 2)],
+                tuple(COLOURS)[int(u[1] * len(COLOURS))],
+                SHAPES[int(u[2] * len(SHAPES))],
+                (SIZE_RANGE[0] + u[3] * (SIZE_RANGE[1] - SIZE_RANGE[0])) * 32,
+                (CENTRE_RANGE[0] + u[4] * (CENTRE_RANGE[1] - CENTRE_RANGE[0])) * 32,
+                (CENTRE_RANGE[0] + u[5] * (CENTRE_RANGE[1] - CENTRE_RANGE[0])) * 32,
+            )
+            images.append(torch.from_numpy(render(factors, 32)).permute(2, 0, 1).float() / 127.5 - 1)
+        return SimpleNamespace(x0=torch.stack(images))
+
+    monkeypatch.setattr(module, "sample", by_coordinates)
+    source = SimpleNamespace(
+        alphas_cumprod=training_alphas_cumprod({"num_train_timesteps": 1000}), image_shape=(3, 32, 32)
+    )
+    (row,) = noise_stability(source, [0.3], num_samples=512, num_steps=2)
+    assert row.measured.count == 512 and row.measured.valid_fraction == 1.0
+    for factor in ("background", "colour", "shape"):  # flip rates near 0.1-0.2: a binomial error of about 0.015
+        assert row.measured.normalised[factor] == pytest.approx(row.reference[factor], abs=0.05), factor
+    for factor in ("r", "cx", "cy"):
+        assert row.ratio(factor) == pytest.approx(1.0, abs=0.1), factor
