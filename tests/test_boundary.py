@@ -10,7 +10,7 @@ from hspace.cli.run import run
 from hspace.data.batch import image_batch
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import make_schedule
-from hspace.diffusion.step_rules import ReplaceH
+from hspace.diffusion.step_rules import AddH, ReplaceH
 from hspace.directions.boundary import check_labels, fit_boundary, stratified_split
 from hspace.directions.boundary_bank import LatentBank, load_bank, save_bank
 from hspace.directions.container import Directions
@@ -291,6 +291,13 @@ def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
     assert d.info["mixing/t_mix"] in (300, 500, 700) and metrics["mixing/t_mix"] == d.info["mixing/t_mix"]
     assert len(d.info["mixing/delta"]) == 3 and len(d.info["mixing/accuracy"]["h"]) == 3
     assert all(r > 0 for r in d.info["mixing/radius_sampled"] + d.info["mixing/radius_inverted"])
+    # The recorded curve is self-consistent: Delta from the radii, t_m from Delta (select=radius, epsilon 0.5,
+    # fallback 500), as the written-out rule says.
+    r_s, r_i = d.info["mixing/radius_sampled"], d.info["mixing/radius_inverted"]
+    np.testing.assert_allclose(d.info["mixing/delta"], [abs(s - i) / s for s, i in zip(r_s, r_i)], rtol=1e-6)
+    delta = dict(zip((300, 500, 700), d.info["mixing/delta"]))
+    passing = [t for t in delta if all(delta[c] <= 0.5 for c in delta if c <= t)]
+    assert d.info["mixing/t_mix"] == (max(passing) if passing else 500)
     assert (tmp_path / "run" / "grids" / "mixing_curve.png").stat().st_size > 1000
 
 
@@ -388,3 +395,126 @@ def test_shapes_background_target_at_the_chosen_strength(tmp_path, monkeypatch):
         metrics = run(compose(config_name="run", overrides=overrides))
     assert metrics["boundary/x/val_acc"] >= 0.95
     assert metrics["edit/light_background/success@-8"] >= 0.9 and metrics["edit/light_background/preserve@-8"] >= 0.9
+
+
+def test_h_only_edit_adds_the_placement_step_along_the_h_normal_at_the_mixing_step_only(v_model):
+    """x_scale=None, placement_intercept: x_t is left alone and the UNet call at t_m sees
+    h + (d_h - (<n_h, h> + b_h)) n_h, every other call its natural h. Written out with AddH on the whole grid
+    (deterministic to t_m, eta 1 after it, the sample's own noise), h_tm read off that same path. A random unit
+    h normal, a decoy normal at another step, distinct x and h offsets and h_scale != 1 catch a wrong step,
+    index, offset or scale; two samples by two strengths in batches of three catch row mix-ups."""
+    num_steps, t_index, h_scale = 6, 2, 2.5
+    strengths = torch.tensor([-4.0, 6.0])
+    schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", 1.0)
+    directions = tiny_boundary(v_model, schedule, t_index)
+    g = torch.Generator().manual_seed(1)
+    for idx, scale in ((t_index, 1.0), (t_index + 1, 0.5)):  # the decoy has the smaller scale
+        n_h = torch.randn(directions.vectors[0, idx].shape, generator=g)
+        directions.vectors[0, idx] = n_h / n_h.norm()
+        directions.scales[0, idx] = scale
+    directions.extra["offsets"] = torch.tensor([[0.3, -0.7]])  # (x, h)
+    n_h, b_h = directions.vectors[0, t_index], -0.7
+    x_T, z = noise_for([0, 1], v_model, schedule)
+    edited = BoundaryStep(
+        strengths=strengths.tolist(), mode="placement_intercept", x_scale=None, h_scale=h_scale, batch_size=3
+    ).apply(v_model, schedule, directions, 0, x_T, z)
+
+    path = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", [0.0] * t_index + [1.0] * (num_steps - t_index))
+    unedited = sample(v_model, path, x_T, z, record_h=True)
+    h_tm = unedited.h[:, t_index]  # (N, *h_shape): the natural h of the call at t_m
+    distance = (h_tm * n_h).flatten(1).sum(1) + b_h  # (N,)
+    for s, d in enumerate(strengths):
+        shift = (d * h_scale - distance).view(-1, *[1] * n_h.dim()) * n_h  # (N, *h_shape)
+        by_hand = sample(v_model, path, x_T, z, step=AddH(lambda idx, shift=shift: shift if idx == t_index else None))
+        torch.testing.assert_close(edited[:, s], by_hand.x0, rtol=1e-5, atol=1e-5)
+        assert (edited[:, s] - unedited.x0).abs().max() > 1e-2  # the h move is visible in the sample
+
+
+class MeanBrightness:
+    """A stand-in classifier: P(bright) and P(red) from an image's mean and its red channel's mean."""
+
+    attributes = ["bright", "red"]
+
+    def probabilities(self, images):
+        return torch.sigmoid(torch.stack([images.mean((1, 2, 3)), images[:, 0].mean((1, 2))], dim=1))
+
+    def identity(self):
+        return "mean-brightness"
+
+
+def test_generated_bank_holds_the_state_before_step_i_and_the_h_of_the_call_at_it(v_model):
+    """Row k of the bank at grid index i: x_t after the first i deterministic steps from seed k's x_T (index 0
+    is x_T itself; the state after step i would be one step too far), h captured by one call at that x_t and
+    tau_i, and the classifier's scores of the finished sample. Three seeds in batches of two catch rows that
+    leave their seed's order."""
+    from hspace.bottleneck import capture_h
+    from hspace.directions.boundary_bank import generated_bank
+
+    schedule = make_schedule(v_model.alphas_cumprod, 5, "trailing")
+    seeds, t_indices = [3, 4, 5], [0, 2, 4]
+    bank = generated_bank(v_model, schedule, t_indices, seeds, MeanBrightness(), batch_size=2)
+    x_T, _ = noise_for(seeds, v_model, schedule)
+    assert sorted(bank.x) == sorted(bank.h) == t_indices and bank.attributes == ["bright", "red"]
+    for i in t_indices:
+        x_i = sample(v_model, schedule.steps(0, i), x_T).x0
+        h_i = capture_h(v_model, x_i, schedule.timesteps[i])
+        assert bank.x[i].dtype == bank.h[i].dtype == np.float64
+        np.testing.assert_allclose(bank.x[i], x_i.flatten(1).double().numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(bank.h[i], h_i.flatten(1).double().numpy(), rtol=1e-5, atol=1e-5)
+    x0 = sample(v_model, schedule, x_T).x0
+    np.testing.assert_allclose(bank.scores, MeanBrightness().probabilities(x0).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_inverted_bank_holds_ddim_inversions_state_at_index_i_and_the_h_seen_there(v_model):
+    """Row k of the inverted bank at grid index i: DDIM inversion's x_t at index i (noisiest first, as the
+    sampler's), and the h of the call at (x_t, tau_i), which inversion itself records when it steps on from
+    x_t (pitfall B6: not the h of the call that produced x_t). Only the first `count` items, with their labels,
+    in batches of two. The trailing grid has tau_1 > 0, so inversion first lifts the image (an extra call)."""
+    from hspace.diffusion.inversion import ddim_invert
+    from hspace.directions.boundary_bank import inverted_bank
+
+    schedule = make_schedule(v_model.alphas_cumprod, 5, "trailing")
+    g = torch.Generator().manual_seed(2)
+    images = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    dataset = [{"image": im, "attributes": lab} for im, lab in zip(images, labels)]
+    t_indices = [0, 2, 4]
+    bank = inverted_bank(v_model, schedule, t_indices, dataset, ["large", "red"], count=3, batch_size=2)
+    inversion = ddim_invert(v_model, schedule, images[:3], record_h=True, record_x=True)
+    assert bank.attributes == ["large", "red"] and np.array_equal(bank.scores, labels[:3].numpy())
+    for i in t_indices:
+        np.testing.assert_allclose(bank.x[i], inversion.x_t[:, i].flatten(1).double().numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(bank.h[i], inversion.h[:, i].flatten(1).double().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_mixing_radii_follow_their_definition_and_pick_the_largest_candidate_of_an_unbroken_run(v_model):
+    """search_t_mix on a tiny model: r(t) = mean_k ||x_t^k|| / sqrt(D) of x_t reached by deterministic DDIM from
+    the seeds' x_T (sampled) and by DDIM inversion of the images (inverted), each written out as a run that ends
+    at t; Delta = |r_s - r_i| / r_s. The images are scaled so that Delta(700) > epsilon >= Delta(300), Delta(500):
+    t_m must be 500 (the fallback would mean a broken radius, 700 a rule that ignores Delta)."""
+    from hspace.diffusion.inversion import ddim_invert
+    from hspace.diffusion.schedule import schedule_from_timesteps
+    from hspace.directions.mixing import search_t_mix
+
+    candidates, stride, seeds = [300, 500, 700], 100, list(range(7, 12))
+    g = torch.Generator().manual_seed(0)
+    real = (torch.rand(4, 3, 16, 16, generator=g) * 2 - 1) * 1.6
+    fine = schedule_from_timesteps(v_model.alphas_cumprod, [*range(999, 0, -stride), *candidates])
+    x_T, _ = noise_for(seeds, v_model, fine)
+    radius_s, radius_i = [], []
+    for t in candidates:
+        idx = fine.timesteps.tolist().index(t)
+        sampled = sample(v_model, fine.steps(0, idx), x_T).x0  # stops at t
+        inverted = ddim_invert(v_model, fine.steps(idx), real, record_h=False).x_T  # its top level is t
+        radius_s.append(float(sampled.flatten(1).norm(dim=1).mean()) / (3 * 16 * 16) ** 0.5)
+        radius_i.append(float(inverted.flatten(1).norm(dim=1).mean()) / (3 * 16 * 16) ** 0.5)
+    delta = [abs(s - i) / s for s, i in zip(radius_s, radius_i)]
+    assert delta[2] > max(delta[:2]) + 1e-4  # the setting this test needs
+    epsilon = (delta[2] + max(delta[:2])) / 2
+
+    curve = search_t_mix(v_model, real, candidates, stride, len(seeds), epsilon, fallback=123, first_seed=7)
+    assert curve.candidates == candidates
+    np.testing.assert_allclose(curve.radius_sampled, radius_s, rtol=1e-5)
+    np.testing.assert_allclose(curve.radius_inverted, radius_i, rtol=1e-5)
+    np.testing.assert_allclose(curve.delta, delta, rtol=1e-4)
+    assert curve.t_mix == 500 and "Delta <=" in curve.reason
