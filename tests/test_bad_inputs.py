@@ -374,6 +374,18 @@ def test_a_run_directory_used_before_holds_only_the_new_run(tmp_path, monkeypatc
     assert sorted(p.name for p in run_dir.iterdir()) == ["directions.safetensors", "run_info.json"]
 
 
+def test_skip_done_takes_only_a_run_that_completed(tmp_path):
+    from hspace.cli.run import completed
+
+    (tmp_path / "metrics.json").write_text("{}")
+    for status, done in (("completed", True), ("running", False), ("failed", False)):
+        (tmp_path / "run_info.json").write_text(json.dumps({"status": status}))
+        assert completed(tmp_path) == done, status
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "run_info.json").write_text(json.dumps({"status": "completed"}))
+    assert not completed(tmp_path)
+
+
 def test_the_table_skips_a_failed_run_with_a_note(tmp_path, monkeypatch, capsys):
     from hspace.tables.collect import run_directories
 

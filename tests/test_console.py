@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_run import TINY
 
 BANNERS = (
@@ -36,8 +38,14 @@ def test_a_run_shows_progress_and_stage_lines_and_no_banners(tmp_path):
         assert banner not in err + result.stdout, banner
     assert "run directory:" in result.stdout
 
+
+@pytest.mark.slow  # about 25 s: a second run, logging to wandb
+def test_verbose_brings_the_banners_back(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    env.pop("WANDB_SILENT", None)
+    command = [str(Path(sys.executable).parent / "hspace-run"), *TINY, "progress=true", "logger=wandb"]
     verbose = subprocess.run(
-        [*command[:-2], f"run_dir={tmp_path / 'again'}", f"cache_dir={tmp_path / 'cache'}", "verbose=true"],
+        [*command, f"run_dir={tmp_path / 'again'}", f"cache_dir={tmp_path / 'cache'}", "verbose=true"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from hspace.cli import CONFIG_DIR
@@ -31,6 +32,7 @@ def sweep(tmp_path, extra=()):
     return subprocess.run([script, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
 
 
+@pytest.mark.slow  # about 40 s: two sweeps of two jobs through submitit's local executor
 def test_a_local_submitit_sweep_resumes_without_repeating_finished_jobs(tmp_path):
     first = sweep(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
