@@ -32,23 +32,13 @@ from pathlib import Path
 import torch
 
 from hspace.checks import output_path
+from hspace.child_process import run_to_end
 from hspace.cli import user_errors_exit
 from hspace.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 HSPACE_RUN = str(Path(sys.executable).parent / "hspace-run")
 GOALS = {"P1": (">=", 0.97), "P2": (">=", 3.0), "P3": ("<=", 1.1), "P4": ("<=", 1.2), "P7": ("<=", 1.15)}
-
-
-def child(command: list[str], env: dict | None = None) -> str:
-    """Run one command to its end and return its stdout; a failure is one line with the command's own last
-    error line (its output is captured, so a traceback of the caller would hide it)."""
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no error output"])[-1]
-        shown = " ".join([Path(command[0]).name, *command[1:4]]) + (" ..." if len(command) > 4 else "")
-        raise UserError(f"{shown} failed with exit {result.returncode}: {last}")
-    return result.stdout
 
 
 def paired(fns, repeat: int = 3) -> list[float]:
@@ -156,7 +146,7 @@ def p3_sweep(model, work: Path) -> dict:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     args = ["-m", f"edit.strengths={','.join(SWEEP)}", *SMALL, f"cache_dir={work / 'cache'}"]
     start = time.perf_counter()
-    child([HSPACE_RUN, *args, f"hydra.sweep.dir={work / 'sweep'}"], env)
+    run_to_end([HSPACE_RUN, *args, f"hydra.sweep.dir={work / 'sweep'}"], env)
     sweep = time.perf_counter() - start
 
     sampler = SamplerSettings(num_steps=20, spacing="trailing")
@@ -179,7 +169,7 @@ def p4_pca_memory(n: int = 256) -> dict:
     spec.loader.exec_module(module)
     peaks = {}
     for count in (n, 10 * n):
-        out = child([sys.executable, "-c", module.CHILD, str(count), "10", "25", "40", "96"])
+        out = run_to_end([sys.executable, "-c", module.CHILD, str(count), "10", "25", "40", "96"])
         peaks[count] = json.loads(out.strip().splitlines()[-1])
     small, large = peaks[n], peaks[10 * n]
     growth = {str(c): r["peak_mib"] - r["after_load_mib"] for c, r in peaks.items()}
@@ -215,7 +205,7 @@ def p6_main_job(work: Path) -> dict:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     run_dir = work / "main_job"
     start = time.perf_counter()
-    child([HSPACE_RUN, f"run_dir={run_dir}", f"cache_dir={work / 'main_cache'}", "logger=none"], env)
+    run_to_end([HSPACE_RUN, f"run_dir={run_dir}", f"cache_dir={work / 'main_cache'}", "logger=none"], env)
     wall = time.perf_counter() - start
     metrics = json.loads((run_dir / "metrics.json").read_text())
     stages = {k.removeprefix("time/").removesuffix("_s"): v for k, v in metrics.items() if k.startswith("time/")}
@@ -234,7 +224,7 @@ def p7_parallel_jobs(work: Path) -> dict:
     def sweep(name: str, *launcher: str) -> float:
         start = time.perf_counter()
         where = [f"cache_dir={work / name}", f"hydra.sweep.dir={work / name / 'sweep'}"]
-        child([HSPACE_RUN, "-m", *PAIR, *launcher, *where], env)
+        run_to_end([HSPACE_RUN, "-m", *PAIR, *launcher, *where], env)
         return time.perf_counter() - start
 
     sequential = sweep("p7_sequential")

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 
 from hspace.checks import integer
+from hspace.child_process import run_to_end
 from hspace.cli import user_errors_exit
 
 CHILD = """
@@ -63,13 +63,10 @@ def main() -> None:
     integer(args.batch, "--batch", 1)
     print(f"{'N':>6} {'seconds':>8} {'peak RSS MiB':>13} {'after load MiB':>15} {'bound MiB':>10}")
     for n in args.n:
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD, str(n), str(args.steps), str(args.k), str(args.oversample), str(args.batch)],
-            capture_output=True,
-            text=True,
-            check=True,
+        out = run_to_end(
+            [sys.executable, "-c", CHILD, str(n), str(args.steps), str(args.k), str(args.oversample), str(args.batch)]
         )
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = json.loads(out.strip().splitlines()[-1])
         d, t, kp, b = r["h_dim"], args.steps, args.k + args.oversample, args.batch
         bound = (t * (kp + 2) * d * 8 + (b + kp) * t * d * 8 + b * t * d * 4 + 2 * (kp + b + 1) * d * 8) / 2**20
         print(f"{n:>6} {r['seconds']:>8.1f} {r['peak_mib']:>13.0f} {r['after_load_mib']:>15.0f} {bound:>10.1f}")

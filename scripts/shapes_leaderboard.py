@@ -10,7 +10,7 @@ every run. Finished runs are kept and not repeated while their settings stay the
 resumes.
 
     python scripts/shapes_leaderboard.py                        # writes experiments/shapes_leaderboard
-    python scripts/shapes_leaderboard.py --quick --out /tmp/lb  # a few minutes: fewer samples, one seed
+    python scripts/shapes_leaderboard.py --quick                # a few minutes: fewer samples, one seed (outputs/)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hspace.checks import output_path
+from hspace.checks import integer, output_path
 from hspace.cli import user_errors_exit
 from hspace.errors import UserError
 from hspace.metrics.keys import direction_values, edit_key
@@ -289,7 +289,11 @@ def plot(table: Table, path: Path) -> None:
 @user_errors_exit  # a UserError (a bad argument or path) is one line and exit 2, not a traceback
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "experiments" / "shapes_leaderboard"), help="where the tables go")
+    parser.add_argument(
+        "--out",
+        help="where the tables go (default: experiments/shapes_leaderboard; with --quick, "
+        "outputs/shapes_leaderboard_quick)",
+    )
     parser.add_argument(
         "--runs",
         help="the runs, kept so a rerun with the same settings resumes (default: outputs/shapes_leaderboard, "
@@ -305,9 +309,11 @@ def main() -> None:
         args.seeds, args.samples, args.images = args.seeds[:1], 16, 128
     if args.samples < 2 or args.images < 16 or not args.seeds:
         raise UserError("--samples must be at least 2, --images at least 16, and one seed given")
-    if args.steps < 1 or args.steps > 1000:
-        raise UserError(f"--steps {args.steps} is not a number of DDIM steps: give 1 to 1000")
+    integer(args.steps, "--steps", 1, 1000)  # DDIM steps on the 1000 training timesteps
     args.runs = args.runs or f"outputs/shapes_leaderboard{'_quick' if args.quick else ''}"
+    args.out = args.out or (
+        "outputs/shapes_leaderboard_quick" if args.quick else str(ROOT / "experiments" / "shapes_leaderboard")
+    )
     runs, out = output_path(args.runs, "--runs", "folder"), output_path(args.out, "--out", "folder")
     cache = runs / "cache"
     results: dict[str, tuple[Entry, list[dict]]] = {}

@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hspace.checks import output_path
+from hspace.checks import integer, output_path
 from hspace.cli import user_errors_exit
 from hspace.errors import UserError
 
@@ -38,8 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, not {args.num_samples}")
-    if not 1 <= args.steps <= 1000:
-        raise UserError(f"--steps must be at least 1 and at most 1000 (the training timesteps), not {args.steps}")
+    integer(args.steps, "--steps", 1, 1000)  # DDIM steps on the 1000 training timesteps
     if args.empirical is not None and args.empirical < 1:
         raise UserError(f"--empirical must be at least 1 image, not {args.empirical}")
     if args.json is not None:

@@ -134,3 +134,26 @@ def test_a_directory_write_replaces_an_earlier_one_but_not_a_folder_of_other_fil
     assert sorted(p.name for p in target.iterdir()) == ["last.ckpt", "weights.bin"]
     assert (target / "weights.bin").read_text() == "2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left beside it
+
+
+def test_a_directory_replacement_that_fails_keeps_the_earlier_write(tmp_path, monkeypatch):
+    """The earlier directory is renamed aside before the new one takes its place: when that last rename fails
+    (a full disk), the earlier one is put back, and nothing is left beside it."""
+    from pathlib import Path
+
+    from hspace.files import atomic_write_directory
+
+    target = tmp_path / "model"
+    atomic_write_directory(target, lambda staging: (staging / "weights.bin").write_text("1"))
+    rename = Path.rename
+
+    def fails_into_place(self, destination):
+        if Path(destination) == target and self.name.startswith(".model."):  # the new write's staging folder
+            raise OSError(28, "No space left on device")
+        return rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", fails_into_place)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_directory(target, lambda staging: (staging / "weights.bin").write_text("2"))
+    assert (target / "weights.bin").read_text() == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

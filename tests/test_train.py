@@ -346,6 +346,7 @@ def test_a_short_cli_training_shows_its_steps_logs_its_loss_and_resumes_in_its_o
     assert "train steps" in first.stderr and "20/20" in first.stderr and "Epoch 0/-" not in first.stderr
     losses = [line for line in (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[1:]]
     assert len(losses) >= 5  # logged every 2 steps in a 20-step run, not every 50
+    first_record = (tmp_path / "run" / "config.yaml").read_text()
 
     second = subprocess.run(
         [
@@ -366,6 +367,9 @@ def test_a_short_cli_training_shows_its_steps_logs_its_loss_and_resumes_in_its_o
     assert not (tmp_path / "elsewhere").exists()
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 24
+    # the first training's record stays; the resumed one's goes beside it
+    assert (tmp_path / "run" / "config.yaml").read_text() == first_record
+    assert "max_steps: 24" in (tmp_path / "run" / "resume_1" / "config.yaml").read_text()
 
 
 def test_the_global_h_recipe_builds_a_48x1x1_bottleneck_that_only_the_32x32_skip_bypasses():

@@ -3,7 +3,9 @@
 The key of an entry is a hash of everything that determines it (model weight hash, sampler settings,
 seeds, method settings). Writes go to a temporary file that is renamed into place, under a file lock, so
 concurrent sweep jobs compute an entry once and a killed run never leaves a partial entry. An entry that
-fails to load (truncated, corrupt) is discarded and recomputed.
+fails to parse (truncated, corrupt) is discarded and recomputed; a read error of the disk stops the run and
+keeps the entry. The ranks of a split collection that build an entry together (`get_across_ranks`) compute it
+outside the lock, so two such jobs may both compute it; the last write wins, with the same content.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class ArtifactCache:
         """The entry for `parts`: loaded when present and readable, else computed, saved and returned.
 
         `save` must write atomically (see hspace.files.atomic_write_bytes); `load` must raise on a
-        damaged file. Temporary files that a killed writer of this key left behind are removed.
+        damaged file (an OSError is taken as the disk's failure, not the entry's: a UserError, the entry kept).
+        Temporary files that a killed writer of this key left behind are removed.
         """
         path = self.path(kind, parts)
         with self._holding(path):
@@ -86,7 +89,7 @@ class ArtifactCache:
                 if value is not None:
                     self.hits.append(f"{kind}/{path.name}")
                     return value
-                path.unlink()
+                path.unlink(missing_ok=True)
             value = compute()
             self._write(kind, path, value, save)
             return value
@@ -139,6 +142,8 @@ class ArtifactCache:
         of memory is not the entry's: it stops the run instead of discarding an entry that may be expensive."""
         try:
             value = load(path)
+        except FileNotFoundError:  # removed in between by a job that found it damaged: a miss
+            return None
         except MemoryError:
             raise
         except OSError as error:

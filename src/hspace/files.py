@@ -78,13 +78,18 @@ def atomic_write_directory(directory: str | Path, fill) -> Path:
     try:
         fill(staging)
         check_replaceable(directory, [p.name for p in staging.iterdir()])
-        old = None
         if directory.exists():
             old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
             directory.rename(old / directory.name)
-        staging.rename(directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                staging.rename(directory)
+            except BaseException:
+                (old / directory.name).rename(directory)  # the earlier write stays where it was
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

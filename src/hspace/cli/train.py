@@ -36,12 +36,10 @@ def train(cfg: DictConfig) -> Path:
             f"export_dir={cfg.export_dir} holds the run directory {cfg.run_dir}, which the export would replace: "
             "choose a folder inside or beside it (the default is <run_dir>/model)"
         )
-    init_weights = cfg.module.get("init_weights")
-    if init_weights is not None and Path(str(init_weights)).expanduser().resolve() == export_dir:
-        raise UserError(
-            f"export_dir={cfg.export_dir} is module.init_weights, which the export would replace with the trained "
-            "weights: choose another folder (the default is <run_dir>/model)"
-        )
+    if cfg.module.get("init_weights") is not None:
+        from hspace.diffusion.loading import check_not_source
+
+        check_not_source(cfg.module.init_weights, export_dir, "module.init_weights", "export_dir")
     console(cfg)
 
     import pytorch_lightning as pl
@@ -65,7 +63,8 @@ def train(cfg: DictConfig) -> Path:
             f"module={cfg.module.get('_target_')} has no export to write what it trains: subclass "
             "hspace.lightning.exportable.ExportableModule"
         )
-    check_replaceable(export_dir, module.exported_files, "export_dir")
+    if module.exported_files is not None:
+        check_replaceable(export_dir, module.exported_files, "export_dir")
     callbacks = [
         # No "=" in checkpoint names: they are passed back as ckpt_path=... overrides.
         ModelCheckpoint(
@@ -85,7 +84,8 @@ def train(cfg: DictConfig) -> Path:
     trainer = pl.Trainer(
         **options, logger=make_loggers(cfg, "train") or False, callbacks=callbacks, default_root_dir=run_dir
     )
-    record_config(cfg, record_dir(run_dir))  # once every piece is built: a refused setting leaves no run directory
+    # once every piece is built: a refused setting leaves no run directory
+    record_config(cfg, record_dir(run_dir) if cfg.ckpt_path is not None else run_dir)
     try:
         checkpoint = None if cfg.ckpt_path is None else Path(cfg.ckpt_path).expanduser()
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
@@ -110,8 +110,8 @@ def trainer_options(trainer: DictConfig) -> dict:
 
 
 def record_dir(run_dir: Path) -> Path:
-    """Where this training's config.yaml and overrides.yaml go: the run directory, or, when a resumed training
-    continues a run that has them, its next `resume_<n>` folder, so that the first training's record stays."""
+    """Where a resumed training's config.yaml and overrides.yaml go: the run directory, or, when it continues a
+    run that has them, the run's next `resume_<n>` folder, so that the first training's record stays."""
     if not (run_dir / "config.yaml").is_file():
         return run_dir
     n = 1

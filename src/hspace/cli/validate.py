@@ -107,8 +107,8 @@ def note_long_warmup(module: DictConfig, max_steps: int) -> None:
         return
     if integer(warmup, "module.warmup_steps", 0) >= max_steps:
         note(
-            f"module.warmup_steps={warmup} is not shorter than trainer.max_steps={max_steps}: the learning rate "
-            f"stays below module.lr the whole run (module.warmup_steps=0 trains at it from the first step)"
+            f"module.warmup_steps={warmup} is not shorter than trainer.max_steps={max_steps}: the warm-up lasts the "
+            "whole run, below module.lr until its last step at best (module.warmup_steps=0 trains at it throughout)"
         )
 
 

@@ -34,12 +34,10 @@ def save_derived(unet: UNet2DModel, model: DiffusionModel, out: str | Path) -> P
 def check_derived_output(weights: str, out: str) -> None:
     """Refuse, before any work, an `--out` that is the model it derives from (`--weights`, which the write would
     replace) or a folder holding other files than a model's."""
-    from hspace.diffusion.loading import resolve_weights
-    from hspace.errors import UserError
+    from hspace.diffusion.loading import check_not_source
     from hspace.files import check_replaceable
 
-    if resolve_weights(weights, setting="--weights").resolve() == Path(out).expanduser().resolve():
-        raise UserError(f"--out {out} is the model of --weights, which the write would replace: choose another folder")
+    check_not_source(weights, out, "--weights", "--out")
     check_replaceable(Path(out).expanduser(), PRETRAINED_FILES, "--out")
 
 

@@ -64,6 +64,16 @@ def resolve_weights(
         ) from None
 
 
+def check_not_source(weights: str, out: str | Path, weights_setting: str, out_setting: str) -> None:
+    """Refuse, in one line, writing to `out` when it is where `weights` (a local path or shipped name, or a
+    Hugging Face id) are read from: the write would replace the weights it starts from."""
+    if resolve_weights(weights, setting=weights_setting).resolve() == Path(out).expanduser().resolve():
+        raise UserError(
+            f"{out_setting}={out} is where {weights_setting} are read from, and the write would replace them: "
+            "choose another folder"
+        )
+
+
 def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

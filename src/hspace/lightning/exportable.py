@@ -11,9 +11,10 @@ import pytorch_lightning as pl
 class ExportableModule(pl.LightningModule, ABC):
     """A LightningModule with `export(directory)`: hspace-train calls it once training has ended, and a module
     without it is refused before training starts (`module=` must name a subclass). `exported_files` names what
-    the export writes, so that an export directory holding other files is refused before training, not after."""
+    the export writes, so that an export directory holding other files is refused before training, not after
+    (None: checked only when the export is written)."""
 
-    exported_files: tuple[str, ...]
+    exported_files: tuple[str, ...] | None = None
 
     @abstractmethod
     def export(self, directory: str | Path) -> Path:
