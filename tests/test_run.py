@@ -227,6 +227,7 @@ def test_incompatible_directions_file_is_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "4-step grid" in result.stderr
 
 
+@pytest.mark.slow  # about 20 s: a run, then the script
 def test_edit_grid_script_redraws_chosen_strengths(tmp_path):
     from PIL import Image
 
@@ -294,6 +295,7 @@ def test_the_smallest_runs_finish_with_a_null_fid_and_a_note(tmp_path, capsys, e
     assert written["edit/pc0/factors/target"] and "edit/pc0/mse@2" in written
 
 
+@pytest.mark.slow  # about 25 s: a sweep of two jobs side by side
 def test_parallel_jobs_share_the_cores(tmp_path):
     """Two joblib jobs on this machine get cpu_count / 2 torch threads each instead of one per core each."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
