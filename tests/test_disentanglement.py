@@ -51,7 +51,7 @@ def test_entropy_and_bins():
     assert normalised_entropy(np.full(4, 0.25), 4) == pytest.approx(1.0)
     labels = discretise(np.array([[0.0], [0.49], [0.51], [1.0]]), 2)
     assert labels[:, 0].tolist() == [0, 0, 1, 1]
-    assert mig(np.zeros((10, 1)), known_factors(10)) == 0.0  # fewer than two codes: no gap
+    assert np.isnan(mig(np.zeros((10, 1)), known_factors(10)))  # fewer than two codes: no gap to measure
 
 
 def test_direction_codes_are_projections_of_h_on_the_scaled_directions():
@@ -94,6 +94,12 @@ def test_dci_scores_of_a_hand_built_importance_matrix():
     # C: factors 0 and 1 sit in one code (1 each), factor 2 evenly in two (entropy 1 in base K = 2)
     assert scores["dci_c"] == pytest.approx(2 / 3)
     assert scores["dci_i"] == pytest.approx(0.8)
+    # nothing to measure is NaN (null in metrics.json), not a score: one code is complete by definition, and
+    # codes the trees never used are neither disentangled nor complete
+    one = dci_scores(importance[:1], np.array([0.9, 0.8, 0.7]))
+    assert one["dci_d"] == pytest.approx(0.0) and np.isnan(one["dci_c"])
+    unused = dci_scores(np.zeros((2, 3)), np.array([0.5, 0.5, 0.5]))
+    assert np.isnan(unused["dci_d"]) and np.isnan(unused["dci_c"]) and unused["dci_i"] == 0.5
 
 
 def test_mig_of_a_hand_computed_example():

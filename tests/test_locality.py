@@ -1,5 +1,6 @@
 """Locality of edits (hspace.metrics.locality): change inside a region against outside, for every method."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -28,7 +29,7 @@ def dense_locality(originals: np.ndarray, edits: np.ndarray, masks: np.ndarray) 
                 kept += (np.abs(diff) <= KEPT_LEVELS).all(axis=0)[~masks[b]].sum()
                 n_in, n_out = n_in + masks[b].sum(), n_out + (~masks[b]).sum()
             out["mse_in"][j, k], out["mse_out"][j, k] = inside / n_in, outside / n_out
-            out["outside_share"][j, k] = outside / (inside + outside) if inside + outside else 0.0
+            out["outside_share"][j, k] = outside / (inside + outside) if inside + outside else np.nan
             out["kept_out"][j, k] = kept / n_out
     return out
 
@@ -59,10 +60,12 @@ def test_an_edit_inside_the_region_is_local_and_a_global_one_is_not():
     inside_only = originals.clone()
     inside_only[:, :, 4:8, 4:8] = 200
     everywhere = originals + 50
-    edits = torch.stack([inside_only, everywhere], dim=1)[:, :, None]  # (B, D=2, S=1, C, H, W)
-    scores = LocalityScores(2, 1)
+    edits = torch.stack([inside_only, everywhere, originals], dim=1)[:, :, None]  # (B, D=3, S=1, C, H, W)
+    scores = LocalityScores(3, 1)
     scores.update(originals, edits, masks, torch.ones(2, dtype=torch.bool))
-    metrics = locality_metrics(scores, ["inside", "everywhere"], [1.0])
+    metrics = locality_metrics(scores, ["inside", "everywhere", "nothing"], [1.0])
+    assert math.isnan(metrics["edit/nothing/locality/outside_share@1"])  # no change: no share, not a local edit
+    assert metrics["edit/nothing/locality/kept_out@1"] == 1.0
     assert metrics["edit/inside/locality/mse_out@1"] == 0 and metrics["edit/inside/locality/outside_share@1"] == 0
     assert metrics["edit/inside/locality/kept_out@1"] == 1.0
     assert metrics["edit/inside/locality/mse_in@1"] == pytest.approx((100 / 255) ** 2)

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from hspace.files import atomic_write_text
 
+# Settings that change where a run writes or what it shows, not what it computes (skip_done and hspace-table
+# compare runs without them).
+PRESENTATION_SETTINGS = ("run_dir", "cache_dir", "logger", "progress", "verbose", "skip_done", "hydra")
 PACKAGES = (
     "hspace",
     "torch",

@@ -51,8 +51,10 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("skip_done") and completed(run_dir):
         from hspace.checks import note
 
-        note(f"{run_dir} already holds a completed run (skip_done=true): not running it again")
-        return json.loads((run_dir / "metrics.json").read_text())
+        if made_with(run_dir, cfg):
+            note(f"{run_dir} already holds a completed run (skip_done=true): not running it again")
+            return json.loads((run_dir / "metrics.json").read_text())
+        note(f"{run_dir} holds a completed run of other settings: running it again (skip_done=true)")
     return execute(cfg, compose_job(cfg), run_dir)
 
 
@@ -252,6 +254,23 @@ def clear_outputs(run_dir: Path, keep: Path | None = None) -> None:
         if (run_dir / name).resolve() != kept:
             (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "grids", ignore_errors=True)
+
+
+def made_with(run_dir: Path, cfg: DictConfig) -> bool:
+    """Whether the run recorded in run_dir/config.yaml had `cfg`'s settings, apart from PRESENTATION_SETTINGS."""
+    from hspace.run_record import PRESENTATION_SETTINGS
+    from hspace.tables.build import flat_settings
+
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
+    except (OSError, ValueError):
+        return False
+
+    def relevant(config: dict) -> dict[str, str]:
+        shown = [(name, f"{name}.") for name in PRESENTATION_SETTINGS]
+        return {k: v for k, v in flat_settings(config).items() if not any(k == a or k.startswith(b) for a, b in shown)}
+
+    return isinstance(saved, dict) and relevant(saved) == relevant(OmegaConf.to_container(cfg, resolve=True))
 
 
 def mark_failed(run_dir: Path, error: BaseException, keep: Path | None = None) -> None:

@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.loggers import Logger
 
 from hspace.cache import ArtifactCache
+from hspace.checks import note
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.method import DirectionMethod
@@ -120,7 +121,9 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
                 job.evaluation, originals, generated.edited, names, edit.strengths, job.evaluation_trainer
             )
 
-    if job.factor_images is not None:
+    if job.factor_images is not None and not bool(directions.vectors[:count].any()):
+        note(f"method={directions.method}'s directions edit no h (their vectors are zero): not scoring them as codes")
+    elif job.factor_images is not None:
         with timer.stage("disentangle", f"{len(job.factor_images.images)} inverted images, {count} codes"):
             metrics |= disentangle_stage(model, schedule, directions, count, job.factor_images)
 

@@ -12,7 +12,9 @@ for encoders:
 - MIG (Chen et al. 2018): per factor, the gap between the two codes with the highest mutual information
   with it, over the factor's entropy, averaged over factors (codes discretised into `code_bins` bins).
 
-Entropies H_F and H_K use base F and K, so every score lies in [0, 1].
+Entropies H_F and H_K use base F and K, so every score lies in [0, 1]. A score with nothing to measure is NaN
+(null in metrics.json), not a number that reads as a result: completeness and MIG of a single code (one code
+is trivially complete and has no second code to gap), D and C when the trees gave no code any importance.
 """
 
 from __future__ import annotations
@@ -66,22 +68,22 @@ def dci_scores(importance: np.ndarray, accuracy: np.ndarray) -> dict[str, float]
     each factor's 1 - entropy (base K) of its column."""
     k, f = importance.shape
     total = importance.sum()
-    if total == 0:
-        return {"dci_d": 0.0, "dci_c": 0.0, "dci_i": float(accuracy.mean())}
+    if total == 0:  # no code predicts anything: nothing to be disentangled or complete about
+        return {"dci_d": float("nan"), "dci_c": float("nan"), "dci_i": float(accuracy.mean())}
     code_weight = importance.sum(axis=1) / total
     per_code = [1 - normalised_entropy(row / row.sum(), f) if row.sum() > 0 else 0.0 for row in importance]
     per_factor = [1 - normalised_entropy(col / col.sum(), k) if col.sum() > 0 else 0.0 for col in importance.T]
     return {
         "dci_d": float(np.dot(code_weight, per_code)),
-        "dci_c": float(np.mean(per_factor)),
+        "dci_c": float(np.mean(per_factor)) if k > 1 else float("nan"),  # one code is complete by definition
         "dci_i": float(accuracy.mean()),
     }
 
 
 def mig(codes: np.ndarray, factors: np.ndarray, code_bins: int = 20) -> float:
-    """Mutual information gap of codes (N, K) for discrete factors (N, F); 0 with fewer than two codes."""
+    """Mutual information gap of codes (N, K) for discrete factors (N, F); NaN with fewer than two codes."""
     if codes.shape[1] < 2:
-        return 0.0
+        return float("nan")
     binned = discretise(codes, code_bins)
     gaps = []
     for j in range(factors.shape[1]):

@@ -115,7 +115,8 @@ class LocalityScores(Metric):
         return {
             "mse_in": self.in_sum / self.in_pixels.clamp(min=1),
             "mse_out": self.out_sum / self.out_pixels.clamp(min=1),
-            "outside_share": torch.where(total > 0, self.out_sum / total.clamp(min=1e-30), torch.zeros_like(total)),
+            # an edit that changed nothing has no share anywhere: NaN (null), not the 0 of a perfectly local edit
+            "outside_share": torch.where(total > 0, self.out_sum / total.clamp(min=1e-30), torch.nan),
             "kept_out": self.kept_out / self.out_pixels.clamp(min=1),
         }
 

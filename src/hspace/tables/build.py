@@ -18,6 +18,7 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from hspace.errors import UserError
+from hspace.run_record import PRESENTATION_SETTINGS
 from hspace.tables.collect import RunRecord
 
 
@@ -55,7 +56,9 @@ class Table:
 # Settings that say where or how a run was made, not what it measured: runs may differ in them and still be
 # averaged. Seeds (every setting whose name ends in "seed": first_seed, method.sample_seed, ...) are what
 # mean ± std is over.
-IGNORED_SETTINGS = ("run_dir", "cache_dir", "logger", "progress", "verbose", "directions_path", "skip_done", "hydra")
+# Where a run wrote and what it showed, and which file its directions came from (runs of one method from
+# different files are compared by their method settings)
+IGNORED_SETTINGS = (*PRESENTATION_SETTINGS, "directions_path")
 
 
 def flat_settings(config: dict, prefix: str = "") -> dict[str, str]:
