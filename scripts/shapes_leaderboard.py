@@ -124,11 +124,10 @@ def run_one(entry: Entry, seed: int, run_dir: Path, cache: Path, targets: dict[s
     """The run of one entry and seed: its metrics.json when it finished with the same resolved config (so a
     rerun with other --samples or --steps, or a killed run, is run again), else a fresh run."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from hspace.checks import note
     from hspace.cli import CONFIG_DIR
-    from hspace.cli.run import completed, run
+    from hspace.cli.run import completed, made_with, run
 
     overrides = [
         *entry.overrides,
@@ -148,7 +147,7 @@ def run_one(entry: Entry, seed: int, run_dir: Path, cache: Path, targets: dict[s
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="run", overrides=overrides)
     if completed(run_dir):
-        if (run_dir / "config.yaml").read_text() == OmegaConf.to_yaml(cfg, resolve=True):
+        if made_with(run_dir, cfg):
             return json.loads((run_dir / "metrics.json").read_text())
         note(f"running {run_dir} again: its finished run had other settings")
     start = time.perf_counter()
