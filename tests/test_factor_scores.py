@@ -124,3 +124,20 @@ def test_background_kept_measures_how_local_an_edit_is():
     assert background_kept(original, noisy) < 0.9
     base_metrics, _ = factor_scores(images([base]), edit_set([base], KNOWN)[:1], ["grow"], STRENGTHS, {}, 2)
     assert base_metrics["edit/grow/factors/background_kept@1"] == 1.0
+
+
+def test_an_edit_that_loses_every_object_has_no_target_and_says_how_many_pairs_it_measured():
+    """Success, leakage and change are taken over the samples that hold an object before and after the edit;
+    `count` says how many. Where no strength keeps one, no target is guessed (null), instead of the first
+    factor's first value."""
+    from hspace.data.shapes import draw_factors, render
+    from hspace.metrics.factor_scores import factor_scores
+
+    originals = torch.from_numpy(np.stack([render(draw_factors(0, "test", i, 32), 32) for i in range(4)]))
+    originals = originals.permute(0, 3, 1, 2).contiguous()
+    blank = torch.full_like(originals, 40)  # a dark background and no object
+    edits = torch.stack([blank, originals], dim=1)[None]  # (D=1, N=4, S=2): lost at -2, unchanged at 0
+    metrics, _ = factor_scores(originals, edits, ["d"], [-2.0, 0.0], {}, headline=0)
+    assert metrics["edit/d/factors/target"] is None and metrics["edit/d/factors/count@-2"] == 0
+    assert np.isnan(metrics["edit/d/factors/success@-2"]) and np.isnan(metrics["edit/d/factors/leakage@-2"])
+    assert metrics["edit/d/factors/count@0"] == 4 and metrics["edit/d/factors/valid@-2"] == 0.0

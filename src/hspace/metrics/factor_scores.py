@@ -7,13 +7,17 @@ Per direction d and strength s (metric names under `edit/<d>/factors/`):
   units of the image size (hspace.metrics.factor_effects);
 - `target`: the factor the direction edits. Categorical: `<factor>=<value>` (the class its positive
   strengths produce); continuous: `<factor>` or `-<factor>` (which way positive strengths move it). From
-  `targets` when given, else the factor with the largest normalised effect at the headline strength;
+  `targets` when given, else the factor with the largest normalised effect at the headline strength (at the
+  largest strength with a measured pair when the headline has none; null, with success and leakage, when no
+  strength has one);
 - `success@<s>`: categorical, the share of samples not at the value (s > 0; at it for s < 0) that the
   edit moves to it (away from it); continuous, the share whose factor moves the intended way by at least
   SUCCESS_STD data standard deviations;
 - `leakage/<factor>@<s>`: the normalised effect on every other factor (a flip rate, or mean |change| over the
   data's standard deviation), and `leakage@<s>` their maximum, the worst leak;
 - `valid@<s>`: the share of edited images that pass the pixel judge;
+- `count@<s>`: the samples that hold an object before and after the edit, over which change, success and
+  leakage are taken (an edit that loses the object shows in `count` and `valid`, not in success);
 - `background_kept@<s>`: the share of background pixels (away from the object before and after) that stay
   within BACKGROUND_TOLERANCE grey levels: how local the edit is;
 
@@ -83,6 +87,15 @@ def guess_target(
         value = int(np.bincount(np.array(ends, dtype=int), minlength=len(VALUES[factor])).argmax()) if ends else 0
         return FactorTarget(factor, value=value)
     return FactorTarget(factor, sign=(1 if effects.change[factor] >= 0 else -1) * direction)
+
+
+def guess_index(effects: Sequence[FactorEffects], strengths: Sequence[float], headline: int) -> int | None:
+    """The strength a direction's target is guessed at: the headline one, else the largest nonzero one with a
+    measured pair (every edit there lost the object), else None (nothing was measured)."""
+    if effects[headline].count > 0 and strengths[headline] != 0:
+        return headline
+    measured = [k for k, s in enumerate(strengths) if s != 0 and effects[k].count > 0]
+    return max(measured, key=lambda k: abs(strengths[k])) if measured else None
 
 
 def measured_pairs(reference: list[ShapeMeasurement], edited: list[ShapeMeasurement]):
@@ -164,22 +177,30 @@ def factor_scores(
         if name in targets:
             target = FactorTarget.parse(targets[name], f"metrics.factor_targets.{name}")
         else:
-            target = guess_target(effects[headline], reference, per_strength[headline], strengths[headline])
-        scored: dict = {edit_key(name, "factors", "target", prefix=prefix): str(target)}
+            guessed = guess_index(effects, strengths, headline)
+            target = (
+                None
+                if guessed is None
+                else guess_target(effects[guessed], reference, per_strength[guessed], strengths[guessed])
+            )
+        scored: dict = {edit_key(name, "factors", "target", prefix=prefix): None if target is None else str(target)}
         for k, strength in enumerate(strengths):
             key = partial(edit_key, name, "factors", strength=strength, prefix=prefix)
-            leaks = {f: effects[k].normalised[f] for f in FACTORS if f != target.factor}
-            worst = max(leaks.values()) if leaks else float("nan")
-            scored[key("success")] = success(reference, per_strength[k], target, strength, resolution)
+            leaks = {f: effects[k].normalised[f] for f in FACTORS if target is None or f != target.factor}
+            worst = max(leaks.values()) if leaks and target is not None else float("nan")
+            scored[key("success")] = (
+                float("nan") if target is None else success(reference, per_strength[k], target, strength, resolution)
+            )
             scored[key("leakage")] = float(worst)
             scored[key("valid")] = effects[k].valid_fraction
+            scored[key("count")] = effects[k].count
             kept = [background_kept(original_pixels[i], edited_pixels[(j * n + i) * s + k]) for i in range(n)]
             scored[key("background_kept")] = float(np.nanmean(kept)) if not np.isnan(kept).all() else None
             for factor in FACTORS:
                 scored[key("change", factor)] = effects[k].change[factor]
             for factor, value in leaks.items():
                 scored[key("leakage", factor)] = value
-            row = [name, float(strength), str(target), scored[key("success")], float(worst)]
+            row = [name, float(strength), str(target), scored[key("success")], float(worst)]  # "None": no target
             rows.append([*row, effects[k].valid_fraction, *(round(effects[k].change[f], 4) for f in FACTORS)])
         metrics |= with_headline(scored, strengths[headline])
     return metrics, (columns, rows)
