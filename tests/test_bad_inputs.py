@@ -524,3 +524,17 @@ def test_a_sweep_refused_in_a_later_job_keeps_the_finished_jobs(tmp_path, monkey
     assert code == 2 and err == ["error: digits=-1 is below 0: give at least 0"], err
     assert (sweep / "0" / "summary.md").is_file() and (sweep / "multirun.yaml").is_file()  # job 0's tables stay
     assert not (sweep / "1").exists()
+
+
+def test_a_target_for_a_direction_the_run_does_not_edit_is_named(capsys):
+    from hspace.job import note_unused_targets
+    from hspace.metrics.evaluation import EvaluationSettings
+
+    note_unused_targets(EvaluationSettings(targets={"pc0": "red"}, factor_targets={"pc0": "r"}), ["pc0", "pc1"])
+    assert capsys.readouterr().err == ""
+    note_unused_targets(EvaluationSettings(targets={"PC0": "red"}, factor_targets={"pc7": "r"}), ["pc0", "pc1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "note: metrics.targets names PC0, which this run does not edit (pc0, pc1): those targets are not used",
+        "note: metrics.factor_targets names pc7, which this run does not edit (pc0, pc1): those targets are not used",
+    ]

@@ -89,6 +89,19 @@ def check_real_images(count: int, clip_x0: bool) -> None:
         )
 
 
+def note_unused_targets(evaluation: EvaluationSettings, names: Sequence[str]) -> None:
+    """A target set for a direction this run does not edit (a misspelt name, or a direction of an experiment's
+    set that this run leaves out) is not used, and that direction, if edited, gets a guessed target: said in a
+    note before any edit is drawn."""
+    for group, targets in (("targets", evaluation.targets), ("factor_targets", evaluation.factor_targets)):
+        unused = [name for name in targets if name not in names]
+        if unused:
+            note(
+                f"metrics.{group} names {', '.join(unused)}, which this run does not edit ({', '.join(names)}): "
+                "those targets are not used"
+            )
+
+
 def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
     """Run the stages and return the metrics with the files written (printing nothing). Writes into run_dir:
     directions.safetensors, edits.safetensors (and edits_real.safetensors), grids/<direction>.png (and
@@ -103,6 +116,8 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
         origin = "found in this run" if found.computed_here else f"from {found.source}"
         stage.detail = f"{found.directions.method}, {len(found.directions.names)} directions {origin}"
     directions, names, count = found.directions, found.names, len(found.names)
+    if job.evaluation is not None:
+        note_unused_targets(job.evaluation, names)
     steps, strengths = schedule.num_steps, len(edit.strengths)
     metrics: dict = {
         "method": directions.method,
