@@ -66,7 +66,7 @@ EXPECTED_SCORE_DELTA = """\
 | method | edit | large | red |
 |---|---|---|---|
 | pca | pc0 | 0.20 ± 0.14 | 0.03 ± 0.01 |
-| random | random0 | 0.01 ± 0.01 | 0.00 |
+| random | random0 | 0.01 ± 0.01 | 0.00 (1 of 2) |
 """
 
 
@@ -131,6 +131,19 @@ def test_strength_rows_are_in_numeric_order(tmp_path):
         local_runs([tmp_path]), r"^edit/d/(?P<column>success)@(?P<row>-?[0-9.]+)$", ["method"], "strength"
     )
     assert [row[-1] for row in table.rows] == ["-10", "-4", "0", "4", "10"]
+
+
+def test_a_cell_that_some_runs_did_not_measure_says_how_many_did(tmp_path):
+    """A run whose value is null (e.g. success with no sample on the wrong side) is left out of the mean, and the
+    cell says so: 0.600 (1 of 2), not a 0.600 that reads as the mean of both."""
+    for seed, success in ((0, 0.6), (1, None)):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"edit/d/success@1": success, "edit/d/mse@1": 0.1 * (seed + 1)}))
+        (run / "config.yaml").write_text(f"first_seed: {seed}\n")
+    table = build_table(local_runs([tmp_path]), r"^edit/d/(?P<column>success|mse)@(?P<row>1)$", [], "strength")
+    assert table.cell(("1",), "success").text(3) == "0.600 (1 of 2)"
+    assert table.cell(("1",), "mse").text(3) == "0.150 ± 0.071"
 
 
 def test_wandb_runs_through_the_api():

@@ -25,6 +25,7 @@ from hspace.tables.collect import RunRecord
 @dataclass
 class Cell:
     values: list[float] = field(default_factory=list)
+    reported: int = 0  # the runs that reported the metric, measured or not (null): more than len(values) says so
 
     @property
     def mean(self) -> float:
@@ -35,11 +36,11 @@ class Cell:
         return stdev(self.values) if len(self.values) > 1 else math.nan
 
     def text(self, digits: int, plus_minus: str = " ± ") -> str:
+        """mean ± std; with "(n of m)" when only n of the m runs that reported the metric measured it."""
         if not self.values:
             return "–"
-        if len(self.values) == 1:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f}{plus_minus}{self.std:.{digits}f}"
+        shown = f"{self.mean:.{digits}f}" + (f"{plus_minus}{self.std:.{digits}f}" if len(self.values) > 1 else "")
+        return shown + (f" ({len(self.values)} of {self.reported})" if self.reported > len(self.values) else "")
 
 
 @dataclass
@@ -137,13 +138,16 @@ def build_table(
         prefix = tuple(str(run.value(key)) for key in group_by)
         for name, value in run.metrics.items():
             match = regex.search(name)
-            if match is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+            unmeasured = value is None or isinstance(value, float) and math.isnan(value)  # null in metrics.json
+            if match is None or not (unmeasured or isinstance(value, (int, float))) or isinstance(value, bool):
                 continue
             row = (*prefix, match["row"])
             rows.setdefault(row)
             found_columns.setdefault(match["column"])
-            if not math.isnan(value):
-                cells.setdefault((row, match["column"]), Cell()).values.append(float(value))
+            cell = cells.setdefault((row, match["column"]), Cell())
+            cell.reported += 1
+            if not unmeasured:
+                cell.values.append(float(value))
                 sources.setdefault((row, match["column"]), []).append(run)
     for cell, averaged in sources.items():
         if len(averaged) > 1:
