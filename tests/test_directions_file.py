@@ -116,3 +116,20 @@ def test_paths_expand_home_and_a_folder_or_bad_metadata_is_one_line(directions, 
         save_file(tensors, tmp_path / "bad.safetensors", metadata={"hspace": json.dumps(meta)})
         with pytest.raises(UserError, match="not a readable hspace directions file"):
             Directions.load(tmp_path / "bad.safetensors")
+
+
+def test_a_run_along_a_directions_file_records_the_file_by_content(model, tmp_path):
+    """find_stage with directions_path reports the file's content hash, which hspace-table uses to keep runs of
+    different files apart; a run that finds its own reports none."""
+    from hspace.diffusion.loading import file_sha256
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.pca import PCA
+    from hspace.job.find import find_stage
+    from hspace.metrics.keys import DIRECTIONS_FILE_KEY
+
+    sampler = SamplerSettings(num_steps=3)
+    found = find_stage(PCA(num_samples=4, num_components=2, exact_max_n=100), model, sampler, 2, None)
+    assert DIRECTIONS_FILE_KEY not in found.metrics
+    path = found.directions.save(tmp_path / "directions.safetensors")
+    again = find_stage(PCA(), model, sampler, 2, None, directions_path=path)
+    assert again.metrics[DIRECTIONS_FILE_KEY] == file_sha256(path)[:16]

@@ -146,6 +146,23 @@ def test_a_cell_that_some_runs_did_not_measure_says_how_many_did(tmp_path):
     assert table.cell(("1",), "mse").text(3) == "0.150 ± 0.071"
 
 
+def test_runs_along_different_directions_files_are_not_averaged(tmp_path):
+    """Runs given other directions files (directions_path) have the same method settings in their config: the
+    file's content hash keeps them apart."""
+    from hspace.errors import UserError
+
+    for seed, file in ((0, "a1b2"), (1, "c3d4")):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"edit/d/success@1": 0.5, "directions/file_sha256": file}))
+        (run / "config.yaml").write_text(f"first_seed: {seed}\n")
+    pattern = r"^edit/d/(?P<column>success)@(?P<row>1)$"
+    with pytest.raises(UserError, match="edited along 2 different directions"):
+        build_table(local_runs([tmp_path]), pattern, [], "strength")
+    apart = build_table(local_runs([tmp_path]), pattern, ["directions/file_sha256"], "strength")
+    assert [row[0] for row in apart.rows] == ["a1b2", "c3d4"]
+
+
 def test_wandb_runs_through_the_api():
     class FakeRun:
         id, summary, config = "abc", {"method": "pca", "edit/pc0/success": 0.5, "_step": 0}, {"first_seed": 0}

@@ -14,6 +14,7 @@ from hspace.directions.container import FORMAT_VERSION, Directions
 from hspace.directions.method import DirectionMethod
 from hspace.distributed import Shard, run_across_processes
 from hspace.errors import UserError
+from hspace.metrics.keys import DIRECTIONS_FILE_KEY
 
 
 @dataclass
@@ -132,4 +133,9 @@ def find_stage(
     names = directions.names[: min(num_directions, len(directions.names))]
     if num_directions > len(names):
         note(f"num_directions={num_directions} but the directions number {len(names)}: editing all {len(names)}")
-    return FoundDirections(directions, source, names, reported_metrics(directions, names, source == "this run"))
+    metrics = reported_metrics(directions, names, source == "this run")
+    if directions_path is not None:  # which file, by content: hspace-table keeps runs of different files apart
+        from hspace.diffusion.loading import file_sha256
+
+        metrics[DIRECTIONS_FILE_KEY] = file_sha256(Path(directions_path))[:16]
+    return FoundDirections(directions, source, names, metrics)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 PREFIX = "edit/"
 REAL_PREFIX = "edit_real/"  # edits of inverted real images
+DIRECTIONS_FILE_KEY = "directions/file_sha256"  # a run's directions_path, by content (runs that find their own: none)
 
 
 def strength_label(strength: float) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from hspace.errors import UserError
+from hspace.metrics.keys import DIRECTIONS_FILE_KEY
 from hspace.run_record import PRESENTATION_SETTINGS
 from hspace.tables.collect import RunRecord
 
@@ -109,7 +110,15 @@ def check_group_keys(runs: Sequence[RunRecord], group_by: Sequence[str]) -> list
 
 
 def check_averaged_runs(cell: tuple, runs: Sequence[RunRecord], group_by: Sequence[str]) -> None:
-    """Refuse to average into one cell runs that differ in settings other than `group_by`, naming them."""
+    """Refuse to average into one cell runs that differ in settings other than `group_by`, or that edited along
+    different directions files (directions_path, compared by content), naming them."""
+    files = {str(run.value(DIRECTIONS_FILE_KEY)) for run in runs}
+    if len(files) > 1 and DIRECTIONS_FILE_KEY not in group_by:
+        raise UserError(
+            f"{len(runs)} runs would be averaged into the cell {'/'.join(cell[0])} {cell[1]} but edited along "
+            f"{len(files)} different directions (directions_path, or found by the run): add "
+            f"group_by=[{','.join([*group_by, DIRECTIONS_FILE_KEY])}] to keep them apart"
+        )
     differing = [k for k in differing_settings(runs) if k not in group_by]
     if differing:
         shown = ", ".join(differing[:4]) + (f" and {len(differing) - 4} more" if len(differing) > 4 else "")
