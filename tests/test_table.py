@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from hspace.cli import CONFIG_DIR
 from hspace.cli.table import make_table
-from hspace.tables.build import build_table, to_markdown
+from hspace.tables.build import automatic_groups, build_table, to_markdown
 from hspace.tables.collect import RunRecord, local_runs, wandb_runs
 from hspace.tables.plot import strength_curves
 
@@ -161,6 +161,7 @@ def test_runs_along_different_directions_files_are_not_averaged(tmp_path):
         build_table(local_runs([tmp_path]), pattern, [], "strength")
     apart = build_table(local_runs([tmp_path]), pattern, ["directions/file_sha256"], "strength")
     assert [row[0] for row in apart.rows] == ["a1b2", "c3d4"]
+    assert automatic_groups(local_runs([tmp_path])) == ["directions/file_sha256"]  # group_by=auto keeps them apart
 
 
 def test_wandb_runs_through_the_api():

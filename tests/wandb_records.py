@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -28,8 +29,26 @@ def records(path: Path):
             yield record
 
 
+def wait_for_exit(path: Path, timeout: float = 30.0) -> None:
+    """Wait until the run file ends with its exit record: W&B's writer may still be flushing the last records
+    when `wandb.finish()` has returned (seen on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while not ended(path):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} has no exit record after {timeout} s")
+        time.sleep(0.2)
+
+
+def ended(path: Path) -> bool:
+    try:
+        return any(record.WhichOneof("record_type") == "exit" for record in records(path))
+    except Exception:  # a record still being written does not parse yet
+        return False
+
+
 def history(path: Path) -> dict:
     """Every logged key with the last value logged for it."""
+    wait_for_exit(path)
     logged = {}
     for record in records(path):
         if record.WhichOneof("record_type") == "history":
@@ -40,6 +59,7 @@ def history(path: Path) -> dict:
 
 def run_settings(path: Path) -> dict:
     """The run's group, job type, tags and config (every key of its config updates)."""
+    wait_for_exit(path)
     settings = {"group": None, "job_type": None, "tags": [], "config": {}}
     for record in records(path):
         kind = record.WhichOneof("record_type")

@@ -90,10 +90,13 @@ def differing_settings(runs: Sequence[RunRecord]) -> list[str]:
 
 def automatic_groups(runs: Sequence[RunRecord]) -> list[str]:
     """group_by=auto: the settings that differ between the runs; runs of different methods are grouped by the
-    method's name (the `method` metric) instead of its settings."""
+    method's name (the `method` metric) instead of its settings, and runs along different directions files by
+    the file (its content hash)."""
     keys = differing_settings(runs)
     if len({str(run.value("method")) for run in runs}) > 1:
         keys = ["method", *(k for k in keys if not k.startswith("method."))]
+    if len({str(run.value(DIRECTIONS_FILE_KEY)) for run in runs}) > 1:
+        keys.append(DIRECTIONS_FILE_KEY)
     return keys
 
 
