@@ -19,6 +19,7 @@ BANNERS = (
 )
 
 
+@pytest.mark.slow  # about 30 s: a run logging to wandb, in its own process
 def test_a_run_shows_progress_and_stage_lines_and_no_banners(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     env.pop("WANDB_SILENT", None)

@@ -88,6 +88,7 @@ def test_deepening_refuses_an_h_smaller_than_one_pixel():
         deepened_config(tiny_plain_unet(), 0)
 
 
+@pytest.mark.slow  # about 20 s: the script twice (deepened_config is checked above)
 def test_the_deepening_script_refuses_bad_levels_in_one_line(tmp_path):
     for levels, message in (("0", "--levels must be at least 1"), ("3", "--levels 3: 32x32 images halve evenly 5")):
         done = subprocess.run(

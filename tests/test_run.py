@@ -212,7 +212,23 @@ def test_multirun_gives_one_wandb_run_per_job_and_shares_the_cache(tmp_path):
 
 
 def test_incompatible_directions_file_is_one_line(tmp_path):
-    run(compose_run(tmp_path / "a", tmp_path / "cache", ["logger=none"]))
+    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.container import Directions
+
+    model = load_model("shapes32")  # directions of the shipped model on the 4-step grid, as a run writes them
+    grid = SamplerSettings(num_steps=4, spacing="trailing").schedule(model.alphas_cumprod).timesteps
+    Directions(
+        torch.randn(2, 4, *model.h_shape),
+        torch.ones(2, 4),
+        grid,
+        ["pc0", "pc1"],
+        "pca",
+        "shapes32",
+        model.weights_identity,
+        {},
+        noise_schedule=model.noise_schedule,
+    ).save(tmp_path / "a" / "directions.safetensors")
     result = cli(
         [
             *TINY,

@@ -203,6 +203,7 @@ def test_clarity_calibration_script_refuses_negative_noise_in_one_line():
     assert out.stderr.strip().splitlines() == ["error: --sigmas must not be negative, not -3.0"]
 
 
+@pytest.mark.slow  # about 15 s: the script on the shipped model
 def test_clarity_calibration_script_restores_renders_with_a_model():
     """--restore-from: the shipped model takes 30 renders noised to the last grid step back to images; it keeps
     every shape it is handed. Without --weights the option is refused in one line, before any work."""

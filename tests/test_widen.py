@@ -77,6 +77,7 @@ def test_widening_refuses_widths_it_cannot_copy_to(channels, message):
         check_widenable(tiny_plain_unet(), channels)
 
 
+@pytest.mark.slow  # about 20 s: the script three times (the widening itself is checked above)
 def test_the_widening_script_writes_a_loadable_model_and_refuses_bad_widths(tmp_path):
     from hspace.diffusion.loading import load_model
 
