@@ -33,7 +33,7 @@ def main() -> None:
         raise UserError(f"--levels must be at least 1, not {args.levels}")
 
     from hspace.diffusion.deepen import deepen_bottleneck, deepened_config, new_parameters
-    from hspace.diffusion.derived import output_change, save_derived
+    from hspace.diffusion.derived import output_change, save_pretrained_model
     from hspace.diffusion.loading import load_model
 
     model = load_model(args.weights)
@@ -43,7 +43,7 @@ def main() -> None:
         raise UserError(f"--levels {args.levels}: {error}") from None
     deep = deepen_bottleneck(model.unet, args.levels, seed=args.seed).eval()
 
-    save_derived(deep, model, args.out)
+    save_pretrained_model(deep, model.scheduler_config, args.out)
     moved = output_change(model, deep)
     state = deep.state_dict()
     fresh = sum(state[k].numel() for k in new_parameters(model.unet, deep, args.levels))

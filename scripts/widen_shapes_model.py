@@ -34,7 +34,7 @@ def main() -> None:
     if args.noise < 0:
         raise UserError(f"--noise must not be negative, not {args.noise}")
 
-    from hspace.diffusion.derived import output_change, save_derived
+    from hspace.diffusion.derived import output_change, save_pretrained_model
     from hspace.diffusion.loading import load_model
     from hspace.diffusion.widen import check_widenable, widen_finest_level
 
@@ -45,7 +45,7 @@ def main() -> None:
         raise UserError(f"--channels {args.channels}: {error}") from None
     wide = widen_finest_level(model.unet, args.channels, noise=args.noise, seed=args.seed).eval()
 
-    save_derived(wide, model, args.out)
+    save_pretrained_model(wide, model.scheduler_config, args.out)
     moved = output_change(model, wide)
     params = sum(p.numel() for p in wide.parameters())
     print(f"wrote {args.out}: {params:,} parameters; output moved by {moved:.1%} (relative RMS) on 64 noised images")

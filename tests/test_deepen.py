@@ -102,13 +102,13 @@ def test_the_deepening_script_refuses_bad_levels_in_one_line(tmp_path):
 
 
 def test_a_derived_unet_is_saved_beside_its_models_scheduler_and_its_output_change_is_measured(model, tmp_path):
-    from hspace.diffusion.derived import output_change, save_derived
+    from hspace.diffusion.derived import output_change, save_pretrained_model
     from hspace.diffusion.loading import load_model
 
     deep = deepen_bottleneck(model.unet, 1)
     assert output_change(model, model.unet) == 0
     assert output_change(model, deep) > 0
-    saved = load_model(str(save_derived(deep, model, tmp_path / "deep")))
+    saved = load_model(str(save_pretrained_model(deep, model.scheduler_config, tmp_path / "deep")))
     assert torch.equal(saved.alphas_cumprod, model.alphas_cumprod)
     assert saved.prediction_type == model.prediction_type
     key = "up_blocks.1.resnets.0.conv1.weight"

@@ -173,6 +173,7 @@ def test_pca_across_two_processes_equals_one(two_processes, name):
     torch.testing.assert_close(scales, one.scales, rtol=1e-2, atol=0)
 
 
+@pytest.mark.slow  # about 22 s: a process group of its own (the fixture above checks PCA across ranks)
 def test_find_stage_splits_pca_across_processes():
     """The entry point of hspace-run trainer=ddp: the directions written by rank 0, loaded in this process."""
     model, method = tiny_model(), PCA(**PCA_SETTINGS["streaming"])

@@ -191,6 +191,7 @@ def cli(args, cwd):
     )
 
 
+@pytest.mark.slow  # about 25 s: a sweep of two jobs logging to wandb
 def test_multirun_gives_one_wandb_run_per_job_and_shares_the_cache(tmp_path):
     result = cli(
         ["-m", "method=pca,random", *TINY, f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],

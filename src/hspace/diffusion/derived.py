@@ -26,11 +26,6 @@ def save_pretrained_model(unet: UNet2DModel, scheduler_config: dict, out: str | 
     return atomic_write_directory(out, fill)
 
 
-def save_derived(unet: UNet2DModel, model: DiffusionModel, out: str | Path) -> Path:
-    """Write `unet` with `model`'s scheduler config as a save_pretrained directory, atomically."""
-    return save_pretrained_model(unet, model.scheduler_config, out)
-
-
 def check_derived_output(weights: str, out: str) -> None:
     """Refuse, before any work, an `--out` that is the model it derives from (`--weights`, which the write would
     replace) or a folder holding other files than a model's."""
