@@ -1,5 +1,8 @@
 """The ADM / iDDPM backbone: guided-diffusion parameter names and shapes for the AFHQ-dog configuration,
-loading a checkpoint made in that format, h-space access, and hspace-run end to end on a tiny one."""
+loading a checkpoint made in that format, h-space access, hspace-run end to end on a tiny one, and its
+attention, timestep embedding and residual blocks against their written-out definitions."""
+
+import math
 
 import pytest
 import torch
@@ -240,3 +243,81 @@ def test_the_default_channel_multipliers_key_like_the_same_list_spelled_out():
     assert list(implied.config["channel_mult"]) == [1, 2, 2, 2]
     assert config_hash(implied.config) == config_hash(spelled.config)
     assert config_hash(spelled.config) != config_hash(ADMUNet(ADMConfig(**TINY)).config)
+
+
+def randomized(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return module.eval()
+
+
+@pytest.mark.parametrize("heads, head_channels", [(2, -1), (4, 8)])
+def test_attention_is_per_head_softmax_attention_in_the_legacy_channel_layout(heads, head_channels):
+    """guided-diffusion's legacy order: the qkv output's channels are cut into one block per head, and each
+    block holds that head's q, k and v one after another. Written out with torch's own attention; the other
+    order (all q, then all k, then all v) gives a different output, so a switched layout would fail here."""
+    from hspace.diffusion.adm import AttentionBlock
+
+    block = randomized(AttentionBlock(32, num_heads=heads, num_head_channels=head_channels))
+    x = torch.randn(2, 32, 4, 4)
+    n_heads = 32 // head_channels if head_channels != -1 else heads
+    ch = 32 // n_heads
+    flat = x.reshape(2, 32, 16)
+    normed = torch.nn.functional.group_norm(flat, 32, block.norm.weight, block.norm.bias, eps=block.norm.eps)
+    qkv = torch.nn.functional.conv1d(normed, block.qkv.weight, block.qkv.bias)  # (b, 3C, T)
+
+    def attend(q, k, v):  # (b, heads, ch, T) each -> (b, heads * ch, T)
+        out = torch.nn.functional.scaled_dot_product_attention(q.transpose(2, 3), k.transpose(2, 3), v.transpose(2, 3))
+        return out.transpose(2, 3).reshape(2, 32, 16)
+
+    per_head = qkv.reshape(2, n_heads, 3 * ch, 16)
+    legacy = attend(per_head[:, :, :ch], per_head[:, :, ch : 2 * ch], per_head[:, :, 2 * ch :])
+    q, k, v = (part.reshape(2, n_heads, ch, 16) for part in qkv.chunk(3, dim=1))
+    new_order = attend(q, k, v)
+
+    def finish(h):
+        return (flat + torch.nn.functional.conv1d(h, block.proj_out.weight, block.proj_out.bias)).reshape(x.shape)
+
+    with torch.no_grad():
+        ours = block(x)
+    torch.testing.assert_close(ours, finish(legacy), rtol=1e-4, atol=1e-5)
+    assert (ours - finish(new_order)).abs().max() > 1e-2
+
+
+def test_timestep_embedding_is_cosines_then_sines_of_geometric_frequencies():
+    from hspace.diffusion.adm import timestep_embedding
+
+    emb = timestep_embedding(torch.tensor([0, 1, 250]), 4)
+    freqs = [1.0, 10000**-0.5]  # exp(-ln(10000) * i / half) for i < half = 2
+    for row, t in zip(emb, (0, 1, 250)):
+        expected = [math.cos(t * f) for f in freqs] + [math.sin(t * f) for f in freqs]
+        torch.testing.assert_close(row, torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    assert (
+        timestep_embedding(torch.tensor([3]), 5).shape == (1, 5) and timestep_embedding(torch.tensor([3]), 5)[0, 4] == 0
+    )
+
+
+@pytest.mark.parametrize("updown", ["", "down", "up"])
+def test_resblock_with_scale_shift_norm_matches_its_written_out_definition(updown):
+    """out = skip(x') + conv(dropout(silu(norm(h) * (1 + scale) + shift))), h = conv(resample(silu(norm(x)))),
+    x' = resample(x), (scale, shift) = linear(silu(emb)) split in two; resampling is nearest up or 2x2 mean down."""
+    from hspace.diffusion.adm import ResBlock
+
+    F = torch.nn.functional
+    block = randomized(ResBlock(32, 16, 0.0, 64, use_scale_shift_norm=True, up=updown == "up", down=updown == "down"))
+    x, emb = torch.randn(2, 32, 8, 8), torch.randn(2, 16)
+    resample = {"": lambda t: t, "down": lambda t: F.avg_pool2d(t, 2), "up": lambda t: F.interpolate(t, scale_factor=2)}
+
+    def norm(t, layer):
+        return F.group_norm(t, 32, layer.weight, layer.bias, eps=layer.eps)
+
+    conv_in, conv_out = block.in_layers[2], block.out_layers[3]
+    h = F.conv2d(resample[updown](F.silu(norm(x, block.in_layers[0]))), conv_in.weight, conv_in.bias, padding=1)
+    scale, shift = F.linear(F.silu(emb), block.emb_layers[1].weight, block.emb_layers[1].bias)[..., None, None].chunk(
+        2, 1
+    )
+    h = F.conv2d(F.silu(norm(h, block.out_layers[0]) * (1 + scale) + shift), conv_out.weight, conv_out.bias, padding=1)
+    skip = F.conv2d(resample[updown](x), block.skip_connection.weight, block.skip_connection.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, emb), skip + h, rtol=1e-4, atol=1e-4)
