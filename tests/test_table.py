@@ -101,7 +101,26 @@ def test_summary_and_score_delta_markdown(runs_dir, tmp_path):
 
 def test_curves_against_strength(runs_dir):
     curves = strength_curves(local_runs([runs_dir]), "success", ["method"])
-    assert curves["pca"][2.0] == pytest.approx((0.4, 0.1414), abs=1e-3) and sorted(curves["random"]) == [2.0, 4.0]
+    assert curves["pca"][2.0] == pytest.approx((0.4, 0.1414, 2, 2), abs=1e-3) and sorted(curves["random"]) == [2.0, 4.0]
+    assert not any(point.partial for points in curves.values() for point in points.values())
+
+
+def test_a_curve_point_over_some_values_says_how_many(tmp_path):
+    """Nulls do not enter a point's mean, and the point counts what it rests on: here one run measured both
+    directions at +4, the other only d0 (d1 null), and a third run of the group measured nothing at all."""
+    runs = [
+        RunRecord("a", {"method": "pca"}, {"edit/d0/success@4": 0.2, "edit/d1/success@4": 0.6}),
+        RunRecord(
+            "b", {"method": "pca"}, {"edit/d0/success@4": 0.4, "edit/d1/success@4": None, "edit/d0/success@2": 0.1}
+        ),
+        RunRecord("c", {"method": "pca"}, {"edit/d0/success@4": None, "edit/d1/success@4": float("nan")}),
+    ]
+    curves = strength_curves(runs, "success", ["method"])["pca"]
+    assert curves[4.0] == pytest.approx((0.4, 0.0, 3, 6))  # runs a (0.4) and b (0.4); 3 of 6 values
+    assert curves[2.0] == pytest.approx((0.1, 0.0, 1, 6)) and curves[4.0].partial
+    from hspace.tables.plot import plot_curves
+
+    assert plot_curves({"pca": curves}, "success", tmp_path / "curve.png").stat().st_size > 1000
 
 
 def test_rows_can_group_by_config_values(runs_dir):
