@@ -157,3 +157,36 @@ def test_a_directory_replacement_that_fails_keeps_the_earlier_write(tmp_path, mo
         atomic_write_directory(target, lambda staging: (staging / "weights.bin").write_text("2"))
     assert (target / "weights.bin").read_text() == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_directory_write_clears_what_a_killed_writer_left_and_puts_back_what_it_had_moved_aside(tmp_path):
+    """A writer killed while filling its staging folder leaves it beside the target; one killed between
+    moving the earlier directory aside and moving the new one in leaves the target missing. The next write
+    clears both and restores the earlier directory first; a live writer's folders are left alone."""
+    import shutil
+
+    from hspace.files import atomic_write_directory, writer_tag
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_tag = writer_tag().rsplit("-", 1)[0] + "-" + dead.stdout.strip()
+    target = tmp_path / "model"
+    atomic_write_directory(target, lambda staging: (staging / "weights.bin").write_text("1"))
+    (tmp_path / f".model.{dead_tag}.abc123").mkdir()  # a killed writer's half-filled staging folder
+    (tmp_path / f".model.{dead_tag}.abc123" / "weights.bin").write_text("half")
+    aside = tmp_path / f".model.{dead_tag}.old.def456"
+    aside.mkdir()
+    shutil.move(target, aside / "model")  # killed right after moving the earlier write aside
+    live = tmp_path / f".model.{writer_tag()}.ghi789"  # this process's own folder: a live writer's
+    live.mkdir()
+    assert not target.exists()
+
+    def fails(staging):
+        raise RuntimeError("the fill fails")
+
+    with pytest.raises(RuntimeError):  # even a write that fails puts the earlier directory back first
+        atomic_write_directory(target, fails)
+    assert (target / "weights.bin").read_text() == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "model"]
+    atomic_write_directory(target, lambda staging: (staging / "weights.bin").write_text("2"))
+    assert (target / "weights.bin").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "model"]

@@ -1,9 +1,11 @@
 """Writing files so that a reader never sees a half-written one: bytes, text, safetensors and whole directories
-are written beside their target and renamed into place (a killed writer leaves only a temporary file)."""
+are written beside their target and renamed into place (a killed writer leaves only a temporary file, which
+the next writer of the same target clears)."""
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,21 +67,57 @@ def check_replaceable(directory: str | Path, names: Iterable[str], setting: str 
             )
 
 
+def writer_tag() -> str:
+    """This process as the writer of a staging folder: host and process id, so that a later writer on the same
+    host can tell a folder left by a killed one (on a shared disk, another host's folders are left alone)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clear_dead_writers(directory: Path) -> None:
+    """Remove the staging folders that killed writers of `directory` on this host left beside it; an earlier
+    `directory` that one of them had renamed aside goes back into place if nothing took it."""
+    import re
+    import shutil
+
+    pattern = re.compile(rf"^\.{re.escape(directory.name)}\.{re.escape(socket.gethostname())}-(\d+)\.(old\.)?")
+    for leftover in directory.parent.glob(f".{directory.name}.*"):
+        match = pattern.match(leftover.name)
+        if match is None or not leftover.is_dir() or process_alive(int(match.group(1))):
+            continue
+        aside = leftover / directory.name
+        if match.group(2) and aside.is_dir() and not directory.exists():
+            aside.rename(directory)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def atomic_write_directory(directory: str | Path, fill) -> Path:
     """Call fill(staging_dir) on a new directory beside `directory`, then rename it into place, so a reader
     never sees a half-written directory. An existing `directory` is replaced only if it holds nothing but
     files the new one also has (`check_replaceable`); anything else is refused with a UserError before it is
-    touched. The old directory is renamed aside before the new one takes its place, and removed after."""
+    touched. The old directory is renamed aside before the new one takes its place, and removed after.
+    What a killed writer on this host left beside `directory` is cleared first (`clear_dead_writers`)."""
     import shutil
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    clear_dead_writers(directory)
+    prefix = f".{directory.name}.{writer_tag()}."
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=prefix))
     try:
         fill(staging)
         check_replaceable(directory, [p.name for p in staging.iterdir()])
         if directory.exists():
-            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f"{prefix}old."))
             directory.rename(old / directory.name)
             try:
                 staging.rename(directory)
