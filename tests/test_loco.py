@@ -18,6 +18,7 @@ from hspace.directions.jacobian import region_mask
 from hspace.directions.loco import posterior_mean_map, posterior_products, project_out
 from hspace.directions.subspace import block_subspace_iteration
 from hspace.edits.xt_shift import XtShift
+from hspace.errors import UserError
 
 TAU = 500
 
@@ -73,6 +74,38 @@ def test_the_x_t_edit_is_one_step_on_the_samples_own_path(model):
     x_2 = sample(model, schedule.steps(0, 2), x_T, z[:, :2]).x0 + 2.5 * v  # by hand: walk, step, walk on
     by_hand = sample(model, schedule.steps(2), x_2, z[:, 2:]).x0
     torch.testing.assert_close(edited[:, 1], by_hand, rtol=1e-4, atol=1e-4)
+
+
+def test_the_noisy_tail_takes_eta_one_late_with_one_noise_per_sample(model):
+    """edit.noisy_tail: after the edit, the steps at tau <= tail * N take eta = 1 on a deterministic grid, with
+    noise named by the sample's x_T: shared by its strengths (and by what the edits depart from), not by
+    two samples; the steps above the tail stay deterministic."""
+    from dataclasses import replace
+
+    from hspace.edits.xt_shift import tail_noise
+
+    schedule = make_schedule(model.alphas_cumprod, 6)  # leading: 830, 664, 498, 332, 166, 0
+    x_T, _ = initial_noise([3, 4], model.image_shape, 6, with_z=False)
+    v = torch.randn(1, *model.image_shape, generator=torch.Generator().manual_seed(1))
+    scales = torch.zeros(1, 6)
+    scales[0, 1] = 1.0
+    directions = Directions(torch.zeros(1, 6, 16, 8, 8), scales, schedule.timesteps, ["d"], "loco", "m", "w", {})
+    directions.extra["x_directions"] = v
+    edit = XtShift(strengths=[0.0, 2.5, 0.0], noisy_tail=0.4)
+    edited = edit.apply(model, schedule, directions, 0, x_T, None)
+    torch.testing.assert_close(edited[:, 0], edited[:, 2])  # one noise per sample, whatever the row
+    torch.testing.assert_close(edit.unedited(model, schedule, directions, 0, x_T, None).cpu(), edited[:, 0])
+    rest = schedule.steps(1)
+    eta = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0], dtype=torch.float64)  # tau 664, 498 | 332, 166, 0 <= 400
+    noise = torch.stack([tail_noise(x, 5) for x in x_T])
+    x_1 = sample(model, schedule.steps(0, 1), x_T).x0 + 2.5 * v  # by hand: walk, step, walk on with the tail
+    by_hand = sample(model, replace(rest, eta=eta), x_1, noise).x0
+    torch.testing.assert_close(edited[:, 1], by_hand, rtol=1e-4, atol=1e-4)
+    plain = XtShift(strengths=[0.0]).apply(model, schedule, directions, 0, x_T, None)[:, 0]
+    assert (edited[:, 0] - plain).abs().mean() > 1e-3  # the tail re-noised the sample
+    assert not torch.allclose(noise[0], noise[1])
+    with pytest.raises(UserError, match="edit.noisy_tail"):
+        XtShift(noisy_tail=1.5)
 
 
 def test_loco_runs_end_to_end_on_the_shipped_model(tmp_path):
