@@ -108,6 +108,29 @@ def test_the_noisy_tail_takes_eta_one_late_with_one_noise_per_sample(model):
         XtShift(noisy_tail=1.5)
 
 
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_a_real_images_jacobian_is_taken_where_its_edit_starts(model, tmp_path, eta):
+    """With method.image_file, x_t at t_edit is the image inverted as the run inverts it and decoded down to
+    the step, the point edit=xt_shift shifts; on a deterministic grid that is not the DDIM-inverted x_t."""
+    from hspace.data.image_files import load_image
+    from hspace.diffusion.inversion import ddim_invert
+    from hspace.directions.loco import LocoDirections
+    from hspace.images import save_png
+    from hspace.job.edit import invert_for
+
+    pixels = torch.randint(0, 256, (16, 16, 3), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    path = save_png(pixels.numpy(), tmp_path / "image.png")
+    schedule = make_schedule(model.alphas_cumprod, 6, eta=eta)
+    x_t, image = LocoDirections(image_file=str(path)).starting_point(model, schedule, 3)
+    x_T, z = invert_for(XtShift(), model, schedule, load_image(path, 16)[None])
+    walked = sample(model, schedule.steps(0, 3), x_T, z[:, :3] if z is not None else None).x0[0]
+    torch.testing.assert_close(x_t, walked)
+    torch.testing.assert_close(image, load_image(path, 16))
+    if eta == 0:
+        inverted = ddim_invert(model, schedule, image[None], record_h=False, record_x=True).x_t[0, 3]
+        assert (x_t - inverted).abs().max() > 1e-4
+
+
 def test_loco_runs_end_to_end_on_the_shipped_model(tmp_path):
     overrides = ["method=loco", "edit=xt_shift", "method.edit_rank=2", "method.null_rank=3", "method.tol=1e-2"]
     overrides += ["method.max_iters=30", "sampler.num_steps=10", "num_samples=2", "real_images=0", "logger=none"]

@@ -27,7 +27,7 @@ from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer
 from hspace.data.image_files import load_image
 from hspace.diffusion.ddim import to_x0_eps
-from hspace.diffusion.inversion import ddim_invert
+from hspace.diffusion.inversion import invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
@@ -125,7 +125,7 @@ def project_out(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 @dataclass
 class LocoDirections(DirectionMethod):
     sample_seed: int = 0  # the generated sample whose Jacobian is used (edits transfer to every edited seed)
-    image_file: str | None = None  # instead: a real image, DDIM-inverted on the run's grid to t_edit (the paper)
+    image_file: str | None = None  # instead: a real image, inverted on the run's grid and decoded to t_edit (the paper)
     t_edit: int = 600  # training timestep of the edit (the nearest grid step)
     edit_rank: int = 3  # directions: top right singular vectors of the masked Jacobian
     null_rank: int = 5  # top right singular vectors of the complement's Jacobian projected out (0: none)
@@ -174,16 +174,18 @@ class LocoDirections(DirectionMethod):
 
     def starting_point(self, model: DiffusionModel, schedule, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t at grid index `index` (C, H, W) and the image it leads to (C, H, W) in [-1, 1]: the generated
-        sample's own trajectory, or the real image's DDIM inversion."""
+        sample's own trajectory, or for a real image the point its edit starts from: the image inverted to x_T
+        (as the run inverts it, with seed 0's noise on a stochastic grid) and decoded down to the step, as
+        edit=xt_shift walks it and as the paper's code does (DDIM inversion and decoding do not quite meet)."""
         if self.image_file is None:
             x_T, z = noise_for([self.sample_seed], model, schedule)
             trajectory = sample(model, schedule, x_T, z, record_x=True)
             return trajectory.x_t[0, index], trajectory.x0[0].cpu()
         image = load_image(Path(self.image_file).expanduser(), model.image_shape[1])
-        inverted = ddim_invert(
-            model, schedule, image[None].to(model.device, model.dtype), record_h=False, record_x=True
-        )
-        return inverted.x_t[0, index], image
+        inverted = invert(model, schedule, image[None].to(model.device, model.dtype), seeds=[0])
+        before = inverted.z[:, :index] if inverted.z is not None else None
+        x_t = sample(model, schedule.steps(0, index), inverted.x_T, before).x0 if index else inverted.x_T
+        return x_t[0], image
 
     def region(self, model: DiffusionModel, x0: torch.Tensor) -> torch.Tensor | None:
         """The (C, H, W) mask of the region to edit, for the sample x0 (C, H, W) in [-1, 1]."""
