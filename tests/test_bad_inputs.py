@@ -93,6 +93,7 @@ CASES = [
     ("run", ["metrics.locality.region=file", "metrics.locality.file=/no/mask.png"], "no mask image at metrics"),
     ("run", ["metrics.locality.region=box", "metrics.locality.box=[0,0,40,4]"], "inside the 32x32 image"),
     ("run", ["metrics.fid=classifier"], "metrics.fid='classifier'"),
+    ("run", ["metrics.fid.backend=inception"], "or use metrics.fid.backend=classifier"),  # a hint that composes
     ("run", ["metrics.fid.backend=bogus"], "metrics.fid.backend='bogus'"),
     ("run", ["metrics.fid.reference_split=bogus"], "metrics.fid.reference_split='bogus'"),
     ("run", ["metrics.fid.reference_split=val", "metrics.fid.reference_count=5000"], "but the val split of data"),
@@ -351,6 +352,7 @@ def test_a_run_directory_used_before_holds_only_the_new_run(tmp_path, monkeypatc
     for name in ("edits_real.safetensors", "edits.safetensors", "metrics.json", "config.yaml", "overrides.yaml"):
         (run_dir / name).write_text("an earlier run's")
     (run_dir / "grids" / "real_pc0.png").write_text("an earlier run's")
+    (run_dir / ".metrics.json.k1ll3d.tmp").write_text("a killed writer's")
     (run_dir / "run_info.json").write_text(json.dumps({"status": "completed"}))
     Directions(
         torch.zeros(1, len(grid), *model.h_shape),

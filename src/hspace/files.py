@@ -1,6 +1,7 @@
 """Writing files so that a reader never sees a half-written one: bytes, text, safetensors and whole directories
-are written beside their target and renamed into place (a killed writer leaves only a temporary file, which
-the next writer of the same target clears)."""
+are written beside their target and renamed into place: a killed writer leaves only a temporary file, which the
+next writer of a cache entry (hspace.cache), of a directory (`clear_dead_writers`) or of a run's outputs
+(hspace.cli.run.clear_outputs) clears."""
 
 from __future__ import annotations
 

@@ -247,12 +247,15 @@ def completed(run_dir: Path) -> bool:
 
 def clear_outputs(run_dir: Path, keep: Path | None = None) -> None:
     """Remove what a run writes from `run_dir` (creating it if needed), except `keep` (the directions file this
-    run reads, which may be an earlier run's output in the same directory)."""
+    run reads, which may be an earlier run's output in the same directory), and the temporary files a killed
+    writer of those outputs left (hspace.files.atomic_write_bytes)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     kept = None if keep is None else keep.resolve()
     for name in (*OUTPUTS, "overrides.yaml"):
         if (run_dir / name).resolve() != kept:
             (run_dir / name).unlink(missing_ok=True)
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "grids", ignore_errors=True)
 
 

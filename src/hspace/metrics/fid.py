@@ -108,7 +108,7 @@ def inception_backend(
         raise UserError(
             f"Inception FID asked for but no weights file at metrics.fid.weights_path={weights_path}: download "
             "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's release) and set the path, or use "
-            "metrics.fid=classifier"
+            "metrics.fid.backend=classifier"
         )
     from hspace.diffusion.loading import file_sha256
 
