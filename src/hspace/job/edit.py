@@ -91,7 +91,8 @@ def invert_for(
 
     Deterministic grids: DDIM inversion. Stochastic grids: edit-friendly inversion (its z reproduce the image
     exactly), except for an edit that walks DDIM to its step (`inverts_by_ddim`, e.g. boundary_step): DDIM
-    inversion, so that path meets the inverted x_t, and fresh noise maps for the steps after it (the paper's
+    inversion, so that path comes back close to the inverted x_t (DDIM inversion and decoding do not quite
+    meet: docs/algorithms.md, "The single step"), and fresh noise maps for the steps after it (the paper's
     conditional mode)."""
     if edit.inverts_by_ddim and not schedule.is_deterministic:
         x_T = ddim_invert(model, schedule, images, record_h=False).x_T
