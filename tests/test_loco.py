@@ -108,6 +108,32 @@ def test_the_noisy_tail_takes_eta_one_late_with_one_noise_per_sample(model):
         XtShift(noisy_tail=1.5)
 
 
+def test_on_a_stochastic_grid_the_noisy_tail_draws_its_own_noise_and_keeps_the_stored_noise_before_it(model):
+    """Stored noise maps (a real image's come from edit-friendly inversion, residuals of the run's own eta) are
+    kept before the tail and replaced by the sample's tail noise in it; batches smaller than the rows."""
+    from dataclasses import replace
+
+    from hspace.edits.xt_shift import tail_noise
+
+    schedule = make_schedule(model.alphas_cumprod, 6, eta=0.3)  # leading: 830, 664, 498, 332, 166, 0
+    x_T, z = initial_noise([5, 6], model.image_shape, 6)
+    v = torch.randn(1, *model.image_shape, generator=torch.Generator().manual_seed(1))
+    scales = torch.zeros(1, 6)
+    scales[0, 1] = 1.0
+    directions = Directions(torch.zeros(1, 6, 16, 8, 8), scales, schedule.timesteps, ["d"], "loco", "m", "w", {})
+    directions.extra["x_directions"] = v
+    edited = XtShift(strengths=[0.0, -1.5, 2.5], noisy_tail=0.4, batch_size=2).apply(
+        model, schedule, directions, 0, x_T, z
+    )
+    rest = schedule.steps(1)
+    eta = torch.tensor([0.3, 0.3, 1.0, 1.0, 1.0], dtype=torch.float64)
+    noise = torch.cat([z[:, 1:3], torch.stack([tail_noise(x, 5) for x in x_T])[:, 2:]], dim=1)
+    x_1 = sample(model, schedule.steps(0, 1), x_T, z[:, :1]).x0
+    for column, strength in enumerate([0.0, -1.5, 2.5]):
+        by_hand = sample(model, replace(rest, eta=eta), x_1 + strength * v, noise).x0
+        torch.testing.assert_close(edited[:, column], by_hand, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_a_real_images_jacobian_is_taken_where_its_edit_starts(model, tmp_path, eta):
     """With method.image_file, x_t at t_edit is the image inverted as the run inverts it and decoded down to

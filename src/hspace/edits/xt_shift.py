@@ -8,9 +8,9 @@ all strengths of a sample share its path and noise, and run as one batch.
 
 `noisy_tail` > 0 is the paper's last stretch of sampling: the steps at training timesteps
 tau <= noisy_tail * N (N training steps) take eta = 1, which lets the model repair what the shift left
-off its data (LOCO Edit's edit scripts use 0.2). Their noise is the run's stored noise where the grid is
-stochastic, else drawn from a stream named by the sample's x_T, so every strength of a sample (strength 0,
-what the edits depart from, included) sees the same noise.
+off its data (LOCO Edit's edit scripts use 0.2). Their noise is drawn from a stream named by the sample's
+x_T, so every strength of a sample (strength 0, what the edits depart from, included) sees the same noise;
+the steps before the tail keep the run's stored noise.
 """
 
 from __future__ import annotations
@@ -48,13 +48,17 @@ class XtShift(EditStrategy):
     ) -> tuple[SamplingSchedule, torch.Tensor | None]:
         """The steps after the edit, with eta = 1 in the noisy tail, and their noise maps (N, T - t_index, ...)."""
         rest = schedule.steps(t_index)
+        after = z[:, t_index:] if z is not None else None
         if self.noisy_tail == 0:
-            return rest, z[:, t_index:] if z is not None else None
+            return rest, after
         tail = rest.timesteps <= self.noisy_tail * model.num_train_timesteps
         rest = replace(rest, eta=torch.where(tail, torch.ones_like(rest.eta), rest.eta))
-        if z is not None:
-            return rest, z[:, t_index:]
-        return rest, torch.stack([tail_noise(x, rest.num_steps) for x in x_T])
+        # fresh noise in the tail: a real image's stored z (edit-friendly inversion) hold the residuals of the
+        # run's own eta, which taken at eta 1 would throw the path off its data
+        noise = torch.stack([tail_noise(x, rest.num_steps) for x in x_T])
+        if after is None:
+            return rest, noise
+        return rest, torch.where(tail.view(1, -1, 1, 1, 1), noise, after.cpu())
 
     def paths(
         self,
