@@ -170,13 +170,17 @@ class LocoDirections(DirectionMethod):
             path = getattr(self, key)
             if path is not None:
                 identity[key] = hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+        if self.image_file is not None:  # taken at the decoded x_t since; earlier entries were at the inverted one
+            identity["image_point"] = "decoded"
         return identity
 
     def starting_point(self, model: DiffusionModel, schedule, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t at grid index `index` (C, H, W) and the image it leads to (C, H, W) in [-1, 1]: the generated
         sample's own trajectory, or for a real image the point its edit starts from: the image inverted to x_T
-        (as the run inverts it, with seed 0's noise on a stochastic grid) and decoded down to the step, as
-        edit=xt_shift walks it and as the paper's code does (DDIM inversion and decoding do not quite meet)."""
+        as the run inverts it and decoded down to the step, as edit=xt_shift walks it and as the paper's code
+        does (DDIM inversion and decoding do not quite meet). On a stochastic grid the inversion's noise is that
+        of the run's first real image (seed 0): list the image first in real_image_files to edit it where its
+        Jacobian was taken."""
         if self.image_file is None:
             x_T, z = noise_for([self.sample_seed], model, schedule)
             trajectory = sample(model, schedule, x_T, z, record_x=True)
