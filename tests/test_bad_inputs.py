@@ -353,6 +353,7 @@ def test_a_run_directory_used_before_holds_only_the_new_run(tmp_path, monkeypatc
         (run_dir / name).write_text("an earlier run's")
     (run_dir / "grids" / "real_pc0.png").write_text("an earlier run's")
     (run_dir / ".metrics.json.k1ll3d.tmp").write_text("a killed writer's")
+    (run_dir / ".run_info.json.k1ll3d.tmp").write_text("a killed writer's")
     (run_dir / "run_info.json").write_text(json.dumps({"status": "completed"}))
     Directions(
         torch.zeros(1, len(grid), *model.h_shape),

@@ -133,7 +133,7 @@ def test_a_directory_write_replaces_an_earlier_one_but_not_a_folder_of_other_fil
         atomic_write_directory(target, fill("3"))
     assert sorted(p.name for p in target.iterdir()) == ["last.ckpt", "weights.bin"]
     assert (target / "weights.bin").read_text() == "2"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.lock", "model"]  # no staging folder left beside it
 
 
 def test_a_directory_replacement_that_fails_keeps_the_earlier_write(tmp_path, monkeypatch):
@@ -156,28 +156,26 @@ def test_a_directory_replacement_that_fails_keeps_the_earlier_write(tmp_path, mo
     with pytest.raises(OSError, match="No space left"):
         atomic_write_directory(target, lambda staging: (staging / "weights.bin").write_text("2"))
     assert (target / "weights.bin").read_text() == "1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.lock", "model"]
 
 
 def test_a_directory_write_clears_what_a_killed_writer_left_and_puts_back_what_it_had_moved_aside(tmp_path):
     """A writer killed while filling its staging folder leaves it beside the target; one killed between
-    moving the earlier directory aside and moving the new one in leaves the target missing. The next write
-    clears both and restores the earlier directory first; a live writer's folders are left alone."""
+    moving the earlier directory aside and moving the new one in leaves the target missing. The next writer,
+    holding the target's lock, clears both and restores the earlier directory first; other hidden folders
+    beside the target are left alone."""
     import shutil
 
-    from hspace.files import atomic_write_directory, writer_tag
+    from hspace.files import atomic_write_directory
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_tag = writer_tag().rsplit("-", 1)[0] + "-" + dead.stdout.strip()
     target = tmp_path / "model"
     atomic_write_directory(target, lambda staging: (staging / "weights.bin").write_text("1"))
-    (tmp_path / f".model.{dead_tag}.abc123").mkdir()  # a killed writer's half-filled staging folder
-    (tmp_path / f".model.{dead_tag}.abc123" / "weights.bin").write_text("half")
-    aside = tmp_path / f".model.{dead_tag}.old.def456"
+    (tmp_path / ".model.abc12345").mkdir()  # a killed writer's half-filled staging folder
+    (tmp_path / ".model.abc12345" / "weights.bin").write_text("half")
+    aside = tmp_path / ".model.old.def_6789"
     aside.mkdir()
     shutil.move(target, aside / "model")  # killed right after moving the earlier write aside
-    live = tmp_path / f".model.{writer_tag()}.ghi789"  # this process's own folder: a live writer's
-    live.mkdir()
+    (tmp_path / ".model.backup").mkdir()  # not a name a writer makes
     assert not target.exists()
 
     def fails(staging):
@@ -186,7 +184,38 @@ def test_a_directory_write_clears_what_a_killed_writer_left_and_puts_back_what_i
     with pytest.raises(RuntimeError):  # even a write that fails puts the earlier directory back first
         atomic_write_directory(target, fails)
     assert (target / "weights.bin").read_text() == "1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.backup", ".model.lock", "model"]
+    (tmp_path / ".model.old.ghi_0123").mkdir()  # killed after the new write moved in: the old copy goes
+    (tmp_path / ".model.old.ghi_0123" / "model").mkdir()
     atomic_write_directory(target, lambda staging: (staging / "weights.bin").write_text("2"))
     assert (target / "weights.bin").read_text() == "2"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.backup", ".model.lock", "model"]
+
+
+def test_writers_of_one_directory_take_turns(tmp_path):
+    """The second writer waits for the first's lock; neither sees the other's staging folder as a dead one."""
+    import threading
+
+    from hspace.files import atomic_write_directory
+
+    target = tmp_path / "model"
+    started, release = threading.Event(), threading.Event()
+
+    def slow(staging):
+        (staging / "weights.bin").write_text("first")
+        started.set()
+        release.wait(timeout=30)
+
+    first = threading.Thread(target=atomic_write_directory, args=(target, slow))
+    first.start()
+    assert started.wait(timeout=30)
+    second = threading.Thread(
+        target=atomic_write_directory, args=(target, lambda staging: (staging / "weights.bin").write_text("second"))
+    )
+    second.start()
+    second.join(timeout=0.5)
+    assert second.is_alive() and not target.exists()  # waiting, and the first's staging folder is intact
+    release.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert (target / "weights.bin").read_text() == "second"

@@ -6,7 +6,6 @@ next writer of a cache entry (hspace.cache), of a directory (`clear_dead_writers
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -68,35 +67,20 @@ def check_replaceable(directory: str | Path, names: Iterable[str], setting: str 
             )
 
 
-def writer_tag() -> str:
-    """This process as the writer of a staging folder: host and process id, so that a later writer on the same
-    host can tell a folder left by a killed one (on a shared disk, another host's folders are left alone)."""
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def clear_dead_writers(directory: Path) -> None:
-    """Remove the staging folders that killed writers of `directory` on this host left beside it; an earlier
-    `directory` that one of them had renamed aside goes back into place if nothing took it."""
+    """Remove the staging folders that killed writers of `directory` left beside it, and put back an earlier
+    `directory` that one of them had moved aside if nothing took its place. Called under the directory's write
+    lock (`atomic_write_directory`), so every such folder is a dead writer's."""
     import re
     import shutil
 
-    pattern = re.compile(rf"^\.{re.escape(directory.name)}\.{re.escape(socket.gethostname())}-(\d+)\.(old\.)?")
-    for leftover in directory.parent.glob(f".{directory.name}.*"):
+    pattern = re.compile(rf"^\.{re.escape(directory.name)}\.(old\.)?[a-z0-9_]{{8}}$")  # tempfile.mkdtemp's names
+    for leftover in sorted(directory.parent.glob(f".{directory.name}.*")):
         match = pattern.match(leftover.name)
-        if match is None or not leftover.is_dir() or process_alive(int(match.group(1))):
+        if match is None or not leftover.is_dir():
             continue
         aside = leftover / directory.name
-        if match.group(2) and aside.is_dir() and not directory.exists():
+        if match.group(1) and aside.is_dir() and not directory.exists():
             aside.rename(directory)
         shutil.rmtree(leftover, ignore_errors=True)
 
@@ -106,32 +90,35 @@ def atomic_write_directory(directory: str | Path, fill) -> Path:
     never sees a half-written directory. An existing `directory` is replaced only if it holds nothing but
     files the new one also has (`check_replaceable`); anything else is refused with a UserError before it is
     touched. The old directory is renamed aside before the new one takes its place, and removed after.
-    What a killed writer on this host left beside `directory` is cleared first (`clear_dead_writers`)."""
+    Writers of one directory take turns under a file lock beside it (`.<name>.lock`), and each first clears
+    what a killed one left (`clear_dead_writers`)."""
     import shutil
+
+    from filelock import FileLock
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    clear_dead_writers(directory)
-    prefix = f".{directory.name}.{writer_tag()}."
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=prefix))
-    try:
-        fill(staging)
-        check_replaceable(directory, [p.name for p in staging.iterdir()])
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f"{prefix}old."))
-            directory.rename(old / directory.name)
-            try:
+    with FileLock(str(directory.parent / f".{directory.name}.lock")):
+        clear_dead_writers(directory)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        try:
+            fill(staging)
+            check_replaceable(directory, [p.name for p in staging.iterdir()])
+            if directory.exists():
+                old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+                directory.rename(old / directory.name)
+                try:
+                    staging.rename(directory)
+                except BaseException:
+                    (old / directory.name).rename(directory)  # the earlier write stays where it was
+                    raise
+                finally:
+                    shutil.rmtree(old, ignore_errors=True)
+            else:
                 staging.rename(directory)
-            except BaseException:
-                (old / directory.name).rename(directory)  # the earlier write stays where it was
-                raise
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return directory
 
 

@@ -254,6 +254,7 @@ def clear_outputs(run_dir: Path, keep: Path | None = None) -> None:
     for name in (*OUTPUTS, "overrides.yaml"):
         if (run_dir / name).resolve() != kept:
             (run_dir / name).unlink(missing_ok=True)
+    for name in (*OUTPUTS, "overrides.yaml", "run_info.json"):
         for stale in run_dir.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "grids", ignore_errors=True)

@@ -2,8 +2,8 @@
 metrics `edit/<direction>/<metric>@<strength>`; the band is the std over runs.
 
 A null value (nothing was measured, e.g. no valid sample) does not enter a mean; a point that rests on fewer
-values than its group has directions for the metric says so: it is drawn hollow and labelled "n/m", as a
-table cell says "(n of m)"."""
+(run, direction) values than its group has pairs reporting the metric (a null, or a run without that
+strength) says so: it is drawn hollow and labelled "n/m" (a table cell counts runs: "(n of m)")."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def plot_curves(curves: dict[str, dict[float, CurvePoint]], metric: str, path: s
                 ax.plot([x], [y], marker="o", markerfacecolor="white", color=line.get_color(), zorder=3)
                 ax.annotate(f"{point.count}/{point.of}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if partial_any:
-        title = (title + "\n" if title else "") + "hollow: mean of n of m values (the others null)"
+        title = (title + "\n" if title else "") + "hollow: n of m values (the others null or not at that strength)"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("edit strength")
     ax.set_ylabel(metric)
