@@ -465,11 +465,13 @@ def test_generated_bank_holds_the_state_before_step_i_and_the_h_of_the_call_at_i
     np.testing.assert_allclose(bank.scores, MeanBrightness().probabilities(x0).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_inverted_bank_holds_ddim_inversions_state_at_index_i_and_the_h_seen_there(v_model):
+@pytest.mark.parametrize("t_indices", [[0, 2, 4], [2, 3]])
+def test_inverted_bank_holds_ddim_inversions_state_at_index_i_and_the_h_seen_there(v_model, t_indices):
     """Row k of the inverted bank at grid index i: DDIM inversion's x_t at index i (noisiest first, as the
     sampler's), and the h of the call at (x_t, tau_i), which inversion itself records when it steps on from
     x_t (pitfall B6: not the h of the call that produced x_t). Only the first `count` items, with their labels,
-    in batches of two. The trailing grid has tau_1 > 0, so inversion first lifts the image (an extra call)."""
+    in batches of two. The trailing grid has tau_1 > 0, so inversion first lifts the image (an extra call).
+    Inverting only as far as the noisiest index gives the full inversion's states there."""
     from hspace.diffusion.inversion import ddim_invert
     from hspace.directions.boundary_bank import inverted_bank
 
@@ -478,7 +480,6 @@ def test_inverted_bank_holds_ddim_inversions_state_at_index_i_and_the_h_seen_the
     images = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
     dataset = [{"image": im, "attributes": lab} for im, lab in zip(images, labels)]
-    t_indices = [0, 2, 4]
     bank = inverted_bank(v_model, schedule, t_indices, dataset, ["large", "red"], count=3, batch_size=2)
     inversion = ddim_invert(v_model, schedule, images[:3], record_h=True, record_x=True)
     assert bank.attributes == ["large", "red"] and np.array_equal(bank.scores, labels[:3].numpy())

@@ -78,18 +78,20 @@ def inverted_bank(
     count: int,
     batch_size: int = 64,
 ) -> LatentBank:
-    """Like generated_bank, for labelled real images DDIM-inverted up the grid: x_t at each index and
-    h_t = mid-block output of the call at (x_t, t) (pitfall B6: not the last inversion call's), scored by
-    the dataset's labels (`names`)."""
+    """Like generated_bank, for labelled real images DDIM-inverted up the grid as far as the noisiest of the
+    indices: x_t at each index and h_t = mid-block output of the call at (x_t, t) (pitfall B6: not the last
+    inversion call's), scored by the dataset's labels (`names`)."""
     xs = {i: [] for i in t_indices}
     hs = {i: [] for i in t_indices}
     scores = []
     shard = Shard.current()  # each rank inverts its block of images; the ranks gather the bank in order
     first, stop = shard.bounds(count)
+    top = min(t_indices)  # DDIM inversion climbs from the image: the steps above the noisiest index are not needed
+    below = schedule.steps(top)
     for _, images, labels in labelled_batches(dataset, first, stop, batch_size, "boundary bank (inverted)"):
-        x_t = ddim_invert(model, schedule, images, record_h=False, record_x=True).x_t
+        x_t = ddim_invert(model, below, images, record_h=False, record_x=True).x_t  # index i of the grid at i - top
         for i in t_indices:
-            x = x_t[:, i].to(model.device, model.dtype)
+            x = x_t[:, i - top].to(model.device, model.dtype)
             xs[i].append(x.flatten(1).cpu())
             hs[i].append(capture_h(model, x, schedule.timesteps[i]).flatten(1).cpu())
         scores.append(labels)
