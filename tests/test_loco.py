@@ -82,7 +82,7 @@ def test_the_noisy_tail_takes_eta_one_late_with_one_noise_per_sample(model):
     two samples; the steps above the tail stay deterministic."""
     from dataclasses import replace
 
-    from hspace.edits.xt_shift import tail_noise
+    from hspace.edits.noisy_tail import tail_noise
 
     schedule = make_schedule(model.alphas_cumprod, 6)  # leading: 830, 664, 498, 332, 166, 0
     x_T, _ = initial_noise([3, 4], model.image_shape, 6, with_z=False)
@@ -97,7 +97,7 @@ def test_the_noisy_tail_takes_eta_one_late_with_one_noise_per_sample(model):
     torch.testing.assert_close(edit.unedited(model, schedule, directions, 0, x_T, None).cpu(), edited[:, 0])
     rest = schedule.steps(1)
     eta = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0], dtype=torch.float64)  # tau 664, 498 | 332, 166, 0 <= 400
-    noise = torch.stack([tail_noise(x, 5) for x in x_T])
+    noise = torch.stack([tail_noise(x, 6)[1:] for x in x_T])  # the stream covers the grid
     x_1 = sample(model, schedule.steps(0, 1), x_T).x0 + 2.5 * v  # by hand: walk, step, walk on with the tail
     by_hand = sample(model, replace(rest, eta=eta), x_1, noise).x0
     torch.testing.assert_close(edited[:, 1], by_hand, rtol=1e-4, atol=1e-4)
@@ -113,7 +113,7 @@ def test_on_a_stochastic_grid_the_noisy_tail_draws_its_own_noise_and_keeps_the_s
     kept before the tail and replaced by the sample's tail noise in it; batches smaller than the rows."""
     from dataclasses import replace
 
-    from hspace.edits.xt_shift import tail_noise
+    from hspace.edits.noisy_tail import tail_noise
 
     schedule = make_schedule(model.alphas_cumprod, 6, eta=0.3)  # leading: 830, 664, 498, 332, 166, 0
     x_T, z = initial_noise([5, 6], model.image_shape, 6)
@@ -127,7 +127,7 @@ def test_on_a_stochastic_grid_the_noisy_tail_draws_its_own_noise_and_keeps_the_s
     )
     rest = schedule.steps(1)
     eta = torch.tensor([0.3, 0.3, 1.0, 1.0, 1.0], dtype=torch.float64)
-    noise = torch.cat([z[:, 1:3], torch.stack([tail_noise(x, 5) for x in x_T])[:, 2:]], dim=1)
+    noise = torch.cat([z[:, 1:3], torch.stack([tail_noise(x, 6) for x in x_T])[:, 3:]], dim=1)
     x_1 = sample(model, schedule.steps(0, 1), x_T, z[:, :1]).x0
     for column, strength in enumerate([0.0, -1.5, 2.5]):
         by_hand = sample(model, replace(rest, eta=eta), x_1 + strength * v, noise).x0

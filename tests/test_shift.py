@@ -65,6 +65,32 @@ def test_window_limits_the_edit_to_its_steps(model):
     ShiftEdit(strengths=[5.0]).check_schedule(schedule)
 
 
+def test_asyrps_three_intervals_edit_then_plain_then_a_noisy_tail(model):
+    """asymmetric + window=[T, t_edit] + noisy_tail: edited asymmetric steps down to t_edit, plain deterministic
+    steps, then eta = 1 at tau <= noisy_tail * N with the sample's tail noise; strength 0 is the unedited path
+    with the same tail, which the edits depart from."""
+    from dataclasses import replace
+
+    from hspace.diffusion.step_rules import AsymmetricAddH
+    from hspace.edits.noisy_tail import tail_noise
+
+    schedule = make_schedule(model.alphas_cumprod, 5)  # leading: 800, 600, 400, 200, 0
+    x_T, _ = initial_noise([0, 1], model.image_shape, 5, with_z=False)
+    d = make_directions(model, schedule)
+    edit = ShiftEdit(strengths=[0.0, 3.0], asymmetric=True, window=[999, 600], noisy_tail=0.3, batch_size=3)
+    edited = edit.apply(model, schedule, d, 0, x_T, None)
+    path = replace(schedule, eta=torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0], dtype=torch.float64))
+    noise = torch.stack([tail_noise(x, 5) for x in x_T])
+    v = d.vectors[0] * d.scales[0].view(-1, 1, 1, 1)
+    offsets = [3.0 * v[idx][None] if idx < 2 else None for idx in range(5)]  # tau 800 and 600 only
+    by_hand = sample(model, path, x_T, noise, step=AsymmetricAddH(lambda idx: offsets[idx])).x0
+    torch.testing.assert_close(edited[:, 1], by_hand, rtol=1e-4, atol=1e-4)
+    unedited = edit.unedited(model, schedule, d, 0, x_T, None).cpu()
+    torch.testing.assert_close(edited[:, 0], unedited, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(unedited, sample(model, path, x_T, noise).x0.cpu(), rtol=1e-5, atol=1e-5)
+    assert (unedited - sample(model, schedule, x_T).x0.cpu()).abs().mean() > 1e-3  # the tail re-noised it
+
+
 def test_asymmetric_step_differs_and_keeps_zero_strength(model):
     schedule = make_schedule(model.alphas_cumprod, 4)
     x_T, _ = initial_noise([0, 1], model.image_shape, 4)

@@ -3,6 +3,10 @@ in a window, optionally with Asyrp's asymmetric step.
 
 All strengths of one sample run as one batch that shares x_T and every noise map z_t, so the offset is
 the only difference between the columns of a grid; strength 0 reproduces the unedited sample.
+
+`noisy_tail` > 0 samples the last stretch with eta = 1 (hspace.edits.noisy_tail), strength 0 and what the
+edits depart from included: with `asymmetric` and a `window` that ends above it, Asyrp's editing, plain and
+quality-boosting intervals.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hspace.checks import boolean, integer
+from hspace.checks import boolean, integer, number
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.diffusion.step_rules import AddH, AsymmetricAddH
 from hspace.directions.container import Directions
+from hspace.edits.noisy_tail import with_noisy_tail
 from hspace.edits.strategy import EditStrategy, check_strengths
 from hspace.errors import UserError
 
@@ -45,6 +50,7 @@ class ShiftEdit(EditStrategy):
     window: Sequence[int] | None = None  # [t_start, t_stop]: edit only where t_start >= tau_t >= t_stop
     asymmetric: bool = False  # Asyrp's step: x0_hat from the edited eps, the direction from the unedited one
     batch_size: int = 64  # rows (samples x strengths) per UNet batch
+    noisy_tail: float = 0.0  # eta = 1 at training timesteps <= noisy_tail * N (Asyrp's t_boost / N)
 
     name = "shift"
 
@@ -52,6 +58,7 @@ class ShiftEdit(EditStrategy):
         check_strengths(self.strengths)
         integer(self.batch_size, "edit.batch_size", 1)
         boolean(self.asymmetric, "edit.asymmetric")
+        self.noisy_tail = number(self.noisy_tail, "edit.noisy_tail", 0.0, 1.0)
         if self.window is not None:
             if not isinstance(self.window, (list, tuple)) or len(self.window) != 2:
                 raise UserError(f"edit.window={self.window!r} must be [t_start, t_stop] (training timesteps) or null")
@@ -91,6 +98,7 @@ class ShiftEdit(EditStrategy):
     ) -> torch.Tensor:
         strengths = torch.as_tensor(list(self.strengths), dtype=torch.float32)
         n, s = x_T.shape[0], len(strengths)
+        path, z = with_noisy_tail(schedule, self.noisy_tail, model.num_train_timesteps, x_T, z)
         rows_x = x_T.repeat_interleave(s, dim=0)  # row r = sample r // S at strength r % S
         rows_z = z.repeat_interleave(s, dim=0) if z is not None else None
         rows_strength = strengths.repeat(n)
@@ -102,5 +110,20 @@ class ShiftEdit(EditStrategy):
             part = slice(start, start + self.batch_size)
             offsets = StepOffsets(v, rows_strength[part].to(model.device), mask)
             zs = rows_z[part] if rows_z is not None else None
-            out.append(sample(model, schedule, rows_x[part], zs, step=rule(offsets), clip_x0=clip_x0).x0.cpu())
+            out.append(sample(model, path, rows_x[part], zs, step=rule(offsets), clip_x0=clip_x0).x0.cpu())
         return torch.cat(out).view(n, s, *x_T.shape[1:])
+
+    @torch.no_grad()
+    def unedited(
+        self,
+        model: DiffusionModel,
+        schedule: SamplingSchedule,
+        directions: Directions,
+        index: int,
+        x_T: torch.Tensor,
+        z: torch.Tensor | None,
+        clip_x0: bool = False,
+    ) -> torch.Tensor:
+        """The plain sample, on the path with the noisy tail when there is one."""
+        path, z = with_noisy_tail(schedule, self.noisy_tail, model.num_train_timesteps, x_T, z)
+        return sample(model, path, x_T, z, clip_x0=clip_x0).x0
