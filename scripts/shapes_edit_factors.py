@@ -11,7 +11,9 @@ The last lines count the directions that change one factor predominantly at the 
 either sign, and those that move one continuous factor one way there (each way at one sign, whatever else
 changes; hspace.metrics.factor_effects.moves_one_way).
 With --classifier, also the two attributes whose probability the shipped Shapes classifier sees change
-most at each strength (mean signed change).
+most at each strength (mean signed change). With --valid-only, the effects are taken over the pairs whose two
+images pass the pixel judge (an image the renderer never makes, e.g. two objects or a background between the
+greys, is otherwise measured as if it were one); the valid column still counts every edited image.
 
     python scripts/shapes_edit_factors.py outputs/run/<date>/<time>
 """
@@ -19,7 +21,10 @@ most at each strength (mean signed change).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from hspace.cli import user_errors_exit
 from hspace.data.shapes_factors import measure_all
@@ -35,6 +40,12 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--file", default="edits.safetensors")
     parser.add_argument("--classifier", default=None, help="e.g. shapes_attributes")
+    parser.add_argument(
+        "--valid-only",
+        action="store_true",
+        help="measure the effects over the pairs whose unedited and edited images both pass the pixel judge "
+        "(by default every pair where both hold an object counts)",
+    )
     args = parser.parse_args()
     path = args.run_dir / args.file
     if not path.is_file():
@@ -81,7 +92,13 @@ def main() -> None:
         for s, strength in enumerate(strengths):
             if s == zero:
                 continue
-            effects = factor_effects(reference, measure_all(images[d, :, s]), resolution)
+            edited = measure_all(images[d, :, s])
+            if args.valid_only:  # pairs whose two images pass the pixel judge; valid_fraction stays over all
+                kept = [i for i, (r, e) in enumerate(zip(reference, edited)) if r.valid and e.valid]
+                effects = factor_effects([reference[i] for i in kept], [edited[i] for i in kept], resolution)
+                effects = replace(effects, valid_fraction=float(np.mean([e.valid for e in edited])))
+            else:
+                effects = factor_effects(reference, edited, resolution)
             if strength in (lowest, highest):
                 ends[strength] = effects
             cells = " ".join(f"{effects.normalised[f]:>10.2f}" for f in FACTORS)

@@ -119,6 +119,39 @@ def test_edit_factors_script_reports_signed_moves(originals, tmp_path):
     assert "one way at strengths -1 and +1: 1 of 2 (pc1: cy)" in out.stdout
 
 
+def test_edit_factors_script_can_leave_out_pairs_the_pixel_judge_fails(originals, tmp_path):
+    """Every object moves 3 pixels right, but three edited images are frames of a grey between the two
+    backgrounds, which the measurement reads as one frame-sized object: counted, they make the radius leak and
+    the move no longer predominant; with --valid-only it is a pure 3-pixel move in cx, and the valid column
+    still counts all 24 images."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from hspace.edits_file import save_edits
+    from hspace.images import uint8_to_unit
+
+    moved = renders([replace(f, cx=f.cx + 3.0) for f in originals])
+    moved[:3] = 125  # no image the renderer makes
+    images = np.stack([renders(originals), moved], axis=1)[None]  # (1, N, 2, H, W, C)
+    edited = uint8_to_unit(torch.from_numpy(images).permute(0, 1, 2, 5, 3, 4))
+    save_edits(tmp_path / "edits.safetensors", edited, [0.0, 1.0], range(len(originals)), "seeds", ["pc0"])
+    script = Path(__file__).parents[1] / "scripts" / "shapes_edit_factors.py"
+
+    def row(*flags):
+        out = subprocess.run([sys.executable, str(script), str(tmp_path), *flags], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return next(line.split() for line in out.stdout.splitlines() if line.split()[:1] == ["pc0"])
+
+    counted, valid_only = row(), row("--valid-only")
+    assert float(counted[5]) > 0.4 and counted[9] == "no"  # r leaks from the grey frames
+    assert float(valid_only[5]) < 0.05 and valid_only[8:10] == ["cx", "yes"]
+    assert [float(v) for v in valid_only[-3:]] == pytest.approx([0.0, 3.0, 0.0], abs=0.1)
+    assert float(valid_only[10]) == float(counted[10]) == pytest.approx(21 / 24, abs=0.01)
+
+
 def test_edit_factors_script_names_a_missing_edits_file(tmp_path):
     """A run directory without edits.safetensors gets one line naming it and a non-zero exit, no traceback."""
     import subprocess

@@ -100,7 +100,7 @@ class ShiftEdit(EditStrategy):
         n, s = x_T.shape[0], len(strengths)
         path, z = with_noisy_tail(schedule, self.noisy_tail, model.num_train_timesteps, x_T, z)
         rows_x = x_T.repeat_interleave(s, dim=0)  # row r = sample r // S at strength r % S
-        rows_z = z.repeat_interleave(s, dim=0) if z is not None else None
+        sample_of = torch.arange(n * s) // s  # noise maps are picked per batch, not copied S times
         rows_strength = strengths.repeat(n)
         v = directions.scaled(index).to(model.device)
         mask = self.step_mask(schedule.timesteps)
@@ -109,7 +109,7 @@ class ShiftEdit(EditStrategy):
         for start in range(0, n * s, self.batch_size):
             part = slice(start, start + self.batch_size)
             offsets = StepOffsets(v, rows_strength[part].to(model.device), mask)
-            zs = rows_z[part] if rows_z is not None else None
+            zs = z[sample_of[part]] if z is not None else None
             out.append(sample(model, path, rows_x[part], zs, step=rule(offsets), clip_x0=clip_x0).x0.cpu())
         return torch.cat(out).view(n, s, *x_T.shape[1:])
 

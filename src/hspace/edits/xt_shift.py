@@ -3,8 +3,9 @@ docs/algorithms.md, "LOCO Edit").
 
 The sample walks its own path (the sampler's grid, eta and stored noise) to the step its directions mark
 (the one step with a non-zero scale), there x_t <- x_t + strength * scale * v with v from
-`directions.extra["x_directions"]`, and every later step is the plain one. Strength 0 is the plain sample;
-all strengths of a sample share its path and noise, and run as one batch.
+`directions.extra["x_directions"]`, and every later step is the plain one. Strength 0 is the plain sample
+(with the noisy tail when there is one); all strengths of a sample share its path and noise, and run as one
+batch.
 
 `noisy_tail` > 0 is the paper's last stretch of sampling after the shift (hspace.edits.noisy_tail: eta = 1 at
 training timesteps tau <= noisy_tail * N; LOCO Edit's edit scripts use 0.2); every strength of a sample,
@@ -62,11 +63,11 @@ class XtShift(EditStrategy):
         x_t = x_t.to(model.device, model.dtype)
         rows = x_t.repeat_interleave(s, dim=0) + strengths.repeat(n).view(-1, 1, 1, 1) * step
         rest, after = with_noisy_tail(schedule, self.noisy_tail, model.num_train_timesteps, x_T, z, start=t_index)
-        after = after.repeat_interleave(s, dim=0) if after is not None else None
+        sample_of = torch.arange(n * s) // s  # noise maps are picked per batch, not copied S times
         out = []
         for start in range(0, n * s, self.batch_size):
             part = slice(start, start + self.batch_size)
-            zs = after[part] if after is not None else None
+            zs = after[sample_of[part]] if after is not None else None
             out.append(sample(model, rest, rows[part], zs, clip_x0=clip_x0).x0.cpu())
         return torch.cat(out).view(n, s, *x_T.shape[1:])
 
