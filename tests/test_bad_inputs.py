@@ -56,6 +56,7 @@ CASES = [
     ("run", ["edit.batch_size=0"], "edit.batch_size=0"),
     ("run", ["method=loco", "edit=xt_shift", "edit.noisy_tail=1.5"], "edit.noisy_tail=1.5 is above 1.0"),
     ("run", ["edit.noisy_tail=-0.1"], "edit.noisy_tail=-0.1"),
+    ("run", ["metrics.factor_pairs=judged"], "metrics.factor_pairs='judged' is not one of object, valid"),
     ("run", ["edit.asymmetric=yes please"], "edit.asymmetric='yes please' is not true or false"),
     ("run", ["method=boundary", "edit=boundary_step", "edit.keep_h=2"], "edit.keep_h=2 is not true or false"),
     ("run", ["method=class_mean", "method.keep_original=no"], "method.keep_original='no' is not true or false"),

@@ -96,6 +96,26 @@ def test_edits_that_destroy_the_object_are_invalid():
     assert math.isnan(metrics["edit/erase/factors/success@1"])
 
 
+def test_with_valid_pairs_an_image_the_renderer_never_makes_is_left_out_instead_of_measured():
+    """The grow edit, except that at +1 four of its 24 images are frames of a grey between the backgrounds,
+    which the measurement reads as one frame-sized object: over pairs holding an object they count (radius
+    change far above +1.5 pixels, leakage into shape), over valid pairs they are left out like a lost object
+    (count 20, the change and leakage of the clean edit); valid@1 counts all 24 either way."""
+    base = scenes()
+    edits = edit_set(base, {"grow": KNOWN["grow"]})
+    edits[0, :4, 2] = 125
+    counted, _ = factor_scores(images(base), edits, ["grow"], STRENGTHS, {"grow": "r"}, 2)
+    valid, _ = factor_scores(images(base), edits, ["grow"], STRENGTHS, {"grow": "r"}, 2, pairs="valid")
+    key = "edit/grow/factors"
+    assert counted[f"{key}/count@1"] == 24 and valid[f"{key}/count@1"] == 20
+    assert counted[f"{key}/change/r@1"] > 2.5 / 32 and counted[f"{key}/leakage@1"] > 0.1
+    assert valid[f"{key}/change/r@1"] == pytest.approx(1.5 / 32, abs=0.2 / 32) and valid[f"{key}/leakage@1"] < 0.05
+    assert valid[f"{key}/success@1"] == 1.0 and counted[f"{key}/valid@1"] == valid[f"{key}/valid@1"] == 20 / 24
+    assert valid[f"{key}/count@-1"] == counted[f"{key}/count@-1"] == 24
+    with pytest.raises(ValueError, match="pairs must be one of"):
+        factor_scores(images(base), edits, ["grow"], STRENGTHS, {}, 2, pairs="all")
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [("r", FactorTarget("r")), ("-cy", FactorTarget("cy", sign=-1)), ("shape=square", FactorTarget("shape", value=1))],
@@ -141,3 +161,16 @@ def test_an_edit_that_loses_every_object_has_no_target_and_says_how_many_pairs_i
     assert metrics["edit/d/factors/target"] is None and metrics["edit/d/factors/count@-2"] == 0
     assert np.isnan(metrics["edit/d/factors/success@-2"]) and np.isnan(metrics["edit/d/factors/leakage@-2"])
     assert metrics["edit/d/factors/count@0"] == 4 and metrics["edit/d/factors/valid@-2"] == 0.0
+
+
+def test_the_run_config_chooses_the_pairs():
+    from hydra import compose, initialize_config_dir
+
+    from hspace.cli import CONFIG_DIR
+    from hspace.cli.metrics import evaluation_settings
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        default = compose(config_name="run")
+        chosen = compose(config_name="run", overrides=["metrics.factor_pairs=valid"])
+    assert evaluation_settings(default.metrics, torch.device("cpu")).factor_pairs == "object"
+    assert evaluation_settings(chosen.metrics, torch.device("cpu")).factor_pairs == "valid"

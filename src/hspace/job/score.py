@@ -85,7 +85,9 @@ def score_stage(
             tables[prefix + "by_strength"] = strength_table(results, names, strengths, prefix)
     if evaluation.factors:
         head = headline_index(strengths)
-        measured, matrix = factor_scores(originals, edited, names, strengths, evaluation.factor_targets, head)
+        measured, matrix = factor_scores(
+            originals, edited, names, strengths, evaluation.factor_targets, head, pairs=evaluation.factor_pairs
+        )
         results |= {rename(k, prefix): v for k, v in measured.items()}
         tables[prefix + "factor_matrix"] = matrix
     return Scores(results, tables)

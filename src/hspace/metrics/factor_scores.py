@@ -17,7 +17,10 @@ Per direction d and strength s (metric names under `edit/<d>/factors/`):
   data's standard deviation), and `leakage@<s>` their maximum, the worst leak;
 - `valid@<s>`: the share of edited images that pass the pixel judge;
 - `count@<s>`: the samples that hold an object before and after the edit, over which change, success and
-  leakage are taken (an edit that loses the object shows in `count` and `valid`, not in success);
+  leakage are taken (an edit that loses the object shows in `count` and `valid`, not in success); with
+  pairs="valid", the samples whose two images pass the pixel judge: an image the renderer never makes (two
+  objects, a blend of two colours, a background between the greys) is then left out like a lost object,
+  instead of being measured as if it were one;
 - `background_kept@<s>`: the share of background pixels (away from the object before and after) that stay
   within BACKGROUND_TOLERANCE grey levels: how local the edit is;
 
@@ -27,7 +30,7 @@ the same names without `@<s>` at the headline strength, and `factors/valid` for 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -40,6 +43,7 @@ from hspace.metrics.factor_effects import CATEGORICAL, CONTINUOUS, DATA_STD, FAC
 from hspace.metrics.keys import PREFIX, edit_key, with_headline
 
 SUCCESS_STD = 0.5  # a continuous factor counts as moved when it changes by half a data standard deviation
+PAIRS = ("object", "valid")  # which pairs count: both images hold an object, or both pass the pixel judge
 VALUES = {"background": tuple(BACKGROUNDS), "colour": tuple(COLOURS), "shape": SHAPES}
 
 
@@ -160,14 +164,22 @@ def factor_scores(
     targets: dict[str, str],
     headline: int,
     prefix: str = PREFIX,
+    pairs: str = "object",
 ) -> tuple[dict, tuple[list[str], list[list]]]:
     """Factor metrics of uint8 edits (D, N, S, C, H, W) against their unedited images (N, C, H, W), and the
-    edit-by-factor table (one row per direction and strength: target, success, leakage, validity, changes)."""
+    edit-by-factor table (one row per direction and strength: target, success, leakage, validity, changes).
+    `pairs`: which samples the effects are taken over (PAIRS; see the module docstring's `count`)."""
+    if pairs not in PAIRS:
+        raise ValueError(f"pairs must be one of {PAIRS}, not {pairs!r}")
     resolution = originals.shape[-1]
     original_pixels, edited_pixels = pixels_of(originals), pixels_of(edits)
     reference = measure_all(original_pixels)
     n, s = edits.shape[1:3]
     edited = measure_all(edited_pixels)  # (D * N * S) in that order
+    if pairs == "valid":  # a judged-invalid image counts as holding no object (valid@<s> still counts it)
+        reference, edited = (
+            [m if m.valid else replace(m, shape=-1) for m in measured] for measured in (reference, edited)
+        )
     metrics: dict = {"factors/valid": float(np.mean([m.valid for m in reference]))}
     columns = ["direction", "strength", "target", "success", "leakage", "valid", *FACTORS]
     rows = []
