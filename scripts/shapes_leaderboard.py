@@ -140,6 +140,7 @@ def run_one(entry: Entry, seed: int, run_dir: Path, cache: Path, targets: dict[s
         "logger=none",
         "metrics.fid.backend=none",
         "metrics.disentanglement.num_images=0",
+        f"metrics.factor_pairs={args.factor_pairs}",
         f"run_dir={run_dir}",
         f"cache_dir={cache}",
         *(override(d, t) for d, t in targets.items()),
@@ -303,6 +304,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps of every run")
     parser.add_argument("--images", type=int, default=512, help="inverted test images for DCI and MIG")
     parser.add_argument("--quick", action="store_true", help="one seed, 16 samples, small banks, 128 images")
+    parser.add_argument(
+        "--factor-pairs",
+        choices=("object", "valid"),
+        default="object",
+        help="the pairs the factor scores are taken over (metrics.factor_pairs): both images hold an object "
+        "(default), or both pass the pixel judge",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.samples, args.images = args.seeds[:1], 16, 128
@@ -329,6 +337,7 @@ def main() -> None:
         f"Shapes leaderboard: every method on the shipped model at a matched effect of {MATCHED_EFFECT} on its "
         f"target factor; {len(args.seeds)} seeds x {args.samples} samples, {args.steps} DDIM steps; DCI and MIG on "
         f"{args.images} inverted test images"
+        + ("; factor scores over pairs the pixel judge passes" if args.factor_pairs == "valid" else "")
     )
     write_table(table, out / "leaderboard", digits=2, caption=caption)
     plot(table, out / "leaderboard.png")

@@ -97,9 +97,15 @@ def test_the_leaderboard_script_resumes_a_run_only_with_the_same_settings(tmp_pa
     entry = script.Entry("pca", "pca", [], [-1.0, 0.0, 1.0], 2)
     run_dir = tmp_path / "pca" / "0"
     run_dir.mkdir(parents=True)
-    once = lambda steps: script.run_one(entry, 0, run_dir, tmp_path / "cache", {}, Namespace(steps=steps, samples=4))  # noqa: E731
+
+    def once(steps, pairs="object"):
+        return script.run_one(
+            entry, 0, run_dir, tmp_path / "cache", {}, Namespace(steps=steps, samples=4, factor_pairs=pairs)
+        )
+
     assert once(5) == {"steps": 5} and once(5) == {"steps": 5} and ran == [5]  # the second call resumed
     assert once(7) == {"steps": 7} and ran == [5, 7]  # other settings: run again, with a note
     assert f"running {run_dir} again" in capsys.readouterr().err
     (run_dir / "run_info.json").write_text(json.dumps({"status": "running"}))  # killed
     assert once(7) == {"steps": 7} and ran == [5, 7, 7]
+    assert once(7, "valid") == {"steps": 7} and ran == [5, 7, 7, 7]  # factor scores over other pairs: again
