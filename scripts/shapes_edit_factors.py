@@ -21,17 +21,14 @@ greys, is otherwise measured as if it were one); the valid column still counts e
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 from hspace.cli import user_errors_exit
 from hspace.data.shapes_factors import measure_all
 from hspace.edits_file import load_edits
 from hspace.errors import UserError
 from hspace.images import uint8_to_unit
-from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects, moves_one_way
+from hspace.metrics.factor_effects import CONTINUOUS, FACTORS, factor_effects, judged, moves_one_way
 
 
 @user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
@@ -88,17 +85,13 @@ def main() -> None:
     predominant, one_way = [], []
     for d, name in enumerate(names):
         reference = measure_all(images[d, :, zero])
+        reference = judged(reference) if args.valid_only else reference
         ends = {}  # the effects at the largest strengths of either sign
         for s, strength in enumerate(strengths):
             if s == zero:
                 continue
             edited = measure_all(images[d, :, s])
-            if args.valid_only:  # pairs whose two images pass the pixel judge; valid_fraction stays over all
-                kept = [i for i, (r, e) in enumerate(zip(reference, edited)) if r.valid and e.valid]
-                effects = factor_effects([reference[i] for i in kept], [edited[i] for i in kept], resolution)
-                effects = replace(effects, valid_fraction=float(np.mean([e.valid for e in edited])))
-            else:
-                effects = factor_effects(reference, edited, resolution)
+            effects = factor_effects(reference, judged(edited) if args.valid_only else edited, resolution)
             if strength in (lowest, highest):
                 ends[strength] = effects
             cells = " ".join(f"{effects.normalised[f]:>10.2f}" for f in FACTORS)

@@ -20,7 +20,7 @@ dominant factor at both, moved one way at each, in opposite directions.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -75,6 +75,13 @@ def moves_one_way(negative: FactorEffects, positive: FactorEffects) -> str | Non
     if positive.dominant != name or not (negative.directed and positive.directed):
         return None
     return name if negative.change[name] * positive.change[name] < 0 else None
+
+
+def judged(measurements: list[ShapeMeasurement]) -> list[ShapeMeasurement]:
+    """The measurements with each image the pixel judge fails read as holding no object, so that factor_effects
+    leaves its pair out like a lost object instead of measuring an image the renderer never makes as if it were
+    one; its validity stays, so valid_fraction still counts it."""
+    return [m if m.valid else replace(m, shape=-1) for m in measurements]
 
 
 def factor_effects(reference: list[ShapeMeasurement], edited: list[ShapeMeasurement], resolution: int) -> FactorEffects:

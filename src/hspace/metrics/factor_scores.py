@@ -30,7 +30,7 @@ the same names without `@<s>` at the headline strength, and `factors/valid` for 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -39,7 +39,15 @@ import torch
 from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES
 from hspace.data.shapes_factors import ShapeMeasurement, measure_all
 from hspace.errors import UserError
-from hspace.metrics.factor_effects import CATEGORICAL, CONTINUOUS, DATA_STD, FACTORS, FactorEffects, factor_effects
+from hspace.metrics.factor_effects import (
+    CATEGORICAL,
+    CONTINUOUS,
+    DATA_STD,
+    FACTORS,
+    FactorEffects,
+    factor_effects,
+    judged,
+)
 from hspace.metrics.keys import PREFIX, edit_key, with_headline
 
 SUCCESS_STD = 0.5  # a continuous factor counts as moved when it changes by half a data standard deviation
@@ -176,10 +184,8 @@ def factor_scores(
     reference = measure_all(original_pixels)
     n, s = edits.shape[1:3]
     edited = measure_all(edited_pixels)  # (D * N * S) in that order
-    if pairs == "valid":  # a judged-invalid image counts as holding no object (valid@<s> still counts it)
-        reference, edited = (
-            [m if m.valid else replace(m, shape=-1) for m in measured] for measured in (reference, edited)
-        )
+    if pairs == "valid":
+        reference, edited = judged(reference), judged(edited)
     metrics: dict = {"factors/valid": float(np.mean([m.valid for m in reference]))}
     columns = ["direction", "strength", "target", "success", "leakage", "valid", *FACTORS]
     rows = []
