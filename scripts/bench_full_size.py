@@ -54,6 +54,7 @@ def main() -> None:
     edited = args.samples * args.directions * num_strengths
     with tempfile.TemporaryDirectory() as scratch:
         weights = Path(scratch) / "ddpm-256"
+        weights.mkdir()  # where the random model will be written: the runs' settings name it before it is
         runs = {
             (m, p): run_overrides(args, m, p, weights, accelerator, scratch)
             for m in args.methods

@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="the save_pretrained directory to write")
     args = parser.parse_args()
     output_path(args.out, "--out", "folder")
-    from hspace.diffusion.derived import check_derived_output
+    from hspace.diffusion.weights import check_derived_output
 
     check_derived_output(args.weights, args.out)
     if args.levels < 1:

@@ -10,9 +10,6 @@ import argparse
 
 from hspace.checks import integer
 from hspace.cli import user_errors_exit
-from hspace.diffusion.loading import load_model
-from hspace.lightning.ddpm import model_from_checkpoint
-from hspace.metrics.h_dependence import h_swap_change
 
 
 @user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
@@ -23,7 +20,17 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=16)
     args = parser.parse_args()
     integer(args.num_samples, "--num-samples", 2)  # h is swapped between samples
-    model = model_from_checkpoint(args.checkpoint) if args.checkpoint else load_model(args.weights)
+    # Imported once the arguments are checked: diffusers and Lightning take seconds to import.
+    from hspace.metrics.h_dependence import h_swap_change
+
+    if args.checkpoint:
+        from hspace.lightning.ddpm import model_from_checkpoint
+
+        model = model_from_checkpoint(args.checkpoint)
+    else:
+        from hspace.diffusion.loading import load_model
+
+        model = load_model(args.weights)
     for tau, change in h_swap_change(model, args.num_samples).items():
         print(f"tau {tau:4d}: relative change of the output with h swapped {change:.3f}")
 

@@ -25,14 +25,8 @@ import json
 import sys
 
 from hspace.checks import output_path
-from hspace.classifiers.cnn import AttributeCNN
 from hspace.cli import user_errors_exit
-from hspace.data.shapes_factors import measure_all
-from hspace.diffusion.loading import load_model
 from hspace.errors import UserError
-from hspace.images import image_grid, save_png
-from hspace.lightning.ddpm import model_from_checkpoint
-from hspace.metrics.model_quality import classifier_agreement, model_quality
 
 
 @user_errors_exit  # a UserError (a bad path or name) is one line and exit 2, not a traceback
@@ -65,10 +59,20 @@ def main() -> None:
         raise UserError(
             "--trained-weights reads a training checkpoint: add --checkpoint <run_dir>/checkpoints/last.ckpt"
         )
+    # Imported once the arguments are checked: diffusers and Lightning take seconds to import.
+    from hspace.classifiers.cnn import AttributeCNN
+    from hspace.data.shapes_factors import measure_all
+    from hspace.images import image_grid, save_png
+    from hspace.metrics.model_quality import classifier_agreement, model_quality
+
     classifier = AttributeCNN.load(args.classifier) if args.classifier else None  # a wrong name: before sampling
     if args.checkpoint:
+        from hspace.lightning.ddpm import model_from_checkpoint
+
         model = model_from_checkpoint(args.checkpoint, ema=not args.trained_weights)
     else:
+        from hspace.diffusion.loading import load_model
+
         model = load_model(args.weights)
     report, pixels = model_quality(model, args.num_samples, first_seed=args.first_seed, num_steps=args.steps)
     if classifier is not None:

@@ -303,7 +303,7 @@ DAMAGES = [
 def test_damaged_weights_are_one_line(how, words, tmp_path, monkeypatch, capsys):
     import shutil
 
-    from hspace.diffusion.loading import SHIPPED_DIR
+    from hspace.diffusion.weights import SHIPPED_DIR
 
     weights = tmp_path / "weights"
     shutil.copytree(SHIPPED_DIR / "shapes32", weights)
@@ -436,7 +436,10 @@ REFUSED_EARLY = [
     ("run", "method=pcaa", "method=pcaa is not an option"),
     ("run", "method=boundary method.test_fraction=1.5", "method.test_fraction=1.5"),  # reads a datamodule's type only
     ("run", "method=class_mean method.split=tarin", "method.split='tarin'"),
+    ("run", "model.weights={tmp}/none", "weights '{tmp}/none' not found"),  # named before torch is imported
+    ("run", "model=adm_afhqdog256 model.weights={tmp}/none.pt", "no ADM checkpoint at model.weights={tmp}/none.pt"),
     ("sample", "num_samples=0", "num_samples=0"),
+    ("sample", "model.weights=shapes23", "weights 'shapes23' not found"),
     ("train", "ckpt_path={tmp}/none.ckpt", "ckpt_path="),
     ("train", "export_dir={tmp}/run", "export_dir="),  # the export would replace the run's checkpoints
 ]
@@ -447,6 +450,7 @@ def test_a_bad_setting_is_refused_before_lightning_is_imported(command, override
     script = (
         "import atexit, sys\n"
         "atexit.register(lambda: print('lightning imported:', 'pytorch_lightning' in sys.modules))\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
         f"from hspace.cli.{command} import main\n"
         f"sys.argv = ['hspace-{command}', *{override.format(tmp=tmp_path).split()!r}, 'run_dir={tmp_path / 'run'}']\n"
         "main()\n"
@@ -454,8 +458,10 @@ def test_a_bad_setting_is_refused_before_lightning_is_imported(command, override
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and words.format(tmp=tmp_path) in result.stderr, result.stderr
     assert "lightning imported: False" in result.stdout
+    if "weights" in override:  # the weights are checked first, before torch is imported
+        assert "torch imported: False" in result.stdout
     assert not (tmp_path / "run").exists()
 
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from hspace.bottleneck import HSpace
-from hspace.diffusion.loading import load_model, resolve_weights
+from hspace.diffusion.loading import load_model
+from hspace.diffusion.weights import SHIPPED_DIR, resolve_weights
 from hspace.errors import UserError
 
 
@@ -47,7 +48,7 @@ def test_directory_without_safetensors_is_refused(google_layout_dir):
 def test_a_path_loads_and_a_bad_device_or_dtype_is_one_line_before_the_weights_are_read(tmp_path, monkeypatch):
     from hspace.diffusion import loading
 
-    model = load_model(loading.SHIPPED_DIR / "shapes32")  # a Path, not only its text
+    model = load_model(SHIPPED_DIR / "shapes32")  # a Path, not only its text
     assert model.image_shape == (3, 32, 32)
     monkeypatch.setattr(loading, "resolve_weights", lambda *args, **kwargs: pytest.fail("the weights were read"))
     bad = [({"device": "gpu"}, "device='gpu' is not a torch device"), ({"dtype": "float16"}, "dtype='float16'")]

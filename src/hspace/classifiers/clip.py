@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hspace.diffusion.loading import file_sha256, resolve_weights
+from hspace.diffusion.loading import file_sha256
+from hspace.diffusion.weights import resolve_weights
 from hspace.errors import UserError
 from hspace.identity import state_hash
 

@@ -63,6 +63,7 @@ def check_settings(cfg: DictConfig) -> None:
     from hspace.cli.validate import (
         check_loggers,
         check_metrics,
+        check_model,
         check_run,
         check_sampler,
         overrides_of_this_run,
@@ -72,6 +73,7 @@ def check_settings(cfg: DictConfig) -> None:
 
     warn_unread_overrides(overrides_of_this_run())
     require_complete(cfg)
+    check_model(cfg.model)  # first: the weights are named before torch is imported
     check_run(cfg)
     check_sampler(cfg.sampler)
     check_metrics(cfg.metrics)

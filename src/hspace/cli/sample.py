@@ -43,8 +43,9 @@ def run_sample(cfg: DictConfig) -> Path:
 def check_sample(cfg: DictConfig) -> None:
     """Every setting of hspace-sample, before the model is loaded."""
     from hspace.checks import boolean, integer, output_path
-    from hspace.cli.validate import check_device, check_sampler
+    from hspace.cli.validate import check_device, check_model, check_sampler
 
+    check_model(cfg.model)  # first: the weights are named before torch is imported
     output_path(cfg.run_dir, "run_dir", "folder")
     output_path(cfg.output, "output", "file")
     boolean(cfg.shapes_quality, "shapes_quality")

@@ -37,7 +37,7 @@ def train(cfg: DictConfig) -> Path:
             "choose a folder inside or beside it (the default is <run_dir>/model)"
         )
     if cfg.module.get("init_weights") is not None:
-        from hspace.diffusion.loading import check_not_source
+        from hspace.diffusion.weights import check_not_source
 
         check_not_source(cfg.module.init_weights, export_dir, "module.init_weights", "export_dir")
     console(cfg)

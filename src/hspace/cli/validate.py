@@ -225,3 +225,10 @@ def overrides_of_this_run() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def check_model(model: DictConfig) -> None:
+    """The model's weights are on this machine (a Hugging Face id is looked up when the model loads)."""
+    from hspace.diffusion.weights import check_model_weights
+
+    check_model_weights(str(model.weights), bool(model.get("adm")))

@@ -11,12 +11,10 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from hspace.diffusion.model import DiffusionModel
 
-# What a save_pretrained model directory holds: the UNet's config and weights, and the scheduler's config.
-PRETRAINED_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json")
-
 
 def save_pretrained_model(unet: UNet2DModel, scheduler_config: dict, out: str | Path) -> Path:
-    """Write `unet` and its scheduler config as a save_pretrained directory (PRETRAINED_FILES), atomically."""
+    """Write `unet` and its scheduler config as a save_pretrained directory (hspace.diffusion.weights.
+    PRETRAINED_FILES), atomically."""
     from hspace.files import atomic_write_directory
 
     def fill(staging: Path) -> None:
@@ -24,16 +22,6 @@ def save_pretrained_model(unet: UNet2DModel, scheduler_config: dict, out: str | 
         DDPMScheduler.from_config(scheduler_config).save_pretrained(staging)
 
     return atomic_write_directory(out, fill)
-
-
-def check_derived_output(weights: str, out: str) -> None:
-    """Refuse, before any work, an `--out` that is the model it derives from (`--weights`, which the write would
-    replace) or a folder holding other files than a model's."""
-    from hspace.diffusion.loading import check_not_source
-    from hspace.files import check_replaceable
-
-    check_not_source(weights, out, "--weights", "--out")
-    check_replaceable(Path(out).expanduser(), PRETRAINED_FILES, "--out")
 
 
 def output_change(

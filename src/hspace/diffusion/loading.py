@@ -9,69 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.weights import PRETRAINED_FILES, WEIGHTS_FILE, adm_checkpoint, resolve_weights
 from hspace.errors import UserError
-
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets"
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-HUB_FILES = ["config.json", "scheduler_config.json", WEIGHTS_FILE]
-
-
-def shipped_models() -> list[str]:
-    return sorted(p.parent.name for p in SHIPPED_DIR.glob(f"*/{WEIGHTS_FILE}"))
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
-def resolve_weights(
-    source: str,
-    cache_dir: str | None = None,
-    offline: bool | None = None,
-    patterns: list[str] = HUB_FILES,
-    setting: str = "model.weights",
-) -> Path:
-    """The directory holding the weights of `source`: a local path, then a shipped model, then the
-    Hugging Face cache, then (unless offline) the hub. `patterns` are the files fetched from the hub;
-    `setting` is the config key named in the error."""
-    source = str(source)  # a Path works as well as its text
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    if (SHIPPED_DIR / source / WEIGHTS_FILE).is_file():
-        return SHIPPED_DIR / source
-    from huggingface_hub import constants, snapshot_download
-
-    looked = f"no directory {path.resolve()}, no shipped model of that name ({', '.join(shipped_models())})"
-    if "/" not in source or path.is_absolute() or source.startswith("."):
-        raise UserError(f"weights {source!r} not found: {looked}; set {setting} to a save_pretrained directory")
-    offline = hub_offline() if offline is None else offline
-    cache = cache_dir or constants.HF_HUB_CACHE
-    try:
-        return Path(snapshot_download(source, cache_dir=cache_dir, allow_patterns=patterns, local_files_only=offline))
-    except Exception as error:  # offline, unreachable hub, unknown id: all end the same way for the user
-        reason = "offline" if offline else f"the hub could not be reached ({type(error).__name__})"
-        raise UserError(
-            f"weights {source!r} not found: {looked}, not in the Hugging Face cache {cache}, and {reason}; "
-            f"download it where there is network (huggingface-cli download {source}) or set "
-            f"{setting}=/path/to/local/copy"
-        ) from None
-
-
-def check_not_source(weights: str, out: str | Path, weights_setting: str, out_setting: str) -> None:
-    """Refuse, in one line, writing to `out` when it is where `weights` (a local path or shipped name, or a
-    Hugging Face id) are read from: the write would replace the weights it starts from."""
-    if resolve_weights(weights, setting=weights_setting).resolve() == Path(out).expanduser().resolve():
-        raise UserError(
-            f"{out_setting}={out} is where {weights_setting} are read from, and the write would replace them: "
-            "choose another folder"
-        )
 
 
 def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
@@ -96,10 +40,11 @@ def load_model(
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise UserError(f"dtype={dtype!r} is not a floating torch dtype: give e.g. dtype=torch.float32")
     directory = resolve_weights(source, cache_dir)
-    for name in HUB_FILES:
+    for name in PRETRAINED_FILES:
         if not (directory / name).is_file():
             raise UserError(
-                f"{directory} has no {name}: expected a diffusers save_pretrained directory with {', '.join(HUB_FILES)}"
+                f"{directory} has no {name}: expected a diffusers save_pretrained directory with "
+                f"{', '.join(PRETRAINED_FILES)}"
             )
     config = read_json(directory / "config.json")
     if config.get("_class_name") != "UNet2DModel":
@@ -151,12 +96,7 @@ def load_adm(
 
     from hspace.diffusion.adm import ADMConfig, ADMUNet
 
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise UserError(
-            f"no ADM checkpoint at model.weights={weights}: download the guided-diffusion checkpoint (e.g. the "
-            "AFHQ-dog model) and set the path"
-        )
+    path = adm_checkpoint(weights)
     try:
         state = (
             load_file(path)

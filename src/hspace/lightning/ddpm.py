@@ -13,9 +13,10 @@ from diffusers.training_utils import EMAModel
 
 from hspace.checkpoints import read_checkpoint
 from hspace.checks import boolean, choice, integer, number
-from hspace.diffusion.derived import PRETRAINED_FILES, save_pretrained_model
+from hspace.diffusion.derived import save_pretrained_model
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.skips import cut_skips
+from hspace.diffusion.weights import PRETRAINED_FILES
 from hspace.errors import UserError
 from hspace.learning_rate import LR_SCHEDULES, decay_range, learning_rate_factor
 from hspace.lightning.exportable import ExportableModule
@@ -54,11 +55,11 @@ def eps_loss_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor
 
 
 def load_matching_weights(unet: UNet2DModel, source: str) -> None:
-    """Copy the weights of the pretrained model `source` (hspace.diffusion.loading.resolve_weights; safetensors
+    """Copy the weights of the pretrained model `source` (hspace.diffusion.weights.resolve_weights; safetensors
     only) into `unet`, refusing in one line a model whose architecture differs."""
     from safetensors.torch import load_file
 
-    from hspace.diffusion.loading import WEIGHTS_FILE, resolve_weights
+    from hspace.diffusion.weights import WEIGHTS_FILE, resolve_weights
 
     path = resolve_weights(source, setting="module.init_weights") / WEIGHTS_FILE
     if not path.is_file():
