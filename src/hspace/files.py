@@ -9,8 +9,10 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by what writes tensors, not by every reader of a run's files
+    import torch
 
 
 def current_umask() -> int:
