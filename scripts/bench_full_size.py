@@ -54,7 +54,7 @@ def main() -> None:
     edited = args.samples * args.directions * num_strengths
     with tempfile.TemporaryDirectory() as scratch:
         weights = Path(scratch) / "ddpm-256"
-        weights.mkdir()  # where the random model will be written: the runs' settings name it before it is
+        weights.mkdir()  # the random model is written here after the runs' settings, which name it, are checked
         runs = {
             (m, p): run_overrides(args, m, p, weights, accelerator, scratch)
             for m in args.methods

@@ -19,11 +19,6 @@ import torch
 
 from hspace.checks import integer, number
 from hspace.cli import user_errors_exit
-from hspace.diffusion.loading import load_model
-from hspace.diffusion.sampler import noise_for, sample
-from hspace.diffusion.schedule import make_schedule
-from hspace.directions.jacobian_map import jacobian_products
-from hspace.directions.subspace import block_subspace_iteration, sequential_power_iteration
 
 
 @user_errors_exit  # a bad argument or --weights is one line and exit 2, not a traceback
@@ -44,6 +39,12 @@ def main() -> None:
     integer(args.steps, "--steps", 1, 1000)
     number(args.tol, "--tol", above=0.0)
     integer(args.oversample, "--oversample", 0)
+    # Imported once the arguments are checked: diffusers takes seconds to import.
+    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.sampler import noise_for, sample
+    from hspace.diffusion.schedule import make_schedule
+    from hspace.directions.jacobian_map import jacobian_products
+    from hspace.directions.subspace import block_subspace_iteration, sequential_power_iteration
 
     model = load_model(args.weights)
     schedule = make_schedule(model.alphas_cumprod, args.steps, "trailing")

@@ -7,6 +7,7 @@ what loads them (hspace.diffusion.loading).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from hspace.errors import UserError
@@ -52,7 +53,7 @@ def resolve_weights(
     source: str,
     cache_dir: str | None = None,
     offline: bool | None = None,
-    patterns: tuple[str, ...] = PRETRAINED_FILES,
+    patterns: Sequence[str] = PRETRAINED_FILES,
     setting: str = "model.weights",
 ) -> Path:
     """The directory holding the weights of `source`: a local path, then a shipped model, then the
