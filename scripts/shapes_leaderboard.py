@@ -6,8 +6,10 @@ matched effect size on its target factor (hspace.tables.leaderboard): success, w
 factor and validity at that point, mean ± std over seeds. Each method's set of directions is also scored as
 codes of the true factors of inverted test images (DCI, MIG), beside the principal components of the
 inverted x_T. Discovery time comes from the run that found the directions, edit time per edited image from
-every run. Finished runs are kept and not repeated while their settings stay the same (`--runs`), so the script
-resumes.
+every run. Beside the table (leaderboard.{md,tex,csv} and a plot), best.{md,tex,csv} holds each method's
+direction that reaches the matched effect on every seed with the least leakage
+(hspace.tables.leaderboard.best_per_method). Finished runs are kept and not repeated while their settings stay
+the same (`--runs`), so the script resumes.
 
     python scripts/shapes_leaderboard.py                        # writes experiments/shapes_leaderboard
     python scripts/shapes_leaderboard.py --quick                # a few minutes: fewer samples, one seed (outputs/)
@@ -29,7 +31,7 @@ from hspace.cli import user_errors_exit
 from hspace.errors import UserError
 from hspace.metrics.keys import direction_values, edit_key
 from hspace.tables.build import Cell, Table, to_markdown, write_table
-from hspace.tables.leaderboard import MATCHED_EFFECT, direction_point
+from hspace.tables.leaderboard import MATCHED_EFFECT, best_per_method, direction_point
 
 ROOT = Path(__file__).resolve().parents[1]
 # The supervised attributes and the factor each should edit (positive strengths).
@@ -66,6 +68,9 @@ class Entry:
     strengths: list[float]
     num_directions: int
     targets: dict[str, str] = field(default_factory=dict)  # direction -> factor target (supervised)
+
+
+BEST_CAPTION = "the one that reaches the matched effect on every seed with the least leakage"
 
 
 def entries(quick: bool) -> list[Entry]:
@@ -340,9 +345,13 @@ def main() -> None:
         + ("; factor scores over pairs the pixel judge passes" if args.factor_pairs == "valid" else "")
     )
     write_table(table, out / "leaderboard", digits=2, caption=caption)
+    best = best_per_method(table)
+    write_table(best, out / "best", digits=2, caption=f"Each method's best direction: {BEST_CAPTION}")
     plot(table, out / "leaderboard.png")
     print(caption)
     print(to_markdown(table, digits=2))
+    print(f"\nEach method's best direction ({BEST_CAPTION}):")
+    print(to_markdown(best, digits=2))
 
 
 if __name__ == "__main__":

@@ -109,3 +109,37 @@ def test_the_leaderboard_script_resumes_a_run_only_with_the_same_settings(tmp_pa
     (run_dir / "run_info.json").write_text(json.dumps({"status": "running"}))  # killed
     assert once(7) == {"steps": 7} and ran == [5, 7, 7]
     assert once(7, "valid") == {"steps": 7} and ran == [5, 7, 7, 7]  # factor scores over other pairs: again
+
+
+def test_each_methods_best_direction_reaches_the_effect_on_every_seed_with_the_least_leakage():
+    from hspace.tables.build import Cell, Table
+    from hspace.tables.leaderboard import best_per_method
+
+    def row(method, direction, reached, leakage, success):
+        return (method, direction, "r"), {
+            "reached": Cell(reached),
+            "leakage": Cell([leakage] * len(reached)),
+            "success": Cell([success] * len(reached)),
+            "strength": Cell([1.0] * len(reached)),
+            "valid": Cell([0.9] * len(reached)),
+        }
+
+    rows = [
+        row("pca", "pc0", [1, 1, 1], 0.6, 0.4),
+        row("pca", "pc1", [1, 1, 0], 0.2, 0.4),  # least leakage, but not reached on every seed
+        row("pca", "pc2", [1, 1, 1], 0.5, 0.3),  # the best: reached everywhere, least leakage among those
+        row("boundary", "large", [1, 1, 1], 0.5, 0.3),
+        row("boundary", "red", [1, 1, 1], 0.5, 0.6),  # a tie on leakage: the higher success wins
+        row("random", "random0", [0, 0, 0], 0.1, 0.1),  # never reached: no row for random
+    ]
+    baseline = ("x_T PCA (baseline)", "-", "-")
+    table = Table(
+        ["method", "direction", "target"],
+        [label for label, _ in rows] + [baseline],
+        ["strength", "reached", "success", "leakage", "valid"],
+        {(label, column): cell for label, cells in rows for column, cell in cells.items()},
+    )
+    best = best_per_method(table)
+    assert [r[:2] for r in best.rows] == [("pca", "pc2"), ("boundary", "red")]
+    assert best.columns == ["strength", "success", "leakage", "valid"]
+    assert best.cell(best.rows[1], "success").mean == 0.6 and best.cell(best.rows[0], "valid").mean == 0.9

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from hspace.metrics.factor_effects import CATEGORICAL, DATA_STD
 from hspace.metrics.factor_scores import FactorTarget
 from hspace.metrics.keys import PREFIX, edit_key
+from hspace.tables.build import Table
 
 MATCHED_EFFECT = 0.5
 COMPARED = ("success", "leakage", "valid")
@@ -94,3 +95,25 @@ def direction_point(metrics: dict, direction: str, strengths: Sequence[float]) -
         name: [measured(metrics[edit_key(direction, "factors", name, strength=s)]) for s in grid] for name in COMPARED
     }
     return matched_point(grid, effects, values)
+
+
+BEST_COLUMNS = ("strength", *COMPARED)
+
+
+def best_per_method(table: Table) -> Table:
+    """Each method's direction that reaches the matched effect on every seed with the least leakage (ties: the
+    higher success), from a leaderboard whose rows are (method, direction, target) with `reached` (1 or 0 per
+    seed), strength, success, leakage and valid cells. A method none of whose directions reaches it on every
+    seed has no row."""
+    best: dict[str, tuple] = {}
+    for row in table.rows:
+        reached = table.cell(row, "reached").values
+        if not reached or min(reached) < 1:
+            continue
+        rank = (table.cell(row, "leakage").mean, -table.cell(row, "success").mean)
+        current = best.get(row[0])
+        if current is None or rank < (table.cell(current, "leakage").mean, -table.cell(current, "success").mean):
+            best[row[0]] = row
+    rows = list(best.values())
+    cells = {(row, column): table.cell(row, column) for row in rows for column in BEST_COLUMNS}
+    return Table(list(table.row_keys), rows, list(BEST_COLUMNS), cells)
