@@ -11,9 +11,10 @@ The last lines count the directions that change one factor predominantly at the 
 either sign, and those that move one continuous factor one way there (each way at one sign, whatever else
 changes; hspace.metrics.factor_effects.moves_one_way).
 With --classifier, also the two attributes whose probability the shipped Shapes classifier sees change
-most at each strength (mean signed change). With --valid-only, the effects are taken over the pairs whose two
-images pass the pixel judge (an image the renderer never makes, e.g. two objects or a background between the
-greys, is otherwise measured as if it were one); the valid column still counts every edited image.
+most at each strength (mean signed change). The effects are taken over the pairs whose two images pass the
+pixel judge, as a run's factor metrics are (metrics.factor_pairs); the valid column counts every edited image.
+With --factor-pairs object, over every pair whose two images hold an object, valid or not (an image the renderer
+never makes, e.g. two objects or a background between the greys, is then measured as if it were one).
 
     python scripts/shapes_edit_factors.py outputs/run/<date>/<time>
 """
@@ -38,10 +39,11 @@ def main() -> None:
     parser.add_argument("--file", default="edits.safetensors")
     parser.add_argument("--classifier", default=None, help="e.g. shapes_attributes")
     parser.add_argument(
-        "--valid-only",
-        action="store_true",
-        help="measure the effects over the pairs whose unedited and edited images both pass the pixel judge "
-        "(by default every pair where both hold an object counts)",
+        "--factor-pairs",
+        choices=("valid", "object"),
+        default="valid",
+        help="the pairs the effects are taken over: both images pass the pixel judge (default, as "
+        "metrics.factor_pairs), or both hold an object, valid or not",
     )
     args = parser.parse_args()
     path = args.run_dir / args.file
@@ -85,13 +87,14 @@ def main() -> None:
     predominant, one_way = [], []
     for d, name in enumerate(names):
         reference = measure_all(images[d, :, zero])
-        reference = judged(reference) if args.valid_only else reference
+        valid_only = args.factor_pairs == "valid"
+        reference = judged(reference) if valid_only else reference
         ends = {}  # the effects at the largest strengths of either sign
         for s, strength in enumerate(strengths):
             if s == zero:
                 continue
             edited = measure_all(images[d, :, s])
-            effects = factor_effects(reference, judged(edited) if args.valid_only else edited, resolution)
+            effects = factor_effects(reference, judged(edited) if valid_only else edited, resolution)
             if strength in (lowest, highest):
                 ends[strength] = effects
             cells = " ".join(f"{effects.normalised[f]:>10.2f}" for f in FACTORS)

@@ -312,9 +312,9 @@ def main() -> None:
     parser.add_argument(
         "--factor-pairs",
         choices=("object", "valid"),
-        default="object",
-        help="the pairs the factor scores are taken over (metrics.factor_pairs): both images hold an object "
-        "(default), or both pass the pixel judge",
+        default="valid",
+        help="the pairs the factor scores are taken over (metrics.factor_pairs): both images pass the pixel "
+        "judge (default), or both hold an object, valid or not",
     )
     args = parser.parse_args()
     if args.quick:
@@ -342,7 +342,7 @@ def main() -> None:
         f"Shapes leaderboard: every method on the shipped model at a matched effect of {MATCHED_EFFECT} on its "
         f"target factor; {len(args.seeds)} seeds x {args.samples} samples, {args.steps} DDIM steps; DCI and MIG on "
         f"{args.images} inverted test images"
-        + ("; factor scores over pairs the pixel judge passes" if args.factor_pairs == "valid" else "")
+        + ("; factor scores over every pair holding an object" if args.factor_pairs == "object" else "")
     )
     write_table(table, out / "leaderboard", digits=2, caption=caption)
     best = best_per_method(table)

@@ -97,18 +97,20 @@ def test_edits_that_destroy_the_object_are_invalid():
 
 
 def test_with_valid_pairs_an_image_the_renderer_never_makes_is_left_out_instead_of_measured():
-    """The grow edit, except that at +1 four of its 24 images are frames of a grey between the backgrounds,
-    which the measurement reads as one frame-sized object: over pairs holding an object they count (radius
-    change far above +1.5 pixels, leakage into shape), over valid pairs they are left out like a lost object
-    (count 20, the change and leakage of the clean edit); valid@1 counts all 24 either way."""
+    """The grow edit, except that at +1 four of its 24 objects are faded 45% of the way to the grey (no palette
+    colour: an image the renderer never makes), which the measurement reads as a smaller object: over pairs
+    holding an object they count (radius change well below +1.5 pixels, success 20 of 24), over valid pairs
+    (the default) they are left out like a lost object (count 20, the change and success of the clean edit);
+    valid@1 counts all 24 either way."""
     base = scenes()
     edits = edit_set(base, {"grow": KNOWN["grow"]})
-    edits[0, :4, 2] = 125
-    counted, _ = factor_scores(images(base), edits, ["grow"], STRENGTHS, {"grow": "r"}, 2)
-    valid, _ = factor_scores(images(base), edits, ["grow"], STRENGTHS, {"grow": "r"}, 2, pairs="valid")
+    grey = edits[0, :4, 2, :, :1, :1].double()
+    edits[0, :4, 2] = (grey + 0.55 * (edits[0, :4, 2].double() - grey)).round().to(torch.uint8)
+    counted, _ = factor_scores(images(base), edits, ["grow"], STRENGTHS, {"grow": "r"}, 2, pairs="object")
+    valid, _ = factor_scores(images(base), edits, ["grow"], STRENGTHS, {"grow": "r"}, 2)
     key = "edit/grow/factors"
     assert counted[f"{key}/count@1"] == 24 and valid[f"{key}/count@1"] == 20
-    assert counted[f"{key}/change/r@1"] > 2.5 / 32 and counted[f"{key}/leakage@1"] > 0.1
+    assert counted[f"{key}/change/r@1"] < 1.25 / 32 and counted[f"{key}/success@1"] == pytest.approx(20 / 24)
     assert valid[f"{key}/change/r@1"] == pytest.approx(1.5 / 32, abs=0.2 / 32) and valid[f"{key}/leakage@1"] < 0.05
     assert valid[f"{key}/success@1"] == 1.0 and counted[f"{key}/valid@1"] == valid[f"{key}/valid@1"] == 20 / 24
     assert valid[f"{key}/count@-1"] == counted[f"{key}/count@-1"] == 24
@@ -171,6 +173,6 @@ def test_the_run_config_chooses_the_pairs():
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         default = compose(config_name="run")
-        chosen = compose(config_name="run", overrides=["metrics.factor_pairs=valid"])
-    assert evaluation_settings(default.metrics, torch.device("cpu")).factor_pairs == "object"
-    assert evaluation_settings(chosen.metrics, torch.device("cpu")).factor_pairs == "valid"
+        chosen = compose(config_name="run", overrides=["metrics.factor_pairs=object"])
+    assert evaluation_settings(default.metrics, torch.device("cpu")).factor_pairs == "valid"
+    assert evaluation_settings(chosen.metrics, torch.device("cpu")).factor_pairs == "object"

@@ -9,11 +9,13 @@ from hspace.data.shapes_factors import (
     CLEAR_FIT_ERROR,
     EXTENT_FILL_BANDS,
     FILL_BANDS,
+    background_and_object,
     clarity_report,
     extent_fill,
     measure,
     measure_all,
 )
+from hspace.data.shapes_quality import BACKGROUND_TOL
 from hspace.images import to_uint8
 
 
@@ -125,6 +127,14 @@ def test_no_object_and_two_objects():
     grey = np.full((32, 32, 3), 40, dtype=np.uint8)
     empty = measure(grey)
     assert empty.shape == -1 and np.isnan(empty.r) and not empty.shape_clear and empty.factors is None
+    # a grey between the two backgrounds is no Shapes background: its whole frame is not read as an object
+    between = measure(np.full((32, 32, 3), 125, dtype=np.uint8))
+    assert (between.background, between.shape, between.valid) == (-1, -1, False)
+    assert background_and_object(np.full((32, 32, 3), 125, dtype=np.uint8)) == (-1, None)
+    # within the judge's tolerance of a grey, it is that grey
+    near = render(ShapesFactors("dark", "green", "circle", 7.0, 12.0, 12.0), 32).astype(np.int16)
+    near[near == 40] += BACKGROUND_TOL
+    assert measure(near.astype(np.uint8)).background == 0 and SHAPES[measure(near.astype(np.uint8)).shape] == "circle"
     two = render(ShapesFactors("dark", "green", "circle", 7.0, 12.0, 12.0), 32)
     two[26:29, 26:29] = COLOURS["green"]  # a speck: the largest object is measured, the image is not valid
     m = measure(two)
@@ -142,16 +152,14 @@ def test_clarity_report_counts():
     assert report["valid_fraction"] == pytest.approx(13 / 14)  # the blob passes the judge: one object of one colour
     assert sum(report[f"{s}_share"] for s in SHAPES) == pytest.approx(1.0)
     # per class: the 12 rendered images lie in their bands, the blob is read as a triangle inside the triangles'
-    # band, and the uniform image of a grey that is no Shapes grey is one object filling its box, read as a
-    # circle outside the circles' band
-    circles = sum(SHAPES[m.shape] == "circle" for m in measure_all(pixels))
-    assert report["circle_in_band"] == pytest.approx(circles / (circles + 1))
+    # band, and the uniform image of a grey that is no Shapes grey holds no object
+    assert report["circle_in_band"] == 1.0
     assert report["triangle_in_band"] == report["square_in_band"] == 1.0
     # the sub-pixel fill is stricter: the blob's fill lies outside the triangles' band
     triangles = sum(SHAPES[m.shape] == "triangle" for m in measure_all(pixels))
     assert report["square_extent_in_band"] == 1.0
     assert report["triangle_extent_in_band"] == pytest.approx(triangles / (triangles + 1))
-    assert report["circle_extent_in_band"] == pytest.approx(circles / (circles + 1))
+    assert report["circle_extent_in_band"] == 1.0
     assert report["extent_fill_in_band_fraction"] == pytest.approx(12 / 14)
     assert report["square_extent_fill"] == pytest.approx(1.0, abs=0.01)
 

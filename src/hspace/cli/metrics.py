@@ -51,7 +51,7 @@ def evaluation_settings(metrics: DictConfig, device: torch.device) -> Evaluation
         targets=targets,
         factors=factors,
         factor_targets=plain_dict(metrics.get("factor_targets")),
-        factor_pairs=metrics.get("factor_pairs", "object"),
+        factor_pairs=metrics.get("factor_pairs", "valid"),
         threshold=metrics.get("threshold", 0.5),
         batch_size=metrics.get("batch_size", 16),
         locality=locality,

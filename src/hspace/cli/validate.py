@@ -195,7 +195,7 @@ def check_metrics(metrics: DictConfig) -> None:
             integer(disentanglement.get("bins"), "metrics.disentanglement.bins", 2)
     integer(metrics.get("batch_size", 16), "metrics.batch_size", 1)
     boolean(metrics.get("factors", False), "metrics.factors")
-    choice(metrics.get("factor_pairs", "object"), "metrics.factor_pairs", ("object", "valid"))
+    choice(metrics.get("factor_pairs", "valid"), "metrics.factor_pairs", ("object", "valid"))
     # A probability threshold: at 0 or 1 every prediction is on one side, and 50 (a percentage) would be silent.
     number(metrics.get("threshold", 0.5), "metrics.threshold", above=0.0, below=1.0)
 

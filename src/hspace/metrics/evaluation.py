@@ -35,7 +35,7 @@ class EvaluationSettings:
     targets: dict[str, str] = field(default_factory=dict)  # direction -> "attribute" or "-attribute"
     factors: bool = False  # also score edits by the Shapes factors measured from pixels (hspace.metrics.factor_scores)
     factor_targets: dict[str, str] = field(default_factory=dict)  # direction -> factor target, e.g. "-r", "colour=red"
-    factor_pairs: str = "object"  # the pairs factor effects are taken over (hspace.metrics.factor_scores.PAIRS)
+    factor_pairs: str = "valid"  # the pairs factor effects are taken over (hspace.metrics.factor_scores.PAIRS)
     threshold: float = 0.5
     batch_size: int = 16
     locality: LocalityRegion = field(default_factory=LocalityRegion)  # change inside vs outside a region

@@ -16,11 +16,11 @@ Per direction d and strength s (metric names under `edit/<d>/factors/`):
 - `leakage/<factor>@<s>`: the normalised effect on every other factor (a flip rate, or mean |change| over the
   data's standard deviation), and `leakage@<s>` their maximum, the worst leak;
 - `valid@<s>`: the share of edited images that pass the pixel judge;
-- `count@<s>`: the samples that hold an object before and after the edit, over which change, success and
-  leakage are taken (an edit that loses the object shows in `count` and `valid`, not in success); with
-  pairs="valid", the samples whose two images pass the pixel judge: an image the renderer never makes (two
-  objects, a blend of two colours, a background between the greys) is then left out like a lost object,
-  instead of being measured as if it were one;
+- `count@<s>`: the samples whose unedited and edited images both pass the pixel judge, over which change,
+  success and leakage are taken: an image the renderer never makes (two objects, a blend of two colours, a
+  background between the greys) is left out like a lost object instead of being measured as if it were one,
+  and an edit that makes one shows in `count` and `valid`, not in success. With pairs="object", the samples
+  whose two images hold an object, valid or not;
 - `background_kept@<s>`: the share of background pixels (away from the object before and after) that stay
   within BACKGROUND_TOLERANCE grey levels: how local the edit is;
 
@@ -172,7 +172,7 @@ def factor_scores(
     targets: dict[str, str],
     headline: int,
     prefix: str = PREFIX,
-    pairs: str = "object",
+    pairs: str = "valid",
 ) -> tuple[dict, tuple[list[str], list[list]]]:
     """Factor metrics of uint8 edits (D, N, S, C, H, W) against their unedited images (N, C, H, W), and the
     edit-by-factor table (one row per direction and strength: target, success, leakage, validity, changes).
