@@ -14,7 +14,7 @@ With --classifier, also the two attributes whose probability the shipped Shapes 
 most at each strength (mean signed change). The effects are taken over the pairs whose two images pass the
 pixel judge, as a run's factor metrics are (metrics.factor_pairs); the valid column counts every edited image.
 With --factor-pairs object, over every pair whose two images hold an object, valid or not (an image the renderer
-never makes, e.g. two objects or a background between the greys, is then measured as if it were one).
+never makes, e.g. two objects or a faded object of no palette colour, is then measured as if it were one).
 
     python scripts/shapes_edit_factors.py outputs/run/<date>/<time>
 """

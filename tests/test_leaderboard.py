@@ -98,7 +98,7 @@ def test_the_leaderboard_script_resumes_a_run_only_with_the_same_settings(tmp_pa
     run_dir = tmp_path / "pca" / "0"
     run_dir.mkdir(parents=True)
 
-    def once(steps, pairs="object"):
+    def once(steps, pairs="valid"):
         return script.run_one(
             entry, 0, run_dir, tmp_path / "cache", {}, Namespace(steps=steps, samples=4, factor_pairs=pairs)
         )
@@ -108,7 +108,7 @@ def test_the_leaderboard_script_resumes_a_run_only_with_the_same_settings(tmp_pa
     assert f"running {run_dir} again" in capsys.readouterr().err
     (run_dir / "run_info.json").write_text(json.dumps({"status": "running"}))  # killed
     assert once(7) == {"steps": 7} and ran == [5, 7, 7]
-    assert once(7, "valid") == {"steps": 7} and ran == [5, 7, 7, 7]  # factor scores over other pairs: again
+    assert once(7, "object") == {"steps": 7} and ran == [5, 7, 7, 7]  # factor scores over other pairs: again
 
 
 def test_each_methods_best_direction_reaches_the_effect_on_every_seed_with_the_least_leakage():

@@ -309,7 +309,8 @@ def test_the_smallest_runs_finish_with_a_null_fid_and_a_note(tmp_path, capsys, e
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written[null_key] is None and metrics[null_key] is None
     assert "FID needs at least 2 images" in capsys.readouterr().err
-    assert written["edit/pc0/factors/target"] and "edit/pc0/mse@2" in written
+    # one edited sample, which the pixel judge may fail: the factor target is then null, not missing
+    assert "edit/pc0/factors/target" in written and "edit/pc0/mse@2" in written
 
 
 @pytest.mark.slow  # about 25 s: a sweep of two jobs side by side

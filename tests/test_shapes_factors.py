@@ -9,13 +9,13 @@ from hspace.data.shapes_factors import (
     CLEAR_FIT_ERROR,
     EXTENT_FILL_BANDS,
     FILL_BANDS,
+    OBJECT_THRESHOLD,
     background_and_object,
     clarity_report,
     extent_fill,
     measure,
     measure_all,
 )
-from hspace.data.shapes_quality import BACKGROUND_TOL
 from hspace.images import to_uint8
 
 
@@ -131,10 +131,12 @@ def test_no_object_and_two_objects():
     between = measure(np.full((32, 32, 3), 125, dtype=np.uint8))
     assert (between.background, between.shape, between.valid) == (-1, -1, False)
     assert background_and_object(np.full((32, 32, 3), 125, dtype=np.uint8)) == (-1, None)
-    # within the judge's tolerance of a grey, it is that grey
+    # nearer a grey than an object's pixels are, it is that grey, and the object is measured (the judge fails it)
     near = render(ShapesFactors("dark", "green", "circle", 7.0, 12.0, 12.0), 32).astype(np.int16)
-    near[near == 40] += BACKGROUND_TOL
-    assert measure(near.astype(np.uint8)).background == 0 and SHAPES[measure(near.astype(np.uint8)).shape] == "circle"
+    near[near == 40] += OBJECT_THRESHOLD
+    off = measure(near.astype(np.uint8))
+    assert off.background == 0 and SHAPES[off.shape] == "circle" and off.r == pytest.approx(7.0, abs=0.5)
+    assert not off.valid
     two = render(ShapesFactors("dark", "green", "circle", 7.0, 12.0, 12.0), 32)
     two[26:29, 26:29] = COLOURS["green"]  # a speck: the largest object is measured, the image is not valid
     m = measure(two)

@@ -3,8 +3,8 @@
 The renderer (hspace.data.shapes) draws an anti-aliased object of one palette colour c on one grey g, so
 each pixel p is (1 - a) g + a c with a the object's coverage of that pixel. Measurement inverts that:
 
-1. background: the grey nearest the median border pixel (none, and no object, when that pixel is further
-   than the pixel judge's tolerance from both greys); colour: the palette colour nearest the mean of
+1. background: the grey nearest the median border pixel (none, and no object, when that pixel is as far
+   from both greys as an object's pixel is); colour: the palette colour nearest the mean of
    the object's interior (the pixel judge, hspace.data.shapes_quality, decides both and validity);
 2. coverage a = <p - g, c - g> / |c - g|^2, clipped to [0, 1], kept on the largest object region grown by
    one pixel (stray specks elsewhere do not move the factors; the judge fails such a sample);
@@ -40,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesFactors, object_mask
-from hspace.data.shapes_quality import BACKGROUND_TOL, GREYS, PALETTE, judge_sample
+from hspace.data.shapes_quality import GREYS, PALETTE, judge_sample
 
 # The range of `fill` that rendered images of each class occupy: the extremes over the train split's first
 # 20,000 images at 32 pixels (circle 0.636-0.926, square 0.967-1, triangle 0.501-0.667) widened by 0.01;
@@ -151,13 +151,13 @@ def extent_fill(alpha: np.ndarray) -> float:
 def background_and_object(pixels: np.ndarray) -> tuple[int, np.ndarray | None]:
     """The index of the background grey nearest the median border pixel of an (H, W, 3) uint8 image, and the
     largest connected region of pixels far from that grey (the object; None when there is none). (-1, None)
-    when that pixel lies more than BACKGROUND_TOL from both greys in some channel: a background the renderer
-    never draws, whose whole frame would otherwise read as the object."""
+    when that pixel itself is as far as an object's from both greys (more than OBJECT_THRESHOLD in some
+    channel): a background the renderer never draws, whose whole frame would otherwise read as the object."""
     image = pixels.astype(np.float64)
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
     distance = np.abs(GREYS - np.median(border, axis=0)).max(axis=1)
     background = int(distance.argmin())
-    if distance[background] > BACKGROUND_TOL:
+    if distance[background] > OBJECT_THRESHOLD:
         return -1, None
     return background, largest_region(np.abs(image - GREYS[background]).max(axis=-1) > OBJECT_THRESHOLD)
 

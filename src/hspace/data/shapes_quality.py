@@ -22,7 +22,6 @@ from hspace.data.shapes import BACKGROUNDS, COLOURS
 
 GREYS = np.array(list(BACKGROUNDS.values()), dtype=np.float64)
 PALETTE = np.array(list(COLOURS.values()), dtype=np.float64)
-BACKGROUND_TOL = 24  # grey levels, in every channel, a background pixel may lie from its grey
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class ShapesJudgement:
 
 def judge_sample(
     pixels: np.ndarray,
-    background_tol: float = BACKGROUND_TOL,
+    background_tol: float = 24,
     uniform_fraction: float = 0.97,
     object_threshold: float = 60,
     min_object_pixels: int = 4,
