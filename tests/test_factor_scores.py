@@ -176,3 +176,33 @@ def test_the_run_config_chooses_the_pairs():
         chosen = compose(config_name="run", overrides=["metrics.factor_pairs=object"])
     assert evaluation_settings(default.metrics, torch.device("cpu")).factor_pairs == "valid"
     assert evaluation_settings(chosen.metrics, torch.device("cpu")).factor_pairs == "object"
+
+
+def test_a_model_whose_samples_the_judge_fails_is_told_so_in_the_run_summary():
+    """Pixel noise of std 0.04 (on [0, 1]) fails every image while its object is still measured: over judged-valid
+    pairs no direction gets a target, and the summary hspace-run prints names them with the judge's pass rate
+    instead of printing nothing; over pairs holding an object the same edits are scored."""
+    from hspace.job.outputs import factor_summary
+
+    base = scenes(8)
+    rng = torch.Generator().manual_seed(0)
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        return (
+            (x.double() + 255 * 0.04 * torch.randn(x.shape, generator=rng, dtype=torch.float64))
+            .clamp(0, 255)
+            .round()
+            .to(torch.uint8)
+        )
+
+    originals, edits = noisy(images(base)), noisy(edit_set(base, KNOWN))
+    valid, _ = factor_scores(originals, edits, list(KNOWN), STRENGTHS, {}, 2)
+    counted, _ = factor_scores(originals, edits, list(KNOWN), STRENGTHS, {}, 2, pairs="object")
+    assert valid["factors/valid"] == 0.0 and valid["edit/grow/factors/target"] is None
+    assert counted["edit/grow/factors/target"] == "r"
+    lines = factor_summary(valid, list(KNOWN))
+    assert lines[-1].startswith("  grow, red: no pair measured; the pixel judge passes 0% of the unedited samples")
+    assert "metrics.factor_pairs" in lines[-1]
+    scored = factor_summary(counted, list(KNOWN))
+    assert len(scored) == 3 and scored[1].startswith("  grow: r: success")
+    assert factor_summary({"edit/grow/target": "large"}, ["grow"]) == []  # no factors scored: nothing to say

@@ -133,10 +133,12 @@ def log_run(
 
 
 def factor_summary(metrics: dict, names: Sequence[str]) -> list[str]:
-    """One line per direction on what it edits, measured from pixels (when the run scored Shapes factors)."""
-    scored = list(direction_values(metrics, "factors/target", names))
-    if not scored:
+    """One line per direction on what it edits, measured from pixels (when the run scored Shapes factors), and
+    one naming the directions with no measured pair (no target), with the share of unedited samples the pixel
+    judge passes: a model whose samples it fails gets no factor scores over judged-valid pairs."""
+    if "factors/valid" not in metrics:
         return []
+    scored = list(direction_values(metrics, "factors/target", names))
     lines = ["Shapes factors at the headline strength (target: success, worst leakage, valid edits):"]
     for name in scored:
         value = {m: metrics[edit_key(name, "factors", m)] for m in ("target", "success", "leakage", "valid")}
@@ -145,6 +147,13 @@ def factor_summary(metrics: dict, names: Sequence[str]) -> list[str]:
         lines.append(
             f"  {name}: {value['target']}: success {value['success']:.2f}, "
             f"leakage {value['leakage']:.2f} ({worst}), valid {value['valid']:.2f}"
+        )
+    unmeasured = [name for name in names if name not in scored]
+    if unmeasured:
+        lines.append(
+            f"  {', '.join(unmeasured)}: no pair measured; the pixel judge passes {metrics['factors/valid']:.0%} of "
+            "the unedited samples (metrics.factor_pairs=valid measures the pairs it passes, =object every pair "
+            "that holds an object)"
         )
     return lines
 
