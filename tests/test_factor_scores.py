@@ -206,3 +206,15 @@ def test_a_model_whose_samples_the_judge_fails_is_told_so_in_the_run_summary():
     scored = factor_summary(counted, list(KNOWN))
     assert len(scored) == 3 and scored[1].startswith("  grow: r: success")
     assert factor_summary({"edit/grow/target": "large"}, ["grow"]) == []  # no factors scored: nothing to say
+
+
+def test_the_summary_names_no_worst_leak_where_the_headline_strength_has_no_pair():
+    """An edit that loses every object at its headline strength (-1) but grows them at +1 gets its target from
+    +1; at the headline its success and leakage are NaN, and the summary names no factor as the worst leak."""
+    from hspace.job.outputs import factor_summary
+
+    base = scenes(6)
+    lost = {"d": {-1.0: lambda f: replace(f, r=0.0), 0.0: lambda f: f, 1.0: lambda f: grow(f, 1.5)}}
+    metrics, _ = factor_scores(images(base), edit_set(base, lost), ["d"], STRENGTHS, {}, 0)
+    assert metrics["edit/d/factors/target"] == "r" and math.isnan(metrics["edit/d/factors/leakage"])
+    assert factor_summary(metrics, ["d"])[1] == "  d: r: success nan, leakage nan, valid 0.00"

@@ -143,10 +143,11 @@ def factor_summary(metrics: dict, names: Sequence[str]) -> list[str]:
     for name in scored:
         value = {m: metrics[edit_key(name, "factors", m)] for m in ("target", "success", "leakage", "valid")}
         leaks = {f: metrics[key] for f in FACTORS if (key := edit_key(name, "factors", "leakage", f)) in metrics}
-        worst = max(leaks, key=lambda f: leaks[f])
+        measured = {f: leak for f, leak in leaks.items() if not math.isnan(leak)}
+        worst = f" ({max(measured, key=lambda f: measured[f])})" if measured else ""  # none: no pair at the headline
         lines.append(
             f"  {name}: {value['target']}: success {value['success']:.2f}, "
-            f"leakage {value['leakage']:.2f} ({worst}), valid {value['valid']:.2f}"
+            f"leakage {value['leakage']:.2f}{worst}, valid {value['valid']:.2f}"
         )
     unmeasured = [name for name in names if name not in scored]
     if unmeasured:
