@@ -12,7 +12,8 @@ either sign, and those that move one continuous factor one way there (each way a
 changes; hspace.metrics.factor_effects.moves_one_way).
 With --classifier, also the two attributes whose probability the shipped Shapes classifier sees change
 most at each strength (mean signed change). The effects are taken over the pairs whose two images pass the
-pixel judge, as a run's factor metrics are (metrics.factor_pairs); the valid column counts every edited image.
+pixel judge, as a run's factor metrics are by default (metrics.factor_pairs=valid); the valid column counts
+every edited image.
 With --factor-pairs object, over every pair whose two images hold an object, valid or not (an image the renderer
 never makes, e.g. two objects or a faded object of no palette colour, is then measured as if it were one).
 

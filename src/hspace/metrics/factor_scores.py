@@ -103,7 +103,7 @@ def guess_target(
 
 def guess_index(effects: Sequence[FactorEffects], strengths: Sequence[float], headline: int) -> int | None:
     """The strength a direction's target is guessed at: the headline one, else the largest nonzero one with a
-    measured pair (every edit there lost the object), else None (nothing was measured)."""
+    measured pair (no pair there: every edit lost the object or failed the judge), else None (nothing was measured)."""
     if effects[headline].count > 0 and strengths[headline] != 0:
         return headline
     measured = [k for k, s in enumerate(strengths) if s != 0 and effects[k].count > 0]
