@@ -86,9 +86,9 @@ def main() -> None:
     lowest, highest = min(strengths), max(strengths)
     both_signs = lowest < 0 < highest
     predominant, one_way = [], []
+    valid_only = args.factor_pairs == "valid"
     for d, name in enumerate(names):
         reference = measure_all(images[d, :, zero])
-        valid_only = args.factor_pairs == "valid"
         reference = judged(reference) if valid_only else reference
         ends = {}  # the effects at the largest strengths of either sign
         for s, strength in enumerate(strengths):

@@ -40,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesFactors, object_mask
-from hspace.data.shapes_quality import GREYS, PALETTE, judge_sample
+from hspace.data.shapes_quality import GREYS, PALETTE, border_grey, judge_sample
 
 # The range of `fill` that rendered images of each class occupy: the extremes over the train split's first
 # 20,000 images at 32 pixels (circle 0.636-0.926, square 0.967-1, triangle 0.501-0.667) widened by 0.01;
@@ -154,10 +154,8 @@ def background_and_object(pixels: np.ndarray) -> tuple[int, np.ndarray | None]:
     when that pixel itself is as far as an object's from both greys (more than OBJECT_THRESHOLD in some
     channel): a background the renderer never draws, whose whole frame would otherwise read as the object."""
     image = pixels.astype(np.float64)
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    distance = np.abs(GREYS - np.median(border, axis=0)).max(axis=1)
-    background = int(distance.argmin())
-    if distance[background] > OBJECT_THRESHOLD:
+    background, distance = border_grey(image)
+    if distance > OBJECT_THRESHOLD:
         return -1, None
     return background, largest_region(np.abs(image - GREYS[background]).max(axis=-1) > OBJECT_THRESHOLD)
 

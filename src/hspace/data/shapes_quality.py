@@ -38,6 +38,15 @@ class ShapesJudgement:
         return self.background_ok and self.one_object and self.colour_ok
 
 
+def border_grey(image: np.ndarray) -> tuple[int, float]:
+    """The index of the Shapes grey nearest the median border pixel of an (H, W, 3) image, and that pixel's
+    distance from it (the largest channel difference)."""
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    distance = np.abs(GREYS - np.median(border, axis=0)).max(axis=1)
+    background = int(distance.argmin())
+    return background, float(distance[background])
+
+
 def judge_sample(
     pixels: np.ndarray,
     background_tol: float = 24,
@@ -48,10 +57,7 @@ def judge_sample(
 ) -> ShapesJudgement:
     """Judge one (H, W, 3) uint8 sample; see the module docstring for the criteria."""
     image = pixels.astype(np.float64)
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    border_colour = np.median(border, axis=0)
-    distance = np.abs(GREYS - border_colour).max(axis=1)
-    background = int(distance.argmin())
+    background, border_distance = border_grey(image)
     grey = GREYS[background]
     deviation = np.abs(image - grey).max(axis=-1)
 
@@ -62,7 +68,7 @@ def judge_sample(
 
     away = ~ndimage.binary_dilation(object_pixels)
     uniform = (deviation[away] <= background_tol).mean() if away.any() else 0.0
-    background_ok = bool(distance[background] <= background_tol and uniform >= uniform_fraction)
+    background_ok = bool(border_distance <= background_tol and uniform >= uniform_fraction)
 
     colour, colour_ok = -1, False
     if len(large) == 1:
