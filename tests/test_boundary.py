@@ -519,3 +519,39 @@ def test_mixing_radii_follow_their_definition_and_pick_the_largest_candidate_of_
     np.testing.assert_allclose(curve.radius_inverted, radius_i, rtol=1e-5)
     np.testing.assert_allclose(curve.delta, delta, rtol=1e-4)
     assert curve.t_mix == 500 and "Delta <=" in curve.reason
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_a_real_images_edit_starts_from_its_inverted_state_at_the_mixing_step(v_model, eta):
+    """The paper's conditional mode moves the DDIM-inverted x_tm itself. Inverting to x_T and walking DDIM back
+    down to t_m does not quite come back to it, so the edits and the reconstruction must take the inverted state:
+    checked against the slow version, the moved inverted x_tm decoded from t_m with the sampler's eta (h at t_m
+    is the unmoved state's, as h_scale=null leaves it)."""
+    from hspace.bottleneck import capture_h
+    from hspace.diffusion.inversion import ddim_invert
+    from hspace.job.edit import invert_real
+
+    num_steps, t_index, d = 6, 2, 3.0
+    schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", eta)
+    directions = tiny_boundary(v_model, schedule, t_index)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    edit = BoundaryStep(strengths=[0.0, d], mode="relative", h_scale=None)
+    start, reconstruction = invert_real(edit, v_model, schedule, directions, 1, images, False)
+    x_tm = ddim_invert(v_model, schedule, images, record_h=False, record_x=True).x_t[:, t_index]
+    assert set(start.states) == {t_index}
+    torch.testing.assert_close(start.states[t_index], x_tm, rtol=0, atol=0)
+    assert (start.z is None) == (eta == 0.0)
+
+    edited = edit.apply(v_model, schedule, directions, 0, start.x_T, start.z, states=start.states)
+    rest = schedule.steps(t_index)
+    z_rest = start.z[:, t_index:] if start.z is not None else None
+    h_tm = capture_h(v_model, x_tm, schedule.timesteps[t_index])
+    for column, strength in enumerate(edit.strengths):
+        moved = x_tm + strength * directions.extra["x_normal"]
+        expected = sample(v_model, rest, moved, z_rest, step=ReplaceH(lambda idx: h_tm if idx == 0 else None)).x0
+        torch.testing.assert_close(edited[:, column], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reconstruction, edited[:, 0], rtol=1e-5, atol=1e-5)
+    walked = edit.apply(v_model, schedule, directions, 0, start.x_T, start.z)  # x_T walked down to t_m
+    assert (walked[:, 0] - edited[:, 0]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="t_m index 2"):
+        edit.apply(v_model, schedule, directions, 0, start.x_T, start.z, states={3: x_tm})

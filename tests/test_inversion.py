@@ -141,3 +141,19 @@ def test_edit_friendly_inversion_is_the_paper_loop_with_diffusers_steps(fixture,
             torch.testing.assert_close(inv.z[:, i], (chain[i + 1] - step.prev_sample) / sigma, rtol=1e-3, atol=1e-3)
         else:  # the deterministic last step of final alpha one records no noise
             assert not inv.z[:, i].any()
+
+
+@pytest.mark.parametrize("fixture, spacing", [("model", "leading"), ("v_model", "trailing")])
+def test_ddim_inversion_keeps_the_states_asked_for_by_grid_index(fixture, spacing, request):
+    """states_at keeps exactly the states that record_x records at those grid indices (0 is x_T, T the image),
+    the image and the first level included, and refuses an index off the grid."""
+    model = request.getfixturevalue(fixture)
+    schedule = make_schedule(model.alphas_cumprod, 5, spacing)
+    full = ddim_invert(model, schedule, images(), record_h=False, record_x=True)
+    kept = ddim_invert(model, schedule, images(), record_h=False, states_at=[0, 2, 4, 5])
+    assert sorted(kept.states) == [0, 2, 4, 5] and kept.x_t is None and full.states == {}
+    for i, state in kept.states.items():
+        torch.testing.assert_close(state, full.x_t[:, i], rtol=0, atol=0)
+    torch.testing.assert_close(kept.states[0], kept.x_T, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="outside the grid"):
+        ddim_invert(model, schedule, images(), record_h=False, states_at=[6])

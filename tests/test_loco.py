@@ -148,7 +148,8 @@ def test_a_real_images_jacobian_is_taken_where_its_edit_starts(model, tmp_path, 
     path = save_png(pixels.numpy(), tmp_path / "image.png")
     schedule = make_schedule(model.alphas_cumprod, 6, eta=eta)
     x_t, image = LocoDirections(image_file=str(path)).starting_point(model, schedule, 3)
-    x_T, z = invert_for(XtShift(), model, schedule, load_image(path, 16)[None])
+    start = invert_for(XtShift(), model, schedule, load_image(path, 16)[None])
+    x_T, z = start.x_T, start.z
     walked = sample(model, schedule.steps(0, 3), x_T, z[:, :3] if z is not None else None).x0[0]
     torch.testing.assert_close(x_t, walked)
     torch.testing.assert_close(image, load_image(path, 16))

@@ -15,7 +15,7 @@ were found on, with deterministic DDIM (eta 0).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -146,11 +146,19 @@ def edit_seeds(
     return run_prepared(ready, model, directions, x_T, z)
 
 
-def run_prepared(ready: PreparedEdit, model: DiffusionModel, directions: Directions, x_T, z) -> Edited:
-    """The edits of x_T (with noise maps z, or None) and what they depart from."""
+def run_prepared(
+    ready: PreparedEdit,
+    model: DiffusionModel,
+    directions: Directions,
+    x_T: torch.Tensor,
+    z: torch.Tensor | None,
+    states: Mapping[int, torch.Tensor] | None = None,
+) -> Edited:
+    """The edits of x_T (with noise maps z, or None; with the inverted `states` of real images, or None) and what
+    they depart from."""
     edit, schedule, index, clip_x0 = ready.edit, ready.schedule, ready.index, ready.sampler.clip_x0
-    edited = edit.apply(model, schedule, directions, index, x_T, z, clip_x0)
-    unedited = edit.unedited(model, schedule, directions, index, x_T, z, clip_x0).cpu()
+    edited = edit.apply(model, schedule, directions, index, x_T, z, clip_x0, states)
+    unedited = edit.unedited(model, schedule, directions, index, x_T, z, clip_x0, states).cpu()
     return Edited(edited, unedited, list(edit.strengths))
 
 
@@ -223,5 +231,6 @@ def edit_images(
     edited along direction `index` at `strengths` (as edit_seeds); `unedited` holds their reconstructions."""
     pixels = as_tensor(images, model.image_shape)
     ready = prepared(model, directions, index, strengths, edit, sampler)
-    x_T, z = invert_for(ready.edit, model, ready.schedule, pixels.to(model.device))
-    return run_prepared(ready, model, directions, x_T, z)
+    starts_at = ready.edit.starts_at(directions, [ready.index])
+    start = invert_for(ready.edit, model, ready.schedule, pixels.to(model.device), starts_at)
+    return run_prepared(ready, model, directions, start.x_T, start.z, start.states)

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -23,6 +23,8 @@ class Inversion:
     h: Tensor | None  # (B, T, *h_shape) h_T, ..., h_1 seen during inversion, noisiest first
     # (B, T + 1, C, H, W) x_T, ..., x_1, x_0 (edit-friendly: what decoding reproduces; DDIM: with record_x)
     x_t: Tensor | None = None
+    # DDIM with states_at: grid index -> (B, C, H, W) the inverted state there, on the CPU
+    states: dict[int, Tensor] = field(default_factory=dict)
 
 
 def _levels(schedule: SamplingSchedule) -> tuple[list[float], list[int]]:
@@ -32,7 +34,12 @@ def _levels(schedule: SamplingSchedule) -> tuple[list[float], list[int]]:
 
 @torch.no_grad()
 def ddim_invert(
-    model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, record_h: bool = True, record_x: bool = False
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    x0: Tensor,
+    record_h: bool = True,
+    record_x: bool = False,
+    states_at: Collection[int] = (),
 ) -> Inversion:
     """x_0 -> x_T along the deterministic DDIM path of `schedule` (its eta is ignored).
 
@@ -40,25 +47,35 @@ def ddim_invert(
     calls; otherwise one more call first lifts the image to level tau_1 with eps(x_0, tau_1).
     For t = 1..T-1: eps = eps_theta(x_t, tau_t) (records h_t), x_{t+1} = sqrt(a_{t+1}) x0_hat + sqrt(1 - a_{t+1}) eps.
     With `record_h`, a last call at (x_T, tau_T) records h_T, the h the first decoding step sees.
-    With `record_x`, x_t holds the inverted states x_T, ..., x_1 and the image, noisiest first.
+    With `record_x`, x_t holds the inverted states x_T, ..., x_1 and the image, noisiest first; `states_at` keeps
+    only the states at those grid indices (0 is x_T, T the image), which is all an edit starting mid-path needs.
     """
     alpha_bar, tau = _levels(schedule)
+    last = len(tau)  # grid index of the image; level t (cleanest first) is grid index last - 1 - t
+    wanted = set(states_at)
+    if not wanted <= set(range(last + 1)):
+        raise ValueError(f"states_at {sorted(wanted)} outside the grid's indices 0..{last}")
+    states = {last: x0.cpu()} if last in wanted else {}
     x = x0.to(model.device, model.dtype)
     if tau[0] > 0:
         eps = to_x0_eps(model(x, tau[0]), x, alpha_bar[0], model.prediction_type)[1]
         x = ddim_step(x, eps, alpha_bar[0], 0.0, None)
     xs = [x.cpu()] if record_x else None
+    if last - 1 in wanted:
+        states[last - 1] = x.cpu()
     with HSpace(model.unet, capture=record_h) as hs:
         for t in range(len(tau) - 1):
             x0_hat, eps = to_x0_eps(model(x, tau[t]), x, alpha_bar[t], model.prediction_type)
             x = ddim_step(x0_hat, eps, alpha_bar[t + 1], 0.0, None)
             if record_x:
                 xs.append(x.cpu())
+            if last - 2 - t in wanted:
+                states[last - 2 - t] = x.cpu()
         if record_h:
             model(x, tau[-1])
     h = torch.stack([c.cpu() for c in reversed(hs.captured)], dim=1) if record_h else None
     x_t = torch.stack([*reversed(xs), x0.cpu()], dim=1) if record_x else None
-    return Inversion(x, None, h, x_t)
+    return Inversion(x, None, h, x_t, states)
 
 
 @torch.no_grad()

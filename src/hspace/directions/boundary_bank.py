@@ -89,9 +89,9 @@ def inverted_bank(
     top = min(t_indices)  # DDIM inversion climbs from the image: the steps above the noisiest index are not needed
     below = schedule.steps(top)
     for _, images, labels in labelled_batches(dataset, first, stop, batch_size, "boundary bank (inverted)"):
-        x_t = ddim_invert(model, below, images, record_h=False, record_x=True).x_t  # index i of the grid at i - top
-        for i in t_indices:
-            x = x_t[:, i - top].to(model.device, model.dtype)
+        states = ddim_invert(model, below, images, record_h=False, states_at=[i - top for i in t_indices]).states
+        for i in t_indices:  # index i of the grid is index i - top of `below`
+            x = states[i - top].to(model.device, model.dtype)
             xs[i].append(x.flatten(1).cpu())
             hs[i].append(capture_h(model, x, schedule.timesteps[i]).flatten(1).cpu())
         scores.append(labels)

@@ -1,7 +1,8 @@
 """Single-step boundary guidance (BoundaryDiffusion; docs/algorithms.md, "BoundaryDiffusion").
 
-Deterministic DDIM takes x_T to the mixing step t_m. There, both latents move once along their unit
-normals n (x_t and h spaces, from `method=boundary`):
+Deterministic DDIM takes x_T to the mixing step t_m (a real image starts from its DDIM-inverted x_tm
+instead, handed in as `states`). There, both latents move once along their unit normals n (x_t and h
+spaces, from `method=boundary`):
 
     placement:            v' = v + (d - <n, v>) n        so <n, v'> = d              (the reference behaviour)
     placement_intercept:  v' = v + (d - dist(v)) n       so dist(v') = d, dist(v) = <n, v> + b/||w||
@@ -20,7 +21,7 @@ that space alone. All strengths of a sample run as one batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -36,6 +37,11 @@ from hspace.edits.strategy import EditStrategy, check_strengths
 from hspace.errors import UserError
 
 MODES = ("placement", "placement_intercept", "relative", "push")
+
+
+def t_index(directions: Directions, index: int) -> int:
+    """The grid index of boundary `index`'s mixing step t_m (the step its h normal lives at)."""
+    return int(directions.scales[index].argmax())
 
 
 def move(v: torch.Tensor, normal: torch.Tensor, offset: float, d: torch.Tensor, mode: str) -> torch.Tensor:
@@ -82,13 +88,19 @@ class BoundaryStep(EditStrategy):
         x_T: torch.Tensor,
         z: torch.Tensor | None,
         clip_x0: bool = False,
+        states: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The samples this edit departs from: the same path (deterministic to t_m, the sampler's eta after)
         with nothing moved. (N, C, H, W)"""
         # keep_h would replace h by itself here: the same result with an extra pass.
         return replace(self, strengths=[0.0], mode="relative", keep_h=False).apply(
-            model, schedule, directions, index, x_T, z, clip_x0
+            model, schedule, directions, index, x_T, z, clip_x0, states
         )[:, 0]
+
+    def starts_at(self, directions: Directions, indices: Iterable[int]) -> set[int]:
+        """The mixing steps t_m of these boundaries (where the x_t boundary is fitted): a real image's edit starts
+        from its inverted x_tm there, as in the paper's conditional mode."""
+        return {t_index(directions, i) for i in indices}
 
     @torch.no_grad()
     def apply(
@@ -100,17 +112,25 @@ class BoundaryStep(EditStrategy):
         x_T: torch.Tensor,
         z: torch.Tensor | None,
         clip_x0: bool = False,
+        states: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """(N, S, C, H, W) edits of samples x_T along boundary `index`."""
-        t_index = int(directions.scales[index].argmax())
+        """(N, S, C, H, W) edits of samples x_T along boundary `index`; from `states[t_m]` (inverted real images)
+        where given, else from x_T taken to t_m by deterministic DDIM."""
+        t_m = t_index(directions, index)
         strengths = torch.as_tensor(list(self.strengths), dtype=torch.float64)
         n, s = x_T.shape[0], len(strengths)
         device = model.device
-        approach = schedule.steps(0, t_index).deterministic()
-        x_tm = sample(model, approach, x_T, clip_x0=clip_x0).x0 if t_index else x_T.to(device, model.dtype)
-        h_tm = capture_h(model, x_tm, schedule.timesteps[t_index])
+        if states is not None:
+            if t_m not in states:
+                raise ValueError(f"states hold grid indices {sorted(states)}, not this boundary's t_m index {t_m}")
+            x_tm = states[t_m].to(device, model.dtype)
+        elif t_m:
+            x_tm = sample(model, schedule.steps(0, t_m).deterministic(), x_T, clip_x0=clip_x0).x0
+        else:
+            x_tm = x_T.to(device, model.dtype)
+        h_tm = capture_h(model, x_tm, schedule.timesteps[t_m])
         normal_x = directions.extra["x_normal"][index].flatten().double().to(device)
-        normal_h = directions.vectors[index, t_index].flatten().double().to(device)
+        normal_h = directions.vectors[index, t_m].flatten().double().to(device)
         offset_x, offset_h = directions.extra["offsets"][index].tolist()
         rows = torch.arange(n * s)
         sample_of, strength_of = rows // s, strengths.repeat(n).to(device)
@@ -122,12 +142,12 @@ class BoundaryStep(EditStrategy):
             h_rows = move(h_rows, normal_h, offset_h, strength_of * self.h_scale, self.mode)
         x_rows = x_rows.to(model.dtype).view(n * s, *x_T.shape[1:])
         h_rows = h_rows.to(model.dtype).view(n * s, *h_tm.shape[1:])
-        rest = schedule.steps(t_index)  # t_m (with the moved x_t and h) to the end
+        rest = schedule.steps(t_m)  # t_m (with the moved x_t and h) to the end
         kept = (0, None)  # keep_h: the unedited h of samples first.., recorded for batch_size samples at a time
         out = []
         for start in range(0, n * s, self.batch_size):
             part = slice(start, start + self.batch_size)
-            zs = z[sample_of[part]][:, t_index:] if z is not None else None
+            zs = z[sample_of[part]][:, t_m:] if z is not None else None
             after = None  # keep_h: (rows, steps after t_m, *h_shape) from the unedited paths
             if self.keep_h and rest.num_steps > 1:
                 first, last = int(sample_of[part][0]), int(sample_of[part][-1])
@@ -136,7 +156,7 @@ class BoundaryStep(EditStrategy):
                     kept = (
                         first,
                         self.unedited_h(
-                            model, schedule, t_index, x_tm[chunk], z[chunk] if z is not None else None, clip_x0
+                            model, schedule, t_m, x_tm[chunk], z[chunk] if z is not None else None, clip_x0
                         ),
                     )
                 after = kept[1][sample_of[part] - kept[0]]

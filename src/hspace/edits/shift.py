@@ -11,7 +11,7 @@ quality-boosting intervals.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -95,6 +95,7 @@ class ShiftEdit(EditStrategy):
         x_T: torch.Tensor,
         z: torch.Tensor | None,
         clip_x0: bool = False,
+        states: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         strengths = torch.as_tensor(list(self.strengths), dtype=torch.float32)
         n, s = x_T.shape[0], len(strengths)
@@ -123,6 +124,7 @@ class ShiftEdit(EditStrategy):
         x_T: torch.Tensor,
         z: torch.Tensor | None,
         clip_x0: bool = False,
+        states: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The plain sample, on the path with the noisy tail when there is one."""
         path, z = with_noisy_tail(schedule, self.noisy_tail, model.num_train_timesteps, x_T, z)

@@ -9,13 +9,16 @@ An edit is a dataclass of settings that subclasses EditStrategy, with
 - `check_schedule(schedule)`: refuses settings that do not fit the model's sampling grid;
 - `unedited(...)`: what those edits depart from (by default the plain sample; an edit with a path of its
   own overrides it, and sets `inverts_by_ddim` when that path is deterministic DDIM up to the edit, so
-  real images are inverted by DDIM and get fresh noise after the edit even on a stochastic grid).
+  real images are inverted by DDIM and get fresh noise after the edit even on a stochastic grid);
+- `starts_at(directions, indices)`: the grid indices where an `inverts_by_ddim` edit leaves x_T's path. A real
+  image's DDIM-inverted states there reach `apply` and `unedited` as `states`, so its edit starts from the
+  inverted state rather than from x_T walked back down (BoundaryDiffusion's conditional mode).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -44,13 +47,20 @@ class EditStrategy(ABC):
         x_T: torch.Tensor,
         z: torch.Tensor | None,
         clip_x0: bool = False,
+        states: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Edit samples (x_T (N, C, H, W), noise maps z (N, T, C, H, W) or None) along direction `index`
-        at every strength. (N, S, C, H, W) in [-1, 1]"""
+        at every strength. `states`: for inverted real images, their inverted x_t at the grid indices
+        `starts_at` names (None for generated samples). (N, S, C, H, W) in [-1, 1]"""
 
     def check_schedule(self, schedule: SamplingSchedule) -> None:
         """Refuse, in one line, settings that do not fit the sampling grid; called once the model's grid is
         known, before any direction is found or edit drawn. By default every grid fits."""
+
+    def starts_at(self, directions: Directions, indices: Iterable[int]) -> set[int]:
+        """Grid indices (0 is x_T) where the edits along these directions leave the path of x_T: a real image's
+        DDIM-inverted states there are handed to `apply` and `unedited`. By default none: edits start at x_T."""
+        return set()
 
     def unedited(
         self,
@@ -61,6 +71,7 @@ class EditStrategy(ABC):
         x_T: torch.Tensor,
         z: torch.Tensor | None,
         clip_x0: bool = False,
+        states: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The samples the edits of x_T depart from. (N, C, H, W)"""
         return sample(model, schedule, x_T, z, clip_x0=clip_x0).x0

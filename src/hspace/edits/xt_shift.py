@@ -14,7 +14,7 @@ strength 0 included, sees the same tail noise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -81,6 +81,7 @@ class XtShift(EditStrategy):
         x_T: torch.Tensor,
         z: torch.Tensor | None,
         clip_x0: bool = False,
+        states: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """(N, S, C, H, W) edits of samples x_T along x_t direction `index`."""
         return self.paths(model, schedule, directions, index, x_T, z, self.strengths, clip_x0)
@@ -95,6 +96,7 @@ class XtShift(EditStrategy):
         x_T: torch.Tensor,
         z: torch.Tensor | None,
         clip_x0: bool = False,
+        states: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The strength-0 path: the plain sample, with the noisy tail when there is one."""
         if self.noisy_tail == 0:

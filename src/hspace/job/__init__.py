@@ -145,7 +145,7 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
     real = None
     if job.real_images is not None and len(job.real_images):
         with timer.stage("invert", f"{len(job.real_images)} real images x {steps} steps"):
-            inverted, reconstruction = invert_real(edit, model, schedule, directions, job.real_images, clip_x0)
+            inverted, reconstruction = invert_real(edit, model, schedule, directions, count, job.real_images, clip_x0)
             metrics["inversion/mse"] = float((((reconstruction - job.real_images) / 2) ** 2).mean())
         with timer.stage("edit_real", f"{len(job.real_images)} images x {strengths} strengths x {count} directions"):
             real = edit_real(edit, model, schedule, directions, count, inverted, clip_x0)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,19 +20,22 @@ from hspace.progress import bar
 
 @dataclass
 class StartingPoints:
-    """Where the paths of N images start: x_T and the noise maps z, one row per id (a seed or a dataset index)."""
+    """Where the paths of N images start: x_T and the noise maps z, one row per id (a seed or a dataset index);
+    for inverted real images also their inverted states at the grid indices where the edit starts
+    (EditStrategy.starts_at), None for generated samples."""
 
     ids: list[int]
     id_kind: str  # "seeds" | "indices"
     x_T: torch.Tensor
     z: torch.Tensor | None
+    states: dict[int, torch.Tensor] | None = None
 
 
 @dataclass
 class EditedSet(StartingPoints):
     """Edits (D, N, S, C, H, W) in [-1, 1] of the N images whose paths start at these points."""
 
-    edited: torch.Tensor
+    edited: torch.Tensor = field(kw_only=True)
 
     def save(self, path: Path, strengths: Sequence[float], names: Sequence[str]) -> Path:
         """The run's edits file (hspace.edits_file)."""
@@ -45,14 +48,13 @@ def edit_all(
     schedule: SamplingSchedule,
     directions: Directions,
     count: int,
-    x_T,
-    z,
+    start: StartingPoints,
     clip_x0: bool,
 ) -> torch.Tensor:
     """(D, N, S, C, H, W) edits of the first `count` directions."""
     return torch.stack(
         [
-            edit.apply(model, schedule, directions, j, x_T, z, clip_x0)
+            edit.apply(model, schedule, directions, j, start.x_T, start.z, clip_x0, start.states)
             for j in bar(range(count), "edit", unit="direction")
         ]
     )
@@ -67,9 +69,9 @@ def edit_generated(
     seeds: Sequence[int],
     clip_x0: bool,
 ) -> EditedSet:
-    x_T, z = noise_for(seeds, model, schedule)
-    edited = edit_all(edit, model, schedule, directions, count, x_T, z, clip_x0)
-    return EditedSet(list(seeds), "seeds", x_T, z, edited=edited)
+    start = StartingPoints(list(seeds), "seeds", *noise_for(seeds, model, schedule))
+    edited = edit_all(edit, model, schedule, directions, count, start, clip_x0)
+    return EditedSet(start.ids, start.id_kind, start.x_T, start.z, edited=edited)
 
 
 def unedited(
@@ -81,24 +83,29 @@ def unedited(
     clip_x0: bool,
 ) -> torch.Tensor:
     """What the edits of paths from these starting points depart from, on the CPU. (N, C, H, W)"""
-    return edit.unedited(model, schedule, directions, 0, start.x_T, start.z, clip_x0).cpu()
+    return edit.unedited(model, schedule, directions, 0, start.x_T, start.z, clip_x0, start.states).cpu()
 
 
 def invert_for(
-    edit: EditStrategy, model: DiffusionModel, schedule: SamplingSchedule, images: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """x_T and noise maps z from which `edit`'s unedited path gives back `images` (N, C, H, W).
+    edit: EditStrategy,
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    images: torch.Tensor,
+    starts_at: Collection[int] = (),
+) -> StartingPoints:
+    """Where `edit`'s paths start for `images` (N, C, H, W), so that its unedited path gives them back.
 
     Deterministic grids: DDIM inversion. Stochastic grids: edit-friendly inversion (its z reproduce the image
     exactly), except for an edit that walks DDIM to its step (`inverts_by_ddim`, e.g. boundary_step): DDIM
-    inversion, so that path comes back close to the inverted x_t (DDIM inversion and decoding do not quite
-    meet: docs/algorithms.md, "The single step"), and fresh noise maps for the steps after it (the paper's
+    inversion, keeping the inverted states at the grid indices `starts_at` (`edit.starts_at` of the directions
+    to edit: where its edits start, e.g. x_tm), and fresh noise maps for the steps after them (the paper's
     conditional mode)."""
-    if edit.inverts_by_ddim and not schedule.is_deterministic:
-        x_T = ddim_invert(model, schedule, images, record_h=False).x_T
-        return x_T, noise_for(range(len(images)), model, schedule)[1]
-    inverted = invert(model, schedule, images, seeds=range(len(images)))
-    return inverted.x_T, inverted.z
+    ids = list(range(len(images)))
+    if edit.inverts_by_ddim:
+        inverted = ddim_invert(model, schedule, images, record_h=False, states_at=starts_at)
+        return StartingPoints(ids, "indices", inverted.x_T, noise_for(ids, model, schedule)[1], inverted.states)
+    inverted = invert(model, schedule, images, seeds=ids)
+    return StartingPoints(ids, "indices", inverted.x_T, inverted.z)
 
 
 def invert_real(
@@ -106,13 +113,13 @@ def invert_real(
     model: DiffusionModel,
     schedule: SamplingSchedule,
     directions: Directions,
+    count: int,
     images: torch.Tensor,
     clip_x0: bool,
 ) -> tuple[StartingPoints, torch.Tensor]:
-    """The inverted real images' starting points and their reconstructions by the edit's unedited path (edit_real
-    edits them)."""
-    x_T, z = invert_for(edit, model, schedule, images)
-    inverted = StartingPoints(list(range(len(images))), "indices", x_T, z)
+    """The inverted real images' starting points for the edits along the first `count` directions, and their
+    reconstructions by the edit's unedited path (edit_real edits them)."""
+    inverted = invert_for(edit, model, schedule, images, edit.starts_at(directions, range(count)))
     return inverted, unedited(edit, model, schedule, directions, inverted, clip_x0)
 
 
@@ -125,5 +132,5 @@ def edit_real(
     inverted: StartingPoints,
     clip_x0: bool,
 ) -> EditedSet:
-    edited = edit_all(edit, model, schedule, directions, count, inverted.x_T, inverted.z, clip_x0)
+    edited = edit_all(edit, model, schedule, directions, count, inverted, clip_x0)
     return EditedSet(inverted.ids, inverted.id_kind, inverted.x_T, inverted.z, edited=edited)
