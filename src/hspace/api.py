@@ -157,8 +157,8 @@ def run_prepared(
     """The edits of x_T (with noise maps z, or None; with the inverted `states` of real images, or None) and what
     they depart from."""
     edit, schedule, index, clip_x0 = ready.edit, ready.schedule, ready.index, ready.sampler.clip_x0
-    edited = edit.apply(model, schedule, directions, index, x_T, z, clip_x0, states)
-    unedited = edit.unedited(model, schedule, directions, index, x_T, z, clip_x0, states).cpu()
+    edited = edit.apply(model, schedule, directions, index, x_T, z, clip_x0, states=states)
+    unedited = edit.unedited(model, schedule, directions, index, x_T, z, clip_x0, states=states).cpu()
     return Edited(edited, unedited, list(edit.strengths))
 
 

@@ -94,7 +94,7 @@ class BoundaryStep(EditStrategy):
         with nothing moved. (N, C, H, W)"""
         # keep_h would replace h by itself here: the same result with an extra pass.
         return replace(self, strengths=[0.0], mode="relative", keep_h=False).apply(
-            model, schedule, directions, index, x_T, z, clip_x0, states
+            model, schedule, directions, index, x_T, z, clip_x0, states=states
         )[:, 0]
 
     def starts_at(self, directions: Directions, indices: Iterable[int]) -> set[int]:

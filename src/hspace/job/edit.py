@@ -54,7 +54,7 @@ def edit_all(
     """(D, N, S, C, H, W) edits of the first `count` directions."""
     return torch.stack(
         [
-            edit.apply(model, schedule, directions, j, start.x_T, start.z, clip_x0, start.states)
+            edit.apply(model, schedule, directions, j, start.x_T, start.z, clip_x0, states=start.states)
             for j in bar(range(count), "edit", unit="direction")
         ]
     )
@@ -83,7 +83,7 @@ def unedited(
     clip_x0: bool,
 ) -> torch.Tensor:
     """What the edits of paths from these starting points depart from, on the CPU. (N, C, H, W)"""
-    return edit.unedited(model, schedule, directions, 0, start.x_T, start.z, clip_x0, start.states).cpu()
+    return edit.unedited(model, schedule, directions, 0, start.x_T, start.z, clip_x0, states=start.states).cpu()
 
 
 def invert_for(
