@@ -1,6 +1,7 @@
 """The ADM / iDDPM backbone: guided-diffusion parameter names and shapes for the AFHQ-dog configuration,
-loading a checkpoint made in that format, h-space access, hspace-run end to end on a tiny one, and its
-attention, timestep embedding and residual blocks against their written-out definitions."""
+loading a checkpoint made in that format, its outputs and h against guided-diffusion's own UNetModel, h-space
+access, hspace-run end to end on a tiny one, and its attention, timestep embedding and residual blocks against
+their written-out definitions."""
 
 import math
 
@@ -14,6 +15,7 @@ from hspace.cli.run import run
 from hspace.diffusion.adm import ADMConfig, ADMUNet
 from hspace.diffusion.loading import load_adm
 from hspace.errors import UserError
+from tests.adm_reference import CONFIGS, FIXTURE, TIMESTEPS, inputs, seeded_state
 
 AFHQ_DOG = dict(
     image_size=256,
@@ -167,6 +169,30 @@ def test_checkpoint_loads_with_learned_variance_and_h_access(tiny_checkpoint):
         hs.add(torch.ones(1, 64, 16, 16))
         edited = model(x, 500)
     assert (edited - model(x, 500)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_outputs_and_h_match_guided_diffusions_own_unet(name, tmp_path):
+    """The same seeded weights, saved as a guided-diffusion checkpoint and loaded by load_adm, give the output
+    (eps and the variance channels) and h that guided-diffusion's UNetModel gave on the same inputs
+    (tests/fixtures/adm_guided_diffusion.safetensors, written by scripts/adm_reference_outputs.py)."""
+    from safetensors.torch import load_file
+
+    config = CONFIGS[name]
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in ADMUNet(ADMConfig(**config)).state_dict().items()}
+    path = tmp_path / "model.pt"
+    torch.save(seeded_state(shapes), path)
+    model = load_adm(str(path), config, SCHEDULER)
+    expected = load_file(FIXTURE)
+    x = inputs(config)
+    for t in TIMESTEPS:
+        with HSpace(model.unet, capture=True) as hs:
+            out = model.unet(x, torch.full((len(x),), t))
+        ours = torch.cat([out.sample, out.variance], dim=1) if out.variance is not None else out.sample
+        torch.testing.assert_close(ours, expected[f"{name}/out@{t}"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(hs.captured[0], expected[f"{name}/h@{t}"], rtol=1e-4, atol=1e-5)
+    assert (expected[f"{name}/out@0"] - expected[f"{name}/out@999"]).abs().max() > 1e-3  # the timestep matters
 
 
 def test_bad_checkpoints_are_one_line(tmp_path, tiny_checkpoint):
