@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--afhq-dog", action="store_true", help="also compare the full AFHQ-dog configuration")
     args = parser.parse_args()
     checkout = args.guided_diffusion.expanduser()
+    if args.output.is_dir():
+        parser.exit(2, f"error: --output={args.output} is a folder: give the file to write\n")
     if not (checkout / "guided_diffusion" / "unet.py").is_file():
         parser.exit(
             2, f"error: {checkout} holds no guided_diffusion/unet.py: give a checkout of openai/guided-diffusion\n"
