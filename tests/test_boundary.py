@@ -555,3 +555,18 @@ def test_a_real_images_edit_starts_from_its_inverted_state_at_the_mixing_step(v_
     assert (walked[:, 0] - edited[:, 0]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="t_m index 2"):
         edit.apply(v_model, schedule, directions, 0, start.x_T, start.z, states={3: x_tm})
+
+    # The Python API's edit_images takes the same path.
+    from hspace import api
+    from hspace.diffusion.schedule import SamplerSettings
+
+    directions.weight_hash = v_model.weights_identity
+    edited_by_api = api.edit_images(
+        v_model,
+        directions,
+        images,
+        edit=edit,
+        sampler=SamplerSettings(num_steps=num_steps, spacing="trailing", eta=eta),
+    )
+    torch.testing.assert_close(edited_by_api.images, edited, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(edited_by_api.unedited, reconstruction, rtol=1e-5, atol=1e-5)
