@@ -40,6 +40,7 @@ def reference_unet(unet_model, config: dict):
         channel_mult=tuple(config["channel_mult"]),
         num_heads=config["num_heads"],
         num_head_channels=config["num_head_channels"],
+        num_heads_upsample=config.get("num_heads_upsample", -1),
         use_scale_shift_norm=config["use_scale_shift_norm"],
         resblock_updown=config["resblock_updown"],
     ).eval()

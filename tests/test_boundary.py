@@ -529,7 +529,7 @@ def test_a_real_images_edit_starts_from_its_inverted_state_at_the_mixing_step(v_
     is the unmoved state's, as h_scale=null leaves it)."""
     from hspace.bottleneck import capture_h
     from hspace.diffusion.inversion import ddim_invert
-    from hspace.job.edit import invert_real
+    from hspace.job.edit import edit_real, invert_for, invert_real
 
     num_steps, t_index, d = 6, 2, 3.0
     schedule = make_schedule(v_model.alphas_cumprod, num_steps, "trailing", eta)
@@ -551,6 +551,8 @@ def test_a_real_images_edit_starts_from_its_inverted_state_at_the_mixing_step(v_
         expected = sample(v_model, rest, moved, z_rest, step=ReplaceH(lambda idx: h_tm if idx == 0 else None)).x0
         torch.testing.assert_close(edited[:, column], expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(reconstruction, edited[:, 0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(edit_real(edit, v_model, schedule, directions, 1, start, False).edited[0], edited)
+    assert invert_for(edit, v_model, schedule, images).states is None  # no start named: the edits start at x_T
     walked = edit.apply(v_model, schedule, directions, 0, start.x_T, start.z)  # x_T walked down to t_m
     assert (walked[:, 0] - edited[:, 0]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="t_m index 2"):

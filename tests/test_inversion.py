@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert
+from hspace.diffusion.inversion import ddim_invert, edit_friendly_invert, invert
 from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import make_schedule
 from tests.conftest import GOOGLE_SCHEDULER, ZERO_SNR_V
@@ -157,3 +157,20 @@ def test_ddim_inversion_keeps_the_states_asked_for_by_grid_index(fixture, spacin
     torch.testing.assert_close(kept.states[0], kept.x_T, rtol=0, atol=0)
     with pytest.raises(ValueError, match="outside the grid"):
         ddim_invert(model, schedule, images(), record_h=False, states_at=[6])
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_invert_keeps_the_states_that_decoding_passes_through(v_model, eta):
+    """DDIM on a deterministic grid, edit-friendly on a stochastic one: either way the state kept at grid index 2
+    is where decoding (x_T, z) is after two steps (exactly so for edit-friendly inversion; for DDIM, up to how far
+    inversion and decoding are apart, checked in the tests above)."""
+    schedule = make_schedule(v_model.alphas_cumprod, 5, "trailing", eta=eta)
+    inverted = invert(v_model, schedule, images(), seeds=[0, 1], states_at=[2])
+    assert sorted(inverted.states) == [2]
+    if eta == 0.0:
+        expected = ddim_invert(v_model, schedule, images(), record_h=False, record_x=True).x_t[:, 2]
+    else:
+        expected = sample(v_model, schedule.steps(0, 2), inverted.x_T, inverted.z[:, :2]).x0
+    torch.testing.assert_close(inverted.states[2], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="outside the grid"):
+        invert(v_model, schedule, images(), seeds=[0, 1], states_at=[6])

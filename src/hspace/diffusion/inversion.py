@@ -114,9 +114,20 @@ def edit_friendly_invert(
     return Inversion(x_t[0], z.transpose(0, 1).contiguous(), h, chain)
 
 
-def invert(model: DiffusionModel, schedule: SamplingSchedule, x0: Tensor, seeds: Sequence[int]) -> Inversion:
+def invert(
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    x0: Tensor,
+    seeds: Sequence[int],
+    states_at: Collection[int] = (),
+) -> Inversion:
     """The inversion that decoding with `schedule` reproduces: DDIM on a deterministic grid, edit-friendly
-    (with the noise streams of `seeds`) on a stochastic one. No h is recorded."""
+    (with the noise streams of `seeds`) on a stochastic one, with the states at the grid indices `states_at`
+    (what decoding passes through there). No h is recorded."""
     if schedule.is_deterministic:
-        return ddim_invert(model, schedule, x0, record_h=False)
-    return edit_friendly_invert(model, schedule, x0, seeds=seeds, record_h=False)
+        return ddim_invert(model, schedule, x0, record_h=False, states_at=states_at)
+    inverted = edit_friendly_invert(model, schedule, x0, seeds=seeds, record_h=False)
+    if not set(states_at) <= set(range(schedule.num_steps + 1)):
+        raise ValueError(f"states_at {sorted(states_at)} outside the grid's indices 0..{schedule.num_steps}")
+    inverted.states = {i: inverted.x_t[:, i] for i in states_at}
+    return inverted

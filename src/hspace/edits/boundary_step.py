@@ -90,8 +90,8 @@ class BoundaryStep(EditStrategy):
         clip_x0: bool = False,
         states: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """The samples this edit departs from: the same path (deterministic to t_m, the sampler's eta after)
-        with nothing moved. (N, C, H, W)"""
+        """The samples this edit departs from: the same path (deterministic DDIM to t_m, or the inverted x_tm
+        of `states`; the sampler's eta after) with nothing moved. (N, C, H, W)"""
         # keep_h would replace h by itself here: the same result with an extra pass.
         return replace(self, strengths=[0.0], mode="relative", keep_h=False).apply(
             model, schedule, directions, index, x_T, z, clip_x0, states=states

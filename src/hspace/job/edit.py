@@ -93,19 +93,22 @@ def invert_for(
     images: torch.Tensor,
     starts_at: Collection[int] = (),
 ) -> StartingPoints:
-    """Where `edit`'s paths start for `images` (N, C, H, W), so that its unedited path gives them back.
+    """Where `edit`'s paths start for `images` (N, C, H, W), so that its unedited path gives them back, with the
+    inverted states at the grid indices `starts_at` (`edit.starts_at` of the directions to edit: where its edits
+    start, e.g. x_tm; None when it names none, so the edits start at x_T).
 
-    Deterministic grids: DDIM inversion. Stochastic grids: edit-friendly inversion (its z reproduce the image
-    exactly), except for an edit that walks DDIM to its step (`inverts_by_ddim`, e.g. boundary_step): DDIM
-    inversion, keeping the inverted states at the grid indices `starts_at` (`edit.starts_at` of the directions
-    to edit: where its edits start, e.g. x_tm), and fresh noise maps for the steps after them (the paper's
-    conditional mode)."""
+    An edit that walks DDIM to its step (`inverts_by_ddim`, e.g. boundary_step): DDIM inversion on every grid,
+    and fresh noise maps for the steps after it on a stochastic one (the paper's conditional mode). Any other
+    edit: DDIM inversion on a deterministic grid, edit-friendly inversion (its z reproduce the image exactly)
+    on a stochastic one."""
     ids = list(range(len(images)))
     if edit.inverts_by_ddim:
         inverted = ddim_invert(model, schedule, images, record_h=False, states_at=starts_at)
-        return StartingPoints(ids, "indices", inverted.x_T, noise_for(ids, model, schedule)[1], inverted.states)
-    inverted = invert(model, schedule, images, seeds=ids)
-    return StartingPoints(ids, "indices", inverted.x_T, inverted.z)
+        z = noise_for(ids, model, schedule)[1]
+    else:
+        inverted = invert(model, schedule, images, seeds=ids, states_at=starts_at)
+        z = inverted.z
+    return StartingPoints(ids, "indices", inverted.x_T, z, inverted.states if starts_at else None)
 
 
 def invert_real(
