@@ -99,7 +99,7 @@ def test_more_components_than_h_has_dimensions_are_refused_before_any_sampling(m
     model = DiffusionModel(tiny_unet(), dict(DDPMScheduler(**GOOGLE_SCHEDULER).config))
     dimensions = int(np.prod(model.h_shape))
     monkeypatch.setattr("hspace.directions.pca.collect_h", lambda *a, **k: pytest.fail("sampled before refusing"))
-    method = PCA(num_samples=dimensions + 1, num_components=dimensions + 1, batch_size=dimensions + 1, oversample=0)
+    method = PCA(num_samples=dimensions + 2, num_components=dimensions + 1, batch_size=dimensions + 1, oversample=0)
     with pytest.raises(UserError, match=f"method.num_components={dimensions + 1} exceeds the {dimensions} dimensions"):
         method.find(model, SamplerSettings(num_steps=3))
 
@@ -174,3 +174,14 @@ def test_joint_directions_keep_one_sign_over_all_steps_and_random_matches_their_
     rnd = RandomDirections(**settings).find(model, SamplerSettings(num_steps=3, spacing="trailing"))
     norm = lambda d: d.vectors.flatten(2).norm(dim=-1) * d.scales  # noqa: E731
     torch.testing.assert_close(norm(rnd), norm(joint), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("exact_max_n", [0, 8])
+def test_as_many_components_as_samples_are_refused_on_both_paths(exact_max_n):
+    """n samples span at most n - 1 axes around their mean: a k-th axis from k samples would be rounding noise
+    saved as a direction (exact path) or a reshape error (streaming with no oversampling)."""
+    from hspace.errors import UserError
+
+    with pytest.raises(UserError, match="method.num_components=8 needs at least 9 collection samples"):
+        PCA(num_samples=8, num_components=8, batch_size=8, oversample=0, exact_max_n=exact_max_n)
+    PCA(num_samples=9, num_components=8, batch_size=8, oversample=0, exact_max_n=exact_max_n)  # enough

@@ -280,6 +280,12 @@ class PCA(DirectionMethod):
         if self.collection_eta is not None:
             number(self.collection_eta, "method.collection_eta", 0.0, 1.0)
         integer(self.num_samples, "method.num_samples", 2)
+        if self.num_components >= self.num_samples:  # n samples span at most n - 1 axes around their mean
+            raise UserError(
+                f"method.num_components={self.num_components} needs at least {self.num_components + 1} collection "
+                f"samples (n samples span at most n - 1 axes around their mean), not method.num_samples="
+                f"{self.num_samples}: raise method.num_samples or lower method.num_components"
+            )
         if self.num_samples > self.exact_max_n:  # the streaming path: each batch must hold the tracked axes
             tracked = self.num_components + self.oversample
             if self.num_samples < tracked or self.batch_size < tracked:
