@@ -180,3 +180,17 @@ def test_a_grid_whose_step_does_not_divide_the_training_steps_steps_to_the_next_
         sigma = eta * ((1 - a_prev) / (1 - a)) ** 0.5 * (1 - a / a_prev) ** 0.5
         x = a_prev**0.5 * x0_hat + (1 - a_prev - sigma**2) ** 0.5 * eps + sigma * z[:, idx].double()
         torch.testing.assert_close(ours[:, idx + 1], x.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_leading_grid_that_would_start_far_down_the_schedule_is_refused():
+    """1000 // 600 = 1: the leading grid of 600 steps would be 599..0 and start from noise at tau 599. More than
+    N/2 steps are taken only where they divide N (1000 steps: 999..0); fewer keep diffusers' leading grid."""
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.errors import UserError
+
+    alphas = torch.linspace(0.999, 0.001, 1000, dtype=torch.float64)
+    with pytest.raises(UserError, match="starts at timestep 599"):
+        SamplerSettings(num_steps=600).schedule(alphas)
+    assert SamplerSettings(num_steps=1000).schedule(alphas).timesteps[0] == 999
+    assert SamplerSettings(num_steps=300).schedule(alphas).timesteps[0] == 897  # as diffusers' leading grid
+    assert SamplerSettings(num_steps=600, spacing="trailing").schedule(alphas).timesteps[0] == 999

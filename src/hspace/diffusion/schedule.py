@@ -33,7 +33,8 @@ def training_alphas_cumprod(scheduler_config: dict) -> Tensor:
 def timestep_grid(num_steps: int, num_train_timesteps: int = 1000, spacing: Spacing = "leading") -> Tensor:
     """Training timesteps tau_T > ... > tau_1 of a T-step sampling grid. (T,) long
 
-    leading:  (T-1)*N/T, ..., N/T, 0 (diffusers "leading", the Haas grid)
+    leading:  (T-1)*s, ..., s, 0 with s = N // T (diffusers "leading", the Haas grid; short of N - 1 by up to
+              T - 1 steps when T does not divide N)
     trailing: N-1, N-1-N/T, ..., N/T-1 (starts at the last training step, for zero terminal SNR)
     linspace: int(linspace(0, N-1, T)) reversed, truncated toward zero (diffusers' "linspace" rounds instead:
               the two differ by one at about half the steps of a 50-step grid)
@@ -172,4 +173,12 @@ class SamplerSettings:
         return {"num_steps": self.num_steps, "spacing": self.spacing, "final_alpha": self.final_alpha, "eta": self.eta}
 
     def schedule(self, alphas_cumprod: Tensor) -> SamplingSchedule:
+        """The grid on a model's training schedule; a leading grid whose step would collapse is refused."""
+        n, steps = len(alphas_cumprod), self.num_steps
+        if self.spacing == "leading" and steps > n // 2 and n % steps:
+            raise UserError(
+                f"sampler.num_steps={steps} on the leading grid walks steps of {n} // {steps} = {n // steps} and "
+                f"starts at timestep {(n // steps) * (steps - 1)}, far below the last training step {n - 1}: use at "
+                f"most {n // 2} steps or a divisor of {n}, or sampler.spacing=trailing"
+            )
         return make_schedule(alphas_cumprod, self.num_steps, self.spacing, self.eta, self.final_alpha)
