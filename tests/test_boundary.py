@@ -257,13 +257,19 @@ def test_conditional_mode_with_eta_one_departs_from_the_real_image(tmp_path, mon
 
 
 def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
-    from hspace.directions.mixing import choose_t_mix
+    from hspace.directions.mixing import admitted, choose_t_mix, most_accurate
 
     assert choose_t_mix([100, 200, 300], [0.001, 0.005, 0.02], 0.01, 500) == (
         200,
         "largest candidate with Delta <= 0.01 at it and every smaller candidate",
     )
     assert choose_t_mix([100, 200], [0.5, 0.0], 0.01, 500)[0] == 500
+    # select=accuracy chooses among the admitted steps only: none admitted, the fallback stands
+    accuracy = {"x": [0.9, 0.6, 0.99], "h": [0.9, 0.6, 0.99]}
+    assert most_accurate([100, 200, 300], admitted([100, 200, 300], [0.001, 0.005, 0.02], 0.01), accuracy) == 100
+    assert most_accurate([100, 200, 300], admitted([100, 200, 300], [0.5, 0.0, 0.0], 0.01), accuracy) is None
+    tied = {"x": [0.8, 0.8, 0.1], "h": [0.8, 0.8, 0.1]}
+    assert most_accurate([100, 200, 300], [100, 200], tied) == 200  # ties: the larger step
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [
         "method=boundary",

@@ -27,7 +27,7 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.boundary_bank import LatentBank, generated_bank, inverted_bank, load_bank, save_bank
 from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod
-from hspace.directions.mixing import MixingCurve, fine_schedule, search_t_mix
+from hspace.directions.mixing import MixingCurve, admitted, fine_schedule, most_accurate, search_t_mix
 from hspace.distributed import Shard
 from hspace.errors import UserError
 
@@ -266,13 +266,10 @@ class BoundaryDirections(DirectionMethod):
         fits = [self.fit_spaces(bank.x[i], bank.h[i], labels) for i in indices]
         curve.accuracy = {space: [f[space].val_acc for f in fits] for space in ("x", "h")}
         if settings["select"] == "accuracy":
-            admissible = [j for j, t in enumerate(candidates) if t <= curve.t_mix]
-            if admissible:
-                best = max(admissible, key=lambda j: (curve.accuracy["x"][j] + curve.accuracy["h"][j], candidates[j]))
-                curve.t_mix, curve.reason = (
-                    candidates[best],
-                    curve.reason + "; then the highest mean held-out accuracy among them",
-                )
+            steps = admitted(candidates, curve.delta, settings["epsilon"])
+            best = most_accurate(candidates, steps, curve.accuracy)
+            if best is not None:  # with no step admitted, the fallback stands
+                curve.t_mix, curve.reason = best, curve.reason + "; then the highest mean held-out accuracy among them"
         return curve
 
     def walked_sampler(self, sampler: SamplerSettings) -> SamplerSettings:

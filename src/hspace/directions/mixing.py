@@ -55,15 +55,28 @@ def fine_schedule(model: DiffusionModel, candidates: list[int], stride: int) -> 
     return schedule_from_timesteps(model.alphas_cumprod, [*range(top, 0, -stride), *candidates, top])
 
 
-def choose_t_mix(candidates: list[int], delta: list[float], epsilon: float, fallback: int) -> tuple[int, str]:
-    chosen = None
+def admitted(candidates: list[int], delta: list[float], epsilon: float) -> list[int]:
+    """The candidate steps the radius criterion admits: Delta <= epsilon at the step and at every smaller one."""
+    steps = []
     for t, d in sorted(zip(candidates, delta)):
         if d > epsilon:
             break
-        chosen = t
-    if chosen is None:
+        steps.append(t)
+    return steps
+
+
+def choose_t_mix(candidates: list[int], delta: list[float], epsilon: float, fallback: int) -> tuple[int, str]:
+    steps = admitted(candidates, delta, epsilon)
+    if not steps:
         return fallback, f"Delta exceeds {epsilon} already at t = {min(candidates)}: fallback {fallback}"
-    return chosen, f"largest candidate with Delta <= {epsilon} at it and every smaller candidate"
+    return max(steps), f"largest candidate with Delta <= {epsilon} at it and every smaller candidate"
+
+
+def most_accurate(candidates: list[int], steps: list[int], accuracy: dict[str, list[float]]) -> int | None:
+    """Of the admitted `steps`, the one whose x and h SVMs have the highest summed held-out accuracy (ties: the
+    larger step); None when none is admitted (the fallback stands)."""
+    scored = [(accuracy["x"][j] + accuracy["h"][j], t) for j, t in enumerate(candidates) if t in steps]
+    return max(scored)[1] if scored else None
 
 
 @torch.no_grad()
