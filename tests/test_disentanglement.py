@@ -112,3 +112,18 @@ def test_mig_of_a_hand_computed_example():
     expected = (np.log(2) - information) / np.log(2)
     assert mig(np.stack([exact, partial], axis=1), factor[:, None]) == pytest.approx(expected, rel=1e-12)
     assert mig(np.stack([partial, exact], axis=1), factor[:, None]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_factor_that_never_varies_is_left_out_and_none_varying_is_null():
+    """A constant factor has nothing to predict: DCI and MIG over the other factors are what they are without it
+    (before, the trees refused a one-class factor and the whole stage failed; MIG of no varying factor was 0)."""
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 4, size=(200, 2))
+    codes = np.column_stack([factors[:, 1], factors[:, 0], rng.normal(size=200)]).astype(float)
+    with_constant = np.column_stack([factors, np.zeros(200, dtype=int)])
+    alone = disentanglement_scores(codes, factors)
+    assert disentanglement_scores(codes, with_constant) == pytest.approx(alone, nan_ok=True)
+    assert alone["dci_i"] > 0.9 and alone["mig"] > 0.5
+    constant = np.zeros((200, 2), dtype=int)
+    assert all(np.isnan(v) for v in disentanglement_scores(codes, constant).values())
+    assert np.isnan(mig(codes, constant))

@@ -54,11 +54,16 @@ def importance_matrix(
 
 
 def dci(codes: np.ndarray, factors: np.ndarray, train_fraction: float = 0.75, seed: int = 0) -> dict[str, float]:
-    """DCI disentanglement, completeness and informativeness of codes (N, K) for discrete factors (N, F)."""
+    """DCI disentanglement, completeness and informativeness of codes (N, K) for discrete factors (N, F). A factor
+    with one value among the training images has nothing to predict and is left out; with none left, all three
+    are NaN."""
     n = len(codes)
     train = np.zeros(n, dtype=bool)
     train[np.random.default_rng(seed).permutation(n)[: int(round(train_fraction * n))]] = True
-    importance, accuracy = importance_matrix(codes, factors, train, seed)
+    varied = [j for j in range(factors.shape[1]) if len(np.unique(factors[train, j])) > 1]
+    if not varied:
+        return {"dci_d": float("nan"), "dci_c": float("nan"), "dci_i": float("nan")}
+    importance, accuracy = importance_matrix(codes, factors[:, varied], train, seed)
     return dci_scores(importance, accuracy)
 
 
@@ -81,7 +86,8 @@ def dci_scores(importance: np.ndarray, accuracy: np.ndarray) -> dict[str, float]
 
 
 def mig(codes: np.ndarray, factors: np.ndarray, code_bins: int = 20) -> float:
-    """Mutual information gap of codes (N, K) for discrete factors (N, F); NaN with fewer than two codes."""
+    """Mutual information gap of codes (N, K) for discrete factors (N, F), averaged over the factors that vary;
+    NaN with fewer than two codes or no factor that varies."""
     if codes.shape[1] < 2:
         return float("nan")
     binned = discretise(codes, code_bins)
@@ -94,7 +100,7 @@ def mig(codes: np.ndarray, factors: np.ndarray, code_bins: int = 20) -> float:
             (mutual_info_score(binned[:, k], factors[:, j]) for k in range(codes.shape[1])), reverse=True
         )
         gaps.append((information[0] - information[1]) / entropy)
-    return float(np.mean(gaps)) if gaps else 0.0
+    return float(np.mean(gaps)) if gaps else float("nan")
 
 
 def disentanglement_scores(codes: np.ndarray, factors: np.ndarray, seed: int = 0) -> dict[str, float]:
