@@ -218,3 +218,17 @@ def test_the_summary_names_no_worst_leak_where_the_headline_strength_has_no_pair
     metrics, _ = factor_scores(images(base), edit_set(base, lost), ["d"], STRENGTHS, {}, 0)
     assert metrics["edit/d/factors/target"] == "r" and math.isnan(metrics["edit/d/factors/leakage"])
     assert factor_summary(metrics, ["d"])[1] == "  d: r: success nan, leakage nan, valid 0.00"
+
+
+def test_an_edit_that_moves_nothing_has_no_target_and_the_summary_says_so():
+    """Edits identical to their originals move no factor: no target is guessed (before, the first factor's first
+    value, background=dark, with success 0 and leakage 0, which read as a clean background edit), and the run
+    summary says the edits move nothing rather than that no pair was measured."""
+    from hspace.job.outputs import factor_summary
+
+    base = scenes(6)
+    still = {"d": {s: (lambda f: f) for s in STRENGTHS}}
+    metrics, _ = factor_scores(images(base), edit_set(base, still), ["d"], STRENGTHS, {}, 2)
+    assert metrics["edit/d/factors/target"] is None and metrics["edit/d/factors/count"] == 6
+    assert math.isnan(metrics["edit/d/factors/success"]) and math.isnan(metrics["edit/d/factors/leakage"])
+    assert factor_summary(metrics, ["d"])[1] == "  d: no target: its edits move no factor at the headline strength"

@@ -149,7 +149,11 @@ def factor_summary(metrics: dict, names: Sequence[str]) -> list[str]:
             f"  {name}: {value['target']}: success {value['success']:.2f}, "
             f"leakage {value['leakage']:.2f}{worst}, valid {value['valid']:.2f}"
         )
-    unmeasured = [name for name in names if name not in scored]
+    unscored = [name for name in names if name not in scored]
+    still = [name for name in unscored if (metrics.get(edit_key(name, "factors", "count")) or 0) > 0]
+    if still:
+        lines.append(f"  {', '.join(still)}: no target: its edits move no factor at the headline strength")
+    unmeasured = [name for name in unscored if name not in still]
     if unmeasured:
         lines.append(
             f"  {', '.join(unmeasured)}: no pair measured; the pixel judge passes {metrics['factors/valid']:.0%} of "

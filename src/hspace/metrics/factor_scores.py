@@ -87,9 +87,12 @@ def pixels_of(images: torch.Tensor) -> np.ndarray:
 
 def guess_target(
     effects: FactorEffects, reference: list[ShapeMeasurement], edited: list[ShapeMeasurement], strength: float
-) -> FactorTarget:
-    """The factor an edit at `strength` moves most (by normalised effect), with its value or sign."""
+) -> FactorTarget | None:
+    """The factor an edit at `strength` moves most (by normalised effect), with its value or sign; None when it
+    moves none (every effect 0 or unmeasured): such an edit has no target."""
     factor = max(FACTORS, key=lambda f: np.nan_to_num(effects.normalised[f], nan=-1.0))
+    if not np.nan_to_num(effects.normalised[factor], nan=0.0) > 0:
+        return None
     direction = 1 if strength >= 0 else -1
     if factor in CATEGORICAL:
         # The class the edit produces (s > 0) or leaves (s < 0) most often among the pairs it changed.
