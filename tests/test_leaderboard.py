@@ -143,3 +143,16 @@ def test_each_methods_best_direction_reaches_the_effect_on_every_seed_with_the_l
     assert [r[:2] for r in best.rows] == [("pca", "pc2"), ("boundary", "red")]
     assert best.columns == ["strength", "success", "leakage", "valid"]
     assert best.cell(best.rows[1], "success").mean == 0.6 and best.cell(best.rows[0], "valid").mean == 0.9
+
+
+def test_a_strength_with_no_measured_effect_is_passed_over_not_read_as_no_effect():
+    """No pair at strength 2 (NaN): the crossing is interpolated between the measured strengths 1 and 3, not
+    from a zero at 2 that was never measured; where the effect never reaches the level, the point is the largest
+    measured strength with its values."""
+    nan = math.nan
+    point = matched_point([0, 1, 2, 3], [0.0, 0.3, nan, 0.9], {"leakage": [0.0, 0.3, nan, 0.9]}, level=0.5)
+    assert (
+        point.reached and point.strength == pytest.approx(1 + 2 / 3) and point.values["leakage"] == pytest.approx(0.5)
+    )
+    short = matched_point([0, 1, 2], [0.0, 0.2, nan], {"leakage": [0.0, 0.1, nan]}, level=0.5)
+    assert not short.reached and short.strength == 1 and short.effect == 0.2 and short.values["leakage"] == 0.1

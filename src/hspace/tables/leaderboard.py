@@ -63,12 +63,15 @@ def matched_point(
     level: float = MATCHED_EFFECT,
 ) -> MatchedPoint:
     """Where the effect first reaches `level` (> 0) along increasing strengths, which must start at 0 (no
-    edit, no effect); the values are interpolated between the two strengths around that point."""
+    edit, no effect); the values are interpolated between the two measured strengths around that point. A
+    strength whose effect was not measured (NaN: no pair) is passed over, not read as no effect; where the
+    effect never reaches `level`, the point is the largest measured strength."""
     order = sorted(range(len(strengths)), key=lambda i: strengths[i])
-    s = [strengths[i] for i in order]
-    if s[0] != 0:
+    if strengths[order[0]] != 0:
         raise ValueError(f"the strengths must include 0, the unedited samples: {list(strengths)}")
-    e = [0.0, *(0.0 if math.isnan(effects[i]) else effects[i] for i in order[1:])]
+    order = [order[0], *(i for i in order[1:] if not math.isnan(effects[i]))]
+    s = [strengths[i] for i in order]
+    e = [0.0, *(effects[i] for i in order[1:])]
     v = {name: [series[i] for i in order] for name, series in values.items()}
     for i in range(1, len(s)):
         if e[i] >= level:  # e[i - 1] < level: the first crossing
