@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -185,3 +187,20 @@ def test_as_many_components_as_samples_are_refused_on_both_paths(exact_max_n):
     with pytest.raises(UserError, match="method.num_components=8 needs at least 9 collection samples"):
         PCA(num_samples=8, num_components=8, batch_size=8, oversample=0, exact_max_n=exact_max_n)
     PCA(num_samples=9, num_components=8, batch_size=8, oversample=0, exact_max_n=exact_max_n)  # enough
+
+
+def test_a_step_where_h_does_not_vary_explains_no_variance_on_both_paths():
+    """h equal across samples at one step: its explained-variance ratios are 0 on the exact and the streaming
+    path (before, both gave 0/0 = NaN); the other step is unaffected."""
+    rng = np.random.default_rng(0)
+    h = torch.from_numpy(rng.normal(size=(12, 2, 5)))  # (N, T, D)
+    h[:, 1] = 0.5
+    exact = exact_per_step_pca([h], 3)
+    assert np.array_equal(exact.explained_variance_ratio[:, 1], np.zeros(3))
+    assert np.all(exact.explained_variance_ratio[:, 0] > 0) and np.all(exact.std[:, 1] == 0)
+    stream = StreamingPCA(k=3, batch_size=12, oversample=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # sklearn's own 0 / 0
+        stream.update(h)
+        streamed = stream.result(2)
+    assert np.array_equal(streamed.explained_variance_ratio[:, 1], np.zeros(3))

@@ -47,7 +47,8 @@ def exact_pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     axes = (xc.T @ q[:, order]) / np.where(singular > 0, singular, 1)
     n = x.shape[0]
     total = np.clip(eigenvalues, 0, None).sum()
-    return axes.T, singular / np.sqrt(n - 1), singular**2 / total
+    ratio = singular**2 / total if total > 0 else np.zeros_like(singular)  # h constant at this step: no variance
+    return axes.T, singular / np.sqrt(n - 1), ratio
 
 
 class StreamingPCA:
@@ -127,7 +128,8 @@ class StreamingPCA:
             axes = np.stack([m.components_[:k] for m in self.models], axis=1)
             std = np.stack([np.sqrt(m.explained_variance_[:k]) for m in self.models], axis=1)
             ratio = np.stack([m.explained_variance_ratio_[:k] for m in self.models], axis=1)
-        return PCAResult(axes, std, ratio, self.num_samples)
+        # sklearn divides by the total variance: 0 / 0 where h does not vary at a step, which explains nothing
+        return PCAResult(axes, std, np.nan_to_num(ratio, nan=0.0), self.num_samples)
 
 
 @dataclass
