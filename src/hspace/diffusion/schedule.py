@@ -168,9 +168,10 @@ class SamplerSettings:
         boolean(self.clip_x0, "sampler.clip_x0")
 
     def walk(self) -> dict:
-        """The settings that decide the trajectory (the grid and its noise; clipping aside), as recorded with
-        directions and keyed in the cache."""
-        return {"num_steps": self.num_steps, "spacing": self.spacing, "final_alpha": self.final_alpha, "eta": self.eta}
+        """The settings that decide the trajectory (the grid, its noise and, when on, clipping), as recorded with
+        directions and keyed in the cache (clipping is named only when on, so keys made without it stay)."""
+        walk = {"num_steps": self.num_steps, "spacing": self.spacing, "final_alpha": self.final_alpha, "eta": self.eta}
+        return walk | {"clip_x0": True} if self.clip_x0 else walk
 
     def schedule(self, alphas_cumprod: Tensor) -> SamplingSchedule:
         """The grid on a model's training schedule; a leading grid whose step would collapse is refused."""

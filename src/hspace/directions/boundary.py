@@ -193,14 +193,18 @@ class BoundaryDirections(DirectionMethod):
             raise UserError("method.bank=inverted needs method.data: labelled images, e.g. method.data=${data}")
         check_mixing(self.mixing)  # the settings stay as given: they are part of the method's cache key
 
-    def make_bank(self, model, schedule, t_indices, seeds, cache: ArtifactCache | None = None) -> LatentBank:
+    def make_bank(
+        self, model, schedule, t_indices, seeds, cache: ArtifactCache | None = None, clip_x0: bool = False
+    ) -> LatentBank:
         """The latents at each grid index with every attribute's scores, from the cache when an identical bank
         was built (for any of the attributes it scores)."""
         if self.bank == "generated":
             source = {"seeds": [seeds[0], len(seeds)], "classifier": self.classifier.identity()}
+            if clip_x0:  # named only when on, so banks made without it keep their keys
+                source["clip_x0"] = True
 
             def compute():
-                return generated_bank(model, schedule, t_indices, seeds, self.classifier, self.batch_size)
+                return generated_bank(model, schedule, t_indices, seeds, self.classifier, self.batch_size, clip_x0)
         elif self.bank == "inverted":  # __post_init__ made sure there is data
             dataset = self.data.datasets["train"]
             names = list(self.data.attributes)
@@ -290,7 +294,7 @@ class BoundaryDirections(DirectionMethod):
         t_index = schedule.index_of(curve.t_mix if curve else int(self.t_mix))
         timer = {}
         start = time.perf_counter()
-        bank = self.make_bank(model, schedule, [t_index], seeds, cache)
+        bank = self.make_bank(model, schedule, [t_index], seeds, cache, sampler.clip_x0)
         labels = bank.labels(self.attribute)
         timer["time/bank_s"] = round(time.perf_counter() - start, 3)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")

@@ -49,6 +49,7 @@ def generated_bank(
     seeds: list[int],
     classifier: AttributeClassifier,
     batch_size: int = 64,
+    clip_x0: bool = False,
 ) -> LatentBank:
     """For each grid index, x_t and h_t of generated samples (deterministic DDIM; h_t from the call at
     (x_t, t)), scored by the classifier's probabilities on x_0. Across processes, each rank samples its block
@@ -60,7 +61,7 @@ def generated_bank(
     seeds = shard.take(seeds)
     for start in bar(range(0, len(seeds), batch_size), "boundary bank", unit="batch"):
         x_T, _ = noise_for(seeds[start : start + batch_size], model, schedule)
-        trajectory = sample(model, schedule, x_T, record_x=True, record_h=True)
+        trajectory = sample(model, schedule, x_T, record_x=True, record_h=True, clip_x0=clip_x0)
         for i in t_indices:
             xs[i].append(trajectory.x_t[:, i].flatten(1))
             hs[i].append(trajectory.h[:, i].flatten(1))

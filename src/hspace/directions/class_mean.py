@@ -133,7 +133,7 @@ class ClassMeanDirections(DirectionMethod):
         )
         return list(self.attributes) + extra
 
-    def classifier_sums(self, model, schedule, attributes, cache) -> ClassSums:
+    def classifier_sums(self, model, schedule, attributes, cache, clip_x0: bool = False) -> ClassSums:
         if self.classifier is None:
             raise UserError(
                 "method.label_source=classifier needs method.classifier (e.g. the shipped shapes_attributes)"
@@ -155,18 +155,18 @@ class ClassMeanDirections(DirectionMethod):
         batches = range(0, len(own), self.batch_size)
         for start in bar(batches, "class means: scoring the index", unit="batch"):  # pass 1: (seed, scores) only
             x_T, z = noise_for(own[start : start + self.batch_size], model, schedule)
-            scores.append(self.classifier.probabilities(sample(model, schedule, x_T, z).x0).cpu())
+            scores.append(self.classifier.probabilities(sample(model, schedule, x_T, z, clip_x0=clip_x0).x0).cpu())
         scores = shard.gather(torch.cat(scores) if scores else torch.zeros(0, len(self.classifier.attributes)))
         sums = ClassSums(attributes)
         for attribute in bar(attributes, "class means: h of the selected", unit="attribute"):  # pass 2: h
             order = scores[:, self.classifier.attributes.index(attribute)].argsort(descending=True, stable=True)
             for positive, chosen in ((True, order[: self.top_k]), (False, order[-self.top_k :])):
                 chosen_seeds = shard.take([seeds[i] for i in chosen.tolist()])
-                for h in collect_h(model, schedule, chosen_seeds, self.batch_size, cache):
+                for h in collect_h(model, schedule, chosen_seeds, self.batch_size, cache, clip_x0):
                     sums.add(attribute, positive, h)
         return sums.merged(shard, (schedule.num_steps, *model.h_shape))
 
-    def dataset_sums(self, model, schedule, attributes) -> ClassSums:
+    def dataset_sums(self, model, schedule, attributes, clip_x0: bool = False) -> ClassSums:
         if self.data is None:
             raise UserError(
                 "method.label_source=dataset needs method.data: a datamodule whose items carry attribute labels"
@@ -180,7 +180,7 @@ class ClassMeanDirections(DirectionMethod):
         batches = labelled_batches(dataset, first, stop, self.batch_size, "class means: labelled images")
         for indices, images, labels in batches:
             inverted = invert(model, schedule, images.to(model.device, model.dtype), seeds=indices)
-            h = sample(model, schedule, inverted.x_T, inverted.z, record_h=True).h
+            h = sample(model, schedule, inverted.x_T, inverted.z, record_h=True, clip_x0=clip_x0).h
             for attribute in attributes:
                 positive = labels[:, columns[attribute]] > 0.5
                 if positive.any():
@@ -195,9 +195,9 @@ class ClassMeanDirections(DirectionMethod):
         num_steps = schedule.num_steps
         attributes = self.all_attributes()
         sums = (
-            self.classifier_sums(model, schedule, attributes, cache)
+            self.classifier_sums(model, schedule, attributes, cache, sampler.clip_x0)
             if self.label_source == "classifier"
-            else self.dataset_sums(model, schedule, attributes)
+            else self.dataset_sums(model, schedule, attributes, sampler.clip_x0)
         )
         raw = {a: sums.difference(a).flatten() for a in attributes}  # (T * D_h,) float64
         vectors, names, info = (

@@ -173,7 +173,7 @@ class JacobianDirections(DirectionMethod):
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's own grid and eta: the edited image's trajectory
         num_steps = schedule.num_steps
         x_T, z = noise_for([self.sample_seed], model, schedule)
-        trajectory = sample(model, schedule, x_T, z, record_x=True)
+        trajectory = sample(model, schedule, x_T, z, record_x=True, clip_x0=sampler.clip_x0)  # the edited path
         at = schedule.index_of(self.tau)
         steps = range(num_steps) if self.scale_mode == "sigma_t" else [at]
         sigma = torch.ones(k, num_steps)

@@ -174,7 +174,9 @@ class LocoDirections(DirectionMethod):
             identity["image_point"] = "decoded"
         return identity
 
-    def starting_point(self, model: DiffusionModel, schedule, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def starting_point(
+        self, model: DiffusionModel, schedule, index: int, clip_x0: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t at grid index `index` (C, H, W) and the image it leads to (C, H, W) in [-1, 1]: the generated
         sample's own trajectory, or for a real image the point its edit starts from: the image inverted to x_T
         as the run inverts it and decoded down to the step, as edit=xt_shift walks it and as the paper's code
@@ -183,12 +185,14 @@ class LocoDirections(DirectionMethod):
         Jacobian was taken."""
         if self.image_file is None:
             x_T, z = noise_for([self.sample_seed], model, schedule)
-            trajectory = sample(model, schedule, x_T, z, record_x=True)
+            trajectory = sample(model, schedule, x_T, z, record_x=True, clip_x0=clip_x0)
             return trajectory.x_t[0, index], trajectory.x0[0].cpu()
         image = load_image(Path(self.image_file).expanduser(), model.image_shape[1])
         inverted = invert(model, schedule, image[None].to(model.device, model.dtype), seeds=[0])
         before = inverted.z[:, :index] if inverted.z is not None else None
-        x_t = sample(model, schedule.steps(0, index), inverted.x_T, before).x0 if index else inverted.x_T
+        x_t = (
+            sample(model, schedule.steps(0, index), inverted.x_T, before, clip_x0=clip_x0).x0 if index else inverted.x_T
+        )
         return x_t[0], image
 
     def region(self, model: DiffusionModel, x0: torch.Tensor) -> torch.Tensor | None:
@@ -205,7 +209,7 @@ class LocoDirections(DirectionMethod):
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's grid: the edited samples walk the same path
         index = schedule.index_of(self.t_edit)
         tau = int(schedule.timesteps[index])
-        x_t, image = self.starting_point(model, schedule, index)
+        x_t, image = self.starting_point(model, schedule, index, sampler.clip_x0)
         x_t = x_t.to(model.device, torch.float32)
         mask = self.region(model, image)
         mask = mask.to(model.device) if mask is not None else None

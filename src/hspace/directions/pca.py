@@ -315,8 +315,8 @@ class PCA(DirectionMethod):
         seeds = range(self.first_seed, self.first_seed + self.num_samples)
         shard = Shard.current()
         if shard.is_split:  # this rank's block of seeds; the ranks merge their sketches
-            return self.fit_shard(model, schedule, shard.take(seeds), shard, cache)
-        batches = collect_h(model, schedule, seeds, self.batch_size, cache)
+            return self.fit_shard(model, schedule, shard.take(seeds), shard, cache, sampler.clip_x0)
+        batches = collect_h(model, schedule, seeds, self.batch_size, cache, sampler.clip_x0)
         if self.num_samples <= self.exact_max_n:
             return exact_per_step_pca(batches, self.num_components, self.mode == "joint")
         stream = StreamingPCA(self.num_components, self.batch_size, self.mode == "joint", self.oversample)
@@ -324,11 +324,11 @@ class PCA(DirectionMethod):
             stream.update(h)
         return stream.result(schedule.num_steps)
 
-    def fit_shard(self, model, schedule, seeds: list[int], shard: Shard, cache) -> PCAResult:
+    def fit_shard(self, model, schedule, seeds: list[int], shard: Shard, cache, clip_x0: bool = False) -> PCAResult:
         """One rank's part of the fit: its seeds' sketch (exact below exact_max_n samples in all, else
         streaming), merged with the other ranks'. Every rank returns the same result."""
         joint = self.mode == "joint"
-        batches = collect_h(model, schedule, seeds, self.batch_size, cache)
+        batches = collect_h(model, schedule, seeds, self.batch_size, cache, clip_x0)
         if self.num_samples <= self.exact_max_n or len(seeds) < self.num_components + self.oversample:
             h = torch.cat(list(batches)).double().numpy()
             rows = h.reshape(h.shape[0], 1 if joint else h.shape[1], -1)
