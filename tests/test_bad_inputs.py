@@ -40,7 +40,7 @@ CASES = [
     ("run", ["sampler.eta=1.5"], "sampler.eta=1.5 is above 1.0"),
     ("run", ["method.collection_eta=2"], "method.collection_eta=2 is above 1.0"),
     ("run", ["sampler.spacing=bogus"], "sampler.spacing='bogus'"),
-    ("run", ["sampler.num_steps=600"], "sampler.num_steps=600 on the leading grid walks steps of 1000 // 600 = 1"),
+    ("run", ["sampler.spacing=leading", "sampler.num_steps=600"], "sampler.num_steps=600 on the leading grid walks"),
     ("run", ["+sampler.num_step=10"], "sampler.num_step is not a sampler setting"),
     ("run", ["sampler.num_step=10"], "sampler.num_step is not a setting of hspace-run"),
     ("run", ["method=pcaa"], "method=pcaa is not an option of method: choose one of boundary"),

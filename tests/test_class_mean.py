@@ -61,13 +61,13 @@ def test_classifier_directions_are_top_minus_bottom_k_means_as_unit_vectors_and_
         def identity(self):
             return "stub"
 
-    def h_of(model, schedule, seeds, batch_size, cache=None):
+    def h_of(model, schedule, seeds, batch_size, cache=None, clip_x0=False):
         for start in range(0, len(seeds), batch_size):
             yield table[torch.tensor(seeds[start : start + batch_size]) - first]
 
     where = "hspace.directions.class_mean"
     monkeypatch.setattr(f"{where}.noise_for", lambda seeds, model, schedule: (torch.tensor(list(seeds)), None))
-    monkeypatch.setattr(f"{where}.sample", lambda model, schedule, x_T, z: SimpleNamespace(x0=x_T))
+    monkeypatch.setattr(f"{where}.sample", lambda model, schedule, x_T, z, clip_x0=False: SimpleNamespace(x0=x_T))
     monkeypatch.setattr(f"{where}.collect_h", h_of)
     method = ClassMeanDirections(
         attributes=["a"], classifier=Scores(), num_index=n, top_k=k, first_seed=first, batch_size=8
