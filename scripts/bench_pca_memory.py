@@ -56,10 +56,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=96)
     args = parser.parse_args()
     integer(args.k, "--k", 1)
-    for i, n in enumerate(args.n):  # n samples span n - 1 axes: PCA needs more samples than components
-        integer(n, f"--n[{i}]", args.k + 1)
-    integer(args.steps, "--steps", 1, 1000)
     integer(args.oversample, "--oversample", 0)
+    for i, n in enumerate(args.n):  # the streaming path tracks k + oversample axes, and every sample spans one
+        integer(n, f"--n[{i}]", max(args.k + args.oversample, args.k + 1))
+    integer(args.steps, "--steps", 1, 1000)
     integer(args.batch, "--batch", 1)
     print(f"{'N':>6} {'seconds':>8} {'peak RSS MiB':>13} {'after load MiB':>15} {'bound MiB':>10}")
     for n in args.n:

@@ -284,7 +284,7 @@ def plot(table: Table, path: Path) -> None:
     ax.set_ylabel("success on the target factor")
     ax.set_title(
         f"Shapes leaderboard: directions at a matched effect of {MATCHED_EFFECT} (hollow: never reached; "
-        "shown at the largest strength)",
+        "shown at the largest measured strength)",
         fontsize=8,
     )
     fig.tight_layout()

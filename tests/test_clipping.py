@@ -4,6 +4,7 @@ boundary bank's x_tm to the state the single step moves), and the cache keeps cl
 
 import pytest
 
+from hspace.api import default_sampler
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions import boundary_bank, class_mean, h_collection, jacobian, loco
 from hspace.directions.boundary import BoundaryDirections
@@ -35,11 +36,13 @@ def test_every_trajectory_a_method_walks_is_clipped_when_the_run_clips(name, mod
 
     for module in (h_collection, jacobian, loco, class_mean, boundary_bank):
         monkeypatch.setattr(module, "sample", recording)
-    METHODS[name]().find(model, SamplerSettings(num_steps=3, clip_x0=True))
+    clipped = METHODS[name]().find(model, SamplerSettings(num_steps=3, clip_x0=True))
     assert seen and all(seen), seen
     seen.clear()
-    METHODS[name]().find(model, SamplerSettings(num_steps=3))
+    plain = METHODS[name]().find(model, SamplerSettings(num_steps=3))
     assert seen and not any(seen), seen
+    # the Python API edits along them on the path they were found on, clipping included
+    assert default_sampler(clipped).clip_x0 and not default_sampler(plain).clip_x0
 
 
 def test_clipping_is_part_of_the_walk_only_when_on():

@@ -69,12 +69,13 @@ def load_directions(path: str | Path) -> Directions:
 
 
 def default_sampler(directions: Directions) -> SamplerSettings:
-    """The grid the directions were found on, walked by deterministic DDIM."""
+    """The grid the directions were found on (with its clipping), walked by deterministic DDIM."""
     grid = directions.sampler
     return SamplerSettings(
         num_steps=len(directions.timesteps),
         spacing=grid.get("spacing", "leading"),
         final_alpha=grid.get("final_alpha", "one"),
+        clip_x0=grid.get("clip_x0", False),
     )
 
 

@@ -33,8 +33,8 @@ def training_alphas_cumprod(scheduler_config: dict) -> Tensor:
 def timestep_grid(num_steps: int, num_train_timesteps: int = 1000, spacing: Spacing = "leading") -> Tensor:
     """Training timesteps tau_T > ... > tau_1 of a T-step sampling grid. (T,) long
 
-    leading:  (T-1)*s, ..., s, 0 with s = N // T (diffusers "leading", the Haas grid; short of N - 1 by up to
-              T - 1 steps when T does not divide N)
+    leading:  (T-1)*s, ..., s, 0 with s = N // T (diffusers "leading", the Haas grid; it starts s + N % T - 1
+              below N - 1, e.g. at 980 for 50 of 1000 steps)
     trailing: N-1, N-1-N/T, ..., N/T-1 (starts at the last training step, for zero terminal SNR)
     linspace: int(linspace(0, N-1, T)) reversed, truncated toward zero (diffusers' "linspace" rounds instead:
               the two differ by one at about half the steps of a 50-step grid)

@@ -133,9 +133,10 @@ def log_run(
 
 
 def factor_summary(metrics: dict, names: Sequence[str]) -> list[str]:
-    """One line per direction on what it edits, measured from pixels (when the run scored Shapes factors), and
-    one naming the directions with no measured pair (no target), with the share of unedited samples the pixel
-    judge passes: a model whose samples it fails gets no factor scores over judged-valid pairs."""
+    """One line per direction on what it edits, measured from pixels (when the run scored Shapes factors); one
+    naming the directions whose edits move no factor (no target); and one naming those with no measured pair,
+    with the share of unedited samples the pixel judge passes: a model whose samples it fails gets no factor
+    scores over judged-valid pairs."""
     if "factors/valid" not in metrics:
         return []
     scored = list(direction_values(metrics, "factors/target", names))

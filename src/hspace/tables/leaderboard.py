@@ -10,8 +10,8 @@ compared where it reaches the same effect on its own target factor (`MATCHED_EFF
   (success 0.5).
 
 The strength at that point is interpolated linearly between the grid's strengths (from 0, where the
-effect is 0), and so are success, leakage and validity. A direction that never reaches it is reported at its
-largest strength, marked as not reached.
+effect is 0), and so are success, leakage and validity; a strength with no measured pair is passed over. A
+direction that never reaches it is reported at its largest measured strength, marked as not reached.
 """
 
 from __future__ import annotations
