@@ -46,6 +46,19 @@ def reference_unet(unet_model, config: dict):
     ).eval()
 
 
+def outputs_and_h(unet, x: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per timestep of TIMESTEPS, a guided-diffusion UNet's output on x and its middle block's output (h)."""
+    captured = []
+    hook = unet.middle_block.register_forward_hook(lambda module, args, out: captured.append(out.detach()))
+    results = {}
+    with torch.no_grad():
+        for t in TIMESTEPS:
+            captured.clear()
+            results[t] = (unet(x, torch.full((len(x),), t)).contiguous(), captured[0].contiguous())
+    hook.remove()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--guided-diffusion", type=Path, required=True, help="a checkout of openai/guided-diffusion")
@@ -66,15 +79,8 @@ def main() -> None:
     for name, config in CONFIGS.items():
         unet = reference_unet(UNetModel, config)
         unet.load_state_dict(seeded_state({k: tuple(v.shape) for k, v in unet.state_dict().items()}), strict=True)
-        captured = []
-        hook = unet.middle_block.register_forward_hook(lambda module, args, out: captured.append(out.detach()))
-        x = inputs(config)
-        with torch.no_grad():
-            for t in TIMESTEPS:
-                captured.clear()
-                tensors[f"{name}/out@{t}"] = unet(x, torch.full((len(x),), t)).contiguous()
-                tensors[f"{name}/h@{t}"] = captured[0].contiguous()
-        hook.remove()
+        for t, (out, h) in outputs_and_h(unet, inputs(config)).items():
+            tensors[f"{name}/out@{t}"], tensors[f"{name}/h@{t}"] = out, h
     commit = subprocess.run(
         ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -97,22 +103,16 @@ def compare_afhq_dog(unet_model) -> None:
     reference.load_state_dict(state, strict=True)
     ours = ADMUNet(ADMConfig(**config)).eval()
     ours.load_state_dict(state, strict=True)
-    captured = []
-    hook = reference.middle_block.register_forward_hook(lambda module, args, out: captured.append(out.detach()))
     x = inputs(config)[:1]
-    with torch.no_grad():
-        for t in TIMESTEPS:
-            captured.clear()
-            expected = reference(x, torch.full((1,), t))
-            with HSpace(ours, capture=True) as hs:
-                out = ours(x, torch.full((1,), t))
-            mine = torch.cat([out.sample, out.variance], dim=1)
-            out_gap, h_gap = (mine - expected).abs().max(), (hs.captured[0] - captured[0]).abs().max()
-            print(
-                f"AFHQ-dog flags, t={t}: largest |difference| {float(out_gap):.3g} in the output (of values up to "
-                f"{float(expected.abs().max()):.3g}), {float(h_gap):.3g} in h"
-            )
-    hook.remove()
+    for t, (expected, expected_h) in outputs_and_h(reference, x).items():
+        with torch.no_grad(), HSpace(ours, capture=True) as hs:
+            out = ours(x, torch.full((1,), t))
+        mine = torch.cat([out.sample, out.variance], dim=1)
+        out_gap, h_gap = (mine - expected).abs().max(), (hs.captured[0] - expected_h).abs().max()
+        print(
+            f"AFHQ-dog flags, t={t}: largest |difference| {float(out_gap):.3g} in the output (of values up to "
+            f"{float(expected.abs().max()):.3g}), {float(h_gap):.3g} in h"
+        )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,14 @@ class Inversion:
     states: dict[int, Tensor] = field(default_factory=dict)
 
 
+def grid_indices(states_at: Collection[int], schedule: SamplingSchedule) -> set[int]:
+    """`states_at` as a set of the grid's state indices (0 is x_T, T the image), else a ValueError."""
+    wanted = set(states_at)
+    if not wanted <= set(range(schedule.num_steps + 1)):
+        raise ValueError(f"states_at {sorted(wanted)} outside the grid's indices 0..{schedule.num_steps}")
+    return wanted
+
+
 def _levels(schedule: SamplingSchedule) -> tuple[list[float], list[int]]:
     """a_t and tau_t for t = 1..T (cleanest first)."""
     return schedule.alpha_bar.flip(0).tolist(), schedule.timesteps.flip(0).tolist()
@@ -52,9 +60,7 @@ def ddim_invert(
     """
     alpha_bar, tau = _levels(schedule)
     last = len(tau)  # grid index of the image; level t (cleanest first) is grid index last - 1 - t
-    wanted = set(states_at)
-    if not wanted <= set(range(last + 1)):
-        raise ValueError(f"states_at {sorted(wanted)} outside the grid's indices 0..{last}")
+    wanted = grid_indices(states_at, schedule)
     states = {last: x0.cpu()} if last in wanted else {}
     x = x0.to(model.device, model.dtype)
     if tau[0] > 0:
@@ -126,8 +132,7 @@ def invert(
     (what decoding passes through there). No h is recorded."""
     if schedule.is_deterministic:
         return ddim_invert(model, schedule, x0, record_h=False, states_at=states_at)
+    wanted = grid_indices(states_at, schedule)  # before inverting
     inverted = edit_friendly_invert(model, schedule, x0, seeds=seeds, record_h=False)
-    if not set(states_at) <= set(range(schedule.num_steps + 1)):
-        raise ValueError(f"states_at {sorted(states_at)} outside the grid's indices 0..{schedule.num_steps}")
-    inverted.states = {i: inverted.x_t[:, i] for i in states_at}
+    inverted.states = {i: inverted.x_t[:, i] for i in wanted}
     return inverted
