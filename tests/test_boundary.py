@@ -281,7 +281,8 @@ def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
         "method.mixing.stride=100",
         "method.mixing.num_sampled=16",
         "method.mixing.num_real=16",
-        "method.mixing.epsilon=0.5",
+        "method.mixing.epsilon=0.7",
+        "method.mixing.select=accuracy",
         "sampler.num_steps=6",
         "num_samples=2",
         "real_images=0",
@@ -297,13 +298,17 @@ def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
     assert d.info["mixing/t_mix"] in (300, 500, 700) and metrics["mixing/t_mix"] == d.info["mixing/t_mix"]
     assert len(d.info["mixing/delta"]) == 3 and len(d.info["mixing/accuracy"]["h"]) == 3
     assert all(r > 0 for r in d.info["mixing/radius_sampled"] + d.info["mixing/radius_inverted"])
-    # The recorded curve is self-consistent: Delta from the radii, t_m from Delta (select=radius, epsilon 0.5,
-    # fallback 500), as the written-out rule says.
+    # The recorded curve is self-consistent: Delta from the radii, the admitted steps from Delta (epsilon 0.7), and
+    # t_m (select=accuracy) the admitted step with the highest summed held-out accuracy (ties: the larger step),
+    # else the fallback 500, as the written-out rule says.
     r_s, r_i = d.info["mixing/radius_sampled"], d.info["mixing/radius_inverted"]
     np.testing.assert_allclose(d.info["mixing/delta"], [abs(s - i) / s for s, i in zip(r_s, r_i)], rtol=1e-6)
     delta = dict(zip((300, 500, 700), d.info["mixing/delta"]))
-    passing = [t for t in delta if all(delta[c] <= 0.5 for c in delta if c <= t)]
-    assert d.info["mixing/t_mix"] == (max(passing) if passing else 500)
+    passing = [t for t in delta if all(delta[c] <= 0.7 for c in delta if c <= t)]
+    accuracy = d.info["mixing/accuracy"]
+    score = {t: accuracy["x"][j] + accuracy["h"][j] for j, t in enumerate((300, 500, 700))}
+    assert d.info["mixing/t_mix"] == (max(passing, key=lambda t: (score[t], t)) if passing else 500)
+    assert d.info["mixing/reason"].endswith("highest mean held-out accuracy among them") == bool(passing)
     assert (tmp_path / "run" / "grids" / "mixing_curve.png").stat().st_size > 1000
 
 
@@ -525,6 +530,19 @@ def test_mixing_radii_follow_their_definition_and_pick_the_largest_candidate_of_
     np.testing.assert_allclose(curve.radius_inverted, radius_i, rtol=1e-5)
     np.testing.assert_allclose(curve.delta, delta, rtol=1e-4)
     assert curve.t_mix == 500 and "Delta <=" in curve.reason
+
+    # With clip_x0 the sampled paths are those a clipping run walks; inversion never clips.
+    clipped = search_t_mix(
+        v_model, real, candidates, stride, len(seeds), epsilon, fallback=123, first_seed=7, clip_x0=True
+    )
+    radius_clipped = []
+    for t in candidates:
+        idx = fine.timesteps.tolist().index(t)
+        sampled = sample(v_model, fine.steps(0, idx), x_T, clip_x0=True).x0
+        radius_clipped.append(float(sampled.flatten(1).norm(dim=1).mean()) / (3 * 16 * 16) ** 0.5)
+    np.testing.assert_allclose(clipped.radius_sampled, radius_clipped, rtol=1e-5)
+    assert max(abs(a - b) for a, b in zip(radius_clipped, radius_s)) > 1e-3  # clipping changes these paths
+    np.testing.assert_allclose(clipped.radius_inverted, radius_i, rtol=1e-5)
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])

@@ -21,7 +21,8 @@ class Inversion:
     x_T: Tensor  # (B, C, H, W) where decoding starts
     z: Tensor | None  # (B, T, C, H, W) noise maps that make decoding reproduce the image (edit-friendly only)
     h: Tensor | None  # (B, T, *h_shape) h_T, ..., h_1 seen during inversion, noisiest first
-    # (B, T + 1, C, H, W) x_T, ..., x_1, x_0 (edit-friendly: what decoding reproduces; DDIM: with record_x)
+    # (B, T + 1, C, H, W) x_T, ..., x_1 and the image (edit-friendly: x_T..x_1 are what decoding passes through;
+    # DDIM: with record_x)
     x_t: Tensor | None = None
     # DDIM with states_at: grid index -> (B, C, H, W) the inverted state there, on the CPU
     states: dict[int, Tensor] = field(default_factory=dict)

@@ -244,8 +244,11 @@ class BoundaryDirections(DirectionMethod):
             for space, features in (("x", x), ("h", h))
         }
 
-    def search(self, model: DiffusionModel, seeds: list[int], cache: ArtifactCache | None = None) -> MixingCurve:
-        """t_mix=auto: the radius criterion, plus the held-out SVM accuracy at every candidate."""
+    def search(
+        self, model: DiffusionModel, seeds: list[int], cache: ArtifactCache | None = None, clip_x0: bool = False
+    ) -> MixingCurve:
+        """t_mix=auto: the radius criterion, plus the held-out SVM accuracy at every candidate, both on the sampled
+        paths the edits walk (x0_hat clipped with `clip_x0`)."""
         settings = check_mixing(self.mixing)
         if self.data is None:
             raise UserError("method.t_mix=auto needs method.data (real images to invert), e.g. method.data=${data}")
@@ -261,10 +264,11 @@ class BoundaryDirections(DirectionMethod):
             settings["num_sampled"],
             settings["epsilon"],
             settings["fallback"],
+            clip_x0=clip_x0,
         )
         fine = fine_schedule(model, candidates, settings["stride"])
         indices = [int((fine.timesteps == t).nonzero()[0]) for t in candidates]
-        bank = self.make_bank(model, fine, indices, seeds, cache)
+        bank = self.make_bank(model, fine, indices, seeds, cache, clip_x0)
         labels = bank.labels(self.attribute)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
         fits = [self.fit_spaces(bank.x[i], bank.h[i], labels) for i in indices]
@@ -290,7 +294,7 @@ class BoundaryDirections(DirectionMethod):
                 f"method.t_mix={self.t_mix} lies outside this run's grid ({high}..{low}): choose a step within it"
             )
         seeds = list(range(self.first_seed, self.first_seed + self.num_bank))
-        curve = self.search(model, seeds, cache) if self.t_mix == "auto" else None
+        curve = self.search(model, seeds, cache, sampler.clip_x0) if self.t_mix == "auto" else None
         t_index = schedule.index_of(curve.t_mix if curve else int(self.t_mix))
         timer = {}
         start = time.perf_counter()

@@ -2,7 +2,8 @@
 inverted latents agree.
 
 On a fine grid (every `stride` training steps, plus the candidates), sampled x_t (deterministic DDIM from
-x_999 ~ N(0, I)) and inverted x_t (DDIM inversion of real images) are compared by their radius
+x_999 ~ N(0, I), with x0_hat clipped where the run clips it) and inverted x_t (DDIM inversion of real images,
+which never clips) are compared by their radius
 r(t) = ||x_t|| / sqrt(D_x):
 
     Delta(t) = |mean r_s(t) - mean r_i(t)| / mean r_s(t)
@@ -87,8 +88,10 @@ def radius_curves(
     seeds: list[int],
     real_images: torch.Tensor,
     batch_size: int = 64,
+    clip_x0: bool = False,
 ) -> tuple[list[float], list[float]]:
-    """Mean ||x_t|| / sqrt(D) at each candidate for sampled and for inverted latents."""
+    """Mean ||x_t|| / sqrt(D) at each candidate for sampled latents (x0_hat clipped with `clip_x0`) and for
+    inverted ones."""
     index = [int((schedule.timesteps == t).nonzero()[0]) for t in candidates]
     dim = real_images[0].numel()
 
@@ -97,7 +100,9 @@ def radius_curves(
         return [float(x[:, i].flatten(1).norm(dim=1).mean() / dim**0.5) for i in index]
 
     sampled = [
-        sample(model, schedule, noise_for(seeds[i : i + batch_size], model, schedule)[0], record_x=True).x_t
+        sample(
+            model, schedule, noise_for(seeds[i : i + batch_size], model, schedule)[0], record_x=True, clip_x0=clip_x0
+        ).x_t
         for i in range(0, len(seeds), batch_size)
     ]
     inverted = [
@@ -116,11 +121,11 @@ def search_t_mix(
     epsilon: float = 0.01,
     fallback: int = 500,
     first_seed: int = 4_000_000,
+    clip_x0: bool = False,
 ) -> MixingCurve:
     schedule = fine_schedule(model, candidates, stride)
-    r_s, r_i = radius_curves(
-        model, schedule, candidates, list(range(first_seed, first_seed + num_sampled)), real_images
-    )
+    seeds = list(range(first_seed, first_seed + num_sampled))
+    r_s, r_i = radius_curves(model, schedule, candidates, seeds, real_images, clip_x0=clip_x0)
     delta = [abs(s - i) / s for s, i in zip(r_s, r_i)]
     t_mix, reason = choose_t_mix(candidates, delta, epsilon, fallback)
     return MixingCurve(list(candidates), r_s, r_i, delta, t_mix, reason)
