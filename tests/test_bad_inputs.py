@@ -52,6 +52,7 @@ CASES = [
     ("run", ["edit.strengths=[]"], "edit.strengths=[]"),
     ("run", ["edit.strengths=[0,nan]"], "edit.strengths[1]=nan"),
     ("run", ["edit.strengths=[1,inf]"], "edit.strengths[1]=inf"),
+    ("run", ["edit.strengths=[-1,1,1.0000001]"], "edit.strengths[1] and edit.strengths[2] are both 1 in the metric"),
     ("run", ["edit.window=[100]"], "edit.window=[100]"),
     ("run", ["edit.window=[100,500]"], "edit.window=[100, 500]"),
     ("run", ["edit.batch_size=0"], "edit.batch_size=0"),

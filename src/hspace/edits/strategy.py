@@ -29,6 +29,7 @@ from hspace.diffusion.sampler import sample
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.directions.container import Directions
 from hspace.errors import UserError
+from hspace.metrics.keys import strength_label
 
 
 class EditStrategy(ABC):
@@ -78,11 +79,20 @@ class EditStrategy(ABC):
 
 
 def check_strengths(strengths) -> list[float]:
-    """An edit's strengths: a non-empty list of finite numbers (NaN would silently draw black images)."""
+    """An edit's strengths: a non-empty list of finite numbers (NaN would silently draw black images), no two of
+    which share a label in the metric names (hspace.metrics.keys: 6 significant digits), where one would
+    overwrite the other's metrics."""
     if isinstance(strengths, (str, bytes)) or not isinstance(strengths, Sequence) or not len(strengths):
         raise UserError(f"edit.strengths={strengths!r} must be a non-empty list of numbers, e.g. [-2,0,2]")
+    labels: dict[str, int] = {}
     for i, value in enumerate(strengths):
-        number(value, f"edit.strengths[{i}]")
+        label = strength_label(number(value, f"edit.strengths[{i}]"))
+        if label in labels:
+            raise UserError(
+                f"edit.strengths[{labels[label]}] and edit.strengths[{i}] are both {label} in the metric names "
+                "(strengths are named by 6 significant digits): give each strength once"
+            )
+        labels[label] = i
     return [float(s) for s in strengths]
 
 
