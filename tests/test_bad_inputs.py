@@ -177,6 +177,11 @@ CASES = [
     ("run", ["metrics.threshold=0"], "metrics.threshold=0 must be greater than 0.0"),
     ("run", ["metrics.locality.region=object", "metrics.locality.margin=-1"], "metrics.locality.margin=-1 is below 0"),
     ("run", ["trainer.devices=2"], "trainer.devices=2 spreads the evaluation over 2 devices"),
+    (
+        "run",
+        ["trainer.devices=2", "+trainer.strategy=ddp", "num_samples=1"],
+        "num_samples=1 gives fewer images than the 2 processes",
+    ),
     ("run", ["trainer.devices=0"], "trainer.devices=0 is below 1"),
     ("run", ["trainer.devices=two"], "trainer.devices='two' is not a whole number"),
     ("run", ["+trainer.strategy=fsdp"], "trainer.strategy='fsdp' is not one of"),

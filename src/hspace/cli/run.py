@@ -150,7 +150,9 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     note_small_fid_sets(cfg.metrics, {"num_samples": cfg.num_samples, "real_images": real_count})
     evaluation = evaluation_settings(cfg.metrics, resolve_device(cfg.trainer.accelerator))
     if evaluation is not None and evaluation.uses_loop:
-        check_evaluation_devices(cfg.trainer)
+        check_evaluation_devices(
+            cfg.trainer, {"num_samples": cfg.num_samples, ("real_image_files" if files else "real_images"): real_count}
+        )
     if files:  # at the data's resolution, like the test split's images
         from hspace.data.image_files import load_image
 

@@ -125,11 +125,13 @@ def check_run(cfg: DictConfig) -> None:
     check_device(cfg.trainer.accelerator, "trainer.accelerator")
 
 
-def check_evaluation_devices(trainer: DictConfig) -> None:
+def check_evaluation_devices(trainer: DictConfig, evaluated: dict[str, int]) -> None:
     """hspace-run's trainer.devices and trainer.strategy, which its evaluation loop reads only at the end of a
     run (checked where the run has one): a count that is no count, more GPUs than the machine has, or several
     devices without a strategy that spreads the loop over them (Lightning would launch the whole command again
-    per device). Lightning's forms are accepted: a count, -1 or "auto", GPU indices as a list or "0,1"."""
+    per device), and a set of edited images (`evaluated`: setting -> count, 0 for none) too small to give every
+    process one (Lightning refuses a process without a batch, after the edits). Lightning's forms are accepted: a
+    count, -1 or "auto", GPU indices as a list or "0,1"."""
     import torch
 
     from hspace.cli import resolve_device
@@ -163,6 +165,12 @@ def check_evaluation_devices(trainer: DictConfig) -> None:
             f"trainer.devices={devices} spreads the evaluation over {count} devices, which needs trainer.strategy=ddp:"
             " add it (trainer=ddp sets both), or use trainer.devices=1"
         )
+    for setting, images in evaluated.items():
+        if 0 < images < count:
+            raise UserError(
+                f"{setting}={images} gives fewer images than the {count} processes trainer.devices={devices} scores "
+                f"them in: give at least {count}, or fewer devices"
+            )
 
 
 def check_metrics(metrics: DictConfig) -> None:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from hspace.classifiers import AttributeClassifier
+from hspace.distributed import Shard
 from hspace.images import uint8_to_unit
 from hspace.metrics.edit_scores import PER_ATTRIBUTE, EditScores, preserve, success
 from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
@@ -65,6 +66,25 @@ class EditSamples(Dataset):
 
     def __getitem__(self, n):
         return self.originals[n], self.edits[:, n]
+
+
+class EachOnce(Sampler[int]):
+    """Items rank, rank + world_size, ... of `size`, read in the process that iterates: across the processes every
+    item exactly once. Lightning's DistributedSampler repeats items to give every process as many, which would
+    count them twice in the summed metric states."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def indices(self) -> range:
+        shard = Shard.current()
+        return range(shard.rank, self.size, shard.world_size)
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return len(self.indices())
 
 
 class EditEvaluation(pl.LightningModule):
@@ -232,10 +252,16 @@ def evaluate_edits(
     """Run the test loop over uint8 originals (N, C, H, W) and edits (D, N, S, C, H, W); the returned
     module holds `results` (metrics) and the score matrix."""
     module = EditEvaluation(settings, names, strengths)
-    loader = DataLoader(EditSamples(originals, edits), batch_size=settings.batch_size)
+    samples = EditSamples(originals, edits)
+    loader = DataLoader(samples, batch_size=settings.batch_size, sampler=EachOnce(len(samples)))
     options = {"accelerator": "cpu", "devices": 1} | (trainer_kwargs or {})
     trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **options
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # EachOnce shards the samples
+        **options,
     )
     logged = trainer.test(module, dataloaders=loader, verbose=False)
     if not module.results and logged:  # the loop ran in spawned processes: take the numbers they logged

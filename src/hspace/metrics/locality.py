@@ -113,6 +113,7 @@ class LocalityScores(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         total = self.in_sum + self.out_sum
         return {
+            "pixels": self.in_pixels + self.out_pixels,  # 0 when no sample of any process had a region
             "mse_in": self.in_sum / self.in_pixels.clamp(min=1),
             "mse_out": self.out_sum / self.out_pixels.clamp(min=1),
             # an edit that changed nothing has no share anywhere: NaN (null), not the 0 of a perfectly local edit
@@ -122,10 +123,12 @@ class LocalityScores(Metric):
 
 
 def locality_metrics(scores: LocalityScores, names: list[str], strengths: list[float]) -> dict[str, float]:
-    """The per-strength metric keys of the module docstring (the evaluation adds the headline ones)."""
-    if float(scores.in_pixels.sum() + scores.out_pixels.sum()) == 0:  # no sample had a region
-        return {}
+    """The per-strength metric keys of the module docstring (the evaluation adds the headline ones). Every process
+    calls compute(), which reduces the states across them: a process whose own samples had no region must still
+    take part, and whether any sample had one is read from the reduced states."""
     results = {key: value.reshape(len(names), len(strengths)) for key, value in scores.compute().items()}
+    if float(results.pop("pixels").sum()) == 0:  # no sample had a region
+        return {}
     metrics: dict[str, float] = {}
     for j, name in enumerate(names):
         for key, values in results.items():
