@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from hspace.data.batch import image_batch
 from hspace.data.datamodule import ShapesDataModule
 from hspace.data.shapes import ATTRIBUTES, BACKGROUNDS, COLOURS, ShapesDataset, draw_factors, object_mask
-from hspace.data.shapes_quality import judge_sample, quality_report
+from hspace.data.shapes_quality import judge_sample, off_grey, quality_report
 from hspace.errors import UserError
 from hspace.images import to_uint8
 
@@ -76,8 +77,70 @@ def test_the_judge_passes_real_shapes_and_fails_broken_ones():
     assert not judge_sample(off).colour_ok
 
 
+def test_the_judge_names_the_background_test_that_fails_and_the_pixels_it_counts():
+    """A mid-grey frame fails the border test; grain away from the object fails only the uniformity test, and
+    off_grey marks exactly the grains the test counts (not those next to the object)."""
+    pixels = to_uint8(image_batch(ShapesDataset(4), range(4)))[0]
+    grey = np.full_like(pixels, 125)
+    judged = judge_sample(grey)
+    assert not judged.border_ok and not judged.background_ok and judged.background == -1
+    assert judge_sample(pixels).uniform_ok and judge_sample(pixels).border_ok
+    object_near = ndimage.binary_dilation(
+        np.abs(pixels.astype(int) - pixels[0, 0].astype(int)).max(-1) > 60, iterations=2
+    )
+    rng = np.random.default_rng(0)
+    far = np.argwhere(~object_near)
+    grains = far[rng.choice(len(far), size=int(0.05 * len(far)) + 1, replace=False)]  # 5% of the background
+    grainy = pixels.copy()
+    grainy[grains[:, 0], grains[:, 1]] = np.clip(grainy[grains[:, 0], grains[:, 1]].astype(int) + 40, 0, 255)
+    judged = judge_sample(grainy)
+    assert judged.border_ok and not judged.uniform_ok and not judged.passed and judged.one_object and judged.colour_ok
+    marked = np.zeros(pixels.shape[:2], dtype=bool)
+    marked[grains[:, 0], grains[:, 1]] = True
+    assert np.array_equal(off_grey(grainy), marked)
+    assert not off_grey(pixels).any()
+
+
 def test_a_label_the_data_lacks_is_one_line_naming_the_labels():
     data = ShapesDataModule(n_train=8, n_val=0, n_test=0, batch_size=4)
     assert data.label_column("red") == ATTRIBUTES.index("red")
     with pytest.raises(UserError, match="the data has no label 'smiling': its attributes are light_background, red"):
         data.label_column("smiling")
+
+
+def test_judge_failures_script_counts_each_test_and_draws_the_uniformity_failures(tmp_path):
+    """scripts/shapes_judge_failures.py over two runs: of 2 x 4 x 2 edited images, one has grain on 5% of its
+    background (it fails the uniformity test alone, with single off-grey pixels) and one is a mid-grey frame (it
+    fails the border test, and its whole frame reads as one object of no palette colour)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from hspace.edits_file import save_edits
+    from hspace.images import from_pixels
+
+    pixels = to_uint8(image_batch(ShapesDataset(4), range(4)))  # (N, H, W, C)
+    images = np.stack([pixels, pixels], axis=1)[None].copy()  # (1, N, 2, H, W, C): strengths 0 and 1
+    rng = np.random.default_rng(1)
+    away = ~ndimage.binary_dilation(
+        np.abs(pixels[0].astype(int) - pixels[0, 0, 0].astype(int)).max(-1) > 60, iterations=2
+    )
+    spots = np.argwhere(away)
+    spots = spots[rng.choice(len(spots), size=int(0.05 * len(spots)) + 1, replace=False)]
+    images[0, 0, 1][spots[:, 0], spots[:, 1]] = np.clip(
+        images[0, 0, 1][spots[:, 0], spots[:, 1]].astype(int) + 40, 0, 255
+    )
+    broken = images.copy()
+    broken[0, 2, 1] = 125
+    for run, edited in (("a", images), ("b", broken)):
+        (tmp_path / run).mkdir()
+        save_edits(tmp_path / run / "edits.safetensors", from_pixels(edited), [0.0, 1.0], range(4), "seeds", ["pc0"])
+    script = Path(__file__).parents[1] / "scripts" / "shapes_judge_failures.py"
+    grid = tmp_path / "grid.png"
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "--grid", str(grid)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "16 edited images in 2 files; 3 fail the judge" in out, out  # the grainy image is in both runs
+    counts = {line.split(":")[0].strip(): line.split(":")[1].split()[0] for line in out.splitlines()[1:6]}
+    assert counts == {"border": "1", "uniformity": "3", "one object": "0", "colour": "1", "uniformity alone": "2"}, out
+    assert "median 43 (10-90%: 43-43)" in out and "at most 2 pixels in 0%" in out and grid.stat().st_size > 0

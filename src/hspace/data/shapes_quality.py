@@ -26,12 +26,17 @@ PALETTE = np.array(list(COLOURS.values()), dtype=np.float64)
 
 @dataclass(frozen=True)
 class ShapesJudgement:
-    background_ok: bool
+    border_ok: bool  # the median border pixel is one of the greys
+    uniform_ok: bool  # the pixels away from the object are that grey
     one_object: bool
     colour_ok: bool
     background: int  # index into BACKGROUNDS, -1 if none
     colour: int  # index into COLOURS, -1 if none
     n_objects: int
+
+    @property
+    def background_ok(self) -> bool:
+        return self.border_ok and self.uniform_ok
 
     @property
     def passed(self) -> bool:
@@ -47,6 +52,38 @@ def border_grey(image: np.ndarray) -> tuple[int, float]:
     return background, float(distance[background])
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where an (H, W, 3) image's object and background lie, as the judge sees them."""
+
+    background: int  # index into GREYS of the grey nearest the median border pixel
+    border_distance: float  # that pixel's largest channel difference from it
+    deviation: np.ndarray  # (H, W) each pixel's largest channel difference from that grey
+    object_pixels: np.ndarray  # (H, W) bool: the regions of at least min_object_pixels far from the grey
+    n_objects: int
+    away: np.ndarray  # (H, W) bool: outside the object grown by one pixel
+
+
+def layout(image: np.ndarray, object_threshold: float = 60, min_object_pixels: int = 4) -> Layout:
+    """The judge's view of an (H, W, 3) float image: its background grey, and its objects as the connected regions
+    (of at least `min_object_pixels`) of pixels that differ from the grey by more than `object_threshold`."""
+    background, border_distance = border_grey(image)
+    deviation = np.abs(image - GREYS[background]).max(axis=-1)
+    objects, n_found = ndimage.label(deviation > object_threshold)
+    sizes = ndimage.sum_labels(np.ones_like(deviation), objects, index=np.arange(1, n_found + 1))
+    large = [i + 1 for i, size in enumerate(sizes) if size >= min_object_pixels]
+    object_pixels = np.isin(objects, large)
+    away = ~ndimage.binary_dilation(object_pixels)
+    return Layout(background, border_distance, deviation, object_pixels, len(large), away)
+
+
+def off_grey(pixels: np.ndarray, background_tol: float = 24, **layout_settings) -> np.ndarray:
+    """(H, W) bool: the pixels of an (H, W, 3) uint8 image away from its object that are more than `background_tol`
+    off the background grey in some channel, which the uniformity test counts (judge_sample)."""
+    seen = layout(pixels.astype(np.float64), **layout_settings)
+    return seen.away & (seen.deviation > background_tol)
+
+
 def judge_sample(
     pixels: np.ndarray,
     background_tol: float = 24,
@@ -57,30 +94,23 @@ def judge_sample(
 ) -> ShapesJudgement:
     """Judge one (H, W, 3) uint8 sample; see the module docstring for the criteria."""
     image = pixels.astype(np.float64)
-    background, border_distance = border_grey(image)
-    grey = GREYS[background]
-    deviation = np.abs(image - grey).max(axis=-1)
-
-    objects, n_found = ndimage.label(deviation > object_threshold)
-    sizes = ndimage.sum_labels(np.ones_like(deviation), objects, index=np.arange(1, n_found + 1))
-    large = [i + 1 for i, size in enumerate(sizes) if size >= min_object_pixels]
-    object_pixels = np.isin(objects, large)
-
-    away = ~ndimage.binary_dilation(object_pixels)
-    uniform = (deviation[away] <= background_tol).mean() if away.any() else 0.0
-    background_ok = bool(border_distance <= background_tol and uniform >= uniform_fraction)
+    seen = layout(image, object_threshold, min_object_pixels)
+    away = seen.away
+    uniform = (seen.deviation[away] <= background_tol).mean() if away.any() else 0.0
+    border_ok, uniform_ok = bool(seen.border_distance <= background_tol), bool(uniform >= uniform_fraction)
+    background_ok = border_ok and uniform_ok
 
     colour, colour_ok = -1, False
-    if len(large) == 1:
-        interior = ndimage.binary_erosion(object_pixels)
-        region = interior if interior.any() else object_pixels
+    if seen.n_objects == 1:
+        interior = ndimage.binary_erosion(seen.object_pixels)
+        region = interior if interior.any() else seen.object_pixels
         mean = image[region].mean(axis=0)
         colour_distance = np.abs(PALETTE - mean).max(axis=1)
         colour = int(colour_distance.argmin())
         colour_ok = bool(colour_distance[colour] <= colour_tol)
-    return ShapesJudgement(
-        background_ok, len(large) == 1, colour_ok, background if background_ok else -1, colour, len(large)
-    )
+    one_object = seen.n_objects == 1
+    background = seen.background if background_ok else -1
+    return ShapesJudgement(border_ok, uniform_ok, one_object, colour_ok, background, colour, seen.n_objects)
 
 
 def quality_report(pixels: np.ndarray, **tolerances) -> dict[str, float]:
