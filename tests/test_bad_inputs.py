@@ -349,6 +349,38 @@ def test_a_run_that_fails_after_it_started_keeps_only_its_failed_record(tmp_path
     assert info["status"] == "failed" and info["reason"] in err[0] and info["git_sha"] is not None
 
 
+def test_a_failed_run_is_marked_failed_in_wandb_and_a_finished_one_finished(tmp_path, monkeypatch, capsys):
+    """W&B records the exit code the run is finished with: 1 for a run that failed after its logger started (W&B
+    shows it failed, and hspace-table, which reads finished runs, leaves it out), 0 for one that completed."""
+    import hspace.job
+    from hspace.errors import UserError
+    from tests.wandb_records import exit_code
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    real_job = hspace.job.run_edit_job
+
+    def fails(job, loggers):
+        raise UserError("the edit stage ran out of disk: free some space")
+
+    for name, job, code in (("failed", fails, 1), ("finished", real_job, 0)):
+        monkeypatch.setattr(hspace.job, "run_edit_job", job)
+        args = [
+            "logger=wandb",
+            f"logger.wandb.save_dir={tmp_path / name / 'wandb_dir'}",
+            "metrics=none",
+            "num_samples=1",
+            "real_images=0",
+            "num_directions=1",
+            "sampler.num_steps=2",
+            "method=random",
+            f"cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={tmp_path / name / 'run'}",
+        ]
+        assert call_main("run", args, monkeypatch) == (2 if code else 0), capsys.readouterr().err
+        (run_file,) = (tmp_path / name / "wandb_dir").glob("wandb/offline-run-*/run-*.wandb")
+        assert exit_code(run_file) == code, name
+
+
 def test_a_run_directory_used_before_holds_only_the_new_run(tmp_path, monkeypatch, capsys):
     """Once a run starts, the outputs of an earlier run in its directory are gone (a killed run cannot leave
     them beside its own) and run_info.json says running; the directions file the run reads stays, also when

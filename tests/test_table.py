@@ -160,9 +160,14 @@ def test_a_cell_that_some_runs_did_not_measure_says_how_many_did(tmp_path):
         run.mkdir()
         (run / "metrics.json").write_text(json.dumps({"edit/d/success@1": success, "edit/d/mse@1": 0.1 * (seed + 1)}))
         (run / "config.yaml").write_text(f"first_seed: {seed}\n")
+    # A third run that measured mse but wrote no success at all counts among the row's runs too.
+    run = tmp_path / "run2"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"edit/d/mse@1": 0.3}))
+    (run / "config.yaml").write_text("first_seed: 2\n")
     table = build_table(local_runs([tmp_path]), r"^edit/d/(?P<column>success|mse)@(?P<row>1)$", [], "strength")
-    assert table.cell(("1",), "success").text(3) == "0.600 (1 of 2)"
-    assert table.cell(("1",), "mse").text(3) == "0.150 ± 0.071"
+    assert table.cell(("1",), "success").text(3) == "0.600 (1 of 3)"
+    assert table.cell(("1",), "mse").text(3) == "0.200 ± 0.100"
 
 
 def test_runs_along_different_directions_files_are_not_averaged(tmp_path):
@@ -189,11 +194,37 @@ def test_wandb_runs_through_the_api():
 
     class FakeApi:
         def runs(self, path, filters):
-            assert path == "me/hspace" and filters == {"state": "finished"}
+            assert path == "me/hspace" and filters == {"state": "finished", "jobType": "run"}
             return [FakeRun()]
 
     (record,) = wandb_runs("me/hspace", api=FakeApi())
     assert record.metrics == {"method": "pca", "edit/pc0/success": 0.5} and record.value("first_seed") == 0
+
+
+def test_a_table_of_wandb_runs_alone(tmp_path, monkeypatch):
+    """wandb=<project> with runs=[] (or no default folder where the command runs) takes the project's runs alone;
+    a project without finished runs is one line."""
+    import hspace.tables.collect
+
+    records = [
+        RunRecord(f"wandb:me/hspace/{i}", {"first_seed": seed}, metrics)
+        for i, ((method, seed), metrics) in enumerate(RUNS.items())
+    ]
+    monkeypatch.setattr(hspace.tables.collect, "wandb_runs", lambda path: list(records) if path == "me/hspace" else [])
+    monkeypatch.chdir(tmp_path)  # no outputs/run here
+    for runs in ([], ["runs=[]"]):
+        written = make_table(
+            compose_table_without_runs(tmp_path / "out", [*runs, "wandb=me/hspace", "plot.metric=null"])
+        )
+        assert written[".md"].read_text() == EXPECTED_SUMMARY
+    with pytest.raises(SystemExit):
+        make_table(compose_table_without_runs(tmp_path / "out2", ["wandb=me/empty", "plot.metric=null"]))
+    assert not (tmp_path / "out2").exists()
+
+
+def compose_table_without_runs(out, extra):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="table", overrides=[f"output_dir={out}", "digits=2", *extra])
 
 
 def test_bad_input_is_one_line(tmp_path, runs_dir):
@@ -244,6 +275,24 @@ def test_runs_with_other_settings_are_kept_apart_or_refused(tmp_path, capsys):
         make_table(compose_table(tmp_path / "runs", tmp_path / "out2", ["plot.metric=null", "group_by=[method]"]))
     err = capsys.readouterr().err
     assert "would be averaged" in err and "differ in edit.strengths" in err and "group_by=auto" in err
+
+
+def test_auto_groups_keep_apart_the_settings_of_one_method_beside_another_method(tmp_path):
+    """PCA with 5 and with 10 components beside random directions, two seeds each: the rows are the method and
+    the component count, and each cell averages the two seeds of one setting."""
+    for i, (method, components, seed) in enumerate(
+        [("pca", 5, 0), ("pca", 5, 1), ("pca", 10, 0), ("pca", 10, 1), ("random", None, 0), ("random", None, 1)]
+    ):
+        run = tmp_path / "runs" / str(i)
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"method": method, "edit/d0/success": 0.1 * i}))
+        settings = f"\n  num_components: {components}" if components else ""
+        (run / "config.yaml").write_text(f"method:\n  _target_: {method}{settings}\nfirst_seed: {seed}\n")
+    runs = local_runs([tmp_path / "runs"])
+    assert automatic_groups(runs) == ["method", "method.num_components"]
+    table = make_table(compose_table(tmp_path / "runs", tmp_path / "out", ["plot.metric=null"]))
+    rows = table[".md"].read_text().splitlines()[2:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| pca", "5"], ["| pca", "10"], ["| random", "None"]], rows
 
 
 def test_per_direction_values_are_read_by_name_or_found():

@@ -70,3 +70,9 @@ def run_settings(path: Path) -> dict:
         elif kind == "config":
             settings["config"] |= {item.key: json.loads(item.value_json) for item in record.config.update}
     return settings
+
+
+def exit_code(path: Path) -> int:
+    """The exit code the run file's exit record holds (W&B marks a run with a non-zero one failed)."""
+    wait_for_exit(path)
+    return next(record.exit.exit_code for record in records(path) if record.WhichOneof("record_type") == "exit")

@@ -49,7 +49,8 @@ def wandb_logger(
     return logger
 
 
-def close_wandb() -> None:
-    """Finish the W&B run, if one was started, so that each (multirun) job gets its own."""
+def close_wandb(failed: bool = False) -> None:
+    """Finish the W&B run, if one was started, so that each (multirun) job gets its own; a `failed` one with exit
+    code 1, so that W&B marks it failed rather than finished (hspace-table reads finished runs only)."""
     if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-        sys.modules["wandb"].finish()
+        sys.modules["wandb"].finish(exit_code=1 if failed else 0)

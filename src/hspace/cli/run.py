@@ -194,6 +194,7 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     keep = None if cfg.directions_path is None else Path(cfg.directions_path).expanduser()
     clear_outputs(run_dir, keep)
     write_json(run_dir / "run_info.json", run_info() | {"status": "running"})
+    failed = False
     try:
         loggers = make_loggers(cfg, "run")  # a logger that cannot start fails the run with its record, like any stage
         for logger in loggers:
@@ -234,10 +235,11 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
         write_json(run_dir / "run_info.json", run_info() | {"status": "completed"})
         return result.metrics
     except BaseException as error:
+        failed = True
         mark_failed(run_dir, error, keep)
         raise
     finally:
-        close_wandb()
+        close_wandb(failed)
 
 
 def completed(run_dir: Path) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hspace.cli import as_list, make_main, user_errors_exit
+from hspace.errors import UserError
 
 
 @user_errors_exit
@@ -20,11 +21,15 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
     integer(cfg.digits, "digits", 0, 12)
     out = output_path(cfg.output_dir, "output_dir", "folder")
     given = any(o.startswith("runs=") for o in overrides_of_this_run())
-    # the default folders are searched where they exist; a folder the user names must exist
+    # the default folders are searched where they exist; a folder the user names must exist; with a W&B project
+    # and no local folder (runs=[], or no default folder here) the table is the project's runs alone
     paths = as_list(cfg.runs)
-    runs = local_runs([p for p in paths if given or Path(p).expanduser().exists()] or paths)
+    existing = [p for p in paths if given or Path(p).expanduser().exists()]
+    runs = local_runs(existing or paths) if existing or not cfg.wandb else []
     if cfg.wandb:
         runs += wandb_runs(cfg.wandb)
+        if not runs:
+            raise UserError(f"the W&B project {cfg.wandb} has no finished hspace-run runs: check the project's name")
     layout = cfg.layout
     group_by = automatic_groups(runs) if cfg.group_by == "auto" else check_group_keys(runs, as_list(cfg.group_by))
     columns = OmegaConf.to_container(layout.columns) if layout.columns is not None else None

@@ -86,12 +86,14 @@ def train(cfg: DictConfig) -> Path:
     )
     # once every piece is built: a refused setting leaves no run directory
     record_config(cfg, record_dir(run_dir) if cfg.ckpt_path is not None else run_dir)
+    failed = True
     try:
         checkpoint = None if cfg.ckpt_path is None else Path(cfg.ckpt_path).expanduser()
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         export_dir = module.export(cfg.export_dir)
+        failed = False
     finally:
-        close_wandb()
+        close_wandb(failed)
     print(f"checkpoints: {run_dir / 'checkpoints'}\nexported weights: {export_dir}")
     return export_dir
 

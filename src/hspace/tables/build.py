@@ -26,7 +26,7 @@ from hspace.tables.collect import RunRecord
 @dataclass
 class Cell:
     values: list[float] = field(default_factory=list)
-    reported: int = 0  # the runs that reported the metric, measured or not (null): more than len(values) says so
+    reported: int = 0  # the runs of the cell's row (each reported some metric of it): more than len(values) says so
 
     @property
     def mean(self) -> float:
@@ -37,7 +37,8 @@ class Cell:
         return stdev(self.values) if len(self.values) > 1 else math.nan
 
     def text(self, digits: int, plus_minus: str = " ± ") -> str:
-        """mean ± std; with "(n of m)" when only n of the m runs that reported the metric measured it."""
+        """mean ± std; with "(n of m)" when only n of the m runs of its row measured it (the others reported it as
+        null, or not at all)."""
         if not self.values:
             return "–"
         shown = f"{self.mean:.{digits}f}" + (f"{plus_minus}{self.std:.{digits}f}" if len(self.values) > 1 else "")
@@ -90,11 +91,16 @@ def differing_settings(runs: Sequence[RunRecord]) -> list[str]:
 
 def automatic_groups(runs: Sequence[RunRecord]) -> list[str]:
     """group_by=auto: the settings that differ between the runs; runs of different methods are grouped by the
-    method's name (the `method` metric) instead of its settings, and runs along different directions files by
-    the file (its content hash)."""
+    method's name (the `method` metric) instead of the settings in which methods differ, and by the method
+    settings that differ between runs of one method; runs along different directions files by the file (its
+    content hash)."""
     keys = differing_settings(runs)
-    if len({str(run.value("method")) for run in runs}) > 1:
-        keys = ["method", *(k for k in keys if not k.startswith("method."))]
+    by_method: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        by_method.setdefault(str(run.value("method")), []).append(run)
+    if len(by_method) > 1:  # a method's settings still part its own runs (PCA with 5 and with 10 components)
+        within = {key for group in by_method.values() for key in differing_settings(group)}
+        keys = ["method", *(k for k in keys if not k.startswith("method.") or k in within)]
     if len({str(run.value(DIRECTIONS_FILE_KEY)) for run in runs}) > 1:
         keys.append(DIRECTIONS_FILE_KEY)
     return keys
@@ -146,7 +152,8 @@ def build_table(
     found_columns: dict[str, None] = {}
     cells: dict[tuple, Cell] = {}
     sources: dict[tuple, list[RunRecord]] = {}  # the runs each cell averages
-    for run in runs:
+    row_runs: dict[tuple, set[int]] = {}  # the runs that reported any metric of each row
+    for index, run in enumerate(runs):
         prefix = tuple(str(run.value(key)) for key in group_by)
         for name, value in run.metrics.items():
             match = regex.search(name)
@@ -155,12 +162,14 @@ def build_table(
                 continue
             row = (*prefix, match["row"])
             rows.setdefault(row)
+            row_runs.setdefault(row, set()).add(index)
             found_columns.setdefault(match["column"])
             cell = cells.setdefault((row, match["column"]), Cell())
-            cell.reported += 1
             if not unmeasured:
                 cell.values.append(float(value))
                 sources.setdefault((row, match["column"]), []).append(run)
+    for (row, _), cell in cells.items():
+        cell.reported = len(row_runs[row])
     for cell, averaged in sources.items():
         if len(averaged) > 1:
             check_averaged_runs(cell, averaged, group_by)

@@ -91,7 +91,8 @@ def local_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
 
 
 def wandb_runs(path: str, api=None) -> list[RunRecord]:
-    """Finished runs of a W&B project ("entity/project"), through the public API (needs a login)."""
+    """The finished hspace-run runs of a W&B project ("entity/project"), through the public API (needs a login):
+    not trainings (job type train), nor runs that failed."""
     if api is None:
         import wandb
 
@@ -102,7 +103,7 @@ def wandb_runs(path: str, api=None) -> list[RunRecord]:
                 f"cannot reach the W&B API for {path} ({error}): log in with `wandb login`, or leave wandb=null"
             ) from None
     records = []
-    for run in api.runs(path, filters={"state": "finished"}):
+    for run in api.runs(path, filters={"state": "finished", "jobType": "run"}):
         metrics = {k: v for k, v in dict(run.summary).items() if not k.startswith("_")}
         records.append(RunRecord(f"wandb:{path}/{run.id}", dict(run.config), metrics))
     return records
