@@ -128,6 +128,27 @@ def test_afhq_and_lmdb(afhq, lsun_lmdb):
     assert lsun.datasets["test"][0]["image"].shape == (3, 32, 32)
 
 
+def test_a_non_square_image_is_cropped_to_its_centre_square_not_squeezed():
+    """LSUN's images are not square (the shorter side is 256): as in the DDPM and guided-diffusion codes, the
+    centre square is cut out and resized. Red bands outside the centre square must not reach the image."""
+    from hspace.data.image_files import image_tensor
+    from hspace.images import from_pixels
+
+    rng = np.random.default_rng(0)
+    for height, width in ((40, 64), (64, 40)):
+        pixels = rng.integers(0, 200, (height, width, 3), dtype=np.uint8)
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        outside = np.ones((height, width), dtype=bool)
+        outside[top : top + side, left : left + side] = False
+        pixels[outside] = (255, 0, 0)
+        centre = Image.fromarray(np.ascontiguousarray(pixels[top : top + side, left : left + side]))
+        expected = from_pixels(np.asarray(centre.resize((32, 32), Image.Resampling.BICUBIC, reducing_gap=None)))
+        image = image_tensor(Image.fromarray(pixels), 32)
+        assert image.shape == (3, 32, 32) and np.array_equal(image.numpy(), expected.numpy())
+        assert not ((image[0] > 0.99) & (image[1] < -0.99)).any()  # no red pixel
+
+
 @pytest.mark.parametrize("layout", ["image_folder", "lsun_church", "afhq", "lsun_lmdb"])
 def test_hspace_run_on_each_layout(layout, labelled_folder, afhq, lsun_lmdb, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -13,8 +13,15 @@ from hspace.images import from_pixels
 
 
 def image_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
-    """A PIL image as RGB, resized (bicubic) to resolution x resolution, as (3, R, R) in [-1, 1]."""
+    """A PIL image as RGB, its centre square (the side of its shorter edge) resized (bicubic) to resolution x
+    resolution, as (3, R, R) in [-1, 1]. The centre crop is what the DDPM and guided-diffusion codes do to
+    LSUN's images, whose shorter side is 256 pixels: resizing the whole image would squeeze it."""
     image = image.convert("RGB")
+    width, height = image.size
+    if width != height:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
     if image.size != (resolution, resolution):
         image = image.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
     return from_pixels(np.asarray(image))
