@@ -87,6 +87,50 @@ def test_train_writes_checkpoints_exports_and_resumes(tmp_path):
     assert sorted(p.name for p in (resumed_dir / "samples").glob("*.png")) == ["step_0000006.png"]
 
 
+def test_a_resumed_training_does_not_draw_its_first_steps_again(tmp_path, monkeypatch):
+    """hspace-train seeds every stream with `seed` on resume too; the checkpoint's random states make the resumed
+    steps draw new batches, timesteps and noise instead of the first steps' again."""
+    drawn = []
+    draw_timesteps, training_step = DDPMTraining.draw_timesteps, DDPMTraining.training_step
+
+    def recording_draw(self, count, device="cpu"):
+        taus = draw_timesteps(self, count, device)
+        drawn[-1]["taus"] = taus.tolist()
+        return taus
+
+    def recording_step(self, batch, index):
+        drawn.append({"step": self.global_step, "images": batch["index"].tolist()})
+        return training_step(self, batch, index)
+
+    monkeypatch.setattr(DDPMTraining, "draw_timesteps", recording_draw)
+    monkeypatch.setattr(DDPMTraining, "training_step", recording_step)
+    run = tmp_path / "run"
+    train(compose_train([f"run_dir={run}", "trainer.max_steps=2", "callbacks.sample_grid.every_n_steps=100"]))
+    fresh = list(drawn)
+    drawn.clear()
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    overrides = [f"run_dir={tmp_path / 'resumed'}", "trainer.max_steps=4", f"ckpt_path={checkpoint}"]
+    train(compose_train([*overrides, "callbacks.sample_grid.every_n_steps=100"]))
+    assert [d["step"] for d in fresh] == [0, 1] and [d["step"] for d in drawn] == [2, 3]
+    for again, first in zip(drawn, fresh):
+        assert again["images"] != first["images"] and again["taus"] != first["taus"]
+    states = torch.load(checkpoint, map_location="cpu", weights_only=True)["random_states"]
+    assert set(states) == {"torch", "cuda", "numpy", "python"}
+
+
+def test_random_states_come_back_as_they_were_saved():
+    import random
+
+    from hspace.lightning.random_states import random_states, restore_random_states
+
+    saved = random_states()
+    first = (torch.rand(3), np.random.rand(3), random.random())
+    torch.rand(5), np.random.rand(5), random.random()  # the streams move on
+    restore_random_states(saved)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1]) and first[2] == again[2]
+
+
 def test_wandb_logger_receives_the_sample_grids(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -245,9 +245,11 @@ class DDPMTraining(ExportableModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
         checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
         self.ema.load_state_dict(checkpoint["ema"])
 
     @contextmanager
