@@ -13,6 +13,12 @@ from hspace.checks import boolean, choice, integer, note, number, output_path
 from hspace.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# Lightning's precision names (hspace-train passes trainer.precision to it)
+TRAINING_PRECISIONS = (
+    *(16, 32, 64),
+    *("16", "32", "64", "bf16"),
+    *("16-mixed", "bf16-mixed", "32-true", "64-true", "16-true", "bf16-true", "transformer-engine"),
+)
 FID_BACKENDS = ("classifier", "inception", "none")
 EVALUATION_STRATEGIES = ("auto", "ddp", "ddp_spawn")
 # Keys a user may add with + that code reads: per-direction targets.
@@ -72,7 +78,13 @@ def check_training(cfg: DictConfig) -> None:
             'another: give a step count, or a time limit such as trainer.max_time="00:02:00:00"'
         )
     if trainer.get("max_epochs") is not None:
-        integer(trainer.max_epochs, "trainer.max_epochs", -1)
+        if integer(trainer.max_epochs, "trainer.max_epochs", -1) == 0:
+            raise UserError("trainer.max_epochs=0 trains nothing: give a number of epochs, or null for no epoch limit")
+    if trainer.get("max_time") is not None:
+        check_max_time(trainer.max_time)
+    if trainer.get("precision", 32) not in TRAINING_PRECISIONS:
+        choice(str(trainer.precision), "trainer.precision", [str(p) for p in TRAINING_PRECISIONS[3:]])
+    check_training_devices(trainer.get("devices", 1))
     integer(trainer.get("log_every_n_steps", 50), "trainer.log_every_n_steps", 1)
     if trainer.get("gradient_clip_val") is not None:
         number(trainer.gradient_clip_val, "trainer.gradient_clip_val", 0.0)
@@ -83,6 +95,68 @@ def check_training(cfg: DictConfig) -> None:
     check_device(trainer.accelerator, "trainer.accelerator")
     check_cosine_decay(cfg.module, max_steps)
     note_long_warmup(cfg.module, max_steps)
+    check_training_length(cfg.module, max_steps, trainer.get("max_epochs"))
+    check_training_resolution(cfg)
+
+
+def check_max_time(max_time) -> None:
+    """trainer.max_time as Lightning reads it: "DD:HH:MM:SS", or a mapping of days, hours, minutes, seconds."""
+    if isinstance(max_time, DictConfig):
+        units = ("days", "hours", "minutes", "seconds")
+        unknown = [key for key in max_time if key not in units]
+        if unknown:
+            raise UserError(f"trainer.max_time.{unknown[0]} is not a unit of time: give {', '.join(units)}")
+        for key, value in max_time.items():
+            number(value, f"trainer.max_time.{key}", 0.0)
+        return
+    parts = str(max_time).split(":")
+    if len(parts) != 4 or not all(part.isdigit() for part in parts):
+        raise UserError(
+            f'trainer.max_time={max_time!r} is not a time limit: give days:hours:minutes:seconds, e.g. "00:02:00:00"'
+        )
+
+
+def check_training_devices(devices) -> None:
+    """trainer.devices for training: a count of at least 1, -1 or "auto" (every device), or GPU indices."""
+    if isinstance(devices, (list, ListConfig)) or devices in ("auto", -1, "-1"):
+        return
+    if isinstance(devices, str) and "," in devices:
+        return
+    integer(int(devices) if isinstance(devices, str) and devices.isdigit() else devices, "trainer.devices", 1)
+
+
+def check_training_length(module: DictConfig, max_steps: int, max_epochs) -> None:
+    """A module that spreads its learning rate over the whole training (ExportableModule.needs_known_length)
+    refuses a run limited by time alone, whose length Lightning cannot know in advance."""
+    if max_steps != -1 or max_epochs not in (None, -1):
+        return
+    target = module.get("_target_")
+    try:
+        from hydra.utils import get_class
+
+        module_class = get_class(target)
+    except Exception:  # an unknown module is refused where it is built, in one line
+        return
+    if getattr(module_class, "needs_known_length", False):
+        raise UserError(
+            f"module={target} schedules its learning rate over the whole training, so trainer.max_time alone "
+            "cannot end it: give trainer.max_steps or trainer.max_epochs"
+        )
+
+
+def check_training_resolution(cfg: DictConfig) -> None:
+    """Images of another size than the UNet is built for would train it at that size while its exported config
+    still names its own, so that sampling would draw at the wrong size."""
+    unet = cfg.module.get("unet")
+    resolution = cfg.data.get("resolution")
+    if not isinstance(unet, DictConfig) or resolution is None or unet.get("sample_size") is None:
+        return
+    if resolution != unet.sample_size:
+        raise UserError(
+            f"data.resolution={resolution} but the UNet is built for {unet.sample_size}-pixel images "
+            f"(model.unet.sample_size={unet.sample_size}): give data.resolution={unet.sample_size}, or a model of "
+            "that size"
+        )
 
 
 def check_cosine_decay(module: DictConfig, max_steps: int) -> None:

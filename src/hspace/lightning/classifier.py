@@ -92,6 +92,7 @@ class AttributeClassifierTraining(ExportableModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     exported_files = (CONFIG_FILE, WEIGHTS_FILE)
+    needs_known_length = True  # OneCycleLR spans every step of the training
 
     def export(self, directory: str | Path) -> Path:
         """classifier.json and classifier.safetensors, written to a staging directory and renamed into place."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import ClassVar
 
 import pytorch_lightning as pl
 
@@ -18,6 +19,9 @@ class ExportableModule(pl.LightningModule, ABC):
     resumed training does not draw its first steps' batches and noise again (hspace.lightning.random_states)."""
 
     exported_files: tuple[str, ...] | None = None
+    # Whether the module needs the training's length when it starts (a learning rate spread over all of it):
+    # hspace-train then refuses a run limited by trainer.max_time alone.
+    needs_known_length: ClassVar[bool] = False
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["random_states"] = random_states()
