@@ -51,7 +51,7 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
     sampler = api.SamplerSettings(num_steps=4, spacing="trailing")
     grid = sampler.schedule(model.alphas_cumprod).timesteps
     directions = Directions(
-        torch.zeros(2, 4, *model.h_shape), torch.ones(2, 4), grid, ["a", "b"], "test", "shapes32", model.weight_hash,
+        torch.ones(2, 4, *model.h_shape), torch.ones(2, 4), grid, ["a", "b"], "test", "shapes32", model.weight_hash,
         {"num_steps": 4, "spacing": "trailing", "final_alpha": "one"}, noise_schedule=model.noise_schedule,
     )  # fmt: skip
 

@@ -49,6 +49,8 @@ CASES = [
     ("run", ["num_samples=[1"], "no viable alternative at input '[1'"),
     ("run", ["sampler.final_alpha=two"], "sampler.final_alpha='two'"),
     ("run", ["precision=fp64"], "precision='fp64'"),
+    ("run", ["method=loco"], "edit=shift moves h along the directions' h vectors, but method=loco gives directions"),
+    ("run", ["method=loco", "edit=boundary_step"], "edit=boundary_step reads x_normal, offsets from its directions"),
     ("run", ["edit.strengths=[]"], "edit.strengths=[]"),
     ("run", ["edit.strengths=[0,nan]"], "edit.strengths[1]=nan"),
     ("run", ["edit.strengths=[1,inf]"], "edit.strengths[1]=inf"),
@@ -412,7 +414,7 @@ def test_a_run_directory_used_before_holds_only_the_new_run(tmp_path, monkeypatc
     (run_dir / ".run_info.json.k1ll3d.tmp").write_text("a killed writer's")
     (run_dir / "run_info.json").write_text(json.dumps({"status": "completed"}))
     Directions(
-        torch.zeros(1, len(grid), *model.h_shape),
+        torch.ones(1, len(grid), *model.h_shape),
         torch.ones(1, len(grid)),
         grid,
         ["pc0"],

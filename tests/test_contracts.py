@@ -21,6 +21,7 @@ from hspace.classifiers.cnn import AttributeCNN, CNNConfig
 from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
 from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod, registered_methods
 from hspace.edits.boundary_step import BoundaryStep
 from hspace.job.find import directions_from_method
@@ -171,6 +172,37 @@ def test_mismatched_pairing_from_the_command_line(tmp_path):
         "error: edit=boundary_step reads x_normal, offsets from its directions, which method=pca does not provide: "
         "use method=boundary with it, or choose another edit"
     )
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_edit_that_moves_h_refuses_directions_without_h_vectors(tmp_path):
+    """LOCO's directions move x_t and have no h vectors: an edit that moves h along them would draw the unedited
+    sample at every strength. Refused for the method, for a directions file, and in the Python API."""
+    from hspace import api
+    from hspace.directions.method import registered_methods
+    from hspace.edits.strategy import check_pairing, registered_edits
+    from hspace.errors import UserError
+
+    without_h = sorted(name for name, cls in registered_methods().items() if not cls.finds_h)
+    reading_h = sorted(name for name, cls in registered_edits().items() if cls.reads_h)
+    assert without_h == ["loco"] and reading_h == ["boundary_step", "shift"]
+    for name in reading_h:
+        edit = registered_edits()[name]
+        with pytest.raises(UserError, match=f"edit={name} moves h .* method=loco gives .* use edit=xt_shift"):
+            check_pairing(edit, edit.requires, "method=loco", finds_h=False)
+    model = api.load_model("shapes32")
+    grid = api.SamplerSettings(num_steps=4, spacing="trailing").schedule(model.alphas_cumprod).timesteps
+    loco = Directions(
+        torch.zeros(1, 4, *model.h_shape), torch.ones(1, 4), grid, ["loco0"], "loco", "shapes32", model.weight_hash,
+        {"num_steps": 4, "spacing": "trailing", "final_alpha": "one"},
+        extra={"x_directions": torch.ones(1, *model.image_shape)}, noise_schedule=model.noise_schedule,
+    )  # fmt: skip
+    assert not loco.finds_h
+    with pytest.raises(UserError, match="edit=shift moves h .* these directions give"):
+        api.edit_images(model, loco, torch.zeros(1, *model.image_shape))
+    loco.save(tmp_path / "loco.safetensors")
+    with pytest.raises(SystemExit):
+        run(compose_run(tmp_path / "run", [f"directions_path={tmp_path / 'loco.safetensors'}", "metrics=none"]))
     assert not (tmp_path / "run").exists()
 
 

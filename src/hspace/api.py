@@ -122,7 +122,7 @@ def prepared(
         edit = ShiftEdit(strengths=list(DEFAULT_STRENGTHS if strengths is None else strengths))
     elif strengths is not None:
         edit = replace(edit, strengths=list(strengths))
-    check_pairing(edit, directions.extra, "these directions")
+    check_pairing(edit, directions.extra, "these directions", directions.finds_h)
     schedule = sampler.schedule(model.alphas_cumprod)
     edit.check_schedule(schedule)
     directions.check_noise_schedule(model.noise_schedule)

@@ -91,7 +91,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     from hspace.cache import ArtifactCache
     from hspace.directions.container import Directions
     from hspace.directions.method import DirectionMethod
-    from hspace.edits.strategy import EditStrategy, check_pairing
+    from hspace.edits.strategy import EditStrategy, check_pairing, check_strength_labels
     from hspace.errors import UserError
 
     # the method and edit first: their settings are refused before the evaluation's libraries (Lightning) load
@@ -106,10 +106,12 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
         raise UserError(
             f"edit={cfg.edit.get('_target_')} is not an EditStrategy: subclass hspace.edits.strategy.EditStrategy"
         )
+    check_strength_labels(edit.strengths)
     if cfg.directions_path is not None:
-        check_pairing(edit, Directions.load(cfg.directions_path).extra, f"the directions file {cfg.directions_path}")
+        given = Directions.load(cfg.directions_path)
+        check_pairing(edit, given.extra, f"the directions file {cfg.directions_path}", given.finds_h)
     else:
-        check_pairing(edit, method.provides, f"method={method.name}")
+        check_pairing(edit, method.provides, f"method={method.name}", method.finds_h)
 
     ArtifactCache(cfg.cache_dir).check_writable()
 

@@ -21,7 +21,7 @@ from hspace.cli import (
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
     from hspace.checkpoints import read_checkpoint
-    from hspace.cli.validate import check_loggers, check_training
+    from hspace.cli.validate import check_loggers, check_training, check_training_resolution
     from hspace.errors import UserError
 
     require_complete(cfg)
@@ -58,6 +58,7 @@ def train(cfg: DictConfig) -> Path:
     if isinstance(datamodule, ImageDataModule):
         datamodule.check_trainable()
     module = build(cfg.module)
+    check_training_resolution(cfg)
     if not isinstance(module, ExportableModule):  # its export runs when training has ended: refuse it now
         raise UserError(
             f"module={cfg.module.get('_target_')} has no export to write what it trains: subclass "

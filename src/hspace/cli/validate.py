@@ -96,7 +96,6 @@ def check_training(cfg: DictConfig) -> None:
     check_cosine_decay(cfg.module, max_steps)
     note_long_warmup(cfg.module, max_steps)
     check_training_length(cfg.module, max_steps, trainer.get("max_epochs"))
-    check_training_resolution(cfg)
 
 
 def check_max_time(max_time) -> None:
@@ -146,7 +145,8 @@ def check_training_length(module: DictConfig, max_steps: int, max_epochs) -> Non
 
 def check_training_resolution(cfg: DictConfig) -> None:
     """Images of another size than the UNet is built for would train it at that size while its exported config
-    still names its own, so that sampling would draw at the wrong size."""
+    still names its own, so that sampling would draw at the wrong size (checked once the data and the module have
+    checked their own settings)."""
     unet = cfg.module.get("unet")
     resolution = cfg.data.get("resolution")
     if not isinstance(unet, DictConfig) or resolution is None or unet.get("sample_size") is None:

@@ -57,6 +57,11 @@ class Directions:
     def h_shape(self) -> tuple[int, ...]:
         return tuple(self.vectors.shape[2:])
 
+    @property
+    def finds_h(self) -> bool:
+        """Whether any direction has an h vector (LOCO's directions move x_t and have none)."""
+        return bool(self.vectors.abs().amax() > 0) if self.vectors.numel() else False
+
     def scaled(self, index: int) -> torch.Tensor:
         """v_t = scales[j, t] * vectors[j, t] at every step: the h offset of strength 1. (T, *h_shape)"""
         return self.vectors[index] * self.scales[index].view(-1, *([1] * len(self.h_shape)))

@@ -142,6 +142,7 @@ class LocoDirections(DirectionMethod):
 
     name = "loco"
     provides = ("x_directions",)
+    finds_h = False
 
     def __post_init__(self):
         integer(self.sample_seed, "method.sample_seed", 0)

@@ -38,6 +38,8 @@ BUILT_IN = ("pca", "random", "jacobian", "class_mean", "boundary", "loco")
 class DirectionMethod(ABC):
     name: ClassVar[str]
     provides: ClassVar[tuple[str, ...]] = ()
+    # whether its directions have h vectors (LOCO's move x_t and have none): an edit that reads them refuses it
+    finds_h: ClassVar[bool] = True
     # whether find() splits its collection over samples across the ranks of a process group (hspace.distributed)
     collects_across_processes: ClassVar[bool] = False
 

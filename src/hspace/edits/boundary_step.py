@@ -66,6 +66,7 @@ class BoundaryStep(EditStrategy):
 
     name = "boundary_step"
     requires = ("x_normal", "offsets")  # from method=boundary
+    reads_h = True  # the h boundary's normal at t_m
     inverts_by_ddim = True  # its path is deterministic DDIM up to t_m
 
     def __post_init__(self):

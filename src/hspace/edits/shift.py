@@ -53,6 +53,7 @@ class ShiftEdit(EditStrategy):
     noisy_tail: float = 0.0  # eta = 1 at training timesteps <= noisy_tail * N (Asyrp's t_boost / N)
 
     name = "shift"
+    reads_h = True
 
     def __post_init__(self):
         check_strengths(self.strengths)

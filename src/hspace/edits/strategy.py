@@ -5,6 +5,8 @@ An edit is a dataclass of settings that subclasses EditStrategy, with
 - `strengths`: the columns of its grids;
 - `requires`: the Directions.extra tensors it reads (the run refuses a method that does not provide
   them, naming the methods that do, before any work: check_pairing);
+- `reads_h`: whether it moves h along the directions' h vectors (directions without any, such as LOCO's,
+  which live in x_t, are refused for it: check_pairing);
 - `apply(...)`: the edited samples at every strength;
 - `check_schedule(schedule)`: refuses settings that do not fit the model's sampling grid;
 - `unedited(...)`: what those edits depart from (by default the plain sample; an edit with a path of its
@@ -31,12 +33,30 @@ from hspace.directions.container import Directions
 from hspace.errors import UserError
 from hspace.metrics.keys import strength_label
 
+EDITS: dict[str, type[EditStrategy]] = {}
+BUILT_IN = ("shift", "xt_shift", "boundary_step")
+
+
+def registered_edits() -> dict[str, type[EditStrategy]]:
+    """Every edit class known to this process: the built-in ones and any other imported subclass."""
+    import importlib
+
+    for module in BUILT_IN:
+        importlib.import_module(f"hspace.edits.{module}")
+    return dict(EDITS)
+
 
 class EditStrategy(ABC):
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
+    reads_h: ClassVar[bool] = False
     inverts_by_ddim: ClassVar[bool] = False
     strengths: Sequence[float]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            EDITS[cls.name] = cls
 
     @abstractmethod
     def apply(
@@ -79,31 +99,43 @@ class EditStrategy(ABC):
 
 
 def check_strengths(strengths) -> list[float]:
-    """An edit's strengths: a non-empty list of finite numbers (NaN would silently draw black images), no two of
-    which share a label in the metric names (hspace.metrics.keys: 6 significant digits), where one would
-    overwrite the other's metrics."""
+    """An edit's strengths: a non-empty list of finite numbers (NaN would silently draw black images)."""
     if isinstance(strengths, (str, bytes)) or not isinstance(strengths, Sequence) or not len(strengths):
         raise UserError(f"edit.strengths={strengths!r} must be a non-empty list of numbers, e.g. [-2,0,2]")
+    for i, value in enumerate(strengths):
+        number(value, f"edit.strengths[{i}]")
+    return [float(s) for s in strengths]
+
+
+def check_strength_labels(strengths: Sequence[float]) -> None:
+    """Strengths a run scores: no two may share a label in the metric names (hspace.metrics.keys: 6 significant
+    digits), where one would overwrite the other's metrics. (An edit itself may repeat a strength.)"""
     labels: dict[str, int] = {}
     for i, value in enumerate(strengths):
-        label = strength_label(number(value, f"edit.strengths[{i}]"))
+        label = strength_label(value)
         if label in labels:
             raise UserError(
                 f"edit.strengths[{labels[label]}] and edit.strengths[{i}] are both {label} in the metric names "
                 "(strengths are named by 6 significant digits): give each strength once"
             )
         labels[label] = i
-    return [float(s) for s in strengths]
 
 
-def check_pairing(edit: EditStrategy, provided: Iterable[str], source: str) -> None:
-    """Refuse, in one line, directions that lack what `edit` reads. `source` names where they come from
-    (e.g. "method=pca" or "the directions file <path>")."""
+def check_pairing(edit: EditStrategy, provided: Iterable[str], source: str, finds_h: bool = True) -> None:
+    """Refuse, in one line, directions that lack what `edit` reads: extra tensors (`provided`), or h vectors
+    (`finds_h`: whether the directions have any). `source` names where they come from (e.g. "method=pca" or "the
+    directions file <path>")."""
     from hspace.directions.method import registered_methods
 
     provided = set(provided)
     missing = [name for name in edit.requires if name not in provided]
     if not missing:
+        if edit.reads_h and not finds_h:
+            fits = sorted(name for name, cls in registered_edits().items() if not cls.reads_h)
+            raise UserError(
+                f"edit={edit.name} moves h along the directions' h vectors, but {source} gives directions with none "
+                f"(they move x_t): use edit={' or edit='.join(fits)} with them, or a method that finds h directions"
+            )
         return
     providers = sorted(name for name, cls in registered_methods().items() if set(edit.requires) <= set(cls.provides))
     fix = (
