@@ -1,6 +1,7 @@
 """The Python API and the diffusers pipeline, as the README shows them."""
 
 import re
+from math import nan
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,10 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
         (lambda: api.edit_images(model, directions, torch.zeros(1, 3, 64, 64)), r"shape \(1, 3, 64, 64\)"),
         (lambda: api.edit_images(model, directions, torch.zeros(1, 3, 32, 32, dtype=torch.uint8)), "torch.uint8"),
         (lambda: api.edit_images(model, directions, torch.full((1, 3, 32, 32), 2.0)), "range over"),
+        (
+            lambda: api.edit_images(model, directions, torch.zeros(2, 3, 32, 32).index_fill(0, torch.tensor([1]), nan)),
+            r"images\[1\] holds NaN or infinite values",
+        ),
         (lambda: api.edit_images(model, directions, []), "images is empty"),
         (lambda: api.edit_images(model, directions, [tmp_path / "none.png"]), "cannot read the image"),
         (lambda: api.edit_images(model, directions, [1, 2]), r"images\[0\] is a int"),

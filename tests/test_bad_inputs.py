@@ -231,6 +231,9 @@ CASES = [
     ("table", ["runs=[{tmp}/finished]", "digits=-1"], "digits=-1 is below 0"),
     ("table", ["runs=[{tmp}/finished]", "group_by=[methd]"], "group_by key 'methd' is neither"),
     ("table", ["runs=[{tmp}/finished]", "plot.metric=sucess"], "no run has per-strength values of 'sucess'"),
+    ("table", ["runs=[{tmp}/finished]", "plot.directions=[pc9]"], "plot.directions names 'pc9', which no run has"),
+    ("table", ["runs=[{tmp}/finished]", "layout.columns=[sucess]"], "column 'sucess' is not one the table pattern"),
+    ("table", ["runs=[{tmp}/finished]", "layout.pattern='('"], "table pattern '(' is not a regular expression"),
     ("table", ["runs=[{tmp}/finished]", "output_dir={tmp}/mask.txt"], "output_dir={tmp}/mask.txt is a file"),
 ]
 if not torch.cuda.is_available():

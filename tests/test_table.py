@@ -308,3 +308,21 @@ def test_per_direction_values_are_read_by_name_or_found():
     assert direction_values(metrics, "factors/target") == {"pc1": "cx", "pc0": "r"}
     assert direction_values(metrics, "factors/target", ["pc0", "pc9"]) == {"pc0": "r"}
     assert direction_values(metrics, "target") == {"pc0": "large"}
+
+
+def test_labels_are_escaped_for_latex_and_markdown():
+    """A row label may be a path or hold LaTeX's or Markdown's markup: each character prints as itself."""
+    from hspace.tables.build import Cell, Table, latex_escape, to_latex
+
+    assert latex_escape(r"~/w/a_b^2 {x} 50% \ #1 $&") == (
+        r"\textasciitilde{}/w/a\_b\textasciicircum{}2 \{x\} 50\% \textbackslash{} \#1 \$\&"
+    )
+    table = Table(["model.weights", "row"], [("~/w/a|b.pt", "pc0")], ["success"], {})
+    table.cells[(("~/w/a|b.pt", "pc0"), "success")] = Cell([0.5], 1)
+    assert "| ~/w/a\\|b.pt | pc0 | 0.500 |" in to_markdown(table)
+    assert r"\textasciitilde{}/w/a|b.pt & pc0 & 0.500 \\" in to_latex(table)
+
+
+def test_one_column_may_be_given_as_a_name(runs_dir, tmp_path):
+    written = make_table(compose_table(runs_dir, tmp_path / "out", ["plot.metric=null", "layout.columns=success"]))
+    assert written[".md"].read_text().splitlines()[0] == "| method | direction | success |"

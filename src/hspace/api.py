@@ -213,6 +213,9 @@ def checked_pixels(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.T
         )
     if len(images) == 0:
         raise UserError("images is empty: give at least one image")
+    if not torch.isfinite(images).all():
+        bad = int((~torch.isfinite(images)).flatten(1).any(dim=1).nonzero()[0])
+        raise UserError(f"images[{bad}] holds NaN or infinite values: give finite pixels in [-1, 1]")
     low, high = images.min().item(), images.max().item()
     if low < -1.5 or high > 1.5:  # samples overshoot [-1, 1] a little (sampling does not clip); 0..255 does not
         raise UserError(f"images range over [{low:.3g}, {high:.3g}]: give pixels in [-1, 1] (x / 127.5 - 1 for 0..255)")

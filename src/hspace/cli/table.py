@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hspace.cli import as_list, make_main, user_errors_exit
 from hspace.errors import UserError
@@ -32,7 +32,7 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
             raise UserError(f"the W&B project {cfg.wandb} has no finished hspace-run runs: check the project's name")
     layout = cfg.layout
     group_by = automatic_groups(runs) if cfg.group_by == "auto" else check_group_keys(runs, as_list(cfg.group_by))
-    columns = OmegaConf.to_container(layout.columns) if layout.columns is not None else None
+    columns = as_list(layout.columns) or None
     table = build_table(runs, layout.pattern, group_by, layout.row_name, columns)
     curves = None
     if cfg.plot.metric:  # before anything is written: a metric no run has is refused with nothing left behind

@@ -145,7 +145,10 @@ def build_table(
     columns: Sequence[str] | None = None,
 ) -> Table:
     """Mean and std over runs of every metric matching `pattern`, pivoted by its `row`/`column` groups."""
-    regex = re.compile(pattern)
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise UserError(f"table pattern {pattern!r} is not a regular expression ({error}): fix it") from None
     if not {"row", "column"} <= set(regex.groupindex):
         raise UserError(f"table pattern {pattern!r} needs the named groups (?P<row>...) and (?P<column>...)")
     rows: dict[tuple, None] = {}
@@ -175,6 +178,12 @@ def build_table(
             check_averaged_runs(cell, averaged, group_by)
     if not rows:
         raise UserError(f"no metric of the {len(runs)} runs matches the table pattern {pattern!r}")
+    unknown = [column for column in columns or () if column not in found_columns]
+    if unknown:
+        raise UserError(
+            f"column {unknown[0]!r} is not one the table pattern finds in the {len(runs)} runs: choose among "
+            f"{', '.join(found_columns)}"
+        )
     chosen = list(columns) if columns else list(found_columns)
     return Table([*group_by, row_name], numeric_order(list(rows)), chosen, cells)
 
@@ -196,16 +205,31 @@ def numeric_order(rows: list[tuple]) -> list[tuple]:
     return sorted(rows, key=lambda row: (groups.index(row[:-1]), number(row[-1])))
 
 
+def markdown_escape(text: str) -> str:
+    """A cell's text with its pipes escaped, which would otherwise split the cell."""
+    return text.replace("|", "\\|")
+
+
 def to_markdown(table: Table, digits: int = 3) -> str:
-    header = [*table.row_keys, *table.columns]
+    header = [markdown_escape(h) for h in (*table.row_keys, *table.columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for row in table.rows:
-        lines.append("| " + " | ".join([*row, *(table.cell(row, c).text(digits) for c in table.columns)]) + " |")
+        cells = [*(markdown_escape(r) for r in row), *(table.cell(row, c).text(digits) for c in table.columns)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+LATEX_SPECIAL = {
+    **{c: "\\" + c for c in "_%&#${}"},
+    "\\": r"\textbackslash{}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
 def latex_escape(text: str) -> str:
-    return re.sub(r"([_%&#$])", r"\\\1", text)
+    """Text as LaTeX prints it: every character LaTeX reads as markup escaped (a label may be a path, ~/weights)."""
+    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
 
 
 def to_latex(table: Table, digits: int = 3, caption: str = "") -> str:

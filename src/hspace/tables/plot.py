@@ -41,6 +41,14 @@ def strength_curves(
     per_run: dict[str, list[dict[float, float]]] = defaultdict(list)
     counts: dict[str, dict[float, int]] = defaultdict(lambda: defaultdict(int))
     pairs: dict[str, int] = defaultdict(int)
+    if directions:
+        known = {direction for run in runs for direction in per_strength(run.metrics, metric)}
+        unknown = [direction for direction in directions if direction not in known]
+        if known and unknown:
+            raise UserError(
+                f"plot.directions names {unknown[0]!r}, which no run has per-strength values of {metric!r} for: "
+                f"choose among {', '.join(sorted(known))}"
+            )
     for run in runs:
         values: dict[float, list[float]] = defaultdict(list)
         reported = 0
