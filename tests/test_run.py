@@ -313,6 +313,16 @@ def test_the_smallest_runs_finish_with_a_null_fid_and_a_note(tmp_path, capsys, e
     assert "edit/pc0/factors/target" in written and "edit/pc0/mse@2" in written
 
 
+def test_null_fid_and_disentanglement_sections_mean_none(tmp_path):
+    """metrics.fid=null and metrics.disentanglement=null (or removing them, ~metrics.fid) turn those scores off, as
+    metrics.fid.backend=none and metrics.disentanglement.num_images=0 do."""
+    overrides = ["num_samples=2", "real_images=0", "num_directions=1", "edit.strengths=[2.0]"]
+    nulled = ["metrics.fid=null", "metrics.disentanglement=null"]
+    metrics = run(compose_run(tmp_path / "run", tmp_path / "cache", [*overrides, *nulled]))
+    scored_off = [key for key in metrics if "fid" in key or key.startswith("disentangle/")]
+    assert "edit/pc0/mse@2" in metrics and not scored_off, scored_off
+
+
 @pytest.mark.slow  # about 25 s: a sweep of two jobs side by side
 def test_parallel_jobs_share_the_cores(tmp_path):
     """Two joblib jobs on this machine get cpu_count / 2 torch threads each instead of one per core each."""

@@ -35,6 +35,16 @@ def check_command_line(config_dir: str, config_name: str, command: str, args: Se
             compose(config_dir, config_name, candidate)
         except HydraException as error:
             raise UserError(describe(error, command)) from None
+        except ValueError:  # a config group set to null: Hydra's ValueError names no override
+            nulled = [o.split("=")[0].lstrip("+~") for o in candidate if o.endswith("=null")]
+            group = next((key for key in nulled if is_config_group(key, config_dir)), None)
+            if group is None:
+                raise
+            options = sorted(path.stem for path in (Path(config_dir) / group).glob("*.yaml"))
+            raise UserError(
+                f"{group}=null: {group} is a config group, which takes one of its options: choose one of "
+                f"{', '.join(options)}"
+            ) from None
 
 
 def override_sets(overrides: list[str], config_dir: str) -> list[list[str]] | None:

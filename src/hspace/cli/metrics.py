@@ -19,7 +19,7 @@ from hspace.metrics.locality import LocalityRegion
 
 
 def evaluation_settings(metrics: DictConfig, device: torch.device) -> EvaluationSettings | None:
-    backend_kind = metrics.fid.backend
+    backend_kind = "none" if metrics.get("fid") is None else metrics.fid.backend  # metrics.fid=null: no FID
     factors = bool(metrics.get("factors", False))
     locality = locality_region(metrics.get("locality"))
     if metrics.classifier is None and backend_kind == "none" and not factors and not locality.active:

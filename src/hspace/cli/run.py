@@ -123,7 +123,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     from hspace.job import check_real_images
     from hspace.job.disentangle import shapes_factor_images
 
-    known_count = int(cfg.metrics.get("disentanglement", {}).get("num_images", 0) or 0)
+    known_count = int((cfg.metrics.get("disentanglement") or {}).get("num_images", 0) or 0)
     check_known_factors(cfg.data, known_count)
     files = as_list(cfg.get("real_image_files"))  # edited instead of the test split's first images
     missing = [f for f in files if not Path(f).expanduser().is_file()]

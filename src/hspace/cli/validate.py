@@ -189,6 +189,8 @@ def note_long_warmup(module: DictConfig, max_steps: int) -> None:
 def check_run(cfg: DictConfig) -> None:
     """The run-level settings of hspace-run."""
     output_path(cfg.run_dir, "run_dir", "folder")
+    if cfg.cache_dir is None:
+        raise UserError("cache_dir=null names no folder: give the folder the cache lives in, e.g. cache_dir=.cache")
     output_path(cfg.cache_dir, "cache_dir", "folder")
     boolean(cfg.skip_done, "skip_done")
     integer(cfg.num_samples, "num_samples", 1)

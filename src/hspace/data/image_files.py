@@ -34,3 +34,15 @@ def load_image(path: Path, resolution: int) -> torch.Tensor:
             return image_tensor(image, resolution)
     except (OSError, UnidentifiedImageError) as error:
         raise UserError(f"cannot read the image {path}: {error}; replace or remove the file") from None
+
+
+def check_image(path: str | Path, setting: str) -> None:
+    """One line, before any work, when the file a setting names is missing or not an image PIL can read."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"no image at {setting}={path}: give an image file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError) as error:
+        raise UserError(f"{setting}={path} is not an image this can read ({error}): give a PNG, JPEG or WebP") from None

@@ -25,7 +25,7 @@ import torch
 
 from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer
-from hspace.data.image_files import load_image
+from hspace.data.image_files import check_image, load_image
 from hspace.diffusion.ddim import to_x0_eps
 from hspace.diffusion.inversion import invert
 from hspace.diffusion.model import DiffusionModel
@@ -159,10 +159,8 @@ class LocoDirections(DirectionMethod):
             if self.mask_file is None:
                 raise UserError("method.mask=file needs method.mask_file=<a grey-scale image, white inside>")
             read_mask_image(self.mask_file)
-        if self.image_file is not None and not Path(self.image_file).expanduser().is_file():
-            raise UserError(
-                f"no image at method.image_file={self.image_file}: give an image file, or null for a sample"
-            )
+        if self.image_file is not None:
+            check_image(self.image_file, "method.image_file")
 
     def identity(self) -> dict:
         """The settings, with the content of the image and mask files they name instead of their paths."""
