@@ -49,7 +49,9 @@ def test_locality_scores_equal_the_dense_computation_over_batches():
             torch.ones(len(originals[rows]), dtype=torch.bool),
         )
     expected = dense_locality(originals, edits, masks)
-    for key, value in scores.compute().items():
+    computed = scores.compute()
+    assert (computed.pop("pixels") == 6 * 8 * 8).all()  # every pixel of every sample with a region, in or out
+    for key, value in computed.items():
         np.testing.assert_allclose(value.numpy(), expected[key], rtol=1e-10)
 
 
