@@ -21,7 +21,7 @@ def directions():
         weight_hash="ab" * 32,
         sampler={"num_steps": 4, "spacing": "leading", "final_alpha": "one", "eta": 1.0},
         config={"num_components": 3},
-        extra={"normal_x": torch.ones(5)},
+        extra={"normal_x": torch.ones(3, 5)},
         info={"explained_variance_ratio": [[0.5] * 4] * 3},
     )
 
@@ -44,6 +44,26 @@ def test_incompatible_files_are_refused_in_one_line(directions):
     ]:
         with pytest.raises(UserError, match=pattern) as error:
             directions.check_compatible(**{**ok, **bad})
+        assert "\n" not in str(error.value)
+
+
+def test_a_file_whose_parts_disagree_is_one_line(directions, tmp_path):
+    """Names that are not a list, and an extra tensor without a row per direction, are refused on load (an edit
+    would otherwise index past them)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    path = directions.save(tmp_path / "d.safetensors")
+    tensors = load_file(path)
+    meta = directions.metadata()
+    for changed, bad_meta, pattern in [
+        ({}, {"names": "ab"}, "are not a list of direction names"),
+        ({"extra.normal_x": torch.ones(2, 5)}, {}, "extra tensor normal_x of shape \\(2, 5\\) has no row for each"),
+    ]:
+        save_file({**tensors, **changed}, tmp_path / "bad.safetensors", {"hspace": json.dumps({**meta, **bad_meta})})
+        with pytest.raises(UserError, match=pattern) as error:
+            Directions.load(tmp_path / "bad.safetensors")
         assert "\n" not in str(error.value)
 
 

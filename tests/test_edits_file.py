@@ -34,3 +34,22 @@ def test_a_missing_or_foreign_file_is_one_line(tmp_path):
     with pytest.raises(UserError, match="is not a readable edits file") as error:
         load_edits(tmp_path / "x.safetensors")
     assert "\n" not in str(error.value)
+
+
+def test_a_file_whose_parts_disagree_is_one_line(tmp_path):
+    """Images for 2 directions x 1 sample x 1 strength, with 3 seeds and 1 name: refused on load, as is a direction
+    name holding the comma the file joins names with."""
+    save_file(
+        {
+            "images": torch.zeros(2, 1, 1, 3, 4, 4, dtype=torch.uint8),
+            "strengths": torch.ones(1),
+            "seeds": torch.arange(3),
+        },
+        tmp_path / "x.safetensors",
+        {"directions": "a", "layout": "direction,sample,strength,channel,height,width"},
+    )
+    with pytest.raises(UserError, match="for 1 directions, 3 seeds and 1 strengths"):
+        load_edits(tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match="may not hold a comma"):
+        save_edits(tmp_path / "y.safetensors", torch.zeros(2, 1, 1, 3, 4, 4), [1.0], [0], "seeds", ["a,b", "c"])
+    assert not (tmp_path / "y.safetensors").exists()

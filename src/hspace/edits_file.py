@@ -27,10 +27,23 @@ class EditsFile:
     id_kind: str  # seeds | indices
     names: list[str]  # the directions, in the order of the first axis
 
+    def __post_init__(self):
+        if self.images.ndim != 6:
+            raise ValueError(f"images of shape {tuple(self.images.shape)}, not ({LAYOUT})")
+        expected = (len(self.names), len(self.ids), len(self.strengths))
+        if tuple(self.images.shape[:3]) != expected:
+            raise ValueError(
+                f"images of shape {tuple(self.images.shape)} for {expected[0]} directions, {expected[1]} "
+                f"{self.id_kind} and {expected[2]} strengths"
+            )
+
 
 def save_edits(path: Path, edited: torch.Tensor, strengths: Sequence[float], ids: Sequence[int], id_kind: str,
                names: Sequence[str]) -> Path:  # fmt: skip
-    """Edits in [-1, 1] (D, N, S, C, H, W) as an edits file, rounded to uint8 as the PNGs are."""
+    """Edits in [-1, 1] (D, N, S, C, H, W) as an edits file, rounded to uint8 as the PNGs are. The direction
+    names are stored joined by commas, so a name may not hold one."""
+    if any("," in name for name in names):
+        raise ValueError(f"direction names {list(names)} may not hold a comma (the edits file joins them by commas)")
     tensors = {
         "images": unit_to_uint8(edited),
         "strengths": torch.tensor(list(strengths), dtype=torch.float32),

@@ -36,7 +36,7 @@ class Directions:
     weight_hash: str
     sampler: dict  # num_steps, spacing, eta, final_alpha of the grid the method walked
     config: dict = field(default_factory=dict)  # the method settings that made them (its identity)
-    # method-specific tensors (names in the method's `provides`)
+    # method-specific tensors (names in the method's `provides`), one row per direction
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # method-specific results worth keeping (e.g. explained variance per step)
     # numbers a run logs; time/* only by the run that computed them
@@ -47,11 +47,18 @@ class Directions:
 
     def __post_init__(self):
         k, T = self.vectors.shape[:2]
+        if not isinstance(self.names, list) or not all(isinstance(name, str) for name in self.names):
+            raise ValueError(f"names {self.names!r} are not a list of direction names")
         if self.scales.shape != (k, T) or self.timesteps.shape != (T,) or len(self.names) != k:
             raise ValueError(
                 f"inconsistent directions: {tuple(self.vectors.shape)}, scales {tuple(self.scales.shape)}, "
                 f"{len(self.names)} names"
             )
+        for key, tensor in self.extra.items():  # one row per direction
+            if tensor.ndim == 0 or tensor.shape[0] != k:
+                raise ValueError(
+                    f"extra tensor {key} of shape {tuple(tensor.shape)} has no row for each of {k} directions"
+                )
 
     @property
     def h_shape(self) -> tuple[int, ...]:
