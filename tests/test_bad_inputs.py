@@ -623,3 +623,24 @@ def test_a_target_for_a_direction_the_run_does_not_edit_is_named(capsys):
         "note: metrics.targets names PC0, which this run does not edit (pc0, pc1): those targets are not used",
         "note: metrics.factor_targets names pc7, which this run does not edit (pc0, pc1): those targets are not used",
     ]
+
+
+def test_targets_nothing_scores_are_named(capsys):
+    """Targets with metrics=none, or factor targets without factor scores, are said to be unused."""
+    from omegaconf import OmegaConf
+
+    from hspace.cli.run import note_unscored_targets
+    from hspace.metrics.evaluation import EvaluationSettings
+
+    both = OmegaConf.create({"targets": {"pc0": "bogus"}, "factor_targets": {"pc9": "r"}})
+    note_unscored_targets(both, None)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "note: metrics.targets are not used: this run has no metrics.classifier to score them (metrics=shapes has "
+        "both)",
+        "note: metrics.factor_targets are not used: this run has no metrics.factors to score them (metrics=shapes has "
+        "both)",
+    ]
+    note_unscored_targets(both, EvaluationSettings(factors=True))
+    assert "metrics.targets are not used" in capsys.readouterr().err
+    note_unscored_targets(OmegaConf.create({"targets": None}), None)
+    assert capsys.readouterr().err == ""

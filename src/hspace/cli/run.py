@@ -151,6 +151,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     check_real_images(real_count, cfg.sampler.clip_x0)
     note_small_fid_sets(cfg.metrics, {"num_samples": cfg.num_samples, "real_images": real_count})
     evaluation = evaluation_settings(cfg.metrics, resolve_device(cfg.trainer.accelerator))
+    note_unscored_targets(cfg.metrics, evaluation)
     if evaluation is not None and evaluation.uses_loop:
         check_evaluation_devices(
             cfg.trainer, {"num_samples": cfg.num_samples, ("real_image_files" if files else "real_images"): real_count}
@@ -294,6 +295,21 @@ def mark_failed(run_dir: Path, error: BaseException, keep: Path | None = None) -
     cause = user_error_in(error) if isinstance(error, Exception) else None
     reason = str(cause or error).strip().splitlines()[0] if str(cause or error).strip() else type(error).__name__
     write_json(run_dir / "run_info.json", run_info() | {"status": "failed", "reason": reason})
+
+
+def note_unscored_targets(metrics: DictConfig, evaluation) -> None:
+    """Targets that nothing in this run scores (metrics.targets without a classifier, metrics.factor_targets
+    without factor scores, either with metrics=none) are said to be unused in a note, before any work."""
+    from hspace.checks import note
+
+    scorers = {
+        "targets": evaluation is not None and evaluation.classifier is not None,
+        "factor_targets": evaluation is not None and evaluation.factors,
+    }
+    for group, scored in scorers.items():
+        if metrics.get(group) and not scored:
+            scorer = "metrics.classifier" if group == "targets" else "metrics.factors"
+            note(f"metrics.{group} are not used: this run has no {scorer} to score them (metrics=shapes has both)")
 
 
 def check_known_factors(data: DictConfig, count: int) -> None:
