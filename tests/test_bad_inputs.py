@@ -644,3 +644,20 @@ def test_targets_nothing_scores_are_named(capsys):
     assert "metrics.targets are not used" in capsys.readouterr().err
     note_unscored_targets(OmegaConf.create({"targets": None}), None)
     assert capsys.readouterr().err == ""
+
+
+def test_an_experiments_disentanglement_count_on_a_group_without_disentanglement_is_a_note(capsys):
+    """experiment=quick sets metrics.disentanglement.num_images; with metrics=none, which scores no
+    disentanglement, the count is said to be unused instead of refused for the bins it lacks."""
+    from hydra import compose, initialize_config_dir
+
+    from hspace.cli import CONFIG_DIR
+    from hspace.cli.validate import check_metrics, disentanglement_count
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=["experiment=quick", "metrics=none"])
+        shapes = compose(config_name="run", overrides=["experiment=quick"])
+    check_metrics(cfg.metrics)
+    assert disentanglement_count(cfg.metrics) == 0
+    assert "metrics.disentanglement.num_images=64 is set, but this metrics group scores no" in capsys.readouterr().err
+    assert disentanglement_count(shapes.metrics) == 64 and capsys.readouterr().err == ""

@@ -118,12 +118,12 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     import torch
 
     from hspace.cli.metrics import evaluation_settings
-    from hspace.cli.validate import check_evaluation_devices, note_small_fid_sets
+    from hspace.cli.validate import check_evaluation_devices, disentanglement_count, note_small_fid_sets
     from hspace.data.batch import image_batch
     from hspace.job import check_real_images
     from hspace.job.disentangle import shapes_factor_images
 
-    known_count = int((cfg.metrics.get("disentanglement") or {}).get("num_images", 0) or 0)
+    known_count = disentanglement_count(cfg.metrics)
     check_known_factors(cfg.data, known_count)
     files = as_list(cfg.get("real_image_files"))  # edited instead of the test split's first images
     missing = [f for f in files if not Path(f).expanduser().is_file()]

@@ -272,7 +272,7 @@ def check_metrics(metrics: DictConfig) -> None:
         for name, target in metrics.factor_targets.items():
             FactorTarget.parse(str(target), f"metrics.factor_targets.{name}")
     disentanglement = metrics.get("disentanglement")
-    if disentanglement is not None:
+    if disentanglement is not None and "bins" in disentanglement:
         integer(disentanglement.get("num_images"), "metrics.disentanglement.num_images", 0)
         if disentanglement.num_images:
             integer(disentanglement.get("num_images"), "metrics.disentanglement.num_images", 16)
@@ -282,6 +282,22 @@ def check_metrics(metrics: DictConfig) -> None:
     choice(metrics.get("factor_pairs", "valid"), "metrics.factor_pairs", ("object", "valid"))
     # A probability threshold: at 0 or 1 every prediction is on one side, and 50 (a percentage) would be silent.
     number(metrics.get("threshold", 0.5), "metrics.threshold", above=0.0, below=1.0)
+
+
+def disentanglement_count(metrics: DictConfig) -> int:
+    """How many rendered images DCI and MIG are scored on: 0 when the metrics group has no disentanglement section,
+    or one without bins, which only an experiment's image count merged into a group that scores no
+    disentanglement (experiment=quick metrics=none) has: said in a note."""
+    section = metrics.get("disentanglement")
+    if section is None or not section.get("num_images"):
+        return 0
+    if "bins" not in section:
+        note(
+            f"metrics.disentanglement.num_images={section.num_images} is set, but this metrics group scores no "
+            "disentanglement (it has no metrics.disentanglement.bins): no DCI or MIG (metrics=shapes scores them)"
+        )
+        return 0
+    return int(section.num_images)
 
 
 def note_small_fid_sets(metrics: DictConfig, counts: dict[str, int]) -> None:
