@@ -111,17 +111,23 @@ def p2_jacobian(model) -> dict:
     idx = schedule.index_of(500)
     products = jacobian_products(model, trajectory.x_t[0, idx].to(model.device), int(schedule.timesteps[idx]))
     result = {}
+
+    def clock() -> float:  # after the device has finished what was queued
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     for k in (1, 1, 3, 8):  # the first k=1 pair warms up the products (linearize, vmap) and is not kept
-        start = time.perf_counter()
+        start = clock()
         block = block_subspace_iteration(
             products.jvp, products.vjp, products.n, k, 2, 1e-3, 3, 500, 0, torch.float32, model.device
         )
-        block_s = time.perf_counter() - start
-        start = time.perf_counter()
+        block_s = clock() - start
+        start = clock()
         sequential = sequential_power_iteration(
             products.jvp, products.vjp, products.m, k, 1e-3, 3, 500, 0, torch.float32, model.device
         )
-        sequential_s = time.perf_counter() - start
+        sequential_s = clock() - start
         result[f"k={k}"] = {
             "block_s": block_s,
             "sequential_s": sequential_s,
@@ -137,14 +143,14 @@ SWEEP = ["[-4.0,0.0,4.0]", "[-3.0,0.0,3.0]", "[-2.0,0.0,2.0]", "[-1.0,0.0,1.0]",
 SMALL = ["sampler.num_steps=20", "num_samples=8", "real_images=0", "logger=none", "metrics=none"]
 
 
-def p3_sweep(model, work: Path) -> dict:
+def p3_sweep(model, work: Path, on: str) -> dict:
     from hspace.diffusion.schedule import SamplerSettings
     from hspace.directions.pca import PCA
     from hspace.edits.shift import ShiftEdit
     from hspace.job.edit import edit_generated
 
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    args = ["-m", f"edit.strengths={','.join(SWEEP)}", *SMALL, f"cache_dir={work / 'cache'}"]
+    args = ["-m", f"edit.strengths={','.join(SWEEP)}", *SMALL, on, f"cache_dir={work / 'cache'}"]
     start = time.perf_counter()
     run_to_end([HSPACE_RUN, *args, f"hydra.sweep.dir={work / 'sweep'}"], env)
     sweep = time.perf_counter() - start
@@ -201,11 +207,11 @@ def p5_batched_strengths(model) -> dict:
     return {"value": single / batched, "batched_s": batched, "one_at_a_time_s": single}
 
 
-def p6_main_job(work: Path) -> dict:
+def p6_main_job(work: Path, on: str) -> dict:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     run_dir = work / "main_job"
     start = time.perf_counter()
-    run_to_end([HSPACE_RUN, f"run_dir={run_dir}", f"cache_dir={work / 'main_cache'}", "logger=none"], env)
+    run_to_end([HSPACE_RUN, f"run_dir={run_dir}", f"cache_dir={work / 'main_cache'}", "logger=none", on], env)
     wall = time.perf_counter() - start
     metrics = json.loads((run_dir / "metrics.json").read_text())
     stages = {k.removeprefix("time/").removesuffix("_s"): v for k, v in metrics.items() if k.startswith("time/")}
@@ -217,14 +223,14 @@ PAIR_SEEDS = ["1000000", "2000000"]
 PAIR = ["method=pca", f"method.first_seed={','.join(PAIR_SEEDS)}", *SMALL]
 
 
-def p7_parallel_jobs(work: Path) -> dict:
+def p7_parallel_jobs(work: Path, on: str) -> dict:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     env.pop("OMP_NUM_THREADS", None)
 
     def sweep(name: str, *launcher: str) -> float:
         start = time.perf_counter()
         where = [f"cache_dir={work / name}", f"hydra.sweep.dir={work / name / 'sweep'}"]
-        run_to_end([HSPACE_RUN, "-m", *PAIR, *launcher, *where], env)
+        run_to_end([HSPACE_RUN, "-m", *PAIR, on, *launcher, *where], env)
         return time.perf_counter() - start
 
     sequential = sweep("p7_sequential")
@@ -237,6 +243,7 @@ def p7_parallel_jobs(work: Path) -> dict:
                 "method=pca",
                 f"method.first_seed={seed}",
                 *SMALL,
+                on,
                 f"cache_dir={work / 'p7_fight'}",
                 f"run_dir={work / 'p7_fight' / seed}",
             ],
@@ -289,17 +296,18 @@ def main() -> None:
 
     model = load_model("shapes32", device=args.device)
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores"
+    on = f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}"  # the hspace-run jobs' device too
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         runners = {
             "P1": lambda: p1_hook_overhead(model, args.device),
             "P2": lambda: p2_jacobian(model),
-            "P3": lambda: p3_sweep(model, work),
+            "P3": lambda: p3_sweep(model, work, on),
             "P4": p4_pca_memory,
             "P5": lambda: p5_batched_strengths(model),
-            "P6": lambda: p6_main_job(work),
-            "P7": lambda: p7_parallel_jobs(work),
+            "P6": lambda: p6_main_job(work, on),
+            "P7": lambda: p7_parallel_jobs(work, on),
         }
         try:
             for name in args.only:

@@ -13,6 +13,7 @@ between vectors).
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import torch
@@ -47,6 +48,8 @@ def main() -> None:
     from hspace.directions.subspace import block_subspace_iteration, sequential_power_iteration
 
     model = load_model(args.weights)
+    for i, k in enumerate(args.k):  # before sampling: at most as many directions as h has dimensions
+        integer(k, f"--k[{i}]", 1, math.prod(model.h_shape))
     schedule = make_schedule(model.alphas_cumprod, args.steps, "trailing")
     x_T, _ = noise_for([args.seed], model, schedule)
     trajectory = sample(model, schedule, x_T, record_x=True)

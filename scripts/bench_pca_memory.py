@@ -60,7 +60,7 @@ def main() -> None:
     for i, n in enumerate(args.n):  # the streaming path tracks k + oversample axes, and every sample spans one
         integer(n, f"--n[{i}]", max(args.k + args.oversample, args.k + 1))
     integer(args.steps, "--steps", 1, 1000)
-    integer(args.batch, "--batch", 1)
+    integer(args.batch, "--batch", args.k + args.oversample)  # a batch spans the tracked axes
     print(f"{'N':>6} {'seconds':>8} {'peak RSS MiB':>13} {'after load MiB':>15} {'bound MiB':>10}")
     for n in args.n:
         out = run_to_end(

@@ -322,6 +322,10 @@ def main() -> None:
     if args.samples < 2 or args.images < 16 or not args.seeds:
         raise UserError("--samples must be at least 2, --images at least 16, and one seed given")
     integer(args.steps, "--steps", 1, 1000)  # DDIM steps on the 1000 training timesteps
+    for i, seed in enumerate(args.seeds):
+        integer(seed, f"--seeds[{i}]", 0)
+    if len(set(args.seeds)) < len(args.seeds):  # a repeated seed would overwrite its run and count twice
+        raise UserError(f"--seeds {' '.join(map(str, args.seeds))} repeats a seed: give each seed once")
     args.runs = args.runs or f"outputs/shapes_leaderboard{'_quick' if args.quick else ''}"
     args.out = args.out or (
         "outputs/shapes_leaderboard_quick" if args.quick else str(ROOT / "experiments" / "shapes_leaderboard")
