@@ -121,6 +121,8 @@ CASES = [
     ("sample", ["num_samples=-1"], "num_samples=-1"),
     ("sample", ["sampler.num_steps=0"], "sampler.num_steps=0"),
     ("sample", ["batch_size=0"], "batch_size=0"),
+    ("sample", ["output=/proc/x.png"], "output=/proc/x.png: /proc cannot be written"),
+    ("sample", ["run_dir=/proc/hs_run"], "run_dir=/proc/hs_run: /proc cannot be written"),
     ("sample", ["sampler.eta=[1,1]"], "sampler.eta has 2 entries"),
     ("sample", ["model=shapes"], "model=shapes is not an option of model"),
     ("train", ["trainer.max_step=3"], "trainer.max_step is not a setting of hspace-train"),

@@ -1,5 +1,7 @@
 """BoundaryDiffusion pieces: SVM normals, the single-step edit, and a tiny end-to-end run."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -596,3 +598,14 @@ def test_a_real_images_edit_starts_from_its_inverted_state_at_the_mixing_step(v_
     )
     torch.testing.assert_close(edited_by_api.images, edited, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(edited_by_api.unedited, reconstruction, rtol=1e-5, atol=1e-5)
+
+
+def test_a_rank_without_bank_rows_adds_none(v_model):
+    """With fewer bank samples than processes a rank draws no rows: the bank gathers zero rows of the right
+    widths from it instead of failing to concatenate nothing."""
+    from hspace.directions.boundary_bank import gathered_bank
+    from hspace.distributed import Shard
+
+    bank = gathered_bank({3: []}, {3: []}, [], ["a", "b"], Shard(), v_model)
+    assert bank.x[3].shape == (0, 3 * 16 * 16) and bank.h[3].shape == (0, math.prod(v_model.h_shape))
+    assert bank.scores.shape == (0, 2)

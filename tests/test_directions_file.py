@@ -104,6 +104,29 @@ def test_cache_computes_once_and_recomputes_a_truncated_entry(directions, tmp_pa
     assert len(calls) == 3 and other is directions
 
 
+def test_a_disk_error_keeps_the_cached_directions_and_stops_the_run(directions, tmp_path, monkeypatch):
+    """A read that fails on the disk (EIO) is not the entry's fault: the run stops in one line and the entry stays,
+    while a damaged entry is discarded (above)."""
+    import errno
+
+    import hspace.directions.container
+
+    cache = ArtifactCache(tmp_path / "cache")
+
+    def get():
+        return cache.get("directions", {"k": 1}, lambda: directions, lambda d, p: d.save(p), Directions.read)
+
+    get()
+
+    def failing_disk(path):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(hspace.directions.container, "load_file", failing_disk)
+    with pytest.raises(UserError, match="cannot read the cache entry .* \\(Input/output error\\): check the disk"):
+        get()
+    assert len(list((tmp_path / "cache" / "directions").glob("*.safetensors"))) == 1
+
+
 def test_a_failed_write_leaves_no_entry(directions, tmp_path):
     cache = ArtifactCache(tmp_path / "cache")
 

@@ -53,3 +53,13 @@ def test_a_file_whose_parts_disagree_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="may not hold a comma"):
         save_edits(tmp_path / "y.safetensors", torch.zeros(2, 1, 1, 3, 4, 4), [1.0], [0], "seeds", ["a,b", "c"])
     assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_a_grid_is_no_wider_than_its_images():
+    import numpy as np
+
+    from hspace.images import image_grid
+
+    pixels = np.zeros((3, 4, 4, 3), dtype=np.uint8)
+    assert image_grid(pixels, ncols=99_999_999).shape == (6, 16, 3)  # one row of 3, 1-pixel padding
+    assert image_grid(pixels, ncols=2).shape == (11, 11, 3)

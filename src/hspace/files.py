@@ -130,3 +130,21 @@ def atomic_write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
 
     data = save({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, metadata=metadata)
     return atomic_write_bytes(path, lambda f: f.write(data))
+
+
+def check_writable(folder: str | Path, setting: str) -> None:
+    """Refuse, in one line and before any work, a folder a command will write into (or create) whose nearest
+    existing ancestor cannot be written. Nothing is created."""
+    from hspace.errors import UserError
+
+    existing = Path(folder).expanduser().absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test.", delete=True)
+        probe.close()
+    except OSError as error:
+        raise UserError(
+            f"{setting}: {existing} cannot be written ({error.strerror or type(error).__name__}): choose a "
+            "writable place"
+        ) from None

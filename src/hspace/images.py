@@ -33,8 +33,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def image_grid(pixels: np.ndarray, ncols: int, pad: int = 1, pad_value: int = 255) -> np.ndarray:
-    """Tile (N, H, W, C) uint8 images in rows of `ncols`, `pad` pixels apart. (H', W', C)"""
+    """Tile (N, H, W, C) uint8 images in rows of `ncols` (at most N), `pad` pixels apart. (H', W', C)"""
     n, h, w, c = pixels.shape
+    ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
     grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), pad_value, dtype=np.uint8)
     for i, image in enumerate(pixels):

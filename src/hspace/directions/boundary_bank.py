@@ -5,6 +5,7 @@ over processes, and stored as safetensors for the cache."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,7 @@ def generated_bank(
             xs[i].append(trajectory.x_t[:, i].flatten(1))
             hs[i].append(trajectory.h[:, i].flatten(1))
         scores.append(classifier.probabilities(trajectory.x0).float().cpu())
-    return gathered_bank(xs, hs, scores, list(classifier.attributes), shard)
+    return gathered_bank(xs, hs, scores, list(classifier.attributes), shard, model)
 
 
 @torch.no_grad()
@@ -96,19 +97,24 @@ def inverted_bank(
             xs[i].append(x.flatten(1).cpu())
             hs[i].append(capture_h(model, x, schedule.timesteps[i]).flatten(1).cpu())
         scores.append(labels)
-    return gathered_bank(xs, hs, scores, names, shard)
+    return gathered_bank(xs, hs, scores, names, shard, model)
 
 
-def gathered_bank(xs: dict, hs: dict, scores: list, attributes: list[str], shard: Shard) -> LatentBank:
-    """The bank as arrays, every rank's rows in rank order."""
+def gathered_bank(
+    xs: dict, hs: dict, scores: list, attributes: list[str], shard: Shard, model: DiffusionModel
+) -> LatentBank:
+    """The bank as arrays, every rank's rows in rank order (a rank without rows, when there are fewer samples
+    than ranks, adds none)."""
 
-    def stack(parts: list[torch.Tensor]) -> np.ndarray:
-        return shard.gather(torch.cat(parts).cpu()).numpy()
+    def stack(parts: list[torch.Tensor], width: int) -> np.ndarray:
+        rows = torch.cat(parts).float().cpu() if parts else torch.zeros(0, width)
+        return shard.gather(rows).numpy()
 
+    x_width, h_width = math.prod(model.image_shape), math.prod(model.h_shape)
     return LatentBank(
-        x={i: stack(v).astype(np.float64) for i, v in xs.items()},
-        h={i: stack(v).astype(np.float64) for i, v in hs.items()},
-        scores=stack(scores).astype(np.float32),
+        x={i: stack(v, x_width).astype(np.float64) for i, v in xs.items()},
+        h={i: stack(v, h_width).astype(np.float64) for i, v in hs.items()},
+        scores=stack(scores, len(attributes)).astype(np.float32),
         attributes=list(attributes),
     )
 

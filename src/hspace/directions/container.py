@@ -98,9 +98,22 @@ class Directions:
 
     @classmethod
     def load(cls, path: str | Path) -> Directions:
+        """The directions file at `path`, or one line saying why it cannot be read."""
         path = Path(path).expanduser()
         if not path.is_file():
             raise UserError(f"no directions file at {path}: run the method first or fix the path")
+        try:
+            return cls.read(path)
+        except (ValueError, OSError) as error:
+            raise UserError(
+                f"{path} is not a readable hspace directions file ({error}): give a directions.safetensors that "
+                "hspace-run wrote"
+            ) from None
+
+    @classmethod
+    def read(cls, path: Path) -> Directions:
+        """The directions file at `path`: a ValueError when it is damaged or not one, an OSError when the disk
+        fails (the cache discards the first and keeps the entry on the second)."""
         try:
             tensors = load_file(path)
             with open(path, "rb") as f:
@@ -123,11 +136,8 @@ class Directions:
                 plots=plots,
                 noise_schedule=meta.get("noise_schedule", {}),
             )
-        except (SafetensorError, KeyError, ValueError, TypeError, AttributeError, OSError) as error:
-            raise UserError(
-                f"{path} is not a readable hspace directions file ({type(error).__name__}: {error}): give a "
-                "directions.safetensors that hspace-run wrote"
-            ) from None
+        except (SafetensorError, KeyError, ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"{type(error).__name__}: {error}") from None
 
     def check_compatible(
         self, weight_hash: str, h_shape: tuple[int, ...], timesteps: torch.Tensor, source: str = "directions"

@@ -91,7 +91,7 @@ def directions_from_method(
         "format": FORMAT_VERSION,
     }
     seen = len(cache.hits)
-    directions = cache.get("directions", parts, compute, save=lambda d, path: d.save(path), load=Directions.load)
+    directions = cache.get("directions", parts, compute, save=lambda d, path: d.save(path), load=Directions.read)
     return directions, any(hit.startswith("directions/") for hit in cache.hits[seen:])
 
 
