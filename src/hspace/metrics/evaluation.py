@@ -69,16 +69,15 @@ class EditSamples(Dataset):
 
 
 class EachOnce(Sampler[int]):
-    """Items rank, rank + world_size, ... of `size`, read in the process that iterates: across the processes every
-    item exactly once. Lightning's DistributedSampler repeats items to give every process as many, which would
-    count them twice in the summed metric states."""
+    """This process's block of `size` items (Shard.bounds, read in the process that iterates): across the
+    processes every item exactly once. Lightning's DistributedSampler repeats items to give every process as
+    many, which would count them twice in the summed metric states."""
 
     def __init__(self, size: int):
         self.size = size
 
     def indices(self) -> range:
-        shard = Shard.current()
-        return range(shard.rank, self.size, shard.world_size)
+        return range(*Shard.current().bounds(self.size))
 
     def __iter__(self):
         return iter(self.indices())
