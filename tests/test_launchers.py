@@ -3,6 +3,7 @@ second submission with skip_done=true resumes (only the job that had not finishe
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,29 @@ def test_a_local_submitit_sweep_resumes_without_repeating_finished_jobs(tmp_path
     assert second.returncode == 0, second.stderr[-3000:]
     assert (jobs[0] / "metrics.json").stat().st_mtime_ns == kept  # the finished job was not run again
     assert json.loads((jobs[1] / "metrics.json").read_text())["method"] == "random"
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="SLURM is here: the sweep would be submitted")
+def test_a_slurm_sweep_without_slurm_is_one_line_and_leaves_no_folder(tmp_path):
+    args = ["-m", "hydra/launcher=slurm", "num_samples=4,8", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    script = str(Path(sys.executable).parent / "hspace-run")
+    result = subprocess.run([script, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: hydra/launcher=slurm needs SLURM (srun) on this machine: submit the sweep from the cluster, or try "
+        "it here with hydra/launcher=local_jobs"
+    ], result.stderr[-3000:]
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow  # about 20 s: a sweep of two jobs through submitit's local executor
+def test_a_job_refused_in_a_local_submitit_sweep_is_one_line(tmp_path):
+    """The jobs run in processes of their own; the one a setting refuses is said in its own line, and the job that
+    finished keeps its results."""
+    result = sweep(tmp_path, ["num_samples=2,0"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and errors == [
+        f"error: num_samples=0 is below 1: give at least 1 (in a job of the sweep; its logs are in "
+        f"{tmp_path / 'sweep' / '.submitit'})"
+    ], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
