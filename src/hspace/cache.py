@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from filelock import FileLock
 
 from hspace.checks import note
 from hspace.errors import UserError
+from hspace.files import probe_write
 
 if TYPE_CHECKING:
     from hspace.distributed import Shard
@@ -58,8 +58,7 @@ class ArtifactCache:
             raise UserError(f"{where} is a file: point cache_dir or HSPACE_CACHE at a directory")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-test.", delete=True)
-            probe.close()
+            probe_write(self.root)
         except OSError as error:
             raise UserError(
                 f"{where} cannot be written ({error.strerror or type(error).__name__}): point cache_dir or "

@@ -141,10 +141,14 @@ def check_writable(folder: str | Path, setting: str) -> None:
     while not existing.exists():
         existing = existing.parent
     try:
-        probe = tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test.", delete=True)
-        probe.close()
+        probe_write(existing)
     except OSError as error:
         raise UserError(
             f"{setting}: {existing} cannot be written ({error.strerror or type(error).__name__}): choose a "
             "writable place"
         ) from None
+
+
+def probe_write(directory: Path) -> None:
+    """Create and remove a temporary file in `directory`: an OSError when it cannot be written."""
+    tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test.", delete=True).close()

@@ -115,13 +115,22 @@ def check_max_time(max_time) -> None:
         )
 
 
+def lightning_devices(devices):
+    """trainer.devices in Lightning's forms, a count or GPU indices given as text ("2", "0,1") read as numbers."""
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        return int(devices)
+    if isinstance(devices, str) and "," in devices:
+        parts = [part.strip() for part in devices.split(",") if part.strip()]
+        return [int(part) if part.isdigit() else part for part in parts]
+    return devices
+
+
 def check_training_devices(devices) -> None:
     """trainer.devices for training: a count of at least 1, -1 or "auto" (every device), or GPU indices."""
-    if isinstance(devices, (list, ListConfig)) or devices in ("auto", -1, "-1"):
+    devices = lightning_devices(devices)
+    if isinstance(devices, (list, ListConfig)) or devices in ("auto", -1):
         return
-    if isinstance(devices, str) and "," in devices:
-        return
-    integer(int(devices) if isinstance(devices, str) and devices.isdigit() else devices, "trainer.devices", 1)
+    integer(devices, "trainer.devices", 1)
 
 
 def check_training_length(module: DictConfig, max_steps: int, max_epochs) -> None:
@@ -216,11 +225,7 @@ def check_evaluation_devices(trainer: DictConfig, evaluated: dict[str, int]) -> 
     if strategy is not None:
         choice(strategy, "trainer.strategy", EVALUATION_STRATEGIES)
     gpus = torch.cuda.device_count() if resolve_device(trainer.accelerator).type == "cuda" else 0
-    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
-        devices = int(devices)
-    elif isinstance(devices, str) and "," in devices:
-        devices = [part.strip() for part in devices.split(",") if part.strip()]
-        devices = [int(part) if part.isdigit() else part for part in devices]
+    devices = lightning_devices(devices)
     if isinstance(devices, (list, ListConfig)):
         if not gpus:
             raise UserError(f"trainer.devices={devices} lists GPUs but the run is on the CPU: give a count, e.g. 1")

@@ -30,9 +30,9 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.identity import identity_of
 from hspace.plots import LinePlot
+from hspace.registry import Registry
 
-METHODS: dict[str, type[DirectionMethod]] = {}
-BUILT_IN = ("pca", "random", "jacobian", "class_mean", "boundary", "loco")
+METHODS = Registry("hspace.directions", ("pca", "random", "jacobian", "class_mean", "boundary", "loco"))
 
 
 class DirectionMethod(ABC):
@@ -45,8 +45,7 @@ class DirectionMethod(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            METHODS[cls.name] = cls
+        METHODS.add(cls)
 
     @abstractmethod
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
@@ -104,8 +103,4 @@ class DirectionMethod(ABC):
 
 def registered_methods() -> dict[str, type[DirectionMethod]]:
     """Every method class known to this process: the built-in ones and any other imported subclass."""
-    import importlib
-
-    for module in BUILT_IN:
-        importlib.import_module(f"hspace.directions.{module}")
-    return dict(METHODS)
+    return METHODS.all()

@@ -32,18 +32,14 @@ from hspace.diffusion.schedule import SamplingSchedule
 from hspace.directions.container import Directions
 from hspace.errors import UserError
 from hspace.metrics.keys import strength_label
+from hspace.registry import Registry
 
-EDITS: dict[str, type[EditStrategy]] = {}
-BUILT_IN = ("shift", "xt_shift", "boundary_step")
+EDITS = Registry("hspace.edits", ("shift", "xt_shift", "boundary_step"))
 
 
 def registered_edits() -> dict[str, type[EditStrategy]]:
     """Every edit class known to this process: the built-in ones and any other imported subclass."""
-    import importlib
-
-    for module in BUILT_IN:
-        importlib.import_module(f"hspace.edits.{module}")
-    return dict(EDITS)
+    return EDITS.all()
 
 
 class EditStrategy(ABC):
@@ -55,8 +51,7 @@ class EditStrategy(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            EDITS[cls.name] = cls
+        EDITS.add(cls)
 
     @abstractmethod
     def apply(
