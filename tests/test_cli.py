@@ -237,3 +237,12 @@ def test_table_help_lists_every_layout():
     (line,) = [line for line in help_text.splitlines() if line.strip().startswith("layout ")]
     listed = {name.strip().removesuffix(" (default)") for name in line.split(None, 1)[1].split(",")}
     assert listed == {p.stem for p in (Path(CONFIG_DIR) / "layout").glob("*.yaml")}
+
+
+def test_hspace_sample_notes_a_grid_that_starts_far_down_the_schedule(tmp_path):
+    args = ["num_samples=1", "sampler.num_steps=2", f"run_dir={tmp_path}", "shapes_quality=false"]
+    leading = run([str(SCRIPTS / "hspace-sample"), *args, "sampler.spacing=leading"], cwd=tmp_path)
+    assert leading.returncode == 0, leading.stderr
+    assert "note: sampler.spacing=leading with sampler.num_steps=2 starts at timestep 500" in leading.stderr
+    trailing = run([str(SCRIPTS / "hspace-sample"), *args], cwd=tmp_path)
+    assert trailing.returncode == 0 and "note:" not in trailing.stderr, trailing.stderr

@@ -194,3 +194,18 @@ def test_a_leading_grid_that_would_start_far_down_the_schedule_is_refused():
     assert SamplerSettings(num_steps=1000).schedule(alphas).timesteps[0] == 999
     assert SamplerSettings(num_steps=300).schedule(alphas).timesteps[0] == 897  # as diffusers' leading grid
     assert SamplerSettings(num_steps=600, spacing="trailing").schedule(alphas).timesteps[0] == 999
+
+
+def test_a_grid_that_starts_far_down_the_schedule_is_noted():
+    """On the google DDPMs' linear schedule, diffusers' leading grid of 3 steps starts at 666, where the state x_T
+    stands for still holds 10% of the image; 4 steps start at 750 (6%), 50 at 980, trailing at 999."""
+    from hspace.diffusion.schedule import SamplerSettings, training_alphas_cumprod
+
+    alphas = training_alphas_cumprod(GOOGLE_SCHEDULER)
+    message = SamplerSettings(num_steps=3).start_note(alphas)
+    assert "starts at timestep 666" in message and "10% of the image" in message and "(at 999: 0.6%)" in message
+    for steps, spacing in ((4, "leading"), (50, "leading"), (3, "trailing")):
+        assert SamplerSettings(num_steps=steps, spacing=spacing).start_note(alphas) is None
+    cosine = training_alphas_cumprod(dict(GOOGLE_SCHEDULER, beta_schedule="squaredcos_cap_v2"))
+    assert "starts at timestep 900" in SamplerSettings(num_steps=10).start_note(cosine)  # 15% of the image
+    assert SamplerSettings(num_steps=20).start_note(cosine) is None  # 950: 8%

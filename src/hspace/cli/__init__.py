@@ -181,6 +181,16 @@ def sampler_settings(cfg):
     return SamplerSettings(**OmegaConf.to_container(cfg, resolve=True))
 
 
+def note_grid_start(sampler, alphas_cumprod) -> None:
+    """Tell the user, in one line, when the sampler's grid starts far down the model's schedule (SamplerSettings.
+    start_note)."""
+    from hspace.checks import note
+
+    message = sampler.start_note(alphas_cumprod)
+    if message is not None:
+        note(message)
+
+
 def remove_job_dir_if_empty() -> None:
     """Remove the directory Hydra made for this job if nothing was written into it (the command was refused
     before any work, or it wrote elsewhere: `run_dir=...`, or a resumed training run's own directory), and the

@@ -22,6 +22,7 @@ from hspace.cli import (
     flat_config,
     make_loggers,
     make_main,
+    note_grid_start,
     record_config,
     require_complete,
     resolve_device,
@@ -184,7 +185,9 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     device = resolve_device(cfg.trainer.accelerator)
     model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=device)
     model.autocast = cfg.precision
-    schedule = sampler_settings(cfg.sampler).schedule(model.alphas_cumprod)
+    sampler = sampler_settings(cfg.sampler)
+    schedule = sampler.schedule(model.alphas_cumprod)
+    note_grid_start(sampler, model.alphas_cumprod)
     composed.edit.check_schedule(schedule)
     if cfg.directions_path is not None:
         loaded = Directions.load(cfg.directions_path)
@@ -219,7 +222,7 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
             model=model,
             method=composed.method,
             edit=composed.edit,
-            sampler=sampler_settings(cfg.sampler),
+            sampler=sampler,
             seeds=list(range(cfg.first_seed, cfg.first_seed + cfg.num_samples)),
             run_dir=run_dir,
             num_directions=cfg.num_directions,

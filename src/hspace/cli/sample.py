@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from hspace.cli import (
     console,
     make_main,
+    note_grid_start,
     record_config,
     resolve_device,
     sampler_settings,
@@ -29,6 +30,7 @@ def run_sample(cfg: DictConfig) -> Path:
     model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=resolve_device(cfg.device))
     s = sampler_settings(cfg.sampler)
     schedule = s.schedule(model.alphas_cumprod)
+    note_grid_start(s, model.alphas_cumprod)
     seeds = range(cfg.first_seed, cfg.first_seed + cfg.num_samples)
     pixels = to_uint8(sample_seeds(model, schedule, seeds, cfg.batch_size, clip_x0=s.clip_x0))
     path = save_png(image_grid(pixels, ncols=cfg.ncols), cfg.output, scale=2)

@@ -21,6 +21,9 @@ FinalAlpha = Literal["one", "alpha_bar0"]
 SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace")
 FINAL_ALPHAS: tuple[str, ...] = ("one", "alpha_bar0")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# The share of the image's signal (sqrt(alpha_bar)) at a grid's first step above which the user is told that the
+# grid starts far down the schedule (the leading grid with few steps: 3 of 1000 steps start at 666, about 10%).
+LEADING_SIGNAL = 0.1
 
 
 def training_alphas_cumprod(scheduler_config: dict) -> Tensor:
@@ -183,3 +186,19 @@ class SamplerSettings:
                 f"most {n // 2} steps or a divisor of {n}, or sampler.spacing=trailing"
             )
         return make_schedule(alphas_cumprod, self.num_steps, self.spacing, self.eta, self.final_alpha)
+
+    def start_note(self, alphas_cumprod: Tensor) -> str | None:
+        """A line for the user when the grid starts so far down the training schedule that x_T, pure noise, stands
+        for a state that still holds at least LEADING_SIGNAL of the image (sqrt(alpha_bar) at its first step):
+        diffusers' leading grid does with few steps (3 of 1000 start at 666). None otherwise."""
+        first = int(timestep_grid(self.num_steps, len(alphas_cumprod), self.spacing)[0])
+        signal = float(alphas_cumprod[first].double().sqrt())
+        if signal < LEADING_SIGNAL:
+            return None
+        last = len(alphas_cumprod) - 1
+        return (
+            f"sampler.spacing={self.spacing} with sampler.num_steps={self.num_steps} starts at timestep {first}, where "
+            f"x_T stands for a state holding {signal:.0%} of the image (at {last}: "
+            f"{float(alphas_cumprod[last].double().sqrt()):.1%}), so samples start from too much noise; "
+            "sampler.spacing=trailing starts at the last training step"
+        )
