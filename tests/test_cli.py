@@ -149,6 +149,22 @@ def test_every_experiment_config_composes():
                 assert OmegaConf.is_missing(OmegaConf.select(cfg, parent) if parent else cfg, key), (name, path)
 
 
+def test_haas_pca_experiments_keep_the_official_demos_settings():
+    """The demo collects h over 500 samples of a 10-step grid at eta 1 and edits samples drawn at eta 1 along 25
+    PCs at -5..5 per-step standard deviations; an edit at eta 0 would apply directions found on stochastic paths
+    to deterministic ones."""
+    from hydra import compose, initialize_config_dir
+
+    from hspace.cli import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for data in ("celebahq", "church", "bedroom"):
+            cfg = compose(config_name="run", overrides=[f"experiment=haas2023_pca_{data}"])
+            assert (cfg.sampler.num_steps, cfg.sampler.eta, cfg.method.collection_eta) == (10, 1.0, 1.0), data
+            assert (cfg.method.num_samples, cfg.method.num_components) == (500, 25), data
+            assert (min(cfg.edit.strengths), max(cfg.edit.strengths)) == (-5.0, 5.0), data
+
+
 def missing_in(node, prefix: str = ""):
     """The dotted paths of the values left at ??? in a loaded config file."""
     from omegaconf import OmegaConf

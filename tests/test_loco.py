@@ -77,7 +77,7 @@ def test_the_x_t_edit_is_one_step_on_the_samples_own_path(model):
 
 
 def test_the_noisy_tail_takes_eta_one_late_with_one_noise_per_sample(model):
-    """edit.noisy_tail: after the edit, the steps at tau <= tail * N take eta = 1 on a deterministic grid, with
+    """edit.noisy_tail: after the edit, the steps at tau < tail * N take eta = 1 on a deterministic grid, with
     noise named by the sample's x_T: shared by its strengths (and by what the edits depart from), not by
     two samples; the steps above the tail stay deterministic."""
     from dataclasses import replace
@@ -172,3 +172,23 @@ def test_loco_runs_end_to_end_on_the_shipped_model(tmp_path):
     assert metrics["edit/loco0/mse@0"] < 1e-6 and metrics["edit/loco0/mse@6"] > 0
     leak = json.loads((tmp_path / "run" / "metrics.json").read_text())["directions/loco0/leak_ratio"]
     assert leak == pytest.approx(directions.info["leak_ratio_after"][0]) and leak >= 0
+
+
+def test_a_larger_mask_image_is_reduced_as_the_reference_code_reduces_it(tmp_path):
+    """LOCO Edit's code resizes a CelebAMask-HQ mask (512 pixels) to the model's 256 with PIL's bicubic filter and
+    keeps every pixel above 0: the region grows by the ring its edge reaches, beyond the pixels it mostly covers."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    ellipse = ((((xx - 30.3) / 9) ** 2 + ((yy - 20.7) / 5) ** 2) <= 1).astype(np.uint8) * 255
+    Image.fromarray(np.stack([ellipse] * 3, -1)).save(tmp_path / "eye.png")  # an RGB mask, as CelebAMask-HQ's
+    mask = region_mask((3, 32, 32), file=str(tmp_path / "eye.png"))
+    reference = np.array(Image.fromarray(np.stack([ellipse] * 3, -1)).resize((32, 32))).astype(bool)[..., 0]
+    assert mask.shape == (3, 32, 32) and (mask[0].numpy().astype(bool) == reference).all()
+    mostly = ellipse.reshape(32, 2, 32, 2).mean(axis=(1, 3)) >= 127.5  # the pixels it covers at least half of
+    assert mask[0].sum() > mostly.sum() and (mask[0].numpy()[mostly] == 1).all()
+    Image.fromarray(ellipse).save(tmp_path / "same.png")  # at the model's size: every pixel above black
+    torch.testing.assert_close(
+        region_mask((3, 64, 64), file=str(tmp_path / "same.png"))[0], torch.tensor(ellipse > 0).float()
+    )

@@ -67,7 +67,7 @@ def test_window_limits_the_edit_to_its_steps(model):
 
 def test_asyrps_three_intervals_edit_then_plain_then_a_noisy_tail(model):
     """asymmetric + window=[T, t_edit] + noisy_tail: edited asymmetric steps down to t_edit, plain deterministic
-    steps, then eta = 1 at tau <= noisy_tail * N with the sample's tail noise; strength 0 is the unedited path
+    steps, then eta = 1 at tau < noisy_tail * N with the sample's tail noise; strength 0 is the unedited path
     with the same tail, which the edits depart from."""
     from dataclasses import replace
 
@@ -89,6 +89,18 @@ def test_asyrps_three_intervals_edit_then_plain_then_a_noisy_tail(model):
     torch.testing.assert_close(edited[:, 0], unedited, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(unedited, sample(model, path, x_T, noise).x0.cpu(), rtol=1e-5, atol=1e-5)
     assert (unedited - sample(model, schedule, x_T).x0.cpu()).abs().mean() > 1e-3  # the tail re-noised it
+
+
+def test_the_noisy_tail_starts_strictly_below_its_timestep(model):
+    """Asyrp adds noise at t < t_boost and LOCO Edit's tail of 0.2 covers 20 of its 100 steps: a grid step exactly
+    at noisy_tail * N is not in the tail."""
+    from hspace.edits.noisy_tail import with_noisy_tail
+
+    schedule = make_schedule(model.alphas_cumprod, 5)  # leading: 800, 600, 400, 200, 0
+    x_T, _ = initial_noise([0], model.image_shape, 5, with_z=False)
+    path, noise = with_noisy_tail(schedule, 0.4, 1000, x_T, None)
+    assert path.eta.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0] and noise.shape[1] == 5
+    assert with_noisy_tail(schedule, 0.401, 1000, x_T, None)[0].eta.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
 
 
 def test_asymmetric_step_differs_and_keeps_zero_strength(model):

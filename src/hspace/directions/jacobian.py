@@ -45,7 +45,8 @@ def region_mask(
     settings: tuple[str, str] = ("method.mask_box", "method.mask_file"),
 ) -> torch.Tensor | None:
     """A binary (C, H, W) mask from a pixel box [top, left, bottom, right) or a grey-scale image file
-    (white = inside); None for no mask. `settings` names the two config keys in error messages."""
+    (inside: every pixel above black, after a larger image is resized to the model's with bicubic filtering);
+    None for no mask. `settings` names the two config keys in error messages."""
     box_key, file_key = settings
     if box is not None and file is not None:
         raise UserError(f"give {box_key} or {file_key}, not both")
@@ -65,8 +66,11 @@ def region_mask(
                 f"{file_key}={file} is {pixels.shape[1]}x{pixels.shape[0]} pixels but the model's images are "
                 f"{w}x{h}: give a mask of the image size or a whole multiple of it"
             )
-        # a larger mask (CelebAMask-HQ's are 512 pixels) is reduced by averaging each factor x factor block
-        inside = (pixels > 127).reshape(h, factor, w, factor).mean(axis=(1, 3)) >= 0.5
+        if factor > 1:  # a larger mask (CelebAMask-HQ's are 512 pixels) is resized as LOCO Edit's code does (bicubic)
+            from PIL import Image
+
+            pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC))
+        inside = pixels > 0  # every pixel the region reaches, as LOCO Edit's code keeps them
         return torch.from_numpy(inside).float().expand(c, h, w).clone()
     return None
 

@@ -1,10 +1,11 @@
 """The noisy tail of an edit's path: the last stretch of sampling with eta = 1, where the model repairs what the
 edit left off its data (LOCO Edit's edit scripts; Asyrp's quality boosting). docs/algorithms.md, "Noisy tail".
 
-The steps at training timesteps tau <= fraction * N (N training steps) take eta = 1. Their noise is drawn from
-a stream named by the sample's x_T, so every strength of a sample, strength 0 included, sees the same noise;
-the steps before the tail keep the run's stored noise (a real image's are residuals of the run's own eta from
-edit-friendly inversion, which taken at eta 1 would throw its path off the data).
+The steps at training timesteps tau < fraction * N (N training steps; strictly below, as in both references)
+take eta = 1. Their noise is drawn from a stream named by the sample's x_T, so every strength of a sample,
+strength 0 included, sees the same noise; the steps before the tail keep the run's stored noise (a real image's
+are residuals of the run's own eta from edit-friendly inversion, which taken at eta 1 would throw its path off
+the data).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def with_noisy_tail(
     stored = z[:, start:] if z is not None else None
     if fraction == 0:
         return steps, stored
-    tail = steps.timesteps <= fraction * num_train_timesteps
+    tail = steps.timesteps < fraction * num_train_timesteps  # strictly below, as Asyrp and LOCO Edit
     steps = replace(steps, eta=torch.where(tail, torch.ones_like(steps.eta), steps.eta))
     noise = torch.stack([tail_noise(x, schedule.num_steps)[start:] for x in x_T])
     if stored is None:

@@ -50,7 +50,7 @@ class ShiftEdit(EditStrategy):
     window: Sequence[int] | None = None  # [t_start, t_stop]: edit only where t_start >= tau_t >= t_stop
     asymmetric: bool = False  # Asyrp's step: x0_hat from the edited eps, the direction from the unedited one
     batch_size: int = 64  # rows (samples x strengths) per UNet batch
-    noisy_tail: float = 0.0  # eta = 1 at training timesteps <= noisy_tail * N (Asyrp's t_boost / N)
+    noisy_tail: float = 0.0  # eta = 1 at training timesteps < noisy_tail * N (Asyrp's t_boost / N)
 
     name = "shift"
     reads_h = True

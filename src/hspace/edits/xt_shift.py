@@ -8,7 +8,7 @@ The sample walks its own path (the sampler's grid, eta and stored noise) to the 
 batch.
 
 `noisy_tail` > 0 is the paper's last stretch of sampling after the shift (hspace.edits.noisy_tail: eta = 1 at
-training timesteps tau <= noisy_tail * N; LOCO Edit's edit scripts use 0.2); every strength of a sample,
+training timesteps tau < noisy_tail * N; LOCO Edit's edit scripts use 0.2); every strength of a sample,
 strength 0 included, sees the same tail noise.
 """
 
@@ -32,7 +32,7 @@ from hspace.edits.strategy import EditStrategy, check_strengths
 class XtShift(EditStrategy):
     strengths: Sequence[float] = field(default_factory=lambda: [-8.0, -4.0, 0.0, 4.0, 8.0])
     batch_size: int = 64
-    noisy_tail: float = 0.0  # eta = 1 at training timesteps <= noisy_tail * N after the edit
+    noisy_tail: float = 0.0  # eta = 1 at training timesteps < noisy_tail * N after the edit
 
     name = "xt_shift"
     requires = ("x_directions",)  # from method=loco
