@@ -149,6 +149,21 @@ def test_every_experiment_config_composes():
                 assert OmegaConf.is_missing(OmegaConf.select(cfg, parent) if parent else cfg, key), (name, path)
 
 
+def test_a_model_config_needs_only_its_name_and_weights():
+    """The sampler reads the model's grid and clipping, leading and off where its config names none."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from hspace.cli import CONFIG_DIR, sampler_settings
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="run")
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create({"name": "mine", "weights": "shapes32"})
+    settings = sampler_settings(cfg.sampler)
+    assert (settings.spacing, settings.clip_x0) == ("leading", False)
+
+
 def test_haas_pca_experiments_keep_the_official_demos_settings():
     """The demo collects h over 500 samples of a 10-step grid at eta 1 and edits samples drawn at eta 1 along 25
     PCs at -5..5 per-step standard deviations; an edit at eta 0 would apply directions found on stochastic paths

@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod, registered_methods
 from hspace.edits.boundary_step import BoundaryStep
+from hspace.edits.strategy import EditStrategy
 from hspace.job.find import directions_from_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +185,7 @@ def test_an_edit_that_moves_h_refuses_directions_without_h_vectors(tmp_path):
     from hspace.errors import UserError
 
     without_h = sorted(name for name, cls in registered_methods().items() if not cls.finds_h)
-    reading_h = sorted(name for name, cls in registered_edits().items() if cls.reads_h)
+    reading_h = sorted(name for name, cls in registered_edits().items() if cls.reads_h and "hspace." in cls.__module__)
     assert without_h == ["loco"] and reading_h == ["boundary_step", "shift"]
     for name in reading_h:
         edit = registered_edits()[name]
@@ -381,3 +382,166 @@ def test_readme_config_group_table_lists_every_option_in_conf():
     folders = [p for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra"]  # hydra/: Hydra's own
     groups = {p.name: {f.stem for f in p.glob("*.yaml")} for p in folders}
     assert listed == groups
+
+
+@dataclass
+class Nameless(DirectionMethod):
+    def find(self, model, sampler, cache=None):
+        raise AssertionError("never reached")
+
+
+class NotADataclass(DirectionMethod):
+    name = "test_not_a_dataclass"
+
+    def find(self, model, sampler, cache=None):
+        raise AssertionError("never reached")
+
+
+@dataclass
+class WithoutStrengths(EditStrategy):
+    name = "test_without_strengths"
+
+    def apply(self, model, schedule, directions, index, x_T, z, clip_x0=False, states=None):
+        raise AssertionError("never reached")
+
+
+@dataclass
+class MovesH(EditStrategy):
+    strengths: list = field(default_factory=lambda: [-1.0, 1.0])
+
+    name = "test_moves_h"  # reads_h is not set: it moves h, as an edit does unless it says otherwise
+
+    def apply(self, model, schedule, directions, index, x_T, z, clip_x0=False, states=None):
+        raise AssertionError("never reached")
+
+
+@pytest.mark.parametrize(
+    "group, node, message",
+    [
+        ("method", {"_target_": "tests.test_contracts.Nameless"}, "method=tests.test_contracts.Nameless has no name"),
+        ("method", {"_target_": "tests.test_contracts.NotADataclass"}, "is not a dataclass, so the cache cannot key"),
+        ("edit", {"_target_": "tests.test_contracts.WithoutStrengths"}, "edit.strengths=None must be a non-empty"),
+        ("edit", {"_target_": "tests.test_contracts.MovesH", "strengths": []}, "edit.strengths=[] must be a non-empty"),
+        ("edit", {"_target_": "tests.test_contracts.MovesH", "strengths": [1, "x"]}, "edit.strengths[1]='x'"),
+        (
+            "method",
+            {"_target_": "not_installed.methods.Mine"},
+            "_target_=not_installed.methods.Mine cannot be imported",
+        ),
+        ("edit", {"_target_": "tests.test_contracts.MovesH"}, "edit=test_moves_h moves h along the directions' h"),
+    ],
+    ids=["nameless", "not_dataclass", "no_strengths", "no_strength", "bad_strength", "not_importable", "reads_h"],
+)
+def test_a_method_or_edit_of_ones_own_that_breaks_the_contract_is_one_line_before_any_work(
+    tmp_path, capsys, group, node, message
+):
+    cfg = compose_run(tmp_path / "run", ["method=loco"] if node.get("_target_", "").endswith("MovesH") else [])
+    with open_dict(cfg):
+        cfg[group] = node
+    with pytest.raises(SystemExit) as exit_:
+        run(cfg)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@dataclass
+class ReturnsATuple(DirectionMethod):
+    name = "test_returns_a_tuple"
+
+    def find(self, model, sampler, cache=None):
+        return torch.zeros(1), ["d"]
+
+
+@dataclass
+class OneColumn(EditStrategy):
+    strengths: list = field(default_factory=lambda: [-1.0, 1.0])
+
+    name = "test_one_column"
+
+    def apply(self, model, schedule, directions, index, x_T, z, clip_x0=False, states=None):
+        return x_T.clone()  # (N, C, H, W): no strength axis
+
+
+def test_what_a_method_or_edit_of_ones_own_hands_back_is_checked(model):
+    from hspace.errors import UserError
+    from hspace.job.edit import StartingPoints, edit_all
+
+    with pytest.raises(UserError, match="ReturnsATuple.find returned a tuple, not Directions"):
+        directions_from_method(ReturnsATuple(), model, SamplerSettings(num_steps=3), None)
+    directions = EtaSum().find(model, SamplerSettings(num_steps=3))
+    schedule = SamplerSettings(num_steps=3).schedule(model.alphas_cumprod)
+    start = StartingPoints([0, 1], "seeds", torch.zeros(2, *model.image_shape), None)
+    with pytest.raises(UserError, match=r"OneColumn.apply returned \(2, 3, 16, 16\) for 2 samples at 2 strengths"):
+        edit_all(OneColumn(), model, schedule, directions, 1, start, False)
+
+
+def test_a_built_in_name_is_not_taken_silently_and_a_class_of_ones_own_may_be_defined_again():
+    from hspace.directions.boundary import BoundaryDirections
+    from hspace.edits.strategy import check_pairing
+    from hspace.errors import UserError
+
+    with pytest.raises(TypeError, match="is named 'boundary', the name of hspace.directions.boundary.Boundary"):
+
+        @dataclass
+        class Mine(DirectionMethod):
+            name = "boundary"
+
+            def find(self, model, sampler, cache=None):
+                raise AssertionError("never reached")
+
+    assert registered_methods()["boundary"] is BoundaryDirections
+    with pytest.raises(UserError, match="use method=boundary with it"):  # the refusal still names the built-in
+        check_pairing(BoundaryStep(), (), "method=pca")
+    for _ in range(2):  # a notebook cell run twice
+
+        @dataclass
+        class Again(DirectionMethod):
+            name = "test_defined_again"
+
+            def find(self, model, sampler, cache=None):
+                raise AssertionError("never reached")
+
+    assert registered_methods()["test_defined_again"] is Again
+
+
+@dataclass
+class NegatedEtaSum(EtaSum):
+    """A subclass that inherits its parent's name and settings but computes other directions."""
+
+    def find(self, model, sampler, cache=None):
+        found = super().find(model, sampler, cache)
+        return replace(found, vectors=-found.vectors)
+
+
+def test_the_cache_keeps_a_subclass_and_a_new_version_apart(model, tmp_path, monkeypatch):
+    """The key holds a method's name and settings, the class of one outside hspace and its version: a subclass
+    that inherits the name does not get its parent's directions, nor does code whose version was raised."""
+    cache, sampler = ArtifactCache(tmp_path), SamplerSettings(num_steps=3)
+    parent, _ = directions_from_method(EtaSum(), model, sampler, cache)
+    child, cached = directions_from_method(NegatedEtaSum(), model, sampler, cache)
+    assert NegatedEtaSum.name == EtaSum.name and not cached and torch.equal(child.vectors, -parent.vectors)
+    assert directions_from_method(EtaSum(), model, sampler, cache)[1]
+    monkeypatch.setattr(EtaSum, "version", 2)
+    assert not directions_from_method(EtaSum(), model, sampler, cache)[1]
+
+
+def test_the_api_caches_directions_as_a_run_does(model, tmp_path):
+    from hspace import api
+
+    sampler = SamplerSettings(num_steps=3)
+    first = api.find_directions(model, EtaSum(), sampler, cache_dir=tmp_path)
+    assert directions_from_method(EtaSum(), model, sampler, ArtifactCache(tmp_path))[1]  # the entry the run reads
+    assert torch.equal(api.find_directions(model, EtaSum(), sampler, cache_dir=tmp_path).vectors, first.vectors)
+
+
+def test_directions_of_another_model_are_named_as_such_before_their_noise_schedule(model, tmp_path):
+    from hspace.errors import UserError
+    from hspace.job.find import find_stage
+
+    sampler = SamplerSettings(num_steps=3)
+    found = EtaSum().find(model, sampler)
+    other = replace(found, weight_hash="0" * 64, noise_schedule={**found.noise_schedule, "prediction_type": "sample"})
+    other.save(tmp_path / "d.st")
+    with pytest.raises(UserError, match="were made for model tiny .* recompute them for this model"):
+        find_stage(EtaSum(), model, sampler, 1, None, tmp_path / "d.st")

@@ -37,6 +37,7 @@ from hspace.edits.strategy import EditStrategy, check_pairing
 from hspace.errors import UserError
 from hspace.images import image_grid, to_uint8
 from hspace.job.edit import invert_for
+from hspace.job.find import directions_from_method
 
 
 @dataclass
@@ -86,9 +87,10 @@ def find_directions(
     cache_dir: str | Path | None = None,
 ) -> Directions:
     """The directions of `method` (e.g. PCA(...)) for `model` on `sampler`'s grid (default: 50 trailing steps for
-    the shipped model's schedule); cached under `cache_dir` when given."""
+    the shipped model's schedule); cached under `cache_dir` when given, as hspace-run caches them (the same
+    entry: a run with the same method, model and grid finds them there)."""
     sampler = sampler or SamplerSettings(spacing="trailing")
-    return method.find(model, sampler, ArtifactCache(cache_dir) if cache_dir else None)
+    return directions_from_method(method, model, sampler, ArtifactCache(cache_dir) if cache_dir else None)[0]
 
 
 DEFAULT_STRENGTHS = (-4.0, 0.0, 4.0)
@@ -125,8 +127,7 @@ def prepared(
     check_pairing(edit, directions.extra, "these directions", directions.finds_h)
     schedule = sampler.schedule(model.alphas_cumprod)
     edit.check_schedule(schedule)
-    directions.check_noise_schedule(model.noise_schedule)
-    directions.check_compatible(model.weights_identity, model.h_shape, schedule.timesteps)
+    directions.check_fits(model, schedule.timesteps)
     return PreparedEdit(edit, sampler, schedule, index)
 
 

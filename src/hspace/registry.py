@@ -14,11 +14,32 @@ class Registry:
         self.classes: dict[str, type] = {}
 
     def add(self, cls: type) -> None:
-        """Register `cls` under its `name`, when it defines one itself (an abstract base does not)."""
-        if "name" in cls.__dict__:
-            self.classes[cls.name] = cls
+        """Register `cls` under its `name`, when it defines one itself (an abstract base does not). A built-in's
+        name is refused to a class from elsewhere, which would silently take its place (in the refusals that
+        name the classes providing what an edit needs, for one); a class of one's own defined again (a notebook
+        cell run twice) takes the place of the earlier one."""
+        if "name" not in cls.__dict__:
+            return
+        if not self.is_built_in(cls):
+            self.load_built_in()  # so that a built-in's name is known to be taken whatever was imported first
+        taken = self.classes.get(cls.name)
+        if taken is not None and self.is_built_in(taken) and qualified(taken) != qualified(cls):
+            raise TypeError(
+                f"{qualified(cls)} is named {cls.name!r}, the name of {qualified(taken)}: give it another name"
+            )
+        self.classes[cls.name] = cls
 
-    def all(self) -> dict[str, type]:
+    def is_built_in(self, cls: type) -> bool:
+        return cls.__module__ in {f"{self.package}.{module}" for module in self.built_in}
+
+    def load_built_in(self) -> None:
         for module in self.built_in:
             importlib.import_module(f"{self.package}.{module}")
+
+    def all(self) -> dict[str, type]:
+        self.load_built_in()
         return dict(self.classes)
+
+
+def qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -247,6 +247,13 @@ def build(node, **extra):
     try:
         return hydra.utils.instantiate(node, **extra, _convert_="all")
     except InstantiationException as error:
+        if isinstance(error.__cause__, ImportError):  # a class of one's own whose package is not on the path
+            lines = str(error.__cause__).strip().splitlines()
+            reason = lines[1].strip() if len(lines) > 1 else lines[0] if lines else "ImportError"
+            raise UserError(
+                f"_target_={node.get('_target_')} cannot be imported ({reason}): put the package that defines it on "
+                "the path (e.g. PYTHONPATH=. hspace-run ...), or fix the name"
+            ) from None
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error.__cause__ or ""))
         if not isinstance(error.__cause__, TypeError) or unknown is None:
             raise

@@ -92,7 +92,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     from hspace.cache import ArtifactCache
     from hspace.directions.container import Directions
     from hspace.directions.method import DirectionMethod
-    from hspace.edits.strategy import EditStrategy, check_pairing, check_strength_labels
+    from hspace.edits.strategy import EditStrategy, check_pairing, check_strength_labels, check_strengths
     from hspace.errors import UserError
 
     # the method and edit first: their settings are refused before the evaluation's libraries (Lightning) load
@@ -107,6 +107,9 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
         raise UserError(
             f"edit={cfg.edit.get('_target_')} is not an EditStrategy: subclass hspace.edits.strategy.EditStrategy"
         )
+    check_extension(method, "method", cfg.method.get("_target_"))
+    check_extension(edit, "edit", cfg.edit.get("_target_"))
+    check_strengths(getattr(edit, "strengths", None))  # an edit of one's own is checked as the built-in ones are
     check_strength_labels(edit.strengths)
     if cfg.directions_path is not None:
         given = Directions.load(cfg.directions_path)
@@ -168,6 +171,48 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
     return ComposedRun(method, edit, evaluation, real, known)
 
 
+def check_extension(piece, group: str, target: str) -> None:
+    """What the run reads of a method or an edit beyond its type, checked before any work: a config name (the
+    class's `name`), and for a method settings the cache can key by (a dataclass, or an own `identity()`)."""
+    import dataclasses
+
+    from hspace.directions.method import DirectionMethod
+    from hspace.errors import UserError
+
+    cls = type(piece)
+    if not isinstance(getattr(cls, "name", None), str):
+        raise UserError(f"{group}={target} has no name: give {cls.__name__} a class attribute name = '<config name>'")
+    if isinstance(piece, DirectionMethod) and not dataclasses.is_dataclass(piece):
+        if cls.identity is DirectionMethod.identity:
+            raise UserError(
+                f"{group}={target} is not a dataclass, so the cache cannot key its directions by its settings: "
+                f"decorate {cls.__name__} with @dataclass, or override identity()"
+            )
+
+
+def check_data_resolution(cfg: DictConfig, composed: ComposedRun, image_shape: tuple[int, ...]) -> None:
+    """Refuse, once the model is known, a run that reads the data's images at another size than the model's
+    (real images to invert, test images to score as codes, FID's reference, a method's labelled images)."""
+    from hspace.errors import UserError
+
+    readers = [
+        name
+        for name, reads in (
+            ("real_image_files" if cfg.get("real_image_files") else "real_images", composed.real_images is not None),
+            ("metrics.disentanglement", composed.factor_images is not None),
+            ("metrics.fid", composed.evaluation is not None and composed.evaluation.fid_backend is not None),
+            ("method.data", cfg.method.get("data") is not None),
+        )
+        if reads
+    ]
+    size, resolution = tuple(image_shape[-2:]), cfg.data.get("resolution")
+    if readers and resolution is not None and (resolution,) * 2 != size:
+        raise UserError(
+            f"data.resolution={resolution} but the model draws {size[0]}x{size[1]} images, and "
+            f"{', '.join(readers)} read the data: set data.resolution={size[0]}, or turn {' and '.join(readers)} off"
+        )
+
+
 def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     """Load the model and refuse what does not fit it, then run the job's stages and record the run (or mark it
     failed)."""
@@ -191,9 +236,9 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     composed.edit.check_schedule(schedule)
     if cfg.directions_path is not None:
         loaded = Directions.load(cfg.directions_path)
-        loaded.check_noise_schedule(model.noise_schedule)
-        loaded.check_compatible(model.weights_identity, model.h_shape, schedule.timesteps)
+        loaded.check_fits(model, schedule.timesteps)
     evaluation = composed.evaluation
+    check_data_resolution(cfg, composed, model.image_shape)
     if evaluation is not None:
         evaluation.locality.fixed_mask(model.image_shape)
     # A run directory used before holds only this run's files from here on: a killed run leaves status running.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -21,6 +22,9 @@ from hspace.checks import output_path
 from hspace.errors import UserError
 from hspace.files import atomic_write_safetensors
 from hspace.plots import LinePlot
+
+if TYPE_CHECKING:
+    from hspace.diffusion.model import DiffusionModel
 
 FORMAT_VERSION = 2  # 2: metrics and plots in the metadata; version 1 files load without them
 
@@ -139,15 +143,26 @@ class Directions:
         except (SafetensorError, KeyError, ValueError, TypeError, AttributeError) as error:
             raise ValueError(f"{type(error).__name__}: {error}") from None
 
-    def check_compatible(
-        self, weight_hash: str, h_shape: tuple[int, ...], timesteps: torch.Tensor, source: str = "directions"
-    ) -> None:
-        """Refuse, in one line, directions made for another model, h shape or sampling grid."""
+    def check_fits(self, model: DiffusionModel, timesteps: torch.Tensor, source: str = "directions") -> None:
+        """Refuse, in one line, directions that do not fit `model` on the grid `timesteps`: another model's first
+        (by its weights, so its other schedule is not blamed), then another noise schedule, h shape or grid. The
+        model's h shape is probed (one UNet call) only when its weights and schedule agree."""
+        self.check_weights(model.weights_identity, source)
+        self.check_noise_schedule(model.noise_schedule, source)
+        self.check_compatible(model.weights_identity, model.h_shape, timesteps, source)
+
+    def check_weights(self, weight_hash: str, source: str = "directions") -> None:
         if self.weight_hash != weight_hash:
             raise UserError(
                 f"{source} were made for model {self.model_id} (weights {self.weight_hash[:12]}), not this one "
                 f"(weights {weight_hash[:12]}): recompute them for this model"
             )
+
+    def check_compatible(
+        self, weight_hash: str, h_shape: tuple[int, ...], timesteps: torch.Tensor, source: str = "directions"
+    ) -> None:
+        """Refuse, in one line, directions made for another model, h shape or sampling grid."""
+        self.check_weights(weight_hash, source)
         if self.h_shape != tuple(h_shape):
             raise UserError(
                 f"{source} have h shape {self.h_shape} but this model's h is {tuple(h_shape)}: recompute them for "

@@ -13,7 +13,9 @@ A method is a dataclass of settings that subclasses DirectionMethod, with
 `identity()` is what the cache keys its directions by: every field, where a field holding an object (a
 classifier, a datamodule) contributes that object's own identity (the hash of its weights, the content of
 its data; hspace.identity). A setting whose object has no identity is refused, never printed into a key.
-Override `identity()` only to add what the fields do not show (e.g. the content of a file they name).
+Override `identity()` only to add what the fields do not show (e.g. the content of a file they name). Beside
+it the key holds the name, the class of a method outside hspace and `version`: the code itself is not keyed,
+so a change to what `find` computes raises `version`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class DirectionMethod(ABC):
     finds_h: ClassVar[bool] = True
     # whether find() splits its collection over samples across the ranks of a process group (hspace.distributed)
     collects_across_processes: ClassVar[bool] = False
+    # raise it when find() changes what it computes: the cache keys directions by it (and by the class of a method
+    # outside hspace), not by the code, so directions cached by the old code are not reused
+    version: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

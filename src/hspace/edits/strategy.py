@@ -6,7 +6,8 @@ An edit is a dataclass of settings that subclasses EditStrategy, with
 - `requires`: the Directions.extra tensors it reads (the run refuses a method that does not provide
   them, naming the methods that do, before any work: check_pairing);
 - `reads_h`: whether it moves h along the directions' h vectors (directions without any, such as LOCO's,
-  which live in x_t, are refused for it: check_pairing);
+  which live in x_t, are refused for it: check_pairing); True unless the edit says otherwise, since an edit
+  that moved h along vectors of zeros would silently draw the unedited sample;
 - `apply(...)`: the edited samples at every strength;
 - `check_schedule(schedule)`: refuses settings that do not fit the model's sampling grid;
 - `unedited(...)`: what those edits depart from (by default the plain sample; an edit with a path of its
@@ -45,7 +46,7 @@ def registered_edits() -> dict[str, type[EditStrategy]]:
 class EditStrategy(ABC):
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
-    reads_h: ClassVar[bool] = False
+    reads_h: ClassVar[bool] = True
     inverts_by_ddim: ClassVar[bool] = False
     strengths: Sequence[float]
 
@@ -128,8 +129,9 @@ def check_pairing(edit: EditStrategy, provided: Iterable[str], source: str, find
         if edit.reads_h and not finds_h:
             fits = sorted(name for name, cls in registered_edits().items() if not cls.reads_h)
             raise UserError(
-                f"edit={edit.name} moves h along the directions' h vectors, but {source} gives directions with none "
-                f"(they move x_t): use edit={' or edit='.join(fits)} with them, or a method that finds h directions"
+                f"edit={edit.name} moves h along the directions' h vectors (reads_h), but {source} gives directions "
+                f"with none (they move x_t): use edit={' or edit='.join(fits)} with them, or a method that finds h "
+                "directions"
             )
         return
     providers = sorted(name for name, cls in registered_methods().items() if set(edit.requires) <= set(cls.provides))

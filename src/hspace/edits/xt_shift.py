@@ -36,6 +36,7 @@ class XtShift(EditStrategy):
 
     name = "xt_shift"
     requires = ("x_directions",)  # from method=loco
+    reads_h = False  # it moves x_t
 
     def __post_init__(self):
         check_strengths(self.strengths)

@@ -15,6 +15,7 @@ from hspace.diffusion.schedule import SamplingSchedule
 from hspace.directions.container import Directions
 from hspace.edits.strategy import EditStrategy
 from hspace.edits_file import save_edits
+from hspace.errors import UserError
 from hspace.progress import bar
 
 
@@ -52,12 +53,18 @@ def edit_all(
     clip_x0: bool,
 ) -> torch.Tensor:
     """(D, N, S, C, H, W) edits of the first `count` directions."""
-    return torch.stack(
-        [
-            edit.apply(model, schedule, directions, j, start.x_T, start.z, clip_x0, states=start.states)
-            for j in bar(range(count), "edit", unit="direction")
-        ]
-    )
+    expected = (start.x_T.shape[0], len(edit.strengths), *start.x_T.shape[1:])
+    edited = []
+    for j in bar(range(count), "edit", unit="direction"):
+        result = edit.apply(model, schedule, directions, j, start.x_T, start.z, clip_x0, states=start.states)
+        if not isinstance(result, torch.Tensor) or tuple(result.shape) != expected:
+            shape = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+            raise UserError(
+                f"edit={edit.name}: {type(edit).__name__}.apply returned {shape} for {expected[0]} samples at "
+                f"{expected[1]} strengths, not (N, S, C, H, W) = {expected}: return one column per strength"
+            )
+        edited.append(result)
+    return torch.stack(edited)
 
 
 def edit_generated(

@@ -76,6 +76,11 @@ def directions_from_method(
             if processes > 1:
                 note(f"method={method.name} does not split across processes: finding its directions in one")
             directions = method.find(model, sampler, cache)
+        if not isinstance(directions, Directions):
+            raise UserError(
+                f"method={method.name}: {type(method).__name__}.find returned a {type(directions).__name__}, not "
+                "Directions: build them with self.directions(model, sampler, vectors, scales, names)"
+            )
         if not directions.names:  # never cached: an empty set of directions is a failure, not a result
             raise UserError(f"method={method.name} found no directions with these settings: check its config")
         return directions
@@ -89,10 +94,19 @@ def directions_from_method(
         "model": model.identity(),
         "grid": walked.walk(),
         "format": FORMAT_VERSION,
-    }
+    } | method_class(method)
     seen = len(cache.hits)
     directions = cache.get("directions", parts, compute, save=lambda d, path: d.save(path), load=Directions.read)
     return directions, any(hit.startswith("directions/") for hit in cache.hits[seen:])
+
+
+def method_class(method: DirectionMethod) -> dict:
+    """What names a method's code in its cache key, beyond its name and settings: the class, where it is not one
+    of hspace's (so a subclass of PCA that inherits its name keeps its own directions), and its `version` where
+    it is not 1 (raised by whoever changes what find() computes)."""
+    cls = type(method)
+    named = {} if cls.__module__.startswith("hspace.") else {"class": f"{cls.__module__}.{cls.__qualname__}"}
+    return named | ({"version": cls.version} if cls.version != 1 else {})
 
 
 def reported_metrics(directions: Directions, names: list[str], computed_here: bool) -> dict[str, float]:
@@ -123,13 +137,7 @@ def find_stage(
     else:
         directions, cached = directions_from_method(method, model, sampler, cache, processes)
         source = "the cache" if cached else "this run"
-    directions.check_noise_schedule(model.noise_schedule)
-    directions.check_compatible(
-        model.weights_identity,
-        model.h_shape,
-        sampler.schedule(model.alphas_cumprod).timesteps,
-        source=f"directions from {source}",
-    )
+    directions.check_fits(model, sampler.schedule(model.alphas_cumprod).timesteps, f"directions from {source}")
     names = directions.names[: min(num_directions, len(directions.names))]
     if num_directions > len(names):
         note(f"num_directions={num_directions} but the directions number {len(names)}: editing all {len(names)}")
