@@ -4,12 +4,12 @@ For each method (and target factor, for the supervised ones) and each seed, one 
 of generated samples along its directions over a grid of strengths; every direction is then compared at a
 matched effect size on its target factor (hspace.tables.leaderboard): success, worst leakage into another
 factor and validity at that point, mean ± std over seeds. Each method's set of directions is also scored as
-codes of the true factors of inverted test images (DCI, MIG), beside the principal components of the
-inverted x_T. Discovery time comes from the run that found the directions, edit time per edited image from
-every run. Beside the table (leaderboard.{md,tex,csv} and a plot), best.{md,tex,csv} holds each method's
-direction that reaches the matched effect on every seed with the least leakage
-(hspace.tables.leaderboard.best_per_method). Finished runs are kept and not repeated while their settings stay
-the same (`--runs`), so the script resumes.
+codes of the true factors of inverted test images (DCI, MIG), beside as many principal components of the
+inverted x_T (one baseline row per number of codes). Discovery time comes from the run that found the
+directions, edit time per edited image from every run. Beside the table (leaderboard.{md,tex,csv} and a plot),
+best.{md,tex,csv} holds each method's direction that reaches the matched effect on every seed with the least
+leakage (hspace.tables.leaderboard.best_per_method). Finished runs are kept and not repeated while their
+settings stay the same (`--runs`), so the script resumes.
 
     python scripts/shapes_leaderboard.py                        # writes experiments/shapes_leaderboard
     python scripts/shapes_leaderboard.py --quick                # a few minutes: fewer samples, one seed (outputs/)
@@ -195,8 +195,9 @@ def merge(parts):
     )
 
 
-def disentanglement(sets: dict, args) -> tuple[dict[str, dict], dict]:
-    """DCI and MIG of each method's set of directions, and of the x_T principal components (the baseline)."""
+def disentanglement(sets: dict, args) -> tuple[dict[str, dict], dict[int, dict]]:
+    """DCI and MIG of each method's set of directions, and of as many x_T principal components as each set has
+    codes (the baselines, by number of codes)."""
     from hspace.data.shapes import ShapesDataset
     from hspace.diffusion.loading import load_model
     from hspace.diffusion.schedule import SamplerSettings
@@ -205,19 +206,21 @@ def disentanglement(sets: dict, args) -> tuple[dict[str, dict], dict]:
     model = load_model("shapes32")
     schedule = SamplerSettings(num_steps=args.steps, spacing="trailing").schedule(model.alphas_cumprod)
     known = shapes_factor_images(ShapesDataset(args.images, "test"), args.images)
-    scores, baseline = {}, {}
+    scores, baselines = {}, {}
     for method, directions in sets.items():
         if not bool(directions.scales.any()) or not bool(directions.vectors.any()):  # x_t directions: no h codes
             continue
         start = time.perf_counter()
         measured = disentangle_stage(model, schedule, directions, len(directions.names), known)
         scores[method] = {k.split("/")[-1]: v for k, v in measured.items() if k.count("/") == 1}
-        baseline = {k.split("/")[-1]: v for k, v in measured.items() if k.startswith("disentangle/x_T_pca/")}
+        baselines[len(directions.names)] = {
+            k.split("/")[-1]: v for k, v in measured.items() if k.startswith("disentangle/x_T_pca/")
+        }
         print(f"disentanglement of {method} ({len(directions.names)} codes): {time.perf_counter() - start:.0f} s")
-    return scores, baseline
+    return scores, baselines
 
 
-def leaderboard(results: dict[str, tuple[Entry, list[dict]]], scores: dict, baseline: dict, args) -> Table:
+def leaderboard(results: dict[str, tuple[Entry, list[dict]]], scores: dict, baselines: dict, args) -> Table:
     rows, cells = [], {}
 
     def add(row: tuple, column: str, value: float) -> None:
@@ -237,18 +240,19 @@ def leaderboard(results: dict[str, tuple[Entry, list[dict]]], scores: dict, base
                 for key, value in point.values.items():
                     if not math.isnan(value):
                         add(row, key, value)
-                edited = len(names) * metrics["edit/num_samples"] * len(entry.strengths)
+                edited = metrics["edit/num_directions"] * metrics["edit/num_samples"] * len(entry.strengths)
                 add(row, "edit_ms", 1000 * metrics["time/edit_s"] / edited)
             if "time/directions_s" in first:
                 add(row, "discovery_s", first["time/directions_s"])
             for key, value in scores.get(entry.method, {}).items():
                 if key in COLUMNS:
                     add(row, key, value)
-    row = ("x_T PCA (baseline)", "-", "-")
-    rows.append(row)
-    for key, value in baseline.items():
-        if key in COLUMNS:
-            add(row, key, value)
+    for count, baseline in sorted(baselines.items()):  # one per number of codes a method's set has
+        row = ("x_T PCA (baseline)", f"{count} codes", "-")
+        rows.append(row)
+        for key, value in baseline.items():
+            if key in COLUMNS:
+                add(row, key, value)
     return Table(["method", "direction", "target"], rows, COLUMNS, cells)
 
 
@@ -339,8 +343,8 @@ def main() -> None:
         targets = direction_values(first, "factors/target") | entry.targets
         rest = [run_one(entry, s, runs / entry.run / str(s), cache, targets, args) for s in args.seeds[1:]]
         results[entry.run] = (entry, [first, *rest])
-    scores, baseline = disentanglement(direction_sets(results, runs, args.seeds[0]), args)
-    table = leaderboard(results, scores, baseline, args)
+    scores, baselines = disentanglement(direction_sets(results, runs, args.seeds[0]), args)
+    table = leaderboard(results, scores, baselines, args)
     out.mkdir(parents=True, exist_ok=True)
     caption = (
         f"Shapes leaderboard: every method on the shipped model at a matched effect of {MATCHED_EFFECT} on its "

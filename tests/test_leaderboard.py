@@ -62,21 +62,25 @@ def test_a_run_read_back_from_metrics_json_gives_the_same_point():
     read_back = finite(grows)  # what a resumed leaderboard reads from metrics.json: NaN written as null
     assert read_back["edit/d/factors/success@0"] is None
     point = direction_point(read_back, "d", [0.0, 1.0, 2.0])  # between 0 (success not measured) and 1
-    assert point == direction_point(grows, "d", [0.0, 1.0, 2.0]) and point.values["success"] == 0.3
+    assert point == direction_point(grows, "d", [0.0, 1.0, 2.0]) and point.values["success"] == pytest.approx(0.2)
 
 
-def test_the_leaderboard_script_resumes_a_run_only_with_the_same_settings(tmp_path, monkeypatch, capsys):
-    """scripts/shapes_leaderboard.py keeps a finished run whose config is this one's, and runs again one with
-    other settings (a --quick run, other --steps) or one left unfinished."""
+def test_before_the_first_strength_success_is_interpolated_from_zero():
+    """An unedited sample moves nothing, so success is 0 at strength 0 (where the run leaves it undefined): a
+    categorical target crossing before the first strength has success 0.5 there, as its matched effect says."""
+    recolours = {"edit/d/factors/target": "colour=red"}
+    for s, success in ((0.0, None), (1.0, 0.8), (2.0, 0.9)):
+        recolours |= {f"edit/d/factors/success@{s:g}": success, f"edit/d/factors/leakage@{s:g}": 0.2 * s}
+        recolours |= {f"edit/d/factors/valid@{s:g}": 1.0}
+    point = direction_point(recolours, "d", [0.0, 1.0, 2.0])
+    assert point.strength == pytest.approx(0.625) and point.effect == 0.5
+    assert point.values == pytest.approx({"success": 0.5, "leakage": 0.125, "valid": 1.0})
+
+
+def load_script(monkeypatch):
     import importlib.util
-    import json
     import sys
-    from argparse import Namespace
     from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    import hspace.cli.run
 
     spec = importlib.util.spec_from_file_location(
         "leaderboard", Path(__file__).parents[1] / "scripts/shapes_leaderboard.py"
@@ -84,6 +88,41 @@ def test_the_leaderboard_script_resumes_a_run_only_with_the_same_settings(tmp_pa
     script = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "leaderboard", script)  # its dataclasses look their module up
     spec.loader.exec_module(script)
+    return script
+
+
+def test_each_baseline_has_as_many_codes_as_the_set_it_is_compared_with_and_edit_time_counts_every_direction(
+    monkeypatch,
+):
+    """DCI and MIG of K directions are compared with K principal components of x_T: one baseline row per K. The
+    edit time per image divides by every edited direction, also one without a target."""
+    script = load_script(monkeypatch)
+    std = DATA_STD["r"]
+    metrics = metrics_of("r", {0.0: 0.0, 1.0: std}, {0.0: math.nan, 1.0: 0.9})
+    metrics |= {"edit/e/factors/target": None, "edit/num_directions": 2, "edit/num_samples": 4, "time/edit_s": 1.6}
+    results = {"pca": (script.Entry("pca", "pca", [], [0.0, 1.0], 2), [metrics])}
+    baselines = {6: {"mig": 0.21, "dci_d": 0.18}, 3: {"mig": 0.2, "dci_d": 0.11}}
+    table = script.leaderboard(results, {"pca": {"mig": 0.13}}, baselines, None)
+    assert [row for row in table.rows if row[0] == "x_T PCA (baseline)"] == [
+        ("x_T PCA (baseline)", "3 codes", "-"),
+        ("x_T PCA (baseline)", "6 codes", "-"),
+    ]
+    assert table.cell(("x_T PCA (baseline)", "3 codes", "-"), "dci_d").mean == 0.11
+    assert table.cell(("pca", "d", "r"), "edit_ms").mean == pytest.approx(1000 * 1.6 / (2 * 4 * 2))
+
+
+def test_the_leaderboard_script_resumes_a_run_only_with_the_same_settings(tmp_path, monkeypatch, capsys):
+    """scripts/shapes_leaderboard.py keeps a finished run whose config is this one's, and runs again one with
+    other settings (a --quick run, other --steps) or one left unfinished."""
+    import json
+    from argparse import Namespace
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    import hspace.cli.run
+
+    script = load_script(monkeypatch)
     ran = []
 
     def fake_run(cfg):  # what hspace-run leaves behind, without running a model

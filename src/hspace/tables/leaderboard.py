@@ -10,8 +10,9 @@ compared where it reaches the same effect on its own target factor (`MATCHED_EFF
   (success 0.5).
 
 The strength at that point is interpolated linearly between the grid's strengths (from 0, where the
-effect is 0), and so are success, leakage and validity; a strength with no measured pair is passed over. A
-direction that never reaches it is reported at its largest measured strength, marked as not reached.
+effect is 0 and so is success: an unedited sample moves nothing), and so are success, leakage and validity; a
+strength with no measured pair is passed over. A direction that never reaches it is reported at its largest
+measured strength, marked as not reached.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def matched_point(
 
 
 def interpolate(a: float, b: float, w: float) -> float:
-    """a + w (b - a), where a missing (NaN) end takes the other's value (success is undefined at strength 0)."""
+    """a + w (b - a), where a missing (NaN) end (no measured pair) takes the other's value."""
     if math.isnan(a):
         return b
     if math.isnan(b):
@@ -97,6 +98,9 @@ def direction_point(metrics: dict, direction: str, strengths: Sequence[float]) -
     values = {
         name: [measured(metrics[edit_key(direction, "factors", name, strength=s)]) for s in grid] for name in COMPARED
     }
+    # The run leaves success undefined at strength 0 (there is no edit to judge); at the matched point it is
+    # interpolated from 0 like the effect, since an unedited sample moves nothing.
+    values["success"] = [0.0 if s == 0 else value for s, value in zip(grid, values["success"], strict=True)]
     return matched_point(grid, effects, values)
 
 
