@@ -277,3 +277,14 @@ def test_hspace_sample_notes_a_grid_that_starts_far_down_the_schedule(tmp_path):
     assert "note: sampler.spacing=leading with sampler.num_steps=2 starts at timestep 500" in leading.stderr
     trailing = run([str(SCRIPTS / "hspace-sample"), *args], cwd=tmp_path)
     assert trailing.returncode == 0 and "note:" not in trailing.stderr, trailing.stderr
+
+
+def test_a_config_group_set_to_null_lists_the_options_of_the_search_path_too(tmp_path):
+    from hspace.cli import CONFIG_DIR
+    from hspace.cli.command_line import check_command_line
+    from hspace.errors import UserError
+
+    (tmp_path / "method").mkdir()
+    (tmp_path / "method" / "my_pca.yaml").write_text("_target_: hspace.directions.pca.PCA\n")
+    with pytest.raises(UserError, match=r"method=null: .* choose one of boundary, .*, loco, my_pca, pca, random"):
+        check_command_line(CONFIG_DIR, "run", "hspace-run", [f"hydra.searchpath=[file://{tmp_path}]", "method=null"])

@@ -40,11 +40,27 @@ def check_command_line(config_dir: str, config_name: str, command: str, args: Se
             group = next((key for key in nulled if is_config_group(key, config_dir)), None)
             if group is None:
                 raise
-            options = sorted(path.stem for path in (Path(config_dir) / group).glob("*.yaml"))
+            options = group_options(config_dir, config_name, candidate, group)
             raise UserError(
                 f"{group}=null: {group} is a config group, which takes one of its options: choose one of "
                 f"{', '.join(options)}"
             ) from None
+
+
+def group_options(config_dir: str, config_name: str, overrides: list[str], group: str) -> list[str]:
+    """The options of a config group as Hydra finds them (the config search path of the command line included):
+    the ones Hydra lists when the group is given an option that does not exist."""
+    from hydra.errors import HydraException, MissingConfigException
+
+    probe = [o for o in overrides if o.split("=")[0].lstrip("+~") != group] + [f"{group}=__options__"]
+    try:
+        compose(config_dir, config_name, probe)
+    except MissingConfigException as error:
+        if error.options:
+            return list(error.options)
+    except (HydraException, ValueError):
+        pass
+    return sorted(path.stem for path in (Path(config_dir) / group).glob("*.yaml"))
 
 
 def override_sets(overrides: list[str], config_dir: str) -> list[list[str]] | None:
