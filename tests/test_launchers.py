@@ -49,15 +49,17 @@ def test_a_local_submitit_sweep_resumes_without_repeating_finished_jobs(tmp_path
 
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="SLURM is here: the sweep would be submitted")
 def test_a_slurm_sweep_without_slurm_is_one_line_and_leaves_no_folder(tmp_path):
-    args = ["-m", "hydra/launcher=slurm", "num_samples=4,8", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    """Refused before Hydra makes the sweep's folder: the one named by hydra.sweep.dir, or the dated default."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     script = str(Path(sys.executable).parent / "hspace-run")
-    result = subprocess.run([script, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        "error: hydra/launcher=slurm needs SLURM (srun) on this machine: submit the sweep from the cluster, or try "
-        "it here with hydra/launcher=local_jobs"
-    ], result.stderr[-3000:]
-    assert not (tmp_path / "sweep").exists()
+    for named in ([f"hydra.sweep.dir={tmp_path / 'sweep'}"], []):
+        args = ["-m", "hydra/launcher=slurm", "num_samples=4,8", "logger=none", *named]
+        result = subprocess.run([script, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+            "error: hydra/launcher=slurm needs SLURM (srun) on this machine: submit the sweep from the cluster, or "
+            "try it here with hydra/launcher=local_jobs"
+        ], result.stderr[-3000:]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], named
 
 
 @pytest.mark.slow  # about 20 s: a sweep of two jobs through submitit's local executor

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,9 +36,14 @@ def make_main(config_name: str, task):
         from hspace.cli.command_line import check_command_line
 
         check_command_line(CONFIG_DIR, config_name, f"hspace-{config_name}", sys.argv[1:])
-        if not any(re.fullmatch(r"\+?hydra/launcher=(local_jobs|slurm)", arg) for arg in sys.argv[1:]):
+        launcher = [arg for arg in sys.argv[1:] if re.fullmatch(r"\+?hydra/launcher=(local_jobs|slurm)", arg)]
+        if not launcher:
             job()
             return
+        if launcher[-1].endswith("=slurm") and shutil.which("srun") is None:  # before Hydra makes a sweep folder
+            from hspace.errors import UserError
+
+            raise UserError(NO_SLURM)
         # A submitit sweep runs its jobs in processes of their own: Hydra is asked to hand back what the launcher
         # raises, so that a job's refusal (or a missing SLURM) is one line here too.
         os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -54,10 +60,15 @@ def make_main(config_name: str, task):
     return check_and_run
 
 
+NO_SLURM = (
+    "hydra/launcher=slurm needs SLURM (srun) on this machine: submit the sweep from the cluster, or try it here with "
+    "hydra/launcher=local_jobs"
+)
+
+
 def submitit_failure(error: Exception) -> str | None:
     """One line for what a submitit launcher raised: the refusal a job printed (its stderr is in the error), or
-    SLURM missing on this machine (the sweep folder, when the command line names it with hydra.sweep.dir, is
-    removed if Hydra's multirun.yaml is all it holds); None for anything else."""
+    SLURM missing after all (submitit looks for it when the sweep starts); None for anything else."""
     named = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("hydra.sweep.dir=")]
     sweep_dir = Path(named[-1]).expanduser() if named else None
     if type(error).__module__.startswith("submitit"):
@@ -66,13 +77,7 @@ def submitit_failure(error: Exception) -> str | None:
             where = f"; its logs are in {sweep_dir / '.submitit'}" if sweep_dir else ""
             return f"{refusals[-1].removeprefix('error: ')} (in a job of the sweep{where})"
     if isinstance(error, RuntimeError) and "Could not detect" in str(error) and "srun" in str(error):
-        if sweep_dir is not None and sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
-            (sweep_dir / "multirun.yaml").unlink()
-            prune_empty(sweep_dir.resolve(), Path.cwd().resolve())
-        return (
-            "hydra/launcher=slurm needs SLURM (srun) on this machine: submit the sweep from the cluster, or try it "
-            "here with hydra/launcher=local_jobs"
-        )
+        return NO_SLURM
     return None
 
 
