@@ -68,6 +68,8 @@ CASES = [
     ("run", ["num_samples=0"], "num_samples=0"),
     ("run", ["num_directions=0"], "num_directions=0"),
     ("run", ["data.resolution=64"], "data.resolution=64 but the model draws 32x32 images, and real_images, metrics"),
+    ("run", ["method=jacobian", "method.mask_box=[0,0,40,40]"], "method.mask_box=[0, 0, 40, 40] is not a box"),
+    ("run", ["method=loco", "edit=xt_shift", "method.mask=box", "method.mask_box=[0,0,40,40]"], "is not a box"),
     ("run", ["real_images=-1"], "real_images=-1"),
     ("run", ["first_seed=-5"], "first_seed=-5"),
     ("run", ["real_images=5000"], "real_images=5000"),
@@ -312,6 +314,25 @@ def test_bad_input_is_one_line_before_any_work(command, overrides, words, tmp_pa
     assert not [p for p in cache.rglob("*") if p.is_file()] if cache.is_dir() else True
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["method=jacobian", "method.mask_box=[0,0,40,40]"],
+        ["method=loco", "edit=xt_shift", "method.mask=box", "method.mask_box=[0,0,40,40]"],
+        ["data.resolution=64"],
+    ],
+    ids=["jacobian mask", "loco mask", "data resolution"],
+)
+def test_what_needs_the_model_is_refused_before_the_run_starts(overrides, tmp_path, monkeypatch, capsys):
+    """Checked once the model is loaded, before the FID reference or anything else: no run directory at all."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    args = [f"cache_dir={cache}", "logger=none", *overrides, f"hydra.run.dir={run_dir}"]
+    assert call_main("run", args, monkeypatch) == 2
+    assert "error: " in capsys.readouterr().err
+    assert not run_dir.exists() and not [p for p in cache.rglob("*") if p.is_file()]
+
+
 def damage(directory, how: str) -> None:
     weights = directory / "diffusion_pytorch_model.safetensors"
     if how == "truncated weights":
@@ -496,6 +517,18 @@ def test_an_added_setting_that_nothing_reads_is_named(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip().splitlines()
     notes = [line for line in err if line.startswith("note:")]
     assert len(notes) == 1 and "+metrics.threshhold adds a setting that nothing reads" in notes[0], err
+
+
+def test_a_setting_added_to_a_class_is_left_to_the_class(tmp_path, monkeypatch, capsys):
+    """The method's class takes or refuses what +method.<key> adds: one line, the class's, and no note saying that
+    nothing reads it."""
+    args = ["+method.foo=2", "logger=none", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert call_main("run", args, monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: PCA takes no setting 'foo' (set by an experiment or a +key on the command line): remove it, "
+        "or choose the option it was written for"
+    ], err
 
 
 # A fresh interpreter per command: the test process has imported Lightning long before.

@@ -54,3 +54,23 @@ def test_verbose_brings_the_banners_back(tmp_path):
         timeout=600,
     )
     assert verbose.returncode == 0 and "TPU available" in verbose.stderr + verbose.stdout  # verbose brings them back
+
+
+QUIETED = """
+import warnings
+from hspace.quiet import quiet
+quiet()
+warnings.warn_explicit("Attempted to insert a get_attr Node", UserWarning, "const_fold.py", 366,
+                       module="torch.fx.experimental.const_fold")
+warnings.warn("Checkpoint directory /x/checkpoints exists and is not empty.")
+warnings.warn("You're resuming from a checkpoint that ended before the epoch ended and your dataloader is")
+warnings.warn("anything else still shows")
+"""
+
+
+def test_known_harmless_warnings_are_silenced_by_message_or_by_module_and_others_show():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", QUIETED], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    shown = [line for line in result.stderr.splitlines() if "Warning" in line]
+    assert len(shown) == 1 and "anything else still shows" in shown[0], result.stderr

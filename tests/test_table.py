@@ -326,3 +326,34 @@ def test_labels_are_escaped_for_latex_and_markdown():
 def test_one_column_may_be_given_as_a_name(runs_dir, tmp_path):
     written = make_table(compose_table(runs_dir, tmp_path / "out", ["plot.metric=null", "layout.columns=success"]))
     assert written[".md"].read_text().splitlines()[0] == "| method | direction | success |"
+
+
+def test_auto_groups_name_a_section_by_its_settings_once(tmp_path):
+    """A run without a classifier (metrics.classifier null) beside one with one: the rows are told apart by the
+    classifier's settings, not by those and the section as a whole again."""
+    for i, classifier in enumerate(["null", "\n    _target_: cnn\n    source: shapes_attributes"]):
+        run = tmp_path / "runs" / str(i)
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"method": "pca", "edit/d0/success": 0.1 * i}))
+        (run / "config.yaml").write_text(f"method:\n  _target_: pca\nmetrics:\n  classifier: {classifier}\n")
+    assert automatic_groups(local_runs([tmp_path / "runs"])) == [
+        "metrics.classifier._target_",
+        "metrics.classifier.source",
+    ]
+
+
+def test_a_plot_of_long_row_labels_keeps_its_legend_beside_the_axes_without_a_warning(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    from hspace.tables.plot import CurvePoint, plot_curves
+
+    label = " ".join(["metrics.classifier._target_ hspace.classifiers.cnn.AttributeCNN"] * 4)
+    curves = {label: {0.0: CurvePoint(0.1, 0.0, 1, 1), 2.0: CurvePoint(0.5, 0.1, 1, 1)}, "short": {}}
+    curves["short"] = {0.0: CurvePoint(0.2, 0.0, 1, 1), 2.0: CurvePoint(0.3, 0.0, 1, 1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plot_curves(curves, "success", tmp_path / "plot.png")
+    width, height = Image.open(path).size
+    assert width > 5 * 120  # grown to hold the legend beside the 5-inch figure

@@ -388,6 +388,7 @@ def test_a_short_cli_training_shows_its_steps_logs_its_loss_and_resumes_in_its_o
     )
     assert first.returncode == 0, first.stderr[-2000:]
     assert "train steps" in first.stderr and "20/20" in first.stderr and "Epoch 0/-" not in first.stderr
+    assert "Total params" not in first.stdout  # Lightning's model summary only with verbose=true
     losses = [line for line in (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[1:]]
     assert len(losses) >= 5  # logged every 2 steps in a 20-step run, not every 50
     first_record = (tmp_path / "run" / "config.yaml").read_text()
@@ -490,3 +491,20 @@ def test_a_resumed_training_keeps_the_first_trainings_record(tmp_path):
     assert record_dir(tmp_path) == tmp_path / "resume_1"
     (tmp_path / "resume_1").mkdir()
     assert record_dir(tmp_path) == tmp_path / "resume_2"
+
+
+def test_a_recipes_callback_settings_under_callbacks_none_leave_the_callback_off(capsys):
+    """A stage recipe sets callbacks.sample_grid.every_n_steps; with callbacks=none that entry has settings but no
+    _target_: it is off, with a note, instead of reaching Lightning as a dict."""
+    from omegaconf import OmegaConf
+
+    from hspace.cli.train import configured_callbacks
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=shapes32_ddpm_v2", "callbacks=none"])
+    assert OmegaConf.to_container(cfg.callbacks) == {"sample_grid": {"every_n_steps": 1000}}
+    assert configured_callbacks(cfg.callbacks) == []
+    assert "note: callbacks.sample_grid sets every_n_steps but names no callback" in capsys.readouterr().err
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        kept = compose(config_name="train", overrides=["experiment=shapes32_ddpm_v2"]).callbacks
+    assert [node["_target_"] for node in configured_callbacks(kept)] == ["hspace.lightning.sample_grid.SampleGrid"]

@@ -21,10 +21,11 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | Path, dpi: float | str = "figure") -> Path:
-    """`fig` as a PNG at `path`, written atomically; the figure is closed."""
+def save_figure(fig, path: str | Path, dpi: float | str = "figure", fit: bool = False) -> Path:
+    """`fig` as a PNG at `path`, written atomically; the figure is closed. `fit`: the image is cropped or grown to
+    what the figure draws (a legend of long labels beside the axes included)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if fit else None)
     pyplot().close(fig)
     return atomic_write_bytes(Path(path), lambda f: f.write(buffer.getvalue()))
 

@@ -12,11 +12,15 @@ import warnings
 LIBRARY_LOGGERS = ("pytorch_lightning", "lightning", "lightning_fabric", "lightning.pytorch")
 HARMLESS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning on torch >= 2.5, not our code
-    r".*torch\.fx.*",  # torch.func tracing notes from the Jacobian's forward-mode products
+    r".*Checkpoint directory .* exists and is not empty.*",  # a resumed training writes on into its own folder
+    # a resumed training draws its batches afresh (every stream restored, hspace.lightning.random_states)
+    r".*resuming from a checkpoint that ended before the epoch ended.*",
     r".*does not have many workers.*",  # the evaluation loop reads edits already in memory
     r".*The number of training batches.*",
     r".*but have no `validation_step`.*",  # the Shapes datamodule serves classifiers too; a DDPM validates nothing
 )
+
+HARMLESS_FROM = (r"torch\.fx\..*",)  # torch.func tracing notes from the Jacobian's forward-mode products
 
 
 class LibraryInfoFilter(logging.Filter):
@@ -26,11 +30,16 @@ class LibraryInfoFilter(logging.Filter):
         return record.levelno >= logging.WARNING or record.name.split(".")[0] not in LIBRARY_LOGGERS
 
 
+QUIETED = False  # whether quiet() silenced this process: processes it spawns (hspace.metrics.evaluation) follow
+
+
 def quiet(verbose: bool = False) -> None:
     """Silence library INFO chatter (Lightning's tips and device lines), W&B's banners and known-harmless
     warnings, unless `verbose`."""
+    global QUIETED
     if verbose:
         return
+    QUIETED = True
     root = logging.getLogger()
     if root.handlers:
         # Lightning sets its logger to INFO when it is imported and then hands its records to the root's
@@ -46,3 +55,5 @@ def quiet(verbose: bool = False) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     for pattern in HARMLESS:
         warnings.filterwarnings("ignore", message=pattern)
+    for module in HARMLESS_FROM:
+        warnings.filterwarnings("ignore", module=module)

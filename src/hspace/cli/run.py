@@ -72,7 +72,7 @@ def check_settings(cfg: DictConfig) -> None:
     )
     from hspace.errors import UserError
 
-    warn_unread_overrides(overrides_of_this_run())
+    warn_unread_overrides(overrides_of_this_run(), cfg)
     require_complete(cfg)
     check_model(cfg.model)  # first: the weights are named before torch is imported
     check_run(cfg)
@@ -234,7 +234,9 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
     schedule = sampler.schedule(model.alphas_cumprod)
     note_grid_start(sampler, model.alphas_cumprod)
     composed.edit.check_schedule(schedule)
-    if cfg.directions_path is not None:
+    if cfg.directions_path is None:
+        composed.method.check_model(model)
+    else:
         loaded = Directions.load(cfg.directions_path)
         loaded.check_fits(model, schedule.timesteps)
     evaluation = composed.evaluation

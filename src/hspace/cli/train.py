@@ -75,9 +75,9 @@ def train(cfg: DictConfig) -> Path:
             save_last=True,
             auto_insert_metric_name=False,
         ),
-        *(build(c) for c in cfg.callbacks.values()),
+        *(build(c) for c in configured_callbacks(cfg.callbacks)),
     ]
-    options = trainer_options(cfg.trainer)
+    options = trainer_options(cfg.trainer, cfg.verbose)
     if options["enable_progress_bar"]:
         from hspace.lightning.step_progress import StepProgressBar
 
@@ -99,13 +99,28 @@ def train(cfg: DictConfig) -> Path:
     return export_dir
 
 
-def trainer_options(trainer: DictConfig) -> dict:
-    """The Trainer arguments, with the loss logged at least ten times in a short run and a progress bar only where
-    bars are shown (the `progress` setting, hspace.progress)."""
+def configured_callbacks(callbacks: DictConfig) -> list[DictConfig]:
+    """The callbacks to build: each entry that names one (`_target_`). An entry left with settings alone, as a
+    recipe's `callbacks.sample_grid.every_n_steps` under `callbacks=none`, is off, said in a note."""
+    from hspace.checks import note
+
+    built = []
+    for name, node in callbacks.items():
+        if "_target_" in node:
+            built.append(node)
+        else:
+            note(f"callbacks.{name} sets {', '.join(node)} but names no callback (callbacks=none?): it is off")
+    return built
+
+
+def trainer_options(trainer: DictConfig, verbose: bool = False) -> dict:
+    """The Trainer arguments, with the loss logged at least ten times in a short run, a progress bar only where
+    bars are shown (the `progress` setting, hspace.progress) and Lightning's model summary only when `verbose`."""
     from hspace.progress import bars_enabled
 
     options = dict(OmegaConf.to_container(trainer, resolve=True))
     options["enable_progress_bar"] = bool(options.get("enable_progress_bar", True)) and bars_enabled()
+    options.setdefault("enable_model_summary", bool(verbose))
     max_steps = options.get("max_steps") or -1
     if max_steps > 0:
         options["log_every_n_steps"] = max(1, min(options.get("log_every_n_steps", 50), max_steps // 10))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hspace.checks import boolean, choice, integer, note, number, output_path
 from hspace.errors import UserError
@@ -315,12 +315,16 @@ def note_small_fid_sets(metrics: DictConfig, counts: dict[str, int]) -> None:
             note(f"FID needs at least 2 images and {setting}=1: that set's FID is skipped (null in metrics.json)")
 
 
-def warn_unread_overrides(overrides: Sequence[str]) -> None:
-    """One line per `+key=value` override that adds a setting no code reads (typos of real settings included)."""
+def warn_unread_overrides(overrides: Sequence[str], cfg: DictConfig | None = None) -> None:
+    """One line per `+key=value` override that adds a setting no code reads (typos of real settings included). A
+    setting added to a node that builds a class (`_target_`) is left to the class, which takes it or refuses it."""
     for override in overrides:
         if not override.startswith("+") or override.startswith("++"):
             continue
         key = override[1:].split("=", 1)[0]
+        parent = OmegaConf.select(cfg, key.rpartition(".")[0]) if cfg is not None and "." in key else None
+        if isinstance(parent, DictConfig) and "_target_" in parent:
+            continue
         if not key.startswith(OPEN_MAPPINGS) and not key.startswith("hydra."):
             note(f"+{key} adds a setting that nothing reads: check its spelling (without + to change an existing one)")
 

@@ -170,6 +170,9 @@ class JacobianDirections(DirectionMethod):
             products.h.device,
         )
 
+    def check_model(self, model: DiffusionModel) -> None:
+        region_mask(model.image_shape, self.mask_box, self.mask_file)
+
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         mask = region_mask(model.image_shape, self.mask_box, self.mask_file)  # a bad mask stops before any sampling
         mask = mask.to(model.device) if mask is not None else None

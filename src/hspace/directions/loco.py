@@ -194,7 +194,11 @@ class LocoDirections(DirectionMethod):
         )
         return x_t[0], image
 
-    def region(self, model: DiffusionModel, x0: torch.Tensor) -> torch.Tensor | None:
+    def check_model(self, model: DiffusionModel) -> None:
+        if self.mask in ("box", "file"):  # the object's region is measured on the sample
+            self.region(model, None)
+
+    def region(self, model: DiffusionModel, x0: torch.Tensor | None) -> torch.Tensor | None:
         """The (C, H, W) mask of the region to edit, for the sample x0 (C, H, W) in [-1, 1]."""
         if self.mask == "object":
             return object_mask(to_uint8(x0[None])[0], self.mask_margin)

@@ -5,6 +5,7 @@ A method is a dataclass of settings that subclasses DirectionMethod, with
 - `provides`: the names of the Directions.extra tensors its directions carry (an edit states what it
   requires, and the run refuses a pairing that lacks them before any work);
 - `find(model, sampler, cache)`: its Directions on the run's sampling grid, built with `directions()`;
+- `check_model(model)`: refuses, in one line, settings that do not fit the loaded model, before any work;
 - `walked_sampler(sampler)`: the settings `find` samples with, the run's own unless the method fixes some (its
   eta); the cache keys directions by them, so a run that changes what a method walks does not reuse its directions;
 - `collects_across_processes`: True where `find` takes its block of the samples from `Shard.current()` and
@@ -55,6 +56,10 @@ class DirectionMethod(ABC):
     @abstractmethod
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         """Directions for `model` on the grid of `sampler` (num_steps, spacing, eta, final_alpha)."""
+
+    def check_model(self, model: DiffusionModel) -> None:
+        """Refuse, in one line, settings that do not fit the model (a mask region outside its images); called once
+        the model is loaded, before any work. By default every model fits."""
 
     def walked_sampler(self, sampler: SamplerSettings) -> SamplerSettings:
         """The settings `find` samples with, given the run's: the run's own by default."""

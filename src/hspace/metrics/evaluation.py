@@ -9,8 +9,11 @@ strength) edited set, against cached reference statistics of the data.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -19,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+import hspace.quiet
 from hspace.classifiers import AttributeClassifier
 from hspace.distributed import Shard
 from hspace.images import uint8_to_unit
@@ -103,6 +107,17 @@ class EditEvaluation(pl.LightningModule):
             self.locality = LocalityScores(len(names), len(strengths))
         self.fixed_mask: torch.Tensor | None = None  # the box or file region, read once
         self.results: dict = {}
+        # where rank 0 writes `results` for the parent when the loop runs in spawned processes: Lightning passes
+        # what they log back through a pipe it reads only after they exit, so hundreds of logged metrics would
+        # fill the pipe and hang the run
+        self.results_file: str | None = None
+        self.quiet_workers = hspace.quiet.QUIETED  # spawned processes are as quiet as this one
+
+    def __setstate__(self, state):
+        """In a process spawned for the loop (ddp_spawn), before Lightning starts its process group there."""
+        super().__setstate__(state)
+        if self.quiet_workers and not hspace.quiet.QUIETED:
+            hspace.quiet.quiet()
 
     def on_test_start(self):
         # Fresh states in every process: ddp_spawn on CPU hands this module to its processes through shared
@@ -145,8 +160,8 @@ class EditEvaluation(pl.LightningModule):
 
     def on_test_epoch_end(self):
         self.results = self.summary()  # torchmetrics states are reduced across processes here
-        numeric = {k: float(v) for k, v in self.results.items() if isinstance(v, (int, float))}
-        self.log_dict(numeric, sync_dist=False)  # already reduced; this hands them back from spawned processes
+        if self.results_file is not None and self.trainer.is_global_zero:
+            Path(self.results_file).write_text(json.dumps(self.results, default=float))
 
     def summary(self) -> dict:
         metrics: dict = {}
@@ -224,21 +239,6 @@ class EditEvaluation(pl.LightningModule):
         ]
         return ["direction", *attributes], rows
 
-    def restore_targets(self) -> None:
-        """Put back the `edit/<d>/target` names, which spawned processes do not hand back (only numbers are logged)."""
-        if self.settings.classifier is None:
-            return
-        attributes = self.scores.attributes
-        delta = torch.tensor(
-            [
-                [[self.results[edit_key("score_delta", d, a, strength=s)] for a in attributes] for s in self.strengths]
-                for d in self.names
-            ]
-        )
-        for j, name in enumerate(self.names):
-            t, sign = self.target_of(j, delta, headline_index(self.strengths))
-            self.results[edit_key(name, "target")] = ("-" if sign < 0 else "") + attributes[t]
-
 
 def evaluate_edits(
     settings: EvaluationSettings,
@@ -262,8 +262,10 @@ def evaluate_edits(
         use_distributed_sampler=False,  # EachOnce shards the samples
         **options,
     )
-    logged = trainer.test(module, dataloaders=loader, verbose=False)
-    if not module.results and logged:  # the loop ran in spawned processes: take the numbers they logged
-        module.results = dict(logged[0])
-        module.restore_targets()
+    with tempfile.TemporaryDirectory() as folder:
+        module.results_file = str(Path(folder) / "results.json")
+        trainer.test(module, dataloaders=loader, verbose=False)
+        if not module.results:  # the loop ran in spawned processes: take what rank 0 wrote
+            module.results = json.loads(Path(module.results_file).read_text())
+        module.results_file = None
     return module

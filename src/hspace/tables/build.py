@@ -77,14 +77,18 @@ def flat_settings(config: dict, prefix: str = "") -> dict[str, str]:
 
 
 def differing_settings(runs: Sequence[RunRecord]) -> list[str]:
-    """The config keys whose values differ between `runs`, apart from IGNORED_SETTINGS, in a stable order."""
+    """The config keys whose values differ between `runs`, apart from IGNORED_SETTINGS, in a stable order. A key
+    that is a section in another run (metrics.classifier null in one run, with settings in another) is left to
+    the settings below it, which differ as well."""
     flats = [flat_settings(run.config) for run in runs]
     keys = sorted({key for flat in flats for key in flat})
+    sections = {".".join(key.split(".")[:i]) for key in keys for i in range(1, key.count(".") + 1)}
     keep = [
         k
         for k in keys
         if not k.rsplit(".", 1)[-1].endswith("seed")
         and not any(k == i or k.startswith(f"{i}.") for i in IGNORED_SETTINGS)
+        and k not in sections
     ]
     return [k for k in keep if len({flat.get(k) for flat in flats}) > 1]
 

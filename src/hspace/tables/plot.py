@@ -102,6 +102,8 @@ def plot_curves(curves: dict[str, dict[float, CurvePoint]], metric: str, path: s
     ax.set_xlabel("edit strength")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return save_figure(fig, path)
+    if max(len(label) for label in ax.get_legend_handles_labels()[1]) > 30:  # long row labels: beside the axes
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend()
+    return save_figure(fig, path, fit=True)  # tight_layout cannot fit a legend of long labels and says so
