@@ -301,7 +301,7 @@ def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
     assert len(d.info["mixing/delta"]) == 3 and len(d.info["mixing/accuracy"]["h"]) == 3
     assert all(r > 0 for r in d.info["mixing/radius_sampled"] + d.info["mixing/radius_inverted"])
     # The recorded curve is self-consistent: Delta from the radii, the admitted steps from Delta (epsilon 0.7), and
-    # t_m (select=accuracy) the admitted step with the highest summed held-out accuracy (ties: the larger step),
+    # t_m (select=accuracy) the admitted step with the highest summed validation accuracy (ties: the larger step),
     # else the fallback 500, as the written-out rule says.
     r_s, r_i = d.info["mixing/radius_sampled"], d.info["mixing/radius_inverted"]
     np.testing.assert_allclose(d.info["mixing/delta"], [abs(s - i) / s for s, i in zip(r_s, r_i)], rtol=1e-6)
@@ -310,7 +310,7 @@ def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
     accuracy = d.info["mixing/accuracy"]
     score = {t: accuracy["x"][j] + accuracy["h"][j] for j, t in enumerate((300, 500, 700))}
     assert d.info["mixing/t_mix"] == (max(passing, key=lambda t: (score[t], t)) if passing else 500)
-    assert d.info["mixing/reason"].endswith("highest mean held-out accuracy among them") == bool(passing)
+    assert d.info["mixing/reason"].endswith("highest mean validation accuracy among them") == bool(passing)
     assert (tmp_path / "run" / "grids" / "mixing_curve.png").stat().st_size > 1000
 
 
@@ -609,3 +609,29 @@ def test_a_rank_without_bank_rows_adds_none(v_model):
     bank = gathered_bank({3: []}, {3: []}, [], ["a", "b"], Shard(), v_model)
     assert bank.x[3].shape == (0, 3 * 16 * 16) and bank.h[3].shape == (0, math.prod(v_model.h_shape))
     assert bank.scores.shape == (0, 2)
+
+
+def test_the_split_keeps_a_training_example_of_each_class_and_the_search_never_sees_the_held_out_split(monkeypatch):
+    """A class of 5 among 100 with test_fraction 0.95 keeps one example to train on; a class of one trains on it.
+    t_mix=auto with select=accuracy scores its candidates within the training split, so the accuracy the run
+    reports on the held-out split was not used to choose t_mix."""
+    from types import SimpleNamespace
+
+    import hspace.directions.boundary as boundary
+    from hspace.directions.boundary import BoundaryDirections, stratified_split
+
+    labels = np.array([1] * 5 + [-1] * 95)
+    train, test = stratified_split(labels, 0.95)
+    assert (labels[train] == 1).sum() == 1 and (labels[test] == 1).sum() == 4
+    train, test = stratified_split(np.array([1] + [-1] * 9), 0.5)
+    assert (np.array([1] + [-1] * 9)[train] == 1).sum() == 1
+    seen = []
+    monkeypatch.setattr(boundary, "fit_boundary", lambda features, labels, train, test, *_: seen.append((train, test)))
+    settings = SimpleNamespace(test_fraction=0.5, C=1.0, class_weight="balanced")
+    labels = np.array([1, -1] * 20)
+    features = np.zeros((40, 3))
+    BoundaryDirections.fit_spaces(settings, features, features, labels)
+    BoundaryDirections.fit_spaces(settings, features, features, labels, validation=True)
+    (train, held_out), _, (inner, validation), _ = seen
+    assert set(inner) | set(validation) <= set(train) and not set(validation) & set(inner)
+    assert len(validation) == 10 and not set(held_out) & (set(inner) | set(validation))

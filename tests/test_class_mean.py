@@ -100,6 +100,20 @@ def test_projection_is_orthogonal_and_equals_eq12():
     torch.testing.assert_close(project_out(v0, torch.cat([V.T, V.T[:1]])), eq12)
 
 
+def test_projection_on_dependent_conditions_in_any_order_equals_least_squares():
+    """Conditions that are combinations of others (a repeat, a multiple, a zero vector, one-hot class means)
+    wherever they stand: the residual of the least-squares fit of v0 on them. A v0 in their span leaves 0."""
+    g = torch.Generator().manual_seed(2)
+    v0 = torch.randn(40, generator=g, dtype=torch.float64)
+    a, b = torch.randn(2, 40, generator=g, dtype=torch.float64)
+    for conditions in ([a, a, b], [a, 2 * a, b], [torch.zeros(40, dtype=torch.float64), a, b], [a + b, a, b]):
+        V = torch.stack(conditions, dim=1)
+        fit = torch.linalg.lstsq(V, v0[:, None], driver="gelsd").solution[:, 0]
+        torch.testing.assert_close(project_out(v0, V.T), v0 - V @ fit, rtol=1e-9, atol=1e-9)
+    inside = project_out(0.3 * a - 2.0 * b, torch.stack([a, b, a + b]))
+    assert inside.norm() < 1e-12 * (0.3 * a - 2.0 * b).norm()
+
+
 def test_class_mean_run_disentangles_and_edits(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [
@@ -149,3 +163,25 @@ def test_unknown_attribute_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         run(cfg)
     assert exit_.value.code == 2 and "the classifier does not know smiling" in capsys.readouterr().err
+
+
+def test_an_attribute_whose_class_mean_lies_in_the_span_of_its_conditions_is_one_line(model, monkeypatch):
+    """One-hot labels (each sample is a circle, a square or a triangle): each class-mean difference is a
+    combination of the other two, so conditioning each on the others leaves nothing to edit along."""
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.class_mean import ClassMeanDirections, ClassSums
+    from hspace.errors import UserError
+
+    shapes = ["circle", "square", "triangle"]
+    sampler = SamplerSettings(num_steps=2)
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(9, 2, *model.h_shape, generator=g, dtype=torch.float64)
+    sums = ClassSums(shapes)
+    for i in range(9):
+        for k, shape in enumerate(shapes):
+            sums.add(shape, i % 3 == k, h[i : i + 1])
+    monkeypatch.setattr(ClassMeanDirections, "dataset_sums", lambda self, *args: sums)
+    method = ClassMeanDirections(attributes=shapes, label_source="dataset", condition_on="others")
+    with pytest.raises(UserError, match="of 'circle' lies in the span of those of square, triangle"):
+        method.find(model, sampler)
+    ClassMeanDirections(attributes=shapes[:2], label_source="dataset", condition_on="others").find(model, sampler)

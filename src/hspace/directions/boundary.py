@@ -87,7 +87,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) ->
     for value in (-1, 1):
         members = np.flatnonzero(labels == value)
         rng.shuffle(members)
-        cut = max(1, round(len(members) * test_fraction))
+        cut = min(max(1, round(len(members) * test_fraction)), len(members) - 1)  # each class keeps a train example
         test.extend(members[:cut])
         train.extend(members[cut:])
     return np.sort(train), np.sort(test)
@@ -116,6 +116,12 @@ def fit_boundary(
     from sklearn.svm import SVC
 
     x = features.astype(np.float64)
+    fewest = min(int((labels[train] == value).sum()) for value in (-1, 1))
+    if C == "cv" and fewest < folds:
+        raise UserError(
+            f"method.C=cv chooses C by {folds}-fold cross-validation on the training split, which holds {fewest} "
+            f"example(s) of one class: give a number for method.C, more bank samples, or a lower method.test_fraction"
+        )
     if C == "cv":
         search = GridSearchCV(
             SVC(kernel="linear", class_weight=class_weight),
@@ -237,8 +243,16 @@ class BoundaryDirections(DirectionMethod):
             "boundary_bank", parts, compute, save=save_bank, load=load_bank, shard=Shard.current()
         )
 
-    def fit_spaces(self, x: np.ndarray, h: np.ndarray, labels: np.ndarray) -> dict[str, Boundary]:
+    def fit_spaces(
+        self, x: np.ndarray, h: np.ndarray, labels: np.ndarray, validation: bool = False
+    ) -> dict[str, Boundary]:
+        """The x_t and h boundaries, fitted on the training split and scored on the held-out one; `validation`:
+        fitted and scored within the training split alone (a part of it held out as the test split is), so that
+        choosing among them leaves the held-out split unseen."""
         train, test = stratified_split(labels, self.test_fraction)
+        if validation:
+            inner, held = stratified_split(labels[train], self.test_fraction, seed=1)
+            train, test = train[inner], train[held]
         return {
             space: fit_boundary(features, labels, train, test, self.C, self.class_weight)
             for space, features in (("x", x), ("h", h))
@@ -247,8 +261,9 @@ class BoundaryDirections(DirectionMethod):
     def search(
         self, model: DiffusionModel, seeds: list[int], cache: ArtifactCache | None = None, clip_x0: bool = False
     ) -> MixingCurve:
-        """t_mix=auto: the radius criterion, plus the held-out SVM accuracy at every candidate, both on the sampled
-        paths the edits walk (x0_hat clipped with `clip_x0`)."""
+        """t_mix=auto: the radius criterion, plus the SVM accuracy at every candidate on a validation part of the
+        training split (`fit_spaces(validation=True)`), both on the sampled paths the edits walk (x0_hat clipped
+        with `clip_x0`)."""
         settings = check_mixing(self.mixing)
         if self.data is None:
             raise UserError("method.t_mix=auto needs method.data (real images to invert), e.g. method.data=${data}")
@@ -271,13 +286,15 @@ class BoundaryDirections(DirectionMethod):
         bank = self.make_bank(model, fine, indices, seeds, cache, clip_x0)
         labels = bank.labels(self.attribute)
         check_labels(labels, self.min_per_class, f"the bank of {self.attribute!r}")
-        fits = [self.fit_spaces(bank.x[i], bank.h[i], labels) for i in indices]
+        # scored within the training split: t_mix chosen by them leaves the held-out accuracy of the run unbiased
+        fits = [self.fit_spaces(bank.x[i], bank.h[i], labels, validation=True) for i in indices]
         curve.accuracy = {space: [f[space].val_acc for f in fits] for space in ("x", "h")}
         if settings["select"] == "accuracy":
             steps = admitted(candidates, curve.delta, settings["epsilon"])
             best = most_accurate(candidates, steps, curve.accuracy)
             if best is not None:  # with no step admitted, the fallback stands
-                curve.t_mix, curve.reason = best, curve.reason + "; then the highest mean held-out accuracy among them"
+                curve.t_mix = best
+                curve.reason += "; then the highest mean validation accuracy among them"
         return curve
 
     def walked_sampler(self, sampler: SamplerSettings) -> SamplerSettings:

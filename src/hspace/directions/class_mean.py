@@ -29,7 +29,7 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.h_collection import collect_h
 from hspace.directions.method import DirectionMethod
-from hspace.directions.projection import project_out
+from hspace.directions.projection import LEFT_TOL, project_out
 from hspace.distributed import Shard
 from hspace.errors import UserError
 from hspace.progress import bar
@@ -212,6 +212,12 @@ class ClassMeanDirections(DirectionMethod):
                 names.append(attribute)
             if conditions:
                 v = project_out(raw[attribute], torch.stack([raw[c] for c in conditions]))
+                if v.norm() <= LEFT_TOL * raw[attribute].norm():
+                    raise UserError(
+                        f"the class-mean difference of {attribute!r} lies in the span of those of "
+                        f"{', '.join(conditions)} (one-hot labels are: circle, square and triangle), so nothing is "
+                        "left once they are projected out: leave one of them out of method.condition_on"
+                    )
                 info[f"{attribute}/conditioned_on"] = conditions
                 info[f"{attribute}/norm_ratio"] = float(v.norm() / raw[attribute].norm())
                 vectors.append(v)

@@ -33,20 +33,20 @@ class MixingCurve:
     delta: list[float]
     t_mix: int
     reason: str
-    accuracy: dict[str, list[float]] = field(default_factory=dict)  # space -> held-out SVM accuracy per candidate
+    accuracy: dict[str, list[float]] = field(default_factory=dict)  # space -> validation SVM accuracy per candidate
 
     def as_info(self) -> dict:
         return {"mixing/" + k: v for k, v in self.__dict__.items()}
 
     def plot(self) -> LinePlot:
-        """Delta(t) and the held-out SVM accuracies against the candidate steps, the chosen t_m marked."""
+        """Delta(t) and the validation SVM accuracies against the candidate steps, the chosen t_m marked."""
         return LinePlot(
             x=list(self.candidates),
             x_label="training timestep t",
             left_label="Delta(t)",
             series={"radius gap Delta(t)": list(self.delta)},
-            right_label="held-out SVM accuracy",
-            right_series={f"held-out acc ({space})": list(values) for space, values in self.accuracy.items()},
+            right_label="validation SVM accuracy",
+            right_series={f"validation acc ({space})": list(values) for space, values in self.accuracy.items()},
             vertical_lines=[self.t_mix],
         )
 
@@ -74,7 +74,7 @@ def choose_t_mix(candidates: list[int], delta: list[float], epsilon: float, fall
 
 
 def most_accurate(candidates: list[int], steps: list[int], accuracy: dict[str, list[float]]) -> int | None:
-    """Of the admitted `steps`, the one whose x and h SVMs have the highest summed held-out accuracy (ties: the
+    """Of the admitted `steps`, the one whose x and h SVMs have the highest summed validation accuracy (ties: the
     larger step); None when none is admitted (the fallback stands)."""
     scored = [(accuracy["x"][j] + accuracy["h"][j], t) for j, t in enumerate(candidates) if t in steps]
     return max(scored)[1] if scored else None
