@@ -1,6 +1,8 @@
 """The map h -> M ⊙ eps_theta(x_t, tau | mid_block output := h) at fixed x_t, and its matrix-free
-products (docs/algorithms.md, "Jacobian directions"): forward-mode JVPs through `torch.func.linearize` and
-reverse-mode VJPs through one `torch.func.vjp`, both vmapped over blocks of vectors so the primal pass is paid once.
+products (docs/algorithms.md, "Jacobian directions"): forward-mode JVPs through `torch.func.jvp` and reverse-mode
+VJPs through one `torch.func.vjp`, both vmapped over blocks of vectors, so a block pays the primal pass once.
+(`torch.func.linearize` would save that pass per block, but tracing the UNet to build it cost about 7 s per step
+on 2 CPU cores, far more than the iteration it serves.)
 
 The skips and the time embedding are recomputed from x_t inside the map but do not depend on h, so only
 the decoder path from h contributes. For v- or x0-predicting models eps is recovered from the output
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.func import linearize, vjp, vmap
+from torch.func import jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hspace.bottleneck import HSpace, capture_h
@@ -69,10 +71,9 @@ def jacobian_products(
 
 def matrix_free(f: Callable[[torch.Tensor], torch.Tensor], point: torch.Tensor, chunk: int | None = None):
     """The products of the Jacobian of f (a tensor of `point`'s shape -> a flat vector) at `point`, as rows:
-    JVPs through one `linearize`, VJPs through one `vjp`, both vmapped (`chunk` rows at a time)."""
-    output, jvp_fn = linearize(f, point)
-    _, vjp_fn = vjp(f, point)
-    batched_jvp = vmap(jvp_fn, randomness="error", chunk_size=chunk)
+    JVPs and VJPs, both vmapped (`chunk` rows at a time)."""
+    output, vjp_fn = vjp(f, point)
+    batched_jvp = vmap(lambda v: jvp(f, (point,), (v,))[1], randomness="error", chunk_size=chunk)
     batched_vjp = vmap(lambda u: vjp_fn(u)[0], randomness="error", chunk_size=chunk)
     shape = point.shape
 
