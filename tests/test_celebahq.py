@@ -45,6 +45,23 @@ def test_dataset_reads_images_and_labels(celebahq):
     assert splits["train"].attributes == list(CELEBA_ATTRIBUTES)
 
 
+def test_images_converted_to_png_keep_their_labels_and_the_annotation_path_may_start_with_home(
+    celebahq, tmp_path, monkeypatch
+):
+    """The annotation file names 0.jpg ...: an image set converted to PNG is read by number; a macOS ._ file is
+    not an image; data.annotation_file=~/... is the home folder's."""
+    root, rows = celebahq
+    for i in range(6):
+        jpg = root / IMAGE_DIR / f"{i}.jpg"
+        Image.open(jpg).save(jpg.with_suffix(".png"))
+        jpg.unlink()
+    (root / IMAGE_DIR / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (root / ANNOTATION_FILE).rename(tmp_path / "anno.txt")
+    test = CelebAHQDataset(root, "test", 32, 1 / 6, 1 / 6, annotation_file="~/anno.txt")
+    assert test.files[0].name == "5.png" and torch.equal(test[0]["attributes"], torch.tensor(rows[5][1] > 0).float())
+
+
 def compose_classifier(root, run_dir, extra=()):
     overrides = [
         "experiment=celebahq_classifier",

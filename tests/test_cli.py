@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from hspace.cli import CONFIG_DIR
@@ -288,3 +289,28 @@ def test_a_config_group_set_to_null_lists_the_options_of_the_search_path_too(tmp
     (tmp_path / "method" / "my_pca.yaml").write_text("_target_: hspace.directions.pca.PCA\n")
     with pytest.raises(UserError, match=r"method=null: .* choose one of boundary, .*, loco, my_pca, pca, random"):
         check_command_line(CONFIG_DIR, "run", "hspace-run", [f"hydra.searchpath=[file://{tmp_path}]", "method=null"])
+
+
+class UnreadableImages(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        from hspace.errors import UserError
+
+        raise UserError("cannot read the image /data/a.png (OSError): remove or replace it")
+
+
+def test_a_refusal_in_a_dataloader_worker_is_its_own_one_line(capsys):
+    """torch hands a worker's exception back wrapped in the worker's traceback: the command says its last line."""
+    from hspace.cli import user_errors_exit
+
+    @user_errors_exit
+    def train():
+        for _ in torch.utils.data.DataLoader(UnreadableImages(), num_workers=1):
+            pass
+
+    with pytest.raises(SystemExit) as exit_:
+        train()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: cannot read the image /data/a.png (OSError): remove or replace it\n"

@@ -128,6 +128,27 @@ def test_afhq_and_lmdb(afhq, lsun_lmdb):
     assert lsun.datasets["test"][0]["image"].shape == (3, 32, 32)
 
 
+def test_afhq_interleaves_its_classes_and_skips_macos_side_files(afhq):
+    """The first images of a split hold every class (a method taking the first N of AFHQ's 5,153 cats would find
+    no dog), and ._ files of a copy from macOS are not images."""
+    (afhq / "train" / "dog" / "._flickr_dog_0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    data = AFHQDataModule(str(afhq), resolution=32)
+    train = data.datasets["train"]
+    assert [train[i]["label"] for i in range(len(train))] == [0, 1, 2, 0, 1, 2]
+
+
+def test_an_image_folder_follows_linked_folders_and_leaves_hidden_ones_out(tmp_path):
+    root = tmp_path / "images"
+    save_images(root / "real", ["a.png"])
+    save_images(tmp_path / "elsewhere", ["b.png"])
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "again").symlink_to(root, target_is_directory=True)  # a loop: each real folder is read once
+    save_images(root / ".ipynb_checkpoints", ["a-checkpoint.png"])
+    from hspace.data.folders import list_images
+
+    assert [p.relative_to(root).as_posix() for p in list_images(root)] == ["linked/b.png", "real/a.png"]
+
+
 def test_a_non_square_image_is_cropped_to_its_centre_square_not_squeezed():
     """LSUN's images are not square (the shorter side is 256): as in the DDPM and guided-diffusion codes, the
     centre square is cut out and resized. Red bands outside the centre square must not reach the image."""

@@ -93,10 +93,18 @@ def user_errors_exit(task):
             cause = user_error_in(error)
             if cause is None:
                 raise
-            print(f"error: {cause}", file=sys.stderr)
+            print(f"error: {one_line(str(cause))}", file=sys.stderr)
             sys.exit(2)
 
     return wrapped
+
+
+def one_line(message: str) -> str:
+    """A UserError's message; one raised in a DataLoader worker comes back wrapped in the worker's traceback
+    ("Caught UserError in DataLoader worker process 0. Original Traceback ..."): its own last line."""
+    if message.startswith("Caught UserError") and "Original Traceback" in message:
+        return message.strip().splitlines()[-1].split("UserError: ", 1)[-1]
+    return message
 
 
 def user_error_in(error: BaseException | None):

@@ -38,7 +38,7 @@ ANNOTATION_FILE = "CelebAMask-HQ-attribute-anno.txt"
 
 def read_attribute_file(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """(attribute names, file name -> attributes in {0, 1}) from a CelebA-style annotation file."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(
             f"no attribute annotation file at {path}: expected {ANNOTATION_FILE} from the CelebAMask-HQ release"
@@ -92,13 +92,19 @@ class CelebAHQDataset(Dataset):
                 f"{ANNOTATION_FILE}"
             )
         files = sorted(
-            (p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")),
+            (
+                p
+                for p in image_dir.iterdir()
+                if p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.startswith(".")  # macOS ._ files
+            ),
             key=lambda p: (len(p.stem), p.stem),
         )
         if not files:
             raise UserError(f"{image_dir} holds no .jpg or .png images: expected 0.jpg ... 29999.jpg")
-        self.attributes, labels = read_attribute_file(annotation_file or root / ANNOTATION_FILE)
-        missing = [p.name for p in files if p.name not in labels]
+        self.attributes, named = read_attribute_file(annotation_file or root / ANNOTATION_FILE)
+        # by number: the annotation file names 0.jpg ..., the images may have been converted (0.png, 0.JPG)
+        labels = {Path(name).stem: value for name, value in named.items()}
+        missing = [p.name for p in files if p.stem not in labels]
         if missing:
             raise UserError(
                 f"{len(missing)} images of {image_dir} have no line in the annotation file, e.g. {missing[0]}: use "
@@ -117,13 +123,13 @@ class CelebAHQDataset(Dataset):
 
     def fingerprint(self) -> str:
         """Its image files (names, sizes, modification times) and their labels."""
-        return files_fingerprint(self.files, {p.name: self.labels[p.name] for p in self.files})
+        return files_fingerprint(self.files, {p.name: self.labels[p.stem] for p in self.files})
 
     def __getitem__(self, index: int) -> dict:
         path = self.files[index]
         return {
             "image": load_image(path, self.resolution),
-            "attributes": torch.from_numpy(self.labels[path.name]),
+            "attributes": torch.from_numpy(self.labels[path.stem]),
             "index": index,
         }
 

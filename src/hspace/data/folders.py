@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import os
 from pathlib import Path
 
@@ -32,14 +33,28 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 AFHQ_CLASSES = ("cat", "dog", "wild")
 
 
+def visible_images(folder: Path) -> list[Path]:
+    """The image files directly in `folder`, sorted, without hidden ones (macOS ._ files)."""
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
 def list_images(root: Path) -> list[Path]:
+    """Every image below `root` in sorted path order, through symlinked folders (each real folder once), without
+    hidden files or anything below a hidden folder (.ipynb_checkpoints copies)."""
     if not root.is_dir():
         raise UserError(f"no image folder at {root}: set data.root to a folder of .png/.jpg/.webp images")
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")  # macOS ._ files
-    )
+    files, seen = [], set()
+    for folder, subfolders, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        files += visible_images(Path(folder))
+    files.sort()
     if not files:
         raise UserError(f"{root} holds no .png, .jpg or .webp images")
     return files
@@ -160,15 +175,19 @@ class AFHQDataset(Dataset):
                 f"no AFHQ split folder at {base}: set data.root to the folder holding train/ and val/, each with "
                 f"{'/, '.join(AFHQ_CLASSES)}/"
             )
-        self.files, self.classes = [], list(classes)
+        self.classes = list(classes)
+        per_class = []
         for label, name in enumerate(self.classes):
             folder = base / name
             if not folder.is_dir():
                 raise UserError(f"no AFHQ class folder at {folder}: expected {base}/{{{','.join(self.classes)}}}/")
-            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = visible_images(folder)
             if not found:
                 raise UserError(f"{folder} holds no .png or .jpg images")
-            self.files += [(p, label) for p in found]
+            per_class.append([(p, label) for p in found])
+        # the classes interleaved, so that the first images of the split (what a method or a run takes the first
+        # N of) hold every class, not only cats
+        self.files = [item for group in itertools.zip_longest(*per_class) for item in group if item is not None]
         self.resolution = resolution
         self.attributes = list(self.classes)
 
@@ -245,8 +264,8 @@ class LMDBImageDataset(Dataset):
             raise UserError(f"no LMDB export at {self.root}: expected data.mdb (and lock.mdb) from the LSUN download")
         self.resolution = resolution
         if keys is None:  # the whole export (a split of it may be empty: val_fraction=0)
-            with lmdb_environment(self.root).begin(write=False) as txn:
-                keys = [key for key, _ in txn.cursor()]
+            with lmdb_environment(self.root).begin(write=False) as txn:  # the keys alone: no image is read
+                keys = list(txn.cursor().iternext(keys=True, values=False))
             if not keys:
                 raise UserError(f"the LMDB export at {self.root} holds no images")
         self.keys = keys
