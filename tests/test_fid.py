@@ -178,3 +178,21 @@ def test_reference_statistics_are_cached(tmp_path, tiny_inception_file):
     fid.update(images, real=False)
     assert float(fid.compute()) == pytest.approx(0, abs=1e-3)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_reference_root_is_computed_once_per_reference(monkeypatch):
+    """Every FID of a run compares with one reference covariance: its square root is taken once, and the
+    distances are those of a fresh computation."""
+    import hspace.metrics.fid as fid
+
+    g = torch.Generator().manual_seed(4)
+    a, b, c = (torch.randn(30, 6, generator=g, dtype=torch.float64) for _ in range(3))
+    reference = (a.mean(0), torch.cov(a.T))
+    fresh = [fid.frechet_distance(*reference, x.mean(0), torch.cov(x.T)) for x in (b, c)]
+    calls, original = [], fid.psd_sqrt
+    monkeypatch.setattr(fid, "psd_sqrt", lambda m: calls.append(1) or original(m))
+    monkeypatch.setattr(fid, "ROOTS", fid.OrderedDict())
+    again = [fid.frechet_distance(*reference, x.mean(0), torch.cov(x.T)) for x in (b, c)]
+    assert len(calls) == 1 and [float(d) for d in again] == [float(d) for d in fresh]
+    fid.frechet_distance(b.mean(0), torch.cov(b.T), *reference)
+    assert len(calls) == 2  # another reference

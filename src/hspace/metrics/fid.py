@@ -15,6 +15,8 @@ computed once per (backend, dataset, count) and kept in the artifact cache.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -137,6 +139,23 @@ def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
     return (vectors * values.sqrt()) @ vectors.T
 
 
+ROOTS: OrderedDict[str, torch.Tensor] = OrderedDict()  # content hash of a matrix -> its psd_sqrt, latest last
+KEPT_ROOTS = 4
+
+
+def reference_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """psd_sqrt of `matrix`, computed once for a matrix of this content: every FID of a run (each direction and
+    strength) compares with the same reference covariance, whose root costs an eigendecomposition (seconds for
+    Inception's 2048 features)."""
+    key = hashlib.sha256(matrix.detach().double().cpu().contiguous().numpy().tobytes()).hexdigest()
+    if key not in ROOTS:
+        ROOTS[key] = psd_sqrt(matrix)
+        if len(ROOTS) > KEPT_ROOTS:
+            ROOTS.popitem(last=False)
+    ROOTS.move_to_end(key)
+    return ROOTS[key].to(matrix.device)
+
+
 def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
     """||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^1/2), in float64.
 
@@ -147,7 +166,7 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     depending on how the features were summed (e.g. by how many processes).
     """
     mu1, sigma1, mu2, sigma2 = (t.double() for t in (mu1, sigma1, mu2, sigma2))
-    root = psd_sqrt(sigma1)
+    root = reference_sqrt(sigma1)  # sigma1: the reference's, the same for every FID of a run
     inner = root @ sigma2 @ root
     cross = psd_eigh(inner)[0].sqrt().sum()
     return (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * cross
