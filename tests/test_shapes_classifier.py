@@ -66,3 +66,30 @@ def test_validation_accuracy_thresholds_probabilities_not_logits():
     accuracy = module.val_accuracy.compute()
     expected = ((torch.sigmoid(module.net(torch.zeros(4, 3, 8, 8))) > 0.5).float() == labels).float().mean(0)
     assert torch.equal(accuracy, expected) and accuracy.tolist() == [1.0, 0.25, 0.25]
+
+
+def test_validation_accuracy_of_one_attribute_and_of_many_equals_torchmetrics():
+    """One attribute (a dog classifier on AFHQ) as well as many; for many, what MultilabelAccuracy computes."""
+    from torchmetrics.classification import MultilabelAccuracy
+
+    from hspace.lightning.classifier import AttributeAccuracy
+
+    g = torch.Generator().manual_seed(5)
+    probabilities, labels = torch.rand(20, 3, generator=g), (torch.rand(20, 3, generator=g) > 0.5).int()
+    ours, theirs = AttributeAccuracy(3), MultilabelAccuracy(num_labels=3, average=None)
+    for part in (slice(0, 7), slice(7, 20)):
+        ours.update(probabilities[part], labels[part])
+        theirs.update(probabilities[part], labels[part])
+    torch.testing.assert_close(ours.compute(), theirs.compute())
+    one = AttributeAccuracy(1)
+    one.update(probabilities[:, :1], labels[:, :1])
+    assert float(one.compute()) == float(((probabilities[:, 0] > 0.5).int() == labels[:, 0]).float().mean())
+    from hspace.lightning.classifier import AttributeClassifierTraining
+
+    module = AttributeClassifierTraining(["dog"], [8], hidden=8, resolution=8)
+    logged = {}
+    module.log_dict = lambda values: logged.update(values)
+    module.log = lambda name, value, **_: logged.update({name: value})
+    module.validation_step({"image": torch.zeros(4, 3, 8, 8), "attributes": torch.ones(4, 1)}, 0)
+    module.on_validation_epoch_end()
+    assert set(logged) == {"val/acc/dog", "val/acc_min"} and float(logged["val/acc/dog"]) in (0.0, 1.0)

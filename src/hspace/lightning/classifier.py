@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import MultilabelAccuracy
+from torchmetrics import Metric
 
 from hspace.checks import integer, number
 from hspace.classifiers.cnn import CONFIG_FILE, WEIGHTS_FILE, AttributeCNN, CNNConfig
@@ -40,6 +40,23 @@ def check_classifier_settings(
     number(weight_decay, "module.weight_decay", 0.0)
 
 
+class AttributeAccuracy(Metric):
+    """The share of samples each attribute is predicted right for (probability above 0.5 for a 1), reduced across
+    processes; for one attribute as for many (torchmetrics' MultilabelAccuracy takes at least two)."""
+
+    def __init__(self, num_attributes: int):
+        super().__init__()
+        self.add_state("correct", torch.zeros(num_attributes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probabilities: torch.Tensor, labels: torch.Tensor) -> None:
+        self.correct += ((probabilities > 0.5).long() == labels.long()).sum(dim=0)
+        self.total += labels.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total
+
+
 class AttributeClassifierTraining(ExportableModule):
     """Binary cross-entropy on every attribute; validation logs `val/acc/<attribute>` and `val/acc_min`."""
 
@@ -56,7 +73,7 @@ class AttributeClassifierTraining(ExportableModule):
         check_classifier_settings(attributes, channels, hidden, resolution, lr, weight_decay)
         self.save_hyperparameters()
         self.net = AttributeCNN(CNNConfig(list(attributes), list(channels), hidden, resolution))
-        self.val_accuracy = MultilabelAccuracy(num_labels=len(attributes), average=None)
+        self.val_accuracy = AttributeAccuracy(len(attributes))
 
     def on_fit_start(self):
         data = self.trainer.datamodule
@@ -79,7 +96,7 @@ class AttributeClassifierTraining(ExportableModule):
         self.val_accuracy.update(torch.sigmoid(self.net(batch["image"])), batch["attributes"].int())
 
     def on_validation_epoch_end(self):
-        accuracy = self.val_accuracy.compute()
+        accuracy = self.val_accuracy.compute().reshape(-1)  # torchmetrics hands one attribute's back as a scalar
         self.val_accuracy.reset()
         self.log_dict({f"val/acc/{name}": value for name, value in zip(self.hparams.attributes, accuracy)})
         self.log("val/acc_min", accuracy.min(), prog_bar=True)
