@@ -125,10 +125,18 @@ class ImageFolderDataset(Dataset):
         return item
 
 
-def split_files(files: list, val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, list]:
-    """A fixed random split of a file list into train/val/test (sizes from `split_sizes`)."""
+def split_files(
+    files: list, val_fraction: float, test_fraction: float, seed: int = 0, names: list[bytes] | None = None
+) -> dict[str, list]:
+    """A fixed split of a file list into train/val/test (sizes from `split_sizes`), each part in the list's order.
+    The files are ranked by a hash of the seed and each file's name (`names`: its path below the root, or its
+    LMDB key; by default the file itself): the lowest ranks are the test split, then val, then train. A file's
+    rank does not depend on the others, so data that grows moves at most a file or two between splits (a
+    permutation by count would move hundreds of training images into test), and a moved folder keeps its split."""
     _, n_val, n_test = split_sizes(len(files), val_fraction, test_fraction)
-    order = np.random.default_rng(seed).permutation(len(files))
+    names = names if names is not None else [str(f).encode() for f in files]
+    rank = [hashlib.sha256(f"{seed}:".encode() + name).digest() for name in names]
+    order = sorted(range(len(files)), key=rank.__getitem__)
     pick = lambda idx: [files[i] for i in sorted(idx)]  # noqa: E731
     return {
         "test": pick(order[:n_test]),
@@ -138,7 +146,8 @@ def split_files(files: list, val_fraction: float, test_fraction: float, seed: in
 
 
 class ImageFolderDataModule(ImageDataModule):
-    """Any image folder (LSUN church/bedroom as folders included), split at random with a fixed seed."""
+    """Any image folder (LSUN church/bedroom as folders included), split by a seeded hash of each file's path
+    (split_files)."""
 
     def __init__(
         self,
@@ -154,7 +163,9 @@ class ImageFolderDataModule(ImageDataModule):
         check_split_fractions(val_fraction, test_fraction)  # before the folder is listed
         integer(seed, "data.seed", 0)
         root_path = Path(root).expanduser()
-        splits = split_files(list_images(root_path), val_fraction, test_fraction, seed)
+        files = list_images(root_path)
+        names = [f.relative_to(root_path).as_posix().encode() for f in files]
+        splits = split_files(files, val_fraction, test_fraction, seed, names)
         datasets = {
             name: ImageFolderDataset(root_path, resolution, labels_csv, files) for name, files in splits.items()
         }
@@ -309,7 +320,7 @@ class LMDBDataModule(ImageDataModule):
         check_split_fractions(val_fraction, test_fraction)  # before the keys are listed
         integer(seed, "data.seed", 0)
         keys = LMDBImageDataset(root, resolution).keys
-        splits = split_files(keys, val_fraction, test_fraction, seed)
+        splits = split_files(keys, val_fraction, test_fraction, seed, names=list(keys))
         datasets = {name: LMDBImageDataset(root, resolution, part) for name, part in splits.items()}
         super().__init__(datasets["train"], datasets["val"], datasets["test"], batch_size, num_workers)
         self.attributes: list[str] = []
