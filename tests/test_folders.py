@@ -272,13 +272,13 @@ def test_a_split_moves_at_most_a_file_or_two_when_the_data_grows():
     from hspace.data.folders import split_files
 
     names = [f"img_{i:05d}.png".encode() for i in range(2000)]
-    before = split_files(names, 0.05, 0.05, names=names)
-    after = split_files([*names, b"img_new.png"], 0.05, 0.05, names=[*names, b"img_new.png"])
+    before = split_files(names, names, 0.05, 0.05)
+    after = split_files([*names, b"img_new.png"], [*names, b"img_new.png"], 0.05, 0.05)
     moved = {part: set(before[part]) - set(after[part]) for part in ("train", "val", "test")}
     assert len(moved["train"]) <= 1 and len(moved["val"]) <= 1 and len(moved["test"]) <= 1
     assert set(before["train"]) & (set(after["test"]) | set(after["val"])) <= moved["train"]
     assert [len(before[p]) for p in ("train", "val", "test")] == [1800, 100, 100]
-    other_seed = split_files(names, 0.05, 0.05, seed=1, names=names)
+    other_seed = split_files(names, names, 0.05, 0.05, seed=1)
     assert set(other_seed["test"]) != set(before["test"])
 
 

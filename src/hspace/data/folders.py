@@ -126,15 +126,14 @@ class ImageFolderDataset(Dataset):
 
 
 def split_files(
-    files: list, val_fraction: float, test_fraction: float, seed: int = 0, names: list[bytes] | None = None
+    files: list, names: list[bytes], val_fraction: float, test_fraction: float, seed: int = 0
 ) -> dict[str, list]:
     """A fixed split of a file list into train/val/test (sizes from `split_sizes`), each part in the list's order.
     The files are ranked by a hash of the seed and each file's name (`names`: its path below the root, or its
-    LMDB key; by default the file itself): the lowest ranks are the test split, then val, then train. A file's
+    LMDB key): the lowest ranks are the test split, then val, then train. A file's
     rank does not depend on the others, so data that grows moves at most a file or two between splits (a
     permutation by count would move hundreds of training images into test), and a moved folder keeps its split."""
     _, n_val, n_test = split_sizes(len(files), val_fraction, test_fraction)
-    names = names if names is not None else [str(f).encode() for f in files]
     rank = [hashlib.sha256(f"{seed}:".encode() + name).digest() for name in names]
     order = sorted(range(len(files)), key=rank.__getitem__)
     pick = lambda idx: [files[i] for i in sorted(idx)]  # noqa: E731
@@ -165,7 +164,7 @@ class ImageFolderDataModule(ImageDataModule):
         root_path = Path(root).expanduser()
         files = list_images(root_path)
         names = [f.relative_to(root_path).as_posix().encode() for f in files]
-        splits = split_files(files, val_fraction, test_fraction, seed, names)
+        splits = split_files(files, names, val_fraction, test_fraction, seed)
         datasets = {
             name: ImageFolderDataset(root_path, resolution, labels_csv, files) for name, files in splits.items()
         }
@@ -320,7 +319,7 @@ class LMDBDataModule(ImageDataModule):
         check_split_fractions(val_fraction, test_fraction)  # before the keys are listed
         integer(seed, "data.seed", 0)
         keys = LMDBImageDataset(root, resolution).keys
-        splits = split_files(keys, val_fraction, test_fraction, seed, names=list(keys))
+        splits = split_files(keys, list(keys), val_fraction, test_fraction, seed)
         datasets = {name: LMDBImageDataset(root, resolution, part) for name, part in splits.items()}
         super().__init__(datasets["train"], datasets["val"], datasets["test"], batch_size, num_workers)
         self.attributes: list[str] = []

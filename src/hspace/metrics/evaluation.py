@@ -160,7 +160,7 @@ class EditEvaluation(pl.LightningModule):
 
     def on_test_epoch_end(self):
         self.results = self.summary()  # torchmetrics states are reduced across processes here
-        if self.results_file is not None and self.trainer.is_global_zero:
+        if self.results_file is not None and self.trainer.world_size > 1 and self.trainer.is_global_zero:
             Path(self.results_file).write_text(json.dumps(self.results, default=float))
 
     def summary(self) -> dict:
