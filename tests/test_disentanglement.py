@@ -127,3 +127,49 @@ def test_a_factor_that_never_varies_is_left_out_and_none_varying_is_null():
     constant = np.zeros((200, 2), dtype=int)
     assert all(np.isnan(v) for v in disentanglement_scores(codes, constant).values())
     assert np.isnan(mig(codes, constant))
+
+
+def test_the_disentangle_inversion_is_cached_by_model_grid_and_pixels(model, tmp_path, monkeypatch):
+    """A second run on the same model, grid and images scores its directions without inverting again, with the
+    same numbers; other images or another grid invert afresh."""
+    import hspace.job.disentangle as stage
+    from hspace.cache import ArtifactCache
+    from hspace.diffusion.schedule import SamplerSettings
+
+    schedule = SamplerSettings(num_steps=4).schedule(model.alphas_cumprod)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(12, 3, 16, 16, generator=g) * 2 - 1
+    plain = [tuple(pair) for pair in stage.inverted_batches(model, schedule, images, 8)]
+    cache = ArtifactCache(tmp_path / "cache")
+    stored = list(stage.inverted_batches(model, schedule, images, 8, cache))
+    assert len(cache.misses) == 2 and all(torch.equal(a, b) for p, s in zip(plain, stored) for a, b in zip(p, s))
+
+    inversions = []
+    real_invert = stage.ddim_invert
+    monkeypatch.setattr(stage, "ddim_invert", lambda *a, **k: inversions.append(1) or real_invert(*a, **k))
+    loaded = list(stage.inverted_batches(model, schedule, images, 8, cache))
+    assert inversions == [] and len(cache.hits) == 2
+    assert all(torch.equal(a, b) for p, s in zip(plain, loaded) for a, b in zip(p, s))
+    assert [h.shape[:2] for h, _ in loaded] == [(8, 4), (4, 4)]
+
+    list(stage.inverted_batches(model, schedule, images.flip(0), 8, cache))  # other batches of the same images
+    list(stage.inverted_batches(model, SamplerSettings(num_steps=5).schedule(model.alphas_cumprod), images, 8, cache))
+    assert len(inversions) == 4 and len(cache.misses) == 6
+
+    # the stage scores the same numbers from the cached inversion as from its own
+    directions = Directions(
+        torch.randn(2, 4, *model.h_shape, generator=g),
+        torch.rand(2, 4, generator=g),
+        schedule.timesteps,
+        ["a", "b"],
+        "test",
+        "m",
+        "w",
+        {},
+    )
+    factors = np.stack([np.arange(len(images)) % k for k in (2, 2, 3, 4, 4, 4)], axis=1)
+    known = stage.FactorImages(images, factors)
+    scores = stage.disentangle_stage(model, schedule, directions, 2, known, batch_size=8, cache=cache)
+    assert len(inversions) == 4
+    monkeypatch.setattr(stage, "ddim_invert", real_invert)
+    assert scores == stage.disentangle_stage(model, schedule, directions, 2, known, batch_size=8)

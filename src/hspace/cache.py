@@ -31,7 +31,13 @@ T = TypeVar("T")
 # The version of the code that computes each kind of entry, part of every key: bump a kind's number when a change
 # makes the same inputs give other numbers (a fix to the sampler, the PCA or the statistics), so that entries
 # computed before the change are not served after it. Kinds not listed are at version 1.
-ALGORITHM_VERSIONS: dict[str, int] = {"h": 1, "directions": 1, "boundary_bank": 1, "fid_reference": 1}
+ALGORITHM_VERSIONS: dict[str, int] = {
+    "h": 1,
+    "directions": 1,
+    "boundary_bank": 1,
+    "fid_reference": 1,
+    "inverted_h": 1,
+}
 
 
 def content_key(parts: dict) -> str:

@@ -61,6 +61,16 @@ def state_hash(module) -> str:
     return digest.hexdigest()[:16]
 
 
+def tensor_hash(tensor) -> str:
+    """A hash of a tensor's content (its dtype, shape and values): the identity of data held in memory."""
+    import torch
+
+    values = tensor.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{values.dtype}:{tuple(values.shape)};".encode())
+    digest.update(memoryview(values.view(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()[:32]
+
+
 def config_hash(config) -> str:
     """A hash of a JSON-able mapping (an architecture's config, e.g. a UNet's `config`), whatever its key order.
     diffusers' private keys are left out: where the weights were loaded from (`_name_or_path`), the library's

@@ -140,7 +140,7 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
         note(f"method={directions.method}'s directions edit no h (their vectors are zero): not scoring them as codes")
     elif job.factor_images is not None:
         with timer.stage("disentangle", f"{len(job.factor_images.images)} inverted images, {count} codes"):
-            metrics |= disentangle_stage(model, schedule, directions, count, job.factor_images)
+            metrics |= disentangle_stage(model, schedule, directions, count, job.factor_images, cache=job.cache)
 
     real = None
     if job.real_images is not None and len(job.real_images):

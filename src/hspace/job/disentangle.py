@@ -5,21 +5,30 @@ image's code for direction j is the projection of its h_{T:1} on the direction's
 code_j = sum_t scales[j, t] <h_t, directions[j, t]>. DCI and MIG of those codes against the true factors
 go under `disentangle/`, and the same scores of a baseline, the top principal components of the
 inverted x_T (as many as there are codes), under `disentangle/x_T_pca/`.
+
+The inversion does not depend on the directions, so with a cache each batch's h_{T:1} and x_T are kept under
+a key of the model, the grid and the batch's pixels: a later run on the same model and grid (another method,
+other strengths) only projects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
+from hspace.cache import ArtifactCache
 from hspace.data.batch import image_batch
 from hspace.data.shapes import BACKGROUNDS, COLOURS, SHAPES, ShapesDataset
 from hspace.diffusion.inversion import ddim_invert
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplingSchedule
 from hspace.directions.container import Directions
+from hspace.files import atomic_write_safetensors
+from hspace.identity import tensor_hash
 from hspace.metrics.disentanglement import discretise, disentanglement_scores
 from hspace.progress import bar
 
@@ -63,6 +72,37 @@ def principal_codes(x: torch.Tensor, count: int) -> np.ndarray:
     return centred @ axes[:count].T
 
 
+def inverted_batches(
+    model: DiffusionModel,
+    schedule: SamplingSchedule,
+    images: torch.Tensor,
+    batch_size: int,
+    cache: ArtifactCache | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(h_{T:1} (b, T, *h_shape), x_T (b, C, H, W)) of consecutive batches of `images`, DDIM-inverted on the grid of
+    `schedule`. With a cache, each batch is kept under a key of the model (weights, noise schedule, dtype), the
+    grid's timesteps and the batch's pixels, the batch size included (it changes the float rounding)."""
+    identity = model.identity() if cache is not None else None  # once: a model without a weights file hashes them
+    for start in bar(range(0, len(images), batch_size), "disentangle: inversion", unit="batch"):
+        batch = images[start : start + batch_size]
+
+        def compute(batch=batch):
+            inverted = ddim_invert(model, schedule, batch, record_h=True)
+            return inverted.h, inverted.x_T.cpu()
+
+        if cache is None:
+            yield compute()
+            continue
+        parts = {"model": identity, "timesteps": schedule.timesteps.tolist(), "images": tensor_hash(batch)}
+        yield cache.get(
+            "inverted_h",
+            parts,
+            compute,
+            save=lambda value, path: atomic_write_safetensors(path, {"h": value[0], "x_T": value[1]}),
+            load=lambda path: (lambda tensors: (tensors["h"], tensors["x_T"]))(load_file(path)),
+        )
+
+
 def disentangle_stage(
     model: DiffusionModel,
     schedule: SamplingSchedule,
@@ -70,13 +110,13 @@ def disentangle_stage(
     count: int,
     known: FactorImages,
     batch_size: int = 128,
+    cache: ArtifactCache | None = None,
 ) -> dict[str, float]:
     """DCI and MIG of the first `count` directions (and of the x_T baseline) on the images of `known`."""
     hs, x_T = [], []
-    for start in bar(range(0, len(known.images), batch_size), "disentangle: inversion", unit="batch"):
-        inverted = ddim_invert(model, schedule, known.images[start : start + batch_size], record_h=True)
-        hs.append(direction_codes(inverted.h, directions, count))
-        x_T.append(inverted.x_T.cpu())
+    for h, x in inverted_batches(model, schedule, known.images, batch_size, cache):
+        hs.append(direction_codes(h, directions, count))
+        x_T.append(x)
     codes = np.concatenate(hs)
     metrics = {f"disentangle/{k}": v for k, v in disentanglement_scores(codes, known.factors).items()}
     baseline = disentanglement_scores(principal_codes(torch.cat(x_T), count), known.factors)
