@@ -297,3 +297,23 @@ def test_a_copied_image_folder_keeps_its_split(labelled_folder, tmp_path):
             for data, folder in zip(parts, (root, tmp_path / "copy"))
         ]
         assert relative[0] == relative[1] and relative[0], split
+
+
+def test_a_sixteen_bit_grey_image_reads_as_its_eight_bit_levels(tmp_path):
+    """PIL opens a 16-bit grey PNG in mode I;16 and its RGB conversion clips every level above 255, so the image
+    came out nearly white; its levels are scaled to 8 bits instead. 32-bit integer pixels have no known range
+    and are refused in one line that names the file."""
+    import torch
+
+    from hspace.data.image_files import image_tensor, load_image
+
+    levels = np.linspace(0, 255, 32 * 32).reshape(32, 32).round().astype(np.uint8)
+    Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as image:
+        assert image.mode == "I;16"
+    eight_bit = image_tensor(Image.fromarray(levels).convert("RGB"), 32)
+    assert torch.equal(load_image(tmp_path / "grey16.png", 32), eight_bit)
+
+    Image.fromarray(levels.astype(np.int32) * 1000).save(tmp_path / "grey32.tiff")
+    with pytest.raises(UserError, match=r"grey32.tiff: the image holds 32-bit integer pixels .*8- or 16-bit PNG"):
+        load_image(tmp_path / "grey32.tiff", 32)

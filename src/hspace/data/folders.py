@@ -303,6 +303,8 @@ class LMDBImageDataset(Dataset):
                 return {"image": image_tensor(image, self.resolution), "index": index}
         except (OSError, UnidentifiedImageError) as error:
             raise UserError(f"cannot decode the image under key {self.keys[index]!r} in {self.root}: {error}") from None
+        except UserError as error:
+            raise UserError(f"the image under key {self.keys[index]!r} in {self.root}: {error}") from None
 
 
 class LMDBDataModule(ImageDataModule):
