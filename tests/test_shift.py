@@ -166,3 +166,23 @@ def test_asymmetric_step_takes_x0_from_the_edited_call_and_eps_from_the_unedited
     torch.testing.assert_close(x0, edited[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(eps, natural[1], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(edited[0], natural[0], atol=1e-3)  # the offset does move the prediction
+
+
+def test_asymmetric_step_outside_its_window_is_one_natural_call(model):
+    """Where the offset is None (outside the edit's window) the asymmetric step's two halves would both be the
+    natural call: it makes that call once, on the undoubled batch, and returns the natural (x0_hat, eps)."""
+    from hspace.bottleneck import HSpace
+    from hspace.diffusion.step_rules import AsymmetricAddH, StepRule
+
+    schedule = make_schedule(model.alphas_cumprod, 5)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    batches = []
+    handle = model.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        with torch.no_grad(), HSpace(model.unet) as hs:
+            x0, eps = AsymmetricAddH(lambda i: None).predict(model, hs, x, 1, schedule)
+            natural = StepRule().predict(model, hs, x, 1, schedule)
+    finally:
+        handle.remove()
+    assert batches == [3, 3]
+    assert torch.equal(x0, natural[0]) and torch.equal(eps, natural[1])

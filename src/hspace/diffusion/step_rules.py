@@ -6,7 +6,8 @@ each step index, what h the UNet continues with, through the sampler's HSpace ho
 - StepRule: the natural call (no edit);
 - AddH: h_t <- h_t + offset(idx) (the shift edit of Haas et al.);
 - AsymmetricAddH: Asyrp's asymmetric step, x0_hat from the edited call and eps from the unedited one,
-  as one doubled batch [x_t, x_t] whose second half carries the offset;
+  as one doubled batch [x_t, x_t] whose second half carries the offset (the natural call, undoubled, at steps
+  without an edit);
 - ReplaceH: h_t <- h(idx) where given (BoundaryDiffusion's step at t_m, keep_h after it).
 
 An offset or replacement function returns a tensor with one row per batch row, or None for no edit at
@@ -65,7 +66,9 @@ class AsymmetricAddH(StepRule):
     def predict(self, model, hs, x, idx, schedule):
         batch = x.shape[0]
         offset = self.offset(idx)
-        hs.add(offset, rows=torch.arange(batch, 2 * batch) if offset is not None else None)
+        if offset is None:  # no edit at this step (outside the window): both halves would be the natural call
+            return super().predict(model, hs, x, idx, schedule)
+        hs.add(offset, rows=torch.arange(batch, 2 * batch))
         output = model(torch.cat([x, x]), schedule.timesteps[idx])
         x0 = to_x0_eps(output[batch:], x, schedule.alpha_bar[idx], model.prediction_type)[0]
         eps = to_x0_eps(output[:batch], x, schedule.alpha_bar[idx], model.prediction_type)[1]
