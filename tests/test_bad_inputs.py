@@ -446,6 +446,9 @@ def test_a_run_directory_used_before_holds_only_the_new_run(tmp_path, monkeypatc
     for name in ("edits_real.safetensors", "edits.safetensors", "metrics.json", "config.yaml", "overrides.yaml"):
         (run_dir / name).write_text("an earlier run's")
     (run_dir / "grids" / "real_pc0.png").write_text("an earlier run's")
+    for logs in ("wandb/offline-run-20261201_120000-abc123", "logs/version_0"):  # its loggers' records
+        (run_dir / logs).mkdir(parents=True)
+        (run_dir / logs / "metrics").write_text("an earlier run's")
     (run_dir / ".metrics.json.k1ll3d.tmp").write_text("a killed writer's")
     (run_dir / ".run_info.json.k1ll3d.tmp").write_text("a killed writer's")
     (run_dir / "run_info.json").write_text(json.dumps({"status": "completed"}))

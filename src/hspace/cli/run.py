@@ -31,6 +31,9 @@ from hspace.cli import (
 )
 
 OUTPUTS = ("directions.safetensors", "edits.safetensors", "edits_real.safetensors", "metrics.json", "config.yaml")
+# Where the loggers of conf/logger keep a run's records in its run_dir: W&B's offline run (which `wandb sync` of
+# run_dir/wandb/offline-run-* would upload beside the new one) and the CSV logger's versions.
+LOGGER_FOLDERS = ("wandb", "logs")
 
 
 @dataclass
@@ -305,9 +308,9 @@ def completed(run_dir: Path) -> bool:
 
 
 def clear_outputs(run_dir: Path, keep: Path | None = None) -> None:
-    """Remove what a run writes from `run_dir` (creating it if needed), except `keep` (the directions file this
-    run reads, which may be an earlier run's output in the same directory), and the temporary files a killed
-    writer of those outputs left (hspace.files.atomic_write_bytes)."""
+    """Remove what a run writes from `run_dir` (creating it if needed), its loggers' records included, except
+    `keep` (the directions file this run reads, which may be an earlier run's output in the same directory), and
+    the temporary files a killed writer of those outputs left (hspace.files.atomic_write_bytes)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     kept = None if keep is None else keep.resolve()
     for name in (*OUTPUTS, "overrides.yaml"):
@@ -316,7 +319,8 @@ def clear_outputs(run_dir: Path, keep: Path | None = None) -> None:
     for name in (*OUTPUTS, "overrides.yaml", "run_info.json"):
         for stale in run_dir.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "grids", ignore_errors=True)
+    for folder in ("grids", *LOGGER_FOLDERS):
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
 
 
 def made_with(run_dir: Path, cfg: DictConfig) -> bool:
