@@ -15,7 +15,7 @@ from hspace.cli import CONFIG_DIR
 from hspace.cli.run import run
 from hspace.data.shapes import ATTRIBUTES
 from hspace.directions.container import Directions
-from tests.wandb_records import history, run_settings
+from tests.wandb_records import history, run_settings, summary
 
 TINY = [
     "method.num_samples=64",
@@ -80,6 +80,10 @@ def test_run_writes_every_output_and_logs_to_wandb(tmp_path):
     (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
     logged = history(next(offline_run.glob("run-*.wandb")))
     assert logged["inversion/mse"] == pytest.approx(metrics["inversion/mse"])
+    # The text metrics a W&B table groups and checks runs by are in the run's summary.
+    texts = {key: value for key, value in metrics.items() if isinstance(value, str)}
+    assert texts["method"] == "pca" and "edit/pc0/target" in texts and "edit/pc0/factors/target" in texts
+    assert texts.items() <= summary(next(offline_run.glob("run-*.wandb"))).items()
     assert logged["time/edit_s"] == pytest.approx(metrics["time/edit_s"])
     # Grids of one size per key (W&B warns about mixed sizes): the generated samples', the real images'.
     assert sorted(logged["grids/captions"]) == ["pc0", "pc1"] and logged["grids_real/captions"] == [

@@ -189,8 +189,12 @@ def test_runs_along_different_directions_files_are_not_averaged(tmp_path):
 
 
 def test_wandb_runs_through_the_api():
+    """A W&B run's config holds what a local run's config.yaml holds (flat), and beside it the chosen options
+    (choice/<group>) and W&B's own keys, which are left out: a run compares alike from either source."""
+
     class FakeRun:
-        id, summary, config = "abc", {"method": "pca", "edit/pc0/success": 0.5, "_step": 0}, {"first_seed": 0}
+        id, summary = "abc", {"method": "pca", "edit/pc0/success": 0.5, "_step": 0}
+        config = {"first_seed": 0, "method.num_samples": 64, "choice/method": "pca", "_wandb": {"cli_version": "0"}}
 
     class FakeApi:
         def runs(self, path, filters):
@@ -199,11 +203,12 @@ def test_wandb_runs_through_the_api():
 
     (record,) = wandb_runs("me/hspace", api=FakeApi())
     assert record.metrics == {"method": "pca", "edit/pc0/success": 0.5} and record.value("first_seed") == 0
+    assert record.config == {"first_seed": 0, "method.num_samples": 64}
 
 
 def test_a_table_of_wandb_runs_alone(tmp_path, monkeypatch):
-    """wandb=<project> with runs=[] (or no default folder where the command runs) takes the project's runs alone;
-    a project without finished runs is one line."""
+    """wandb=<project> takes the project's runs alone, also where the default folders hold local runs (the local
+    copies of synced runs would count twice); a project without finished runs is one line."""
     import hspace.tables.collect
 
     records = [
@@ -211,7 +216,11 @@ def test_a_table_of_wandb_runs_alone(tmp_path, monkeypatch):
         for i, ((method, seed), metrics) in enumerate(RUNS.items())
     ]
     monkeypatch.setattr(hspace.tables.collect, "wandb_runs", lambda path: list(records) if path == "me/hspace" else [])
-    monkeypatch.chdir(tmp_path)  # no outputs/run here
+    monkeypatch.chdir(tmp_path)
+    local = tmp_path / "outputs" / "run"  # a local run in a default folder, not taken beside the project's
+    local.mkdir(parents=True)
+    (local / "metrics.json").write_text(json.dumps(RUNS[("pca", 0)]))
+    (local / "config.yaml").write_text("method:\n  _target_: hspace.directions.pca\nfirst_seed: 0\n")
     for runs in ([], ["runs=[]"]):
         written = make_table(
             compose_table_without_runs(tmp_path / "out", [*runs, "wandb=me/hspace", "plot.metric=null"])
@@ -357,3 +366,16 @@ def test_a_plot_of_long_row_labels_keeps_its_legend_beside_the_axes_without_a_wa
         path = plot_curves(curves, "success", tmp_path / "plot.png")
     width, height = Image.open(path).size
     assert width > 5 * 120  # grown to hold the legend beside the 5-inch figure
+
+
+def test_a_plot_of_a_metric_with_a_slash_is_one_file_in_the_output_folder(tmp_path):
+    """plot.metric=factors/leakage is drawn to <output>/factors_leakage_vs_strength.png, not into a subfolder."""
+    for seed in (0, 8):
+        run = tmp_path / "runs" / str(seed)
+        run.mkdir(parents=True)
+        metrics = {"method": "pca", "edit/pc0/success": 0.5, "edit/pc0/preserve": 0.9}
+        metrics |= {"edit/pc0/factors/leakage@2": 0.1 + seed / 100, "edit/pc0/factors/leakage@4": 0.3}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        (run / "config.yaml").write_text(f"method:\n  _target_: hspace.directions.pca\nfirst_seed: {seed}\n")
+    written = make_table(compose_table(tmp_path / "runs", tmp_path / "out", ["plot.metric=factors/leakage"]))
+    assert written[".png"] == tmp_path / "out" / "factors_leakage_vs_strength.png" and written[".png"].is_file()

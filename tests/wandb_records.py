@@ -57,6 +57,17 @@ def history(path: Path) -> dict:
     return logged
 
 
+def summary(path: Path) -> dict:
+    """The run's summary as its last summary record holds it (each key's latest value)."""
+    wait_for_exit(path)
+    values = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return values
+
+
 def run_settings(path: Path) -> dict:
     """The run's group, job type, tags and config (every key of its config updates)."""
     wait_for_exit(path)

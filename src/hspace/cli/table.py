@@ -22,10 +22,11 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
     out = output_path(cfg.output_dir, "output_dir", "folder")
     given = any(o.startswith("runs=") for o in overrides_of_this_run())
     # the default folders are searched where they exist; a folder the user names must exist; with a W&B project
-    # and no local folder (runs=[], or no default folder here) the table is the project's runs alone
+    # the table is the project's runs alone unless runs= names folders too (the default folders would hold the
+    # local copies of synced runs, which would count twice)
     paths = as_list(cfg.runs)
     existing = [p for p in paths if given or Path(p).expanduser().exists()]
-    runs = local_runs(existing or paths) if existing or not cfg.wandb else []
+    runs = local_runs(existing or paths) if (existing or not cfg.wandb) and (given or not cfg.wandb) else []
     if cfg.wandb:
         runs += wandb_runs(cfg.wandb)
         if not runs:
@@ -41,7 +42,8 @@ def make_table(cfg: DictConfig) -> dict[str, Path]:
     written = write_table(table, out / layout.name, cfg.digits, layout.caption)
     if curves is not None:
         title = f"{cfg.plot.metric} against strength ({len(runs)} runs)"
-        written[".png"] = plot_curves(curves, cfg.plot.metric, out / f"{cfg.plot.metric}_vs_strength.png", title)
+        plot_file = out / f"{cfg.plot.metric.replace('/', '_')}_vs_strength.png"  # factors/leakage: one file
+        written[".png"] = plot_curves(curves, cfg.plot.metric, plot_file, title)
     print(f"{len(runs)} runs -> {', '.join(str(p) for p in written.values())}\n\n{to_markdown(table, cfg.digits)}")
     return written
 

@@ -106,12 +106,16 @@ def log_run(
     names: Sequence[str] = (),
     strengths: Sequence[float] = (),
 ) -> None:
-    """Every number to every logger (in W&B also the run's summary); grids (one key per kind, captioned with their
-    direction), tables and line plots of success, preservation and leakage against strength to W&B."""
+    """Every number to every logger (in W&B also the run's summary); to W&B also the text metrics (the method, the
+    targets, the directions file's hash) in the run's summary, which `hspace-table wandb=...` groups and checks
+    runs by, grids (one key per kind, captioned with their direction), tables and line plots of success,
+    preservation and leakage against strength."""
     numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    text = {k: v for k, v in metrics.items() if isinstance(v, str)}
     for logger in loggers:
         logger.log_metrics(numeric, step=0)
         if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(text)
             for key, images in grids.items():
                 logger.log_image(key=key, images=[str(p) for p in images.values()], caption=list(images))
             for key, (columns, rows) in scores.tables.items():

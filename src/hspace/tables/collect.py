@@ -105,5 +105,7 @@ def wandb_runs(path: str, api=None) -> list[RunRecord]:
     records = []
     for run in api.runs(path, filters={"state": "finished", "jobType": "run"}):
         metrics = {k: v for k, v in dict(run.summary).items() if not k.startswith("_")}
-        records.append(RunRecord(f"wandb:{path}/{run.id}", dict(run.config), metrics))
+        # the config as config.yaml holds it: without the chosen options (choice/<group>) and W&B's own keys
+        config = {k: v for k, v in dict(run.config).items() if not k.startswith(("_", "choice/"))}
+        records.append(RunRecord(f"wandb:{path}/{run.id}", config, metrics))
     return records
