@@ -379,3 +379,29 @@ def test_a_plot_of_a_metric_with_a_slash_is_one_file_in_the_output_folder(tmp_pa
         (run / "config.yaml").write_text(f"method:\n  _target_: hspace.directions.pca\nfirst_seed: {seed}\n")
     written = make_table(compose_table(tmp_path / "runs", tmp_path / "out", ["plot.metric=factors/leakage"]))
     assert written[".png"] == tmp_path / "out" / "factors_leakage_vs_strength.png" and written[".png"].is_file()
+
+
+def test_settings_written_as_integers_or_floats_compare_alike(tmp_path):
+    """edit.strengths=[-4,4] and [-4.0,4.0] compute alike: the runs are averaged, not split into two rows or refused
+    (and a rerun under skip_done takes either as the same settings)."""
+    from hspace.tables.build import differing_settings, setting_text
+
+    assert setting_text([-4, 0.5, 4.0]) == setting_text([-4.0, 0.5, 4]) == "[-4, 0.5, 4]"
+    assert setting_text(["a", 1.0]) == "['a', 1]" and setting_text(True) == "True" and setting_text(0.25) == "0.25"
+    runs = [
+        RunRecord(str(i), {"edit": {"strengths": strengths}, "first_seed": i}, {"method": "pca", "edit/pc0/success": v})
+        for i, (strengths, v) in enumerate((([-4, 4], 0.2), ([-4.0, 4.0], 0.4)))
+    ]
+    assert differing_settings(runs) == [] and automatic_groups(runs) == []
+    table = build_table(runs, r"edit/(?P<row>[^/]+)/(?P<column>success)$", ["edit.strengths"])
+    assert table.rows == [("[-4, 4]", "pc0")] and table.cell(table.rows[0], "success").values == [0.2, 0.4]
+
+
+def test_skip_done_takes_a_run_whose_strengths_were_written_as_floats_as_the_same_settings(tmp_path):
+    from omegaconf import OmegaConf
+
+    from hspace.cli.run import made_with
+
+    (tmp_path / "config.yaml").write_text("edit:\n  strengths: [-4.0, 0.0, 4.0]\nrun_dir: elsewhere\n")
+    assert made_with(tmp_path, OmegaConf.create({"edit": {"strengths": [-4, 0, 4]}, "run_dir": str(tmp_path)}))
+    assert not made_with(tmp_path, OmegaConf.create({"edit": {"strengths": [-4, 0, 2]}, "run_dir": str(tmp_path)}))

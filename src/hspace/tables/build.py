@@ -64,15 +64,31 @@ class Table:
 IGNORED_SETTINGS = (*PRESENTATION_SETTINGS, "directions_path")
 
 
+def setting_text(value) -> str:
+    """A setting's value as text, numbers by value: edit.strengths=[-4,4] and [-4.0,4.0] compute alike (as in the
+    cache keys, hspace.identity) and read alike, so runs differing only in how a number was written compare equal."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(repr(v) if isinstance(v, str) else setting_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ", ".join(f"{k!r}: {repr(v) if isinstance(v, str) else setting_text(v)}" for k, v in value.items())
+            + "}"
+        )
+    return str(value)
+
+
 def flat_settings(config: dict, prefix: str = "") -> dict[str, str]:
-    """A run's config as dotted keys with printable values (lists and dicts as their text)."""
+    """A run's config as dotted keys with printable values (lists and dicts as their text, numbers by value)."""
     flat = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
             flat |= flat_settings(value, f"{name}.")
         else:
-            flat[name] = str(value)
+            flat[name] = setting_text(value)
     return flat
 
 
@@ -161,7 +177,7 @@ def build_table(
     sources: dict[tuple, list[RunRecord]] = {}  # the runs each cell averages
     row_runs: dict[tuple, set[int]] = {}  # the runs that reported any metric of each row
     for index, run in enumerate(runs):
-        prefix = tuple(str(run.value(key)) for key in group_by)
+        prefix = tuple(setting_text(run.value(key)) for key in group_by)
         for name, value in run.metrics.items():
             match = regex.search(name)
             unmeasured = value is None or isinstance(value, float) and math.isnan(value)  # null in metrics.json

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from hspace.errors import UserError
 from hspace.metrics.keys import per_strength
+from hspace.tables.build import setting_text
 from hspace.tables.collect import RunRecord
 
 
@@ -61,7 +62,7 @@ def strength_curves(
                     values[strength].append(float(value))
         if not reported:
             continue
-        label = " ".join(str(run.value(k)) for k in group_by) or "runs"
+        label = " ".join(setting_text(run.value(k)) for k in group_by) or "runs"
         pairs[label] += reported
         for strength, found in values.items():
             counts[label][strength] += len(found)
