@@ -545,3 +545,42 @@ def test_directions_of_another_model_are_named_as_such_before_their_noise_schedu
     other.save(tmp_path / "d.st")
     with pytest.raises(UserError, match="were made for model tiny .* recompute them for this model"):
         find_stage(EtaSum(), model, sampler, 1, None, tmp_path / "d.st")
+
+
+def test_a_loaded_model_whose_weights_change_in_memory_is_identified_by_them(tmp_path):
+    """A model loaded from a file is identified by the file's hash while its weights are the file's. Changed in
+    place (fine-tuned or edited in a notebook), it is identified by the weights in memory: the cache serves it
+    nothing found for the file's weights, and directions found for those are refused for it."""
+    from hspace import api
+    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.random import RandomDirections
+    from hspace.errors import UserError
+    from hspace.identity import state_hash
+
+    model = load_model("shapes32")
+    file_hash = model.weight_hash
+    assert model.weights_identity == file_hash and model.loaded_state == state_hash(model.unet)
+    sampler = SamplerSettings(num_steps=4)
+    found = api.find_directions(
+        model,
+        RandomDirections(num_samples=16, num_components=2, oversample=2, batch_size=16),
+        sampler,
+        cache_dir=tmp_path,
+    )
+    model.unet.to("cpu")  # a move keeps the weights: still the file's
+    assert model.weights_identity == file_hash
+
+    with torch.no_grad():
+        for parameter in model.unet.parameters():
+            parameter.mul_(0.5)
+    assert model.weights_identity == state_hash(model.unet) != file_hash
+    with pytest.raises(UserError, match="weights"):
+        found.check_fits(model, sampler.schedule(model.alphas_cumprod).timesteps)
+    again = api.find_directions(
+        model,
+        RandomDirections(num_samples=16, num_components=2, oversample=2, batch_size=16),
+        sampler,
+        cache_dir=tmp_path,
+    )
+    assert again.weight_hash == model.weights_identity

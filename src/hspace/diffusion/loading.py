@@ -16,6 +16,7 @@ import torch
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.weights import PRETRAINED_FILES, WEIGHTS_FILE, adm_checkpoint, resolve_weights
 from hspace.errors import UserError
+from hspace.identity import state_hash
 
 
 def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
@@ -62,7 +63,10 @@ def load_model(
             "config.json; download or export it again"
         ) from None
     unet = unet.to(device).eval().requires_grad_(False)
-    return DiffusionModel(unet, scheduler_config, name=str(source), weight_hash=file_sha256(directory / WEIGHTS_FILE))
+    file_hash = file_sha256(directory / WEIGHTS_FILE)
+    return DiffusionModel(
+        unet, scheduler_config, name=str(source), weight_hash=file_hash, loaded_state=state_hash(unet)
+    )
 
 
 def checked_device(device: str | torch.device) -> torch.device:
@@ -126,7 +130,9 @@ def load_adm(
         )
     unet.load_state_dict(state)
     unet = unet.to(device).eval().requires_grad_(False)
-    return DiffusionModel(unet, dict(scheduler), name=name, weight_hash=file_sha256(path))
+    return DiffusionModel(
+        unet, dict(scheduler), name=name, weight_hash=file_sha256(path), loaded_state=state_hash(unet)
+    )
 
 
 def load_configured_model(model_cfg: dict, device: str | torch.device = "cpu") -> DiffusionModel:

@@ -28,6 +28,10 @@ class DiffusionModel:
     scheduler_config: dict
     name: str = "unnamed"
     weight_hash: str = ""
+    # The hash of the weights in memory (hspace.identity.state_hash) as they were read from the file whose hash is
+    # weight_hash (hspace.diffusion.loading sets both): once they hash otherwise (fine-tuned or edited in place),
+    # the model is identified by the weights in memory. Empty: weight_hash is trusted as given.
+    loaded_state: str = ""
     autocast: str = "fp32"  # fp32 | bf16 | fp16: the UNet calls of sampling run under autocast; the Jacobian never does
     alphas_cumprod: Tensor = field(init=False)
 
@@ -75,9 +79,15 @@ class DiffusionModel:
 
     @property
     def weights_identity(self) -> str:
-        """The hash of the weights file it was loaded from, else of the weights in memory (a model built from a
-        checkpoint or by hand), so that two models never share cache entries or directions by having none."""
-        return self.weight_hash or state_hash(self.unet)
+        """The hash of the weights file it was loaded from while the weights in memory are still those, else of the
+        weights in memory (a model built from a checkpoint or by hand, or one whose loaded weights were changed), so
+        that two models never share cache entries or directions by having none or by having been changed."""
+        if not self.weight_hash:
+            return state_hash(self.unet)
+        if not self.loaded_state:
+            return self.weight_hash
+        current = state_hash(self.unet)
+        return self.weight_hash if current == self.loaded_state else current
 
     def identity(self) -> dict:
         """Everything about the model that determines what it computes: for cache keys. The architecture's
