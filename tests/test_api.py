@@ -1,6 +1,7 @@
 """The Python API and the diffusers pipeline, as the README shows them."""
 
 import re
+from dataclasses import dataclass, field
 from math import nan
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
     from hspace import api
     from hspace.directions.container import Directions
     from hspace.edits.shift import ShiftEdit
+    from hspace.edits.strategy import EditStrategy
     from hspace.errors import UserError
 
     model = api.load_model("shapes32")
@@ -82,6 +84,27 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
             r"edit.window=\[100, 0\] holds no step of the 4-step grid",
         ),
     ]
+    # arguments of the wrong type: the names of things instead of the things, numbers instead of lists
+
+    @dataclass
+    class OneColumn(EditStrategy):  # an edit of one's own that returns one column whatever its strengths
+        strengths: list = field(default_factory=lambda: [-1.0, 1.0])
+        name = "test_one_column"
+
+        def apply(self, model, schedule, directions, index, x_T, z, clip_x0=False, states=None):
+            return torch.zeros(len(x_T), 1, *x_T.shape[1:])
+
+    cases += [
+        (lambda: api.edit_seeds(model, directions, seeds=None), "seeds=None is not a list"),
+        (lambda: api.edit_seeds(model, directions, [0], strengths=4), "strengths=4 is not a list"),
+        (lambda: api.edit_seeds(model, directions, [0], strengths=[nan]), r"edit.strengths\[0\]=nan"),
+        (lambda: api.edit_seeds(model, directions, [0], edit=OneColumn(strengths=[])), "edit.strengths=\\[\\]"),
+        (lambda: api.edit_seeds(model, directions, [0], edit="shift"), "edit is a str .* not a EditStrategy"),
+        (lambda: api.edit_seeds(model, directions, [0], sampler=10), "sampler is a int"),
+        (lambda: api.edit_seeds(model, "run/directions.safetensors", [0]), "directions is a str .*load_directions"),
+        (lambda: api.find_directions(model, "pca"), "method is a str .* not a DirectionMethod"),
+        (lambda: api.edit_seeds(model, directions, [0], edit=OneColumn()), r"returned \(1, 1, 3, 32, 32\) for 1"),
+    ]
     # a pipeline handed a scheduler other than the model's own (epsilon, linear betas) would draw other images
     from diffusers import DDIMScheduler
 
@@ -97,6 +120,9 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
     assert one.shape == (1, 3, 32, 32) and one[0, 0].mean() > 0.5 > one[0, 1].mean()
     assert api.as_tensor(Image.open(tmp_path / "red.png"), model.image_shape).shape == (1, 3, 32, 32)
     assert api.as_tensor(torch.zeros(3, 32, 32), model.image_shape).shape == (1, 3, 32, 32)
+    # seeds and strengths as tensors or arrays are lists of their numbers
+    assert api.seed_list(torch.arange(2)) == [0, 1] and api.seed_list(np.arange(1, 3)) == [1, 2]
+    assert api.prepared(model, directions, 0, torch.tensor([-2.0, 2.0]), None, sampler).edit.strengths == [-2.0, 2.0]
     # an edit's own strengths are kept unless strengths= is given
     ready = api.prepared(model, directions, 0, None, ShiftEdit(strengths=[-8.0, 8.0]), sampler)
     assert ready.edit.strengths == [-8.0, 8.0] and torch.equal(ready.schedule.timesteps, grid)
@@ -105,3 +131,14 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
     assert api.prepared(model, directions, -1, None, None, sampler).index == 1  # from the end, as in a list
     with pytest.raises(UserError, match="index=-3 is below -2"):
         api.prepared(model, directions, -3, None, None, sampler)
+
+
+def test_images_of_zero_to_one_get_a_note(capsys):
+    """torchvision's ToTensor gives pixels in [0, 1], which the model would read as [-1, 1] pixels no darker than
+    mid-grey: a note says how to scale them; images with pixels below 0 get none."""
+    from hspace import api
+
+    api.checked_pixels(torch.full((1, 3, 32, 32), 0.5), (3, 32, 32))
+    assert "give images * 2 - 1" in capsys.readouterr().err
+    api.checked_pixels(torch.linspace(-1, 1, 3 * 32 * 32).reshape(1, 3, 32, 32), (3, 32, 32))
+    assert capsys.readouterr().err == ""

@@ -102,8 +102,9 @@ def test_epsilon_with_zero_terminal_snr_is_refused(unet):
     from diffusers import DDPMScheduler
 
     from hspace.diffusion.model import DiffusionModel
+    from hspace.errors import UserError
 
-    with pytest.raises(ValueError, match="v_prediction"):
+    with pytest.raises(UserError, match="v_prediction"):
         DiffusionModel(unet, dict(DDPMScheduler(rescale_betas_zero_snr=True).config))
 
 

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from hspace.cache import ArtifactCache
-from hspace.checks import integer
+from hspace.checks import integer, note
 from hspace.data.image_files import image_tensor, load_image
 from hspace.diffusion.loading import load_model as _load_model
 from hspace.diffusion.model import DiffusionModel
@@ -33,10 +33,10 @@ from hspace.diffusion.schedule import SamplerSettings, SamplingSchedule
 from hspace.directions.container import Directions
 from hspace.directions.method import DirectionMethod
 from hspace.edits.shift import ShiftEdit
-from hspace.edits.strategy import EditStrategy, check_pairing
+from hspace.edits.strategy import EditStrategy, check_pairing, check_strengths
 from hspace.errors import UserError
 from hspace.images import image_grid, to_uint8
-from hspace.job.edit import invert_for
+from hspace.job.edit import checked_edits, invert_for
 from hspace.job.find import directions_from_method
 
 
@@ -89,8 +89,31 @@ def find_directions(
     """The directions of `method` (e.g. PCA(...)) for `model` on `sampler`'s grid (default: 50 trailing steps for
     the shipped model's schedule); cached under `cache_dir` when given, as hspace-run caches them (the same
     entry: a run with the same method, model and grid finds them there)."""
-    sampler = sampler or SamplerSettings(spacing="trailing")
+    check_type(model, DiffusionModel, "model", "api.load_model(...)")
+    check_type(method, DirectionMethod, "method", "PCA(num_components=4) from hspace.directions.pca")
+    sampler = SamplerSettings(spacing="trailing") if sampler is None else sampler
+    check_type(sampler, SamplerSettings, "sampler", "SamplerSettings(num_steps=50)")
     return directions_from_method(method, model, sampler, ArtifactCache(cache_dir) if cache_dir else None)[0]
+
+
+def check_type(value, kind: type, name: str, example: str) -> None:
+    """One line when an argument is not of the type the API takes (a method's name for the method, say)."""
+    if not isinstance(value, kind):
+        raise UserError(
+            f"{name} is a {type(value).__name__} ({value!r:.60}), not a {kind.__name__}: give e.g. {example}"
+        )
+
+
+def as_list(values, name: str) -> list:
+    """Seeds or strengths as a list: a list or tuple, a range, a numpy array or a tensor; one line otherwise."""
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        return values.tolist() if values.ndim else [values.item()]
+    if values is None or isinstance(values, (str, bytes, int, float, np.number)):
+        raise UserError(f"{name}={values!r} is not a list: give a list, e.g. {name}=[{values!r}]")
+    try:
+        return list(values)
+    except TypeError:
+        raise UserError(f"{name} is a {type(values).__name__}, not a list: give a list") from None
 
 
 DEFAULT_STRENGTHS = (-4.0, 0.0, 4.0)
@@ -117,13 +140,20 @@ def prepared(
     """The edit (its own strengths unless `strengths` is given; ShiftEdit at -4, 0, 4 by default), the sampler, its
     grid and the direction's index (a negative one counts from the end), checked against the model and the
     directions before any model runs."""
+    check_type(model, DiffusionModel, "model", "api.load_model(...)")
+    check_type(directions, Directions, "directions", "api.load_directions(<run_dir>/directions.safetensors)")
     count = len(directions.names)
-    index = integer(index, "index", -count, count - 1) % count
-    sampler = sampler or default_sampler(directions)
+    index = integer(index.item() if isinstance(index, torch.Tensor) else index, "index", -count, count - 1) % count
+    sampler = default_sampler(directions) if sampler is None else sampler
+    check_type(sampler, SamplerSettings, "sampler", "SamplerSettings(num_steps=50)")
+    if strengths is not None:
+        strengths = check_strengths(as_list(strengths, "strengths"))
     if edit is None:
         edit = ShiftEdit(strengths=list(DEFAULT_STRENGTHS if strengths is None else strengths))
-    elif strengths is not None:
-        edit = replace(edit, strengths=list(strengths))
+    else:
+        check_type(edit, EditStrategy, "edit", "ShiftEdit(strengths=[-4, 0, 4]) from hspace.edits.shift")
+        edit = edit if strengths is None else replace(edit, strengths=strengths)
+        check_strengths(edit.strengths)
     check_pairing(edit, directions.extra, "these directions", directions.finds_h)
     schedule = sampler.schedule(model.alphas_cumprod)
     edit.check_schedule(schedule)
@@ -159,7 +189,7 @@ def run_prepared(
     """The edits of x_T (with noise maps z, or None; with the inverted `states` of real images, or None) and what
     they depart from."""
     edit, schedule, index, clip_x0 = ready.edit, ready.schedule, ready.index, ready.sampler.clip_x0
-    edited = edit.apply(model, schedule, directions, index, x_T, z, clip_x0, states=states)
+    edited = checked_edits(edit, edit.apply(model, schedule, directions, index, x_T, z, clip_x0, states=states), x_T)
     unedited = edit.unedited(model, schedule, directions, index, x_T, z, clip_x0, states=states).cpu()
     return Edited(edited, unedited, list(edit.strengths))
 
@@ -168,7 +198,7 @@ def seed_list(seeds) -> list[int]:
     """`seeds` as a non-empty list of whole numbers (numpy integers too; 1.0 is not a seed: seeds are hashed)."""
     if isinstance(seeds, (int, np.integer)):
         raise UserError(f"seeds={seeds} is one number: give a list of seeds, e.g. seeds=[{seeds}] or range({seeds})")
-    listed = list(seeds)
+    listed = as_list(seeds, "seeds")
     if not listed:
         raise UserError("seeds is empty: give at least one seed, e.g. seeds=[0, 1]")
     return [integer(seed, f"seeds[{i}]", 0) for i, seed in enumerate(listed)]
@@ -220,6 +250,11 @@ def checked_pixels(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.T
     low, high = images.min().item(), images.max().item()
     if low < -1.5 or high > 1.5:  # samples overshoot [-1, 1] a little (sampling does not clip); 0..255 does not
         raise UserError(f"images range over [{low:.3g}, {high:.3g}]: give pixels in [-1, 1] (x / 127.5 - 1 for 0..255)")
+    if low >= 0.0:  # torchvision's ToTensor gives 0..1, which would be read as pixels no darker than mid-grey
+        note(
+            f"images range over [{low:.3g}, {high:.3g}], none below 0: the model takes [-1, 1], so if these are 0..1 "
+            "pixels (torchvision's ToTensor), give images * 2 - 1"
+        )
     return images.float()
 
 

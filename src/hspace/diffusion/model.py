@@ -11,6 +11,7 @@ from torch import Tensor
 
 from hspace.bottleneck import h_shape
 from hspace.diffusion.schedule import PREDICTION_TYPES, training_alphas_cumprod
+from hspace.errors import UserError
 from hspace.identity import config_hash, state_hash
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -40,11 +41,11 @@ class DiffusionModel:
             raise ValueError(f"autocast must be fp32, bf16 or fp16, not {self.autocast!r}")
         self.alphas_cumprod = training_alphas_cumprod(self.scheduler_config)
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
+            raise UserError(
                 f"unknown prediction_type {self.prediction_type!r}: use one of {', '.join(PREDICTION_TYPES)}"
             )
         if self.prediction_type == "epsilon" and float(self.alphas_cumprod[-1]) == 0.0:
-            raise ValueError(
+            raise UserError(
                 "epsilon prediction with zero terminal SNR leaves x0 undefined at the last timestep: "
                 "set prediction_type: v_prediction in the scheduler config"
             )

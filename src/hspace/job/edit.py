@@ -53,18 +53,24 @@ def edit_all(
     clip_x0: bool,
 ) -> torch.Tensor:
     """(D, N, S, C, H, W) edits of the first `count` directions."""
-    expected = (start.x_T.shape[0], len(edit.strengths), *start.x_T.shape[1:])
     edited = []
     for j in bar(range(count), "edit", unit="direction"):
         result = edit.apply(model, schedule, directions, j, start.x_T, start.z, clip_x0, states=start.states)
-        if not isinstance(result, torch.Tensor) or tuple(result.shape) != expected:
-            shape = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
-            raise UserError(
-                f"edit={edit.name}: {type(edit).__name__}.apply returned {shape} for {expected[0]} samples at "
-                f"{expected[1]} strengths, not (N, S, C, H, W) = {expected}: return one column per strength"
-            )
-        edited.append(result)
+        edited.append(checked_edits(edit, result, start.x_T))
     return torch.stack(edited)
+
+
+def checked_edits(edit: EditStrategy, result, x_T: torch.Tensor) -> torch.Tensor:
+    """What `edit.apply` returned for the paths from x_T (N, C, H, W): a tensor (N, S, C, H, W) with one column per
+    strength, else one line saying what it returned."""
+    expected = (x_T.shape[0], len(edit.strengths), *x_T.shape[1:])
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != expected:
+        shape = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+        raise UserError(
+            f"edit={edit.name}: {type(edit).__name__}.apply returned {shape} for {expected[0]} samples at "
+            f"{expected[1]} strengths, not (N, S, C, H, W) = {expected}: return one column per strength"
+        )
+    return result
 
 
 def edit_generated(
