@@ -232,3 +232,21 @@ def test_an_edit_that_moves_nothing_has_no_target_and_the_summary_says_so():
     assert metrics["edit/d/factors/target"] is None and metrics["edit/d/factors/count"] == 6
     assert math.isnan(metrics["edit/d/factors/success"]) and math.isnan(metrics["edit/d/factors/leakage"])
     assert factor_summary(metrics, ["d"])[1] == "  d: no target: its edits move no factor at the headline strength"
+
+
+def test_an_edit_of_nearly_no_effect_has_no_target():
+    """Edits that shift the object by 0.02 pixels (half a hundredth of a data standard deviation of position): the
+    pixels change, but by rounding's amount, so no target is guessed, as for an edit that changes nothing; one that
+    shifts it by a pixel gets cx."""
+    from hspace.metrics.factor_effects import DATA_STD
+    from hspace.metrics.factor_scores import MIN_MOVE
+
+    def shift(px):
+        return {-1.0: lambda f: replace(f, cx=f.cx - px), 0.0: lambda f: f, 1.0: lambda f: replace(f, cx=f.cx + px)}
+
+    base = scenes(6)
+    edits = edit_set(base, {"nudge": shift(0.02), "move": shift(1.0)})
+    assert not torch.equal(edits[0, :, 2], edits[0, :, 1])  # the nudge does change pixels
+    metrics, _ = factor_scores(images(base), edits, ["nudge", "move"], STRENGTHS, {}, 2)
+    assert 0 < metrics["edit/nudge/factors/change/cx"] / DATA_STD["cx"] < MIN_MOVE  # measured, below the bar
+    assert metrics["edit/nudge/factors/target"] is None and metrics["edit/move/factors/target"] == "cx"

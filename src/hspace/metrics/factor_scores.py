@@ -29,6 +29,7 @@ the same names without `@<s>` at the headline strength, and `factors/valid` for 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -85,13 +86,28 @@ def pixels_of(images: torch.Tensor) -> np.ndarray:
     return images.flatten(0, -4).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+# A continuous factor that moves by less than this share of its data standard deviation (a sixty-fourth of a pixel of
+# radius on the 32-pixel Shapes, a twenty-seventh of one of position) has not moved: measured from anti-aliased
+# pixels, such changes are rounding, and an edit of nearly no effect would otherwise be given a target.
+MIN_MOVE = 0.01
+
+
+def moved_by(factor: str, normalised: float) -> bool:
+    """Whether a normalised effect says the factor changed: any flip of a class, a continuous move of MIN_MOVE."""
+    if math.isnan(normalised):
+        return False
+    return normalised > 0 if factor in CATEGORICAL else normalised >= MIN_MOVE
+
+
 def guess_target(
     effects: FactorEffects, reference: list[ShapeMeasurement], edited: list[ShapeMeasurement], strength: float
 ) -> FactorTarget | None:
     """The factor an edit at `strength` moves most (by normalised effect), with its value or sign; None when it
-    moves none (every effect 0 or unmeasured): such an edit has no target."""
-    factor = max(FACTORS, key=lambda f: np.nan_to_num(effects.normalised[f], nan=-1.0))
-    if not np.nan_to_num(effects.normalised[factor], nan=0.0) > 0:
+    moves none (no class flips and no continuous factor moves by MIN_MOVE of its data standard deviation, or
+    nothing was measured): such an edit has no target."""
+    moved = {f: effects.normalised[f] if moved_by(f, effects.normalised[f]) else 0.0 for f in FACTORS}
+    factor = max(FACTORS, key=lambda f: moved[f])
+    if not moved[factor] > 0:
         return None
     direction = 1 if strength >= 0 else -1
     if factor in CATEGORICAL:
