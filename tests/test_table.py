@@ -405,3 +405,36 @@ def test_skip_done_takes_a_run_whose_strengths_were_written_as_floats_as_the_sam
     (tmp_path / "config.yaml").write_text("edit:\n  strengths: [-4.0, 0.0, 4.0]\nrun_dir: elsewhere\n")
     assert made_with(tmp_path, OmegaConf.create({"edit": {"strengths": [-4, 0, 4]}, "run_dir": str(tmp_path)}))
     assert not made_with(tmp_path, OmegaConf.create({"edit": {"strengths": [-4, 0, 2]}, "run_dir": str(tmp_path)}))
+
+
+def test_a_cell_averaging_runs_of_different_targets_is_marked(tmp_path):
+    """Each run guesses a direction's target from its own samples, so two seeds may score success against
+    different attributes: the cell still averages them (the success on what the direction moves most), marked,
+    with a note saying how to score one target; a cell whose runs agree, or a metric without a target, is not."""
+    from hspace.tables.build import MIXED_TARGETS_NOTE, to_latex
+
+    runs = [
+        RunRecord(
+            str(seed),
+            {"first_seed": seed},
+            {
+                "method": "pca",
+                "edit/pc0/success": v,
+                "edit/pc0/mse": 0.1,
+                "edit/pc0/target": target,
+                "edit/pc1/success": 0.5,
+                "edit/pc1/target": "top",
+            },
+        )  # fmt: skip
+        for seed, v, target in ((0, 0.2, "large"), (8, 0.4, "square"))
+    ]
+    table = build_table(runs, r"edit/(?P<row>[^/]+)/(?P<column>success|mse)$", ["method"], "direction")
+    assert table.cell(("pca", "pc0"), "success").targets == ["large", "square"]
+    assert table.cell(("pca", "pc0"), "success").text(2) == "0.30 ± 0.14 *"
+    assert table.cell(("pca", "pc0"), "mse").text(2) == "0.10 ± 0.00"  # no target: nothing to differ in
+    assert table.cell(("pca", "pc1"), "success").text(2) == "0.50 ± 0.00"
+    markdown = to_markdown(table, 2)
+    assert "| pca | pc0 | 0.30 ± 0.14 * |" in markdown and markdown.endswith("\\" + MIXED_TARGETS_NOTE + "\n")
+    assert "metrics.targets and metrics.factor\\_targets fix one" in to_latex(table, 2)
+    agreeing = build_table(runs[:1] * 2, r"edit/(?P<row>[^/]+)/(?P<column>success)$", ["method"], "direction")
+    assert not agreeing.mixed_targets and "*" not in to_markdown(agreeing, 2)

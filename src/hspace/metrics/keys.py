@@ -55,6 +55,29 @@ def parse_edit_key(name: str, prefix: str = PREFIX) -> EditKey | None:
     return EditKey(direction, metric, strength)
 
 
+# Metrics measured against a direction's target, and the target they are measured against (a run guesses it when
+# metrics.targets / metrics.factor_targets do not give it, so runs may differ in it).
+TARGETED = (
+    ("success", "target"),
+    ("preserve", "target"),
+    ("factors/success", "factors/target"),
+    ("factors/leakage", "factors/target"),
+)
+
+
+def target_key(name: str) -> str | None:
+    """The name of the target a per-direction metric is measured against (`edit/pc0/success@4` -> `edit/pc0/target`,
+    `edit_real/pc0/factors/leakage/r` -> `edit_real/pc0/factors/target`), or None for a metric that has none."""
+    for prefix in (PREFIX, REAL_PREFIX):
+        key = parse_edit_key(name, prefix)
+        if key is None:
+            continue
+        for measured, target in TARGETED:
+            if key.metric == measured or key.metric.startswith(measured + "/"):
+                return edit_key(key.direction, target, prefix=prefix)
+    return None
+
+
 def with_headline(metrics: dict, strength: float) -> dict:
     """`metrics` with every value at `strength` (the headline strength) also under its name without the suffix."""
     suffix = "@" + strength_label(strength)

@@ -18,7 +18,7 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from hspace.errors import UserError
-from hspace.metrics.keys import DIRECTIONS_FILE_KEY
+from hspace.metrics.keys import DIRECTIONS_FILE_KEY, target_key
 from hspace.run_record import PRESENTATION_SETTINGS
 from hspace.tables.collect import RunRecord
 
@@ -27,6 +27,7 @@ from hspace.tables.collect import RunRecord
 class Cell:
     values: list[float] = field(default_factory=list)
     reported: int = 0  # the runs of the cell's row (each reported some metric of it): more than len(values) says so
+    targets: list[str] = field(default_factory=list)  # the targets its runs measured against, where they differ
 
     @property
     def mean(self) -> float:
@@ -42,7 +43,8 @@ class Cell:
         if not self.values:
             return "–"
         shown = f"{self.mean:.{digits}f}" + (f"{plus_minus}{self.std:.{digits}f}" if len(self.values) > 1 else "")
-        return shown + (f" ({len(self.values)} of {self.reported})" if self.reported > len(self.values) else "")
+        shown += f" ({len(self.values)} of {self.reported})" if self.reported > len(self.values) else ""
+        return shown + (f" {MIXED_TARGETS}" if self.targets else "")
 
 
 @dataclass
@@ -54,6 +56,17 @@ class Table:
 
     def cell(self, row: tuple, column: str) -> Cell:
         return self.cells.get((row, column), Cell())
+
+    @property
+    def mixed_targets(self) -> bool:
+        return any(cell.targets for cell in self.cells.values())
+
+
+MIXED_TARGETS = "*"  # marks a cell that averages runs measured against different targets
+MIXED_TARGETS_NOTE = (
+    "* averages runs that measured it against different targets (each run's guess: the attribute or factor its "
+    "headline strength moved most); metrics.targets and metrics.factor_targets fix one for every run."
+)
 
 
 # Settings that say where or how a run was made, not what it measured: runs may differ in them and still be
@@ -175,6 +188,7 @@ def build_table(
     found_columns: dict[str, None] = {}
     cells: dict[tuple, Cell] = {}
     sources: dict[tuple, list[RunRecord]] = {}  # the runs each cell averages
+    measured_against: dict[tuple, set[str]] = {}  # the targets those runs measured each cell's metric against
     row_runs: dict[tuple, set[int]] = {}  # the runs that reported any metric of each row
     for index, run in enumerate(runs):
         prefix = tuple(setting_text(run.value(key)) for key in group_by)
@@ -191,8 +205,12 @@ def build_table(
             if not unmeasured:
                 cell.values.append(float(value))
                 sources.setdefault((row, match["column"]), []).append(run)
-    for (row, _), cell in cells.items():
+                if (target := target_key(name)) is not None:
+                    measured_against.setdefault((row, match["column"]), set()).add(str(run.metrics.get(target)))
+    for (row, column), cell in cells.items():
         cell.reported = len(row_runs[row])
+        targets = measured_against.get((row, column), set())
+        cell.targets = sorted(targets) if len(targets) > 1 else []
     for cell, averaged in sources.items():
         if len(averaged) > 1:
             check_averaged_runs(cell, averaged, group_by)
@@ -236,6 +254,8 @@ def to_markdown(table: Table, digits: int = 3) -> str:
     for row in table.rows:
         cells = [*(markdown_escape(r) for r in row), *(table.cell(row, c).text(digits) for c in table.columns)]
         lines.append("| " + " | ".join(cells) + " |")
+    if table.mixed_targets:
+        lines += ["", markdown_escape(MIXED_TARGETS_NOTE).replace("*", "\\*", 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -263,7 +283,10 @@ def to_latex(table: Table, digits: int = 3, caption: str = "") -> str:
     for row in table.rows:
         cells = [table.cell(row, c).text(digits, plus_minus=r" $\pm$ ") for c in table.columns]
         lines.append(" & ".join([*(latex_escape(r) for r in row), *cells]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.mixed_targets:
+        lines.append(r"\par\footnotesize " + latex_escape(MIXED_TARGETS_NOTE))
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
