@@ -640,6 +640,24 @@ def test_a_sweep_is_checked_with_every_option_of_each_swept_group():
     check_command_line(CONFIG_DIR, "run", "hspace-run", ["hydra.mode=MULTIRUN", "method=pca,random"])  # a sweep too
 
 
+def test_a_setting_that_only_some_swept_options_have_names_those_that_lack_it():
+    """random has num_samples, jacobian has not: the line names jacobian, and does not advise adding the key
+    with +, which would fail for random instead. A key no option has is a misspelling, as without a sweep."""
+    from hspace.cli import CONFIG_DIR
+    from hspace.cli.command_line import check_command_line
+    from hspace.errors import UserError
+
+    for methods in ("method=random,jacobian", "method=jacobian,random"):
+        with pytest.raises(UserError) as refused:
+            check_command_line(CONFIG_DIR, "run", "hspace-run", ["-m", methods, "method.num_samples=32"])
+        assert str(refused.value) == (
+            "method.num_samples is not a setting of method=jacobian (the sweep's other options have it): run "
+            "method=jacobian in a sweep of its own, without method.num_samples"
+        )
+    with pytest.raises(UserError, match=r"method.nonsense is not a setting of hspace-run: check its spelling"):
+        check_command_line(CONFIG_DIR, "run", "hspace-run", ["-m", "method=random,jacobian", "method.nonsense=1"])
+
+
 def test_a_sweep_refused_in_a_later_job_keeps_the_finished_jobs(tmp_path, monkeypatch, capsys):
     run = tmp_path / "finished"
     run.mkdir()

@@ -30,11 +30,12 @@ def check_command_line(config_dir: str, config_name: str, command: str, args: Se
         raise UserError(describe(error, command)) from None
     if candidates is None:
         return
+    failures = []
     for candidate in candidates:
         try:
             compose(config_dir, config_name, candidate)
         except HydraException as error:
-            raise UserError(describe(error, command)) from None
+            failures.append((candidate, error))
         except ValueError:  # a config group set to null: Hydra's ValueError names no override
             nulled = [o.split("=")[0].lstrip("+~") for o in candidate if o.endswith("=null")]
             group = next((key for key in nulled if is_config_group(key, config_dir)), None)
@@ -45,6 +46,28 @@ def check_command_line(config_dir: str, config_name: str, command: str, args: Se
                 f"{group}=null: {group} is a config group, which takes one of its options: choose one of "
                 f"{', '.join(options)}"
             ) from None
+    if not failures:
+        return
+    candidate, error = failures[0]
+    if len(failures) == len(candidates):
+        raise UserError(describe(error, command))
+    raise UserError(partial_sweep(error, command, candidate, candidates))
+
+
+def partial_sweep(error: Exception, command: str, failing: list[str], candidates: list[list[str]]) -> str:
+    """One line for an override that composes with some options of a swept config group but not with others
+    (method=random,jacobian method.num_samples=32: only random has num_samples), naming the options it fails with:
+    adding the key with + would fail for the others instead."""
+    first = candidates[0]
+    swept = [i for i in range(len(first)) if any(c[i] != first[i] for c in candidates)]
+    options = [failing[i] for i in swept if failing is first or failing[i] != first[i]]
+    named = " and ".join(options)
+    if match := re.match(r"Could not override '([^']+)'", str(error)):
+        return (
+            f"{match[1]} is not a setting of {named} (the sweep's other options have it): run "
+            f"{named} in a sweep of its own, without {match[1]}"
+        )
+    return f"{describe(error, command)} (with {named} of this sweep; its other options compose)"
 
 
 def group_options(config_dir: str, config_name: str, overrides: list[str], group: str) -> list[str]:
