@@ -1,7 +1,7 @@
 """The Python API and the diffusers pipeline, as the README shows them."""
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import nan
 from pathlib import Path
 
@@ -105,10 +105,22 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
         (lambda: api.find_directions(model, "pca"), "method is a str .* not a DirectionMethod"),
         (lambda: api.edit_seeds(model, directions, [0], edit=OneColumn()), r"returned \(1, 1, 3, 32, 32\) for 1"),
     ]
-    # a pipeline handed a scheduler other than the model's own (epsilon, linear betas) would draw other images
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler
 
+    from hspace.directions.class_mean import ClassMeanDirections
     from hspace.pipeline import HSpaceEditPipeline
+
+    still = replace(directions, vectors=torch.zeros_like(directions.vectors))  # directions of x_t, as LOCO's
+    cases += [
+        (
+            lambda: api.Edited(torch.zeros(1, 3, 3, 32, 32), torch.zeros(1, 3, 32, 32), [-1, 0, 1]).grid(scale=0),
+            "scale",
+        ),
+        (lambda: ClassMeanDirections(attributes="large"), r"method.attributes='large' is one name, not a list"),
+        (lambda: ClassMeanDirections(attributes=["large"], top_k=50, num_index=64), "below twice method.top_k=50"),
+        (lambda: HSpaceEditPipeline(model.unet, DDPMScheduler.from_config(model.scheduler_config))([0], still), "x_t"),
+    ]
+    # a pipeline handed a scheduler other than the model's own (epsilon, linear betas) would draw other images
 
     foreign = HSpaceEditPipeline(unet=model.unet, scheduler=DDIMScheduler())
     cases.append((lambda: foreign(seeds=[0], directions=directions), "were found under schedule .* prediction_type"))
@@ -120,6 +132,7 @@ def test_bad_python_inputs_are_one_line_before_any_model_runs(tmp_path, monkeypa
     assert one.shape == (1, 3, 32, 32) and one[0, 0].mean() > 0.5 > one[0, 1].mean()
     assert api.as_tensor(Image.open(tmp_path / "red.png"), model.image_shape).shape == (1, 3, 32, 32)
     assert api.as_tensor(torch.zeros(3, 32, 32), model.image_shape).shape == (1, 3, 32, 32)
+    assert api.as_tensor(np.zeros((2, 3, 32, 32), np.float32), model.image_shape).shape == (2, 3, 32, 32)
     # seeds and strengths as tensors or arrays are lists of their numbers
     assert api.seed_list(torch.arange(2)) == [0, 1] and api.seed_list(np.arange(1, 3)) == [1, 2]
     assert api.prepared(model, directions, 0, torch.tensor([-2.0, 2.0]), None, sampler).edit.strengths == [-2.0, 2.0]

@@ -55,6 +55,7 @@ class Edited:
 
     def grid(self, scale: int = 4) -> Image.Image:
         """All edits as one image: rows are the inputs, columns the strengths (enlarged `scale` times)."""
+        scale = integer(scale, "scale", 1)
         pixels = to_uint8(self.images.flatten(0, 1))
         grid = Image.fromarray(image_grid(pixels, ncols=len(self.strengths)))
         return grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
@@ -208,6 +209,8 @@ def as_tensor(images, shape: tuple[int, int, int]) -> torch.Tensor:
     """Images as an (N, C, H, W) float tensor in [-1, 1] at the model's `shape`: a tensor of that shape (one image
     of (C, H, W) too), or PIL images or image files (one or a list), resized to it. Anything else is one line."""
     size = shape[-1]
+    if isinstance(images, np.ndarray):  # as a tensor: (N, C, H, W) floats in [-1, 1], or refused as one would be
+        images = torch.from_numpy(images)
     if isinstance(images, torch.Tensor):
         return checked_pixels(images.unsqueeze(0) if images.dim() == 3 else images, shape)
     if isinstance(images, (str, Path, Image.Image)):

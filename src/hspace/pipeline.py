@@ -49,6 +49,11 @@ class HSpaceEditPipeline(DiffusionPipeline):
             raise UserError(f"output_type={output_type!r} is not one of pil, pt: choose one of them")
         if not isinstance(directions, Directions):
             directions = Directions.load(directions)
+        if not directions.finds_h:
+            raise UserError(
+                f"the pipeline moves h, and these directions (method={directions.method}) move x_t: edit them with "
+                "hspace.api.edit_seeds(model, directions, seeds, edit=XtShift()) (hspace.edits.xt_shift)"
+            )
         # The pipeline does not check the weights (its UNet may be any copy of them): the model takes the hash the
         # directions recorded, or a placeholder for files that recorded none, so no weights are hashed either.
         recorded = directions.weight_hash or "unrecorded"

@@ -96,12 +96,22 @@ class ClassMeanDirections(DirectionMethod):
     collects_across_processes = True
 
     def __post_init__(self):
+        if isinstance(self.attributes, str):
+            raise UserError(
+                f"method.attributes={self.attributes!r} is one name, not a list: give e.g. [{self.attributes}]"
+            )
         if not self.attributes or not all(isinstance(a, str) for a in self.attributes):
             raise UserError(f"method.attributes={self.attributes!r}: name the attributes to find directions for")
         choice(self.label_source, "method.label_source", ("classifier", "dataset"))
         boolean(self.keep_original, "method.keep_original")
         integer(self.top_k, "method.top_k", 1)
-        integer(self.num_index, "method.num_index", 2 * self.top_k)
+        integer(self.num_index, "method.num_index", 2)
+        if self.num_index < 2 * self.top_k:
+            raise UserError(
+                f"method.num_index={self.num_index} is below twice method.top_k={self.top_k} (its top and bottom "
+                f"{self.top_k} of the scored samples): give method.num_index of at least {2 * self.top_k}, or a "
+                "smaller top_k"
+            )
         integer(self.max_images, "method.max_images", 2)
         integer(self.batch_size, "method.batch_size", 1)
         integer(self.first_seed, "method.first_seed", 0)
