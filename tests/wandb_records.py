@@ -46,26 +46,27 @@ def ended(path: Path) -> bool:
         return False
 
 
-def history(path: Path) -> dict:
-    """Every logged key with the last value logged for it."""
-    wait_for_exit(path)
-    logged = {}
-    for record in records(path):
-        if record.WhichOneof("record_type") == "history":
-            for item in record.history.item:
-                logged[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return logged
-
-
-def summary(path: Path) -> dict:
-    """The run's summary as its last summary record holds it (each key's latest value)."""
+def latest_items(path: Path, kind: str) -> dict:
+    """Every key of the run's records of `kind` (history: what was logged; summary: the run's summary) with its
+    latest value."""
     wait_for_exit(path)
     values = {}
     for record in records(path):
-        if record.WhichOneof("record_type") == "summary":
-            for item in record.summary.update:
+        if record.WhichOneof("record_type") == kind:
+            items = record.history.item if kind == "history" else record.summary.update
+            for item in items:
                 values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return values
+
+
+def history(path: Path) -> dict:
+    """Every logged key with the last value logged for it."""
+    return latest_items(path, "history")
+
+
+def summary(path: Path) -> dict:
+    """The run's summary, each key's latest value."""
+    return latest_items(path, "summary")
 
 
 def run_settings(path: Path) -> dict:
