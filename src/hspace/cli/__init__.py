@@ -83,12 +83,18 @@ def submitit_failure(error: Exception) -> str | None:
 
 def user_errors_exit(task):
     """Print a UserError as one line on stderr and exit with status 2 instead of a traceback, also when
-    it was raised inside hydra.utils.instantiate (which wraps it)."""
+    it was raised inside hydra.utils.instantiate (which wraps it); a SIGTERM that a Lightning loop caught
+    (hspace.lightning.terminated) as one line with status 143."""
 
     @functools.wraps(task)
     def wrapped(*args, **kwargs):
+        from hspace.lightning.terminated import EXIT_STATUS, Terminated
+
         try:
             return task(*args, **kwargs)
+        except Terminated as stopped:  # a SIGTERM in a Lightning loop: the status the signal itself would give
+            print(f"error: {stopped}", file=sys.stderr)
+            sys.exit(EXIT_STATUS)
         except Exception as error:
             cause = user_error_in(error)
             if cause is None:

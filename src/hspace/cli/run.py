@@ -341,14 +341,18 @@ def made_with(run_dir: Path, cfg: DictConfig) -> bool:
 
 
 def mark_failed(run_dir: Path, error: BaseException, keep: Path | None = None) -> None:
-    """Remove a failed run's outputs (but `keep`) and record why it failed in run_info.json."""
+    """Remove a failed run's outputs (but `keep`) and record why it failed in run_info.json (where the disk lets it:
+    the error that failed the run is what is reported)."""
     from hspace.cli import user_error_in
     from hspace.run_record import run_info, write_json
 
-    clear_outputs(run_dir, keep)
     cause = user_error_in(error) if isinstance(error, Exception) else None
     reason = str(cause or error).strip().splitlines()[0] if str(cause or error).strip() else type(error).__name__
-    write_json(run_dir / "run_info.json", run_info() | {"status": "failed", "reason": reason})
+    try:
+        clear_outputs(run_dir, keep)
+        write_json(run_dir / "run_info.json", run_info() | {"status": "failed", "reason": reason})
+    except OSError:  # a full or read-only disk: the record says running, which hspace-table skips and skip_done reruns
+        pass
 
 
 def note_unscored_targets(metrics: DictConfig, evaluation) -> None:

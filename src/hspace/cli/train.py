@@ -48,6 +48,7 @@ def train(cfg: DictConfig) -> Path:
     from hspace.data.datamodule import ImageDataModule
     from hspace.files import check_replaceable
     from hspace.lightning.exportable import ExportableModule
+    from hspace.lightning.terminated import stopped_by_sigterm
     from hspace.loggers import close_wandb
 
     run_dir = Path(cfg.run_dir)
@@ -90,7 +91,16 @@ def train(cfg: DictConfig) -> Path:
     failed = True
     try:
         checkpoint = None if cfg.ckpt_path is None else Path(cfg.ckpt_path).expanduser()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        last = run_dir / "checkpoints" / "last.ckpt"
+
+        def stopped() -> str:
+            return (
+                f"training stopped by SIGTERM at step {trainer.global_step}, not exported: resume from its last "
+                f"checkpoint with ckpt_path={last}"
+            )
+
+        with stopped_by_sigterm(trainer, stopped):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         export_dir = module.export(cfg.export_dir)
         failed = False
     finally:

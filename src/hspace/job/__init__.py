@@ -10,7 +10,8 @@ Plain arguments only: hspace.cli.run builds an EditJob from the config (and the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +103,18 @@ def note_unused_targets(evaluation: EvaluationSettings, names: Sequence[str]) ->
             )
 
 
+@contextmanager
+def writing(run_dir: Path) -> Iterator[None]:
+    """Writing a run's outputs: a full or read-only disk is one line, as it is for the cache."""
+    try:
+        yield
+    except OSError as error:
+        raise UserError(
+            f"cannot write the run's outputs in {run_dir} ({error.strerror or type(error).__name__}): free space, or "
+            "choose another run_dir"
+        ) from None
+
+
 def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
     """Run the stages and return the metrics with the files written (printing nothing). Writes into run_dir:
     directions.safetensors, edits.safetensors (and edits_real.safetensors), grids/<direction>.png (and
@@ -161,7 +174,7 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
                     prefix=REAL_PREFIX,
                 )
 
-    with timer.stage("write", f"directions, edits and {count} grids in {job.run_dir}"):
+    with timer.stage("write", f"directions, edits and {count} grids in {job.run_dir}"), writing(job.run_dir):
         directions_file = directions.save(job.run_dir / "directions.safetensors")
         outputs = {"edits": generated.save(job.run_dir / "edits.safetensors", edit.strengths, names)}
         if real is not None:
@@ -171,7 +184,8 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
     metrics |= scores.metrics | timer.metrics
     if job.cache is not None:
         metrics |= {"cache/hits": len(job.cache.hits), "cache/misses": len(job.cache.misses)}
-    metrics_file = write_metrics(job.run_dir, metrics)
+    with writing(job.run_dir):
+        metrics_file = write_metrics(job.run_dir, metrics)
     log_run(loggers, metrics, grids, scores, names, edit.strengths)
     files = {"run_dir": job.run_dir, "directions": directions_file, **outputs, "grids": job.run_dir / "grids"}
     return JobResult(metrics, files | {"metrics": metrics_file}, list(names))

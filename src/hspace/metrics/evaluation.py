@@ -26,6 +26,7 @@ import hspace.quiet
 from hspace.classifiers import AttributeClassifier
 from hspace.distributed import Shard
 from hspace.images import uint8_to_unit
+from hspace.lightning.terminated import stopped_by_sigterm
 from hspace.metrics.edit_scores import PER_ATTRIBUTE, EditScores, preserve, success
 from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
 from hspace.metrics.keys import edit_key, with_headline
@@ -264,7 +265,8 @@ def evaluate_edits(
     )
     with tempfile.TemporaryDirectory() as folder:
         module.results_file = str(Path(folder) / "results.json")
-        trainer.test(module, dataloaders=loader, verbose=False)
+        with stopped_by_sigterm(trainer, lambda: "the evaluation was stopped by SIGTERM: run it again"):
+            trainer.test(module, dataloaders=loader, verbose=False)
         if not module.results:  # the loop ran in spawned processes: take what rank 0 wrote
             module.results = json.loads(Path(module.results_file).read_text())
         module.results_file = None
