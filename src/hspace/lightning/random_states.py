@@ -3,6 +3,9 @@
 hspace-train seeds every stream with `seed` when it starts, resumed or not. Without the streams' states a
 resumed training would draw again the batches, timesteps and noise its first steps drew. The states are kept as
 tensors, integers and floats, so checkpoints still load with `torch.load(weights_only=True)`.
+
+A resumed training is still not bit-identical to an unbroken one: the shuffling data loader of the epoch it resumes
+in draws a new order (and its seed from torch's stream) when it starts again.
 """
 
 from __future__ import annotations
