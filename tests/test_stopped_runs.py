@@ -76,3 +76,15 @@ def test_a_full_disk_while_writing_the_outputs_is_one_line_and_the_failure_recor
 
     monkeypatch.setattr(hspace.run_record, "write_json", full)
     hspace.cli.run.mark_failed(tmp_path, UserError("cannot write the run's outputs"))  # returns: nothing raised
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys):
+    from hspace.cli import user_errors_exit
+
+    @user_errors_exit
+    def task():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exited:
+        task()
+    assert exited.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"

@@ -81,10 +81,13 @@ def submitit_failure(error: Exception) -> str | None:
     return None
 
 
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
+
+
 def user_errors_exit(task):
     """Print a UserError as one line on stderr and exit with status 2 instead of a traceback, also when
     it was raised inside hydra.utils.instantiate (which wraps it); a SIGTERM that a Lightning loop caught
-    (hspace.lightning.terminated) as one line with status 143."""
+    (hspace.lightning.terminated) as one line with status 143, and Ctrl-C as one line with status 130."""
 
     @functools.wraps(task)
     def wrapped(*args, **kwargs):
@@ -95,6 +98,9 @@ def user_errors_exit(task):
         except Terminated as stopped:  # a SIGTERM in a Lightning loop: the status the signal itself would give
             print(f"error: {stopped}", file=sys.stderr)
             sys.exit(EXIT_STATUS)
+        except KeyboardInterrupt:  # Ctrl-C: what was stopped has been recorded (a run's run_info.json), no traceback
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(INTERRUPTED_STATUS)
         except Exception as error:
             cause = user_error_in(error)
             if cause is None:
