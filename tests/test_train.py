@@ -508,3 +508,46 @@ def test_a_recipes_callback_settings_under_callbacks_none_leave_the_callback_off
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         kept = compose(config_name="train", overrides=["experiment=shapes32_ddpm_v2"]).callbacks
     assert [node["_target_"] for node in configured_callbacks(kept)] == ["hspace.lightning.sample_grid.SampleGrid"]
+
+
+def test_a_checkpoint_the_configured_module_cannot_resume_is_one_line_before_training(tmp_path, capsys):
+    """Weights of another architecture: one line, and the run writes nothing (before, a size-mismatch traceback
+    after the run's config was recorded); other module settings: a note naming them, and the resume goes on."""
+    run = tmp_path / "run"
+    train(compose_train([f"run_dir={run}", "trainer.max_steps=2"]))
+    last = run / "checkpoints" / "last.ckpt"
+    wider = [f"run_dir={tmp_path / 'wider'}", "trainer.max_steps=4", f"ckpt_path={last}"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train(compose_train([*wider, "model.unet.block_out_channels=[16,16]"]))
+    err = capsys.readouterr().err
+    assert "holds weights that do not fit the configured DDPMTraining (shape of unet.conv_in.weight" in err
+    assert not (tmp_path / "wider").exists()
+    train(
+        compose_train(
+            [f"run_dir={tmp_path / 'changed'}", "trainer.max_steps=4", f"ckpt_path={last}", "module.lr=0.002"]
+        )
+    )
+    assert "resuming with module settings other than the checkpoint's (lr: 0.001 -> 0.002)" in capsys.readouterr().err
+
+
+def test_a_one_cycle_schedule_is_not_lengthened_by_a_resume():
+    """A module whose learning rate spans the whole training (the classifier's one-cycle schedule) cannot be
+    resumed for another number of steps: one line naming the schedule's length, not a ValueError from the
+    scheduler after training started."""
+    from hspace.checkpoints import check_resumes
+    from hspace.errors import UserError
+
+    class OneCycle(torch.nn.Linear):
+        needs_known_length = True
+        hparams: dict = {}
+
+    module = OneCycle(2, 2)
+    checkpoint = {"state_dict": module.state_dict(), "lr_schedulers": [{"total_steps": 10}]}
+    assert check_resumes(module, checkpoint, "ckpt_path=c", 10) == []
+    with pytest.raises(
+        UserError, match=r"ckpt_path=c follows a learning-rate schedule over 10 steps, .* trainer\.max_steps=10,"
+    ):
+        check_resumes(module, checkpoint, "ckpt_path=c", 20)
+    with pytest.raises(UserError, match="1 weights it does not have, e.g. extra"):
+        check_resumes(module, {**checkpoint, "state_dict": {**module.state_dict(), "extra": torch.zeros(1)}}, "c", 10)

@@ -32,3 +32,45 @@ def read_checkpoint(path: str | Path, setting: str) -> dict:
             f"{setting} holds a {type(checkpoint).__name__}, not a training checkpoint: use one hspace-train wrote"
         )
     return checkpoint
+
+
+def check_resumes(module, checkpoint: dict, setting: str, max_steps: int | None) -> list[str]:
+    """Refuse, in one line before any training, a checkpoint that the configured module cannot resume: weights of
+    another module or architecture, or (for a module whose learning rate spans the whole training) another number
+    of steps than its schedule was built for. Returns the module settings that differ from the checkpoint's
+    (`name: old -> new`), which the resume takes from the command line."""
+    saved = checkpoint.get("state_dict")
+    if not isinstance(saved, dict):
+        raise UserError(f"{setting} holds no weights (state_dict): use a checkpoint hspace-train wrote")
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in saved]
+    unexpected = [key for key in saved if key not in expected]
+    wrong = [key for key in expected if key in saved and tuple(saved[key].shape) != tuple(expected[key].shape)]
+    if missing or unexpected or wrong:
+        detail = (
+            f"shape of {wrong[0]}: {tuple(saved[wrong[0]].shape)} saved, {tuple(expected[wrong[0]].shape)} configured"
+            if wrong
+            else f"{len(missing)} weights missing, e.g. {missing[0]}"
+            if missing
+            else f"{len(unexpected)} weights it does not have, e.g. {unexpected[0]}"
+        )
+        raise UserError(
+            f"{setting} holds weights that do not fit the configured {type(module).__name__} ({detail}): resume with "
+            "the settings it was trained with (its run's config.yaml), or start a new run"
+        )
+    totals = [s.get("total_steps") for s in checkpoint.get("lr_schedulers") or [] if isinstance(s, dict)]
+    total = next((t for t in totals if isinstance(t, int)), None)
+    if getattr(module, "needs_known_length", False) and total is not None and max_steps and max_steps != total:
+        raise UserError(
+            f"{setting} follows a learning-rate schedule over {total} steps, which a resume cannot change: resume with "
+            f"trainer.max_steps={total}, or start a new run"
+        )
+    from hspace.tables.build import setting_text
+
+    before = checkpoint.get("hyper_parameters") or {}
+    now = dict(getattr(module, "hparams", {}))
+    return [
+        f"{key}: {setting_text(before[key])} -> {setting_text(value)}"
+        for key, value in now.items()
+        if key in before and setting_text(before[key]) != setting_text(value)
+    ]

@@ -20,15 +20,17 @@ from hspace.cli import (
 
 @user_errors_exit
 def train(cfg: DictConfig) -> Path:
-    from hspace.checkpoints import read_checkpoint
+    from hspace.checkpoints import check_resumes, read_checkpoint
+    from hspace.checks import note
     from hspace.cli.validate import check_loggers, check_training, check_training_resolution
     from hspace.errors import UserError
 
     require_complete(cfg)
     check_training(cfg)
     check_loggers(cfg.logger)
-    if cfg.ckpt_path is not None:
-        read_checkpoint(cfg.ckpt_path, f"ckpt_path={cfg.ckpt_path}")  # weights only, before anything is built
+    resumed = None
+    if cfg.ckpt_path is not None:  # weights only, before anything is built
+        resumed = read_checkpoint(cfg.ckpt_path, f"ckpt_path={cfg.ckpt_path}")
     resume_in_checkpoint_run(cfg)
     export_dir, run_dir = Path(cfg.export_dir).expanduser().resolve(), Path(cfg.run_dir).expanduser().resolve()
     if export_dir == run_dir or export_dir in run_dir.parents:
@@ -67,6 +69,13 @@ def train(cfg: DictConfig) -> Path:
         )
     if module.exported_files is not None:
         check_replaceable(export_dir, module.exported_files, "export_dir")
+    if resumed is not None:
+        changed = check_resumes(module, resumed, f"ckpt_path={cfg.ckpt_path}", cfg.trainer.get("max_steps"))
+        if changed:
+            note(
+                f"resuming with module settings other than the checkpoint's ({'; '.join(changed)}): the new ones "
+                "apply from here; give the old ones to go on as it was"
+            )
     callbacks = [
         # No "=" in checkpoint names: they are passed back as ckpt_path=... overrides.
         ModelCheckpoint(
