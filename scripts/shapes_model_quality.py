@@ -64,6 +64,7 @@ def main() -> None:
     from hspace.data.shapes_factors import measure_all
     from hspace.images import image_grid, save_png
     from hspace.metrics.model_quality import classifier_agreement, model_quality
+    from hspace.run_record import finite
 
     classifier = AttributeCNN.load(args.classifier) if args.classifier else None  # a wrong name: before sampling
     if args.checkpoint:
@@ -85,7 +86,7 @@ def main() -> None:
             save_png(image_grid(pixels[outside], ncols=8), args.outside_band_grid, scale=3)
         else:
             print(f"no fill ratio outside its band; {args.outside_band_grid} not written", file=sys.stderr)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(finite(report), indent=2, allow_nan=False))  # nothing measured (NaN) as null: strict JSON
 
 
 if __name__ == "__main__":

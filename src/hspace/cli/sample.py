@@ -46,11 +46,14 @@ def check_sample(cfg: DictConfig) -> None:
     """Every setting of hspace-sample, before the model is loaded."""
     from hspace.checks import boolean, integer, output_path
     from hspace.cli.validate import check_device, check_model, check_sampler
+    from hspace.errors import UserError
     from hspace.files import check_writable
 
     check_model(cfg.model)  # first: the weights are named before torch is imported
     output_path(cfg.run_dir, "run_dir", "folder")
     output_path(cfg.output, "output", "file")
+    if Path(str(cfg.output)).suffix.lower() != ".png":
+        raise UserError(f"output={cfg.output} is not a .png file: the grid is written as PNG, e.g. output=samples.png")
     check_writable(cfg.run_dir, f"run_dir={cfg.run_dir}")
     check_writable(Path(cfg.output).expanduser().parent, f"output={cfg.output}")
     boolean(cfg.shapes_quality, "shapes_quality")
