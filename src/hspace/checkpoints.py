@@ -34,6 +34,23 @@ def read_checkpoint(path: str | Path, setting: str) -> dict:
     return checkpoint
 
 
+def state_mismatch(saved: dict, expected: dict) -> str | None:
+    """How the tensors of a state dict `saved` (a file's) differ from those a module `expected`, in a few words for
+    an error line (a tensor of another shape first, then missing ones, then extra ones); None where they fit."""
+    wrong = [key for key in expected if key in saved and tuple(saved[key].shape) != tuple(expected[key].shape)]
+    if wrong:
+        return (
+            f"shape of {wrong[0]}: {tuple(saved[wrong[0]].shape)} saved, {tuple(expected[wrong[0]].shape)} configured"
+        )
+    missing = [key for key in expected if key not in saved]
+    if missing:
+        return f"{len(missing)} weights missing, e.g. {missing[0]}"
+    unexpected = [key for key in saved if key not in expected]
+    if unexpected:
+        return f"{len(unexpected)} weights it does not have, e.g. {unexpected[0]}"
+    return None
+
+
 def check_resumes(module, checkpoint: dict, setting: str, max_steps: int | None) -> list[str]:
     """Refuse, in one line before any training, a checkpoint that the configured module cannot resume: weights of
     another module or architecture, or (for a module whose learning rate spans the whole training) another number
@@ -42,18 +59,8 @@ def check_resumes(module, checkpoint: dict, setting: str, max_steps: int | None)
     saved = checkpoint.get("state_dict")
     if not isinstance(saved, dict):
         raise UserError(f"{setting} holds no weights (state_dict): use a checkpoint hspace-train wrote")
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in saved]
-    unexpected = [key for key in saved if key not in expected]
-    wrong = [key for key in expected if key in saved and tuple(saved[key].shape) != tuple(expected[key].shape)]
-    if missing or unexpected or wrong:
-        detail = (
-            f"shape of {wrong[0]}: {tuple(saved[wrong[0]].shape)} saved, {tuple(expected[wrong[0]].shape)} configured"
-            if wrong
-            else f"{len(missing)} weights missing, e.g. {missing[0]}"
-            if missing
-            else f"{len(unexpected)} weights it does not have, e.g. {unexpected[0]}"
-        )
+    detail = state_mismatch(saved, module.state_dict())
+    if detail is not None:
         raise UserError(
             f"{setting} holds weights that do not fit the configured {type(module).__name__} ({detail}): resume with "
             "the settings it was trained with (its run's config.yaml), or start a new run"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from hspace.checkpoints import state_mismatch
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.weights import PRETRAINED_FILES, WEIGHTS_FILE, adm_checkpoint, resolve_weights
 from hspace.errors import UserError
@@ -113,17 +114,8 @@ def load_adm(
             "or a .safetensors file"
         ) from None
     unet = ADMUNet(ADMConfig(**adm))
-    expected = unet.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        detail = (
-            f"missing {missing[:3]}"
-            if missing
-            else f"unexpected {unexpected[:3]}"
-            if unexpected
-            else f"shape of {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}"
-        )
+    detail = state_mismatch(state, unet.state_dict())
+    if detail is not None:
         raise UserError(
             f"{path} does not fit the configured ADM architecture ({detail}): check model.adm against the "
             "checkpoint's flags"

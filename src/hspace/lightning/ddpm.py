@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from hspace.checkpoints import read_checkpoint
+from hspace.checkpoints import read_checkpoint, state_mismatch
 from hspace.checks import boolean, choice, integer, number
 from hspace.diffusion.derived import save_pretrained_model
 from hspace.diffusion.model import DiffusionModel
@@ -65,14 +65,11 @@ def load_matching_weights(unet: UNet2DModel, source: str) -> None:
     if not path.is_file():
         raise UserError(f"module.init_weights={source}: {path} does not exist; point it at a save_pretrained directory")
     state = load_file(path)
-    expected = unet.state_dict()
-    wrong = sorted(set(expected) ^ set(state)) or [
-        k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if wrong:
+    detail = state_mismatch(state, unet.state_dict())
+    if detail is not None:
         raise UserError(
-            f"module.init_weights={source} has another architecture than model.unet (first difference: {wrong[0]}): "
-            "train it with the same model.unet settings"
+            f"module.init_weights={source} has another architecture than model.unet ({detail}): train it with the "
+            "same model.unet settings"
         )
     unet.load_state_dict(state)
 
