@@ -125,6 +125,7 @@ CASES = [
     ("sample", ["sampler.num_steps=0"], "sampler.num_steps=0"),
     ("sample", ["batch_size=0"], "batch_size=0"),
     ("sample", ["output={tmp}/grid.jpg"], "output={tmp}/grid.jpg is not a .png file"),
+    ("sample", ["model.weights={tmp}/words.ckpt"], "model.weights={tmp}/words.ckpt is a file, not a save_pretrained"),
     ("sample", ["output=/proc/x.png"], "output=/proc/x.png: /proc cannot be written"),
     ("sample", ["run_dir=/proc/hs_run"], "run_dir=/proc/hs_run: /proc cannot be written"),
     ("sample", ["sampler.eta=[1,1]"], "sampler.eta has 2 entries"),

@@ -40,6 +40,11 @@ def local_weights(source: str, setting: str = "model.weights") -> Path | None:
     path = Path(source).expanduser()
     if path.is_dir():
         return path
+    if path.is_file():  # a weights file or a training checkpoint: the directory that holds the export is wanted
+        raise UserError(
+            f"{setting}={source} is a file, not a save_pretrained directory: give the directory that holds "
+            f"{WEIGHTS_FILE} and its configs (a training's export, <run_dir>/model)"
+        )
     if (SHIPPED_DIR / source / WEIGHTS_FILE).is_file():
         return SHIPPED_DIR / source
     if "/" not in source or path.is_absolute() or source.startswith("."):
