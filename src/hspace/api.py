@@ -148,13 +148,13 @@ def prepared(
     sampler = default_sampler(directions) if sampler is None else sampler
     check_type(sampler, SamplerSettings, "sampler", "SamplerSettings(num_steps=50)")
     if strengths is not None:
-        strengths = check_strengths(as_list(strengths, "strengths"))
+        strengths = as_list(strengths, "strengths")
     if edit is None:
         edit = ShiftEdit(strengths=list(DEFAULT_STRENGTHS if strengths is None else strengths))
     else:
         check_type(edit, EditStrategy, "edit", "ShiftEdit(strengths=[-4, 0, 4]) from hspace.edits.shift")
         edit = edit if strengths is None else replace(edit, strengths=strengths)
-        check_strengths(edit.strengths)
+    check_strengths(edit.strengths)  # an edit of one's own may not check them itself
     check_pairing(edit, directions.extra, "these directions", directions.finds_h)
     schedule = sampler.schedule(model.alphas_cumprod)
     edit.check_schedule(schedule)

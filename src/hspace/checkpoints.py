@@ -8,8 +8,12 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hspace.errors import UserError
+
+if TYPE_CHECKING:
+    from hspace.lightning.exportable import ExportableModule
 
 
 def read_checkpoint(path: str | Path, setting: str) -> dict:
@@ -51,7 +55,7 @@ def state_mismatch(saved: dict, expected: dict) -> str | None:
     return None
 
 
-def check_resumes(module, checkpoint: dict, setting: str, max_steps: int | None) -> list[str]:
+def check_resumes(module: ExportableModule, checkpoint: dict, setting: str, max_steps: int | None) -> list[str]:
     """Refuse, in one line before any training, a checkpoint that the configured module cannot resume: weights of
     another module or architecture, or (for a module whose learning rate spans the whole training) another number
     of steps than its schedule was built for. Returns the module settings that differ from the checkpoint's
@@ -67,7 +71,7 @@ def check_resumes(module, checkpoint: dict, setting: str, max_steps: int | None)
         )
     totals = [s.get("total_steps") for s in checkpoint.get("lr_schedulers") or [] if isinstance(s, dict)]
     total = next((t for t in totals if isinstance(t, int)), None)
-    if getattr(module, "needs_known_length", False) and total is not None and max_steps and max_steps != total:
+    if module.needs_known_length and total is not None and max_steps and max_steps != total:
         raise UserError(
             f"{setting} follows a learning-rate schedule over {total} steps, which a resume cannot change: resume with "
             f"trainer.max_steps={total}, or start a new run"
@@ -75,7 +79,7 @@ def check_resumes(module, checkpoint: dict, setting: str, max_steps: int | None)
     from hspace.tables.build import setting_text
 
     before = checkpoint.get("hyper_parameters") or {}
-    now = dict(getattr(module, "hparams", {}))
+    now = dict(module.hparams)
     return [
         f"{key}: {setting_text(before[key])} -> {setting_text(value)}"
         for key, value in now.items()

@@ -99,8 +99,14 @@ def inverted_batches(
             parts,
             compute,
             save=lambda value, path: atomic_write_safetensors(path, {"h": value[0], "x_T": value[1]}),
-            load=lambda path: (lambda tensors: (tensors["h"], tensors["x_T"]))(load_file(path)),
+            load=read_inversion,
         )
+
+
+def read_inversion(path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, x_T) of a cached batch inversion."""
+    tensors = load_file(path)
+    return tensors["h"], tensors["x_T"]
 
 
 def disentangle_stage(

@@ -83,14 +83,15 @@ def setting_text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(repr(v) if isinstance(v, str) else setting_text(v) for v in value) + "]"
+        return "[" + ", ".join(map(element_text, value)) + "]"
     if isinstance(value, dict):
-        return (
-            "{"
-            + ", ".join(f"{k!r}: {repr(v) if isinstance(v, str) else setting_text(v)}" for k, v in value.items())
-            + "}"
-        )
+        return "{" + ", ".join(f"{key!r}: {element_text(item)}" for key, item in value.items()) + "}"
     return str(value)
+
+
+def element_text(value) -> str:
+    """A list's or dict's element as setting_text writes it, text quoted as Python prints it in a list."""
+    return repr(value) if isinstance(value, str) else setting_text(value)
 
 
 def flat_settings(config: dict, prefix: str = "") -> dict[str, str]:
