@@ -13,8 +13,6 @@ LIBRARY_LOGGERS = ("pytorch_lightning", "lightning", "lightning_fabric", "lightn
 HARMLESS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning on torch >= 2.5, not our code
     r".*Checkpoint directory .* exists and is not empty.*",  # a resumed training writes on into its own folder
-    # a resumed training draws its batches afresh (every stream restored, hspace.lightning.random_states)
-    r".*resuming from a checkpoint that ended before the epoch ended.*",
     r".*does not have many workers.*",  # the evaluation loop reads edits already in memory
     r".*The number of training batches.*",
     r".*but have no `validation_step`.*",  # the Shapes datamodule serves classifiers too; a DDPM validates nothing

@@ -45,12 +45,12 @@ def train(cfg: DictConfig) -> Path:
     console(cfg)
 
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from hspace.data.datamodule import ImageDataModule
     from hspace.files import check_replaceable
     from hspace.lightning.exportable import ExportableModule
     from hspace.lightning.terminated import stopped_by_sigterm
+    from hspace.lightning.training_checkpoints import TrainingCheckpoints
     from hspace.loggers import close_wandb
 
     run_dir = Path(cfg.run_dir)
@@ -77,14 +77,7 @@ def train(cfg: DictConfig) -> Path:
                 "apply from here; give the old ones to go on as it was"
             )
     callbacks = [
-        # No "=" in checkpoint names: they are passed back as ckpt_path=... overrides.
-        ModelCheckpoint(
-            run_dir / "checkpoints",
-            "step_{step:07d}",
-            every_n_train_steps=cfg.checkpoint_every_n_steps,
-            save_last=True,
-            auto_insert_metric_name=False,
-        ),
+        TrainingCheckpoints(run_dir / "checkpoints", cfg.checkpoint_every_n_steps),
         *(build(c) for c in configured_callbacks(cfg.callbacks)),
     ]
     options = trainer_options(cfg.trainer, cfg.verbose)

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hspace.checks import integer, number
+from hspace.data.epoch_order import ResumableLoader
 from hspace.data.shapes import ATTRIBUTES, ShapesDataset
 from hspace.errors import UserError
 
@@ -92,14 +93,12 @@ class ImageDataModule(pl.LightningDataModule):
             )
         return self.attributes.index(attribute)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle,
         )
 
     def check_trainable(self) -> None:
@@ -111,15 +110,17 @@ class ImageDataModule(pl.LightningDataModule):
                 f"give data.batch_size={max(count, 1)} or less, or more training data"
             )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
+        """Full batches in an order drawn from the run's seed (torch's initial seed, which hspace-train sets to
+        `seed`) and the epoch; a training resumed mid-epoch goes on in the same order (hspace.data.epoch_order)."""
         self.check_trainable()
-        return self._loader("train", shuffle=True)
+        return ResumableLoader(self.datasets["train"], self.batch_size, torch.initial_seed(), self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
 
 class ShapesDataModule(ImageDataModule):

@@ -4,8 +4,8 @@ hspace-train seeds every stream with `seed` when it starts, resumed or not. With
 resumed training would draw again the batches, timesteps and noise its first steps drew. The states are kept as
 tensors, integers and floats, so checkpoints still load with `torch.load(weights_only=True)`.
 
-A resumed training is still not bit-identical to an unbroken one: the shuffling data loader of the epoch it resumes
-in draws a new order (and its seed from torch's stream) when it starts again.
+The training data loader keeps its own place in its order (hspace.data.epoch_order) and draws nothing from these
+streams, so a resumed training takes the same steps as an unbroken one.
 """
 
 from __future__ import annotations

@@ -1,0 +1,63 @@
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from hspace.data.epoch_order import BatchStream, ResumableLoader
+
+
+def stream_batches(stream, start, count):
+    """Batches start..start+count-1 of the stream, through iterations as Lightning's epochs take them."""
+    batches = []
+    while len(batches) < count:
+        stream.start = start + len(batches)
+        batches += list(iter(stream))
+    return batches[:count]
+
+
+def test_the_stream_is_one_permutation_per_pass_in_full_batches():
+    stream = BatchStream(size=10, batch_size=3, seed=5)
+    assert len(stream) == 3 and len(list(stream)) == 3  # the 10th item makes no full batch
+    batches = stream_batches(stream, 0, 9)  # three passes
+    for data_pass in range(3):
+        items = [i for batch in batches[3 * data_pass : 3 * data_pass + 3] for i in batch]
+        assert len(items) == len(set(items)) == 9 and set(items) <= set(range(10))
+        assert items == stream.order(data_pass).flatten().tolist()
+    assert batches[:3] != batches[3:6]  # each pass its own order
+    assert stream_batches(BatchStream(10, 3, 5), 0, 9) == batches  # a function of the seed alone
+    assert stream_batches(BatchStream(10, 3, 6), 0, 3) != batches[:3]
+    stream.start = 4
+    assert list(stream) == batches[4:7]  # starting mid-pass goes on in the same order, one pass's worth
+
+
+def test_the_loader_draws_nothing_from_the_global_stream_and_continues_from_its_state():
+    dataset = TensorDataset(torch.arange(20))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    loader = ResumableLoader(dataset, batch_size=4, seed=3)
+    iteration = iter(loader)
+    first = [next(iteration)[0].tolist() for _ in range(3)]  # an epoch cut short, as a max_steps stop does
+    more = [batch[0].tolist() for batch in loader]  # the next iteration goes on where that one stopped
+    assert torch.equal(torch.get_rng_state(), before)
+    assert len(more) == 5 and loader.state_dict() == {"batches": 8}
+    order = BatchStream(20, 4, 3)
+    assert first + more == order.order(0).tolist() + order.order(1)[:3].tolist()
+
+    resumed = ResumableLoader(dataset, batch_size=4, seed=3)
+    resumed.load_state_dict({"batches": 3})
+    assert [batch[0].tolist() for batch in resumed] == more
+    assert resumed.state_dict() == {"batches": 8}
+
+
+def test_a_loader_with_workers_hands_out_the_same_batches():
+    loader = ResumableLoader(TensorDataset(torch.arange(12)), 4, seed=1, num_workers=1)
+    iteration = iter(loader)
+    handed_out = [next(iteration)[0].tolist()]  # the worker has loaded more by now
+    handed_out += [batch[0].tolist() for batch in loader]
+    order = BatchStream(12, 4, seed=1)
+    assert handed_out == order.order(0).tolist() + order.order(1)[:1].tolist()
+    assert loader.state_dict() == {"batches": 4}
+
+
+def test_fewer_items_than_a_batch_is_refused():
+    with pytest.raises(ValueError, match="no full batch"):
+        BatchStream(3, 4, seed=0)
