@@ -63,7 +63,7 @@ quiet()
 warnings.warn_explicit("Attempted to insert a get_attr Node", UserWarning, "const_fold.py", 366,
                        module="torch.fx.experimental.const_fold")
 warnings.warn("Checkpoint directory /x/checkpoints exists and is not empty.")
-warnings.warn("You're resuming from a checkpoint that ended before the epoch ended and your dataloader is")
+warnings.warn("The number of training batches (8) is smaller than the logging interval Trainer(log_every_n_steps=50)")
 warnings.warn("anything else still shows")
 """
 
