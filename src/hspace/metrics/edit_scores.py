@@ -74,8 +74,9 @@ def success(totals: dict[str, torch.Tensor], d: int, s: int, target: int, sign: 
     return float(totals[moved][d, s, target] / total) if total > 0 else float("nan")
 
 
-def preserve(totals: dict[str, torch.Tensor], d: int, s: int, target: int) -> float:
-    """The fraction of (sample, other attribute) pairs whose decision the edit left unchanged."""
+def preserve(totals: dict[str, torch.Tensor], d: int, s: int, target: int | None) -> float:
+    """The fraction of (sample, other attribute) pairs whose decision the edit left unchanged (every attribute
+    when the edit has no target)."""
     num_attributes = totals["flips"].shape[-1]
     others = [i for i in range(num_attributes) if i != target]
     if not others or totals["count"][d, s] == 0:

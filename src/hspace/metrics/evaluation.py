@@ -32,6 +32,9 @@ from hspace.metrics.fid import FeatureBackend, load_reference, make_fid
 from hspace.metrics.keys import edit_key, with_headline
 from hspace.metrics.locality import LocalityRegion, LocalityScores, locality_metrics
 
+# The least change of an attribute's mean probability, at the headline strength, that makes it a guessed target.
+MIN_SCORE_CHANGE = 0.01
+
 
 @dataclass
 class EvaluationSettings:
@@ -183,9 +186,10 @@ class EditEvaluation(pl.LightningModule):
             metrics[edit_key(key, "num_samples")] = self.fid_edited[0].sample_counts()[1]
         return with_headline(metrics, self.strengths[head])
 
-    def target_of(self, j: int, delta: torch.Tensor, head: int) -> tuple[int, int]:
+    def target_of(self, j: int, delta: torch.Tensor, head: int) -> tuple[int, int] | None:
         """(attribute index, sign) a direction edits: from `targets`, else the attribute whose score the
-        headline strength moves most (its sign times the strength's)."""
+        headline strength moves most (its sign times the strength's); None when that strength moves no
+        attribute's mean probability by MIN_SCORE_CHANGE: such an edit has no target."""
         attributes = self.scores.attributes
         wanted = self.settings.targets.get(self.names[j])
         if wanted:
@@ -199,6 +203,8 @@ class EditEvaluation(pl.LightningModule):
             return attributes.index(name), sign
         row = delta[j, head]
         t = int(row.abs().argmax())
+        if not row[t].abs() >= MIN_SCORE_CHANGE:
+            return None
         return t, (1 if row[t] >= 0 else -1) * (1 if self.strengths[head] >= 0 else -1)
 
     def shaped_scores(self) -> dict[str, torch.Tensor]:
@@ -215,12 +221,14 @@ class EditEvaluation(pl.LightningModule):
         attributes = self.scores.attributes
         metrics: dict = {}
         for j, name in enumerate(self.names):
-            t, target_sign = self.target_of(j, delta, head)
-            metrics[edit_key(name, "target")] = ("-" if target_sign < 0 else "") + attributes[t]
+            target = self.target_of(j, delta, head)
+            t, target_sign = target if target is not None else (None, 0)
+            metrics[edit_key(name, "target")] = None if t is None else ("-" if target_sign < 0 else "") + attributes[t]
             for k, strength in enumerate(self.strengths):
                 if strength != 0:
                     sign = target_sign * (1 if strength > 0 else -1)
-                    metrics[edit_key(name, "success", strength=strength)] = success(scores, j, k, t, sign)
+                    measured = success(scores, j, k, t, sign) if t is not None else float("nan")
+                    metrics[edit_key(name, "success", strength=strength)] = measured
                 metrics[edit_key(name, "preserve", strength=strength)] = preserve(scores, j, k, t)
                 metrics[edit_key(name, "mse", strength=strength)] = float(mse[j, k])
                 metrics[edit_key(name, "ssim", strength=strength)] = float(ssim[j, k])
