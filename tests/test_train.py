@@ -170,6 +170,40 @@ def test_a_resumed_training_takes_the_steps_of_an_unbroken_one(tmp_path, monkeyp
         assert all(torch.equal(a, b) for a, b in zip(ema_again, ema))
 
 
+def test_a_resume_with_another_checkpoint_interval_rewrites_last_ckpt_in_place(tmp_path):
+    run = tmp_path / "run"
+    quiet = ["callbacks.sample_grid.every_n_steps=100"]
+    train(compose_train([f"run_dir={run}", "trainer.max_steps=6", "checkpoint_every_n_steps=4", *quiet]))
+    last = run / "checkpoints" / "last.ckpt"
+    train(
+        compose_train(
+            [f"run_dir={run}", "trainer.max_steps=9", "checkpoint_every_n_steps=3", f"ckpt_path={last}", *quiet]
+        )
+    )
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "step_0000009.ckpt"]
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 9
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    from hspace.lightning.training_checkpoints import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    writer = AtomicCheckpointIO()
+    writer.save_checkpoint({"global_step": 1}, path)
+
+    def torn(checkpoint, file):
+        file.write(b"half a checkpoint")
+        raise OSError("killed while writing")
+
+    monkeypatch.setattr(torch, "save", torn)
+    with pytest.raises(OSError, match="killed"):
+        writer.save_checkpoint({"global_step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"global_step": 1} and [p.name for p in tmp_path.iterdir()] == [
+        "last.ckpt"
+    ]
+
+
 def test_random_states_come_back_as_they_were_saved():
     import random
 

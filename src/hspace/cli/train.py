@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> Path:
     from hspace.files import check_replaceable
     from hspace.lightning.exportable import ExportableModule
     from hspace.lightning.terminated import stopped_by_sigterm
-    from hspace.lightning.training_checkpoints import TrainingCheckpoints
+    from hspace.lightning.training_checkpoints import AtomicCheckpointIO, TrainingCheckpoints
     from hspace.loggers import close_wandb
 
     run_dir = Path(cfg.run_dir)
@@ -86,7 +86,11 @@ def train(cfg: DictConfig) -> Path:
 
         callbacks.append(StepProgressBar())
     trainer = pl.Trainer(
-        **options, logger=make_loggers(cfg, "train") or False, callbacks=callbacks, default_root_dir=run_dir
+        **options,
+        logger=make_loggers(cfg, "train") or False,
+        callbacks=callbacks,
+        default_root_dir=run_dir,
+        plugins=[AtomicCheckpointIO()],
     )
     # once every piece is built: a refused setting leaves no run directory
     record_config(cfg, record_dir(run_dir) if cfg.ckpt_path is not None else run_dir)

@@ -5,15 +5,35 @@ wrote it: a training stopped by max_steps or max_time between two saves kept the
 resume from it trained the steps after it again. Here last.ckpt is rewritten whenever training ends at a step it
 does not hold: at max_steps or max_time, and at a SIGTERM (kill, timeout, a scheduler's time limit), which
 Lightning raises between two steps, so the checkpoint holds whole steps.
+
+A resume writes on into the same checkpoints/ folder. ModelCheckpoint finds its own state in a checkpoint under a
+key made of its settings, so a resume with another checkpoint_every_n_steps found none and wrote last-v1.ckpt
+beside the old last.ckpt, which a further resume from last.ckpt would have gone back to. Here the key is the same
+whatever the interval, and last.ckpt is always rewritten in place. Checkpoints are written to a temporary file
+and renamed into place (AtomicCheckpointIO), so a process killed while writing leaves the previous one whole.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from hspace.files import atomic_write_bytes
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing each file under a temporary name and renaming it into place."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_write_bytes(path, lambda file: torch.save(checkpoint, file))
 
 
 class TrainingCheckpoints(ModelCheckpoint):
@@ -25,7 +45,12 @@ class TrainingCheckpoints(ModelCheckpoint):
             every_n_train_steps=every_n_steps,
             save_last=True,
             auto_insert_metric_name=False,
+            enable_version_counter=False,
         )
+
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save_final_step(trainer)
