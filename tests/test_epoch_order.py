@@ -3,6 +3,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from hspace.data.epoch_order import BatchStream, ResumableLoader
+from hspace.distributed import Shard
+from hspace.errors import UserError
 
 
 def stream_batches(stream, start, count):
@@ -58,6 +60,17 @@ def test_a_loader_with_workers_hands_out_the_same_batches():
     assert loader.state_dict() == {"batches": 4}
 
 
-def test_fewer_items_than_a_batch_is_refused():
-    with pytest.raises(ValueError, match="no full batch"):
+def test_each_rank_takes_its_own_part_of_each_row_of_a_pass():
+    ranks = [BatchStream(20, 3, seed=2, shard=Shard(rank, 3)) for rank in range(3)]
+    assert [len(stream) for stream in ranks] == [2, 2, 2]  # 20 items: two rows of 9, two left out
+    passes = [list(stream) for stream in ranks]
+    rows = BatchStream(20, 9, seed=2).order(0).tolist()  # one process with the rows' size draws the same rows
+    for slot in range(2):
+        assert [i for rank in range(3) for i in passes[rank][slot]] == rows[slot]
+
+
+def test_fewer_items_than_a_batch_per_process_is_one_line():
+    with pytest.raises(UserError, match="make no batch of data.batch_size=4 for each of 1 processes"):
         BatchStream(3, 4, seed=0)
+    with pytest.raises(UserError, match="for each of 2 processes"):
+        BatchStream(7, 4, seed=0, shard=Shard(0, 2))

@@ -150,7 +150,7 @@ def test_inception_backend_through_the_same_path(tiny_inception_file):
     other.parent.mkdir()
     save_file(TinyInception().state_dict(), other)
     assert other.stat().st_size == tiny_inception_file.stat().st_size
-    assert inception_backend(other, num_features=16, build=build_tiny).identity != backend.identity
+    assert inception_backend(other, num_features=16, build=build_tiny).identity() != backend.identity()
 
 
 def test_inception_backend_without_weights_is_one_line(tmp_path):

@@ -93,3 +93,22 @@ def test_validation_accuracy_of_one_attribute_and_of_many_equals_torchmetrics():
     module.validation_step({"image": torch.zeros(4, 3, 8, 8), "attributes": torch.ones(4, 1)}, 0)
     module.on_validation_epoch_end()
     assert set(logged) == {"val/acc/dog", "val/acc_min"} and float(logged["val/acc/dog"]) in (0.0, 1.0)
+
+
+def test_a_classifier_changed_in_memory_is_identified_by_its_weights_and_so_is_its_fid_backend():
+    import pickle
+
+    from hspace.metrics.fid import classifier_backend
+
+    classifier = AttributeCNN.load("shapes_attributes")
+    backend = classifier_backend(classifier, "shapes_classifier")
+    loaded, loaded_backend = classifier.identity(), backend.identity()
+    assert loaded.startswith(classifier.weight_hash) and loaded_backend == f"classifier:{loaded}"
+    with torch.no_grad():
+        first = next(classifier.parameters())
+        kept = first.clone()
+        first.add_(0.5)  # fine-tuned in a notebook, say
+        assert classifier.identity() != loaded and backend.identity() != loaded_backend
+        first.copy_(kept)
+    assert classifier.identity() == loaded and backend.identity() == loaded_backend  # the file's weights again
+    assert pickle.loads(pickle.dumps(backend)).identity() == loaded_backend  # spawned evaluation processes

@@ -452,6 +452,30 @@ def test_the_gpu_training_script_trains_exports_and_measures(tmp_path):
     assert (tmp_path / "run" / "quality_samples.png").is_file()
 
 
+def test_a_training_across_two_processes_shards_its_batches_and_saves_its_place(tmp_path):
+    """trainer=ddp on two CPU processes (gloo): the training loader takes each rank's part of every batch row
+    itself (hspace.data.epoch_order), which Lightning must not replace by a DistributedSampler."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    tiny = [o for o in TINY if not o.startswith("callbacks.")]
+    command = [str(Path(sys.executable).parent / "hspace-train"), *tiny, "callbacks=none", "logger=none"]
+    devices = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32"]
+    result = subprocess.run(
+        [*command, *devices, "trainer.max_steps=3", f"run_dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 3 and checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"batches": 3}
+    ]
+
+
 def test_a_short_cli_training_shows_its_steps_logs_its_loss_and_resumes_in_its_own_directory(tmp_path):
     import os
 

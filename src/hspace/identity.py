@@ -61,6 +61,19 @@ def state_hash(module) -> str:
     return digest.hexdigest()[:16]
 
 
+def weights_identity(module, file_hash: str | None, loaded_state: str | None) -> str:
+    """The hash of the weights file `module` was loaded from while its weights in memory are still the ones it
+    read (`loaded_state`: their state_hash when it was loaded; None trusts `file_hash` as given), else the hash of
+    the weights in memory: a module built by hand, or one whose loaded weights were changed (fine-tuned, edited in a
+    notebook), never shares cache entries or directions with the file's."""
+    if not file_hash:
+        return state_hash(module)
+    if not loaded_state:
+        return file_hash
+    current = state_hash(module)
+    return file_hash if current == loaded_state else current
+
+
 def tensor_hash(tensor) -> str:
     """A hash of a tensor's content (its dtype, shape and values): the identity of data held in memory."""
     import torch

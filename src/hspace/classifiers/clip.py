@@ -19,7 +19,7 @@ from torch import nn
 from hspace.diffusion.loading import file_sha256
 from hspace.diffusion.weights import resolve_weights
 from hspace.errors import UserError
-from hspace.identity import state_hash
+from hspace.identity import state_hash, weights_identity
 
 CLIP_FILES = [
     "config.json",
@@ -52,6 +52,7 @@ class CLIPZeroShot(nn.Module):
         self.attributes = list(prompts)
         self.image_size = model.config.vision_config.image_size
         self.weight_hash = weight_hash  # of the weights file it was loaded from; None: hashed from memory
+        self.loaded_state = state_hash(self.model) if weight_hash else None  # the weights it read (weights_identity)
         self.prompts = {attribute: list(pair) for attribute, pair in prompts.items()}
         texts = [text for pair in prompts.values() for text in pair]
         tokens = tokenizer(texts, padding=True, return_tensors="pt")
@@ -65,7 +66,7 @@ class CLIPZeroShot(nn.Module):
     def identity(self) -> str:
         """The weights' hash with the prompts, their embeddings (what the tokenizer made of them) and the
         normalisation: everything the probabilities depend on."""
-        weights = self.weight_hash or state_hash(self.model)
+        weights = weights_identity(self.model, self.weight_hash, self.loaded_state)
         embeddings = hashlib.sha256(self.text_embeddings.float().cpu().contiguous().numpy().tobytes()).hexdigest()
         settings = json.dumps(
             {

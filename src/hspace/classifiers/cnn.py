@@ -17,7 +17,7 @@ from torch import nn
 
 from hspace.errors import UserError
 from hspace.files import atomic_write_safetensors, atomic_write_text
-from hspace.identity import config_hash, state_hash
+from hspace.identity import config_hash, state_hash, weights_identity
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets"
 WEIGHTS_FILE = "classifier.safetensors"
@@ -53,6 +53,7 @@ class AttributeCNN(nn.Module):
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.hidden), nn.SiLU())
         self.head = nn.Linear(config.hidden, len(config.attributes))
         self.weight_hash: str | None = None  # set by `load`: the hash of the weights file
+        self.loaded_state: str | None = None  # set by `load`: the hash of the weights it read (weights_identity)
 
     @property
     def attributes(self) -> list[str]:
@@ -63,9 +64,9 @@ class AttributeCNN(nn.Module):
         return self.config.resolution
 
     def identity(self) -> str:
-        """The hash of the weights (of the file it was loaded from, else of the weights in memory) with the
-        config: its attribute names say which score is which."""
-        return f"{self.weight_hash or state_hash(self)}:{config_hash(asdict(self.config))}"
+        """The hash of the weights (of the file it was loaded from while they are unchanged, else of the weights in
+        memory: hspace.identity.weights_identity) with the config: its attribute names say which score is which."""
+        return f"{weights_identity(self, self.weight_hash, self.loaded_state)}:{config_hash(asdict(self.config))}"
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features. (B, hidden)"""
@@ -107,4 +108,5 @@ class AttributeCNN(nn.Module):
         model = cls(CNNConfig(**json.loads((directory / CONFIG_FILE).read_text())))
         model.load_state_dict(load_file(directory / WEIGHTS_FILE))
         model.weight_hash = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+        model.loaded_state = state_hash(model)
         return model.to(device).eval().requires_grad_(False)

@@ -81,6 +81,8 @@ def train(cfg: DictConfig) -> Path:
         *(build(c) for c in configured_callbacks(cfg.callbacks)),
     ]
     options = trainer_options(cfg.trainer, cfg.verbose)
+    if isinstance(datamodule, ImageDataModule):  # its training loader shards itself across ranks (epoch_order)
+        options["use_distributed_sampler"] = False
     if options["enable_progress_bar"]:
         from hspace.lightning.step_progress import StepProgressBar
 

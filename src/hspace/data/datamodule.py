@@ -13,7 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from hspace.checks import integer, number
 from hspace.data.epoch_order import ResumableLoader
+from hspace.data.image_files import DECODING_VERSION
 from hspace.data.shapes import ATTRIBUTES, ShapesDataset
+from hspace.distributed import Shard
 from hspace.errors import UserError
 
 
@@ -73,7 +75,7 @@ class ImageDataModule(pl.LightningDataModule):
         """What the data are, for cache keys: the type, the attribute names, and per split its length, its
         fingerprint (every item, without decoding an image: Fingerprinted) and the pixels and labels of its
         first and last items (which cover the image size and the decoding)."""
-        digest = hashlib.sha256(f"{type(self).__name__}:{','.join(self.attributes)}".encode())
+        digest = hashlib.sha256(f"{type(self).__name__}:{','.join(self.attributes)}:{DECODING_VERSION}".encode())
         for name, dataset in self.datasets.items():
             digest.update(f"{name}:{len(dataset)}".encode())
             if isinstance(dataset, Fingerprinted):
@@ -112,9 +114,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> ResumableLoader:
         """Full batches in an order drawn from the run's seed (torch's initial seed, which hspace-train sets to
-        `seed`) and the epoch; a training resumed mid-epoch goes on in the same order (hspace.data.epoch_order)."""
+        `seed`); a resumed training goes on in the same order (hspace.data.epoch_order). Under a process group each
+        rank takes its own batches (the Trainer must leave the loader's sampler alone: use_distributed_sampler)."""
         self.check_trainable()
-        return ResumableLoader(self.datasets["train"], self.batch_size, torch.initial_seed(), self.num_workers)
+        shard = Shard.current()
+        return ResumableLoader(self.datasets["train"], self.batch_size, torch.initial_seed(), self.num_workers, shard)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hspace.distributed import Shard
+from hspace.errors import UserError
+
 WORKER_SEEDS = 0  # the stream the loader's workers' seeds come from; pass e over the data draws from stream e + 1
 
 
@@ -30,20 +33,25 @@ def seeded_generator(seed: int, stream: int) -> torch.Generator:
 
 
 class BatchStream(Sampler[list[int]]):
-    """Batches of indices into `size` items: batch b is slot b mod n of pass b div n over the data, where n =
-    size div batch_size and each pass is a permutation drawn from seeded_generator(seed, pass + 1). Iterating
-    gives n batches, one pass's worth, from batch `start` on."""
+    """Batches of indices into `size` items: batch b is slot b mod n of pass b div n over the data, where each pass
+    is a permutation drawn from seeded_generator(seed, pass + 1), cut into n = size div (batch_size * world_size)
+    rows of batch_size * world_size (the rest of the pass is left out), and rank `rank` of `world_size` processes
+    takes its own batch_size of each row. Iterating gives n batches, one pass's worth, from batch `start` on."""
 
-    def __init__(self, size: int, batch_size: int, seed: int):
-        if size < batch_size:
-            raise ValueError(f"{size} items make no full batch of {batch_size}")
-        self.size, self.batch_size, self.seed = size, batch_size, seed
+    def __init__(self, size: int, batch_size: int, seed: int, shard: Shard = Shard()):
+        if size < batch_size * shard.world_size:
+            raise UserError(
+                f"{size} training images make no batch of data.batch_size={batch_size} for each of "
+                f"{shard.world_size} processes: give a smaller batch size, fewer devices or more data"
+            )
+        self.size, self.batch_size, self.seed, self.shard = size, batch_size, seed, shard
         self.start = 0
 
     def order(self, data_pass: int) -> torch.Tensor:
-        """Pass `data_pass` over the data as full batches: a (len(self), batch_size) tensor of indices."""
+        """This rank's batches of pass `data_pass` over the data: a (len(self), batch_size) tensor of indices."""
         permutation = torch.randperm(self.size, generator=seeded_generator(self.seed, data_pass + 1))
-        return permutation[: len(self) * self.batch_size].view(len(self), self.batch_size)
+        rows = permutation[: len(self) * self.batch_size * self.shard.world_size].view(len(self), -1)
+        return rows[:, self.shard.rank * self.batch_size : (self.shard.rank + 1) * self.batch_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         data_pass, slot = divmod(self.start, len(self))
@@ -53,15 +61,16 @@ class BatchStream(Sampler[list[int]]):
         return iter(batches)
 
     def __len__(self) -> int:
-        return self.size // self.batch_size
+        return self.size // (self.batch_size * self.shard.world_size)
 
 
 class ResumableLoader(DataLoader):
-    """`dataset` in the batches of a BatchStream; a state_dict / load_state_dict pair that Lightning saves in each
-    checkpoint (a stateful loader) and restores before the resumed training's first batch."""
+    """`dataset` in the batches of a BatchStream (this process's, under a process group: it shards the data itself,
+    so Lightning must not put a DistributedSampler in); a state_dict / load_state_dict pair that Lightning saves in
+    each checkpoint (a stateful loader) and restores before the resumed training's first batch."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0):
-        stream = BatchStream(len(dataset), batch_size, seed)
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, shard: Shard = Shard()):
+        stream = BatchStream(len(dataset), batch_size, seed, shard)
         super().__init__(
             dataset,
             batch_sampler=stream,

@@ -11,6 +11,11 @@ from PIL import Image, UnidentifiedImageError
 from hspace.errors import UserError
 from hspace.images import from_pixels
 
+# Raise it when decoding changes what an image file gives: the data's identity (ImageDataModule.identity) and a
+# method's image files enter cache keys with it, so statistics and directions of the old pixels are not reused.
+# 2: 16-bit grey images scaled to 8 bits, non-square images centre-cropped.
+DECODING_VERSION = 2
+
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")  # PIL's modes of 16-bit grey images (PNG, TIFF)
 
 

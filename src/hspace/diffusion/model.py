@@ -12,7 +12,7 @@ from torch import Tensor
 from hspace.bottleneck import h_shape
 from hspace.diffusion.schedule import PREDICTION_TYPES, training_alphas_cumprod
 from hspace.errors import UserError
-from hspace.identity import config_hash, state_hash
+from hspace.identity import config_hash, weights_identity
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -83,12 +83,7 @@ class DiffusionModel:
         """The hash of the weights file it was loaded from while the weights in memory are still those, else of the
         weights in memory (a model built from a checkpoint or by hand, or one whose loaded weights were changed), so
         that two models never share cache entries or directions by having none or by having been changed."""
-        if not self.weight_hash:
-            return state_hash(self.unet)
-        if not self.loaded_state:
-            return self.weight_hash
-        current = state_hash(self.unet)
-        return self.weight_hash if current == self.loaded_state else current
+        return weights_identity(self.unet, self.weight_hash, self.loaded_state)
 
     def identity(self) -> dict:
         """Everything about the model that determines what it computes: for cache keys. The architecture's

@@ -173,6 +173,9 @@ class BoundaryDirections(DirectionMethod):
     batch_size: int = 64
 
     name = "boundary"
+    # 2: t_mix=auto chooses on a validation part of the training split, the split keeps a training example of each
+    # class, and the mixing search walks the clipped paths a clip_x0 run edits
+    version = 2
     collects_across_processes = True
     provides = ("x_normal", "offsets")
 

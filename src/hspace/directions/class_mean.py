@@ -93,6 +93,7 @@ class ClassMeanDirections(DirectionMethod):
     keep_original: bool = False  # with condition_on: also keep the raw directions
 
     name = "class_mean"
+    version = 2  # 2: the projection's basis comes from an SVD
     collects_across_processes = True
 
     def __post_init__(self):

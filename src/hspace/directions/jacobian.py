@@ -113,6 +113,7 @@ class JacobianDirections(DirectionMethod):
     mask_file: str | None = None
 
     name = "jacobian"
+    version = 2  # 2: region masks are resized as LOCO Edit's code does
 
     def __post_init__(self):
         integer(self.num_directions, "method.num_directions", 1)

@@ -25,7 +25,7 @@ import torch
 
 from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer
-from hspace.data.image_files import check_image, load_image
+from hspace.data.image_files import DECODING_VERSION, check_image, load_image
 from hspace.diffusion.ddim import to_x0_eps
 from hspace.diffusion.inversion import invert
 from hspace.diffusion.model import DiffusionModel
@@ -141,6 +141,7 @@ class LocoDirections(DirectionMethod):
     chunk: int | None = None
 
     name = "loco"
+    version = 2  # 2: region masks are resized as LOCO Edit's code does
     provides = ("x_directions",)
     finds_h = False
 
@@ -171,6 +172,7 @@ class LocoDirections(DirectionMethod):
                 identity[key] = hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
         if self.image_file is not None:  # taken at the decoded x_t since; earlier entries were at the inverted one
             identity["image_point"] = "decoded"
+            identity["decoding"] = DECODING_VERSION
         return identity
 
     def starting_point(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -42,13 +43,18 @@ class FeatureBackend(nn.Module):
         name: str,
         network: nn.Module,
         num_features: int,
-        identity: str,
+        identify: Callable[[], str],
         prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         super().__init__()
-        self.name, self.network, self.num_features, self.identity = name, network, num_features, identity
+        self.name, self.network, self.num_features, self.identify = name, network, num_features, identify
         self.prepare = prepare
         self.network.eval().requires_grad_(False)
+
+    def identity(self) -> str:
+        """What the features are, asked each time (a classifier's weights may change after the backend is built);
+        `identify` is picklable, as spawned evaluation processes need (a module-level function or a partial)."""
+        return self.identify()
 
     def train(self, mode: bool = True):  # a fixed feature extractor: always in eval mode
         return super().train(False)
@@ -79,7 +85,13 @@ def classifier_backend(classifier: FeatureClassifier, name: str) -> FeatureBacke
         size = classifier.resolution
         device = next(classifier.parameters()).device
         num_features = classifier.features(torch.zeros(1, 3, size, size, device=device)).shape[-1]
-    return FeatureBackend(name, Penultimate(classifier), num_features, identity=f"classifier:{classifier.identity()}")
+    return FeatureBackend(
+        name, Penultimate(classifier), num_features, identify=partial(classifier_identity, classifier)
+    )
+
+
+def classifier_identity(classifier: FeatureClassifier) -> str:
+    return f"classifier:{classifier.identity()}"
 
 
 def torch_fidelity_inception(weights_path: Path) -> nn.Module:
@@ -115,11 +127,12 @@ def inception_backend(
     from hspace.diffusion.loading import file_sha256
 
     path = Path(weights_path).expanduser().resolve()
+    weights = file_sha256(path)
     return FeatureBackend(
         "inception",
         build(path),
         num_features,
-        identity=f"inception:{file_sha256(path)}",  # the cached reference statistics follow the weights' content
+        identify=partial(str, f"inception:{weights}"),  # the cached reference statistics follow the weights' content
         prepare=unit_to_uint8,  # Inception networks for FID take uint8 pixels
     )
 
@@ -237,7 +250,7 @@ def cached_reference_statistics(
 
     if cache is None:
         return compute()
-    parts = {"backend": backend.identity, "dataset": dataset_id, "count": count}
+    parts = {"backend": backend.identity(), "dataset": dataset_id, "count": count}
 
     def write(stats, path):
         atomic_write_safetensors(path, stats)
