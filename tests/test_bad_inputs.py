@@ -157,6 +157,7 @@ CASES = [
     ("train", ["+trainer.max_epochs=0", "trainer.max_steps=-1"], "trainer.max_epochs=0 trains nothing"),
     ("train", ["trainer.max_time=bogus"], "trainer.max_time='bogus' is not a time limit"),
     ("train", ["trainer.precision=bogus"], "trainer.precision='bogus' is not one of"),
+    ("train", ["trainer.precision=bf16-true"], "rounds the least noisy timesteps to no noise; use bf16-mixed"),
     ("train", ["trainer.devices=0"], "trainer.devices=0 is below 1"),
     ("train", ["data.resolution=64"], "data.resolution=64 but the UNet is built for 32-pixel images"),
     (

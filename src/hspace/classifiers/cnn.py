@@ -79,10 +79,10 @@ class AttributeCNN(nn.Module):
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """P(attribute) for each image. (B, A) in [0, 1]"""
-        device = next(self.parameters()).device
+        weights = next(self.parameters())  # images of a half-precision model are scored at the weights' precision
         return torch.cat(
             [
-                torch.sigmoid(self(images[i : i + batch_size].to(device))).cpu()
+                torch.sigmoid(self(images[i : i + batch_size].to(weights.device, weights.dtype))).cpu()
                 for i in range(0, len(images), batch_size)
             ]
         )

@@ -19,6 +19,7 @@ TRAINING_PRECISIONS = (
     *("16", "32", "64", "bf16"),
     *("16-mixed", "bf16-mixed", "32-true", "64-true", "16-true", "bf16-true", "transformer-engine"),
 )
+HALF_PRECISIONS = ("16-true", "bf16-true")  # every weight and buffer in half precision, not only the compute
 FID_BACKENDS = ("classifier", "inception", "none")
 EVALUATION_STRATEGIES = ("auto", "ddp", "ddp_spawn")
 # Keys a user may add with + that code reads: per-direction targets.
@@ -96,6 +97,7 @@ def check_training(cfg: DictConfig) -> None:
     check_cosine_decay(cfg.module, max_steps)
     note_long_warmup(cfg.module, max_steps)
     check_training_length(cfg.module, max_steps, trainer.get("max_epochs"))
+    check_training_precision(cfg.module, trainer.get("precision", 32))
 
 
 def check_max_time(max_time) -> None:
@@ -138,18 +140,38 @@ def check_training_length(module: DictConfig, max_steps: int, max_epochs) -> Non
     refuses a run limited by time alone, whose length Lightning cannot know in advance."""
     if max_steps != -1 or max_epochs not in (None, -1):
         return
-    target = module.get("_target_")
-    try:
-        from hydra.utils import get_class
-
-        module_class = get_class(target)
-    except Exception:  # an unknown module is refused where it is built, in one line
-        return
-    if getattr(module_class, "needs_known_length", False):
+    module_class = exportable_class(module)
+    if module_class is not None and module_class.needs_known_length:
         raise UserError(
-            f"module={target} schedules its learning rate over the whole training, so trainer.max_time alone "
-            "cannot end it: give trainer.max_steps or trainer.max_epochs"
+            f"module={module.get('_target_')} schedules its learning rate over the whole training, so "
+            "trainer.max_time alone cannot end it: give trainer.max_steps or trainer.max_epochs"
         )
+
+
+def check_training_precision(module: DictConfig, precision) -> None:
+    """A module that cannot train with every tensor in half precision (ExportableModule.not_in_half_precision)
+    refuses 16-true and bf16-true; the mixed precisions keep the weights and buffers in float32."""
+    if str(precision) not in HALF_PRECISIONS:
+        return
+    module_class = exportable_class(module)  # imports Lightning: only for the precisions it refuses
+    if module_class is not None and module_class.not_in_half_precision:
+        raise UserError(
+            f"trainer.precision={precision}: module={module.get('_target_')} {module_class.not_in_half_precision}; "
+            f"use {str(precision).replace('-true', '-mixed')} (trainer=gpu uses bf16-mixed)"
+        )
+
+
+def exportable_class(module: DictConfig):
+    """The ExportableModule subclass `module` builds, or None where it names none (refused where it is built)."""
+    from hydra.utils import get_class
+
+    from hspace.lightning.exportable import ExportableModule
+
+    try:
+        module_class = get_class(module.get("_target_"))
+    except Exception:  # an unknown module is refused where it is built, in one line
+        return None
+    return module_class if isinstance(module_class, type) and issubclass(module_class, ExportableModule) else None
 
 
 def check_training_resolution(cfg: DictConfig) -> None:

@@ -37,7 +37,8 @@ def output_change(
     x0 = image_batch(dataset, range(num_images))
     t = torch.randint(0, model.num_train_timesteps, (num_images,), generator=generator)
     a = model.alphas_cumprod.float()[t].view(-1, 1, 1, 1)
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)
+    x_t = (a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)).to(model.device)
+    t = t.to(model.device)
     with torch.no_grad():
         before, after = model.unet(x_t, t).sample, unet(x_t, t).sample
     return float((after - before).pow(2).mean().sqrt() / before.pow(2).mean().sqrt())

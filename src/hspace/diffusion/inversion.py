@@ -104,8 +104,9 @@ def edit_friendly_invert(
         raise ValueError(f"{len(seeds)} seeds for {x0.shape[0]} images")
     x0 = x0.to(model.device, model.dtype)
     noise = torch.stack([torch.randn((T, *x0.shape[1:]), generator=seed_stream(s, "inversion")) for s in seeds], dim=1)
-    a = schedule.alpha_bar.to(x0.dtype).view(T, 1, 1, 1, 1).to(x0.device)
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise.to(x0)  # (T, B, C, H, W), idx 0 = x_T
+    # The levels' roots in at least float32: in half precision alpha_bar of the least noisy steps rounds to 1.
+    a = schedule.alpha_bar.to(torch.promote_types(x0.dtype, torch.float32)).view(T, 1, 1, 1, 1).to(x0.device)
+    x_t = (a.sqrt() * x0 + (1 - a).sqrt() * noise.to(a)).to(x0.dtype)  # (T, B, C, H, W), idx 0 = x_T
     x_prev = torch.cat([x_t[1:], x0[None]])
     z = torch.zeros_like(x_t)
     with HSpace(model.unet, capture=record_h) as hs:

@@ -32,6 +32,7 @@ from hspace.directions.subspace import (
     sequential_power_iteration,
 )
 from hspace.errors import UserError
+from hspace.precision import ieee_float32
 from hspace.progress import bar
 
 SCALE_MODES = ("sigma_t", "sigma_tau", "none")
@@ -175,6 +176,10 @@ class JacobianDirections(DirectionMethod):
         region_mask(model.image_shape, self.mask_box, self.mask_file)
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
+        with ieee_float32():  # no TF32 in the products (hspace.precision)
+            return self.find_without_tf32(model, sampler)
+
+    def find_without_tf32(self, model: DiffusionModel, sampler: SamplerSettings) -> Directions:
         mask = region_mask(model.image_shape, self.mask_box, self.mask_file)  # a bad mask stops before any sampling
         mask = mask.to(model.device) if mask is not None else None
         k = self.num_directions

@@ -38,6 +38,7 @@ from hspace.directions.method import DirectionMethod
 from hspace.directions.subspace import block_subspace_iteration, check_iteration_settings
 from hspace.errors import UserError
 from hspace.images import to_uint8
+from hspace.precision import ieee_float32
 
 MASKS = ("object", "box", "file", "none")
 
@@ -211,11 +212,15 @@ class LocoDirections(DirectionMethod):
         return None
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
+        with ieee_float32():  # no TF32 in the products (hspace.precision)
+            return self.find_without_tf32(model, sampler)
+
+    def find_without_tf32(self, model: DiffusionModel, sampler: SamplerSettings) -> Directions:
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's grid: the edited samples walk the same path
         index = schedule.index_of(self.t_edit)
         tau = int(schedule.timesteps[index])
         x_t, image = self.starting_point(model, schedule, index, sampler.clip_x0)
-        x_t = x_t.to(model.device, torch.float32)
+        x_t = x_t.to(model.device, model.dtype)
         mask = self.region(model, image)
         mask = mask.to(model.device) if mask is not None else None
         n = x_t.numel()

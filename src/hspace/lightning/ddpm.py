@@ -135,6 +135,12 @@ class DDPMTraining(ExportableModule):
     the bottleneck h.
     """
 
+    # Lightning casts the schedule's buffers with the weights: in bf16, alpha_bar of the least noisy timesteps
+    # rounds to 1 and they are trained without noise.
+    not_in_half_precision = (
+        "casts its noise schedule to half precision, which rounds the least noisy timesteps to no noise"
+    )
+
     def __init__(
         self,
         unet: dict,

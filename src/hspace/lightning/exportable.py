@@ -22,6 +22,9 @@ class ExportableModule(pl.LightningModule, ABC):
     # Whether the module needs the training's length when it starts (a learning rate spread over all of it):
     # hspace-train then refuses a run limited by trainer.max_time alone.
     needs_known_length: ClassVar[bool] = False
+    # Why the module cannot train with every tensor in half precision (trainer.precision=16-true or bf16-true),
+    # or None where it can: hspace-train then refuses those precisions.
+    not_in_half_precision: ClassVar[str | None] = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["random_states"] = random_states()

@@ -27,8 +27,9 @@ def h_swap_change(
     changes = {}
     for tau in timesteps:
         a = model.alphas_cumprod[tau]
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=torch.Generator().manual_seed(tau))
-        t = torch.full((num_samples,), tau)
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(tau)).to(x0)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        t = torch.full((num_samples,), tau, device=x0.device)
         with HSpace(model.unet, capture=True) as hs:
             out = model.unet(x_t, t).sample
             hs.replace(hs.captured[0].roll(1, dims=0))

@@ -1,0 +1,57 @@
+"""Precision on the paths a GPU takes: the Jacobian solvers' products without TF32, and models or images in half
+precision (simulated on the CPU, where bfloat16 runs)."""
+
+import copy
+
+import pytest
+import torch
+
+from hspace.classifiers.cnn import AttributeCNN
+from hspace.diffusion.model import DiffusionModel
+from hspace.diffusion.schedule import SamplerSettings
+from hspace.directions import jacobian, loco
+from hspace.directions.jacobian import JacobianDirections
+from hspace.directions.loco import LocoDirections
+from hspace.precision import ieee_float32
+
+
+def test_ieee_float32_holds_within_and_puts_the_settings_back_on_error():
+    before = torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    with pytest.raises(RuntimeError, match="inside"):
+        with ieee_float32():
+            assert torch.backends.cudnn.conv.fp32_precision == torch.backends.cuda.matmul.fp32_precision == "ieee"
+            raise RuntimeError("inside")
+    assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before
+
+
+def test_the_jacobian_solvers_take_their_products_without_tf32(model, monkeypatch):
+    seen = []
+
+    def recording(products):
+        def wrapped(*args, **kwargs):
+            seen.append(torch.backends.cudnn.conv.fp32_precision)
+            return products(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(jacobian, "jacobian_products", recording(jacobian.jacobian_products))
+    monkeypatch.setattr(loco, "posterior_products", recording(loco.posterior_products))
+    sampler = SamplerSettings(num_steps=4)
+    JacobianDirections(num_directions=1, tau=500, max_iters=2, min_iters=1).find(model, sampler)
+    LocoDirections(edit_rank=1, null_rank=0, mask="none", t_edit=500, max_iters=2, min_iters=1).find(model, sampler)
+    assert len(seen) == 5 and set(seen) == {"ieee"}  # 4 steps of the Jacobian (scale_mode sigma_t), 1 of LOCO
+    assert torch.backends.cudnn.conv.fp32_precision != "ieee"
+
+
+def test_loco_runs_on_a_model_with_half_precision_weights(model):
+    half = DiffusionModel(copy.deepcopy(model.unet).to(torch.bfloat16), model.scheduler_config, name="tiny-bf16")
+    settings = dict(edit_rank=1, null_rank=0, mask="none", t_edit=500, max_iters=2, min_iters=1)
+    directions = LocoDirections(**settings).find(half, SamplerSettings(num_steps=4))
+    assert directions.extra["x_directions"].shape == (1, *model.image_shape)
+
+
+def test_the_classifier_scores_half_precision_images():
+    classifier = AttributeCNN.load("shapes_attributes")
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    half = classifier.probabilities(images.to(torch.bfloat16))
+    torch.testing.assert_close(half, classifier.probabilities(images), atol=0.05, rtol=0)
