@@ -214,6 +214,20 @@ def test_collection_processes_follow_the_trainer_config():
     assert collection_processes(trainer(strategy="ddp", devices=-1)) == 1  # cpu: "all devices" is one process
 
 
+def test_listed_gpus_place_the_run_and_its_collection(monkeypatch):
+    import torch
+    from omegaconf import OmegaConf
+
+    from hspace.cli.run import listed_gpus, run_device
+
+    trainer = lambda **kw: OmegaConf.create({"accelerator": "gpu", "devices": 1, **kw})  # noqa: E731
+    assert listed_gpus(trainer(devices=[2, 3])) == (2, 3) and listed_gpus(trainer(devices="1,3")) == (1, 3)
+    assert listed_gpus(trainer(devices=2)) == () and listed_gpus(trainer(devices="2")) == ()
+    assert run_device(trainer(accelerator="cpu", devices=2)) == torch.device("cpu")
+    assert run_device(trainer(devices=[2, 3])) == torch.device("cuda", 2)  # not cuda:0, what "gpu" alone gives
+    assert run_device(trainer(devices=2)) == torch.device("cuda")
+
+
 def refuses_on_rank_one() -> None:
     from hspace.errors import UserError
 

@@ -204,6 +204,29 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_one_whole(tmp_path, m
     ]
 
 
+def test_each_rank_trains_on_its_own_rows_of_one_draw_of_timesteps_and_noise(monkeypatch):
+    """Ranks seeded alike draw the timesteps and noise of every rank's images and take their own rows: rank 1 of
+    2 gets the second half of what one process drawing for both would get; one process draws as randn_like."""
+    from hspace.distributed import Shard
+    from hspace.lightning import ddpm
+
+    module = DDPMTraining(unet={**TINY_UNET, "layers_per_block": 1}, scheduler=dict(prediction_type="epsilon"))
+    drawn = []
+    monkeypatch.setattr(module, "noised", lambda x0, eps, tau: (drawn.append((eps, tau)), (x0, x0))[1])
+    batch = {"image": torch.zeros(3, 3, 16, 16)}
+    for shard in (Shard(1, 2), Shard(0, 1)):
+        monkeypatch.setattr(ddpm.Shard, "current", classmethod(lambda cls, shard=shard: shard))
+        torch.manual_seed(7)
+        module.training_step(batch, 0)
+    torch.manual_seed(7)
+    both_taus, both_noise = torch.randint(0, 1000, (6,)), torch.randn(6, 3, 16, 16)
+    (rank1_noise, rank1_taus), (alone_noise, alone_taus) = drawn
+    assert torch.equal(rank1_taus, both_taus[3:]) and torch.equal(rank1_noise, both_noise[3:])
+    torch.manual_seed(7)
+    taus = torch.randint(0, 1000, (3,))
+    assert torch.equal(alone_taus, taus) and torch.equal(alone_noise, torch.randn_like(batch["image"]))
+
+
 def test_random_states_come_back_as_they_were_saved():
     import random
 

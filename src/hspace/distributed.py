@@ -95,11 +95,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, threads: int, fn: Callable, args: tuple, out: str) -> None:
+def _worker(
+    rank: int, world_size: int, port: int, threads: int, gpus: Sequence[int], fn: Callable, args: tuple, out: str
+) -> None:
     torch.set_num_threads(threads)
-    use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world_size
+    use_cuda = torch.cuda.is_available() and (len(gpus) or torch.cuda.device_count()) >= world_size
     if use_cuda:
-        torch.cuda.set_device(rank)
+        torch.cuda.set_device(gpus[rank] if gpus else rank)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
     try:
@@ -115,12 +117,13 @@ def _worker(rank: int, world_size: int, port: int, threads: int, fn: Callable, a
         dist.destroy_process_group()
 
 
-def run_across_processes(fn: Callable, args: tuple, world_size: int) -> object:
+def run_across_processes(fn: Callable, args: tuple, world_size: int, gpus: Sequence[int] = ()) -> object:
     """Run `fn(*args)` in `world_size` new processes joined in one process group, and return rank 0's
     result (which must be plain data: tensors, numbers, strings, lists and dicts of them).
 
-    Each process gets cpu_count / world_size torch threads; with as many GPUs as ranks, rank r uses GPU r
-    (NCCL), else every rank runs on the CPU (gloo). `fn` moves its model to its own device."""
+    Each process gets cpu_count / world_size torch threads; with as many GPUs as ranks, rank r uses GPU r, or the
+    r-th of `gpus` where they are listed (NCCL), else every rank runs on the CPU (gloo). `fn` moves its model to
+    its own device."""
     import torch.multiprocessing as mp
 
     if world_size < 1:
@@ -129,7 +132,8 @@ def run_across_processes(fn: Callable, args: tuple, world_size: int) -> object:
     with tempfile.TemporaryDirectory(prefix="hspace-ranks-") as tmp:
         out = str(Path(tmp) / "rank0.pt")
         try:
-            mp.spawn(_worker, args=(world_size, free_port(), threads, fn, args, out), nprocs=world_size, join=True)
+            worker_args = (world_size, free_port(), threads, tuple(gpus), fn, args, out)
+            mp.spawn(_worker, args=worker_args, nprocs=world_size, join=True)
         except Exception:
             refused = sorted(Path(tmp).glob("rank0.pt.error*"))
             if refused:  # a rank refused its work: the others then fail in their collectives, not by themselves

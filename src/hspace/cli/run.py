@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hspace.cli import (
     as_list,
@@ -157,7 +157,7 @@ def compose_job(cfg: DictConfig) -> ComposedRun:
                 )
     check_real_images(real_count, cfg.sampler.clip_x0)
     note_small_fid_sets(cfg.metrics, {"num_samples": cfg.num_samples, "real_images": real_count})
-    evaluation = evaluation_settings(cfg.metrics, resolve_device(cfg.trainer.accelerator))
+    evaluation = evaluation_settings(cfg.metrics, run_device(cfg.trainer))
     note_unscored_targets(cfg.metrics, evaluation)
     if evaluation is not None and evaluation.uses_loop:
         check_evaluation_devices(
@@ -230,7 +230,7 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
 
     # What needs the model to be checked is checked before the run starts: damaged weights, an edit window off
     # the model's grid, a directions file of another model or grid, a region that does not fit its images.
-    device = resolve_device(cfg.trainer.accelerator)
+    device = run_device(cfg.trainer)
     model = load_configured_model(OmegaConf.to_container(cfg.model, resolve=True), device=device)
     model.autocast = cfg.precision
     sampler = sampler_settings(cfg.sampler)
@@ -284,6 +284,7 @@ def execute(cfg: DictConfig, composed: ComposedRun, run_dir: Path) -> dict:
             timer=timer,
             factor_images=composed.factor_images,
             collection_processes=collection_processes(cfg.trainer),
+            collection_gpus=listed_gpus(cfg.trainer),
         )
         result = run_edit_job(job, loggers)
         print("\n".join(result.summary()))
@@ -383,6 +384,25 @@ def check_known_factors(data: DictConfig, count: int) -> None:
             f"metrics.disentanglement.num_images={count} needs images with known factors (data=shapes): "
             "set it to 0 for this data"
         )
+
+
+def listed_gpus(trainer: DictConfig) -> tuple[int, ...]:
+    """The GPU indices trainer.devices lists ([2, 3] or "2,3"), or () where it gives a count."""
+    from hspace.cli.validate import lightning_devices
+
+    devices = lightning_devices(trainer.get("devices", 1))
+    return tuple(int(d) for d in devices) if isinstance(devices, (list, ListConfig)) else ()
+
+
+def run_device(trainer: DictConfig):
+    """Where the run's model and classifier compute: the accelerator's device (resolve_device), and on a GPU the
+    first one trainer.devices lists, where it lists them (the evaluation loop and the collection's processes
+    use the listed GPUs too)."""
+    import torch
+
+    device = resolve_device(trainer.accelerator)
+    gpus = listed_gpus(trainer)
+    return torch.device("cuda", gpus[0]) if device.type == "cuda" and gpus else device
 
 
 def collection_processes(trainer: DictConfig) -> int:

@@ -53,6 +53,7 @@ class EditJob:
     timer: StageTimer = field(default_factory=StageTimer)  # stages timed before the job (the FID reference) count too
     factor_images: FactorImages | None = None  # images with known factors: DCI and MIG of the directions
     collection_processes: int = 1  # >1: a collecting method splits its samples across this many processes
+    collection_gpus: tuple[int, ...] = ()  # the GPUs those processes use, where trainer.devices lists them
 
     def __post_init__(self):
         check_real_images(0 if self.real_images is None else len(self.real_images), self.sampler.clip_x0)
@@ -124,7 +125,14 @@ def run_edit_job(job: EditJob, loggers: Sequence[Logger] = ()) -> JobResult:
     schedule = job.sampler.schedule(model.alphas_cumprod)
     with timer.stage("directions") as stage:
         found = find_stage(
-            job.method, model, job.sampler, job.num_directions, job.cache, job.directions_path, job.collection_processes
+            job.method,
+            model,
+            job.sampler,
+            job.num_directions,
+            job.cache,
+            job.directions_path,
+            job.collection_processes,
+            job.collection_gpus,
         )
         origin = "found in this run" if found.computed_here else f"from {found.source}"
         stage.detail = f"{found.directions.method}, {len(found.directions.names)} directions {origin}"

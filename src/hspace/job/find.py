@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def find_across_processes(
     sampler: SamplerSettings,
     cache: ArtifactCache | None,
     processes: int,
+    gpus: Sequence[int] = (),
 ) -> Directions:
     """The method's directions with its collection split across `processes` ranks (hspace.distributed):
     the same directions as one process, to floating-point tolerance."""
@@ -52,7 +54,7 @@ def find_across_processes(
     try:
         with tempfile.TemporaryDirectory(prefix="hspace-find-") as tmp:
             path = str(Path(tmp) / "directions.safetensors")
-            run_across_processes(_find_on_rank, (method, model, sampler, cache, path), processes)
+            run_across_processes(_find_on_rank, (method, model, sampler, cache, path), processes, gpus)
             return Directions.load(path)
     finally:
         model.unet.to(device)
@@ -64,14 +66,15 @@ def directions_from_method(
     sampler: SamplerSettings,
     cache: ArtifactCache | None,
     processes: int = 1,
+    gpus: Sequence[int] = (),
 ) -> tuple[Directions, bool]:
     """The method's directions for this model and grid, and whether they came from the cache (an identical
     earlier run made them). With processes > 1, a method that collects over samples splits its collection
-    across that many processes; the others run in this process."""
+    across that many processes (on the GPUs `gpus` lists, where it lists them); the others run in this process."""
 
     def compute():
         if processes > 1 and method.collects_across_processes:
-            directions = find_across_processes(method, model, sampler, cache, processes)
+            directions = find_across_processes(method, model, sampler, cache, processes, gpus)
         else:
             if processes > 1:
                 note(f"method={method.name} does not split across processes: finding its directions in one")
@@ -131,11 +134,12 @@ def find_stage(
     cache: ArtifactCache | None,
     directions_path: str | Path | None = None,
     processes: int = 1,
+    gpus: Sequence[int] = (),
 ) -> FoundDirections:
     if directions_path is not None:
         directions, source = Directions.load(directions_path), str(directions_path)
     else:
-        directions, cached = directions_from_method(method, model, sampler, cache, processes)
+        directions, cached = directions_from_method(method, model, sampler, cache, processes, gpus)
         source = "the cache" if cached else "this run"
     directions.check_fits(model, sampler.schedule(model.alphas_cumprod).timesteps, f"directions from {source}")
     names = directions.names[: min(num_directions, len(directions.names))]

@@ -17,6 +17,7 @@ from hspace.diffusion.derived import save_pretrained_model
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.skips import cut_skips
 from hspace.diffusion.weights import PRETRAINED_FILES
+from hspace.distributed import Shard
 from hspace.errors import UserError
 from hspace.learning_rate import LR_SCHEDULES, decay_range, learning_rate_factor
 from hspace.lightning.exportable import ExportableModule
@@ -202,8 +203,13 @@ class DDPMTraining(ExportableModule):
 
     def training_step(self, batch, batch_idx):
         x0 = batch_images(batch)
-        tau = self.draw_timesteps(x0.shape[0], x0.device)
-        x_t, target = self.noised(x0, torch.randn_like(x0), tau)
+        # Under a process group every rank's streams are alike (seeded alike, restored from rank 0's checkpoint):
+        # each draws the timesteps and noise of all ranks' images and takes its own rows, so that ranks differ.
+        shard, count = Shard.current(), x0.shape[0]
+        rows = slice(shard.rank * count, (shard.rank + 1) * count)
+        tau = self.draw_timesteps(count * shard.world_size, x0.device)[rows]
+        noise = torch.randn((count * shard.world_size, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)[rows]
+        x_t, target = self.noised(x0, noise, tau)
         error = F.mse_loss(self.unet(x_t, tau).sample, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (self.timestep_weights[tau] * error).mean()
         self.log("train/loss", loss, prog_bar=True)
