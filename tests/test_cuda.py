@@ -122,3 +122,37 @@ def test_boundary_directions_and_edit_on_cuda(tmp_path):
     edits = load_file(gpu_dir / "edits.safetensors")["images"]
     unedited = edits[:, :, 1].float()
     assert (edits[:, :, 0].float() - unedited).abs().mean() > 1.0  # the edit moves the image on the GPU too
+
+
+def test_a_short_bf16_mixed_training_on_cuda_resumes_and_exports(tmp_path):
+    from hspace.cli.train import train
+    from hspace.diffusion.loading import load_model
+    from tests.test_train import TINY
+
+    def trained(overrides):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return train(compose(config_name="train", overrides=[*TINY, "trainer=gpu", *overrides]))
+
+    run_dir = tmp_path / "run"
+    trained([f"run_dir={run_dir}", "trainer.max_steps=3"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+    export = trained([f"run_dir={run_dir}", "trainer.max_steps=5", f"ckpt_path={last}"])
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 5
+    model = load_model(str(export), device="cuda")
+    assert all(torch.isfinite(p).all() for p in model.unet.parameters())
+
+
+def test_h_swap_and_edit_friendly_inversion_on_cuda_match_cpu():
+    from hspace.diffusion.inversion import edit_friendly_invert
+    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.schedule import make_schedule
+    from hspace.metrics.h_dependence import h_swap_change
+
+    cpu, gpu = load_model("shapes32"), load_model("shapes32", device="cuda")
+    on_cpu, on_gpu = (h_swap_change(m, num_samples=4, timesteps=(599,)) for m in (cpu, gpu))
+    assert on_gpu[599] == pytest.approx(on_cpu[599], rel=0.05)
+    schedule = make_schedule(cpu.alphas_cumprod, 10, "trailing", eta=1.0)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    a, b = (edit_friendly_invert(m, schedule, images, seeds=[0, 1]) for m in (cpu, gpu))
+    torch.testing.assert_close(b.x_T.cpu(), a.x_T.cpu(), atol=1e-3, rtol=1e-3)
