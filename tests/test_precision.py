@@ -55,3 +55,16 @@ def test_the_classifier_scores_half_precision_images():
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     half = classifier.probabilities(images.to(torch.bfloat16))
     torch.testing.assert_close(half, classifier.probabilities(images), atol=0.05, rtol=0)
+
+
+def test_h_recorded_under_bf16_autocast_is_float32(model):
+    from hspace.diffusion.sampler import noise_for, sample
+    from hspace.diffusion.schedule import make_schedule
+
+    schedule = make_schedule(model.alphas_cumprod, 4, "trailing")
+    x_T, _ = noise_for(range(2), model, schedule)
+    reference = sample(model, schedule, x_T, record_h=True).h
+    mixed = DiffusionModel(model.unet, model.scheduler_config, name="tiny", autocast="bf16")
+    h = sample(mixed, schedule, x_T, record_h=True).h
+    assert reference.dtype == h.dtype == torch.float32 and not torch.equal(h, reference)
+    assert (h - reference).norm() / reference.norm() < 0.05

@@ -47,8 +47,8 @@ class HSpace:
 
     def edit(self, h: Tensor) -> Tensor:
         """The h that the UNet continues with, given the natural h."""
-        if self.capture:
-            self.captured.append(h.detach())
+        if self.capture:  # at least float32: h recorded under autocast feeds statistics (PCA, class means, banks)
+            self.captured.append(h.detach().to(torch.promote_types(h.dtype, torch.float32)))
         if self._mode is None:
             return h
         value = self._value.to(dtype=h.dtype, device=h.device)
