@@ -170,6 +170,39 @@ def test_a_resumed_training_takes_the_steps_of_an_unbroken_one(tmp_path, monkeyp
         assert all(torch.equal(a, b) for a, b in zip(ema_again, ema))
 
 
+def test_a_training_limited_by_epochs_resumes_in_the_order_it_left_and_reloads_go_on_in_it(tmp_path, monkeypatch):
+    """A checkpoint whose epoch has ended, with no max_steps (max_epochs; max_time stops the same way), is no
+    restart to Lightning, which then hands the loader's place back to no loader: the datamodule keeps the place.
+    Reloaded loaders go on in the order, and overfit_batches takes the same first batches every epoch."""
+    epochs = ["trainer.max_steps=-1", "checkpoint_every_n_steps=100", "callbacks.sample_grid.every_n_steps=100"]
+
+    def weights(run):
+        return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+    train(compose_train([f"run_dir={tmp_path / 'unbroken'}", "+trainer.max_epochs=2", *epochs]))
+    train(compose_train([f"run_dir={tmp_path / 'one'}", "+trainer.max_epochs=1", *epochs]))
+    last = tmp_path / "one" / "checkpoints" / "last.ckpt"
+    train(compose_train([f"run_dir={tmp_path / 'two'}", "+trainer.max_epochs=2", f"ckpt_path={last}", *epochs]))
+    unbroken, resumed = weights(tmp_path / "unbroken"), weights(tmp_path / "two")
+    assert all(torch.equal(resumed[k], v) for k, v in unbroken.items())
+
+    seen = []
+    training_step = DDPMTraining.training_step
+
+    def recording_step(self, batch, index):
+        seen.append(batch["index"].tolist())
+        return training_step(self, batch, index)
+
+    monkeypatch.setattr(DDPMTraining, "training_step", recording_step)
+    reload = ["+trainer.reload_dataloaders_every_n_epochs=1", "+trainer.max_epochs=2"]
+    train(compose_train([f"run_dir={tmp_path / 'reloaded'}", *reload, *epochs]))
+    first, second = sorted(i for b in seen[:8] for i in b), sorted(i for b in seen[8:] for i in b)
+    assert len(seen) == 16 and first == second == list(range(64)) and seen[:8] != seen[8:]
+    seen.clear()
+    train(compose_train([f"run_dir={tmp_path / 'overfit'}", "+trainer.overfit_batches=2", "trainer.max_steps=6"]))
+    assert len(seen) == 6 and seen[0:2] == seen[2:4] == seen[4:6] and seen[0] != seen[1]
+
+
 def test_a_resume_with_another_checkpoint_interval_rewrites_last_ckpt_in_place(tmp_path):
     run = tmp_path / "run"
     quiet = ["callbacks.sample_grid.every_n_steps=100"]

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hspace.checks import integer, number
-from hspace.data.epoch_order import ResumableLoader
+from hspace.data.epoch_order import ResumableLoader, StreamPlace
 from hspace.data.image_files import DECODING_VERSION
 from hspace.data.shapes import ATTRIBUTES, ShapesDataset
 from hspace.distributed import Shard
@@ -70,6 +70,13 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size = integer(batch_size, "data.batch_size", 1)
         self.num_workers = integer(num_workers, "data.num_workers", 0)
         self.attributes: list[str] = []
+        self.training_place = StreamPlace()  # the training loaders' place in their order, saved in checkpoints
+
+    def state_dict(self) -> dict[str, int]:
+        return {"training_batches": self.training_place.batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.training_place.batches = int(state["training_batches"])
 
     def identity(self) -> str:
         """What the data are, for cache keys: the type, the attribute names, and per split its length, its
@@ -117,8 +124,16 @@ class ImageDataModule(pl.LightningDataModule):
         `seed`); a resumed training goes on in the same order (hspace.data.epoch_order). Under a process group each
         rank takes its own batches (the Trainer must leave the loader's sampler alone: use_distributed_sampler)."""
         self.check_trainable()
-        shard = Shard.current()
-        return ResumableLoader(self.datasets["train"], self.batch_size, torch.initial_seed(), self.num_workers, shard)
+        overfit = self.trainer is not None and self.trainer.overfit_batches > 0  # the same first batches each epoch
+        return ResumableLoader(
+            self.datasets["train"],
+            self.batch_size,
+            torch.initial_seed(),
+            self.num_workers,
+            Shard.current(),
+            self.training_place,
+            repeat=overfit,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

@@ -7,7 +7,7 @@ epoch. Here the batches form one stream: pass e over the data is a permutation d
 seeded by (seed, e), cut into full batches (a last partial batch is left out, as drop_last does). An iteration
 gives one pass's worth of batches from where the last one stopped, so each epoch Lightning starts takes the
 stream's next batches (fewer in an epoch it resumes), and nothing is drawn from the global stream. The loader
-tells Lightning, through `state_dict`, how many batches it has handed out; Lightning saves that in every
+and its datamodule keep how many batches it has handed out (StreamPlace); Lightning saves that in every
 checkpoint and hands it back on resume. Together with the random streams the module saves
 (hspace.lightning.random_states), a resumed training takes the same steps as an unbroken one.
 """
@@ -15,6 +15,7 @@ checkpoint and hands it back on resume. Together with the random streams the mod
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -64,12 +65,31 @@ class BatchStream(Sampler[list[int]]):
         return self.size // (self.batch_size * self.shard.world_size)
 
 
+@dataclass
+class StreamPlace:
+    """How many batches of the stream a training has taken. The datamodule keeps it and saves it in every
+    checkpoint (LightningDataModule.state_dict, which Lightning restores on every resume, however the run was
+    limited); every loader it builds, a reloaded one too, shares it."""
+
+    batches: int = 0
+
+
 class ResumableLoader(DataLoader):
     """`dataset` in the batches of a BatchStream (this process's, under a process group: it shards the data itself,
-    so Lightning must not put a DistributedSampler in); a state_dict / load_state_dict pair that Lightning saves in
-    each checkpoint (a stateful loader) and restores before the resumed training's first batch."""
+    so Lightning must not put a DistributedSampler in), from the shared `place` on. With `repeat` every iteration
+    starts again at the first batch (Lightning's overfit_batches). Lightning also sees a stateful loader, which
+    saves and restores the same place."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, shard: Shard = Shard()):
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+        shard: Shard = Shard(),
+        place: StreamPlace | None = None,
+        repeat: bool = False,
+    ):
         stream = BatchStream(len(dataset), batch_size, seed, shard)
         super().__init__(
             dataset,
@@ -78,22 +98,23 @@ class ResumableLoader(DataLoader):
             persistent_workers=num_workers > 0,
             generator=seeded_generator(seed, WORKER_SEEDS),  # not torch's global stream
         )
-        self.stream = stream
-        self.batches_handed_out = 0
+        self.stream, self.repeat = stream, repeat
+        self.place = place if place is not None else StreamPlace()
 
     def __iter__(self) -> Iterator:
         # Lightning takes one batch per step from a loader whose length it knows, so the batches handed out are
         # the ones trained on; workers may have loaded more, which the next iteration draws again.
-        self.stream.start = self.batches_handed_out
+        self.stream.start = 0 if self.repeat else self.place.batches
         return self._counted(super().__iter__())
 
     def _counted(self, batches: Iterator) -> Iterator:
         for batch in batches:
-            self.batches_handed_out += 1
+            if not self.repeat:
+                self.place.batches += 1
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"batches": self.batches_handed_out}
+        return {"batches": self.place.batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.batches_handed_out = int(state["batches"])
+        self.place.batches = int(state["batches"])

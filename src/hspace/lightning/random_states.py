@@ -17,12 +17,15 @@ import torch
 
 
 def random_states() -> dict:
-    """The states of Python's, NumPy's and torch's global generators (torch's CUDA ones where CUDA is up)."""
+    """The states of Python's, NumPy's and torch's global generators (torch's generator of this process's GPU where
+    CUDA is up)."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     version, python_state, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        # this process's GPU only: under a process group every rank restores rank 0's checkpoint, whose states of
+        # the other GPUs would be their seeding states, not where those ranks' streams had got to
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_initialized() else [],
         "numpy": {
             "kind": kind,
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -37,8 +40,10 @@ def random_states() -> dict:
 def restore_random_states(states: dict) -> None:
     """Put back what random_states() returned."""
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if len(states["cuda"]) == 1 and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"][0])
+    elif states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])  # a checkpoint that holds every GPU's state
     state = states["numpy"]
     keys = state["keys"].numpy().astype(np.uint32)
     np.random.set_state((state["kind"], keys, state["position"], state["has_gauss"], state["cached"]))
