@@ -203,6 +203,23 @@ def test_a_training_limited_by_epochs_resumes_in_the_order_it_left_and_reloads_g
     assert len(seen) == 6 and seen[0:2] == seen[2:4] == seen[4:6] and seen[0] != seen[1]
 
 
+def test_a_checkpoint_without_a_place_in_the_data_order_resumes_with_a_note(tmp_path, capsys):
+    run = tmp_path / "run"
+    quiet = ["callbacks.sample_grid.every_n_steps=100"]
+    train(compose_train([f"run_dir={run}", "trainer.max_steps=2", *quiet]))
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint.pop("ShapesDataModule") == {"training_batches": 2}
+    assert checkpoint["loops"]["fit_loop"]["state_dict"].pop("combined_loader") == [{"batches": 2}]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)  # as a checkpoint written before the datamodule kept the place
+    capsys.readouterr()
+    train(compose_train([f"run_dir={tmp_path / 'again'}", "trainer.max_steps=3", f"ckpt_path={old}", *quiet]))
+    assert "holds no place in the training data's order" in capsys.readouterr().err
+    resumed = torch.load(tmp_path / "again" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 3 and resumed["ShapesDataModule"] == {"training_batches": 1}
+
+
 def test_a_resume_with_another_checkpoint_interval_rewrites_last_ckpt_in_place(tmp_path):
     run = tmp_path / "run"
     quiet = ["callbacks.sample_grid.every_n_steps=100"]

@@ -76,6 +76,11 @@ def train(cfg: DictConfig) -> Path:
                 f"resuming with module settings other than the checkpoint's ({'; '.join(changed)}): the new ones "
                 "apply from here; give the old ones to go on as it was"
             )
+        if isinstance(datamodule, ImageDataModule) and not holds_data_place(resumed, datamodule):
+            note(
+                f"ckpt_path={cfg.ckpt_path} holds no place in the training data's order (a checkpoint of an earlier "
+                "version): the resumed training starts the order afresh"
+            )
     callbacks = [
         TrainingCheckpoints(run_dir / "checkpoints", cfg.checkpoint_every_n_steps),
         *(build(c) for c in configured_callbacks(cfg.callbacks)),
@@ -115,6 +120,13 @@ def train(cfg: DictConfig) -> Path:
         close_wandb(failed)
     print(f"checkpoints: {run_dir / 'checkpoints'}\nexported weights: {export_dir}")
     return export_dir
+
+
+def holds_data_place(checkpoint: dict, datamodule) -> bool:
+    """Whether a checkpoint saved the training loader's place in its order: the datamodule's state, or (when the
+    run stopped mid-epoch with max_steps) the loader's own in Lightning's loop state."""
+    loops = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+    return type(datamodule).__qualname__ in checkpoint or bool(loops.get("combined_loader"))
 
 
 def configured_callbacks(callbacks: DictConfig) -> list[DictConfig]:
