@@ -95,6 +95,9 @@ def test_known_edits_give_known_answers():
     # An edit that moves no attribute's mean probability by a hundredth has no target: no success, and every
     # attribute counts in its preservation.
     assert m["edit/same/target"] is None and math.isnan(m["edit/same/success"]) and m["edit/same/preserve"] == 1.0
+    # Told that a direction has no target (the generated samples found none), the real images' scoring takes none.
+    told = evaluate_edits(replace(settings, targets={"to_light": None}), originals, to_light, ["to_light"], [2.0])
+    assert told.results["edit/to_light/target"] is None and math.isnan(told.results["edit/to_light/success"])
     columns, rows = module.score_matrix()
     assert columns == ["direction", *ATTRIBUTES] and rows[0][0] == "to_light" and len(rows) == 3
     # One direction at one strength: the same numbers (torchmetrics returns one-element results as scalars).

@@ -88,6 +88,23 @@ def test_a_given_target_is_scored_as_given():
     assert metrics["edit/red/factors/success@1"] == 1.0
 
 
+def test_a_direction_the_generated_samples_found_no_target_for_gets_none_on_the_real_images():
+    """The real images are judged on the generated samples' targets, and on none where those found none."""
+    import math
+
+    from hspace.job.score import with_generated_targets
+    from hspace.metrics.evaluation import EvaluationSettings
+
+    generated = {"edit/grow/factors/target": None, "edit/red/factors/target": "colour=red", "edit/grow/target": None}
+    settings = with_generated_targets(EvaluationSettings(factor_targets={"red": "colour=blue"}), generated, list(KNOWN))
+    assert settings.factor_targets == {"grow": None, "red": "colour=blue"}  # the config's target wins
+    assert settings.targets == {"grow": None}
+    base = scenes()
+    metrics, _ = factor_scores(images(base), edit_set(base, KNOWN), list(KNOWN), STRENGTHS, settings.factor_targets, 2)
+    assert metrics["edit/grow/factors/target"] is None and math.isnan(metrics["edit/grow/factors/success@1"])
+    assert metrics["edit/red/factors/target"] == "colour=blue"
+
+
 def test_edits_that_destroy_the_object_are_invalid():
     base = scenes(6)
     blank = {"erase": {s: (lambda f: replace(f, r=0.0)) if s else (lambda f: f) for s in STRENGTHS}}

@@ -10,7 +10,7 @@ import torch
 from hspace.images import unit_to_uint8
 from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index
 from hspace.metrics.factor_scores import factor_scores
-from hspace.metrics.keys import PREFIX, direction_values, edit_key, parse_edit_key
+from hspace.metrics.keys import PREFIX, edit_key, parse_edit_key
 
 
 @dataclass
@@ -53,12 +53,18 @@ def rename(key: str, prefix: str) -> str:
 
 def with_generated_targets(evaluation: EvaluationSettings, metrics: dict, names: Sequence[str]) -> EvaluationSettings:
     """The settings for scoring real-image edits: the classifier and factor targets found on the generated
-    samples, so that both sets are judged on the same attribute and factor (targets given in the config win)."""
+    samples, so that both sets are judged on the same attribute and factor, or on none where the generated
+    samples found none (targets given in the config win)."""
     return replace(
         evaluation,
-        targets=direction_values(metrics, "target", names) | evaluation.targets,
-        factor_targets=direction_values(metrics, "factors/target", names) | evaluation.factor_targets,
+        targets=found_targets(metrics, "target", names) | evaluation.targets,
+        factor_targets=found_targets(metrics, "factors/target", names) | evaluation.factor_targets,
     )
+
+
+def found_targets(metrics: dict, key: str, names: Sequence[str]) -> dict[str, str | None]:
+    """direction -> the target `edit/<direction>/<key>` the generated samples found, None where they found none."""
+    return {name: metrics[edit_key(name, key)] for name in names if edit_key(name, key) in metrics}
 
 
 def score_stage(

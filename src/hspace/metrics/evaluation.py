@@ -41,9 +41,10 @@ class EvaluationSettings:
     classifier: AttributeClassifier | None = None
     fid_backend: FeatureBackend | None = None
     reference: dict[str, torch.Tensor] | None = None  # FID reference statistics (see metrics.fid)
-    targets: dict[str, str] = field(default_factory=dict)  # direction -> "attribute" or "-attribute"
+    # direction -> "attribute" or "-attribute"; None: the direction has no target (the generated samples found none)
+    targets: dict[str, str | None] = field(default_factory=dict)
     factors: bool = False  # also score edits by the Shapes factors measured from pixels (hspace.metrics.factor_scores)
-    factor_targets: dict[str, str] = field(default_factory=dict)  # direction -> factor target, e.g. "-r", "colour=red"
+    factor_targets: dict[str, str | None] = field(default_factory=dict)  # direction -> e.g. "-r", "colour=red"; None
     factor_pairs: str = "valid"  # the pairs factor effects are taken over (hspace.metrics.factor_scores.PAIRS)
     threshold: float = 0.5
     batch_size: int = 16
@@ -187,12 +188,14 @@ class EditEvaluation(pl.LightningModule):
         return with_headline(metrics, self.strengths[head])
 
     def target_of(self, j: int, delta: torch.Tensor, head: int) -> tuple[int, int] | None:
-        """(attribute index, sign) a direction edits: from `targets`, else the attribute whose score the
-        headline strength moves most (its sign times the strength's); None when that strength moves no
-        attribute's mean probability by MIN_SCORE_CHANGE: such an edit has no target."""
+        """(attribute index, sign) a direction edits: from `targets` (None there: no target), else the attribute
+        whose score the headline strength moves most (its sign times the strength's); None when that strength
+        moves no attribute's mean probability by MIN_SCORE_CHANGE: such an edit has no target."""
         attributes = self.scores.attributes
-        wanted = self.settings.targets.get(self.names[j])
-        if wanted:
+        if self.names[j] in self.settings.targets:
+            wanted = self.settings.targets[self.names[j]]
+            if wanted is None:
+                return None
             sign = -1 if wanted.startswith("-") else 1
             name = wanted.lstrip("+-")
             if name not in attributes:

@@ -188,7 +188,7 @@ def factor_scores(
     edits: torch.Tensor,
     names: Sequence[str],
     strengths: Sequence[float],
-    targets: dict[str, str],
+    targets: dict[str, str | None],
     headline: int,
     prefix: str = PREFIX,
     pairs: str = "valid",
@@ -211,8 +211,9 @@ def factor_scores(
     for j, name in enumerate(names):
         per_strength = [[edited[(j * n + i) * s + k] for i in range(n)] for k in range(s)]
         effects = [factor_effects(reference, measured, resolution) for measured in per_strength]
-        if name in targets:
-            target = FactorTarget.parse(targets[name], f"metrics.factor_targets.{name}")
+        if name in targets:  # None: the direction has no target (the generated samples found none)
+            given = targets[name]
+            target = None if given is None else FactorTarget.parse(given, f"metrics.factor_targets.{name}")
         else:
             guessed = guess_index(effects, strengths, headline)
             target = (
