@@ -32,7 +32,7 @@ from hspace.directions.subspace import (
     sequential_power_iteration,
 )
 from hspace.errors import UserError
-from hspace.precision import ieee_float32
+from hspace.precision import float32_model, ieee_float32
 from hspace.progress import bar
 
 SCALE_MODES = ("sigma_t", "sigma_tau", "none")
@@ -176,8 +176,8 @@ class JacobianDirections(DirectionMethod):
         region_mask(model.image_shape, self.mask_box, self.mask_file)
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
-        with ieee_float32():  # no TF32 in the products (hspace.precision)
-            return self.find_without_tf32(model, sampler)
+        with ieee_float32():  # no TF32 in the products, and float32 weights (hspace.precision)
+            return self.find_without_tf32(float32_model(model), sampler)
 
     def find_without_tf32(self, model: DiffusionModel, sampler: SamplerSettings) -> Directions:
         mask = region_mask(model.image_shape, self.mask_box, self.mask_file)  # a bad mask stops before any sampling

@@ -38,7 +38,7 @@ from hspace.directions.method import DirectionMethod
 from hspace.directions.subspace import block_subspace_iteration, check_iteration_settings
 from hspace.errors import UserError
 from hspace.images import to_uint8
-from hspace.precision import ieee_float32
+from hspace.precision import float32_model, ieee_float32
 
 MASKS = ("object", "box", "file", "none")
 
@@ -212,8 +212,8 @@ class LocoDirections(DirectionMethod):
         return None
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
-        with ieee_float32():  # no TF32 in the products (hspace.precision)
-            return self.find_without_tf32(model, sampler)
+        with ieee_float32():  # no TF32 in the products, and float32 weights (hspace.precision)
+            return self.find_without_tf32(float32_model(model), sampler)
 
     def find_without_tf32(self, model: DiffusionModel, sampler: SamplerSettings) -> Directions:
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's grid: the edited samples walk the same path
