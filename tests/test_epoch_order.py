@@ -74,3 +74,18 @@ def test_fewer_items_than_a_batch_per_process_is_one_line():
         BatchStream(3, 4, seed=0)
     with pytest.raises(UserError, match="for each of 2 processes"):
         BatchStream(7, 4, seed=0, shard=Shard(0, 2))
+
+
+def test_under_a_process_group_the_datamodule_gives_each_rank_its_block_of_the_evaluation_splits(monkeypatch):
+    from hspace.data import datamodule
+    from hspace.data.datamodule import ImageDataModule
+
+    images = TensorDataset(torch.arange(7))
+    data = ImageDataModule(images, images, images, batch_size=2)
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(datamodule.Shard, "current", classmethod(lambda cls, rank=rank: Shard(rank, 2)))
+        seen.append([i for batch in data.val_dataloader() for i in batch[0].tolist()])
+    assert seen == [[0, 1, 2, 3], [4, 5, 6]]  # every image once, in order
+    monkeypatch.setattr(datamodule.Shard, "current", classmethod(lambda cls: Shard()))
+    assert [i for batch in data.test_dataloader() for i in batch[0].tolist()] == list(range(7))

@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from hspace.checks import integer, number
 from hspace.data.epoch_order import ResumableLoader, StreamPlace
@@ -103,8 +103,15 @@ class ImageDataModule(pl.LightningDataModule):
         return self.attributes.index(attribute)
 
     def _loader(self, split: str) -> DataLoader:
+        """The split in order; under a process group this rank's contiguous block of it (the datamodule shards its
+        loaders itself, as the training loader must: metrics that sum over ranks, such as the classifier's
+        accuracy, then see every image once)."""
+        dataset = self.datasets[split]
+        shard = Shard.current()
+        if shard.is_split:
+            dataset = Subset(dataset, range(*shard.bounds(len(dataset))))
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
