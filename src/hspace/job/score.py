@@ -10,7 +10,7 @@ import torch
 from hspace.images import unit_to_uint8
 from hspace.metrics.evaluation import EvaluationSettings, evaluate_edits, headline_index
 from hspace.metrics.factor_scores import factor_scores
-from hspace.metrics.keys import PREFIX, edit_key, parse_edit_key
+from hspace.metrics.keys import PREFIX, direction_values, edit_key, parse_edit_key
 
 
 @dataclass
@@ -57,14 +57,9 @@ def with_generated_targets(evaluation: EvaluationSettings, metrics: dict, names:
     samples found none (targets given in the config win)."""
     return replace(
         evaluation,
-        targets=found_targets(metrics, "target", names) | evaluation.targets,
-        factor_targets=found_targets(metrics, "factors/target", names) | evaluation.factor_targets,
+        targets=direction_values(metrics, "target", names, keep_none=True) | evaluation.targets,
+        factor_targets=direction_values(metrics, "factors/target", names, keep_none=True) | evaluation.factor_targets,
     )
-
-
-def found_targets(metrics: dict, key: str, names: Sequence[str]) -> dict[str, str | None]:
-    """direction -> the target `edit/<direction>/<key>` the generated samples found, None where they found none."""
-    return {name: metrics[edit_key(name, key)] for name in names if edit_key(name, key) in metrics}
 
 
 def score_stage(

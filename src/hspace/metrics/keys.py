@@ -94,14 +94,17 @@ def per_strength(metrics: dict, metric: str, prefix: str = PREFIX) -> dict[str, 
     return values
 
 
-def direction_values(metrics: dict, key: str, names: Sequence[str] | None = None) -> dict[str, object]:
+def direction_values(
+    metrics: dict, key: str, names: Sequence[str] | None = None, keep_none: bool = False
+) -> dict[str, object]:
     """direction -> the value of `edit/<direction>/<key>`, for `names` (those that have one), or for every
     direction that has one, in the order of `metrics`. `key` may hold slashes (`factors/target`). A value of
-    None (nothing was measured, e.g. no target) counts as none."""
+    None (nothing was measured, e.g. no target) counts as none, unless `keep_none`."""
     if names is None:
         names = [
             parsed.direction
             for parsed in map(parse_edit_key, metrics)
             if parsed is not None and parsed.metric == key and parsed.strength is None
         ]
-    return {name: metrics[edit_key(name, key)] for name in names if metrics.get(edit_key(name, key)) is not None}
+    present = (lambda k: k in metrics) if keep_none else (lambda k: metrics.get(k) is not None)
+    return {name: metrics[edit_key(name, key)] for name in names if present(edit_key(name, key))}
