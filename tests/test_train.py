@@ -234,6 +234,36 @@ def test_a_resume_with_another_checkpoint_interval_rewrites_last_ckpt_in_place(t
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 9
 
 
+def test_a_resume_into_another_run_directory_reloads_no_list_of_checkpoints_and_warns_of_none(tmp_path):
+    import warnings
+
+    from hspace.lightning.training_checkpoints import TrainingCheckpoints
+
+    old = TrainingCheckpoints(tmp_path / "first" / "checkpoints", 5)
+    old.last_model_path = str(tmp_path / "first" / "checkpoints" / "last.ckpt")
+    state = old.state_dict()
+    same = TrainingCheckpoints(tmp_path / "first" / "checkpoints", 7)
+    same.load_state_dict(state)
+    assert same.last_model_path == old.last_model_path
+    other = TrainingCheckpoints(tmp_path / "second" / "checkpoints", 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Lightning's "The dirpath has changed" warning
+        other.load_state_dict(state)
+    assert other.last_model_path == "" and other.best_model_path == ""
+
+
+def test_the_progress_bar_counts_toward_the_limit_that_ends_the_training(tmp_path, capsys):
+    """One bar for the run, not Lightning's bar of each epoch: max_epochs counts the steps of those epochs,
+    max_time alone its seconds, with the step beside them."""
+    bar = ["progress=true", "trainer.enable_progress_bar=true", "trainer.max_steps=-1"]
+    train(compose_train([f"run_dir={tmp_path / 'epochs'}", *bar, "+trainer.max_epochs=2"]))
+    shown = capsys.readouterr().err
+    assert "train steps: 100%" in shown and "16/16" in shown and "Epoch" not in shown  # 8 batches an epoch
+    train(compose_train([f"run_dir={tmp_path / 'time'}", *bar, "trainer.max_time=00:00:00:02"]))
+    shown = capsys.readouterr().err
+    assert re.search(r"train time: +\d+%\|.*\| [\d:?]+ left, step=\d+, ", shown) and "Epoch" not in shown
+
+
 def test_a_checkpoint_write_that_fails_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     from hspace.lightning.training_checkpoints import AtomicCheckpointIO
 

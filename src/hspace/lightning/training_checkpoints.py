@@ -52,6 +52,13 @@ class TrainingCheckpoints(ModelCheckpoint):
     def state_key(self) -> str:
         return type(self).__name__
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A resume into another run directory keeps a list of step checkpoints of its own (the old run's stay
+        where they are), so nothing of the old list is reloaded, and Lightning's warning that it is not is left
+        unsaid."""
+        if Path(state_dict.get("dirpath") or self.dirpath) == Path(self.dirpath):
+            super().load_state_dict(state_dict)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save_final_step(trainer)
 
