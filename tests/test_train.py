@@ -170,6 +170,69 @@ def test_a_resumed_training_takes_the_steps_of_an_unbroken_one(tmp_path, monkeyp
         assert all(torch.equal(a, b) for a, b in zip(ema_again, ema))
 
 
+def test_a_classifier_stopped_by_a_sigterm_during_validation_runs_that_validation_again_on_resume(
+    tmp_path, monkeypatch, capsys
+):
+    """Lightning stops a validation between two batches at a SIGTERM; the resumed training runs it again, whole,
+    before its next step, so it logs the validations and trains the weights of an unbroken one. Before, the
+    resume skipped it: step 8's validation was never logged."""
+    import csv
+    import os
+    import signal
+
+    from hspace.lightning.classifier import AttributeClassifierTraining
+
+    small = [
+        "experiment=shapes_classifier",
+        "data.n_train=64",
+        "data.n_val=24",  # 3 validation batches
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "module.channels=[8,8]",
+        "module.hidden=16",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=4",
+        "checkpoint_every_n_steps=4",  # step 8's checkpoint is written before its validation
+        "trainer.enable_progress_bar=false",
+    ]
+
+    def run(name, *more):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            train(compose(config_name="train", overrides=[*small, f"run_dir={tmp_path / name}", *more]))
+
+    def validations(name):
+        rows = csv.DictReader((tmp_path / name / "logs" / "version_0" / "metrics.csv").open())
+        return [(row["step"], row["val/acc_min"]) for row in rows if row.get("val/acc_min")]
+
+    def weights(name):
+        path = tmp_path / name / "checkpoints" / "last.ckpt"
+        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+    run("unbroken")
+    assert len(validations("unbroken")) == 3
+    validation_step = AttributeClassifierTraining.validation_step
+
+    def sigterm_after_batch_1_of_step_8(self, batch, index):
+        if self.global_step == 8 and index == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops before batch 2
+        return validation_step(self, batch, index)
+
+    monkeypatch.setattr(AttributeClassifierTraining, "validation_step", sigterm_after_batch_1_of_step_8)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit):
+            run("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    monkeypatch.setattr(AttributeClassifierTraining, "validation_step", validation_step)
+    assert "stopped by SIGTERM at step 8" in capsys.readouterr().err
+    assert validations("stopped") == validations("unbroken")[:1]
+
+    run("resumed", f"ckpt_path={tmp_path / 'stopped' / 'checkpoints' / 'last.ckpt'}")
+    assert validations("resumed") == validations("unbroken")[1:]
+    assert all(torch.equal(weights("resumed")[k], v) for k, v in weights("unbroken").items())
+
+
 def test_a_training_limited_by_epochs_resumes_in_the_order_it_left_and_reloads_go_on_in_it(tmp_path, monkeypatch):
     """A checkpoint whose epoch has ended, with no max_steps (max_epochs; max_time stops the same way), is no
     restart to Lightning, which then hands the loader's place back to no loader: the datamodule keeps the place.

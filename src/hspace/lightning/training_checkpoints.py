@@ -4,7 +4,8 @@ Lightning's ModelCheckpoint writes last.ckpt beside each step checkpoint and, wh
 wrote it: a training stopped by max_steps or max_time between two saves kept the earlier step in last.ckpt, and a
 resume from it trained the steps after it again. Here last.ckpt is rewritten whenever training ends at a step it
 does not hold: at max_steps or max_time, and at a SIGTERM (kill, timeout, a scheduler's time limit), which
-Lightning raises between two steps, so the checkpoint holds whole steps.
+Lightning raises between two steps, so the checkpoint holds whole steps. A SIGTERM during a validation stops
+it between two of its batches; the checkpoint then makes the resume run that validation again, whole.
 
 A resume writes on into the same checkpoints/ folder. ModelCheckpoint finds its own state in a checkpoint under a
 key made of its settings, so a resume with another checkpoint_every_n_steps found none and wrote last-v1.ckpt
@@ -63,9 +64,35 @@ class TrainingCheckpoints(ModelCheckpoint):
         self._save_final_step(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException):
+        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
+            return
+        if trainer.validating:  # Lightning stops a validation between two batches: its metrics are lost
+            self._validation_cut_short = True
+            try:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            finally:
+                self._validation_cut_short = False
+        else:
             self._save_final_step(trainer)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if self._validation_cut_short:
+            validate_again_on_resume(checkpoint)
 
     def _save_final_step(self, trainer: pl.Trainer) -> None:
         if trainer.global_step != self._last_global_step_saved and not trainer.sanity_checking:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    _validation_cut_short = False
+
+
+def validate_again_on_resume(checkpoint: dict) -> None:
+    """Make a checkpoint written while a validation ran resume by running that validation again, whole, before
+    the next training step. Lightning stops a validation at a SIGTERM between two of its batches. Its counts
+    then read as finished, so a resume skipped it, and its metrics, summed in memory, were lost. Counted as one
+    batch short of its last start, the validation reads as stopped inside a batch, which Lightning restarts; with
+    no batch of it counted as done, the restart reads the validation data from its first batch to its last."""
+    progress = checkpoint["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]
+    total = progress["total"]
+    total["processed"] = total["completed"] = total["started"] - 1
+    progress["current"] = {count: 0 for count in progress["current"]}
