@@ -106,6 +106,25 @@ CASES = [
     ("run", ["metrics.locality.region=ellipse"], "metrics.locality.region must be one of"),
     ("run", ["metrics.locality.region=file", "metrics.locality.file=/no/mask.png"], "no mask image at metrics"),
     ("run", ["metrics.locality.region=box", "metrics.locality.box=[0,0,40,4]"], "inside the 32x32 image"),
+    ("run", ["metrics.locality.region=box", "metrics.locality.box=[0,0,32,32]"], "covers the whole image"),
+    ("run", ["method=jacobian", "method.mask_file={tmp}/images/a.png"], "images/a.png is black everywhere"),
+    ("run", ["method=jacobian", "method.num_directions=769"], "more directions than the 768 values of h allow"),
+    (
+        "run",
+        ["method=jacobian", "method.mask_box=[0,0,1,1]", "method.num_directions=4"],
+        "method.num_directions=4 asks for more directions than the 3 masked values of eps allow: ask for at most 3",
+    ),
+    (
+        "run",
+        ["method=loco", "edit=xt_shift", "method.null_rank=4000"],
+        "method.null_rank=4000 asks for more directions than the 3072 values of x_t allow",
+    ),
+    (
+        "run",
+        ["method=loco", "edit=xt_shift", "method.mask=box", "method.mask_box=[0,0,32,32]"],
+        "method.null_rank=5 asks for more directions than the 0 values of x0 outside the region allow",
+    ),
+    ("run", ["method=class_mean", "method.attributes=[red,large,red]"], "method.attributes names red more than once"),
     ("run", ["metrics.fid=classifier"], "metrics.fid='classifier'"),
     ("run", ["metrics.fid.backend=inception"], "or use metrics.fid.backend=classifier"),  # a hint that composes
     ("run", ["metrics.fid.backend=bogus"], "metrics.fid.backend='bogus'"),
@@ -323,8 +342,11 @@ def test_bad_input_is_one_line_before_any_work(command, overrides, words, tmp_pa
         ["method=jacobian", "method.mask_box=[0,0,40,40]"],
         ["method=loco", "edit=xt_shift", "method.mask=box", "method.mask_box=[0,0,40,40]"],
         ["data.resolution=64"],
+        ["method=jacobian", "method.num_directions=769"],
+        ["method=loco", "edit=xt_shift", "method.mask=box", "method.mask_box=[0,0,32,32]"],
+        ["metrics.locality.region=box", "metrics.locality.box=[0,0,32,32]"],
     ],
-    ids=["jacobian mask", "loco mask", "data resolution"],
+    ids=["jacobian mask", "loco mask", "data resolution", "jacobian rank", "loco null rank", "locality box"],
 )
 def test_what_needs_the_model_is_refused_before_the_run_starts(overrides, tmp_path, monkeypatch, capsys):
     """Checked once the model is loaded, before the FID reference or anything else: no run directory at all."""

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from hspace.directions.jacobian_map import dense_jacobian, jacobian_products
-from hspace.directions.subspace import block_subspace_iteration, sequential_power_iteration
+from hspace.directions.subspace import (
+    ZERO_SINGULAR_VALUE,
+    block_subspace_iteration,
+    check_nonzero,
+    sequential_power_iteration,
+)
+from hspace.errors import UserError
 
 
 def x_t_for(model, tau, seed=0):
@@ -171,3 +177,24 @@ def test_per_step_scales_are_the_dense_singular_values_of_every_step(model):
         if idx == at:
             cos = (found.vectors[:, idx].flatten(1).double() * vh[:2]).sum(dim=1).abs()
             assert (cos > 0.99).all(), cos
+
+
+def test_a_map_of_lower_rank_than_asked_gives_no_nan_and_is_refused_in_one_line():
+    """A masked Jacobian can have fewer directions than asked for: the solvers give finite vectors with singular
+    values of zero (the sequential one gave NaN, divided by a zero norm), which check_nonzero refuses."""
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.randn(40, 1, generator=g, dtype=torch.float64), torch.randn(30, 1, generator=g, dtype=torch.float64)
+    rank_one = 3.0 * (u / u.norm()) @ (v / v.norm()).T
+    for A in (rank_one, torch.zeros(40, 30, dtype=torch.float64)):
+        sequential = sequential_power_iteration(lambda V: V @ A.T, lambda U: U @ A, 40, 3, dtype=torch.float64)
+        block = block_subspace_iteration(lambda V: V @ A.T, lambda U: U @ A, 30, 3, dtype=torch.float64)
+        for found in (sequential, block):
+            assert torch.isfinite(found.right).all() and torch.isfinite(found.values).all()
+            assert (found.values[1:] <= ZERO_SINGULAR_VALUE * 3.0).all()
+    torch.testing.assert_close(block.values, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(UserError, match="the map is zero, so it has no direction to find: widen it"):
+        check_nonzero(block.values, "k", "the map", "widen it")
+    values = torch.tensor([3.0, 1e-9, 0.0])
+    with pytest.raises(UserError, match="k=3, but the map has only 1 singular values above zero: ask for at most 1"):
+        check_nonzero(values, "k", "the map", "widen it")
+    check_nonzero(torch.tensor([3.0, 1e-3]), "k", "the map", "widen it")  # small, not zero

@@ -99,6 +99,23 @@ def test_a_shapes_edit_of_the_object_keeps_the_background_in_the_evaluation_loop
     assert metrics["edit/green/locality/outside_share"] < 0.05 < metrics["edit/green/locality/mse_in"]
 
 
+def test_no_pixel_inside_or_outside_the_regions_gives_null_not_zero():
+    """Regions that cover every pixel leave nothing outside to keep, and empty ones nothing inside to change:
+    those measures are NaN (null in metrics.json), not the 0 of an edit that moved none of them."""
+    originals = torch.full((2, 3, 8, 8), 100, dtype=torch.uint8)
+    edits = originals[:, None, None].repeat(1, 1, 2, 1, 1, 1)
+    edits[:, :, 1] += 20  # strength 1 moves every pixel, strength 0 none
+    found = torch.ones(2, dtype=torch.bool)
+    everywhere, nowhere = LocalityScores(1, 2), LocalityScores(1, 2)
+    everywhere.update(originals, edits, torch.ones(2, 8, 8, dtype=torch.bool), found)
+    nowhere.update(originals, edits, torch.zeros(2, 8, 8, dtype=torch.bool), found)
+    inside, outside = everywhere.compute(), nowhere.compute()
+    assert torch.isnan(inside["mse_out"]).all() and torch.isnan(inside["kept_out"]).all()
+    assert inside["mse_in"][0, 0] == 0 and inside["mse_in"][0, 1] > 0
+    assert torch.isnan(outside["mse_in"]).all()
+    assert outside["kept_out"][0, 0] == 1 and outside["kept_out"][0, 1] == 0
+
+
 def test_bad_regions_are_one_line(tmp_path):
     with pytest.raises(UserError, match="metrics.locality.box"):
         LocalityRegion("box")
@@ -113,3 +130,8 @@ def test_bad_regions_are_one_line(tmp_path):
         LocalityRegion("file", file=str(tmp_path / "small.png")).fixed_mask((3, 32, 32))
     with pytest.raises(UserError, match=r"metrics.locality.box=\[0, 0, 40, 4\] is not a box .* inside the 32x32"):
         LocalityRegion("box", box=(0, 0, 40, 4)).fixed_mask((3, 32, 32))
+    with pytest.raises(UserError, match=r"metrics.locality.box=\[0, 0, 32, 32\] covers the whole image"):
+        LocalityRegion("box", box=(0, 0, 32, 32)).fixed_mask((3, 32, 32))
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(tmp_path / "black.png")
+    with pytest.raises(UserError, match="metrics.locality.file=.*black.png is black everywhere"):
+        LocalityRegion("file", file=str(tmp_path / "black.png")).fixed_mask((3, 32, 32))

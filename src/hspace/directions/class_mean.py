@@ -103,6 +103,12 @@ class ClassMeanDirections(DirectionMethod):
             )
         if not self.attributes or not all(isinstance(a, str) for a in self.attributes):
             raise UserError(f"method.attributes={self.attributes!r}: name the attributes to find directions for")
+        repeated = sorted({a for a in self.attributes if list(self.attributes).count(a) > 1})
+        if repeated:
+            raise UserError(
+                f"method.attributes names {', '.join(repeated)} more than once: each attribute gives one direction, "
+                "so name each once"
+            )
         choice(self.label_source, "method.label_source", ("classifier", "dataset"))
         boolean(self.keep_original, "method.keep_original")
         integer(self.top_k, "method.top_k", 1)

@@ -11,6 +11,7 @@ the reference behaviour, which needs the iteration at every step), by the singul
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from hspace.directions.subspace import (
     SingularTriplets,
     block_subspace_iteration,
     check_iteration_settings,
+    check_nonzero,
+    check_rank,
     sequential_power_iteration,
 )
 from hspace.errors import UserError
@@ -72,6 +75,10 @@ def region_mask(
 
             pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC))
         inside = pixels > 0  # every pixel the region reaches, as LOCO Edit's code keeps them
+        if not inside.any():
+            raise UserError(
+                f"{file_key}={file} is black everywhere, so its region holds no pixel: paint it white inside"
+            )
         return torch.from_numpy(inside).float().expand(c, h, w).clone()
     return None
 
@@ -173,14 +180,23 @@ class JacobianDirections(DirectionMethod):
         )
 
     def check_model(self, model: DiffusionModel) -> None:
-        region_mask(model.image_shape, self.mask_box, self.mask_file)
+        mask = region_mask(model.image_shape, self.mask_box, self.mask_file)
+        outputs = (
+            ("values of eps", math.prod(model.image_shape))
+            if mask is None
+            else ("masked values of eps", int(mask.sum()))
+        )
+        check_rank(
+            self.num_directions, "method.num_directions", dict([("values of h", math.prod(model.h_shape)), outputs])
+        )
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         with ieee_float32():  # no TF32 in the products, and float32 weights (hspace.precision)
             return self.find_without_tf32(float32_model(model), sampler)
 
     def find_without_tf32(self, model: DiffusionModel, sampler: SamplerSettings) -> Directions:
-        mask = region_mask(model.image_shape, self.mask_box, self.mask_file)  # a bad mask stops before any sampling
+        self.check_model(model)  # a bad mask or rank stops before any sampling
+        mask = region_mask(model.image_shape, self.mask_box, self.mask_file)
         mask = mask.to(model.device) if mask is not None else None
         k = self.num_directions
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's own grid and eta: the edited image's trajectory
@@ -195,6 +211,12 @@ class JacobianDirections(DirectionMethod):
         for idx in bar(steps, "jacobian", unit="step"):
             x_t = trajectory.x_t[0, idx].to(model.device, model.dtype)
             result = self.solve(jacobian_products(model, x_t, int(schedule.timesteps[idx]), mask, self.chunk), k)
+            check_nonzero(
+                result.values,
+                "method.num_directions",
+                f"the Jacobian of eps by h at tau={int(schedule.timesteps[idx])}",
+                "its region (method.mask_box, method.mask_file) holds no pixel the prediction reads h for",
+            )
             sigma[:, idx] = result.values.cpu()
             tau_i = int(schedule.timesteps[idx])
             log["iterations"][tau_i], log["converged"][tau_i] = result.iterations, result.converged

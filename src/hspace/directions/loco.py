@@ -17,6 +17,7 @@ pixels), a pixel box, a mask image, or none.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from hspace.directions.container import Directions
 from hspace.directions.jacobian import read_mask_image, region_mask
 from hspace.directions.jacobian_map import JacobianProducts
 from hspace.directions.method import DirectionMethod
-from hspace.directions.subspace import block_subspace_iteration, check_iteration_settings
+from hspace.directions.subspace import block_subspace_iteration, check_iteration_settings, check_nonzero, check_rank
 from hspace.errors import UserError
 from hspace.images import to_uint8
 from hspace.precision import float32_model, ieee_float32
@@ -198,8 +199,19 @@ class LocoDirections(DirectionMethod):
         return x_t[0], image
 
     def check_model(self, model: DiffusionModel) -> None:
+        values = math.prod(model.image_shape)
+        check_rank(self.edit_rank, "method.edit_rank", {"values of x_t": values})
+        check_rank(self.null_rank, "method.null_rank", {"values of x_t": values})
         if self.mask in ("box", "file"):  # the object's region is measured on the sample
-            self.region(model, None)
+            self.check_region(self.region(model, None))
+
+    def check_region(self, mask: torch.Tensor | None) -> None:
+        """Refuse more edit directions than the region has values, or more directions projected out than the
+        rest of the image has (none when the region covers it)."""
+        if mask is None:
+            return
+        check_rank(self.edit_rank, "method.edit_rank", {"values of x0 inside the region": int(mask.sum())})
+        check_rank(self.null_rank, "method.null_rank", {"values of x0 outside the region": int((1 - mask).sum())})
 
     def region(self, model: DiffusionModel, x0: torch.Tensor | None) -> torch.Tensor | None:
         """The (C, H, W) mask of the region to edit, for the sample x0 (C, H, W) in [-1, 1]."""
@@ -216,20 +228,24 @@ class LocoDirections(DirectionMethod):
             return self.find_without_tf32(float32_model(model), sampler)
 
     def find_without_tf32(self, model: DiffusionModel, sampler: SamplerSettings) -> Directions:
+        self.check_model(model)  # a bad region or rank stops before any sampling
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's grid: the edited samples walk the same path
         index = schedule.index_of(self.t_edit)
         tau = int(schedule.timesteps[index])
         x_t, image = self.starting_point(model, schedule, index, sampler.clip_x0)
         x_t = x_t.to(model.device, model.dtype)
         mask = self.region(model, image)
+        self.check_region(mask)
         mask = mask.to(model.device) if mask is not None else None
         n = x_t.numel()
-        if self.edit_rank > n:
-            raise UserError(f"method.edit_rank={self.edit_rank} exceeds the {n} values of x_t")
         inside = posterior_products(model, x_t, tau, mask, self.chunk)
         found = block_subspace_iteration(
             inside.jvp, inside.vjp, n, self.edit_rank, self.oversample, self.tol, self.min_iters, self.max_iters,
             self.seed, x_t.dtype, x_t.device,
+        )  # fmt: skip
+        check_nonzero(
+            found.values, "method.edit_rank", f"the posterior mean's Jacobian at tau={tau} inside the region",
+            "choose a region (method.mask) where the prediction depends on x_t",
         )  # fmt: skip
         vectors = found.right
         info = {
@@ -244,6 +260,10 @@ class LocoDirections(DirectionMethod):
             rest = block_subspace_iteration(
                 outside.jvp, outside.vjp, n, self.null_rank, self.oversample, self.tol, self.min_iters,
                 self.max_iters, self.seed + 1, x_t.dtype, x_t.device,
+            )  # fmt: skip
+            check_nonzero(
+                rest.values, "method.null_rank", f"the posterior mean's Jacobian at tau={tau} outside the region",
+                "set method.null_rank=0",
             )  # fmt: skip
             before = outside.jvp(vectors).norm(dim=1) / inside.jvp(vectors).norm(dim=1)
             vectors = project_out(vectors, rest.right)

@@ -34,6 +34,39 @@ class SingularTriplets:
     log: list[dict] = field(default_factory=list)  # per iteration: sigma, residual
 
 
+# A singular value below this share of the largest is taken for a zero one: float32 products round a zero
+# singular value to about 1e-7 of the largest.
+ZERO_SINGULAR_VALUE = 1e-5
+
+
+def check_rank(k: int, setting: str, bounds: dict[str, int]) -> None:
+    """Refuse, before any product, asking for more singular vectors than a map has: a map from or to `size`
+    values has at most `size` of them, for every ("values of h", size) of `bounds`."""
+    from hspace.errors import UserError
+
+    for what, size in bounds.items():
+        if k > size:
+            raise UserError(
+                f"{setting}={k} asks for more directions than the {size} {what} allow: ask for at most {size}"
+            )
+
+
+def check_nonzero(values: torch.Tensor, setting: str, map_name: str, if_zero: str) -> None:
+    """Refuse singular triplets whose singular values are zero (below ZERO_SINGULAR_VALUE of the largest): their
+    vectors are any vectors of a null space, not directions the map moves. `if_zero`: what to do when the whole
+    map is zero."""
+    from hspace.errors import UserError
+
+    rank = int((values > ZERO_SINGULAR_VALUE * values.max().clamp(min=torch.finfo(values.dtype).tiny)).sum())
+    if rank == 0:
+        raise UserError(f"{map_name} is zero, so it has no direction to find: {if_zero}")
+    if rank < len(values):
+        raise UserError(
+            f"{setting}={len(values)}, but {map_name} has only {rank} singular values above zero: "
+            f"ask for at most {rank}"
+        )
+
+
 def check_iteration_settings(oversample: int, tol: float, min_iters: int, max_iters: int, chunk: int | None) -> None:
     """The solver settings a method passes to the iterations here (method.oversample, tol, min_iters, max_iters,
     chunk), each refused in one line when out of range."""
@@ -124,6 +157,8 @@ def sequential_power_iteration(
                 q = q - found.T @ (found @ q)
             lam = q.norm()
             residual = float((q - (w @ q) * w).norm() / lam.clamp(min=torch.finfo(lam.dtype).tiny))
+            if lam == 0:  # w lies in the null space of J J^T: its singular value is 0 (check_nonzero refuses it)
+                break
             w = q / lam
             log.append({"vector": j, "iteration": iteration, "sigma": float(lam.sqrt()), "residual": residual})
             if iteration >= min_iters and residual < tol:
@@ -131,11 +166,14 @@ def sequential_power_iteration(
                 break
         total_iterations += iteration
         all_converged &= converged
+        if found is not None:  # again: where J J^T w is all rounding (a zero singular value), w leans on found
+            w = w - found.T @ (found @ w)
+            w = w / w.norm()
         g = vjp(w[None])[0]
         vjps += 1
         sigma = g.norm()
         lefts.append(w)
-        rights.append(g / sigma)
+        rights.append(g / sigma.clamp(min=torch.finfo(sigma.dtype).tiny))  # 0, not NaN, for a zero singular value
         values.append(sigma)
     return SingularTriplets(
         torch.stack(rights), torch.stack(values), torch.stack(lefts), total_iterations, all_converged, jvps, vjps, log

@@ -67,8 +67,13 @@ class LocalityRegion:
 
         if self.kind in ("box", "file"):
             box = list(self.box) if self.box else None
-            mask = region_mask(image_shape, box, self.file, ("metrics.locality.box", "metrics.locality.file"))
-            return mask[0] > 0.5
+            mask = region_mask(image_shape, box, self.file, ("metrics.locality.box", "metrics.locality.file"))[0] > 0.5
+            if bool(mask.all()):
+                setting = f"metrics.locality.box={box}" if box else f"metrics.locality.file={self.file}"
+                raise UserError(
+                    f"{setting} covers the whole image, so no pixel lies outside it to measure: give a smaller region"
+                )
+            return mask
         return None
 
     def masks(self, originals: np.ndarray, fixed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,12 +119,18 @@ class LocalityScores(Metric):
         total = self.in_sum + self.out_sum
         return {
             "pixels": self.in_pixels + self.out_pixels,  # 0 when no sample of any process had a region
-            "mse_in": self.in_sum / self.in_pixels.clamp(min=1),
-            "mse_out": self.out_sum / self.out_pixels.clamp(min=1),
+            # no pixel inside (or outside) the regions: NaN (null), not the 0 of an edit that moved none of them
+            "mse_in": per_pixel(self.in_sum, self.in_pixels),
+            "mse_out": per_pixel(self.out_sum, self.out_pixels),
             # an edit that changed nothing has no share anywhere: NaN (null), not the 0 of a perfectly local edit
             "outside_share": torch.where(total > 0, self.out_sum / total.clamp(min=1e-30), torch.nan),
-            "kept_out": self.kept_out / self.out_pixels.clamp(min=1),
+            "kept_out": per_pixel(self.kept_out, self.out_pixels),
         }
+
+
+def per_pixel(sums: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """sums / pixels, NaN where there are no pixels."""
+    return torch.where(pixels > 0, sums / pixels.clamp(min=1), torch.nan)
 
 
 def locality_metrics(scores: LocalityScores, names: list[str], strengths: list[float]) -> dict[str, float]:
