@@ -198,3 +198,18 @@ def test_a_map_of_lower_rank_than_asked_gives_no_nan_and_is_refused_in_one_line(
     with pytest.raises(UserError, match="k=3, but the map has only 1 singular values above zero: ask for at most 1"):
         check_nonzero(values, "k", "the map", "widen it")
     check_nonzero(torch.tensor([3.0, 1e-3]), "k", "the map", "widen it")  # small, not zero
+
+
+def test_a_step_where_eps_does_not_read_h_scales_its_edit_to_zero():
+    """The shipped model predicts v on a zero-terminal-SNR schedule: at tau = 999 its eps is x_T whatever h is, so
+    that step's Jacobian is zero. With scale_mode=sigma_t that is the step's scale (no edit there), not a refusal:
+    only the step whose vectors are applied must have them."""
+    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.jacobian import JacobianDirections
+
+    model = load_model("shapes32")
+    sampler = SamplerSettings(num_steps=3, spacing="trailing")
+    method = JacobianDirections(num_directions=1, tau=500, scale_mode="sigma_t", max_iters=5, tol=1e-1)
+    directions = method.find(model, sampler)
+    assert directions.info["tau"] != 999 and directions.scales[0, 0] == 0 and (directions.scales[0, 1:] > 0).all()

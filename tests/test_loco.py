@@ -192,3 +192,26 @@ def test_a_larger_mask_image_is_reduced_as_the_reference_code_reduces_it(tmp_pat
     torch.testing.assert_close(
         region_mask((3, 64, 64), file=str(tmp_path / "same.png"))[0], torch.tensor(ellipse > 0).float()
     )
+
+
+def test_a_directions_sign_is_its_own_not_the_solvers(model, monkeypatch):
+    """A singular vector's sign is arbitrary: each direction is flipped so that its largest entry is positive, so
+    the solver's choice (which follows its seed, method.chunk and the device's rounding) does not decide it.
+    Before, method.chunk flipped a direction of the shipped model, so that a strength edited the other way."""
+    import hspace.directions.loco as loco
+    from hspace.diffusion.schedule import SamplerSettings
+
+    settings = dict(mask="box", mask_box=[2, 2, 9, 9], edit_rank=2, null_rank=2, t_edit=400, max_iters=5)
+    sampler = SamplerSettings(num_steps=5)
+    found = loco.LocoDirections(**settings).find(model, sampler).extra["x_directions"].flatten(1)
+    assert (found[torch.arange(2), found.abs().argmax(dim=1)] > 0).all()
+    solve = loco.block_subspace_iteration
+
+    def the_other_sign(*args, **kwargs):
+        triplets = solve(*args, **kwargs)
+        triplets.right = -triplets.right
+        return triplets
+
+    monkeypatch.setattr(loco, "block_subspace_iteration", the_other_sign)
+    flipped = loco.LocoDirections(**settings).find(model, sampler).extra["x_directions"].flatten(1)
+    assert torch.equal(flipped, found)

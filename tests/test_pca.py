@@ -8,7 +8,7 @@ from sklearn.decomposition import PCA as SklearnPCA
 from hspace.diffusion.sampler import initial_noise, sample
 from hspace.diffusion.schedule import SamplerSettings, make_schedule
 from hspace.directions.h_collection import collect_h
-from hspace.directions.pca import PCA, StreamingPCA, align_signs, exact_per_step_pca
+from hspace.directions.pca import PCA, StreamingPCA, align_signs, anchor_overlaps, exact_per_step_pca
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,14 @@ def test_sign_alignment_chain_and_noisiest_differ_on_a_rotating_axis():
     np.testing.assert_allclose(chain_overlaps, 0.5, atol=1e-12)
     np.testing.assert_allclose(anchored_overlaps, 0.5, atol=1e-12)
     np.testing.assert_allclose(axes, signs[..., None] * u)  # the input is left as it was
+
+
+def test_the_overlaps_that_decided_the_signs_show_a_step_orthogonal_to_the_noisiest():
+    """u_0 = e1, u_1 = (e1 + e2) / sqrt 2, u_2 = e2: "noisiest" decides u_2's sign from an overlap of 0 (rounding
+    decides it), "chain" from one of 0.71 with u_1."""
+    u = np.array([[1.0, 0.0], [0.5**0.5, 0.5**0.5], [0.0, 1.0]])[None]
+    np.testing.assert_allclose(anchor_overlaps(align_signs(u)[0]), [[0.5**0.5, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(anchor_overlaps(align_signs(u, "chain")[0], "chain"), [[0.5**0.5] * 2], atol=1e-12)
 
 
 def test_joint_streaming_pca_equals_sklearn_on_real_activations(shapes_activations):

@@ -211,12 +211,13 @@ class JacobianDirections(DirectionMethod):
         for idx in bar(steps, "jacobian", unit="step"):
             x_t = trajectory.x_t[0, idx].to(model.device, model.dtype)
             result = self.solve(jacobian_products(model, x_t, int(schedule.timesteps[idx]), mask, self.chunk), k)
-            check_nonzero(
-                result.values,
-                "method.num_directions",
-                f"the Jacobian of eps by h at tau={int(schedule.timesteps[idx])}",
-                "its region (method.mask_box, method.mask_file) holds no pixel the prediction reads h for",
-            )
+            if idx == at:  # elsewhere zero singular values are scales: no edit at that step (eps = x_T at zero SNR)
+                check_nonzero(
+                    result.values,
+                    "method.num_directions",
+                    f"the Jacobian of eps by h at tau={int(schedule.timesteps[idx])}",
+                    "choose another region (method.mask_box, method.mask_file) or method.tau",
+                )
             sigma[:, idx] = result.values.cpu()
             tau_i = int(schedule.timesteps[idx])
             log["iterations"][tau_i], log["converged"][tau_i] = result.iterations, result.converged

@@ -10,6 +10,9 @@ are projected out of the edit directions (and these renormalised), so that to fi
 and leaves the rest alone. Directions live in x_t at t_edit (`extra["x_directions"]`, (k, C, H, W)); the
 direction tensor marks that step with scale 1 (edit=xt_shift applies them there).
 
+Each direction is flipped so that its largest entry is positive: a singular vector's sign is arbitrary, and the
+solver's would follow its seed, `chunk` and the device's rounding.
+
 Masks: `object` (Shapes: the object's region measured from the sample's pixels, grown by `mask_margin`
 pixels), a pixel box, a mask image, or none.
 """
@@ -33,7 +36,7 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
-from hspace.directions.jacobian import read_mask_image, region_mask
+from hspace.directions.jacobian import canonical_rows, read_mask_image, region_mask
 from hspace.directions.jacobian_map import JacobianProducts
 from hspace.directions.method import DirectionMethod
 from hspace.directions.subspace import block_subspace_iteration, check_iteration_settings, check_nonzero, check_rank
@@ -143,7 +146,7 @@ class LocoDirections(DirectionMethod):
     chunk: int | None = None
 
     name = "loco"
-    version = 2  # 2: region masks are resized as LOCO Edit's code does
+    version = 3  # 2: region masks are resized as LOCO Edit's code does; 3: canonical signs
     provides = ("x_directions",)
     finds_h = False
 
@@ -281,7 +284,7 @@ class LocoDirections(DirectionMethod):
             torch.zeros(self.edit_rank, steps, *model.h_shape),
             scales,
             [f"loco{j}" for j in range(self.edit_rank)],
-            extra={"x_directions": vectors.detach().cpu().reshape(self.edit_rank, *model.image_shape)},
+            extra={"x_directions": canonical_rows(vectors.detach().cpu()).reshape(self.edit_rank, *model.image_shape)},
             info=info,
             metrics=metrics,
         )

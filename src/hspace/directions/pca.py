@@ -254,6 +254,14 @@ def align_signs(axes: np.ndarray, reference: str = "noisiest") -> tuple[np.ndarr
     return axes, overlaps
 
 
+def anchor_overlaps(axes: np.ndarray, reference: str = "noisiest") -> np.ndarray:
+    """|<u_t, anchor_t>| (k, T-1) for the steps after the first: the overlaps align_signs decided each step's sign
+    by. Near 0, rounding decides it, and another path to the same axes (streaming against exact PCA, a collection
+    split across processes) may give that step the other sign."""
+    anchors = axes[:, :1] if reference == "noisiest" else axes[:, :-1]
+    return np.abs(np.einsum("ktd,ktd->kt", axes[:, 1:], np.broadcast_to(anchors, axes[:, 1:].shape)))
+
+
 @dataclass
 class PCA(DirectionMethod):
     """`method=pca`: directions from generated samples (seeds first_seed..first_seed+num_samples-1)."""
@@ -353,9 +361,10 @@ class PCA(DirectionMethod):
         result = self.fit(model, sampler, cache)
         if self.mode == "joint":  # one vector over all steps: its step slices keep their relative signs
             axes = canonical_sign(result.axes)
-            overlaps = np.zeros((self.num_components, 0))
+            overlaps = decisive = np.zeros((self.num_components, 0))
         else:
             axes, overlaps = align_signs(result.axes, self.sign_reference)
+            decisive = anchor_overlaps(axes, self.sign_reference)
         names = [f"pc{j}" for j in range(self.num_components)]
         ratio = result.explained_variance_ratio.tolist()
         return self.directions(
@@ -367,6 +376,8 @@ class PCA(DirectionMethod):
             info={
                 "explained_variance_ratio": ratio,
                 "sign_overlap_min": overlaps.min(axis=1).tolist() if overlaps.size else [],
+                # per axis, the smallest overlap a step's sign was decided by: near 0, rounding decided it
+                "sign_anchor_overlap_min": decisive.min(axis=1).tolist() if decisive.size else [],
                 "num_samples": result.num_samples,
             },
             metrics={

@@ -48,7 +48,8 @@ def find_across_processes(
     gpus: Sequence[int] = (),
 ) -> Directions:
     """The method's directions with its collection split across `processes` ranks (hspace.distributed):
-    the same directions as one process, to floating-point tolerance."""
+    the same directions as one process, to floating-point tolerance (up to the sign of a PCA step that sign
+    alignment decides from a near-zero overlap: docs/algorithms.md, "Signs")."""
     device = model.device
     model.unet.to("cpu")  # the ranks receive the weights through shared CPU memory and move them to their device
     try:
