@@ -38,6 +38,13 @@ def test_svm_normal_recovers_a_planted_direction():
     assert (np.sign(distances[test]) == labels[test]).mean() == fit.val_acc
 
 
+def test_examples_with_one_set_of_features_are_one_line_not_a_division_by_zero():
+    labels = np.array([1, 1, 1, -1, -1, -1])
+    train, test = stratified_split(labels, 0.3)
+    with pytest.raises(UserError, match="the SVM found no boundary: the training examples of both classes have"):
+        fit_boundary(np.ones((6, 4)), labels, train, test)
+
+
 def test_placement_puts_the_projection_at_d_and_d_equal_to_the_distance_is_the_identity():
     g = torch.Generator().manual_seed(0)
     v = torch.randn(4, 30, generator=g, dtype=torch.float64)

@@ -133,6 +133,11 @@ def fit_boundary(
     svm = SVC(kernel="linear", C=float(C), class_weight=class_weight).fit(x[train], labels[train])
     w = svm.coef_.ravel()
     norm = float(np.linalg.norm(w))
+    if norm == 0:  # no hyperplane: every training example has the same features
+        raise UserError(
+            "the SVM found no boundary: the training examples of both classes have the same features; label more "
+            "varied samples or choose another attribute"
+        )
     sign = 1.0 if svm.classes_[1] == 1 else -1.0  # sklearn's coef_ points to classes_[1]
     return Boundary(
         normal=sign * w / norm,
