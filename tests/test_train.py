@@ -170,12 +170,24 @@ def test_a_resumed_training_takes_the_steps_of_an_unbroken_one(tmp_path, monkeyp
         assert all(torch.equal(a, b) for a, b in zip(ema_again, ema))
 
 
-def test_a_classifier_stopped_by_a_sigterm_during_validation_runs_that_validation_again_on_resume(
-    tmp_path, monkeypatch, capsys
+@pytest.mark.parametrize(
+    "more, stop_at, validated_again",
+    [
+        ([], 8, True),  # step 8's checkpoint is written before its validation
+        (["+trainer.accumulate_grad_batches=2", "trainer.val_check_interval=3"], 4, True),  # 2 batches a step
+        ([], 12, False),
+    ],
+    ids=["mid-training", "inside an accumulation", "the last validation"],
+)
+def test_a_classifier_stopped_by_a_sigterm_during_validation_resumes_as_an_unbroken_one(
+    tmp_path, monkeypatch, capsys, more, stop_at, validated_again
 ):
-    """Lightning stops a validation between two batches at a SIGTERM; the resumed training runs it again, whole,
-    before its next step, so it logs the validations and trains the weights of an unbroken one. Before, the
-    resume skipped it: step 8's validation was never logged."""
+    """Lightning stops a validation between two batches at a SIGTERM. With steps to come, the resumed training
+    runs it again, whole, before its next step, so it logs the validations of an unbroken run (before, the resume
+    skipped it: step 8's was never logged). Inside a gradient accumulation the checkpoint is the last whole step's
+    (it holds no gradients), and Lightning runs the validation again when the resume reaches it. At the last step
+    Lightning ends the resume before any validation: that one stays lost. The exported weights are the unbroken
+    run's in every case."""
     import csv
     import os
     import signal
@@ -192,32 +204,35 @@ def test_a_classifier_stopped_by_a_sigterm_during_validation_runs_that_validatio
         "module.hidden=16",
         "trainer.max_steps=12",
         "trainer.val_check_interval=4",
-        "checkpoint_every_n_steps=4",  # step 8's checkpoint is written before its validation
+        "checkpoint_every_n_steps=4",
         "trainer.enable_progress_bar=false",
+        *more,
     ]
 
-    def run(name, *more):
+    def run(name, *resume):
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            train(compose(config_name="train", overrides=[*small, f"run_dir={tmp_path / name}", *more]))
+            train(compose(config_name="train", overrides=[*small, f"run_dir={tmp_path / name}", *resume]))
 
     def validations(name):
-        rows = csv.DictReader((tmp_path / name / "logs" / "version_0" / "metrics.csv").open())
+        logged = tmp_path / name / "logs" / "version_0" / "metrics.csv"
+        rows = csv.DictReader(logged.open()) if logged.exists() else []
         return [(row["step"], row["val/acc_min"]) for row in rows if row.get("val/acc_min")]
 
     def weights(name):
-        path = tmp_path / name / "checkpoints" / "last.ckpt"
-        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        from safetensors.torch import load_file
+
+        return load_file(tmp_path / name / "model" / "classifier.safetensors")  # what the training exported
 
     run("unbroken")
-    assert len(validations("unbroken")) == 3
+    unbroken = validations("unbroken")
     validation_step = AttributeClassifierTraining.validation_step
 
-    def sigterm_after_batch_1_of_step_8(self, batch, index):
-        if self.global_step == 8 and index == 1:
+    def sigterm_after_batch_1(self, batch, index):
+        if self.global_step == stop_at and index == 1:
             os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops before batch 2
         return validation_step(self, batch, index)
 
-    monkeypatch.setattr(AttributeClassifierTraining, "validation_step", sigterm_after_batch_1_of_step_8)
+    monkeypatch.setattr(AttributeClassifierTraining, "validation_step", sigterm_after_batch_1)
     previous = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(SystemExit):
@@ -225,11 +240,13 @@ def test_a_classifier_stopped_by_a_sigterm_during_validation_runs_that_validatio
     finally:
         signal.signal(signal.SIGTERM, previous)
     monkeypatch.setattr(AttributeClassifierTraining, "validation_step", validation_step)
-    assert "stopped by SIGTERM at step 8" in capsys.readouterr().err
-    assert validations("stopped") == validations("unbroken")[:1]
+    assert f"stopped by SIGTERM at step {stop_at}" in capsys.readouterr().err
+    stopped = validations("stopped")
+    assert stopped == unbroken[: len(stopped)]
 
     run("resumed", f"ckpt_path={tmp_path / 'stopped' / 'checkpoints' / 'last.ckpt'}")
-    assert validations("resumed") == validations("unbroken")[1:]
+    resumed = validations("resumed")
+    assert (stopped + resumed == unbroken) if validated_again else (len(stopped + resumed) == len(unbroken) - 1)
     assert all(torch.equal(weights("resumed")[k], v) for k, v in weights("unbroken").items())
 
 

@@ -121,7 +121,7 @@ class JacobianDirections(DirectionMethod):
     mask_file: str | None = None
 
     name = "jacobian"
-    version = 2  # 2: region masks are resized as LOCO Edit's code does
+    version = 3  # 2: region masks are resized as LOCO Edit's code does; 3: the sequential solver's zero singular values
 
     def __post_init__(self):
         integer(self.num_directions, "method.num_directions", 1)
@@ -180,6 +180,10 @@ class JacobianDirections(DirectionMethod):
         )
 
     def check_model(self, model: DiffusionModel) -> None:
+        self.checked_mask(model)
+
+    def checked_mask(self, model: DiffusionModel) -> torch.Tensor | None:
+        """The region mask, after refusing a rank that h or the masked eps cannot have."""
         mask = region_mask(model.image_shape, self.mask_box, self.mask_file)
         outputs = (
             ("values of eps", math.prod(model.image_shape))
@@ -189,14 +193,14 @@ class JacobianDirections(DirectionMethod):
         check_rank(
             self.num_directions, "method.num_directions", dict([("values of h", math.prod(model.h_shape)), outputs])
         )
+        return mask
 
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         with ieee_float32():  # no TF32 in the products, and float32 weights (hspace.precision)
             return self.find_without_tf32(float32_model(model), sampler)
 
     def find_without_tf32(self, model: DiffusionModel, sampler: SamplerSettings) -> Directions:
-        self.check_model(model)  # a bad mask or rank stops before any sampling
-        mask = region_mask(model.image_shape, self.mask_box, self.mask_file)
+        mask = self.checked_mask(model)  # a bad mask or rank stops before any sampling
         mask = mask.to(model.device) if mask is not None else None
         k = self.num_directions
         schedule = sampler.schedule(model.alphas_cumprod)  # the run's own grid and eta: the edited image's trajectory

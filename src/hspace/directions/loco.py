@@ -11,7 +11,8 @@ and leaves the rest alone. Directions live in x_t at t_edit (`extra["x_direction
 direction tensor marks that step with scale 1 (edit=xt_shift applies them there).
 
 Each direction is flipped so that its largest entry is positive: a singular vector's sign is arbitrary, and the
-solver's would follow its seed, `chunk` and the device's rounding.
+solver's would follow its seed, `chunk` and the device's rounding (which still decide it where the largest two
+entries tie in magnitude with opposite signs).
 
 Masks: `object` (Shapes: the object's region measured from the sample's pixels, grown by `mask_margin`
 pixels), a pixel box, a mask image, or none.
@@ -204,7 +205,8 @@ class LocoDirections(DirectionMethod):
     def check_model(self, model: DiffusionModel) -> None:
         values = math.prod(model.image_shape)
         check_rank(self.edit_rank, "method.edit_rank", {"values of x_t": values})
-        check_rank(self.null_rank, "method.null_rank", {"values of x_t": values})
+        if self.mask != "none":  # without a region nothing is projected out
+            check_rank(self.null_rank, "method.null_rank", {"values of x_t": values})
         if self.mask in ("box", "file"):  # the object's region is measured on the sample
             self.check_region(self.region(model, None))
 
@@ -238,7 +240,8 @@ class LocoDirections(DirectionMethod):
         x_t, image = self.starting_point(model, schedule, index, sampler.clip_x0)
         x_t = x_t.to(model.device, model.dtype)
         mask = self.region(model, image)
-        self.check_region(mask)
+        if self.mask == "object":  # measured on the sample: box and file regions were checked with the model
+            self.check_region(mask)
         mask = mask.to(model.device) if mask is not None else None
         n = x_t.numel()
         inside = posterior_products(model, x_t, tau, mask, self.chunk)

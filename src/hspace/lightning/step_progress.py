@@ -22,7 +22,9 @@ def time_limit(trainer: pl.Trainer) -> Timer | None:
 
 def seconds(timer: Timer) -> tuple[float, float]:
     """The seconds a time-limited training has spent (over all its resumes) and may spend."""
-    spent, limit = timer.time_elapsed("train"), timer.time_elapsed("train") + timer.time_remaining()
+    spent = timer.time_elapsed("train")
+    # time_remaining() reads the clock again, a moment later: max_time is whole seconds, and so is the limit
+    limit = float(round(spent + timer.time_remaining()))
     return min(spent, limit), limit
 
 

@@ -4,8 +4,11 @@ Lightning's ModelCheckpoint writes last.ckpt beside each step checkpoint and, wh
 wrote it: a training stopped by max_steps or max_time between two saves kept the earlier step in last.ckpt, and a
 resume from it trained the steps after it again. Here last.ckpt is rewritten whenever training ends at a step it
 does not hold: at max_steps or max_time, and at a SIGTERM (kill, timeout, a scheduler's time limit), which
-Lightning raises between two steps, so the checkpoint holds whole steps. A SIGTERM during a validation stops
-it between two of its batches; the checkpoint then makes the resume run that validation again, whole.
+Lightning raises between two steps, so the checkpoint holds whole steps (under gradient accumulation, between
+two batches). A SIGTERM during a validation stops it between two of its batches; the checkpoint then makes the
+resume run that validation again, whole, unless it was the last one (at max_steps or max_epochs the resume ends
+before any validation). Inside a gradient accumulation, whose gradients no checkpoint holds, the checkpoint is not
+rewritten there, and the resume validates again when it reaches that batch.
 
 A resume writes on into the same checkpoints/ folder. ModelCheckpoint finds its own state in a checkpoint under a
 key made of its settings, so a resume with another checkpoint_every_n_steps found none and wrote last-v1.ckpt
@@ -66,7 +69,7 @@ class TrainingCheckpoints(ModelCheckpoint):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
             return
-        if trainer.validating:  # Lightning stops a validation between two batches: its metrics are lost
+        if validation_to_run_again(trainer):  # Lightning stops a validation between two batches: its metrics are lost
             self._validation_cut_short = True
             try:
                 self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
@@ -84,6 +87,19 @@ class TrainingCheckpoints(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     _validation_cut_short = False
+
+
+def validation_to_run_again(trainer: pl.Trainer) -> bool:
+    """Whether a SIGTERM stopped a validation that a resume can run again: one at a whole step (inside a
+    gradient accumulation the step's gradients, which no checkpoint holds, would be lost) with training steps
+    still to take (Lightning ends a resume at max_steps or max_epochs before any validation)."""
+    loop = trainer.fit_loop.epoch_loop
+    if not trainer.validating or loop._should_accumulate():
+        return False
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return False
+    last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+    return not (last_epoch and loop._num_ready_batches_reached())
 
 
 def validate_again_on_resume(checkpoint: dict) -> None:
