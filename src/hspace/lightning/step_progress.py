@@ -52,18 +52,19 @@ def training_limit(trainer: pl.Trainer) -> TrainingLimit | None:
     if math.isfinite(steps) and steps > 0:
         return TrainingLimit(int(steps))
     timer = time_limit(trainer)
-    return None if timer is None else TrainingLimit(round(seconds(timer)[1]), timer)
+    return None if timer is None else TrainingLimit(int(seconds(timer)[1]), timer)
 
 
 class StepProgressBar(TQDMProgressBar):
     _limit: TrainingLimit | None = None
+    _timer: Timer | None = None  # max_time's, also where steps bound the bar
 
     def init_train_tqdm(self) -> Tqdm:
         return Tqdm(desc="train steps", leave=True, dynamic_ncols=True, file=sys.stderr, smoothing=0)
 
     def on_train_start(self, trainer: pl.Trainer, *args) -> None:
         super().on_train_start(trainer, *args)
-        self._limit = training_limit(trainer)
+        self._limit, self._timer = training_limit(trainer), time_limit(trainer)
         if self._limit is not None:
             bar = self.train_progress_bar
             bar.reset(total=self._limit.total)
@@ -82,11 +83,10 @@ class StepProgressBar(TQDMProgressBar):
         if self._should_update(trainer.global_step, self._limit.total):
             self.train_progress_bar.n = self._limit.reached(trainer)
             metrics = self.get_metrics(trainer, pl_module)
-            timer = time_limit(trainer)
             if self._limit.timer is not None:
                 metrics = {"step": trainer.global_step, **metrics}
-            elif timer is not None:  # steps bound the bar, and max_time may end the training first
-                spent, limit = seconds(timer)
+            elif self._timer is not None:  # steps bound the bar, and max_time may end the training first
+                spent, limit = seconds(self._timer)
                 metrics = {"time": f"{tqdm.format_interval(spent)} of {tqdm.format_interval(limit)}", **metrics}
             self.train_progress_bar.set_postfix(metrics)
             self.train_progress_bar.refresh()
