@@ -26,6 +26,7 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.jacobian_map import jacobian_products
 from hspace.directions.method import DirectionMethod
+from hspace.directions.signs import canonical_rows
 from hspace.directions.subspace import (
     SingularTriplets,
     block_subspace_iteration,
@@ -95,13 +96,6 @@ def read_mask_image(file: str, setting: str = "method.mask_file") -> np.ndarray:
             return np.asarray(image.convert("L"))
     except (UnidentifiedImageError, OSError) as error:
         raise UserError(f"{setting}={file} is not a readable image ({type(error).__name__}): give a PNG") from None
-
-
-def canonical_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Flip each row so that its largest-magnitude entry is positive (singular vectors have no sign)."""
-    index = rows.abs().argmax(dim=1)
-    signs = torch.sign(rows.gather(1, index[:, None]))
-    return rows * signs
 
 
 @dataclass

@@ -37,9 +37,10 @@ from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.sampler import noise_for, sample
 from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
-from hspace.directions.jacobian import canonical_rows, read_mask_image, region_mask
+from hspace.directions.jacobian import read_mask_image, region_mask
 from hspace.directions.jacobian_map import JacobianProducts
 from hspace.directions.method import DirectionMethod
+from hspace.directions.signs import canonical_rows
 from hspace.directions.subspace import block_subspace_iteration, check_iteration_settings, check_nonzero, check_rank
 from hspace.errors import UserError
 from hspace.images import to_uint8

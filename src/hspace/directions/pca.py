@@ -22,6 +22,7 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.h_collection import collect_h
 from hspace.directions.method import DirectionMethod
+from hspace.directions.signs import canonical_rows_numpy
 from hspace.distributed import Shard
 from hspace.errors import UserError
 
@@ -224,13 +225,6 @@ def exact_per_step_pca(batches: Iterable[torch.Tensor], k: int, joint: bool = Fa
     return PCAResult(*(np.stack(parts, axis=1) for parts in zip(*per_step)), n)
 
 
-def canonical_sign(axes: np.ndarray) -> np.ndarray:
-    """Flip each whole component (k, ...) so that its largest-|entry| is positive (for joint PCA)."""
-    flat = axes.reshape(len(axes), -1)
-    signs = np.sign(flat[np.arange(len(flat)), np.abs(flat).argmax(axis=1)])
-    return axes * signs.reshape(-1, *([1] * (axes.ndim - 1)))
-
-
 def align_signs(axes: np.ndarray, reference: str = "noisiest") -> tuple[np.ndarray, np.ndarray]:
     """Make axis signs consistent across steps. (k, T, D) -> aligned axes, overlaps |<u_t, u_{t+1}>| (k, T-1).
 
@@ -241,11 +235,9 @@ def align_signs(axes: np.ndarray, reference: str = "noisiest") -> tuple[np.ndarr
     if reference not in ("noisiest", "chain"):
         raise ValueError(f"sign reference must be 'noisiest' or 'chain', not {reference!r}")
     axes = axes.copy()
+    axes[:, 0] = canonical_rows_numpy(axes[:, 0])
     k, num_steps = axes.shape[:2]
     for j in range(k):
-        ref = axes[j, 0]
-        if ref[np.abs(ref).argmax()] < 0:
-            axes[j, 0] = -ref
         for t in range(1, num_steps):
             anchor = axes[j, 0] if reference == "noisiest" else axes[j, t - 1]
             if axes[j, t] @ anchor < 0:
@@ -360,7 +352,7 @@ class PCA(DirectionMethod):
     def find(self, model: DiffusionModel, sampler: SamplerSettings, cache: ArtifactCache | None = None) -> Directions:
         result = self.fit(model, sampler, cache)
         if self.mode == "joint":  # one vector over all steps: its step slices keep their relative signs
-            axes = canonical_sign(result.axes)
+            axes = canonical_rows_numpy(result.axes)  # each whole component
             overlaps = decisive = np.zeros((self.num_components, 0))
         else:
             axes, overlaps = align_signs(result.axes, self.sign_reference)
