@@ -213,3 +213,27 @@ def test_a_step_where_eps_does_not_read_h_scales_its_edit_to_zero():
     method = JacobianDirections(num_directions=1, tau=500, scale_mode="sigma_t", max_iters=5, tol=1e-1)
     directions = method.find(model, sampler)
     assert directions.info["tau"] != 999 and directions.scales[0, 0] == 0 and (directions.scales[0, 1:] > 0).all()
+
+
+def test_a_zero_jacobian_at_the_applied_step_is_refused_before_the_other_steps_are_solved(monkeypatch):
+    """With scale_mode=sigma_t every step is solved, the applied one first, so that a zero Jacobian there (here
+    made zero at tau = 499, the third of four steps) is refused after one solve, not after the steps before it."""
+    from hspace.diffusion.loading import load_model
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions import jacobian
+    from hspace.directions.jacobian_map import JacobianProducts
+
+    solved = []
+
+    def zero_at_499(model, x_t, t, mask, chunk):
+        solved.append(t)
+        found = jacobian_products(model, x_t, t, mask, chunk)
+        if t != 499:
+            return found
+        return JacobianProducts(found.h, found.eps, lambda v: 0 * found.jvp(v), lambda u: 0 * found.vjp(u))
+
+    monkeypatch.setattr(jacobian, "jacobian_products", zero_at_499)
+    method = jacobian.JacobianDirections(num_directions=1, tau=500, scale_mode="sigma_t", max_iters=5, tol=1e-1)
+    with pytest.raises(UserError, match="the Jacobian of eps by h at tau=499 is zero"):
+        method.find(load_model("shapes32"), SamplerSettings(num_steps=4, spacing="trailing"))
+    assert solved == [499]

@@ -202,7 +202,8 @@ class JacobianDirections(DirectionMethod):
         x_T, z = noise_for([self.sample_seed], model, schedule)
         trajectory = sample(model, schedule, x_T, z, record_x=True, clip_x0=sampler.clip_x0)  # the edited path
         at = schedule.index_of(self.tau)
-        steps = range(num_steps) if self.scale_mode == "sigma_t" else [at]
+        # the applied step first: a zero Jacobian there is refused before the other steps' iterations
+        steps = [at, *(idx for idx in range(num_steps) if idx != at)] if self.scale_mode == "sigma_t" else [at]
         sigma = torch.ones(k, num_steps)
         log = {"iterations": {}, "converged": {}, "jvp_count": 0, "vjp_count": 0}
         vectors = None
@@ -227,6 +228,8 @@ class JacobianDirections(DirectionMethod):
                 log["stopped_because"] = (
                     f"every residual below {self.tol}" if result.converged else f"max_iters={self.max_iters} reached"
                 )
+        for name in ("iterations", "converged"):  # in the grid's order, noisiest first
+            log[name] = {tau: log[name][tau] for tau in sorted(log[name], reverse=True)}
         singular_at_tau = sigma[:, at].tolist()
         if self.scale_mode == "sigma_tau":
             sigma[:] = sigma[:, at : at + 1]
