@@ -1,7 +1,7 @@
 """Progress of long work: bars on stderr while it runs, one line per stage when it ends.
 
 Bars show when stderr is a terminal, or everywhere with `show_progress(True)` (the `progress` setting of
-the commands; `false` turns them off). Stage lines ("directions: pca, 256 samples x 50 steps, 21.3 s") go to
+the commands; `false` turns them off). Stage lines ("directions: pca, 25 directions found in this run, 21.3 s") go to
 stderr unless `show_stages(False)`. Library code calls `bar(...)` and `stage_line(...)`; the commands decide.
 """
 

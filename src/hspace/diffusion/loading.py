@@ -2,7 +2,8 @@
 
 Every source is a diffusers `save_pretrained` directory in the layout of google/ddpm-ema-celebahq-256:
 config.json and diffusion_pytorch_model.safetensors (the UNet2DModel) beside scheduler_config.json.
-Only safetensors weights are loaded; nothing is unpickled.
+Diffusers weights are read from safetensors only; ADM checkpoints (load_adm) also from a .pt state dict, with
+torch.load(weights_only=True), which unpickles tensors and nothing else.
 """
 
 from __future__ import annotations

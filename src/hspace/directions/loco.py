@@ -3,7 +3,7 @@ in x_t from the low-rank Jacobian of the posterior mean.
 
 At one step t_edit of a generated sample's own trajectory, f(x_t) = x0_hat(x_t) is the posterior-mean
 predictor. Its Jacobian restricted to a region Omega of the output, J_in = M ⊙ d f / d x_t, is found matrix-free
-(forward- and reverse-mode products through torch.func, block subspace iteration): its top `edit_rank` right
+(J^T u by reverse mode, J v by a second reverse pass through it, block subspace iteration): its top `edit_rank` right
 singular vectors change the region the most. The top `null_rank` right singular vectors of the complement's
 Jacobian, J_out = (1 - M) ⊙ d f / d x_t, are the directions that change the rest of the image the most; they
 are projected out of the edit directions (and these renormalised), so that to first order an edit moves Omega
