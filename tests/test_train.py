@@ -170,84 +170,121 @@ def test_a_resumed_training_takes_the_steps_of_an_unbroken_one(tmp_path, monkeyp
         assert all(torch.equal(a, b) for a, b in zip(ema_again, ema))
 
 
+class ClassifierRuns:
+    """Small classifier trainings in tmp_path (12 steps, a validation of 3 batches every 4) and what they logged."""
+
+    def __init__(self, tmp_path, more=()):
+        self.tmp_path = tmp_path
+        self.settings = [
+            "experiment=shapes_classifier",
+            "data.n_train=64",
+            "data.n_val=24",  # 3 validation batches
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "module.channels=[8,8]",
+            "module.hidden=16",
+            "trainer.max_steps=12",
+            "trainer.val_check_interval=4",
+            "checkpoint_every_n_steps=4",
+            "trainer.enable_progress_bar=false",
+            *more,
+        ]
+
+    def run(self, name, *resume):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            train(compose(config_name="train", overrides=[*self.settings, f"run_dir={self.tmp_path / name}", *resume]))
+
+    def stopped(self, monkeypatch, name, stop_at, *resume):
+        """Run with a SIGTERM after batch 1 of the validation at step `stop_at` (Lightning stops before batch 2)."""
+        import os
+        import signal
+
+        from hspace.lightning.classifier import AttributeClassifierTraining
+
+        validation_step = AttributeClassifierTraining.validation_step
+
+        def sigterm_after_batch_1(self, batch, index):
+            if self.global_step == stop_at and index == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return validation_step(self, batch, index)
+
+        monkeypatch.setattr(AttributeClassifierTraining, "validation_step", sigterm_after_batch_1)
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            with pytest.raises(SystemExit):
+                self.run(name, *resume)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            monkeypatch.setattr(AttributeClassifierTraining, "validation_step", validation_step)
+
+    def last(self, name):
+        return self.tmp_path / name / "checkpoints" / "last.ckpt"
+
+    def validations(self, name):
+        import csv
+
+        versions = sorted((self.tmp_path / name / "logs").glob("version_*"), key=lambda v: int(v.name.split("_")[1]))
+        rows = [
+            row for v in versions if (v / "metrics.csv").exists() for row in csv.DictReader(open(v / "metrics.csv"))
+        ]
+        return [(row["step"], row["val/acc_min"]) for row in rows if row.get("val/acc_min")]
+
+    def weights(self, name):
+        from safetensors.torch import load_file
+
+        return load_file(self.tmp_path / name / "model" / "classifier.safetensors")  # what the training exported
+
+
 @pytest.mark.parametrize(
-    "more, stop_at, validated_again",
+    "more, stop_at",
     [
-        ([], 8, True),  # step 8's checkpoint is written before its validation
-        (["+trainer.accumulate_grad_batches=2", "trainer.val_check_interval=3"], 4, True),  # 2 batches a step
-        ([], 12, False),
+        ([], 8),  # step 8's checkpoint is written before its validation
+        (["+trainer.accumulate_grad_batches=2", "trainer.val_check_interval=3"], 4),  # 2 batches a step
+        ([], 12),  # the last: run after the resumed fit
     ],
     ids=["mid-training", "inside an accumulation", "the last validation"],
 )
 def test_a_classifier_stopped_by_a_sigterm_during_validation_resumes_as_an_unbroken_one(
-    tmp_path, monkeypatch, capsys, more, stop_at, validated_again
+    tmp_path, monkeypatch, capsys, more, stop_at
 ):
     """Lightning stops a validation between two batches at a SIGTERM. With steps to come, the resumed training
     runs it again, whole, before its next step, so it logs the validations of an unbroken run (before, the resume
     skipped it: step 8's was never logged). Inside a gradient accumulation the checkpoint is the last whole step's
     (it holds no gradients), and Lightning runs the validation again when the resume reaches it. At the last step
-    Lightning ends the resume before any validation: that one stays lost. The exported weights are the unbroken
-    run's in every case."""
-    import csv
-    import os
-    import signal
-
-    from hspace.lightning.classifier import AttributeClassifierTraining
-
-    small = [
-        "experiment=shapes_classifier",
-        "data.n_train=64",
-        "data.n_val=24",  # 3 validation batches
-        "data.batch_size=8",
-        "data.num_workers=0",
-        "module.channels=[8,8]",
-        "module.hidden=16",
-        "trainer.max_steps=12",
-        "trainer.val_check_interval=4",
-        "checkpoint_every_n_steps=4",
-        "trainer.enable_progress_bar=false",
-        *more,
-    ]
-
-    def run(name, *resume):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            train(compose(config_name="train", overrides=[*small, f"run_dir={tmp_path / name}", *resume]))
-
-    def validations(name):
-        logged = tmp_path / name / "logs" / "version_0" / "metrics.csv"
-        rows = csv.DictReader(logged.open()) if logged.exists() else []
-        return [(row["step"], row["val/acc_min"]) for row in rows if row.get("val/acc_min")]
-
-    def weights(name):
-        from safetensors.torch import load_file
-
-        return load_file(tmp_path / name / "model" / "classifier.safetensors")  # what the training exported
-
-    run("unbroken")
-    unbroken = validations("unbroken")
-    validation_step = AttributeClassifierTraining.validation_step
-
-    def sigterm_after_batch_1(self, batch, index):
-        if self.global_step == stop_at and index == 1:
-            os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops before batch 2
-        return validation_step(self, batch, index)
-
-    monkeypatch.setattr(AttributeClassifierTraining, "validation_step", sigterm_after_batch_1)
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit):
-            run("stopped")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    monkeypatch.setattr(AttributeClassifierTraining, "validation_step", validation_step)
+    Lightning ends the resume before any validation: hspace-train runs it after the resumed fit (before, it was
+    lost). The exported weights are the unbroken run's in every case."""
+    runs = ClassifierRuns(tmp_path, more)
+    runs.run("unbroken")
+    unbroken = runs.validations("unbroken")
+    runs.stopped(monkeypatch, "stopped", stop_at)
     assert f"stopped by SIGTERM at step {stop_at}" in capsys.readouterr().err
-    stopped = validations("stopped")
+    stopped = runs.validations("stopped")
     assert stopped == unbroken[: len(stopped)]
 
-    run("resumed", f"ckpt_path={tmp_path / 'stopped' / 'checkpoints' / 'last.ckpt'}")
-    resumed = validations("resumed")
-    assert (stopped + resumed == unbroken) if validated_again else (len(stopped + resumed) == len(unbroken) - 1)
-    assert all(torch.equal(weights("resumed")[k], v) for k, v in weights("unbroken").items())
+    runs.run("resumed", f"ckpt_path={runs.last('stopped')}")
+    assert stopped + runs.validations("resumed") == unbroken
+    assert all(torch.equal(runs.weights("resumed")[k], v) for k, v in runs.weights("unbroken").items())
+
+
+def test_a_last_validation_cut_short_twice_is_owed_until_it_has_run(tmp_path, monkeypatch):
+    """A SIGTERM in the validation that a resume runs after its fit (the last, cut short before) leaves the resume's
+    own last.ckpt owing it too; the resume in that run that runs it whole clears the mark, so a further resume
+    does not log it again."""
+    from hspace.lightning.training_checkpoints import FINAL_VALIDATION_CUT_SHORT
+
+    def owes(name):
+        return bool(torch.load(runs.last(name), map_location="cpu", weights_only=True).get(FINAL_VALIDATION_CUT_SHORT))
+
+    runs = ClassifierRuns(tmp_path)
+    runs.run("unbroken")
+    runs.stopped(monkeypatch, "stopped", 12)
+    runs.stopped(monkeypatch, "again", 12, f"ckpt_path={runs.last('stopped')}")
+    assert owes("stopped") and owes("again") and runs.validations("again") == []
+    runs.run("again", f"ckpt_path={runs.last('again')}")  # in the same run directory
+    assert runs.validations("stopped") + runs.validations("again") == runs.validations("unbroken")
+    assert not owes("again")
+    runs.run("once_more", f"ckpt_path={runs.last('again')}")
+    assert runs.validations("once_more") == []
 
 
 def test_a_training_limited_by_epochs_resumes_in_the_order_it_left_and_reloads_go_on_in_it(tmp_path, monkeypatch):

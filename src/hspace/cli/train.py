@@ -50,7 +50,12 @@ def train(cfg: DictConfig) -> Path:
     from hspace.files import check_replaceable
     from hspace.lightning.exportable import ExportableModule
     from hspace.lightning.terminated import stopped_by_sigterm
-    from hspace.lightning.training_checkpoints import AtomicCheckpointIO, TrainingCheckpoints
+    from hspace.lightning.training_checkpoints import (
+        AtomicCheckpointIO,
+        TrainingCheckpoints,
+        final_validation_done,
+        final_validation_to_run_again,
+    )
     from hspace.loggers import close_wandb
 
     run_dir = Path(cfg.run_dir)
@@ -114,6 +119,9 @@ def train(cfg: DictConfig) -> Path:
 
         with stopped_by_sigterm(trainer, stopped):
             trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+            if resumed is not None and final_validation_to_run_again(resumed, trainer):
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+                final_validation_done(last)
         export_dir = module.export(cfg.export_dir)
         failed = False
     finally:

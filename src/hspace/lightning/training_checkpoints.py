@@ -6,9 +6,10 @@ resume from it trained the steps after it again. Here last.ckpt is rewritten whe
 does not hold: at max_steps or max_time, and at a SIGTERM (kill, timeout, a scheduler's time limit), which
 Lightning raises between two steps, so the checkpoint holds whole steps (under gradient accumulation, between
 two batches). A SIGTERM during a validation stops it between two of its batches; the checkpoint then makes the
-resume run that validation again, whole, unless it was the last one (at max_steps or max_epochs the resume ends
-before any validation). Inside a gradient accumulation, whose gradients no checkpoint holds, the checkpoint is not
-rewritten there, and the resume validates again when it reaches that batch.
+resume run that validation again, whole. The last one (at max_steps or max_epochs) Lightning's resume would end
+before: the checkpoint records it (FINAL_VALIDATION_CUT_SHORT) and hspace-train runs it after the resumed fit
+(`final_validation_to_run_again`). Inside a gradient accumulation, whose gradients no checkpoint holds, the
+checkpoint is not rewritten there, and the resume validates again when it reaches that batch.
 
 A resume writes on into the same checkpoints/ folder. ModelCheckpoint finds its own state in a checkpoint under a
 key made of its settings, so a resume with another checkpoint_every_n_steps found none and wrote last-v1.ckpt
@@ -29,6 +30,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from hspace.files import atomic_write_bytes
+
+FINAL_VALIDATION_CUT_SHORT = "final_validation_cut_short"  # checkpoint key: a SIGTERM stopped the last validation
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -69,24 +72,30 @@ class TrainingCheckpoints(ModelCheckpoint):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
             return
-        if validation_to_run_again(trainer):  # Lightning stops a validation between two batches: its metrics are lost
-            self._validation_cut_short = True
-            try:
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            finally:
-                self._validation_cut_short = False
+        # Lightning stops a validation between two batches: its metrics are lost
+        if validation_to_run_again(trainer):
+            self._cut_short = "validation"
+        elif trainer.validating and not trainer.fit_loop.epoch_loop._should_accumulate():
+            self._cut_short = "final validation"
         else:
             self._save_final_step(trainer)
+            return
+        try:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        finally:
+            self._cut_short = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        if self._validation_cut_short:
+        if self._cut_short == "validation":
             validate_again_on_resume(checkpoint)
+        elif self._cut_short == "final validation":  # also the one hspace-train runs after a resumed fit
+            checkpoint[FINAL_VALIDATION_CUT_SHORT] = True
 
     def _save_final_step(self, trainer: pl.Trainer) -> None:
         if trainer.global_step != self._last_global_step_saved and not trainer.sanity_checking:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
-    _validation_cut_short = False
+    _cut_short: str | None = None
 
 
 def validation_to_run_again(trainer: pl.Trainer) -> bool:
@@ -112,3 +121,19 @@ def validate_again_on_resume(checkpoint: dict) -> None:
     total = progress["total"]
     total["processed"] = total["completed"] = total["started"] - 1
     progress["current"] = {count: 0 for count in progress["current"]}
+
+
+def final_validation_to_run_again(checkpoint: dict, trainer: pl.Trainer) -> bool:
+    """Whether a fit resumed from `checkpoint` ended without the last validation, which a SIGTERM cut short there:
+    the checkpoint says so and the resume took no step (with a larger max_steps, the training went on past it)."""
+    return bool(checkpoint.get(FINAL_VALIDATION_CUT_SHORT)) and trainer.global_step == checkpoint.get("global_step")
+
+
+def final_validation_done(path: Path) -> None:
+    """Clear the mark of a last validation cut short from the checkpoint at `path` once it has run, so that a
+    further resume from it does not run it again."""
+    if not path.is_file():
+        return
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.pop(FINAL_VALIDATION_CUT_SHORT, None) is not None:
+        atomic_write_bytes(path, lambda file: torch.save(checkpoint, file))
