@@ -625,6 +625,9 @@ SCRIPT_CASES = [
     (["bench_full_size.py", "--device", "gpu"], "--device='gpu' is not one of auto, cuda, cpu"),
     (["bench_full_size.py", "--device", "cpu", "--methods", "pca", "jacobain"], "method=jacobain is not an option"),
     (["h_dependence.py", "--num-samples", "1"], "--num-samples=1 is below 2"),
+    (["pca_sign_paths.py", "--num-samples", "25"], "--num-samples=25 is below 26"),
+    (["pca_sign_paths.py", "--spacing", "even"], "--spacing='even' is not one of leading, trailing, linspace"),
+    (["pca_sign_paths.py", "--weights", "{tmp}/none"], "{tmp}/none"),
     (["adm_reference_outputs.py", "--guided-diffusion", "{tmp}/none"], "{tmp}/none holds no guided_diffusion/unet.py"),
     (["adm_reference_outputs.py", "--guided-diffusion", "{tmp}", "--output", "{tmp}"], "--output={tmp} is a folder"),
 ]

@@ -155,6 +155,37 @@ def test_the_overlaps_that_decided_the_signs_show_a_step_orthogonal_to_the_noisi
     np.testing.assert_allclose(anchor_overlaps(align_signs(u, "chain")[0], "chain"), [[0.5**0.5] * 2], atol=1e-12)
 
 
+def unit(*rows):
+    rows = np.array(rows, dtype=float)
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+def test_a_sign_decided_by_rounding_differs_between_two_fits_and_chain_carries_it_on():
+    """Two fits that differ only by rounding (1e-9) at a step nearly orthogonal to its anchor: "noisiest" gives
+    that step the other sign, and "chain", where the step is a swap orthogonal to its neighbour, gives it and
+    every step it decides after it the other sign. Counted per component, by opposite_signs."""
+    from hspace.directions.pca import opposite_signs
+
+    def fit(d):  # steps: e1, e1, a swap to e3 (overlap d with both), then (e1 + e3) / sqrt 2
+        return unit([1, 0, 0], [1, 0, 0], [d, 0, 1], [1, 0, 1])[None]
+
+    first, second = fit(1e-9), fit(-1e-9)
+    assert opposite_signs(first, second, "noisiest").tolist() == [1]  # step 2 only: step 3 overlaps e1 by 0.71
+    assert opposite_signs(first, second, "chain").tolist() == [2]  # step 2, and step 3 decided from it
+    assert opposite_signs(first, first, "chain").tolist() == [0]
+
+
+def test_noisiest_turns_an_axis_round_between_neighbours_where_chain_does_not():
+    """The axis rotating by 60 degrees a step: "noisiest" flips step 2 (overlap -0.5 with step 0), so it points
+    against step 1; "chain" keeps every neighbour pointing the same way."""
+    from hspace.directions.pca import reversals
+
+    angles = np.deg2rad(60.0 * np.arange(3))
+    u = np.stack([np.cos(angles), np.sin(angles), np.zeros(3)], axis=-1)[None]
+    assert reversals(align_signs(u, "noisiest")[0]).tolist() == [1]
+    assert reversals(align_signs(u, "chain")[0]).tolist() == [0]
+
+
 def test_joint_streaming_pca_equals_sklearn_on_real_activations(shapes_activations):
     h = shapes_activations[:, :2]
     stream = StreamingPCA(k=3, batch_size=64, joint=True, oversample=40)

@@ -254,6 +254,20 @@ def anchor_overlaps(axes: np.ndarray, reference: str = "noisiest") -> np.ndarray
     return np.abs(np.einsum("ktd,ktd->kt", axes[:, 1:], np.broadcast_to(anchors, axes[:, 1:].shape)))
 
 
+def opposite_signs(first: np.ndarray, second: np.ndarray, reference: str = "noisiest") -> np.ndarray:
+    """(k,): per component, the steps at which two fits of the same axes (k, T, D), e.g. streaming and exact PCA
+    of one collection, point opposite ways once each is aligned by `reference`. A fit's rounding decides a sign
+    only where the overlap that decided it is near 0."""
+    a, b = align_signs(first, reference)[0], align_signs(second, reference)[0]
+    return (np.einsum("ktd,ktd->kt", a, b) < 0).sum(axis=1)
+
+
+def reversals(aligned: np.ndarray) -> np.ndarray:
+    """(k,): per component, the neighbouring steps of aligned axes (k, T, D) that point against each other (a
+    negative overlap), where an edit along the component turns round from one step to the next."""
+    return (np.einsum("ktd,ktd->kt", aligned[:, 1:], aligned[:, :-1]) < 0).sum(axis=1)
+
+
 @dataclass
 class PCA(DirectionMethod):
     """`method=pca`: directions from generated samples (seeds first_seed..first_seed+num_samples-1)."""
