@@ -31,6 +31,10 @@ def test_edit_friendly_inversion_reconstructs_and_records_the_regenerated_h(fixt
 def test_edit_friendly_inversion_needs_noise(model):
     with pytest.raises(ValueError, match="eta > 0"):
         edit_friendly_invert(model, make_schedule(model.alphas_cumprod, 5, eta=0.0), images(), seeds=[0, 1])
+    # noise at every step but one before the last (here the second last) is not enough either
+    with pytest.raises(ValueError, match="eta > 0"):
+        schedule = make_schedule(model.alphas_cumprod, 5, eta=[1.0, 1.0, 1.0, 0.0, 1.0])
+        edit_friendly_invert(model, schedule, images(), seeds=[0, 1])
 
 
 @pytest.mark.parametrize("fixture, spacing", [("model", "leading"), ("v_model", "trailing")])

@@ -74,6 +74,7 @@ def test_block_iteration_on_a_known_matrix():
     )
     torch.testing.assert_close(result.values, s[:3])
     assert result.converged and result.iterations < 500 and len(result.log) == result.iterations
+    assert max(result.log[-1]["residual"]) < 1e-8  # converged: every one of the k residuals, not the best
     capped = block_subspace_iteration(
         lambda V: V @ A.T, lambda U: U @ A, 30, 3, tol=1e-14, max_iters=2, dtype=torch.float64
     )
@@ -111,6 +112,7 @@ def test_jacobian_method_end_to_end(tmp_path, monkeypatch):
         directions = Directions.load(tmp_path / "a" / "directions.safetensors")
         assert directions.method == "jacobian" and directions.names == ["jac0_t499", "jac1_t499"]
         assert directions.scales[:, 0].tolist() == directions.scales[:, -1].tolist()  # sigma_tau: constant over steps
+        assert directions.scales[:, 0].tolist() == directions.info["singular_values_at_tau"]  # tau's, no other step's
         assert (directions.scales[0] >= directions.scales[1]).all() and directions.info["jvp_count"] > 0
         torch.testing.assert_close(directions.vectors[:, 0].flatten(1).norm(dim=1), torch.ones(2))
         again = run(compose(config_name="run", overrides=[*overrides, f"run_dir={tmp_path / 'b'}"]))
@@ -198,6 +200,8 @@ def test_a_map_of_lower_rank_than_asked_gives_no_nan_and_is_refused_in_one_line(
     with pytest.raises(UserError, match="k=3, but the map has only 1 singular values above zero: ask for at most 1"):
         check_nonzero(values, "k", "the map", "widen it")
     check_nonzero(torch.tensor([3.0, 1e-3]), "k", "the map", "widen it")  # small, not zero
+    with pytest.raises(UserError, match="k=3, but the map has only 2 singular values above zero"):
+        check_nonzero(torch.tensor([3.0, 2.0, 0.0]), "k", "the map", "widen it")  # one zero, the last
 
 
 def test_a_step_where_eps_does_not_read_h_scales_its_edit_to_zero():

@@ -210,3 +210,19 @@ def test_a_grid_that_starts_far_down_the_schedule_is_noted():
     cosine = training_alphas_cumprod(dict(GOOGLE_SCHEDULER, beta_schedule="squaredcos_cap_v2"))
     assert "starts at timestep 900" in SamplerSettings(num_steps=10).start_note(cosine)  # 15% of the image
     assert SamplerSettings(num_steps=20).start_note(cosine) is None  # 950: 8%
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_x0_and_eps_of_any_output_make_up_x_t(prediction_type):
+    """Whatever the UNet outputs, the x0_hat and eps read from it satisfy x_t = sqrt(a) x0_hat + sqrt(1 - a) eps,
+    and the output they stand for is the one given (eps itself, v = sqrt(a) eps - sqrt(1 - a) x0, or x0)."""
+    from hspace.diffusion.ddim import to_x0_eps
+
+    g = torch.Generator().manual_seed(0)
+    x_t, output = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, 4, generator=g)
+    output = output.double()
+    for a in (0.9, 0.3, 0.02):
+        x0, eps = to_x0_eps(output, x_t, a, prediction_type)
+        torch.testing.assert_close(a**0.5 * x0 + (1 - a) ** 0.5 * eps, x_t)
+        given = {"epsilon": eps, "v_prediction": a**0.5 * eps - (1 - a) ** 0.5 * x0, "sample": x0}[prediction_type]
+        torch.testing.assert_close(given, output)
