@@ -215,3 +215,20 @@ def test_a_directions_sign_is_its_own_not_the_solvers(model, monkeypatch):
     monkeypatch.setattr(loco, "block_subspace_iteration", the_other_sign)
     flipped = loco.LocoDirections(**settings).find(model, sampler).extra["x_directions"].flatten(1)
     assert torch.equal(flipped, found)
+
+
+def test_find_edits_at_the_grid_step_of_t_edit_and_its_projection_lowers_the_leak(model):
+    """The directions are applied at the grid step nearest t_edit (and recorded with its timestep), and projecting
+    out the complement's top vectors lowers each direction's change outside the region against inside."""
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.loco import LocoDirections
+
+    sampler = SamplerSettings(num_steps=5)
+    method = LocoDirections(mask="box", mask_box=[2, 2, 9, 9], edit_rank=2, null_rank=3, t_edit=430, max_iters=30)
+    found = method.find(model, sampler)
+    schedule = sampler.schedule(model.alphas_cumprod)
+    index = schedule.index_of(430)  # the grid is 800, 600, 400, 200, 0
+    assert found.info["t_index"] == index == 2 and found.info["t_edit"] == 400
+    assert found.scales[:, index].tolist() == [1.0, 1.0] and found.scales.sum() == 2
+    before, after = found.info["leak_ratio_before"], found.info["leak_ratio_after"]
+    assert all(a < b for a, b in zip(after, before)), (before, after)
