@@ -72,6 +72,18 @@ def test_streaming_pca_is_exact_when_the_data_has_rank_k():
     assert_matches_sklearn(stream.result(2), h, 4, atol=1e-6)
 
 
+def test_streaming_pca_fits_a_last_batch_too_small_to_stand_alone_with_the_one_before():
+    """14 samples with batches of 10 and 8 tracked axes: the last 4 rows could not be fitted alone (fewer than
+    the tracked axes), so the 14 are fitted together, and the result is exact."""
+    g = torch.Generator().manual_seed(1)
+    latent = torch.randn(14, 4, generator=g)
+    h = (latent @ torch.randn(4, 60, generator=g) + torch.randn(60, generator=g)).reshape(14, 2, 30)
+    stream = StreamingPCA(k=4, batch_size=10, oversample=4)
+    for start in range(0, 14, 7):
+        stream.update(h[start : start + 7])
+    assert_matches_sklearn(stream.result(2), h, 4, atol=1e-6)
+
+
 def test_streaming_pca_keeps_an_h_smaller_than_its_tracked_axes_whole():
     """A 48x1x1 h has fewer dimensions than the 25 + 40 axes the default tracks: every axis is kept, and the
     top ones are sklearn's."""
