@@ -42,6 +42,20 @@ def test_streaming_scores_equal_dense_definitions():
             assert totals["score_abs_delta"][j, k].tolist() == pytest.approx(absolute, abs=1e-6)
 
 
+def test_a_probability_at_the_threshold_counts_as_above_it():
+    """p >= 0.5 is the attribute's side: a sample moved from 0.4 to exactly 0.5 has crossed it, one moved from
+    exactly 0.5 to 0.4 has crossed back, and one at 0.5 both times has kept its decision."""
+    before = torch.tensor([[0.4, 0.5], [0.5, 0.5]])
+    after = torch.tensor([[0.5, 0.5], [0.4, 0.5]])[:, None, None].expand(2, 1, 2, 2)  # (N, D, S, A), 2 strengths
+    scores = EditScores(1, 2, ["a", "b"])
+    scores.update(before, after, torch.zeros(2, 1, 2), torch.zeros(2, 1, 2))
+    totals = scores.compute()
+    assert success(totals, 0, 0, 0, 1) == 1.0 and success(totals, 0, 0, 0, -1) == 1.0
+    assert preserve(totals, 0, 0, 0) == 1.0  # "b" stayed at 0.5: above before and after
+    for sign in (1, -1):
+        assert success(totals, 0, 0, 0, sign) == edit_metrics(before, after[:, 0, 0], ["a", "b"], "a", sign)["success"]
+
+
 def test_headline_strength():
     assert headline_index([-4, -2, 0, 2, 4]) == 4
     assert headline_index([-3, -1]) == 0

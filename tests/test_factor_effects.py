@@ -84,6 +84,22 @@ def test_lost_objects_are_left_out_and_mismatched_lengths_refused(originals):
     assert effects.count == 0 and math.isnan(effects.normalised["r"]) and effects.valid_fraction == 0.0
     with pytest.raises(ValueError, match="same samples"):
         factor_effects(measure_all(renders(originals)), measure_all(blank[:3]), 32)
+    # an unedited image without an object leaves its pair out too, whatever the edit made of it
+    reference = measure_all(np.concatenate([blank[:1], renders(originals[1:])]))
+    moved = measure_all(renders([replace(f, cx=f.cx + 2.0) for f in originals]))
+    effects = factor_effects(reference, moved, 32)
+    assert effects.count == 23 and effects.change["cx"] == pytest.approx(2.0 / 32, abs=0.005)
+
+
+def test_an_effect_exactly_twice_the_next_is_predominant():
+    from hspace.metrics.factor_effects import FACTORS, FactorEffects
+
+    def effects(first, second):
+        normalised = dict.fromkeys(FACTORS, 0.0) | {"cx": first, "r": second}
+        return FactorEffects(dict(normalised), normalised, 8, 1.0)
+
+    assert effects(0.5, 0.25).predominant and not effects(0.5, 0.2501).predominant
+    assert not effects(0.0, 0.0).predominant  # nothing moved
 
 
 def test_edit_factors_script_reports_signed_moves(originals, tmp_path):

@@ -15,6 +15,7 @@ from hspace.data.shapes_factors import (
     extent_fill,
     measure,
     measure_all,
+    object_region,
 )
 from hspace.images import to_uint8
 
@@ -236,3 +237,27 @@ def test_clarity_calibration_script_restores_renders_with_a_model():
     line = out.stdout.splitlines()[-1]
     assert line.split()[:2] == ["from", "t=19"], line
     assert [int(k) for k in re.findall(r"kept (\d+)%", line)] == [100, 100, 100], line
+
+
+def test_an_object_region_grown_by_a_margin_of_one_takes_the_pixels_next_to_it():
+    """A rendered square's region, a w x h block, grown by one pixel: the block with one more row and column on
+    each side, less its four corners (the pixels touching it by a side)."""
+    pixels = render(ShapesFactors("dark", "red", "square", 6.0, 16.0, 16.0), 32)
+    region, grown = object_region(pixels), object_region(pixels, 1)
+    rows, cols = np.nonzero(region)
+    h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert region.sum() == h * w  # a full block
+    assert (grown >= region).all() and grown.sum() == (h + 2) * (w + 2) - 4
+
+
+def test_a_close_fit_outside_its_fill_band_is_not_clear_and_the_report_gives_each_class_median_extent_fill():
+    from dataclasses import replace as changed
+
+    from hspace.data.shapes_factors import ShapeMeasurement
+
+    square = SHAPES.index("square")
+    fits = ShapeMeasurement(True, 0, 0, square, 8.0, 16.0, 16.0, 256.0, 0.97, 0.99, 0.0)
+    assert fits.shape_clear and not changed(fits, fill=0.9).shape_clear  # a perfect fit, but a square's fill?
+    assert not changed(fits, fit_error=2 * CLEAR_FIT_ERROR).shape_clear
+    report = clarity_report([changed(fits, extent_fill=e) for e in (0.90, 0.91, 1.0)])
+    assert report["square_extent_fill"] == pytest.approx(0.91)  # the median, not the mean (0.937)
