@@ -6,7 +6,7 @@ neighbouring steps point against each other in the streaming fit (an edit turnin
 The h of the collection is read from the cache where the default run left it (same samples, grid and eta).
 
 python scripts/pca_sign_paths.py                    # the default run's PCA of the shipped Shapes DDPM
-python scripts/pca_sign_paths.py --num-samples 64 --show 3
+python scripts/pca_sign_paths.py --num-samples 128 --show 3
 """
 
 from __future__ import annotations
@@ -34,20 +34,27 @@ def main() -> None:
         help="cache directory (default: hspace-run's, $HSPACE_CACHE or ~/.cache/hspace)",
     )
     args = parser.parse_args()
-    integer(args.num_components, "--num-components", 1)
-    integer(args.num_samples, "--num-samples", args.num_components + 1)
+    # Imported before the checks for PCA's defaults; diffusers, imported with the model, takes seconds.
+    from hspace.checks import choice
+    from hspace.diffusion.schedule import SPACINGS
+    from hspace.directions.pca import PCA
+    from hspace.errors import UserError
+
+    tracked = PCA.oversample  # streaming PCA tracks num_components + oversample axes, within a batch of batch_size
+    integer(args.num_components, "--num-components", 1, PCA.batch_size - tracked)
+    integer(args.num_samples, "--num-samples", args.num_components + tracked)
     integer(args.num_steps, "--num-steps", 2)
     integer(args.show, "--show", 0, args.num_components)
-    # Imported once the arguments are checked: diffusers takes seconds to import.
+    choice(args.spacing, "--spacing", SPACINGS)
+    if Path(args.cache).exists() and not Path(args.cache).is_dir():
+        raise UserError(f"--cache={args.cache} is a file: point it at a directory")
     from dataclasses import replace
 
     from hspace.cache import ArtifactCache
-    from hspace.checks import choice
     from hspace.diffusion.loading import load_model
-    from hspace.diffusion.schedule import SPACINGS, SamplerSettings
-    from hspace.directions.pca import PCA, align_signs, opposite_signs, reversals
+    from hspace.diffusion.schedule import SamplerSettings
+    from hspace.directions.pca import align_signs, opposite_signs, reversals
 
-    choice(args.spacing, "--spacing", SPACINGS)
     model = load_model(args.weights)
     sampler = SamplerSettings(num_steps=args.num_steps, spacing=args.spacing)
     cache = ArtifactCache(args.cache)

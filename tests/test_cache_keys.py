@@ -16,6 +16,7 @@ class RecordingCache:
 
     def __init__(self):
         self.keys: list[tuple[str, str]] = []
+        self.hits: list[str] = []
 
     def get(self, kind, parts, compute, save=None, load=None):
         self.keys.append((kind, content_key(parts)))
@@ -77,11 +78,22 @@ def test_the_boundary_bank_is_keyed_by_the_grid_and_the_final_alpha(model):
     assert len(keys) == 3
 
 
-def test_directions_are_keyed_by_the_final_alpha_of_the_walk():
-    """SamplerSettings.walk() is what directions record and are cached under."""
+def test_directions_are_keyed_by_the_grid_they_walk_and_its_final_alpha(model):
+    """The directions entry of a run (hspace.job.find) is keyed by the walked grid: PCA collects at its own eta,
+    so the run's eta does not split its entries, while the grid and the final alpha do."""
+    from hspace.directions.pca import PCA
+    from hspace.job.find import directions_from_method
+
+    def directions_key(sampler: SamplerSettings) -> str:
+        cache = RecordingCache()
+        directions_from_method(PCA(num_samples=8, num_components=2, exact_max_n=8), model, sampler, cache)
+        assert cache.keys[0][0] == "directions"
+        return cache.keys[0][1]
+
     plain = SamplerSettings(num_steps=4)
-    assert plain.walk() != dataclasses.replace(plain, final_alpha="alpha_bar0").walk()
-    assert plain.walk() != dataclasses.replace(plain, eta=1.0).walk()
+    assert directions_key(plain) == directions_key(dataclasses.replace(plain, eta=0.5))  # collected at eta 1
+    others = [dataclasses.replace(plain, num_steps=5), dataclasses.replace(plain, final_alpha="alpha_bar0")]
+    assert len({directions_key(plain), *(directions_key(sampler) for sampler in others)}) == 3
 
 
 def test_fid_reference_statistics_are_keyed_by_the_image_count():

@@ -287,6 +287,41 @@ def test_a_last_validation_cut_short_twice_is_owed_until_it_has_run(tmp_path, mo
     assert runs.validations("once_more") == []
 
 
+def test_a_validation_run_because_training_was_to_stop_is_owed_not_rerun_at_a_step_that_does_not_validate(
+    tmp_path, monkeypatch, capsys
+):
+    """max_time (here: should_stop set in step 6's batch) makes Lightning validate at once, at a step that is no
+    validation step. A SIGTERM in that validation marks the checkpoint as owing it, without touching Lightning's
+    counts: a resume that trains on says in a note that it was not run again, and validates at the unbroken
+    run's steps (before, the counts made every later validation log one step early)."""
+    import torch
+
+    from hspace.lightning.classifier import AttributeClassifierTraining
+    from hspace.lightning.training_checkpoints import FINAL_VALIDATION_CUT_SHORT
+
+    runs = ClassifierRuns(tmp_path)
+    runs.run("unbroken")
+    training_step = AttributeClassifierTraining.training_step
+
+    def stop_after_step_6(self, batch, index):
+        if self.global_step == 5:
+            self.trainer.should_stop = True
+        return training_step(self, batch, index)
+
+    monkeypatch.setattr(AttributeClassifierTraining, "training_step", stop_after_step_6)
+    runs.stopped(monkeypatch, "stopped", 6)
+    monkeypatch.setattr(AttributeClassifierTraining, "training_step", training_step)
+    checkpoint = torch.load(runs.last("stopped"), map_location="cpu", weights_only=True)
+    assert checkpoint[FINAL_VALIDATION_CUT_SHORT] and checkpoint["global_step"] == 6
+    progress = checkpoint["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]["total"]
+    assert progress["completed"] == progress["started"]  # Lightning's counts as it left them
+    capsys.readouterr()
+    runs.run("resumed", f"ckpt_path={runs.last('stopped')}")
+    assert "the validation at step 6, which a SIGTERM cut short, was not run again" in capsys.readouterr().err
+    unbroken = runs.validations("unbroken")
+    assert runs.validations("resumed") == [v for v in unbroken if int(v[0]) > 6]
+
+
 def test_a_training_limited_by_epochs_resumes_in_the_order_it_left_and_reloads_go_on_in_it(tmp_path, monkeypatch):
     """A checkpoint whose epoch has ended, with no max_steps (max_epochs; max_time stops the same way), is no
     restart to Lightning, which then hands the loader's place back to no loader: the datamodule keeps the place.

@@ -53,8 +53,8 @@ def train(cfg: DictConfig) -> Path:
     from hspace.lightning.training_checkpoints import (
         AtomicCheckpointIO,
         TrainingCheckpoints,
-        final_validation_done,
-        final_validation_to_run_again,
+        final_validation_owed,
+        run_owed_validation,
     )
     from hspace.loggers import close_wandb
 
@@ -119,9 +119,9 @@ def train(cfg: DictConfig) -> Path:
 
         with stopped_by_sigterm(trainer, stopped):
             trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
-            if resumed is not None and final_validation_to_run_again(resumed, trainer):
-                trainer.validate(module, datamodule=datamodule, verbose=False)
-                final_validation_done(last)
+            owed = None if resumed is None else final_validation_owed(resumed)
+            if owed is not None:
+                run_owed_validation(trainer, module, datamodule, owed, checkpoint, last)
         export_dir = module.export(cfg.export_dir)
         failed = False
     finally:

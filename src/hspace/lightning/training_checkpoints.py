@@ -6,9 +6,10 @@ resume from it trained the steps after it again. Here last.ckpt is rewritten whe
 does not hold: at max_steps or max_time, and at a SIGTERM (kill, timeout, a scheduler's time limit), which
 Lightning raises between two steps, so the checkpoint holds whole steps (under gradient accumulation, between
 two batches). A SIGTERM during a validation stops it between two of its batches; the checkpoint then makes the
-resume run that validation again, whole. The last one (at max_steps or max_epochs) Lightning's resume would end
-before: the checkpoint records it (FINAL_VALIDATION_CUT_SHORT) and hspace-train runs it after the resumed fit
-(`final_validation_to_run_again`). Inside a gradient accumulation, whose gradients no checkpoint holds, the
+resume run that validation again, whole. The last one (at max_steps or max_epochs, or once max_time or another
+callback has asked training to stop) Lightning's resume would not run again: the checkpoint records it
+(FINAL_VALIDATION_CUT_SHORT), and hspace-train runs it after a resumed fit that took no step (one that went on
+past it says so in a note). Inside a gradient accumulation, whose gradients no checkpoint holds, the
 checkpoint is not rewritten there, and the resume validates again when it reaches that batch.
 
 A resume writes on into the same checkpoints/ folder. ModelCheckpoint finds its own state in a checkpoint under a
@@ -90,6 +91,9 @@ class TrainingCheckpoints(ModelCheckpoint):
             validate_again_on_resume(checkpoint)
         elif self._cut_short == "final validation":  # also the one hspace-train runs after a resumed fit
             checkpoint[FINAL_VALIDATION_CUT_SHORT] = True
+            # Lightning counts a step for its loggers once the step's validation is over: a resume that trains on
+            # from this checkpoint, which holds the step whole, would log every later step one step early
+            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
 
     def _save_final_step(self, trainer: pl.Trainer) -> None:
         if trainer.global_step != self._last_global_step_saved and not trainer.sanity_checking:
@@ -101,9 +105,11 @@ class TrainingCheckpoints(ModelCheckpoint):
 def validation_to_run_again(trainer: pl.Trainer) -> bool:
     """Whether a SIGTERM stopped a validation that a resume can run again: one at a whole step (inside a
     gradient accumulation the step's gradients, which no checkpoint holds, would be lost) with training steps
-    still to take (Lightning ends a resume at max_steps or max_epochs before any validation)."""
+    still to take (Lightning ends a resume at max_steps or max_epochs before any validation, and does not run
+    again the one it ran because training was to stop, e.g. at max_time, which need not fall on a step that
+    validates)."""
     loop = trainer.fit_loop.epoch_loop
-    if not trainer.validating or loop._should_accumulate():
+    if not trainer.validating or loop._should_accumulate() or trainer.should_stop:
         return False
     if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
         return False
@@ -123,17 +129,28 @@ def validate_again_on_resume(checkpoint: dict) -> None:
     progress["current"] = {count: 0 for count in progress["current"]}
 
 
-def final_validation_to_run_again(checkpoint: dict, trainer: pl.Trainer) -> bool:
-    """Whether a fit resumed from `checkpoint` ended without the last validation, which a SIGTERM cut short there:
-    the checkpoint says so and the resume took no step (with a larger max_steps, the training went on past it)."""
-    return bool(checkpoint.get(FINAL_VALIDATION_CUT_SHORT)) and trainer.global_step == checkpoint.get("global_step")
+def final_validation_owed(checkpoint: dict) -> int | None:
+    """The step whose last validation a SIGTERM cut short, where `checkpoint` says so."""
+    return int(checkpoint["global_step"]) if checkpoint.get(FINAL_VALIDATION_CUT_SHORT) else None
 
 
-def final_validation_done(path: Path) -> None:
-    """Clear the mark of a last validation cut short from the checkpoint at `path` once it has run, so that a
-    further resume from it does not run it again."""
-    if not path.is_file():
+def run_owed_validation(trainer: pl.Trainer, module, datamodule, owed: int, resumed_from: Path, last: Path) -> None:
+    """After a fit resumed from a checkpoint that owes the validation at step `owed`: run it when the fit took no
+    step (the training had ended there), and then clear the mark where the checkpoint is this run's own last.ckpt,
+    so that a further resume from it does not run it again (another run's checkpoint is left as it is). A fit that
+    went on past that step cannot log it at its step any more: a note says so."""
+    from hspace.checks import note
+
+    if trainer.global_step != owed:
+        note(f"the validation at step {owed}, which a SIGTERM cut short, was not run again: the training went on")
         return
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.pop(FINAL_VALIDATION_CUT_SHORT, None) is not None:
-        atomic_write_bytes(path, lambda file: torch.save(checkpoint, file))
+    loop = trainer.fit_loop.epoch_loop
+    loop._batches_that_stepped -= 1  # logged at its step, as the training's own validation there is
+    try:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    finally:
+        loop._batches_that_stepped += 1
+    if trainer.is_global_zero and resumed_from.resolve() == last.resolve():
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+        del checkpoint[FINAL_VALIDATION_CUT_SHORT]
+        atomic_write_bytes(last, lambda file: torch.save(checkpoint, file))
