@@ -241,8 +241,9 @@ class ClassifierRuns:
         ([], 8),  # step 8's checkpoint is written before its validation
         (["+trainer.accumulate_grad_batches=2", "trainer.val_check_interval=3"], 4),  # 2 batches a step
         ([], 12),  # the last: run after the resumed fit
+        (["trainer.max_steps=-1", "+trainer.max_epochs=2"], 16),  # the last of max_epochs, resumed as it ran
     ],
-    ids=["mid-training", "inside an accumulation", "the last validation"],
+    ids=["mid-training", "inside an accumulation", "the last validation", "the last validation of max_epochs"],
 )
 def test_a_classifier_stopped_by_a_sigterm_during_validation_resumes_as_an_unbroken_one(
     tmp_path, monkeypatch, capsys, more, stop_at
@@ -273,7 +274,8 @@ def test_a_last_validation_cut_short_twice_is_owed_until_it_has_run(tmp_path, mo
     from hspace.lightning.training_checkpoints import FINAL_VALIDATION_CUT_SHORT
 
     def owes(name):
-        return bool(torch.load(runs.last(name), map_location="cpu", weights_only=True).get(FINAL_VALIDATION_CUT_SHORT))
+        saved = torch.load(runs.last(name), map_location="cpu", weights_only=True)
+        return saved.get(FINAL_VALIDATION_CUT_SHORT) is not None
 
     runs = ClassifierRuns(tmp_path)
     runs.run("unbroken")
@@ -312,7 +314,7 @@ def test_a_validation_run_because_training_was_to_stop_is_owed_not_rerun_at_a_st
     runs.stopped(monkeypatch, "stopped", 6)
     monkeypatch.setattr(AttributeClassifierTraining, "training_step", training_step)
     checkpoint = torch.load(runs.last("stopped"), map_location="cpu", weights_only=True)
-    assert checkpoint[FINAL_VALIDATION_CUT_SHORT] and checkpoint["global_step"] == 6
+    assert checkpoint[FINAL_VALIDATION_CUT_SHORT] == 5 and checkpoint["global_step"] == 6  # logged at 5, as 4 at 3
     progress = checkpoint["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]["total"]
     assert progress["completed"] == progress["started"]  # Lightning's counts as it left them
     capsys.readouterr()

@@ -71,7 +71,8 @@ def check_resumes(module: ExportableModule, checkpoint: dict, setting: str, max_
         )
     totals = [s.get("total_steps") for s in checkpoint.get("lr_schedulers") or [] if isinstance(s, dict)]
     total = next((t for t in totals if isinstance(t, int)), None)
-    if module.needs_known_length and total is not None and max_steps and max_steps != total:
+    # max_steps -1 (or none): the limit is max_epochs or max_time, whose length the resume does not change here
+    if module.needs_known_length and total is not None and max_steps is not None and 0 < max_steps != total:
         raise UserError(
             f"{setting} follows a learning-rate schedule over {total} steps, which a resume cannot change: resume with "
             f"trainer.max_steps={total}, or start a new run"

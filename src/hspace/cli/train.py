@@ -51,6 +51,7 @@ def train(cfg: DictConfig) -> Path:
     from hspace.lightning.exportable import ExportableModule
     from hspace.lightning.terminated import stopped_by_sigterm
     from hspace.lightning.training_checkpoints import (
+        FINAL_VALIDATION_CUT_SHORT,
         AtomicCheckpointIO,
         TrainingCheckpoints,
         final_validation_owed,
@@ -121,7 +122,8 @@ def train(cfg: DictConfig) -> Path:
             trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
             owed = None if resumed is None else final_validation_owed(resumed)
             if owed is not None:
-                run_owed_validation(trainer, module, datamodule, owed, checkpoint, last)
+                logged_at = resumed[FINAL_VALIDATION_CUT_SHORT]
+                run_owed_validation(trainer, module, datamodule, owed, logged_at, checkpoint, last)
         export_dir = module.export(cfg.export_dir)
         failed = False
     finally:

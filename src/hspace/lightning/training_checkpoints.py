@@ -32,7 +32,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from hspace.files import atomic_write_bytes
 
-FINAL_VALIDATION_CUT_SHORT = "final_validation_cut_short"  # checkpoint key: a SIGTERM stopped the last validation
+# checkpoint key: a SIGTERM stopped the last validation; its value is the step Lightning logged that validation at
+FINAL_VALIDATION_CUT_SHORT = "final_validation_cut_short"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -90,10 +91,13 @@ class TrainingCheckpoints(ModelCheckpoint):
         if self._cut_short == "validation":
             validate_again_on_resume(checkpoint)
         elif self._cut_short == "final validation":  # also the one hspace-train runs after a resumed fit
-            checkpoint[FINAL_VALIDATION_CUT_SHORT] = True
-            # Lightning counts a step for its loggers once the step's validation is over: a resume that trains on
-            # from this checkpoint, which holds the step whole, would log every later step one step early
-            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
+            counts = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]
+            checkpoint[FINAL_VALIDATION_CUT_SHORT] = counts["_batches_that_stepped"]
+            # Lightning counts a step for its loggers once the step's validation is over, and a resume inside an
+            # epoch from a checkpoint written during it does not count it again (at an epoch's end it does): one
+            # that trains on would log every later step one step early
+            if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                counts["_batches_that_stepped"] += 1
 
     def _save_final_step(self, trainer: pl.Trainer) -> None:
         if trainer.global_step != self._last_global_step_saved and not trainer.sanity_checking:
@@ -131,25 +135,27 @@ def validate_again_on_resume(checkpoint: dict) -> None:
 
 def final_validation_owed(checkpoint: dict) -> int | None:
     """The step whose last validation a SIGTERM cut short, where `checkpoint` says so."""
-    return int(checkpoint["global_step"]) if checkpoint.get(FINAL_VALIDATION_CUT_SHORT) else None
+    return None if checkpoint.get(FINAL_VALIDATION_CUT_SHORT) is None else int(checkpoint["global_step"])
 
 
-def run_owed_validation(trainer: pl.Trainer, module, datamodule, owed: int, resumed_from: Path, last: Path) -> None:
-    """After a fit resumed from a checkpoint that owes the validation at step `owed`: run it when the fit took no
-    step (the training had ended there), and then clear the mark where the checkpoint is this run's own last.ckpt,
-    so that a further resume from it does not run it again (another run's checkpoint is left as it is). A fit that
-    went on past that step cannot log it at its step any more: a note says so."""
+def run_owed_validation(
+    trainer: pl.Trainer, module, datamodule, owed: int, logged_at: int, resumed_from: Path, last: Path
+) -> None:
+    """After a fit resumed from a checkpoint that owes the validation at step `owed` (logged at `logged_at`): run
+    it when the fit took no step (the training had ended there), and then clear the mark where the checkpoint is
+    this run's own last.ckpt, so that a further resume from it does not run it again (another run's checkpoint is
+    left as it is). A fit that went on past that step cannot log it at its step any more: a note says so."""
     from hspace.checks import note
 
     if trainer.global_step != owed:
         note(f"the validation at step {owed}, which a SIGTERM cut short, was not run again: the training went on")
         return
     loop = trainer.fit_loop.epoch_loop
-    loop._batches_that_stepped -= 1  # logged at its step, as the training's own validation there is
+    counted, loop._batches_that_stepped = loop._batches_that_stepped, logged_at  # where the training logged it
     try:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     finally:
-        loop._batches_that_stepped += 1
+        loop._batches_that_stepped = counted
     if trainer.is_global_zero and resumed_from.resolve() == last.resolve():
         checkpoint = torch.load(last, map_location="cpu", weights_only=True)
         del checkpoint[FINAL_VALIDATION_CUT_SHORT]
