@@ -916,5 +916,7 @@ def test_a_one_cycle_schedule_is_not_lengthened_by_a_resume():
         UserError, match=r"ckpt_path=c follows a learning-rate schedule over 10 steps, .* trainer\.max_steps=10,"
     ):
         check_resumes(module, checkpoint, "ckpt_path=c", 20)
+    for by_epochs in (-1, None):  # max_epochs or max_time sets the length, as when the schedule was built
+        assert check_resumes(module, checkpoint, "ckpt_path=c", by_epochs) == []
     with pytest.raises(UserError, match="1 weights it does not have, e.g. extra"):
         check_resumes(module, {**checkpoint, "state_dict": {**module.state_dict(), "extra": torch.zeros(1)}}, "c", 10)
