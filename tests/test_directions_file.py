@@ -176,3 +176,32 @@ def test_a_run_along_a_directions_file_records_the_file_by_content(model, tmp_pa
     path = found.directions.save(tmp_path / "directions.safetensors")
     again = find_stage(PCA(), model, sampler, 2, None, directions_path=path)
     assert again.metrics[DIRECTIONS_FILE_KEY] == file_sha256(path)[:16]
+
+
+def test_directions_fit_only_their_models_noise_schedule_and_grid_and_keep_them_through_a_file(
+    model, v_model, tmp_path
+):
+    """check_fits: the same weights under another prediction type, or another grid of as many steps, are
+    refused in one line; the file keeps the noise schedule it was found under."""
+    from hspace.diffusion.schedule import SamplerSettings
+
+    leading = SamplerSettings(num_steps=4).schedule(model.alphas_cumprod).timesteps
+    trailing = SamplerSettings(num_steps=4, spacing="trailing").schedule(model.alphas_cumprod).timesteps
+    found = Directions(
+        vectors=torch.zeros(1, 4, *model.h_shape),
+        scales=torch.ones(1, 4),
+        timesteps=leading,
+        names=["d"],
+        method="pca",
+        model_id="tiny",
+        weight_hash=model.weights_identity,
+        sampler={"num_steps": 4, "spacing": "leading", "final_alpha": "one", "eta": 0.0},
+        noise_schedule=model.noise_schedule,
+    )
+    found.check_fits(model, leading)
+    assert v_model.weights_identity == model.weights_identity
+    with pytest.raises(UserError, match="were found under schedule .*, prediction_type epsilon"):
+        found.check_fits(v_model, leading)
+    with pytest.raises(UserError, match="belong to a 4-step grid"):
+        found.check_fits(model, trailing)
+    assert Directions.load(found.save(tmp_path / "d.safetensors")).noise_schedule == model.noise_schedule
