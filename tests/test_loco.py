@@ -65,13 +65,13 @@ def test_the_x_t_edit_is_one_step_on_the_samples_own_path(model):
     x_T, z = initial_noise([3, 4], model.image_shape, 6)
     v = torch.randn(1, *model.image_shape, generator=torch.Generator().manual_seed(1))
     scales = torch.zeros(1, 6)
-    scales[0, 2] = 1.0
+    scales[0, 2] = 0.5  # the direction's length at its step: strength 2.5 moves x_t by 1.25 v
     directions = Directions(torch.zeros(1, 6, 16, 8, 8), scales, schedule.timesteps, ["d"], "loco", "m", "w", {})
     directions.extra["x_directions"] = v
     edited = XtShift(strengths=[0.0, 2.5]).apply(model, schedule, directions, 0, x_T, z)
     plain = sample(model, schedule, x_T, z).x0
     torch.testing.assert_close(edited[:, 0], plain, rtol=1e-4, atol=1e-4)
-    x_2 = sample(model, schedule.steps(0, 2), x_T, z[:, :2]).x0 + 2.5 * v  # by hand: walk, step, walk on
+    x_2 = sample(model, schedule.steps(0, 2), x_T, z[:, :2]).x0 + 2.5 * 0.5 * v  # by hand: walk, step, walk on
     by_hand = sample(model, schedule.steps(2), x_2, z[:, 2:]).x0
     torch.testing.assert_close(edited[:, 1], by_hand, rtol=1e-4, atol=1e-4)
 

@@ -55,6 +55,8 @@ def test_window_limits_the_edit_to_its_steps(model):
     d = make_directions(model, schedule)
     outside = ShiftEdit(strengths=[5.0], window=[50, 0]).step_mask(schedule.timesteps)
     assert outside.tolist() == [False, False, False, False, True]  # grid 800..0: only tau = 0
+    bounds = ShiftEdit(strengths=[5.0], window=[600, 200]).step_mask(schedule.timesteps)
+    assert bounds.tolist() == [False, True, True, True, False]  # both ends inside the window
     between_steps = ShiftEdit(strengths=[5.0], window=[3, 1])
     nowhere = between_steps.apply(model, schedule, d, 0, x_T, None)
     torch.testing.assert_close(nowhere[:, 0], sample(model, schedule, x_T).x0, rtol=0, atol=1e-6)
