@@ -267,3 +267,49 @@ def test_an_edit_of_nearly_no_effect_has_no_target():
     metrics, _ = factor_scores(images(base), edits, ["nudge", "move"], STRENGTHS, {}, 2)
     assert 0 < metrics["edit/nudge/factors/change/cx"] / DATA_STD["cx"] < MIN_MOVE  # measured, below the bar
     assert metrics["edit/nudge/factors/target"] is None and metrics["edit/move/factors/target"] == "cx"
+
+
+def test_the_worst_leak_is_the_largest_one():
+    """A move right that also grows the object: the leakage is the radius's (the largest non-target effect),
+    not the smallest (0, the background)."""
+    base = scenes()
+    move = {"right": {-1.0: lambda f: f, 0.0: lambda f: f, 1.0: lambda f: replace(grow(f, 1.0), cx=f.cx + 3.0)}}
+    metrics, _ = factor_scores(images(base), edit_set(base, move), ["right"], STRENGTHS, {"right": "cx"}, 2)
+    leaks = {f: metrics[f"edit/right/factors/leakage/{f}@1"] for f in ("background", "colour", "shape", "r", "cy")}
+    assert metrics["edit/right/factors/leakage@1"] == max(leaks.values()) == leaks["r"] > 0.5
+
+
+def measurement(**factors):
+    from hspace.data.shapes_factors import ShapeMeasurement
+
+    values = dict(valid=True, background=0, colour=0, shape=0, r=6.0, cx=16.0, cy=16.0) | factors
+    return ShapeMeasurement(**values, area=100.0, fill=0.8, extent_fill=0.8, fit_error=0.0)
+
+
+def test_the_target_is_guessed_at_the_largest_measured_strength_with_its_sign_and_class():
+    """Away from the headline strength (here 0, no edit), the guess is made at the largest |strength| with a pair.
+    At a negative strength a continuous target is the opposite of the move and a class the one the edit leaves."""
+    from hspace.metrics.factor_effects import factor_effects
+    from hspace.metrics.factor_scores import guess_index, guess_target
+
+    reference = [measurement(), measurement(colour=2)]
+    moved_right = [measurement(cx=19.0), measurement(colour=2, cx=19.0)]
+    effects = [factor_effects(reference, moved_right, 32)] * 4
+    assert guess_index(effects, [-2.0, 0.0, 1.0, 3.0], headline=1) == 3
+    assert guess_index(effects, [-2.0, 0.0, 1.0, 3.0], headline=2) == 2
+    assert str(guess_target(effects[0], reference, moved_right, -2.0)) == "-cx"  # moved right at a negative one
+    recoloured = [measurement(colour=1), measurement(colour=1)]  # both leave their colour for green
+    left = guess_target(factor_effects(reference, recoloured, 32), reference, recoloured, -1.0)
+    assert left.factor == "colour" and left.value in (0, 2)
+    reference = [measurement(), measurement()]  # the class left is the one they had
+    assert guess_target(factor_effects(reference, recoloured, 32), reference, recoloured, -1.0).value == 0
+
+
+def test_a_move_of_exactly_the_needed_size_succeeds():
+    from hspace.metrics.factor_effects import DATA_STD
+    from hspace.metrics.factor_scores import SUCCESS_STD, success
+
+    needed = SUCCESS_STD * DATA_STD["cx"] * 32
+    reference, edited = [measurement(cx=0.0)], [measurement(cx=needed)]
+    assert success(reference, edited, FactorTarget("cx", sign=1), 1.0, 32) == 1.0
+    assert success(reference, [measurement(cx=needed * 0.999)], FactorTarget("cx", sign=1), 1.0, 32) == 0.0

@@ -22,6 +22,15 @@ def test_a_direction_that_never_gets_there_is_reported_at_its_largest_strength()
     assert not point.reached and point.strength == 2 and point.effect == 0.3 and point.values["valid"] == 0.7
     with pytest.raises(ValueError, match="must include 0"):
         matched_point([1, 2], [0.1, 0.3], {}, level=0.5)
+    overshoot = matched_point([0, 1, 2], [0.0, 0.4, 0.2], {"valid": [1.0, 0.9, 0.7]}, level=0.5)
+    assert not overshoot.reached and overshoot.strength == 2 and overshoot.effect == 0.2  # its own, not the best
+
+
+def test_a_value_missing_at_one_end_takes_the_other_ends():
+    from hspace.tables.leaderboard import interpolate
+
+    assert interpolate(math.nan, 0.4, 0.3) == 0.4 and interpolate(0.2, math.nan, 0.3) == 0.2
+    assert interpolate(0.2, 0.4, 0.5) == pytest.approx(0.3) and math.isnan(interpolate(math.nan, math.nan, 0.5))
 
 
 def metrics_of(target: str, changes: dict[float, float], success: dict[float, float]) -> dict:
@@ -170,6 +179,8 @@ def test_each_methods_best_direction_reaches_the_effect_on_every_seed_with_the_l
         row("boundary", "large", [1, 1, 1], 0.5, 0.3),
         row("boundary", "red", [1, 1, 1], 0.5, 0.6),  # a tie on leakage: the higher success wins
         row("random", "random0", [0, 0, 0], 0.1, 0.1),  # never reached: no row for random
+        row("class_mean", "large", [1, 1, 1], 0.4, 0.5),
+        row("class_mean", "red", [1, 1, 1], 0.4, 0.5),  # a tie on both: the first keeps its place
     ]
     baseline = ("x_T PCA (baseline)", "-", "-")
     table = Table(
@@ -179,7 +190,7 @@ def test_each_methods_best_direction_reaches_the_effect_on_every_seed_with_the_l
         {(label, column): cell for label, cells in rows for column, cell in cells.items()},
     )
     best = best_per_method(table)
-    assert [r[:2] for r in best.rows] == [("pca", "pc2"), ("boundary", "red")]
+    assert [r[:2] for r in best.rows] == [("pca", "pc2"), ("boundary", "red"), ("class_mean", "large")]
     assert best.columns == ["strength", "success", "leakage", "valid"]
     assert best.cell(best.rows[1], "success").mean == 0.6 and best.cell(best.rows[0], "valid").mean == 0.9
 
