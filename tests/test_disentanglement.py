@@ -8,7 +8,7 @@ from sklearn.decomposition import PCA as SklearnPCA
 from hspace.data.shapes import ShapesDataset
 from hspace.directions.container import Directions
 from hspace.job.disentangle import FACTOR_NAMES, direction_codes, principal_codes, shapes_factor_images
-from hspace.metrics.disentanglement import discretise, disentanglement_scores, mig, normalised_entropy
+from hspace.metrics.disentanglement import dci, discretise, disentanglement_scores, mig, normalised_entropy
 
 
 def known_factors(n=400, classes=(2, 4, 3, 10), seed=0):
@@ -112,6 +112,8 @@ def test_mig_of_a_hand_computed_example():
     expected = (np.log(2) - information) / np.log(2)
     assert mig(np.stack([exact, partial], axis=1), factor[:, None]) == pytest.approx(expected, rel=1e-12)
     assert mig(np.stack([partial, exact], axis=1), factor[:, None]) == pytest.approx(expected, rel=1e-12)
+    constant = np.zeros(8)  # a third code that says nothing: the gap is still to the second best, not the worst
+    assert mig(np.stack([exact, constant, partial], axis=1), factor[:, None]) == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_factor_that_never_varies_is_left_out_and_none_varying_is_null():
@@ -124,6 +126,10 @@ def test_a_factor_that_never_varies_is_left_out_and_none_varying_is_null():
     alone = disentanglement_scores(codes, factors)
     assert disentanglement_scores(codes, with_constant) == pytest.approx(alone, nan_ok=True)
     assert alone["dci_i"] > 0.9 and alone["mig"] > 0.5
+    train = np.zeros(200, dtype=bool)  # dci's training split (seed 0, three quarters)
+    train[np.random.default_rng(0).permutation(200)[:150]] = True
+    held_out_only = np.where(train, 0, 1)  # varies, but not among the training images: nothing to learn from
+    assert dci(codes, np.column_stack([factors, held_out_only])) == pytest.approx(dci(codes, factors))
     constant = np.zeros((200, 2), dtype=int)
     assert all(np.isnan(v) for v in disentanglement_scores(codes, constant).values())
     assert np.isnan(mig(codes, constant))
