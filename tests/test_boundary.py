@@ -277,6 +277,7 @@ def test_mixing_step_search_on_the_shipped_model(tmp_path, monkeypatch):
     accuracy = {"x": [0.9, 0.6, 0.99], "h": [0.9, 0.6, 0.99]}
     assert most_accurate([100, 200, 300], admitted([100, 200, 300], [0.001, 0.005, 0.02], 0.01), accuracy) == 100
     assert most_accurate([100, 200, 300], admitted([100, 200, 300], [0.5, 0.0, 0.0], 0.01), accuracy) is None
+    assert admitted([100, 200, 300], [0.01, 0.01, 0.02], 0.01) == [100, 200]  # Delta = epsilon is admitted
     tied = {"x": [0.8, 0.8, 0.1], "h": [0.8, 0.8, 0.1]}
     assert most_accurate([100, 200, 300], [100, 200], tied) == 200  # ties: the larger step
     monkeypatch.setenv("WANDB_MODE", "offline")

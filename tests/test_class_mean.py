@@ -98,6 +98,8 @@ def test_projection_is_orthogonal_and_equals_eq12():
     assert not torch.allclose(sequential, eq12)
     # A repeated condition adds nothing (rank check).
     torch.testing.assert_close(project_out(v0, torch.cat([V.T, V.T[:1]])), eq12)
+    # Rank is judged relative to the largest singular value: conditions of tiny norm still span their space.
+    torch.testing.assert_close(project_out(v0, 1e-12 * V.T), eq12)
 
 
 def test_projection_on_dependent_conditions_in_any_order_equals_least_squares():

@@ -227,6 +227,8 @@ def test_joint_directions_keep_one_sign_over_all_steps_and_random_matches_their_
     rnd = RandomDirections(**settings).find(model, SamplerSettings(num_steps=3, spacing="trailing"))
     norm = lambda d: d.vectors.flatten(2).norm(dim=-1) * d.scales  # noqa: E731
     torch.testing.assert_close(norm(rnd), norm(joint), rtol=1e-5, atol=1e-7)
+    other = RandomDirections(**settings, seed=1).find(model, SamplerSettings(num_steps=3, spacing="trailing"))
+    assert not torch.allclose(other.vectors, rnd.vectors)  # method.seed draws other directions of the same norms
 
 
 @pytest.mark.parametrize("exact_max_n", [0, 8])
