@@ -100,6 +100,26 @@ def test_an_entry_the_disk_fails_to_read_is_kept(tmp_path):
         cache.get("blob", {"key": "a"}, lambda: b"recomputed", save, failing_disk)
     assert cache.get("blob", {"key": "a"}, lambda: b"recomputed", save, load) == b"aaaaaaaaaa"
 
+    def out_of_memory(path):
+        raise MemoryError
+
+    with pytest.raises(MemoryError):
+        cache.get("blob", {"key": "a"}, lambda: b"recomputed", save, out_of_memory)
+    assert cache.get("blob", {"key": "a"}, lambda: b"recomputed", save, load) == b"aaaaaaaaaa"
+
+
+def test_an_entry_removed_while_it_is_read_is_a_miss(tmp_path):
+    """Another job that found the entry damaged removed it between the check and the read: computed again."""
+    cache = ArtifactCache(tmp_path)
+    cache.get("blob", {"key": "a"}, lambda: b"aaaaaaaaaa", save, load)
+
+    def removed_meanwhile(path):
+        path.unlink()
+        return load(path)
+
+    assert cache.get("blob", {"key": "a"}, lambda: b"recomputed", save, removed_meanwhile) == b"recomputed"
+    assert cache.get("blob", {"key": "a"}, lambda: b"other", save, load) == b"recomputed"
+
 
 def test_a_cache_that_cannot_be_written_is_one_line(tmp_path):
     import pytest
