@@ -101,7 +101,12 @@ def test_the_data_identity_changes_with_any_item_label_or_file(labelled_folder, 
     assert relabelled != first
     image = root / "a" / "2.png"
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # rewritten
-    assert identity() != relabelled
+    touched = identity()
+    assert touched != relabelled
+    header, *rest = labels.read_text().splitlines()
+    names = header.split(",")
+    labels.write_text("\n".join([",".join([names[0], *reversed(names[1:])]), *rest]) + "\n")  # names only
+    assert identity() != touched
     for build in (lambda: AFHQDataModule(str(afhq), 32), lambda: LMDBDataModule(str(lsun_lmdb), 32, 0.2, 0.2)):
         assert build().identity() == build().identity()
 
@@ -317,3 +322,22 @@ def test_a_sixteen_bit_grey_image_reads_as_its_eight_bit_levels(tmp_path):
     Image.fromarray(levels.astype(np.int32) * 1000).save(tmp_path / "grey32.tiff")
     with pytest.raises(UserError, match=r"grey32.tiff: the image holds 32-bit integer pixels .*8- or 16-bit PNG"):
         load_image(tmp_path / "grey32.tiff", 32)
+
+
+def test_a_datamodule_of_plain_datasets_is_told_apart_by_its_last_item_and_trains_on_one_full_batch():
+    """Datasets that cannot fingerprint their items are identified by their first and last items; a training
+    split of exactly one batch is enough to train on."""
+    import torch
+
+    from hspace.data.datamodule import ImageDataModule
+
+    def items(last):
+        return [{"image": torch.full((3, 4, 4), value)} for value in (0.0, 0.5, last)]
+
+    def identity(last):
+        return ImageDataModule(items(last), items(last), items(last), batch_size=3).identity()
+
+    assert identity(1.0) == identity(1.0) != identity(-1.0)
+    ImageDataModule(items(1.0), [], [], batch_size=3).check_trainable()
+    with pytest.raises(UserError, match="data.batch_size=4 is more than the 3 training images"):
+        ImageDataModule(items(1.0), [], [], batch_size=4).check_trainable()
