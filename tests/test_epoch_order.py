@@ -49,6 +49,23 @@ def test_the_loader_draws_nothing_from_the_global_stream_and_continues_from_its_
     assert [batch[0].tolist() for batch in resumed] == more
     assert resumed.state_dict() == {"batches": 8}
 
+    repeated = ResumableLoader(dataset, batch_size=4, seed=3, repeat=True)  # overfit_batches: the same batches
+    assert [b[0].tolist() for b in repeated] == [b[0].tolist() for b in repeated] == order.order(0).tolist()
+    assert repeated.state_dict() == {"batches": 0}  # and no place in the order to go on from
+
+
+def test_the_passes_draw_from_streams_of_their_own_not_the_workers():
+    """Pass e is drawn from stream e + 1 of the seed; stream 0 seeds the loader's workers, so the first pass's order
+    and the workers' random draws are unrelated."""
+    from hspace.data.epoch_order import WORKER_SEEDS, seeded_generator
+
+    stream = BatchStream(12, 3, seed=7)
+    for data_pass in range(2):
+        drawn = torch.randperm(12, generator=seeded_generator(7, data_pass + 1))
+        assert stream.order(data_pass).flatten().tolist() == drawn.tolist()
+    workers = torch.randperm(12, generator=seeded_generator(7, WORKER_SEEDS))
+    assert stream.order(0).flatten().tolist() != workers.tolist()
+
 
 def test_a_loader_with_workers_hands_out_the_same_batches():
     loader = ResumableLoader(TensorDataset(torch.arange(12)), 4, seed=1, num_workers=1)
