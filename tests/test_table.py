@@ -168,6 +168,9 @@ def test_a_cell_that_some_runs_did_not_measure_says_how_many_did(tmp_path):
     table = build_table(local_runs([tmp_path]), r"^edit/d/(?P<column>success|mse)@(?P<row>1)$", [], "strength")
     assert table.cell(("1",), "success").text(3) == "0.600 (1 of 3)"
     assert table.cell(("1",), "mse").text(3) == "0.200 ± 0.100"
+    # a run whose only value in the row is null still counts among its runs
+    alone = build_table(local_runs([tmp_path]), r"^edit/d/(?P<column>success)@(?P<row>1)$", [], "strength")
+    assert alone.cell(("1",), "success").text(3) == "0.600 (1 of 2)"
 
 
 def test_runs_along_different_directions_files_are_not_averaged(tmp_path):
