@@ -40,6 +40,17 @@ def test_attributes_agree_with_the_factors_and_the_pixels(resolution):
         assert tuple(centre) == COLOURS[f.colour]
 
 
+def test_an_object_centred_exactly_is_neither_left_nor_top():
+    """left and top are cx, cy < half the image: the centre line belongs to right and bottom."""
+    from hspace.data.shapes import ShapesFactors
+
+    def labels(cx, cy):
+        values = ShapesFactors("dark", "red", "circle", 6.0, cx, cy).attributes(32)
+        return bool(values[ATTRIBUTES.index("left")]), bool(values[ATTRIBUTES.index("top")])
+
+    assert labels(16.0, 16.0) == (False, False) and labels(15.99, 15.99) == (True, True)
+
+
 def test_shapes_have_the_right_area():
     """Coverage integrates to the analytic area: pi r^2, 4 r^2, 2 r^2."""
     for shape, area in [("circle", np.pi), ("square", 4.0), ("triangle", 2.0)]:
