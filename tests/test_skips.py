@@ -75,3 +75,26 @@ def test_misaligned_groups_are_refused():
         cut_skips(unet(channels=(8, 16, 16), groups=4), 3)
     with pytest.raises(ValueError, match="between 0 and 3"):
         cut_skips(unet(), 4)
+
+
+def test_each_skip_input_splits_off_the_decoder_width_the_block_receives():
+    """With widths that differ between levels, the decoder part of each up block's first resnet input is what the
+    block below hands it (measured in a forward pass), not the bottleneck's width."""
+    net = unet(channels=(8, 16, 32))
+    received = {}
+
+    def record(level):
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            received.setdefault(level, hidden.shape[1])
+
+        return hook
+
+    handles = [block.register_forward_pre_hook(record(i), with_kwargs=True) for i, block in enumerate(net.up_blocks)]
+    net(torch.randn(1, 3, 16, 16), torch.tensor([500]))
+    for handle in handles:
+        handle.remove()
+    firsts = {}
+    for entry in skip_inputs(net, 3):
+        firsts.setdefault(entry.level, entry.decoder_channels)
+    assert firsts == received == {0: 32, 1: 32, 2: 16}
