@@ -69,6 +69,9 @@ def test_widening_noise_touches_only_widened_tensors():
     reshaped = {k for k, v in plain.state_dict().items() if v.ndim > 1 and v.shape != old.state_dict()[k].shape}
     assert changed == reshaped and "conv_in.weight" in changed and "mid_block.resnets.0.time_emb_proj.weight" in changed
     assert "mid_block.resnets.0.conv1.weight" not in changed
+    for key in changed:  # each widened tensor moved by noise times the spread of the weights it was copied from
+        moved = (noisy.state_dict()[key] - plain.state_dict()[key]).std()
+        assert float(moved) == pytest.approx(0.01 * float(old.state_dict()[key].std()), rel=0.35), key
 
 
 @pytest.mark.parametrize("channels,message", [(12, "larger multiple"), (8, "larger multiple"), (4, "larger multiple")])
