@@ -347,3 +347,17 @@ def test_resblock_with_scale_shift_norm_matches_its_written_out_definition(updow
     skip = F.conv2d(resample[updown](x), block.skip_connection.weight, block.skip_connection.bias)
     with torch.no_grad():
         torch.testing.assert_close(block(x, emb), skip + h, rtol=1e-4, atol=1e-4)
+
+
+def test_the_up_path_takes_its_own_number_of_heads():
+    """num_heads_upsample (guided-diffusion's flag) sets the heads of the output blocks' attention; -1 keeps
+    num_heads there too."""
+    from hspace.diffusion.adm import AttentionBlock
+
+    def heads(blocks):
+        return {m.num_heads for m in blocks.modules() if isinstance(m, AttentionBlock)}
+
+    config = dict(CONFIGS["other_flags"])
+    model = ADMUNet(ADMConfig(**config, num_heads_upsample=4))
+    assert heads(model.input_blocks) == {2} and heads(model.output_blocks) == {4}
+    assert heads(ADMUNet(ADMConfig(**config)).output_blocks) == {2}
