@@ -543,6 +543,12 @@ def test_learning_rate_schedules():
     assert cosine[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert cosine[12] == pytest.approx(0.1 + 0.9 * 0.5) and cosine[20:] == [pytest.approx(0.1)] * 10
     assert all(a >= b for a, b in zip(cosine[4:], cosine[5:]))
+    from hspace.errors import UserError
+    from hspace.learning_rate import decay_range
+
+    assert decay_range(4, None, 5, 100) == (4, 5)  # one step of decay
+    with pytest.raises(UserError, match="decays from step 4 .* which is 4"):
+        decay_range(4, None, 4, 100)  # a decay that would end where it starts
     stable_then_decay = [learning_rate_factor(s, 4, "cosine", 10, 20, 0.0) for s in range(30)]
     assert (
         stable_then_decay[4:11] == [1.0] * 7
@@ -602,6 +608,30 @@ def test_training_starts_from_init_weights_and_refuses_another_architecture(tmp_
     )
     errors = [line for line in result.stderr.strip().splitlines() if not line.startswith("note: ")]
     assert result.returncode == 2 and len(errors) == 1 and "another architecture than model.unet" in errors[0]
+
+
+def test_the_training_loss_is_the_min_snr_weighted_mean_and_the_ema_takes_its_decay():
+    """One training step, replayed by hand with the same draws: the loss weights each image's error by its
+    timestep's Min-SNR weight before averaging (the plain mean is logged beside it); the EMA is built with the
+    configured decay."""
+    module = DDPMTraining(
+        unet={**TINY_UNET, "layers_per_block": 1},
+        scheduler=dict(prediction_type="v_prediction", rescale_betas_zero_snr=True),
+        loss_weighting="min_snr",
+        ema_decay=0.75,
+    )
+    assert module.ema.decay == 0.75
+    x0 = torch.rand(6, 3, 16, 16) * 2 - 1
+    torch.manual_seed(0)
+    loss = module.training_step({"image": x0}, 0)
+    torch.manual_seed(0)
+    tau = module.draw_timesteps(6, x0.device)
+    x_t, target = module.noised(x0, torch.randn_like(x0), tau)
+    with torch.no_grad():
+        error = ((module.unet(x_t, tau).sample - target) ** 2).mean(dim=(1, 2, 3))
+    weights = module.timestep_weights[tau]
+    assert not torch.allclose(weights, torch.ones(6))
+    torch.testing.assert_close(loss.detach(), (weights * error).mean())
 
 
 def test_cosine_decay_reaches_its_minimum_and_min_snr_trains(tmp_path):
