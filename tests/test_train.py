@@ -948,5 +948,10 @@ def test_a_one_cycle_schedule_is_not_lengthened_by_a_resume():
         check_resumes(module, checkpoint, "ckpt_path=c", 20)
     for by_epochs in (-1, None):  # max_epochs or max_time sets the length, as when the schedule was built
         assert check_resumes(module, checkpoint, "ckpt_path=c", by_epochs) == []
+
+    class Constant(OneCycle):  # a schedule that does not span the training (the DDPM's): any length resumes
+        needs_known_length = False
+
+    assert check_resumes(Constant(2, 2), checkpoint, "ckpt_path=c", 20) == []
     with pytest.raises(UserError, match="1 weights it does not have, e.g. extra"):
         check_resumes(module, {**checkpoint, "state_dict": {**module.state_dict(), "extra": torch.zeros(1)}}, "c", 10)
