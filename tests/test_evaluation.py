@@ -112,6 +112,9 @@ def test_known_edits_give_known_answers():
     # Told that a direction has no target (the generated samples found none), the real images' scoring takes none.
     told = evaluate_edits(replace(settings, targets={"to_light": None}), originals, to_light, ["to_light"], [2.0])
     assert told.results["edit/to_light/target"] is None and math.isnan(told.results["edit/to_light/success"])
+    # The same images made at a negative headline strength: the direction itself lowers the attribute.
+    negative = evaluate_edits(replace(settings, fid_backend=None), originals, to_light, ["to_light"], [-2.0])
+    assert negative.results["edit/to_light/target"] == "-light_background"
     columns, rows = module.score_matrix()
     assert columns == ["direction", *ATTRIBUTES] and rows[0][0] == "to_light" and len(rows) == 3
     # One direction at one strength: the same numbers (torchmetrics returns one-element results as scalars).

@@ -313,3 +313,16 @@ def test_a_move_of_exactly_the_needed_size_succeeds():
     reference, edited = [measurement(cx=0.0)], [measurement(cx=needed)]
     assert success(reference, edited, FactorTarget("cx", sign=1), 1.0, 32) == 1.0
     assert success(reference, [measurement(cx=needed * 0.999)], FactorTarget("cx", sign=1), 1.0, 32) == 0.0
+
+
+def test_a_negative_strength_succeeds_on_the_samples_that_had_the_target_value():
+    """Target colour=red, and at -1 the edit swaps red and blue: every red object leaves red (success 1.0), and
+    the blue ones turned red do not count against it, since they did not have the value to leave."""
+    base = scenes()
+
+    def swap(f):
+        return replace(f, colour={"red": "blue", "blue": "red"}.get(f.colour, f.colour))
+
+    edits = {"swap": {-1.0: swap, 0.0: lambda f: f, 1.0: lambda f: f}}
+    metrics, _ = factor_scores(images(base), edit_set(base, edits), ["swap"], STRENGTHS, {"swap": "colour=red"}, 2)
+    assert metrics["edit/swap/factors/success@-1"] == 1.0
