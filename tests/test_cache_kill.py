@@ -239,3 +239,22 @@ def test_writers_of_one_directory_take_turns(tmp_path):
     first.join(timeout=30)
     second.join(timeout=30)
     assert (target / "weights.bin").read_text() == "second"
+
+
+def test_ranks_use_an_entry_only_when_every_rank_could_read_it(tmp_path):
+    """get_across_ranks: an entry this rank reads but another could not is computed again by all (together), so
+    that no rank waits in the computation's gathers for one that returned early."""
+
+    class OtherRankFailed:
+        is_split, rank = True, 1
+
+        def all_agree(self, value: bool) -> bool:
+            return False  # this rank read it; rank 0 did not
+
+        def barrier(self) -> None:
+            pass
+
+    cache = ArtifactCache(tmp_path)
+    cache.get("blob", {"key": "a"}, lambda: b"aaaaaaaaaa", save, load)
+    value = cache.get_across_ranks("blob", {"key": "a"}, lambda: b"computed", save, load, OtherRankFailed())
+    assert value == b"computed"
