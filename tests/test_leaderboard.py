@@ -22,6 +22,8 @@ def test_a_direction_that_never_gets_there_is_reported_at_its_largest_strength()
     assert not point.reached and point.strength == 2 and point.effect == 0.3 and point.values["valid"] == 0.7
     with pytest.raises(ValueError, match="must include 0"):
         matched_point([1, 2], [0.1, 0.3], {}, level=0.5)
+    exactly = matched_point([0, 1], [0.0, 0.5], {"valid": [1.0, 0.9]}, level=0.5)  # the level at the last strength
+    assert exactly.reached and exactly.strength == 1 and exactly.values["valid"] == 0.9
     overshoot = matched_point([0, 1, 2], [0.0, 0.4, 0.2], {"valid": [1.0, 0.9, 0.7]}, level=0.5)
     assert not overshoot.reached and overshoot.strength == 2 and overshoot.effect == 0.2  # its own, not the best
 
