@@ -114,14 +114,23 @@ def test_the_script_refuses_bad_arguments_in_one_line(tmp_path, args):
     assert not out.exists()
 
 
-def test_the_exact_denoiser_of_a_rendered_set_draws_its_images():
+def test_the_exact_denoiser_of_a_rendered_set_draws_its_images(monkeypatch):
     dataset = ShapesDataset(300, "train")
     config = {"num_train_timesteps": 1000, "beta_schedule": "linear", "rescale_betas_zero_snr": True}
     denoiser = EmpiricalDenoiser(image_batch(dataset, range(300)), training_alphas_cumprod(config))
+    grids = []
+    draw = EmpiricalDenoiser.sample
+
+    def recorded(self, schedule, x_T):
+        grids.append(schedule.timesteps.tolist())
+        return draw(self, schedule, x_T)
+
+    monkeypatch.setattr(EmpiricalDenoiser, "sample", recorded)
     (row,) = noise_stability(denoiser, [1.0], num_samples=4, num_steps=10)
     # every sample is one of the rendered images: one object, a valid Shapes image
     assert row.measured.count == 4 and row.measured.valid_fraction == 1.0
     assert row.reference == reference_effects(1.0)
+    assert grids[0][0] == 999 and grids[0][-1] > 0  # trailing: from pure noise at zero terminal SNR
 
 
 def test_a_map_that_reads_each_factor_off_its_own_noise_coordinate_measures_as_the_reference(monkeypatch):
