@@ -62,25 +62,23 @@ def test_streaming_pca_equals_sklearn_on_real_activations(shapes_activations):
     assert_matches_sklearn(result, shapes_activations, 5, atol=2e-3, variance_rtol=1e-2)
 
 
-def test_streaming_pca_is_exact_when_the_data_has_rank_k():
-    g = torch.Generator().manual_seed(0)
-    latent = torch.randn(80, 4, generator=g)
-    h = (latent @ torch.randn(4, 60, generator=g) + torch.randn(60, generator=g)).reshape(80, 2, 30)
-    stream = StreamingPCA(k=4, batch_size=10, oversample=0)
-    for start in range(0, 80, 16):
-        stream.update(h[start : start + 16])
-    assert_matches_sklearn(stream.result(2), h, 4, atol=1e-6)
-
-
-def test_streaming_pca_fits_a_last_batch_too_small_to_stand_alone_with_the_one_before():
-    """14 samples with batches of 10 and 8 tracked axes: the last 4 rows could not be fitted alone (fewer than
-    the tracked axes), so the 14 are fitted together, and the result is exact."""
-    g = torch.Generator().manual_seed(1)
-    latent = torch.randn(14, 4, generator=g)
-    h = (latent @ torch.randn(4, 60, generator=g) + torch.randn(60, generator=g)).reshape(14, 2, 30)
-    stream = StreamingPCA(k=4, batch_size=10, oversample=4)
-    for start in range(0, 14, 7):
-        stream.update(h[start : start + 7])
+@pytest.mark.parametrize(
+    "n, oversample, update, seed",
+    [
+        (80, 0, 16, 0),  # updates that do not line up with the fit batches of 10
+        # 14 samples, batches of 10 and 8 tracked axes: the last 4 rows could not be fitted alone (fewer than the
+        # tracked axes), so the 14 are fitted together
+        (14, 4, 7, 1),
+    ],
+    ids=["misaligned updates", "a last batch too small to stand alone"],
+)
+def test_streaming_pca_is_exact_when_the_data_has_rank_k(n, oversample, update, seed):
+    g = torch.Generator().manual_seed(seed)
+    latent = torch.randn(n, 4, generator=g)
+    h = (latent @ torch.randn(4, 60, generator=g) + torch.randn(60, generator=g)).reshape(n, 2, 30)
+    stream = StreamingPCA(k=4, batch_size=10, oversample=oversample)
+    for start in range(0, n, update):
+        stream.update(h[start : start + update])
     assert_matches_sklearn(stream.result(2), h, 4, atol=1e-6)
 
 

@@ -50,13 +50,7 @@ def train(cfg: DictConfig) -> Path:
     from hspace.files import check_replaceable
     from hspace.lightning.exportable import ExportableModule
     from hspace.lightning.terminated import stopped_by_sigterm
-    from hspace.lightning.training_checkpoints import (
-        FINAL_VALIDATION_CUT_SHORT,
-        AtomicCheckpointIO,
-        TrainingCheckpoints,
-        final_validation_owed,
-        run_owed_validation,
-    )
+    from hspace.lightning.training_checkpoints import AtomicCheckpointIO, TrainingCheckpoints, run_owed_validation
     from hspace.loggers import close_wandb
 
     run_dir = Path(cfg.run_dir)
@@ -120,10 +114,8 @@ def train(cfg: DictConfig) -> Path:
 
         with stopped_by_sigterm(trainer, stopped):
             trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
-            owed = None if resumed is None else final_validation_owed(resumed)
-            if owed is not None:
-                logged_at = resumed[FINAL_VALIDATION_CUT_SHORT]
-                run_owed_validation(trainer, module, datamodule, owed, logged_at, checkpoint, last)
+            if resumed is not None:  # a validation a SIGTERM cut short at the end of training
+                run_owed_validation(trainer, module, datamodule, resumed, checkpoint, last)
         export_dir = module.export(cfg.export_dir)
         failed = False
     finally:
