@@ -133,20 +133,18 @@ def validate_again_on_resume(checkpoint: dict) -> None:
     progress["current"] = {count: 0 for count in progress["current"]}
 
 
-def final_validation_owed(checkpoint: dict) -> int | None:
-    """The step whose last validation a SIGTERM cut short, where `checkpoint` says so."""
-    return None if checkpoint.get(FINAL_VALIDATION_CUT_SHORT) is None else int(checkpoint["global_step"])
-
-
-def run_owed_validation(
-    trainer: pl.Trainer, module, datamodule, owed: int, logged_at: int, resumed_from: Path, last: Path
-) -> None:
-    """After a fit resumed from a checkpoint that owes the validation at step `owed` (logged at `logged_at`): run
-    it when the fit took no step (the training had ended there), and then clear the mark where the checkpoint is
-    this run's own last.ckpt, so that a further resume from it does not run it again (another run's checkpoint is
-    left as it is). A fit that went on past that step cannot log it at its step any more: a note says so."""
+def run_owed_validation(trainer: pl.Trainer, module, datamodule, resumed: dict, resumed_from: Path, last: Path) -> None:
+    """After a fit resumed from the checkpoint `resumed` (read from `resumed_from`), where it owes the validation at
+    its step: run it when the fit took no step (the training had ended there), at the step the training logged it
+    at, and then clear the mark where the checkpoint is this run's own last.ckpt, so that a further resume from it
+    does not run it again (another run's checkpoint is left as it is). A fit that went on past that step cannot
+    log it at its step any more: a note says so."""
     from hspace.checks import note
 
+    logged_at = resumed.get(FINAL_VALIDATION_CUT_SHORT)
+    if logged_at is None:
+        return
+    owed = int(resumed["global_step"])
     if trainer.global_step != owed:
         note(f"the validation at step {owed}, which a SIGTERM cut short, was not run again: the training went on")
         return
@@ -156,7 +154,6 @@ def run_owed_validation(
         trainer.validate(module, datamodule=datamodule, verbose=False)
     finally:
         loop._batches_that_stepped = counted
-    if trainer.is_global_zero and resumed_from.resolve() == last.resolve():
-        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
-        del checkpoint[FINAL_VALIDATION_CUT_SHORT]
-        atomic_write_bytes(last, lambda file: torch.save(checkpoint, file))
+    if trainer.is_global_zero and resumed_from.resolve() == last.resolve():  # the checkpoint read before the fit
+        cleared = {key: value for key, value in resumed.items() if key != FINAL_VALIDATION_CUT_SHORT}
+        atomic_write_bytes(last, lambda file: torch.save(cleared, file))
