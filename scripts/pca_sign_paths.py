@@ -2,7 +2,8 @@
 
 Both fits find the same axes to rounding; per sign rule (`method.sign_reference`) this prints, for each of the
 first components and in all, how many steps take the other sign in one fit than in the other, and how many
-neighbouring steps point against each other in the streaming fit (an edit turning round between two steps).
+neighbouring steps point against each other in the streaming fit (an edit turning round between two steps), in
+all and among neighbours that overlap by at least method.sign_restart_overlap (the same axis, not a swap).
 The h of the collection is read from the cache where the default run left it (same samples, grid and eta).
 
 python scripts/pca_sign_paths.py                    # the default run's PCA of the shipped Shapes DDPM
@@ -53,7 +54,7 @@ def main() -> None:
     from hspace.cache import ArtifactCache
     from hspace.diffusion.loading import load_model
     from hspace.diffusion.schedule import SamplerSettings
-    from hspace.directions.pca import align_signs, opposite_signs, reversals
+    from hspace.directions.pca import SIGN_REFERENCES, align_signs, opposite_signs, reversals
 
     model = load_model(args.weights)
     sampler = SamplerSettings(num_steps=args.num_steps, spacing=args.spacing)
@@ -63,14 +64,17 @@ def main() -> None:
     exact = replace(method, exact_max_n=args.num_samples).fit(model, sampler, cache)
     total = args.num_components * args.num_steps
     print(f"{args.num_components} components x {args.num_steps} steps, {args.num_samples} samples")
-    for reference in ("noisiest", "chain"):
-        opposite = opposite_signs(streaming.axes, exact.axes, reference)
-        turns = reversals(align_signs(streaming.axes, reference)[0])
-        first = ", ".join(f"pc{j} {opposite[j]}/{turns[j]}" for j in range(args.show))
+    cut = method.sign_restart_overlap  # chain_restart's, and what counts as the same axis turning round
+    print(f"reversals: neighbouring steps pointing against each other (in brackets: overlapping by more than {cut})")
+    for reference in SIGN_REFERENCES:
+        opposite = opposite_signs(streaming.axes, exact.axes, reference, cut)
+        aligned = align_signs(streaming.axes, reference, cut)[0]
+        turns, same_axis = reversals(aligned), reversals(aligned, cut)
+        first = ", ".join(f"pc{j} {opposite[j]}/{turns[j]} ({same_axis[j]})" for j in range(args.show))
         print(
             f"{reference}: steps of other sign, streaming against exact: {opposite.sum()} of {total}; "
-            f"reversals between neighbours: {turns.sum()}"
-            + (f"; per component (other sign/reversals): {first}" if first else "")
+            f"reversals: {turns.sum()} ({same_axis.sum()})"
+            + (f"; per component, other sign/reversals: {first}" if first else "")
         )
 
 

@@ -78,6 +78,7 @@ CASES = [
     ("run", ["method.batch_size=8"], "method.batch_size (8)"),
     ("run", ["method.mode=bogus"], "method.mode='bogus'"),
     ("run", ["method.sign_reference=bogus"], "method.sign_reference='bogus'"),
+    ("run", ["method.sign_restart_overlap=1.5"], "method.sign_restart_overlap=1.5"),
     ("run", ["method=jacobian", "method.mask_box=[1,2,3]"], "method.mask_box=[1, 2, 3]"),
     ("run", ["method=jacobian", "method.mask_file={tmp}/mask.txt"], "method.mask_file="),
     ("run", ["method=jacobian", "method.mask_file={tmp}/none.png"], "method.mask_file="),

@@ -194,6 +194,79 @@ def test_noisiest_turns_an_axis_round_between_neighbours_where_chain_does_not():
     u = np.stack([np.cos(angles), np.sin(angles), np.zeros(3)], axis=-1)[None]
     assert reversals(align_signs(u, "noisiest")[0]).tolist() == [1]
     assert reversals(align_signs(u, "chain")[0]).tolist() == [0]
+    # the reversal is an overlap of -0.5: counted among neighbours overlapping by more than 0.4, not by more than 0.5
+    assert reversals(align_signs(u, "noisiest")[0], 0.4).tolist() == [1]
+    assert reversals(align_signs(u, "noisiest")[0], 0.5).tolist() == [0]
+
+
+def test_chain_restart_follows_its_neighbour_and_starts_afresh_where_the_axis_is_another():
+    """Steps e1, (e1 + e2) / sqrt 2, then a swap to e3, then (0.1 e2 + e3) / |.|, each given every sign: the
+    second step follows the first (overlap 0.71), the swap (overlap 0) takes its own canonical sign, +e3, and the
+    last follows the swap (overlap 0.995), where "chain" would follow the swap's sign as it came."""
+    import itertools
+
+    from hspace.directions.pca import restarted_steps
+
+    u = unit([1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 0.1, 1])  # (T, D)
+    signs = np.array(list(itertools.product((1, -1), repeat=4)), dtype=float)
+    axes = signs[..., None] * u
+    aligned, overlaps = align_signs(axes, "chain_restart")
+    np.testing.assert_allclose(aligned, np.broadcast_to(u, axes.shape), atol=1e-12)
+    np.testing.assert_allclose(overlaps, np.broadcast_to([0.5**0.5, 0.0, 0.995037], overlaps.shape), atol=1e-6)
+    assert restarted_steps(aligned).tolist() == [[False, True, False]] * len(signs)
+    assert not restarted_steps(aligned, restart_overlap=0.0).any()  # no overlap is below 0: "chain"
+    chained = align_signs(axes, "chain")[0]
+    np.testing.assert_allclose(align_signs(axes, "chain_restart", restart_overlap=0.0)[0], chained)
+    assert (chained[:, 2:, 2] < 0).any()  # chain carries a sign the swap came with
+    # with the restart at 0.8, the second step (overlap 0.71) starts afresh as well: (e1 + e2) / sqrt 2 is tied, so
+    # its canonical sign is that of its first entry, +
+    strict = align_signs(axes, "chain_restart", restart_overlap=0.8)[0]
+    np.testing.assert_allclose(strict, np.broadcast_to(u, axes.shape))
+
+
+def test_chain_restart_reports_the_margin_of_a_restarted_sign_and_does_not_carry_rounding_on():
+    """The swap of the rounding example below: "chain" gives it and the step after it the other sign in two fits
+    that differ by rounding, "chain_restart" gives neither, and reports the swap's canonical margin (e3 against
+    an entry of 1e-9: 1) where "chain" reports its overlap of 1e-9."""
+    from hspace.directions.pca import opposite_signs
+
+    def fit(d):
+        return unit([1, 0, 0], [1, 0, 0], [d, 0, 1], [1, 0, 1])[None]
+
+    first, second = fit(1e-9), fit(-1e-9)
+    assert opposite_signs(first, second, "chain").tolist() == [2]
+    assert opposite_signs(first, second, "chain_restart").tolist() == [0]
+    aligned = align_signs(first, "chain_restart")[0]
+    np.testing.assert_allclose(anchor_overlaps(aligned, "chain_restart"), [[1.0, 1.0, 0.5**0.5]], atol=1e-8)
+    np.testing.assert_allclose(anchor_overlaps(align_signs(first, "chain")[0], "chain"), [[1.0, 1e-9, 0.5**0.5]])
+
+
+def test_chain_restart_keeps_the_noisiest_steps_sign_and_turns_no_axis_round_that_stays_the_same():
+    """An axis rotating by 60 degrees a step overlaps each neighbour by 0.5: "chain_restart" chains it as "chain"
+    does, with no reversal, starting from the canonical sign of the noisiest step."""
+    from hspace.directions.pca import reversals
+
+    angles = np.deg2rad(60.0 * np.arange(4))
+    u = np.stack([np.cos(angles), np.sin(angles), np.zeros(4)], axis=-1)[None]
+    aligned = align_signs(-u, "chain_restart")[0]
+    np.testing.assert_allclose(aligned, u, atol=1e-12)
+    assert reversals(aligned).tolist() == [0]
+
+
+def test_pca_directions_record_the_restarts_of_chain_restart():
+    from hspace.diffusion.loading import load_model
+
+    model = load_model("shapes32")
+    settings = dict(num_samples=24, num_components=3, batch_size=24, oversample=0, exact_max_n=24)
+    sampler = SamplerSettings(num_steps=4, spacing="trailing")
+    restarted = PCA(**settings, sign_reference="chain_restart", sign_restart_overlap=0.999).find(model, sampler)
+    assert restarted.info["sign_restarts"] == [3, 3, 3]  # no two steps share an axis to 0.999
+    never = PCA(**settings, sign_reference="chain_restart", sign_restart_overlap=0.0).find(model, sampler)
+    assert never.info["sign_restarts"] == [0, 0, 0]
+    noisiest = PCA(**settings, sign_reference="noisiest").find(model, sampler)
+    assert noisiest.info["sign_restarts"] == [0, 0, 0]  # noisiest restarts nothing
+    vectors = restarted.vectors.flatten(2).numpy()
+    assert (vectors[np.arange(3)[:, None], np.arange(4), np.abs(vectors).argmax(-1)] > 0).all()  # each canonical
 
 
 def test_joint_streaming_pca_equals_sklearn_on_real_activations(shapes_activations):

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from hspace.directions.signs import canonical_rows, canonical_rows_numpy
+from hspace.directions.signs import canonical_margins_numpy, canonical_rows, canonical_rows_numpy
 
 
 def slow_canonical(rows: np.ndarray) -> np.ndarray:
@@ -33,3 +33,22 @@ def test_the_numpy_form_keeps_the_dtype_and_a_row_of_zeros_stays_zero():
     assert canonical.dtype == np.float32
     np.testing.assert_array_equal(canonical, [[-0.5, 2.0, -1.0], [0.0, 0.0, 0.0], [3.0, -3.0, 1.0]])
     np.testing.assert_array_equal(canonical, slow_canonical(rows))
+
+
+def slow_margin(row: np.ndarray) -> float:
+    flat = [float(x) for x in row.ravel()]
+    largest = max(flat, key=abs)
+    if largest == 0:
+        return 0.0
+    other = max((abs(x) for x in flat if x * largest < 0), default=0.0)
+    return 1 - other / abs(largest)
+
+
+def test_the_margin_of_a_canonical_sign_is_the_gap_to_the_largest_entry_of_the_other_sign():
+    rows = np.array([[0.5, -2.0, 1.0], [0.0, 0.0, 0.0], [3.0, -3.0, 1.0], [1.0, 0.5, 0.25], [-4.0, 1.0, 3.0]])
+    np.testing.assert_allclose(canonical_margins_numpy(rows), [0.5, 0.0, 0.0, 1.0, 0.25])
+    generator = np.random.default_rng(0)
+    rows = generator.normal(size=(8, 3, 4))
+    margins = canonical_margins_numpy(rows)
+    np.testing.assert_allclose(margins, [slow_margin(row) for row in rows])
+    np.testing.assert_allclose(canonical_margins_numpy(-rows), margins)  # a row's sign does not change its margin

@@ -37,10 +37,10 @@ run large_h_only "${boundary[@]}" method.t_mix=500 edit.mode=relative edit.x_sca
   'edit.strengths=[-200.0,-100.0,-50.0,0.0,50.0,100.0,200.0]' method.attribute=large +metrics.targets.large=large metrics.fid.backend=none
 # The conditional mode: 100 inverted test images, scored under edit_real/.
 run conditional experiment=boundary_shapes_conditional real_images=100 num_samples=16 +metrics.targets.light_background=light_background "${light_factor[@]}"
-# The h-space directions of the same attributes: class means (Haas et al. eq. 11) and the default PCA (its pc3 makes objects smaller in every seed on the shipped model).
+# The h-space directions of the same attributes: class means (Haas et al. eq. 11) and PCA with the signs of Haas et al.'s code (its pc3 makes objects smaller in every seed on the shipped model).
 run class_mean experiment=haas2023_table1_shapes method.condition_on=null method.keep_original=false 'method.attributes=[large,red,light_background]' \
   num_samples=200 num_directions=3 'edit.strengths=[0.0,0.5,1.0,1.5,2.0,3.0]' metrics.fid.backend=classifier
-run pca num_samples=200 real_images=0 num_directions=5 'edit.strengths=[-8.0,-6.0,-4.0,0.0,4.0,6.0,8.0]' +metrics.targets.pc3=-large
+run pca method.sign_reference=noisiest num_samples=200 real_images=0 num_directions=5 'edit.strengths=[-8.0,-6.0,-4.0,0.0,4.0,6.0,8.0]' +metrics.targets.pc3=-large
 
 table() {  # table <output name> <runs> <direction regex> <group_by> [plot directions]
   "$bin/hspace-table" "runs=[$2]" "group_by=$4" digits=2 layout.row_name=strength \

@@ -22,7 +22,7 @@ from hspace.diffusion.schedule import SamplerSettings
 from hspace.directions.container import Directions
 from hspace.directions.h_collection import collect_h
 from hspace.directions.method import DirectionMethod
-from hspace.directions.signs import canonical_rows_numpy
+from hspace.directions.signs import canonical_margins_numpy, canonical_rows_numpy
 from hspace.distributed import Shard
 from hspace.errors import UserError
 
@@ -225,47 +225,72 @@ def exact_per_step_pca(batches: Iterable[torch.Tensor], k: int, joint: bool = Fa
     return PCAResult(*(np.stack(parts, axis=1) for parts in zip(*per_step)), n)
 
 
-def align_signs(axes: np.ndarray, reference: str = "noisiest") -> tuple[np.ndarray, np.ndarray]:
+SIGN_REFERENCES = ("noisiest", "chain", "chain_restart")
+
+
+def align_signs(
+    axes: np.ndarray, reference: str = "noisiest", restart_overlap: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
     """Make axis signs consistent across steps. (k, T, D) -> aligned axes, overlaps |<u_t, u_{t+1}>| (k, T-1).
 
     The reference step (idx 0, the noisiest) gets its largest-|entry| component positive; then every step
-    is flipped to agree with it ("noisiest") or with its noisier neighbour ("chain").
+    is flipped to agree with it ("noisiest") or with its noisier neighbour ("chain"). "chain_restart" follows
+    the neighbour where the two overlap by at least `restart_overlap` and elsewhere, where the axis is not the
+    neighbour's (two components swapped order), starts afresh from the step's own canonical sign.
     Sign alignment cannot repair order swaps between components of similar variance: low overlaps show them.
     """
-    if reference not in ("noisiest", "chain"):
-        raise ValueError(f"sign reference must be 'noisiest' or 'chain', not {reference!r}")
+    if reference not in SIGN_REFERENCES:
+        raise ValueError(f"sign reference must be one of {SIGN_REFERENCES}, not {reference!r}")
     axes = axes.copy()
     axes[:, 0] = canonical_rows_numpy(axes[:, 0])
     k, num_steps = axes.shape[:2]
     for j in range(k):
         for t in range(1, num_steps):
             anchor = axes[j, 0] if reference == "noisiest" else axes[j, t - 1]
-            if axes[j, t] @ anchor < 0:
+            overlap = axes[j, t] @ anchor
+            if reference == "chain_restart" and abs(overlap) < restart_overlap:
+                axes[j, t] = canonical_rows_numpy(axes[j, t][None])[0]
+            elif overlap < 0:
                 axes[j, t] = -axes[j, t]
     overlaps = np.abs(np.einsum("ktd,ktd->kt", axes[:, 1:], axes[:, :-1]))
     return axes, overlaps
 
 
-def anchor_overlaps(axes: np.ndarray, reference: str = "noisiest") -> np.ndarray:
+def restarted_steps(axes: np.ndarray, restart_overlap: float = 0.3) -> np.ndarray:
+    """(k, T-1) bool: the steps after the first that "chain_restart" gives their own canonical sign, those that
+    overlap their noisier neighbour by less than `restart_overlap`."""
+    return np.abs(np.einsum("ktd,ktd->kt", axes[:, 1:], axes[:, :-1])) < restart_overlap
+
+
+def anchor_overlaps(axes: np.ndarray, reference: str = "noisiest", restart_overlap: float = 0.3) -> np.ndarray:
     """|<u_t, anchor_t>| (k, T-1) for the steps after the first: the overlaps align_signs decided each step's sign
     by. Near 0, rounding decides it, and another path to the same axes (streaming against exact PCA, a collection
-    split across processes) may give that step the other sign."""
+    split across processes) may give that step the other sign. A step that "chain_restart" restarts reports the
+    margin its canonical sign was decided by (hspace.directions.signs.canonical_margins_numpy), near 0 likewise."""
     anchors = axes[:, :1] if reference == "noisiest" else axes[:, :-1]
-    return np.abs(np.einsum("ktd,ktd->kt", axes[:, 1:], np.broadcast_to(anchors, axes[:, 1:].shape)))
+    decisive = np.abs(np.einsum("ktd,ktd->kt", axes[:, 1:], np.broadcast_to(anchors, axes[:, 1:].shape)))
+    if reference == "chain_restart":
+        restarted = restarted_steps(axes, restart_overlap)
+        margins = canonical_margins_numpy(axes[:, 1:].reshape(-1, axes.shape[-1])).reshape(restarted.shape)
+        decisive = np.where(restarted, margins, decisive)
+    return decisive
 
 
-def opposite_signs(first: np.ndarray, second: np.ndarray, reference: str = "noisiest") -> np.ndarray:
+def opposite_signs(
+    first: np.ndarray, second: np.ndarray, reference: str = "noisiest", restart_overlap: float = 0.3
+) -> np.ndarray:
     """(k,): per component, the steps at which two fits of the same axes (k, T, D), e.g. streaming and exact PCA
     of one collection, point opposite ways once each is aligned by `reference`. A fit's rounding decides a sign
     only where the overlap that decided it is near 0."""
-    a, b = align_signs(first, reference)[0], align_signs(second, reference)[0]
+    a, b = align_signs(first, reference, restart_overlap)[0], align_signs(second, reference, restart_overlap)[0]
     return (np.einsum("ktd,ktd->kt", a, b) < 0).sum(axis=1)
 
 
-def reversals(aligned: np.ndarray) -> np.ndarray:
-    """(k,): per component, the neighbouring steps of aligned axes (k, T, D) that point against each other (a
-    negative overlap), where an edit along the component turns round from one step to the next."""
-    return (np.einsum("ktd,ktd->kt", aligned[:, 1:], aligned[:, :-1]) < 0).sum(axis=1)
+def reversals(aligned: np.ndarray, min_overlap: float = 0.0) -> np.ndarray:
+    """(k,): per component, the neighbouring steps of aligned axes (k, T, D) that point against each other (an
+    overlap below -min_overlap), where an edit along the component turns round from one step to the next. With
+    min_overlap > 0 only the axes that stay nearly the same count, not two components that swapped order."""
+    return (np.einsum("ktd,ktd->kt", aligned[:, 1:], aligned[:, :-1]) < -min_overlap).sum(axis=1)
 
 
 @dataclass
@@ -278,7 +303,8 @@ class PCA(DirectionMethod):
     oversample: int = 40  # extra axes the streaming path tracks so that the top k match exact PCA
     collection_eta: float | None = 1.0  # eta of the collection runs (the paper: 1); None: the run's sampler.eta
     mode: str = "per_step"  # or "joint": one PCA over the whole h_{T:1}
-    sign_reference: str = "noisiest"  # or "chain"
+    sign_reference: str = "chain_restart"  # or "noisiest" (the reference code's), "chain"
+    sign_restart_overlap: float = 0.3  # chain_restart: below this overlap with its neighbour a step starts afresh
     exact_max_n: int = 0  # at most this many samples: exact kernel PCA in memory (grows with N) instead of streaming
     first_seed: int = 1_000_000  # collection seeds, kept apart from the seeds that are edited
 
@@ -292,7 +318,8 @@ class PCA(DirectionMethod):
         integer(self.exact_max_n, "method.exact_max_n", 0)
         integer(self.first_seed, "method.first_seed", 0)
         choice(self.mode, "method.mode", ("per_step", "joint"))
-        choice(self.sign_reference, "method.sign_reference", ("noisiest", "chain"))
+        choice(self.sign_reference, "method.sign_reference", SIGN_REFERENCES)
+        number(self.sign_restart_overlap, "method.sign_restart_overlap", 0.0, 1.0)
         if self.collection_eta is not None:
             number(self.collection_eta, "method.collection_eta", 0.0, 1.0)
         integer(self.num_samples, "method.num_samples", 2)
@@ -367,10 +394,11 @@ class PCA(DirectionMethod):
         result = self.fit(model, sampler, cache)
         if self.mode == "joint":  # one vector over all steps: its step slices keep their relative signs
             axes = canonical_rows_numpy(result.axes)  # each whole component
-            overlaps = decisive = np.zeros((self.num_components, 0))
+            overlaps = decisive = restarted = np.zeros((self.num_components, 0))
         else:
-            axes, overlaps = align_signs(result.axes, self.sign_reference)
-            decisive = anchor_overlaps(axes, self.sign_reference)
+            axes, overlaps = align_signs(result.axes, self.sign_reference, self.sign_restart_overlap)
+            decisive = anchor_overlaps(axes, self.sign_reference, self.sign_restart_overlap)
+            restarted = restarted_steps(axes, self.sign_restart_overlap) & (self.sign_reference == "chain_restart")
         names = [f"pc{j}" for j in range(self.num_components)]
         ratio = result.explained_variance_ratio.tolist()
         return self.directions(
@@ -384,6 +412,7 @@ class PCA(DirectionMethod):
                 "sign_overlap_min": overlaps.min(axis=1).tolist() if overlaps.size else [],
                 # per axis, the smallest overlap a step's sign was decided by: near 0, rounding decided it
                 "sign_anchor_overlap_min": decisive.min(axis=1).tolist() if decisive.size else [],
+                "sign_restarts": restarted.sum(axis=1).tolist() if restarted.size else [],  # per axis (chain_restart)
                 "num_samples": result.num_samples,
             },
             metrics={

@@ -20,3 +20,14 @@ def canonical_rows(rows: torch.Tensor) -> torch.Tensor:
 def canonical_rows_numpy(rows: np.ndarray) -> np.ndarray:
     """canonical_rows of a numpy array, in its dtype."""
     return canonical_rows(torch.from_numpy(np.ascontiguousarray(rows))).numpy()
+
+
+def canonical_margins_numpy(rows: np.ndarray) -> np.ndarray:
+    """(k,): how firmly canonical_rows decides each row's sign, 1 - |b| / |a| in [0, 1], where a is the row's
+    largest-|entry| and b its largest-|entry| of the other sign (0 if none). Near 0 the two are nearly tied, and
+    rounding decides the sign; a row of zeros has margin 0."""
+    flat = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    largest = flat[np.arange(len(flat)), np.abs(flat).argmax(axis=1)]
+    other = np.where(np.sign(flat) == -np.sign(largest)[:, None], np.abs(flat), 0.0).max(axis=1)
+    magnitude = np.abs(largest)
+    return np.divide(magnitude - other, magnitude, out=np.zeros_like(magnitude), where=magnitude > 0)
