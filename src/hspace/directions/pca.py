@@ -226,10 +226,11 @@ def exact_per_step_pca(batches: Iterable[torch.Tensor], k: int, joint: bool = Fa
 
 
 SIGN_REFERENCES = ("noisiest", "chain", "chain_restart")
+RESTART_OVERLAP = 0.3  # chain_restart's default: below it a step's axis is taken for another than its neighbour's
 
 
 def align_signs(
-    axes: np.ndarray, reference: str = "noisiest", restart_overlap: float = 0.3
+    axes: np.ndarray, reference: str = "noisiest", restart_overlap: float = RESTART_OVERLAP
 ) -> tuple[np.ndarray, np.ndarray]:
     """Make axis signs consistent across steps. (k, T, D) -> aligned axes, overlaps |<u_t, u_{t+1}>| (k, T-1).
 
@@ -256,13 +257,15 @@ def align_signs(
     return axes, overlaps
 
 
-def restarted_steps(axes: np.ndarray, restart_overlap: float = 0.3) -> np.ndarray:
+def restarted_steps(axes: np.ndarray, restart_overlap: float = RESTART_OVERLAP) -> np.ndarray:
     """(k, T-1) bool: the steps after the first that "chain_restart" gives their own canonical sign, those that
     overlap their noisier neighbour by less than `restart_overlap`."""
     return np.abs(np.einsum("ktd,ktd->kt", axes[:, 1:], axes[:, :-1])) < restart_overlap
 
 
-def anchor_overlaps(axes: np.ndarray, reference: str = "noisiest", restart_overlap: float = 0.3) -> np.ndarray:
+def anchor_overlaps(
+    axes: np.ndarray, reference: str = "noisiest", restart_overlap: float = RESTART_OVERLAP
+) -> np.ndarray:
     """|<u_t, anchor_t>| (k, T-1) for the steps after the first: the overlaps align_signs decided each step's sign
     by. Near 0, rounding decides it, and another path to the same axes (streaming against exact PCA, a collection
     split across processes) may give that step the other sign. A step that "chain_restart" restarts reports the
@@ -277,7 +280,7 @@ def anchor_overlaps(axes: np.ndarray, reference: str = "noisiest", restart_overl
 
 
 def opposite_signs(
-    first: np.ndarray, second: np.ndarray, reference: str = "noisiest", restart_overlap: float = 0.3
+    first: np.ndarray, second: np.ndarray, reference: str = "noisiest", restart_overlap: float = RESTART_OVERLAP
 ) -> np.ndarray:
     """(k,): per component, the steps at which two fits of the same axes (k, T, D), e.g. streaming and exact PCA
     of one collection, point opposite ways once each is aligned by `reference`. A fit's rounding decides a sign
@@ -304,7 +307,9 @@ class PCA(DirectionMethod):
     collection_eta: float | None = 1.0  # eta of the collection runs (the paper: 1); None: the run's sampler.eta
     mode: str = "per_step"  # or "joint": one PCA over the whole h_{T:1}
     sign_reference: str = "chain_restart"  # or "noisiest" (the reference code's), "chain"
-    sign_restart_overlap: float = 0.3  # chain_restart: below this overlap with its neighbour a step starts afresh
+    sign_restart_overlap: float = (
+        RESTART_OVERLAP  # chain_restart: below this overlap with its neighbour a step starts afresh
+    )
     exact_max_n: int = 0  # at most this many samples: exact kernel PCA in memory (grows with N) instead of streaming
     first_seed: int = 1_000_000  # collection seeds, kept apart from the seeds that are edited
 
