@@ -254,3 +254,51 @@ def test_a_refusal_in_one_rank_reaches_the_caller_as_its_one_line():
 
     with pytest.raises(UserError, match=r"^rank 1 refused: fix the setting it names$"):
         run_across_processes(refuses_on_rank_one, (), 2)
+
+
+class ModuleBrightness(torch.nn.Module, Brightness):
+    """Brightness as a torch module, recording the devices it is moved to."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.placed: list[str] = []
+
+    def to(self, device):
+        self.placed.append(str(device))
+        return super().to(device)
+
+
+def test_methods_move_a_classifier_that_is_a_module_and_leave_any_other_where_it_is():
+    from hspace.directions.boundary import BoundaryDirections
+
+    for method in (
+        ClassMeanDirections(attributes=["bright"], classifier=ModuleBrightness(), num_index=20, top_k=6),
+        BoundaryDirections(attribute="bright", classifier=ModuleBrightness(), num_bank=7, batch_size=3),
+    ):
+        method.place(torch.device("meta"))
+        assert method.classifier.anchor.device.type == "meta", type(method).__name__
+    ClassMeanDirections(attributes=["bright"], classifier=Brightness(), num_index=20, top_k=6).place(
+        torch.device("meta")
+    )  # not a module: it scores where it is
+    PCA(**PCA_SETTINGS["exact"]).place(torch.device("meta"))  # nothing to move
+
+
+def test_a_collection_across_processes_hands_the_classifier_over_on_the_cpu_and_each_rank_places_it(monkeypatch):
+    """The ranks receive the classifier through CPU memory, each puts it on its own device (the CPU here), and
+    the caller gets it back on the model's device."""
+    import hspace.job.find as find
+
+    model, classifier = tiny_model(), ModuleBrightness()
+    method = ClassMeanDirections(attributes=["bright", "red"], classifier=classifier, num_index=20, top_k=6)
+    handed_over = []
+
+    def in_this_process(fn, args, world_size, gpus=()):
+        handed_over.append(list(classifier.placed))
+        return fn(*args)
+
+    monkeypatch.setattr(find, "run_across_processes", in_this_process)
+    directions = find.find_across_processes(method, model, SAMPLER, None, 2)
+    assert handed_over == [["cpu"]]
+    assert classifier.placed == ["cpu", "cpu", str(model.device)]  # handed over, placed by the rank, given back
+    torch.testing.assert_close(directions.vectors, method.find(model, SAMPLER).vectors)

@@ -31,3 +31,10 @@ class FeatureClassifier(AttributeClassifier, Protocol):
         ...
 
     def features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def place_classifier(classifier: AttributeClassifier | None, device: torch.device) -> None:
+    """Move a classifier that is a torch module to `device`; any other computes where it is (its `probabilities`
+    takes images from any device)."""
+    if isinstance(classifier, torch.nn.Module):
+        classifier.to(device)

@@ -20,7 +20,7 @@ import torch
 
 from hspace.cache import ArtifactCache
 from hspace.checks import choice, integer, number
-from hspace.classifiers import AttributeClassifier
+from hspace.classifiers import AttributeClassifier, place_classifier
 from hspace.data.batch import image_batch
 from hspace.diffusion.model import DiffusionModel
 from hspace.diffusion.schedule import SamplerSettings
@@ -304,6 +304,9 @@ class BoundaryDirections(DirectionMethod):
                 curve.t_mix = best
                 curve.reason += "; then the highest mean validation accuracy among them"
         return curve
+
+    def place(self, device: torch.device) -> None:
+        place_classifier(self.classifier, device)
 
     def walked_sampler(self, sampler: SamplerSettings) -> SamplerSettings:
         """The run's grid, deterministic: the bank reaches t_m by DDIM, whatever the run's eta after it."""

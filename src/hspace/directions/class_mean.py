@@ -20,7 +20,7 @@ import torch
 
 from hspace.cache import ArtifactCache
 from hspace.checks import boolean, choice, integer
-from hspace.classifiers import AttributeClassifier
+from hspace.classifiers import AttributeClassifier, place_classifier
 from hspace.data.batch import labelled_batches
 from hspace.diffusion.inversion import invert
 from hspace.diffusion.model import DiffusionModel
@@ -149,6 +149,9 @@ class ClassMeanDirections(DirectionMethod):
             [] if self.condition_on in (None, "others") else [a for a in self.condition_on if a not in self.attributes]
         )
         return list(self.attributes) + extra
+
+    def place(self, device: torch.device) -> None:
+        place_classifier(self.classifier, device)
 
     def classifier_sums(self, model, schedule, attributes, cache, clip_x0: bool = False) -> ClassSums:
         if self.classifier is None:

@@ -9,7 +9,8 @@ A method is a dataclass of settings that subclasses DirectionMethod, with
 - `walked_sampler(sampler)`: the settings `find` samples with, the run's own unless the method fixes some (its
   eta); the cache keys directions by them, so a run that changes what a method walks does not reuse its directions;
 - `collects_across_processes`: True where `find` takes its block of the samples from `Shard.current()` and
-  merges with the other ranks (`hspace-run trainer=ddp` then runs it in one process per device).
+  merges with the other ranks (`hspace-run trainer=ddp` then runs it in one process per device);
+- `place(device)`: moves what `find` computes with beside the model (a classifier) to each rank's device.
 
 `identity()` is what the cache keys its directions by: every field, where a field holding an object (a
 classifier, a datamodule) contributes that object's own identity (the hash of its weights, the content of
@@ -60,6 +61,11 @@ class DirectionMethod(ABC):
     def check_model(self, model: DiffusionModel) -> None:
         """Refuse, in one line, settings that do not fit the model (a mask region outside its images); called once
         the model is loaded, before any work. By default every model fits."""
+
+    def place(self, device: torch.device) -> None:
+        """Move what `find` computes with beside the model (a classifier) to `device`. A collection split across
+        processes calls it to hand that to its ranks through CPU memory and to put it on each rank's own device. By
+        default there is nothing to move."""
 
     def walked_sampler(self, sampler: SamplerSettings) -> SamplerSettings:
         """The settings `find` samples with, given the run's: the run's own by default."""

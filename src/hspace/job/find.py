@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from hspace.cache import ArtifactCache
 from hspace.checks import note
 from hspace.diffusion.model import DiffusionModel
@@ -34,6 +36,7 @@ def _find_on_rank(method: DirectionMethod, model: DiffusionModel, sampler, cache
     """One rank of find_across_processes: its own device, its share of the collection; rank 0 writes."""
     shard = Shard.current()
     model.unet.to(shard.device())
+    method.place(shard.device())  # its classifier, where it has one
     directions = method.find(model, sampler, cache)
     if shard.rank == 0:
         directions.save(path)
@@ -52,6 +55,7 @@ def find_across_processes(
     alignment decides from a near-zero overlap: docs/algorithms.md, "Signs")."""
     device = model.device
     model.unet.to("cpu")  # the ranks receive the weights through shared CPU memory and move them to their device
+    method.place(torch.device("cpu"))  # and the method's classifier, put back on the model's device after
     try:
         with tempfile.TemporaryDirectory(prefix="hspace-find-") as tmp:
             path = str(Path(tmp) / "directions.safetensors")
@@ -59,6 +63,7 @@ def find_across_processes(
             return Directions.load(path)
     finally:
         model.unet.to(device)
+        method.place(device)
 
 
 def directions_from_method(
