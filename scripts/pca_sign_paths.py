@@ -3,7 +3,7 @@
 Both fits find the same axes to rounding; per sign rule (`method.sign_reference`) this prints, for each of the
 first components and in all, how many steps take the other sign in one fit than in the other, and how many
 neighbouring steps point against each other in the streaming fit (an edit turning round between two steps), in
-all and among neighbours that overlap by at least method.sign_restart_overlap (the same axis, not a swap).
+all and among neighbours that overlap by more than method.sign_restart_overlap (the same axis, not a swap).
 The h of the collection is read from the cache where the default run left it (same samples, grid and eta).
 
 python scripts/pca_sign_paths.py                    # the default run's PCA of the shipped Shapes DDPM

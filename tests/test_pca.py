@@ -328,3 +328,11 @@ def test_a_step_where_h_does_not_vary_explains_no_variance_on_both_paths():
         stream.update(h)
         streamed = stream.result(2)
     assert np.array_equal(streamed.explained_variance_ratio[:, 1], np.zeros(3))
+
+
+def test_chain_restart_aligns_a_one_step_grid():
+    """One step has no neighbours: its axis is canonical and nothing is restarted (a one-step run must not fail)."""
+    axes = -unit([0.2, 1.0, 0.1])[None]  # (k, T, D) = (1, 1, 3)
+    aligned = align_signs(axes, "chain_restart")[0]
+    np.testing.assert_allclose(aligned, -axes)
+    assert anchor_overlaps(aligned, "chain_restart").shape == (1, 0)

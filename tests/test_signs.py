@@ -52,3 +52,7 @@ def test_the_margin_of_a_canonical_sign_is_the_gap_to_the_largest_entry_of_the_o
     margins = canonical_margins_numpy(rows)
     np.testing.assert_allclose(margins, [slow_margin(row) for row in rows])
     np.testing.assert_allclose(canonical_margins_numpy(-rows), margins)  # a row's sign does not change its margin
+
+
+def test_no_rows_have_no_margins():
+    assert canonical_margins_numpy(np.zeros((0, 5))).shape == (0,)

@@ -26,7 +26,10 @@ def canonical_margins_numpy(rows: np.ndarray) -> np.ndarray:
     """(k,): how firmly canonical_rows decides each row's sign, 1 - |b| / |a| in [0, 1], where a is the row's
     largest-|entry| and b its largest-|entry| of the other sign (0 if none). Near 0 the two are nearly tied, and
     rounding decides the sign; a row of zeros has margin 0."""
-    flat = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    rows = np.asarray(rows, dtype=np.float64)
+    flat = rows.reshape(len(rows), int(np.prod(rows.shape[1:])))
+    if flat.size == 0:  # no rows (a one-step grid has no later steps), or rows of no entries
+        return np.zeros(len(flat))
     largest = flat[np.arange(len(flat)), np.abs(flat).argmax(axis=1)]
     other = np.where(np.sign(flat) == -np.sign(largest)[:, None], np.abs(flat), 0.0).max(axis=1)
     magnitude = np.abs(largest)
